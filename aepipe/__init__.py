@@ -1,0 +1,51 @@
+"""aepipe: a plugin-based experiment pipeline for autoencoders.
+
+Plugin authors need only::
+
+    from aepipe import hookimpl
+
+The rest of the public API is imported lazily, so ``import aepipe`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("aepipe")
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "get_plugin_manager",
+    "resolve",
+    "train",
+    "AepipeError",
+    "ConfigError",
+    "PluginError",
+    "TrainingError",
+    "DataError",
+]
+
+_LAZY = {
+    "get_plugin_manager": ("aepipe.plugins", "get_plugin_manager"),
+    "resolve": ("aepipe.config", "resolve"),
+    "train": ("aepipe.training", "train"),
+    "AepipeError": ("aepipe.errors", "AepipeError"),
+    "ConfigError": ("aepipe.errors", "ConfigError"),
+    "PluginError": ("aepipe.errors", "PluginError"),
+    "TrainingError": ("aepipe.errors", "TrainingError"),
+    "DataError": ("aepipe.errors", "DataError"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'aepipe' has no attribute {name!r}")

@@ -1,0 +1,247 @@
+"""The ``aepipe`` command line (click). Heavy packages are imported inside commands only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from aepipe import __version__
+from aepipe.errors import AepipeError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+class AepipeGroup(click.Group):
+    """Turns every :class:`AepipeError` into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AepipeError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=AepipeGroup, context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="aepipe")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """aepipe: train, compare and extend autoencoders; runs are tracked in MLflow."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _plugin_manager():
+    from aepipe.plugins import get_plugin_manager
+
+    return get_plugin_manager()
+
+
+class _Reporter:
+    """A live progress bar on a terminal, one plain line per epoch otherwise."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled = enabled
+        self.progress = None
+        self.task = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]epoch"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"), transient=False,
+            )
+            self.task = self.progress.add_task("train", total=total, info="")
+
+    def __enter__(self):
+        if self.progress:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.__exit__(*exc)
+
+    def __call__(self, epoch: int, total: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        info = f"loss {metrics['loss']:.4g}  val_loss {metrics['val_loss']:.4g}"
+        if self.progress:
+            self.progress.update(self.task, completed=epoch, total=total, info=info)
+        else:
+            click.echo(f"epoch {epoch}/{total}  {info}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. train.epochs=5 (repeatable).")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: train.device).")
+@click.option("--resume", default=None, metavar="RUN_ID", help="Continue a stopped run from its checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def train(pipeline: Path, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool, quiet: bool) -> None:
+    """Train PIPELINE (a TOML file) as one MLflow run; prints the run id."""
+    from aepipe.config import resolve
+    from aepipe.training import train as run_training
+
+    pm = _plugin_manager()
+    resolved = resolve(pm, pipeline, overrides)
+    with _Reporter(not quiet, resolved.settings.train.epochs) as reporter:
+        result = run_training(resolved, pm, device=device, resume=resume, reporter=reporter)
+    if as_json:
+        click.echo(json.dumps(result.summary(), indent=2))
+    else:
+        shown = {k: v for k, v in result.metrics.items() if k in ("test_loss", "test_recon", "test_mse")}
+        click.echo(
+            f"finished {result.epochs} epochs{' (stopped early)' if result.stopped_early else ''} in "
+            f"{result.seconds:.1f}s: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()),
+            err=True,
+        )
+        click.echo(result.run_id)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins: distribution, version, hooks and components."""
+    pm = _plugin_manager()
+    registry = pm.registry
+    rows = []
+    for name, info in sorted(pm.infos.items()):
+        rows.append({
+            "name": name,
+            "distribution": info.dist,
+            "version": info.version,
+            "module": info.module,
+            "hooks": pm.hooks_of(name),
+            "components": registry.by_plugin(name),
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']}  ({row['distribution'] or 'no distribution'} {row['version'] or ''})  {row['module']}")
+        click.echo(f"    hooks: {', '.join(row['hooks'])}")
+        for kind, names in row["components"].items():
+            click.echo(f"    {kind}s: {', '.join(names)}")
+
+
+def _array_io(run_id: str, input_path: Path, device: str, scaled: bool, labels: Path | None):
+    import numpy as np
+    import torch
+
+    from aepipe import tracking
+    from aepipe.data import scale
+    from aepipe.errors import ConfigError, DataError
+    from aepipe.training import select_device
+
+    dev = select_device(device)
+    model = tracking.load_model(run_id, device=str(dev))
+    try:
+        raw = np.load(input_path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{input_path}: not a readable .npy file: {exc}") from None
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim == 1:
+        raw = raw[None]
+    d = model.meta["input_dim"]
+    if int(np.prod(raw.shape[1:])) != d:
+        raise DataError(f"{input_path}: rows of {int(np.prod(raw.shape[1:]))} values; run {run_id} expects {d}")
+    value_range = tuple(model.meta["value_range"])
+    x = raw.reshape(len(raw), -1).astype(np.float32) if scaled else scale(raw, value_range)
+    y = None
+    if model.spec.conditional:
+        if labels is None:
+            raise ConfigError(f"run {run_id} is conditional: give --labels LABELS.npy")
+        y = torch.as_tensor(np.load(labels).astype(np.int64).reshape(-1), device=dev)
+        if len(y) != len(x) or int(y.min()) < 0 or int(y.max()) >= model.spec.n_classes:
+            raise ConfigError(f"--labels {labels}: need {len(x)} labels in 0..{model.spec.n_classes - 1}")
+    return model, torch.as_tensor(x, device=dev), y, raw, value_range
+
+
+_io_options = [
+    click.argument("run_id"),
+    click.argument("input_path", metavar="INPUT.npy", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+    click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .npy file."),
+    click.option("--device", default="auto", help="auto, cpu, cuda, ..."),
+    click.option("--scaled", is_flag=True, help="INPUT is already scaled to [0, 1] (default: raw units of the dataset)."),
+    click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Labels .npy for conditional models."),
+]
+
+
+def _with_io_options(fn):
+    for option in reversed(_io_options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command(context_settings=CONTEXT)
+@_with_io_options
+def encode(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None) -> None:
+    """Encode INPUT.npy (raw units, as the dataset stores them) with RUN_ID's model; writes codes."""
+    import numpy as np
+    import torch
+
+    model, x, y, _, _ = _array_io(run_id, input_path, device, scaled, labels)
+    with torch.no_grad():
+        codes = model.encode(x, y).code.cpu().numpy()
+    np.save(output, codes)
+    click.echo(f"wrote {codes.shape[0]} codes of size {codes.shape[1]} to {output}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@_with_io_options
+def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None) -> None:
+    """Reconstruct INPUT.npy with RUN_ID's model; output in the input's shape and units."""
+    import numpy as np
+    import torch
+
+    model, x, y, raw, (lo, hi) = _array_io(run_id, input_path, device, scaled, labels)
+    with torch.no_grad():
+        recon = model(x, y).cpu().numpy().astype(np.float64)
+    out = recon if scaled else lo + recon * (hi - lo)
+    np.save(output, out.reshape(raw.shape))
+    click.echo(f"wrote {len(out)} reconstructions to {output}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def ui(host: str, port: int) -> None:
+    """Start the MLflow UI over aepipe's tracking store."""
+    from aepipe import tracking
+
+    uri = tracking.tracking_uri()
+    args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if tracking.uses_local_store():
+        tracking.local_root().mkdir(parents=True, exist_ok=True)
+        args += ["--default-artifact-root", tracking.artifact_root()]
+    click.echo(f"MLflow UI on http://{host}:{port} over {uri}", err=True)
+    os.execv(sys.executable, args)
+
+
+def _add_plugin_commands(group: click.Group) -> None:
+    """Let plugins add commands; a broken plugin is reported by the command that needs it."""
+    from aepipe.errors import PluginError
+
+    try:
+        pm = _plugin_manager()
+        pm.call_plugin_hook("aepipe_cli_commands", cli=group)
+    except PluginError:
+        pass
+
+
+def main() -> None:
+    _add_plugin_commands(cli)
+    cli(prog_name="aepipe")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,397 @@
+"""Pipeline files: loading, layering, ``--set`` overrides and validation.
+
+A pipeline is resolved from layers, lowest first: the variant's defaults, the pipeline file,
+then ``--set dotted.key=value`` overrides. Core sections are validated by the pydantic models
+below, component sections by each component's own ``Config``. Every error is one line naming
+the file (or ``--set``), the dotted key and what was expected.
+
+This module imports no torch; resolving components needs a plugin manager.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aepipe.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aepipe.components import ComponentConfig
+    from aepipe.plugins import AepipePluginManager
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSettings(_Section):
+    """``[data]``: the dataset (``name``) and the split; other keys are the dataset's settings."""
+
+    name: str = "digits"
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    split_seed: int = 0
+
+
+class ModelSettings(_Section):
+    """``[model]``: code size, likelihood and Monte Carlo samples; components are sub-tables."""
+
+    code_dim: int = Field(16, ge=1)
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    sigma: float = Field(1.0, gt=0.0, description="standard deviation of the Gaussian likelihood")
+    samples: int = Field(1, ge=1, description="Monte Carlo samples of z per input (L)")
+    conditional: bool = False
+
+
+class TrainSettings(_Section):
+    """``[train]``: optimisation, seed, device, early stopping."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: Optional[float] = Field(None, gt=0.0)
+    seed: int = 0
+    device: str = "auto"
+    patience: int = Field(10, ge=0, description="epochs without improvement before stopping; 0 never stops")
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrackingSettings(_Section):
+    """``[tracking]``: the MLflow experiment and what each run logs."""
+
+    experiment: str = "aepipe"
+    run_name: Optional[str] = None
+    log_model: bool = True
+    log_images: bool = True
+    log_dataset: bool = True
+
+
+class PipelineSettings(_Section):
+    variant: Optional[str] = None
+    description: str = ""
+    data: DataSettings = DataSettings()
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    tune: dict[str, Any] = {}
+
+
+#: Component sections under ``[model]`` and the component kind each holds.
+MODEL_COMPONENTS = {"encoder": "encoder", "decoder": "decoder", "corruption": "corruption", "prior": "prior"}
+REGULARIZERS = "regularizers"
+REGULARIZER_CORE_KEYS = {"name", "enabled"}
+
+
+@dataclass
+class ComponentChoice:
+    """A component picked by a pipeline: its kind, name, class and validated settings."""
+
+    kind: str
+    name: str
+    cls: type
+    config: ComponentConfig
+    path: str  # dotted section, e.g. "model.encoder"
+
+
+@dataclass
+class Pipeline:
+    """A fully resolved pipeline."""
+
+    settings: PipelineSettings
+    dataset: ComponentChoice
+    components: dict[str, ComponentChoice]  # "encoder", "decoder", optional "corruption", "prior"
+    regularizers: dict[str, ComponentChoice]
+    source: str = "<defaults>"
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved pipeline as a nested dict, every default filled in."""
+        out = self.settings.model_dump(exclude_none=True)
+        out["data"].update(self.dataset.config.model_dump(exclude_none=True))
+        for section, choice in self.components.items():
+            out["model"][section] = {"name": choice.name, **choice.config.model_dump(exclude_none=True)}
+        out["model"][REGULARIZERS] = {
+            key: ({"name": choice.name} if choice.name != key else {}) | choice.config.model_dump(exclude_none=True)
+            for key, choice in self.regularizers.items()
+        }
+        if not out.get("tune"):
+            out.pop("tune", None)
+        return out
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys to values: the names MLflow params and Optuna search spaces use."""
+        return flatten(self.as_dict())
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.as_dict())
+
+    @property
+    def variant(self) -> str:
+        return self.settings.variant or "custom"
+
+
+# --- dict helpers -----------------------------------------------------------------------
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted + "."))
+        elif not isinstance(value, dict):
+            out[dotted] = value
+    return out
+
+
+def _component_paths(tree: dict[str, Any]) -> list[str]:
+    paths = ["data"] + [f"model.{s}" for s in MODEL_COMPONENTS]
+    regs = tree.get("model", {}).get(REGULARIZERS, {})
+    paths += [f"model.{REGULARIZERS}.{k}" for k in regs] if isinstance(regs, dict) else []
+    return paths
+
+
+def _get(tree: dict[str, Any], path: str) -> Any:
+    node: Any = tree
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _merge(lower: dict[str, Any], upper: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Deep-merge ``upper`` over ``lower``. A component section whose ``name`` changes drops
+    the lower layer's settings of the old component (they belong to another class)."""
+    out = copy.deepcopy(lower)
+    for key, value in upper.items():
+        dotted = f"{path}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            low = out[key]
+            if "name" in value and "name" in low and value["name"] != low["name"] and _is_component(dotted):
+                keep = DataSettings.model_fields if dotted == "data" else REGULARIZER_CORE_KEYS
+                low = {k: v for k, v in low.items() if k in keep}
+            out[key] = _merge(low, value, dotted + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _is_component(dotted: str) -> bool:
+    parts = dotted.split(".")
+    return dotted == "data" or (len(parts) == 2 and parts[0] == "model" and parts[1] in MODEL_COMPONENTS) or (
+        len(parts) == 3 and parts[:2] == ["model", REGULARIZERS]
+    )
+
+
+def _origins(tree: dict[str, Any], where: str) -> dict[str, str]:
+    return {key: where for key in flatten(tree)} | {
+        key: where for key in _all_prefixes(tree)
+    }
+
+
+def _all_prefixes(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        keys.append(prefix + key)
+        if isinstance(value, dict):
+            keys += _all_prefixes(value, prefix + key + ".")
+    return keys
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def read_pipeline_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: pipeline file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file: {exc}") from None
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is read as TOML, else text."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    node: dict[str, Any] = {}
+    root = node
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    return root
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _type_name(annotation: Any) -> str:
+    name = getattr(annotation, "__name__", None)
+    return name if name and not str(annotation).startswith("typing.") else str(annotation).replace("typing.", "")
+
+
+def _format_error(
+    exc: ValidationError, model: type[BaseModel], section: str, origins: dict[str, str], label: str, extra_keys: tuple[str, ...] = ()
+) -> ConfigError:
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    # Walk to the model that owns the failing field, to list its valid keys.
+    owner: type[BaseModel] = model
+    for part in loc[:-1]:
+        field_info = owner.model_fields.get(part)
+        sub = field_info.annotation if field_info else None
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            owner = sub
+        else:
+            break
+    key = ".".join(([section] if section else []) + loc)
+    where = _origin_for(key, origins)
+    if err["type"] == "extra_forbidden":
+        valid = ", ".join(sorted(set(owner.model_fields) | (set(extra_keys) if owner is model else set()))) or "(none)"
+        return ConfigError(f"{where}: unknown key '{key}' for {label}; valid keys: {valid}")
+    if err["type"] == "missing":
+        return ConfigError(f"{where}: missing required key '{key}' for {label}")
+    field_info = owner.model_fields.get(loc[-1]) if loc else None
+    expected = f"expected {_type_name(field_info.annotation)}: " if field_info is not None else ""
+    return ConfigError(f"{where}: '{key}' = {err.get('input')!r}: {expected}{err['msg']}")
+
+
+def _origin_for(key: str, origins: dict[str, str]) -> str:
+    parts = key.split(".")
+    while parts:
+        found = origins.get(".".join(parts))
+        if found:
+            return found
+        parts.pop()
+    return origins.get("", "<pipeline>")
+
+
+def _validate(
+    model: type[BaseModel], data: Any, section: str, origins: dict[str, str], label: str, extra_keys: tuple[str, ...] = ()
+) -> Any:
+    if not isinstance(data, dict):
+        where = _origin_for(section, origins)
+        raise ConfigError(f"{where}: '{section}' must be a table, got {data!r}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _format_error(exc, model, section, origins, label, extra_keys) from None
+
+
+def resolve(
+    pm: AepipePluginManager,
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    tree: dict[str, Any] | None = None,
+) -> Pipeline:
+    """Resolve a pipeline from a file (or a dict) and ``--set`` overrides, validating everything."""
+    source = str(path) if path is not None else "<pipeline>"
+    file_tree = read_pipeline_file(path) if path is not None else copy.deepcopy(tree or {})
+    set_trees = [parse_override(text) for text in overrides]
+
+    origins: dict[str, str] = {"": source}
+    layers: list[dict[str, Any]] = [file_tree, *set_trees]
+    variant_name = file_tree.get("variant")
+    for st in set_trees:
+        variant_name = st.get("variant", variant_name)
+    variant_tree: dict[str, Any] = {}
+    registry = pm.registry
+    if variant_name is not None:
+        if not isinstance(variant_name, str):
+            raise ConfigError(f"{source}: 'variant' must be a string, got {variant_name!r}")
+        try:
+            variant = registry.get("variant", variant_name)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: variant: {exc}") from None
+        variant_tree = copy.deepcopy(variant.defaults)
+        origins.update(_origins(variant_tree, f"variant '{variant_name}'"))
+
+    merged = variant_tree
+    origins.update(_origins(file_tree, source))
+    for text, st in zip(overrides, set_trees):
+        origins.update(_origins(st, f"--set {text}"))
+    for layer in layers:
+        merged = _merge(merged, layer)
+
+    # Split component sections from core settings.
+    data_section = merged.get("data", {})
+    if not isinstance(data_section, dict):
+        raise ConfigError(f"{_origin_for('data', origins)}: 'data' must be a table")
+    core = {k: v for k, v in merged.items()}
+    core["data"] = {k: v for k, v in data_section.items() if k in DataSettings.model_fields}
+    model_section = merged.get("model", {})
+    if not isinstance(model_section, dict):
+        raise ConfigError(f"{_origin_for('model', origins)}: 'model' must be a table")
+    core["model"] = {k: v for k, v in model_section.items() if k not in MODEL_COMPONENTS and k != REGULARIZERS}
+    settings = _validate(PipelineSettings, core, "", origins, "the pipeline")
+
+    dataset_settings = {k: v for k, v in data_section.items() if k not in DataSettings.model_fields}
+    dataset = _choose(registry, "dataset", settings.data.name, dataset_settings, "data", origins)
+
+    components: dict[str, ComponentChoice] = {}
+    for section, kind in MODEL_COMPONENTS.items():
+        sub = model_section.get(section)
+        if sub is None:
+            if section in ("encoder", "decoder"):
+                raise ConfigError(
+                    f"{source}: no {kind} chosen; set [model.{section}] name = ... "
+                    f"(available: {', '.join(registry.names(kind))}) or a variant"
+                )
+            continue
+        path_ = f"model.{section}"
+        if not isinstance(sub, dict) or "name" not in sub:
+            raise ConfigError(f"{_origin_for(path_, origins)}: [{path_}] needs a 'name'")
+        components[section] = _choose(registry, kind, sub["name"], {k: v for k, v in sub.items() if k != "name"}, path_, origins)
+
+    regularizers: dict[str, ComponentChoice] = {}
+    regs = model_section.get(REGULARIZERS, {})
+    if not isinstance(regs, dict):
+        raise ConfigError(f"{_origin_for('model.regularizers', origins)}: [model.regularizers] must be a table of tables")
+    for key, sub in regs.items():
+        path_ = f"model.{REGULARIZERS}.{key}"
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{_origin_for(path_, origins)}: [{path_}] must be a table")
+        enabled = sub.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{_origin_for(path_ + '.enabled', origins)}: '{path_}.enabled' must be true or false")
+        if not enabled:
+            continue
+        name = sub.get("name", key)
+        settings_ = {k: v for k, v in sub.items() if k not in REGULARIZER_CORE_KEYS}
+        regularizers[key] = _choose(registry, "regularizer", name, settings_, path_, origins)
+
+    return Pipeline(settings, dataset, components, regularizers, source=source, origins=origins)
+
+
+def _choose(registry: Any, kind: str, name: Any, settings: dict[str, Any], path: str, origins: dict[str, str]) -> ComponentChoice:
+    name_key = f"{path}.name"
+    if not isinstance(name, str):
+        raise ConfigError(f"{_origin_for(name_key, origins)}: '{name_key}' must be a string, got {name!r}")
+    try:
+        cls = registry.get(kind, name)
+    except ConfigError as exc:
+        raise ConfigError(f"{_origin_for(name_key, origins)}: {name_key}: {exc}") from None
+    core_keys = tuple(DataSettings.model_fields) if path == "data" else ("name",) if kind != "regularizer" else tuple(REGULARIZER_CORE_KEYS)
+    config = _validate(cls.Config, settings, path, origins, f"{kind} '{name}'", core_keys)
+    return ComponentChoice(kind, name, cls, config, path)

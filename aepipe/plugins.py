@@ -1,0 +1,273 @@
+"""The plugin manager and the component registry.
+
+Plugins come from the ``aepipe`` entry-point group: first-party variants and third-party ones
+alike. Environment switches:
+
+* ``AEPIPE_BLOCK_PLUGINS=a,b``: do not load the entry points named ``a`` and ``b``.
+* ``AEPIPE_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry point except those named in
+  ``AEPIPE_PLUGINS=a,b``.
+* ``AEPIPE_TRACE_HOOKS=1``: print every hook call and its result to stderr.
+
+Importing this module imports neither torch nor any plugin.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Iterable
+
+import pluggy
+
+from aepipe import hookspecs
+from aepipe.errors import ConfigError, PluginError
+
+GROUP = "aepipe"
+ENV_BLOCK = "AEPIPE_BLOCK_PLUGINS"
+ENV_NO_AUTOLOAD = "AEPIPE_DISABLE_PLUGIN_AUTOLOAD"
+ENV_PLUGINS = "AEPIPE_PLUGINS"
+ENV_TRACE = "AEPIPE_TRACE_HOOKS"
+
+#: Registration hook of each component kind.
+KIND_HOOKS = {
+    "dataset": "aepipe_register_datasets",
+    "encoder": "aepipe_register_encoders",
+    "decoder": "aepipe_register_decoders",
+    "corruption": "aepipe_register_corruptions",
+    "regularizer": "aepipe_register_regularizers",
+    "prior": "aepipe_register_priors",
+    "variant": "aepipe_register_variants",
+}
+KINDS = tuple(KIND_HOOKS)
+
+
+@dataclass
+class PluginInfo:
+    """Where a plugin came from."""
+
+    name: str
+    module: str
+    dist: str | None = None
+    version: str | None = None
+    entry_point: str | None = None
+
+    def describe(self) -> str:
+        where = f"plugin '{self.name}'"
+        if self.dist:
+            where += f" ({self.dist} {self.version})"
+        return where
+
+
+def _split_env(name: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+@dataclass
+class _Entry:
+    obj: Any
+    source: PluginInfo
+
+
+class Registry:
+    """Components by kind and name, each remembered with the plugin that registered it."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, _Entry]] = {kind: {} for kind in KINDS}
+
+    def add(self, kind: str, obj: Any, source: PluginInfo) -> Any:
+        from aepipe import components
+
+        base = components.BASES[kind]
+        if kind == "variant":
+            ok = isinstance(obj, base)
+        else:
+            ok = isinstance(obj, type) and issubclass(obj, base)
+        if not ok:
+            raise PluginError(
+                f"{source.describe()} registered {obj!r} as a {kind}; expected "
+                f"{'an instance' if kind == 'variant' else 'a subclass'} of "
+                f"aepipe.components.{base.__name__}",
+                plugin=source.name,
+            )
+        name = getattr(obj, "name", "")
+        if not isinstance(name, str) or not name:
+            raise PluginError(
+                f"{source.describe()} registered a {kind} ({obj!r}) without a 'name'",
+                plugin=source.name,
+            )
+        if kind != "variant":
+            components.check_component_class(obj, source)
+        existing = self._entries[kind].get(name)
+        if existing is not None:
+            raise PluginError(
+                f"duplicate {kind} name '{name}': registered by {existing.source.describe()} "
+                f"and by {source.describe()}",
+                plugin=source.name,
+            )
+        self._entries[kind][name] = _Entry(obj, source)
+        return obj
+
+    def get(self, kind: str, name: str) -> Any:
+        try:
+            return self._entries[kind][name].obj
+        except KeyError:
+            available = ", ".join(sorted(self._entries[kind])) or "(none registered)"
+            raise ConfigError(f"unknown {kind} '{name}'; available: {available}") from None
+
+    def source(self, kind: str, name: str) -> PluginInfo:
+        return self._entries[kind][name].source
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._entries[kind])
+
+    def items(self, kind: str) -> Iterable[tuple[str, Any]]:
+        return ((name, entry.obj) for name, entry in sorted(self._entries[kind].items()))
+
+    def by_plugin(self, plugin: str) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for kind, entries in self._entries.items():
+            for name, entry in sorted(entries.items()):
+                if entry.source.name == plugin:
+                    found.setdefault(kind, []).append(name)
+        return found
+
+
+class AepipePluginManager(pluggy.PluginManager):
+    """pluggy's manager plus where each plugin came from and a lazily built registry."""
+
+    def __init__(self) -> None:
+        super().__init__(GROUP)
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._registry: Registry | None = None
+
+    def register_plugin(self, plugin: Any, name: str | None = None, info: PluginInfo | None = None) -> str:
+        """Register ``plugin`` (a module or object with hookimpls), validating its hooks."""
+        name = name or getattr(plugin, "__name__", None) or repr(plugin)
+        info = info or PluginInfo(name=name, module=getattr(plugin, "__name__", type(plugin).__name__))
+        try:
+            registered = self.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"{info.describe()} is invalid: {exc}", plugin=name) from exc
+        except ValueError as exc:  # same name or same object twice
+            other = self.infos.get(name)
+            extra = f" (already registered by {other.describe()})" if other else ""
+            raise PluginError(f"cannot register {info.describe()}: {exc}{extra}", plugin=name) from exc
+        if registered is None:  # blocked
+            return name
+        self.infos[name] = info
+        self._registry = None
+        return name
+
+    def load_entry_points(self) -> None:
+        """Load the ``aepipe`` entry points, honouring the blocking and autoload switches."""
+        blocked = set(_split_env(ENV_BLOCK))
+        for name in blocked:
+            self.set_blocked(name)
+        wanted = set(_split_env(ENV_PLUGINS))
+        autoload = not _env_flag(ENV_NO_AUTOLOAD)
+        for ep in metadata.entry_points(group=GROUP):
+            if ep.name in blocked or self.is_registered(self.get_plugin(ep.name)):
+                continue
+            if not autoload and ep.name not in wanted:
+                continue
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(
+                name=ep.name,
+                module=ep.value,
+                dist=dist.name if dist else None,
+                version=dist.version if dist else None,
+                entry_point=f"{ep.name} = {ep.value}",
+            )
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
+                raise PluginError(
+                    f"plugin '{ep.name}' failed to load (entry point '{info.entry_point}' of "
+                    f"{info.dist or 'an unknown distribution'} {info.version or ''}): "
+                    f"{type(exc).__name__}: {exc}; block it with {ENV_BLOCK}={ep.name}",
+                    plugin=ep.name,
+                ) from exc
+            self.register_plugin(plugin, name=ep.name, info=info)
+        self.validate()
+
+    def validate(self) -> None:
+        try:
+            self.check_pending()
+        except pluggy.PluginValidationError as exc:
+            info = self.infos.get(exc.plugin if isinstance(exc.plugin, str) else self.get_name(exc.plugin) or "")
+            who = info.describe() if info else f"plugin {exc.plugin!r}"
+            raise PluginError(f"{who} implements an unknown hook: {exc}", plugin=info.name if info else None) from exc
+
+    # --- registry -----------------------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        """The components registered by every plugin (built on first use, then cached)."""
+        if self._registry is None:
+            self._registry = self._build_registry()
+        return self._registry
+
+    def _build_registry(self) -> Registry:
+        registry = Registry()
+        for kind, hook_name in KIND_HOOKS.items():
+            hook = getattr(self.hook, hook_name)
+            for impl in reversed(hook.get_hookimpls()):
+                info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name)
+                others = [p for p in self.get_plugins() if p is not impl.plugin]
+                caller = self.subset_hook_caller(hook_name, remove_plugins=others)
+
+                def register(obj: Any, _kind: str = kind, _info: PluginInfo = info) -> Any:
+                    return registry.add(_kind, obj, _info)
+
+                try:
+                    caller(register=register)
+                except PluginError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise PluginError(
+                        f"{info.describe()} failed in {hook_name}: {type(exc).__name__}: {exc}",
+                        plugin=info.name,
+                    ) from exc
+        return registry
+
+    def hooks_of(self, name: str) -> list[str]:
+        plugin = self.get_plugin(name)
+        return sorted(caller.name for caller in (self.get_hookcallers(plugin) or []))
+
+    def call_plugin_hook(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call a lifecycle hook; an exception is re-raised naming the plugin that raised it."""
+        results = []
+        hook = getattr(self.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):
+            others = [p for p in self.get_plugins() if p is not impl.plugin]
+            try:
+                result = self.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+            except Exception as exc:  # noqa: BLE001
+                info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name)
+                raise PluginError(
+                    f"{info.describe()} raised in {hook_name}: {type(exc).__name__}: {exc}",
+                    plugin=info.name,
+                ) from exc
+            results.extend(result)
+        return results
+
+
+def get_plugin_manager(*, load_entry_points: bool = True) -> AepipePluginManager:
+    """A new plugin manager with every installed plugin loaded and validated.
+
+    No global state: each call builds a fresh manager.
+    """
+    pm = AepipePluginManager()
+    if _env_flag(ENV_TRACE):
+        pm.trace.root.setwriter(sys.stderr.write)
+        pm.enable_tracing()
+    if load_entry_points:
+        pm.load_entry_points()
+    return pm

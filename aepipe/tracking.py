@@ -1,0 +1,97 @@
+"""MLflow tracking: where the store lives and how runs are opened.
+
+Default: a SQLite store ``./mlruns/mlflow.db`` and artifacts under ``./mlruns/artifacts``
+(MLflow 3.13+ refuses its old file store). ``MLFLOW_TRACKING_URI`` takes over, for example an
+``mlflow server`` shared by many workers. ``AEPIPE_HOME`` moves the local folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+from aepipe.errors import RunNotFoundError
+
+
+def local_root() -> Path:
+    return Path(os.environ.get("AEPIPE_HOME", "mlruns")).resolve()
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{local_root() / 'mlflow.db'}"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def uses_local_store() -> bool:
+    return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def artifact_root() -> str:
+    return (local_root() / "artifacts").as_uri()
+
+
+def checkpoint_path(run_id: str) -> Path:
+    return local_root() / "checkpoints" / run_id / "checkpoint.pt"
+
+
+def setup():
+    """Point MLflow at the store; returns the mlflow module."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import mlflow
+
+    if uses_local_store():
+        local_root().mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def experiment_id(name: str) -> str:
+    """The id of experiment ``name``, created (with an explicit artifact location) if missing."""
+    mlflow = setup()
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    kwargs = {"artifact_location": artifact_root()} if uses_local_store() else {}
+    try:
+        return mlflow.create_experiment(name, **kwargs)
+    except Exception:  # another worker created it meanwhile
+        found = mlflow.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def get_run(run_id: str):
+    mlflow = setup()
+    try:
+        return mlflow.get_run(run_id)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing run
+        raise RunNotFoundError(f"run '{run_id}' not found in {tracking_uri()}: {str(exc).splitlines()[0]}") from None
+
+
+def load_model(run_id: str, device: str = "cpu"):
+    """The run's trained model (logged with MLflow's PyTorch flavour)."""
+    get_run(run_id)
+    mlflow = setup()
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location=device)
+    except Exception as exc:  # noqa: BLE001
+        raise RunNotFoundError(f"run '{run_id}' has no loadable model: {str(exc).splitlines()[0]}") from None
+    model.eval()
+    return model
+
+
+def git_commit(cwd: str | Path = ".") -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

@@ -1,0 +1,1 @@
+"""aepipe's first-party plugins, each registered through the ``aepipe`` entry-point group."""

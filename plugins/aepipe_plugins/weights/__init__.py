@@ -1,0 +1,21 @@
+"""Weight-regularized autoencoders: L1 (lambda sum |W|) and L2 (lambda sum W^2) penalties."""
+
+from aepipe import hookimpl
+from aepipe.components import Variant
+
+
+@hookimpl
+def aepipe_register_regularizers(register):
+    from aepipe_plugins.weights import penalties
+
+    register(penalties.WeightL1)
+    register(penalties.WeightL2)
+
+
+@hookimpl
+def aepipe_register_variants(register):
+    base = {"encoder": {"name": "one-layer", "activation": "sigmoid"}, "decoder": {"name": "one-layer"}, "likelihood": "bernoulli"}
+    register(Variant("weight-l1", "One-layer autoencoder with an L1 penalty on its weights.",
+                     {"model": {**base, "regularizers": {"weight-l1": {"lam": 1e-3}}}}))
+    register(Variant("weight-l2", "One-layer autoencoder with an L2 penalty on its weights (weight decay).",
+                     {"model": {**base, "regularizers": {"weight-l2": {"lam": 1e-3}}}}))
