@@ -23,12 +23,19 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{local_root() / 'mlflow.db'}"
 
 
+_set_by_us: str | None = None  # MLflow exports the URI it is given to MLFLOW_TRACKING_URI
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    """The user's ``MLFLOW_TRACKING_URI`` if they set one, else aepipe's local store."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env != _set_by_us:
+        return env
+    return default_tracking_uri()
 
 
 def uses_local_store() -> bool:
-    return not os.environ.get("MLFLOW_TRACKING_URI")
+    return tracking_uri() == default_tracking_uri()
 
 
 def artifact_root() -> str:
@@ -45,9 +52,12 @@ def setup():
     logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
 
+    global _set_by_us
+    uri = tracking_uri()
     if uses_local_store():
         local_root().mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(uri)
+    _set_by_us = uri
     return mlflow
 
 

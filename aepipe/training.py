@@ -200,6 +200,8 @@ class RunResult:
     metrics: dict[str, float]
     stopped_early: bool = False
     seconds: float = 0.0
+    model: AutoEncoder | None = field(default=None, repr=False)
+    data: DataBundle | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -394,7 +396,7 @@ class Trainer:
                  "history": history, "done": True, "stopped_early": stopped_early},
             )
             self._finish(mlflow, ckpt_path, "FINISHED")
-            return RunResult(run_id, exp_id, "FINISHED", epoch, test, stopped_early, time.perf_counter() - t0)
+            return RunResult(run_id, exp_id, "FINISHED", epoch, test, stopped_early, time.perf_counter() - t0, model, data)
         except KeyboardInterrupt:
             self._finish(mlflow, ckpt_path, "KILLED", f"interrupted by the user at epoch {epoch}")
             raise Interrupted(
