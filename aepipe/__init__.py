@@ -20,6 +20,7 @@ hookimpl = pluggy.HookimplMarker("aepipe")
 __all__ = [
     "__version__",
     "hookimpl",
+    "Variant",
     "get_plugin_manager",
     "resolve",
     "train",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Variant": ("aepipe.variant", "Variant"),
     "get_plugin_manager": ("aepipe.plugins", "get_plugin_manager"),
     "resolve": ("aepipe.config", "resolve"),
     "train": ("aepipe.training", "train"),

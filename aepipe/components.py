@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from aepipe.errors import ConfigError, PluginError
+from aepipe.variant import Variant
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.model import AutoEncoder
@@ -229,15 +230,6 @@ class Regularizer(ModelComponent):
 
     def evaluate(self, model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return {}
-
-
-@dataclass
-class Variant:
-    """A named composition of components: a partial pipeline configuration."""
-
-    name: str
-    description: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 BASES: dict[str, type] = {

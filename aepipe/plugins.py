@@ -173,7 +173,7 @@ class AepipePluginManager(pluggy.PluginManager):
         wanted = set(_split_env(ENV_PLUGINS))
         autoload = not _env_flag(ENV_NO_AUTOLOAD)
         for ep in metadata.entry_points(group=GROUP):
-            if ep.name in blocked or self.is_registered(self.get_plugin(ep.name)):
+            if ep.name in blocked or self.has_plugin(ep.name):
                 continue
             if not autoload and ep.name not in wanted:
                 continue

@@ -2,7 +2,7 @@
 deep MLP and small convolutional encoders and decoders, and the variants built from them."""
 
 from aepipe import hookimpl
-from aepipe.components import Variant
+from aepipe import Variant
 
 
 @hookimpl

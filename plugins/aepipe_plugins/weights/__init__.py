@@ -1,7 +1,7 @@
 """Weight-regularized autoencoders: L1 (lambda sum |W|) and L2 (lambda sum W^2) penalties."""
 
 from aepipe import hookimpl
-from aepipe.components import Variant
+from aepipe import Variant
 
 
 @hookimpl

@@ -1,0 +1,52 @@
+"""Helpers that build throwaway plugin distributions (a real dist-info with entry points)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+
+def make_distribution(site: Path, name: str, version: str, entry_points: dict[str, str], modules: dict[str, str]) -> Path:
+    """Write modules and ``<name>-<version>.dist-info`` (METADATA, entry_points.txt) into ``site``."""
+    site.mkdir(parents=True, exist_ok=True)
+    for module, source in modules.items():
+        path = site / (module.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = ["[aepipe]"] + [f"{k} = {v}" for k, v in entry_points.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return site
+
+
+GOOD_PLUGIN = '''
+from aepipe import hookimpl
+
+
+@hookimpl
+def aepipe_register_corruptions(register):
+    import torch
+    from pydantic import Field
+    from aepipe.components import ComponentConfig, Corruption
+
+    class FlipConfig(ComponentConfig):
+        p: float = Field(0.1, ge=0.0, le=1.0)
+
+    class Flip(Corruption):
+        """Flip each pixel to 1 - x with probability p."""
+        name = "flip"
+        Config = FlipConfig
+
+        def forward(self, x):
+            mask = torch.rand_like(x) < self.config.p
+            return torch.where(mask, 1 - x, x)
+
+    register(Flip)
+
+
+@hookimpl
+def aepipe_epoch_end(run, epoch, metrics):
+    return {"thirdparty.epoch_seen": float(epoch)}
+'''
