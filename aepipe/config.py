@@ -247,6 +247,8 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "a table"
     name = getattr(annotation, "__name__", None)
     return name if name and not str(annotation).startswith("typing.") else str(annotation).replace("typing.", "")
 

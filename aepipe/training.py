@@ -488,6 +488,9 @@ class Trainer:
             cpu_model,
             name="model",
             pip_requirements=requirements,
+            # pickle keeps the whole AutoEncoder (encode, decode, meta); pt2 would keep only a
+            # traced forward. Loading needs aepipe and the run's plugins importable.
+            serialization_format="pickle",
             signature=signature,
             input_example=None if ctx.model.spec.conditional else example.numpy(),
         )

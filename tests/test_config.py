@@ -1,0 +1,138 @@
+"""Pipeline files: layering, overrides and one-line errors naming file, key and expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from aepipe.config import parse_override, resolve
+from aepipe.errors import ConfigError
+
+from conftest import PIPELINES
+
+
+def write(tmp_path, text: str, name: str = "p.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(PIPELINES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_pipeline_resolves(aepipe_pm, path):
+    pipeline = resolve(aepipe_pm, path)
+    assert pipeline.settings.variant
+    assert pipeline.flat()["data.name"]
+
+
+def test_variant_defaults_file_and_set_layer_in_order(aepipe_pm, tmp_path):
+    path = write(tmp_path, """
+        variant = "weight-l1"
+        [model]
+        code_dim = 12
+        [model.regularizers.weight-l1]
+        lam = 0.5
+    """)
+    p = resolve(aepipe_pm, path, ["model.regularizers.weight-l1.lam=0.25", "train.epochs=3"])
+    flat = p.flat()
+    assert flat["model.encoder.name"] == "one-layer"  # from the variant
+    assert flat["model.code_dim"] == 12  # from the file
+    assert flat["model.regularizers.weight-l1.lam"] == 0.25  # from --set
+    assert flat["train.epochs"] == 3
+    assert flat["model.regularizers.weight-l1.include_biases"] is False  # component default filled in
+
+
+def test_changing_a_components_name_drops_the_variants_settings_for_it(aepipe_pm, tmp_path):
+    # the linear variant sets encoder.activation; the MLP encoder has its own keys
+    path = write(tmp_path, 'variant = "linear"\n[model.encoder]\nname = "mlp"\nhidden = [32]\n')
+    p = resolve(aepipe_pm, path)
+    assert p.components["encoder"].name == "mlp"
+    assert p.components["encoder"].config.hidden == [32]
+
+
+def test_regularizer_can_be_disabled(aepipe_pm, tmp_path):
+    path = write(tmp_path, 'variant = "weight-l2"\n')
+    assert "weight-l2" in resolve(aepipe_pm, path).regularizers
+    assert resolve(aepipe_pm, path, ["model.regularizers.weight-l2.enabled=false"]).regularizers == {}
+
+
+def test_override_values_are_read_as_toml():
+    assert parse_override("a.b=3") == {"a": {"b": 3}}
+    assert parse_override("a=[1, 2]") == {"a": [1, 2]}
+    assert parse_override("a=true") == {"a": True}
+    assert parse_override("a=cuda:0") == {"a": "cuda:0"}
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        parse_override("novalue")
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        parse_override("a..b=1")
+
+
+MALFORMED = [
+    ("bad toml", "variant = \n", r"p\.toml: not valid TOML: .*line 1"),
+    ("unknown variant", 'variant = "nope"\n', r"p\.toml: variant: unknown variant 'nope'; available: .*vanilla"),
+    ("unknown encoder", 'variant = "vanilla"\n[model.encoder]\nname = "mpl"\n',
+     r"p\.toml: model\.encoder\.name: unknown encoder 'mpl'; available: conv, mlp, one-layer"),
+    ("unknown dataset", 'variant = "vanilla"\n[data]\nname = "imagenet"\n', r"unknown dataset 'imagenet'; available: digits, "),
+    ("unknown core key", 'variant = "vanilla"\n[train]\nepochz = 3\n',
+     r"p\.toml: unknown key 'train\.epochz' for the pipeline; valid keys: batch_size, device, epochs, "),
+    ("unknown section", 'variant = "vanilla"\n[trian]\nepochs = 3\n', r"unknown key 'trian' for the pipeline; valid keys: data, description, model, "),
+    ("unknown component key", 'variant = "vanilla"\n[model.encoder]\nactivaton = "relu"\n',
+     r"p\.toml: unknown key 'model\.encoder\.activaton' for encoder 'one-layer'; valid keys: activation, distribution, min_std, name"),
+    ("unknown dataset key", 'variant = "vanilla"\n[data]\nfolder = "x"\n', r"unknown key 'data\.folder' for dataset 'digits'; valid keys: name, split_seed, test_fraction, val_fraction"),
+    ("wrong type", 'variant = "vanilla"\n[model]\ncode_dim = "big"\n', r"p\.toml: 'model\.code_dim' = 'big': expected int: "),
+    ("wrong literal", 'variant = "vanilla"\n[model]\nlikelihood = "poisson"\n', r"'model\.likelihood' = 'poisson': .*'bernoulli' or 'gaussian'"),
+    ("out of range", 'variant = "vanilla"\n[train]\nepochs = 0\n', r"'train\.epochs' = 0: expected int: Input should be greater than or equal to 1"),
+    ("negative lambda", 'variant = "weight-l1"\n[model.regularizers.weight-l1]\nlam = -1.0\n', r"'model\.regularizers\.weight-l1\.lam' = -1\.0: expected float: .*greater than or equal to 0"),
+    ("section not a table", 'variant = "vanilla"\ntrain = 3\n', r"'train' = 3: expected a table"),
+    ("no encoder", '[data]\nname = "digits"\n', r"no encoder chosen; set \[model.encoder\] name = \.\.\. \(available: conv, mlp, one-layer\)"),
+    ("component without name", '[model.encoder]\nhidden = [3]\n[model.decoder]\nname="mlp"\n', r"\[model\.encoder\] needs a 'name'"),
+    ("unknown regularizer", 'variant = "vanilla"\n[model.regularizers.weight-l3]\nlam = 1.0\n', r"model\.regularizers\.weight-l3\.name: unknown regularizer 'weight-l3'; available: .*weight-l1, weight-l2"),
+]
+
+
+@pytest.mark.parametrize("text,pattern", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_malformed_pipeline_is_one_line_error(aepipe_pm, tmp_path, text, pattern):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=pattern) as exc:
+        resolve(aepipe_pm, path)
+    assert "\n" not in str(exc.value)
+
+
+def test_error_in_a_set_override_names_the_override(aepipe_pm):
+    with pytest.raises(ConfigError, match=r"^--set train\.batch_size=many: 'train\.batch_size' = 'many': expected int"):
+        resolve(aepipe_pm, PIPELINES / "vanilla.toml", ["train.batch_size=many"])
+
+
+def test_error_from_a_variant_default_names_the_file_when_the_file_set_it(aepipe_pm, tmp_path):
+    path = write(tmp_path, 'variant = "vanilla"\n[model.decoder]\nname = "one-layer"\nwidth = 3\n')
+    with pytest.raises(ConfigError, match=r"p\.toml: unknown key 'model\.decoder\.width' for decoder 'one-layer'; valid keys: name"):
+        resolve(aepipe_pm, path)
+
+
+def test_missing_file(aepipe_pm, tmp_path):
+    with pytest.raises(ConfigError, match=r"nothere\.toml: pipeline file not found"):
+        resolve(aepipe_pm, tmp_path / "nothere.toml")
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["train", "{missing}"], "pipeline file not found"),
+    (["train", "{bad}"], "unknown encoder 'mpl'"),
+    (["train", "{good}", "--set", "train.epochs=zero"], "'train.epochs' = 'zero'"),
+    (["train", "{good}", "--device", "cuda:7"], "train.device: 'cuda:7' asked for"),
+])
+def test_cli_reports_user_errors_in_one_line_with_exit_code_2(tmp_path, args, pattern):
+    bad = write(tmp_path, 'variant = "vanilla"\n[model.encoder]\nname = "mpl"\n', "bad.toml")
+    paths = {"missing": str(tmp_path / "missing.toml"), "bad": str(bad), "good": str(PIPELINES / "vanilla.toml")}
+    argv = [a.format(**paths) for a in args]
+    env_home = {"AEPIPE_HOME": str(tmp_path / "mlruns")}
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "aepipe.cli", *argv], capture_output=True, text=True, timeout=120, env={**os.environ, **env_home})
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and pattern in lines[0], out.stderr
+    # --debug shows the traceback instead
+    out = subprocess.run([sys.executable, "-m", "aepipe.cli", "--debug", *argv], capture_output=True, text=True, timeout=120, env={**os.environ, **env_home})
+    assert "Traceback" in out.stderr
