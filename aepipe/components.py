@@ -153,6 +153,10 @@ class Encoder(ModelComponent):
     def forward(self, x: torch.Tensor, y_onehot: torch.Tensor | None = None) -> Encoding:  # pragma: no cover
         raise NotImplementedError
 
+    def code_range(self) -> tuple[float, float] | None:
+        """Bounds (low, high) of the deterministic code where known (a sigmoid code: (0, 1))."""
+        return None
+
 
 class Decoder(ModelComponent):
     """z (and a label) -> the likelihood's parameters, shape ``(n, input_dim)``."""

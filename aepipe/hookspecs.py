@@ -137,12 +137,14 @@ def aepipe_epoch_end(run: RunContext, epoch: int, metrics: dict[str, float]) -> 
 
 
 @hookspec
-def aepipe_run_end(run: RunContext, metrics: dict[str, float]) -> None:
-    """Act once a run has trained and been evaluated, before its MLflow run closes.
+def aepipe_run_end(run: RunContext, metrics: dict[str, float]) -> dict[str, float] | None:
+    """Add final metrics and artifacts once a run has trained and been evaluated, before its
+    MLflow run closes.
 
-    :param run: the :class:`aepipe.training.RunContext` of the run.
+    :param run: the :class:`aepipe.training.RunContext` of the run (the model holds the best
+        epoch's weights); log artifacts through ``run.log_artifact`` and friends.
     :param metrics: the final test metrics (``test_loss``, ``test_recon``, ``test_mse``, ...).
-    :returns: nothing; log artifacts through ``run.log_artifact`` and friends.
+    :returns: a dict of extra final metrics (logged, and part of the run's summary), or None.
     """
 
 

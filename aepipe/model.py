@@ -117,9 +117,7 @@ def build_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
         n_classes=data.n_classes,
         conditional=m.conditional,
     )
-    built: dict[str, nn.Module] = {}
-    for section, choice in pipeline.components.items():
-        built[section] = _build(choice, spec, pipeline)
+    built = {section: _build(choice, spec, pipeline) for section, choice in pipeline.components.items()}
     regs = {key: _build(choice, spec, pipeline) for key, choice in pipeline.regularizers.items()}
     meta = {
         "variant": pipeline.variant,
@@ -141,13 +139,19 @@ def build_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
         regularizers=regs,
         meta=meta,
     )
-    for part in [*built.values(), *regs.values()]:
-        part.setup(model)
+    choices = [*pipeline.components.values(), *pipeline.regularizers.values()]
+    for choice, part in zip(choices, [*built.values(), *regs.values()]):
+        _in_context(choice, pipeline, part.setup, model)
     return model
 
 
-def _build(choice: Any, spec: ModelSpec, pipeline: Pipeline) -> nn.Module:
+def _in_context(choice: Any, pipeline: Pipeline, fn: Any, *args: Any) -> Any:
+    """Call ``fn``; a ConfigError it raises is prefixed with the file and the component's section."""
     try:
-        return choice.cls(choice.config, spec)
+        return fn(*args)
     except ConfigError as exc:
         raise ConfigError(f"{pipeline.source}: {choice.path} ({choice.kind} '{choice.name}'): {exc}") from None
+
+
+def _build(choice: Any, spec: ModelSpec, pipeline: Pipeline) -> nn.Module:
+    return _in_context(choice, pipeline, choice.cls, choice.config, spec)

@@ -387,9 +387,11 @@ class Trainer:
             test = {f"test_{k}": v for k, v in evaluate(model, data.x_test, data.y_test).items()}
             test["train_seconds"] = time.perf_counter() - t0
             test["epochs_trained"] = float(epoch)
+            for extra in self.pm.call_plugin_hook("aepipe_run_end", run=ctx, metrics=dict(test)):
+                if extra:
+                    test.update({k: float(v) for k, v in extra.items()})
             ctx.log_metrics(test)
             self._log_end(ctx, test)
-            self.pm.call_plugin_hook("aepipe_run_end", run=ctx, metrics=dict(test))
             self._save_checkpoint(
                 ckpt_path, model, optimizer,
                 {"epoch": epoch, "best": best, "bad_epochs": bad_epochs, "best_state": best_state,

@@ -7,7 +7,8 @@ the code.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Literal, Optional
 
 import torch
 from pydantic import Field
@@ -21,10 +22,15 @@ Activation = Literal["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
 
 class EncoderConfig(ComponentConfig):
     """``distribution``: ``none`` for a deterministic code, ``gaussian`` for q(z|x) with a
-    reparameterized sample; ``min_std`` floors the Gaussian's standard deviation."""
+    reparameterized sample; ``min_std`` floors the Gaussian's standard deviation; ``top_k``
+    keeps only the k largest units of a deterministic code per input (a k-sparse code)."""
 
     distribution: Literal["none", "gaussian"] = "none"
     min_std: float = Field(1e-4, gt=0.0)
+    top_k: Optional[int] = Field(None, ge=1)
+
+
+CODE_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "relu": (0.0, math.inf), "softplus": (0.0, math.inf)}
 
 
 class _HeadEncoder(Encoder):
@@ -34,8 +40,19 @@ class _HeadEncoder(Encoder):
 
     def _make_head(self, features: int, code_activation: str) -> None:
         gaussian = self.config.distribution == "gaussian"
+        require(self.config.top_k is None or not gaussian, "top_k applies to deterministic codes (distribution = 'none')")
+        require(
+            self.config.top_k is None or self.config.top_k <= self.spec.code_dim,
+            f"top_k = {self.config.top_k} exceeds code_dim = {self.spec.code_dim}",
+        )
         self.head = nn.Linear(features, self.spec.code_dim * (2 if gaussian else 1))
-        self.code_act = activation(code_activation) if not gaussian else nn.Identity()
+        self.code_activation = "identity" if gaussian else code_activation
+        self.code_act = activation(self.code_activation)
+
+    def code_range(self) -> tuple[float, float] | None:
+        if self.config.distribution != "none":
+            return None
+        return CODE_RANGES.get(self.code_activation)
 
     def _encode(self, feats: torch.Tensor) -> Encoding:
         out = self.head(feats)
@@ -43,7 +60,11 @@ class _HeadEncoder(Encoder):
             mu, logvar = out.chunk(2, dim=-1)
             std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) + self.config.min_std
             return Encoding(mu, Independent(Normal(mu, std), 1))
-        return Encoding(self.code_act(out))
+        code = self.code_act(out)
+        if self.config.top_k is not None and self.config.top_k < code.shape[-1]:
+            keep = code.topk(self.config.top_k, dim=-1).indices
+            code = code * torch.zeros_like(code).scatter_(-1, keep, 1.0)
+        return Encoding(code)
 
 
 class OneLayerEncoderConfig(EncoderConfig):

@@ -1,0 +1,37 @@
+"""Denoising autoencoders: Gaussian, masking and salt-and-pepper corruptions (training only),
+and a denoising score: the error of reconstructing clean inputs from corrupted ones."""
+
+from aepipe import Variant, hookimpl
+
+
+@hookimpl
+def aepipe_register_corruptions(register):
+    from aepipe_plugins.denoising import corruptions
+
+    for cls in (corruptions.GaussianNoise, corruptions.Masking, corruptions.SaltAndPepper):
+        register(cls)
+
+
+@hookimpl
+def aepipe_register_variants(register):
+    register(Variant("denoising", "One-layer autoencoder trained to restore inputs with a fraction masked out.",
+                     {"model": {"encoder": {"name": "one-layer", "activation": "sigmoid"}, "decoder": {"name": "one-layer"},
+                                "likelihood": "bernoulli", "corruption": {"name": "masking", "nu": 0.3}}}))
+
+
+@hookimpl
+def aepipe_epoch_end(run, epoch, metrics):
+    from aepipe_plugins.denoising.corruptions import denoising_mse
+
+    if run.model.corruption is None:
+        return None
+    return {"val_denoising_mse": denoising_mse(run.model, run.model.corruption, run.data.x_val, run.data.y_val)}
+
+
+@hookimpl
+def aepipe_run_end(run, metrics):
+    from aepipe_plugins.denoising.corruptions import denoising_mse
+
+    if run.model.corruption is None:
+        return None
+    return {"test_denoising_mse": denoising_mse(run.model, run.model.corruption, run.data.x_test, run.data.y_test)}

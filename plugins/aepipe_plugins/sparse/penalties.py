@@ -1,0 +1,74 @@
+"""Sparsity penalties on the code h and code statistics."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from aepipe.components import ComponentConfig, Regularizer, require
+from aepipe.errors import ConfigError
+
+NEAR_ZERO = 0.05
+
+
+@torch.no_grad()
+def code_statistics(model, x: torch.Tensor, y: torch.Tensor | None, prefix: str = "", batch: int = 2048) -> dict[str, float]:
+    """Mean activation and share of near-zero units (|h| < 0.05) of the deterministic code
+    (the posterior mean for stochastic encoders), over ``x``. One read-back."""
+    was = model.training
+    model.eval()
+    total = torch.zeros(2, device=x.device)
+    for i in range(0, x.shape[0], batch):
+        code = model.encode(x[i : i + batch], None if y is None else y[i : i + batch]).code
+        total += torch.stack([code.mean(1).sum(), (code.abs() < NEAR_ZERO).float().mean(1).sum()])
+    model.train(was)
+    mean, share = (total / x.shape[0]).tolist()
+    return {f"{prefix}mean_activation": mean, f"{prefix}near_zero_share": share}
+
+
+class ActivityL1Config(ComponentConfig):
+    """``lam``: lambda in lambda * sum_j |h_j| (averaged over the batch), >= 0."""
+
+    lam: float = Field(1e-2, ge=0.0)
+
+
+class ActivityL1(Regularizer):
+    """L1 penalty on the code: lambda * sum_j |h_j|."""
+
+    name = "activity-l1"
+    Config = ActivityL1Config
+
+    def penalty(self, step) -> torch.Tensor:
+        return self.config.lam * step.encoding.code.abs().sum(-1).mean()
+
+
+def bernoulli_kl(rho: float, rho_hat: torch.Tensor) -> torch.Tensor:
+    """KL(rho || rho_hat) between Bernoulli distributions, elementwise."""
+    return rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
+
+
+class KLSparsityConfig(ComponentConfig):
+    """``rho``: target mean activation, strictly between 0 and 1; ``beta``: weight, >= 0."""
+
+    rho: float = Field(0.05, gt=0.0, lt=1.0)
+    beta: float = Field(1.0, ge=0.0)
+
+
+class KLSparsity(Regularizer):
+    """beta * sum_j KL(rho || rho^_j), rho^_j the batch-mean activation of sigmoid unit j."""
+
+    name = "kl-sparsity"
+    Config = KLSparsityConfig
+
+    def setup(self, model) -> None:
+        bounds = model.encoder.code_range()
+        if bounds != (0.0, 1.0):
+            raise ConfigError(
+                f"regularizer 'kl-sparsity' needs a sigmoid code in (0, 1); encoder '{model.encoder.name}' "
+                f"gives {'an unbounded or stochastic code' if bounds is None else f'codes in {bounds}'} "
+                "(set its activation or code_activation to sigmoid, or use activity-l1)"
+            )
+
+    def penalty(self, step) -> torch.Tensor:
+        rho_hat = step.encoding.code.mean(0).clamp(1e-6, 1 - 1e-6)
+        return self.config.beta * bernoulli_kl(self.config.rho, rho_hat).sum()
