@@ -50,6 +50,9 @@ def setup():
     """Point MLflow at the store; returns the mlflow module."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # aepipe pickles models on purpose (see training._log_model) and pins torch without "+cpu"
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.utils.requirements_utils").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
