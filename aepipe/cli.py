@@ -212,6 +212,54 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled
 
 
 @cli.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("-n", "count", default=10, show_default=True, type=click.IntRange(min=1), help="How many samples.")
+@click.option("--label", type=int, default=None, help="Class to draw (conditional models; default: cycle through the classes).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .npy file.")
+@click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write a PNG grid of the samples.")
+@click.option("--seed", default=0, show_default=True, help="Random seed.")
+@click.option("--device", default="auto", help="auto, cpu, cuda, ...")
+@click.option("--scaled", is_flag=True, help="Write samples in [0, 1] (default: the dataset's raw units).")
+def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path | None, seed: int, device: str, scaled: bool) -> None:
+    """Draw samples from RUN_ID's prior and decode them (models with a prior)."""
+    import numpy as np
+    import torch
+
+    from aepipe import tracking
+    from aepipe.errors import ConfigError
+    from aepipe.training import select_device
+
+    dev = select_device(device)
+    model = tracking.load_model(run_id, device=str(dev))
+    if model.prior is None:
+        raise ConfigError(f"run {run_id} ({model.meta.get('variant')}) has no prior to sample from")
+    classes = model.spec.n_classes
+    y = None
+    if label is not None:
+        if not (model.spec.conditional or model.prior.class_conditional):
+            raise ConfigError(f"--label: run {run_id} is not conditional; its samples take no label")
+        if not 0 <= label < classes:
+            raise ConfigError(f"--label {label}: no such class; run {run_id} has classes 0..{classes - 1}")
+        y = torch.full((count,), label, dtype=torch.long, device=dev)
+    elif model.spec.conditional:
+        y = torch.arange(count, device=dev) % classes
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.sample(count, y).cpu().numpy().astype(np.float64)
+    lo, hi = model.meta["value_range"]
+    values = out if scaled else lo + out * (hi - lo)
+    shape = model.meta.get("image_shape")
+    np.save(output, values.reshape(count, *shape) if shape else values)
+    if grid is not None:
+        from aepipe import figures
+
+        title = f"{count} samples of run {run_id[:8]}" + (f", class {label}" if label is not None else "")
+        fig = figures.sample_grid(out, shape, title)
+        fig.savefig(grid, dpi=100)
+    click.echo(f"wrote {count} samples to {output}" + (f" and {grid}" if grid else ""), err=True)
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 def ui(host: str, port: int) -> None:

@@ -186,10 +186,19 @@ class Corruption(ModelComponent):
 
 
 class Prior(ModelComponent):
-    """p(z): ``sample`` always, ``log_prob`` where it is defined (``has_log_prob``)."""
+    """p(z): ``sample`` always, ``log_prob`` where it is defined (``has_log_prob``).
+
+    ``y`` (integer labels) selects a class's part of the prior where the prior ties classes to
+    components (``class_conditional``); otherwise it is ignored. ``distribution(y)`` returns a
+    ``torch.distributions`` object where one exists, so that KL terms can be analytic.
+    """
 
     kind = "prior"
     has_log_prob: ClassVar[bool] = True
+    class_conditional: ClassVar[bool] = False
+
+    def distribution(self, y: torch.Tensor | None = None) -> torch.distributions.Distribution | None:
+        return None
 
     def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -217,22 +226,29 @@ class Step:
 class Regularizer(ModelComponent):
     """A penalty added to the loss; already weighted by its own setting.
 
-    ``penalty(step)`` returns a scalar tensor. A regularizer with parameters of its own sets
-    ``owns_parameters = True``; aepipe leaves them out of the model's optimizer and calls
-    ``update(step)`` after each model step, where it takes its own optimisation step and
-    returns tensors to log. ``evaluate(model, x, y)`` may return extra validation metrics.
+    ``penalty(step)`` returns a scalar tensor (or None: no term in the main loss). A
+    regularizer with parameters of its own sets ``owns_parameters = True``; aepipe leaves them
+    out of the model's optimizer and calls ``update(step)`` after each model step, where it
+    takes its own optimisation steps and returns scalar tensors to log. Optimizers it keeps in
+    ``self.optimizers`` (a dict) are checkpointed and restored with the run.
+    ``evaluate(step)`` may return extra validation and test metrics.
     """
 
     kind = "regularizer"
     owns_parameters: ClassVar[bool] = False
 
-    def penalty(self, step: Step) -> torch.Tensor:  # pragma: no cover
+    def __init__(self, config: ComponentConfig, spec: ModelSpec):
+        super().__init__(config, spec)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def penalty(self, step: Step) -> torch.Tensor | None:  # pragma: no cover
         raise NotImplementedError
 
     def update(self, step: Step) -> dict[str, torch.Tensor]:
         return {}
 
-    def evaluate(self, model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def evaluate(self, step: Step) -> dict[str, torch.Tensor]:
+        """Extra metrics on a validation or test batch (``step.training`` is False)."""
         return {}
 
 

@@ -79,3 +79,52 @@ def loss_curves(history: list[dict[str, float]], title: str = ""):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def sample_grid(images: np.ndarray, image_shape: Sequence[int] | None, title: str, row_labels: Sequence[str] | None = None, cols: int = 10):
+    """Images in rows of ``cols``, each row optionally labelled (e.g. the class it was drawn for)."""
+    plt = _plt()
+    n = len(images)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.0 * cols + (0.8 if row_labels else 0), 1.05 * rows + 0.5), squeeze=False)
+    imgs = _as_images(images, image_shape)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        axes[r, c].imshow(imgs[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    if row_labels:
+        for r, label in enumerate(row_labels[:rows]):
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, title: str):
+    """The code in 2-D (its first two principal components above 2-D), coloured by label."""
+    plt = _plt()
+    if codes.shape[1] > 2:
+        centred = codes - codes.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        points, axis = centred @ vt[:2].T, ("PC 1 of the code", "PC 2 of the code")
+    elif codes.shape[1] == 2:
+        points, axis = codes, ("z1", "z2")
+    else:
+        points, axis = np.column_stack([codes[:, 0], np.zeros(len(codes))]), ("z1", "")
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    if labels is not None:
+        sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
+        handles, names = sc.legend_elements()
+        ax.legend(handles, names, title="label", fontsize=7, title_fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    else:
+        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8)
+    ax.set_xlabel(axis[0])
+    ax.set_ylabel(axis[1])
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

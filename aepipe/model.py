@@ -72,6 +72,12 @@ class AutoEncoder(nn.Module):
         """Reconstruct ``x`` through the deterministic code (the posterior mean)."""
         return self.decode(self.encode(x, y).code, y)
 
+    def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode ``n`` draws from the prior (given labels ``y`` for conditional models)."""
+        if self.prior is None:
+            raise ConfigError("this model has no prior to sample from (set [model.prior])")
+        return self.decode(self.prior.sample(n, y), y)
+
     def model_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by the main optimizer (not those regularizers own)."""
         owned = {id(p) for reg in self.regularizers.values() if reg.owns_parameters for p in reg.parameters()}
@@ -97,7 +103,9 @@ class AutoEncoder(nn.Module):
         step = Step(self, x, x_tilde, y, y1, encoding, z, output, training)
         terms = {"recon": recon}
         for key, reg in self.regularizers.items():
-            terms[f"penalty.{key}"] = reg.penalty(step)
+            value = reg.penalty(step)
+            if value is not None:  # None: the regularizer acts only in its own update()
+                terms[f"penalty.{key}"] = value
         loss = torch.stack(list(terms.values())).sum()
         return loss, terms, step
 

@@ -137,7 +137,7 @@ def evaluate(model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None, batch_
         recon = model.likelihood.mean(model.decoder(step.encoding.code, step.y_onehot))
         values = {"loss": loss, **terms, "mse": (recon - xb).pow(2).mean()}
         for reg in model.regularizers.values():
-            values.update(reg.evaluate(model, xb, yb))
+            values.update(reg.evaluate(step))
         if keys is None:
             keys = list(values)
         vec = torch.stack([values[k].detach().float().reshape(()) for k in keys]) * xb.shape[0]
@@ -145,6 +145,21 @@ def evaluate(model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None, batch_
     model.train(was_training)
     assert keys is not None and total is not None
     return dict(zip(keys, (total / n).tolist()))
+
+
+def _codes(model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None, batch: int = 4096) -> np.ndarray:
+    parts = [model.encode(x[i : i + batch], None if y is None else y[i : i + batch]).code for i in range(0, x.shape[0], batch)]
+    return torch.cat(parts).cpu().numpy()
+
+
+def _prior_samples(model: AutoEncoder, per_row: int = 10) -> tuple[np.ndarray, list[str] | None]:
+    """Decoded prior samples: 4 rows of 10, or one row per class for conditional models."""
+    device = next(model.parameters()).device
+    if model.spec.conditional:
+        classes = model.spec.n_classes
+        y = torch.arange(classes, device=device).repeat_interleave(per_row)
+        return model.sample(len(y), y).cpu().numpy(), [f"class {c}" for c in range(classes)]
+    return model.sample(4 * per_row).cpu().numpy(), None
 
 
 @dataclass
@@ -231,7 +246,7 @@ class Trainer:
 
     def _save_checkpoint(self, path: Path, model: AutoEncoder, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        own = {k: r.optimizer.state_dict() for k, r in model.regularizers.items() if getattr(r, "optimizer", None) is not None}
+        own = {k: {name: opt.state_dict() for name, opt in r.optimizers.items()} for k, r in model.regularizers.items() if r.optimizers}
         payload = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -300,8 +315,9 @@ class Trainer:
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
-            for key, state in checkpoint.get("regularizer_optimizers", {}).items():
-                model.regularizers[key].optimizer.load_state_dict(state)
+            for key, states in checkpoint.get("regularizer_optimizers", {}).items():
+                for name, state in states.items():
+                    model.regularizers[key].optimizers[name].load_state_dict(state)
             torch.set_rng_state(checkpoint["torch_rng"])
             if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
@@ -470,6 +486,18 @@ class Trainer:
             ctx.log_figure(figures.reconstruction_grid(x.cpu().numpy(), recon, data.image_shape, title), "images/reconstructions.png")
             if ctx.history:
                 ctx.log_figure(figures.loss_curves(ctx.history, f"{ctx.config.variant} on {data.name}"), "images/loss_curves.png")
+            with torch.no_grad():
+                codes = _codes(model, data.x_test, data.y_test)
+            ctx.log_figure(
+                figures.latent_scatter(codes, None if data.y_test is None else data.y_test.cpu().numpy(),
+                                       f"{ctx.config.variant} on {data.name}: test codes"),
+                "images/latent.png",
+            )
+            if model.prior is not None:
+                with torch.no_grad():
+                    images, rows = _prior_samples(model)
+                title = f"{ctx.config.variant}: samples from the prior" + (", one row per class" if rows else "")
+                ctx.log_figure(figures.sample_grid(images, data.image_shape, title, rows), "images/samples.png")
         if s.log_model:
             self._log_model(ctx)
 

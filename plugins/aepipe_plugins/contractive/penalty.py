@@ -74,6 +74,6 @@ class Contractive(Regularizer):
     def penalty(self, step) -> torch.Tensor:
         return self.config.lam * self._norm(step.model.encoder, step.x_tilde, step.y_onehot).mean()
 
-    def evaluate(self, model, x, y) -> dict[str, torch.Tensor]:
+    def evaluate(self, step) -> dict[str, torch.Tensor]:
         method = "auto" if self.config.method == "projection" else self.config.method
-        return {"jacobian_fro_sq": self._norm(model.encoder, x, model.one_hot(y), method).mean().detach()}
+        return {"jacobian_fro_sq": self._norm(step.model.encoder, step.x, step.y_onehot, method).mean().detach()}

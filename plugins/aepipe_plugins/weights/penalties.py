@@ -39,7 +39,7 @@ class _WeightPenalty(Regularizer):
     def penalty(self, step) -> torch.Tensor:
         return self.config.lam * self._norm()
 
-    def evaluate(self, model, x, y) -> dict[str, torch.Tensor]:
+    def evaluate(self, step) -> dict[str, torch.Tensor]:
         flat = torch.cat([p.detach().reshape(-1) for p in self._params])
         return {
             f"{self.name}.near_zero_share": (flat.abs() < self.config.near_zero).float().mean(),

@@ -1,0 +1,104 @@
+"""The KL regularizer of the (conditional) VAE and the importance-weighted bound."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from aepipe.components import ComponentConfig, Regularizer
+from aepipe.errors import ConfigError
+from aepipe.stats import importance_weighted_bound, kl_analytic, kl_monte_carlo
+
+
+class KLConfig(ComponentConfig):
+    """``beta``: weight of the KL term (1: the ELBO; beta-VAE otherwise), >= 0;
+    ``method``: ``analytic`` (closed form, Gaussian prior), ``monte-carlo``
+    (mean_l [log q(z_l|x) - log p(z_l)] over the model's L samples, any prior with a log
+    density) or ``auto`` (analytic where it exists); ``iw_samples``: K of the
+    importance-weighted bound reported on test data."""
+
+    beta: float = Field(1.0, ge=0.0)
+    method: Literal["auto", "analytic", "monte-carlo"] = "auto"
+    iw_samples: int = Field(100, ge=1)
+
+
+class KLDivergence(Regularizer):
+    """beta * KL(q(z | x) || p(z)), averaged over the batch."""
+
+    name = "kl"
+    Config = KLConfig
+
+    def setup(self, model) -> None:
+        if model.prior is None:
+            raise ConfigError("regularizer 'kl' needs a prior: set [model.prior] name = ... (e.g. standard-normal)")
+        with torch.no_grad():
+            probe = model.encoder(torch.zeros(1, model.spec.input_dim), model.one_hot(torch.zeros(1, dtype=torch.long)) if model.spec.conditional else None)
+        if probe.dist is None:
+            raise ConfigError(f"regularizer 'kl' needs a stochastic encoder: set model.encoder.distribution = \"gaussian\" (encoder '{model.encoder.name}' gives a deterministic code)")
+        if self.config.method != "analytic" and not model.prior.has_log_prob and model.prior.distribution() is None:
+            raise ConfigError(f"regularizer 'kl' needs the prior's log density; prior '{model.prior.name}' has none (use the adversarial regularizer to match it)")
+        if self.config.method == "analytic":
+            p = model.prior.distribution()
+            if p is None or kl_analytic(probe.dist, p) is None:
+                raise ConfigError(f"kl: method 'analytic' has no closed form for prior '{model.prior.name}'; use monte-carlo")
+
+    def kl(self, step) -> torch.Tensor:
+        """KL(q || p) per example, shape (n,) (beta not applied)."""
+        q = step.encoding.dist
+        prior = step.model.prior
+        y = step.y if prior.class_conditional else None
+        if self.config.method != "monte-carlo":
+            p = prior.distribution(y)
+            value = kl_analytic(q, p) if p is not None else None
+            if value is not None:
+                return value
+        n = step.x.shape[0]
+        z = step.z.reshape(-1, n, step.z.shape[-1])  # (L, n, d)
+        samples = z.shape[0]
+        y_rep = None if y is None else y.repeat(samples)
+        log_p = prior.log_prob(z.reshape(samples * n, -1), y_rep).reshape(samples, n)
+        return kl_monte_carlo(q.log_prob(z), log_p)
+
+    def penalty(self, step) -> torch.Tensor:
+        return self.config.beta * self.kl(step).mean()
+
+    def evaluate(self, step) -> dict[str, torch.Tensor]:
+        model = step.model
+        samples = step.z.shape[0] // step.x.shape[0]
+        target = step.x.repeat(samples, 1) if samples > 1 else step.x
+        recon = model.likelihood.nll(step.output, target).reshape(samples, -1).mean(0)
+        kl = self.kl(step)
+        return {"kl": kl.mean(), "neg_elbo": (recon + kl).mean()}
+
+
+@torch.no_grad()
+def importance_weighted_nll(model, x: torch.Tensor, y: torch.Tensor | None, k: int, batch: int = 256, seed: int = 0) -> float:
+    """-log p(x) estimated with K importance samples, nats per example, averaged over ``x``."""
+    was = model.training
+    model.eval()
+    total = torch.zeros((), device=x.device)
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for i in range(0, x.shape[0], batch):
+            xb = x[i : i + batch]
+            yb = None if y is None else y[i : i + batch]
+            total += -iw_log_likelihood(model, xb, yb, k).sum()
+    model.train(was)
+    return float(total) / x.shape[0]
+
+
+def iw_log_likelihood(model, x: torch.Tensor, y: torch.Tensor | None, k: int) -> torch.Tensor:
+    """The importance-weighted lower bound of log p(x) per example, with K samples."""
+    n = x.shape[0]
+    y1 = model.one_hot(y)
+    q = model.encoder(x, y1).dist
+    z = q.sample((k,))  # (K, n, d)
+    flat = z.reshape(k * n, -1)
+    y_rep = None if y is None else y.repeat(k)
+    y1_rep = None if y1 is None else y1.repeat(k, 1)
+    log_px = -model.likelihood.nll(model.decoder(flat, y1_rep), x.repeat(k, 1)).reshape(k, n)
+    log_pz = model.prior.log_prob(flat, y_rep if model.prior.class_conditional else None).reshape(k, n)
+    return importance_weighted_bound(log_px, log_pz, q.log_prob(z))
