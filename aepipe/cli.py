@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -209,6 +210,120 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled
     out = recon if scaled else lo + recon * (hi - lo)
     np.save(output, out.reshape(raw.shape))
     click.echo(f"wrote {len(out)} reconstructions to {output}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting for every trial.")
+@click.option("--study", "study_name", default=None, help="Study name (default: the pipeline file's name).")
+@click.option("--storage", default=None, metavar="URL", help="Optuna storage: journal:///path (default: ./mlruns/optuna.journal) or postgresql+psycopg://user:password@host/db.")
+@click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Finished trials the study should hold (default: [tune] n_trials).")
+@click.option("--n-workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes on this machine (one per GPU where there are GPUs).")
+@click.option("--timeout", type=float, default=None, help="Seconds after which no new trial starts.")
+@click.option("--device", default=None, help="Device for every trial (default: train.device).")
+@click.option("--summary", is_flag=True, help="Print the best trials of the study and exit; runs nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--worker", is_flag=True, hidden=True, help="Run as one of --n-workers' processes.")
+def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, storage: str | None, n_trials: int | None,
+         n_workers: int, timeout: float | None, device: str | None, summary: bool, as_json: bool, worker: bool) -> None:
+    """Tune PIPELINE's [tune] search space with Optuna; every trial is an MLflow run nested
+    under the study's parent run. Running it again resumes the study."""
+    from aepipe import tune as tuning
+
+    pm = _plugin_manager()
+    st = tuning.prepare(pm, pipeline, overrides, study_name, storage, n_trials)
+    if timeout is not None:
+        st.settings.timeout = timeout
+    from aepipe.config import resolve
+
+    epochs = resolve(pm, pipeline, overrides).settings.train.epochs
+    tuning.open_study(st, epochs)
+    if summary:
+        _print_study(st, as_json)
+        return
+    if threads := os.environ.get("AEPIPE_NUM_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(threads))
+    tuning.ensure_parent_run(st)
+    echo = (lambda line: None) if as_json and not worker else (lambda line: click.echo(line, err=True))
+    if not worker:
+        click.echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning._finished(st.study)} of "
+                   f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}", err=True)
+    if n_workers > 1 and not worker:
+        _spawn_workers(st, pipeline, overrides, n_workers, storage, n_trials, timeout, device, echo)
+    else:
+        tuning.run_worker(pm, st, device=device, echo=echo)
+    if not worker:
+        tuning.finish(st)
+        _print_study(st, as_json)
+
+
+def _spawn_workers(st, pipeline, overrides, n_workers, storage, n_trials, timeout, device, echo) -> None:
+    """Start ``n_workers`` processes of this command on the same study; restart any that dies
+    (a killed worker's trial is failed and retried by the others) while the study is short."""
+    import subprocess
+
+    import torch
+
+    from aepipe import tune as tuning
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    args = [sys.executable, "-m", "aepipe.cli", "tune", str(pipeline), "--worker", "--study", st.name,
+            "--storage", st.storage_url, "--n-trials", str(st.settings.n_trials)]
+    for text in overrides:
+        args += ["--set", text]
+    if timeout is not None:
+        args += ["--timeout", str(timeout)]
+    if device is not None:
+        args += ["--device", device]
+
+    def start(i: int):
+        env = {**os.environ, "AEPIPE_NUM_THREADS": str(threads)}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        return subprocess.Popen(args, env=env)
+
+    procs = {i: start(i) for i in range(n_workers)}
+    restarts = 0
+    echo(f"study '{st.name}': {n_workers} workers ({'one GPU each' if gpus else f'{threads} CPU thread(s) each'}), pids {[p.pid for p in procs.values()]}")
+    while procs:
+        time.sleep(1.0)
+        for i, proc in list(procs.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            del procs[i]
+            if rc != 0 and tuning._finished(st.study) < st.settings.n_trials and restarts < 2 * n_workers:
+                restarts += 1
+                echo(f"worker {i} (pid {proc.pid}) exited with {rc}; starting a new one")
+                procs[i] = start(i)
+            elif rc != 0:
+                echo(f"worker {i} (pid {proc.pid}) exited with {rc}")
+
+
+def _print_study(st, as_json: bool) -> None:
+    from aepipe import tune as tuning
+
+    rows = tuning.summary_rows(st.study, st.settings.objective_metrics)
+    states: dict[str, int] = {}
+    for t in st.study.trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    if as_json:
+        click.echo(json.dumps({"study": st.name, "parent_run_id": st.study.user_attrs.get(tuning.PARENT_ATTR),
+                               "states": states, "best": rows}, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"study '{st.name}': " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
+    columns = list(rows[0]) if rows else ["trial"]
+    for col in columns:
+        table.add_column(col, justify="right" if col not in ("run_id",) else "left")
+    for row in rows:
+        table.add_row(*(f"{v:.5g}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console(width=200).print(table)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -223,6 +223,18 @@ def read_pipeline_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a text file: {exc}") from None
 
 
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``."""
+    root: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = root
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return root
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is read as TOML, else text."""
     key, sep, raw = text.partition("=")
@@ -233,14 +245,7 @@ def parse_override(text: str) -> dict[str, Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
-    node: dict[str, Any] = {}
-    root = node
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
-    return root
+    return unflatten({key: value})
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -306,11 +311,16 @@ def resolve(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     tree: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+    values_origin: str = "values",
 ) -> Pipeline:
-    """Resolve a pipeline from a file (or a dict) and ``--set`` overrides, validating everything."""
+    """Resolve a pipeline from a file (or a dict), ``--set`` overrides and then ``values`` (dotted
+    keys to values, e.g. one tuning trial's parameters), validating everything."""
     source = str(path) if path is not None else "<pipeline>"
     file_tree = read_pipeline_file(path) if path is not None else copy.deepcopy(tree or {})
-    set_trees = [parse_override(text) for text in overrides]
+    upper = [(f"--set {text}", parse_override(text)) for text in overrides]
+    upper += [(f"{values_origin} {key}", unflatten({key: value})) for key, value in (values or {}).items()]
+    set_trees = [tree_ for _, tree_ in upper]
 
     origins: dict[str, str] = {"": source}
     layers: list[dict[str, Any]] = [file_tree, *set_trees]
@@ -331,8 +341,8 @@ def resolve(
 
     merged = variant_tree
     origins.update(_origins(file_tree, source))
-    for text, st in zip(overrides, set_trees):
-        origins.update(_origins(st, f"--set {text}"))
+    for label, st in upper:
+        origins.update(_origins(st, label))
     for layer in layers:
         merged = _merge(merged, layer)
 

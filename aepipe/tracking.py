@@ -48,13 +48,14 @@ def checkpoint_path(run_id: str) -> Path:
 
 def setup():
     """Point MLflow at the store; returns the mlflow module."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow  # configures its own loggers on import: quieten them afterwards
+
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # aepipe pickles models on purpose (see training._log_model) and pins torch without "+cpu"
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     logging.getLogger("mlflow.utils.requirements_utils").setLevel(logging.ERROR)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow
 
     global _set_by_us
     uri = tracking_uri()

@@ -217,6 +217,11 @@ class RunResult:
     seconds: float = 0.0
     model: AutoEncoder | None = field(default=None, repr=False)
     data: DataBundle | None = field(default=None, repr=False)
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)
+
+    def best_epoch(self) -> dict[str, float]:
+        """The metrics of the epoch whose weights were kept (lowest validation loss)."""
+        return min(self.history, key=lambda h: h["val_loss"])
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -289,7 +294,9 @@ class Trainer:
 
     # --- the run ----------------------------------------------------------------------------
 
-    def run(self, resume: str | None = None) -> RunResult:
+    def run(self, resume: str | None = None, tags: dict[str, str] | None = None) -> RunResult:
+        """Train as a new MLflow run (with extra ``tags``; ``mlflow.parentRunId`` nests it) or
+        continue run ``resume`` from its checkpoint."""
         p = self.pipeline
         s = p.settings
         checkpoint = self.read_checkpoint(resume) if resume else None
@@ -328,8 +335,7 @@ class Trainer:
             history = checkpoint["history"]
             active = mlflow.start_run(run_id=resume)
         else:
-            tags = self._tags()
-            active = mlflow.start_run(experiment_id=exp_id, run_name=s.tracking.run_name, tags=tags)
+            active = mlflow.start_run(experiment_id=exp_id, run_name=s.tracking.run_name, tags={**self._tags(), **(tags or {})})
         run_id = active.info.run_id
         ckpt_path = tracking.checkpoint_path(run_id)
         ctx = RunContext(p, model, data, self.device, run_id, history)
@@ -414,7 +420,7 @@ class Trainer:
                  "history": history, "done": True, "stopped_early": stopped_early},
             )
             self._finish(mlflow, ckpt_path, "FINISHED")
-            return RunResult(run_id, exp_id, "FINISHED", epoch, test, stopped_early, time.perf_counter() - t0, model, data)
+            return RunResult(run_id, exp_id, "FINISHED", epoch, test, stopped_early, time.perf_counter() - t0, model, data, history)
         except KeyboardInterrupt:
             self._finish(mlflow, ckpt_path, "KILLED", f"interrupted by the user at epoch {epoch}")
             raise Interrupted(
@@ -425,7 +431,10 @@ class Trainer:
             self._finish(mlflow, ckpt_path, "FAILED", str(exc))
             raise
         except Exception as exc:  # noqa: BLE001 - any failure marks the run FAILED, then propagates
-            self._finish(mlflow, ckpt_path, "FAILED", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            # an exception may carry its own run status (a pruned tuning trial: KILLED)
+            status = getattr(exc, "run_status", "FAILED")
+            detail = str(exc) if status != "FAILED" else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            self._finish(mlflow, ckpt_path, status, detail)
             raise
 
     # --- tracking ---------------------------------------------------------------------------
@@ -542,6 +551,7 @@ def train(
     device: str | None = None,
     resume: str | None = None,
     reporter: Reporter | None = None,
+    tags: dict[str, str] | None = None,
 ) -> RunResult:
     """Train ``pipeline`` as one MLflow run (or continue run ``resume``)."""
-    return Trainer(pipeline, pm, device=device, reporter=reporter).run(resume=resume)
+    return Trainer(pipeline, pm, device=device, reporter=reporter).run(resume=resume, tags=tags)

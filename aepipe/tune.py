@@ -1,0 +1,613 @@
+"""``aepipe tune``: Optuna studies over pipeline settings, every trial a tracked training run.
+
+Optuna does the sampling, pruning and storing. aepipe turns the ``[tune]`` section into a
+search space, each trial into an MLflow run nested under one parent run per study, and keeps
+the study to exactly ``n_trials`` finished (complete or pruned) trials across any number of
+workers: a trial whose worker died is failed (heartbeat on RDB storages; a dead process id on
+this machine for any storage) and retried with the same parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aepipe.errors import AepipeError, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+    from aepipe.plugins import AepipePluginManager
+
+WORKER_ATTR = "aepipe.worker"
+RUN_ATTR = "aepipe.mlflow_run_id"
+PARENT_ATTR = "aepipe.mlflow_parent_run_id"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParamSpec(_Strict):
+    """One search-space entry: ``type`` int, float or categorical."""
+
+    type: Literal["int", "float", "categorical"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[list[Union[bool, int, float, str]]] = None
+
+
+class TuneSettings(_Strict):
+    """The ``[tune]`` section of a pipeline file."""
+
+    n_trials: int = Field(20, ge=1, description="finished (complete or pruned) trials the study should hold")
+    timeout: Optional[float] = Field(None, gt=0, description="seconds after which this invocation starts no new trial")
+    metric: Optional[str] = None
+    direction: Optional[Literal["minimize", "maximize"]] = None
+    metrics: Optional[list[str]] = None
+    directions: Optional[list[Literal["minimize", "maximize"]]] = None
+    sampler: Literal["tpe", "random", "nsgaii", "qmc", "gp"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    warmup_epochs: int = Field(3, ge=0, description="epochs before the median pruner may prune")
+    seed: Optional[int] = 0
+    max_failures: Optional[int] = Field(None, ge=1, description="stop after this many failed trials in one worker (default: n_trials)")
+    space: dict[str, ParamSpec] = {}
+
+    @model_validator(mode="after")
+    def _objectives(self) -> "TuneSettings":
+        if self.metrics is not None or self.directions is not None:
+            if self.metric is not None or self.direction is not None:
+                raise ValueError("give either metric/direction or metrics/directions, not both")
+            if not self.metrics or not self.directions or len(self.metrics) != len(self.directions):
+                raise ValueError("metrics and directions must be lists of the same length")
+        return self
+
+    @property
+    def objective_metrics(self) -> list[str]:
+        return self.metrics or [self.metric or "val_loss"]
+
+    @property
+    def objective_directions(self) -> list[str]:
+        return self.directions or [self.direction or "minimize"]
+
+
+def mask_url(url: str) -> str:
+    """The storage URL with any password replaced by ***."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+def default_storage_url() -> str:
+    from aepipe import tracking
+
+    return f"journal:///{tracking.local_root() / 'optuna.journal'}"
+
+
+def make_storage(url: str):
+    """An Optuna storage: ``journal:///path`` (a journal file, safe for several processes on one
+    machine), or an RDB URL (``postgresql+psycopg://...`` for many machines) with heartbeats so
+    that trials of dead workers are failed and retried."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if url.startswith("journal://"):
+        path = Path(url[len("journal://"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("postgresql://"):
+        raise ConfigError(f"--storage {mask_url(url)}: use postgresql+psycopg://... (SQLAlchemy maps postgresql:// to psycopg2)")
+    try:
+        return RDBStorage(
+            url,
+            heartbeat_interval=5,
+            grace_period=20,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            engine_kwargs={"pool_pre_ping": True},
+        )
+    except Exception as exc:  # noqa: BLE001 - connection and URL errors alike
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        secret = url.split("://", 1)[-1].rsplit("@", 1)[0].split(":", 1)[-1] if "@" in url else None
+        if secret:
+            message = message.replace(secret, "***")
+        raise ConfigError(f"--storage {mask_url(url)}: cannot open: {message}") from None
+
+
+def _distribution(key: str, spec: ParamSpec, where: str):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    try:
+        if spec.type == "categorical":
+            if not spec.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+            return CategoricalDistribution(spec.choices)
+        if spec.low is None or spec.high is None:
+            raise ValueError(f"{spec.type} needs 'low' and 'high'")
+        if spec.low > spec.high:
+            raise ValueError(f"empty range: low {spec.low} > high {spec.high}")
+        if spec.type == "int":
+            if spec.low != int(spec.low) or spec.high != int(spec.high):
+                raise ValueError("int bounds must be whole numbers")
+            return IntDistribution(int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1))
+        return FloatDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [tune.space] '{key}': {exc}") from None
+
+
+def _probe_values(dist) -> list[Any]:
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high]
+
+
+@dataclass
+class Study:
+    """A pipeline's study: settings, Optuna study, MLflow experiment and parent run."""
+
+    pipeline_path: Path
+    overrides: tuple[str, ...]
+    settings: TuneSettings
+    distributions: dict[str, Any]
+    name: str
+    storage_url: str
+    study: Any = None
+    experiment_id: str = ""
+    parent_run_id: str = ""
+    failures: int = 0
+    log: list[str] = field(default_factory=list)
+
+
+def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...] = (), study_name: str | None = None,
+            storage_url: str | None = None, n_trials: int | None = None) -> Study:
+    """Validate the ``[tune]`` section and every search-space entry against the pipeline, before
+    any trial runs."""
+    from aepipe.config import resolve
+
+    path = Path(path)
+    base = resolve(pm, path, overrides)
+    raw = base.settings.tune
+    if not raw:
+        raise ConfigError(f"{path}: no [tune] section: add one with a [tune.space] table (see pipelines/vanilla.toml)")
+    try:
+        settings = TuneSettings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{path}: [tune] {loc + ': ' if loc else ''}{err['msg']}") from None
+    if n_trials is not None:
+        settings.n_trials = n_trials
+    if not settings.space:
+        raise ConfigError(f"{path}: [tune.space] is empty: name at least one setting to search")
+    if len(settings.objective_metrics) > 1 and settings.pruner != "none":
+        settings.pruner = "none"  # Optuna prunes single-objective studies only
+    distributions = {}
+    flat = base.flat()
+    for key, spec in settings.space.items():
+        dist = _distribution(key, spec, str(path))
+        for value in _probe_values(dist):
+            try:
+                probe = resolve(pm, path, overrides, values={key: value}, values_origin="[tune.space]")
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: [tune.space] '{key}' = {value!r} is not valid here: {exc}") from None
+            if key not in probe.flat() and key not in flat:
+                raise ConfigError(f"{path}: [tune.space] '{key}' is not a setting of this pipeline")
+        distributions[key] = dist
+    return Study(path, tuple(overrides), settings, distributions, study_name or path.stem, storage_url or default_storage_url())
+
+
+def _sampler(settings: TuneSettings):
+    import optuna
+
+    seed = settings.seed
+    return {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "nsgaii": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+    }[settings.sampler]()
+
+
+def _pruner(settings: TuneSettings, epochs: int):
+    import optuna
+
+    if settings.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=settings.warmup_epochs)
+    if settings.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(st: Study, epochs: int) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.getLogger("mlflow.tracking._model_registry").setLevel(logging.ERROR)
+    storage = make_storage(st.storage_url)
+    directions = st.settings.objective_directions
+    try:
+        st.study = optuna.create_study(
+            study_name=st.name, storage=storage, load_if_exists=True,
+            sampler=_sampler(st.settings), pruner=_pruner(st.settings, epochs),
+            directions=directions,
+        )
+    except ValueError as exc:  # e.g. an existing study with other directions
+        raise ConfigError(f"study '{st.name}' in {mask_url(st.storage_url)}: {exc}") from None
+    existing = [d.name.lower() for d in st.study.directions]
+    if existing != directions:
+        raise ConfigError(f"study '{st.name}' exists with directions {existing}; this pipeline asks for {directions}")
+    return st.study
+
+
+def ensure_parent_run(st: Study) -> str:
+    """The study's MLflow parent run: found through the study's user attributes (so workers on
+    other machines nest under the same run), created by the first worker."""
+    from aepipe import tracking
+
+    mlflow = tracking.setup()
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    from aepipe.config import resolve
+    from aepipe.plugins import get_plugin_manager
+
+    run_id = st.study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        st.parent_run_id = run_id
+        st.experiment_id = client.get_run(run_id).info.experiment_id
+        return run_id
+    experiment = resolve(get_plugin_manager(), st.pipeline_path, st.overrides).settings.tracking.experiment
+    st.experiment_id = tracking.experiment_id(experiment)
+    run = client.create_run(st.experiment_id, run_name=f"study {st.name}", tags={
+        "aepipe.study": st.name,
+        "aepipe.role": "study",
+        "aepipe.tune.storage": mask_url(st.storage_url),
+        "aepipe.pipeline": str(st.pipeline_path),
+        "mlflow.note.content": f"Optuna study '{st.name}': one child run per trial.",
+    })
+    st.study.set_user_attr(PARENT_ATTR, run.info.run_id)
+    time.sleep(0.2)
+    chosen = st.study.user_attrs.get(PARENT_ATTR)  # another worker may have won the race
+    if chosen != run.info.run_id:
+        client.delete_run(run.info.run_id)
+    st.parent_run_id = chosen
+    space = {k: v.model_dump(exclude_none=True) for k, v in st.settings.space.items()}
+    if chosen == run.info.run_id:
+        client.log_text(chosen, json.dumps({"space": space, "metrics": st.settings.objective_metrics,
+                                            "directions": st.settings.objective_directions}, indent=2), "study/space.json")
+        for key, value in {"n_trials": st.settings.n_trials, "sampler": st.settings.sampler, "pruner": st.settings.pruner,
+                           "metrics": ",".join(st.settings.objective_metrics)}.items():
+            client.log_param(chosen, f"tune.{key}", value)
+    return chosen
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dead_trials(study) -> int:
+    """Fail RUNNING trials whose worker process on this machine is gone, and retry each with
+    the same parameters (Optuna's heartbeat does this for RDB storages across machines)."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+    from optuna.trial import TrialState
+
+    fail_stale_trials(study)
+    host = socket.gethostname()
+    recovered = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR, "")
+        whost, _, pid = worker.rpartition(":")
+        if whost != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "aepipe.fail_reason", f"worker {worker} died")
+            if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                RetryHeartbeatStaleTrialCallback(max_retry=3)(study, study._storage.get_trial(trial._trial_id))
+                recovered += 1
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker got there first
+    return recovered
+
+
+class _Heartbeat:
+    def __init__(self, storage, trial_id: int):
+        from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+        self.enabled = isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
+        self.storage, self.trial_id = storage, trial_id
+        self.stop = threading.Event()
+
+    def __enter__(self):
+        if self.enabled:
+            self.storage.record_heartbeat(self.trial_id)
+            self.thread = threading.Thread(target=self._beat, daemon=True)
+            self.thread.start()
+        return self
+
+    def _beat(self):
+        interval = self.storage.get_heartbeat_interval()
+        while not self.stop.wait(interval):
+            self.storage.record_heartbeat(self.trial_id)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+
+
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+class ObjectiveError(ConfigError):
+    """The objective metric is not among the run's metrics: no trial can succeed."""
+
+
+def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, poll: float = 2.0, echo=print) -> dict[str, int]:
+    """Run trials until the study holds ``n_trials`` finished trials (or the timeout passes)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from aepipe.config import resolve
+    from aepipe.training import train
+
+    study = st.study
+    settings = st.settings
+    target = settings.n_trials
+    max_failures = settings.max_failures or max(3, target)
+    metrics, single = settings.objective_metrics, len(settings.objective_metrics) == 1
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    started = time.monotonic()
+    counts = {"complete": 0, "pruned": 0, "failed": 0}
+
+    while True:
+        recover_dead_trials(study)
+        if _finished(study) >= target:
+            break
+        if settings.timeout and time.monotonic() - started > settings.timeout:
+            echo(f"timeout of {settings.timeout:.0f}s reached; starting no more trials")
+            break
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        if _finished(study) + running >= target and not waiting:
+            time.sleep(poll)  # the last trials are running elsewhere; take over any that fail
+            continue
+        trial = study.ask(st.distributions)
+        active = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED))]
+        if sorted(active).index(trial.number) >= target:  # another worker took the last slot meanwhile
+            study._storage.set_trial_user_attr(trial._trial_id, "aepipe.fail_reason", "surplus: the study already had enough trials")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        trial.set_user_attr(WORKER_ATTR, worker)
+        state, values, reason = _run_trial(pm, st, trial, device, metrics, single, train, resolve)
+        if state == TrialState.COMPLETE:
+            study.tell(trial, values)
+            counts["complete"] += 1
+        elif state == TrialState.PRUNED:
+            study.tell(trial, state=TrialState.PRUNED)
+            counts["pruned"] += 1
+        else:
+            trial.set_user_attr("aepipe.fail_reason", reason[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+            counts["failed"] += 1
+            if isinstance(reason, ObjectiveMissing):
+                raise ObjectiveError(str(reason))
+            if counts["failed"] >= max_failures:
+                raise AepipeError(f"study '{st.name}': {counts['failed']} trials failed in this worker (last: {reason}); stopping")
+        shown = "" if values is None else " ".join(f"{m}={v:.5g}" for m, v in zip(metrics, values))
+        echo(f"trial {trial.number}: {state.name.lower()} {shown}{(' (' + reason + ')') if reason else ''}")
+    return counts
+
+
+class ObjectiveMissing(str):
+    """A failure reason that says the objective metric does not exist."""
+
+
+class _Pruned(Exception):
+    run_status = "KILLED"
+
+
+def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve):
+    """Train one trial; returns (state, values, failure reason)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    params = dict(trial.params)
+    try:
+        pipeline = resolve(pm, st.pipeline_path, st.overrides, values=params, values_origin=f"trial {trial.number}:")
+    except ConfigError as exc:
+        return TrialState.FAIL, None, f"components rejected the sampled settings: {exc}"
+    state: dict[str, Any] = {}
+
+    def report(epoch: int, total: int, epoch_metrics: dict[str, float]) -> None:
+        missing = [m for m in metrics if m not in epoch_metrics]
+        if missing:
+            available = ", ".join(sorted(k for k in epoch_metrics if k.startswith("val_")))
+            state["missing"] = ObjectiveMissing(f"{st.pipeline_path}: [tune] metric '{missing[0]}' is not a per-epoch metric of this pipeline; available: {available}")
+            raise ConfigError(state["missing"])
+        if single:
+            trial.report(epoch_metrics[metrics[0]], epoch)
+            if trial.should_prune():
+                state["pruned_at"] = epoch
+                raise _Pruned(f"pruned by Optuna at epoch {epoch}")
+
+    tags = {
+        "mlflow.parentRunId": st.parent_run_id,
+        "aepipe.study": st.name,
+        "aepipe.trial": str(trial.number),
+        **{f"aepipe.trial.param.{k}": str(v) for k, v in params.items()},
+    }
+    pipeline.settings.tracking.run_name = f"{st.name} trial {trial.number}"
+    pipeline.settings.tracking.experiment = _experiment_name(st)
+    from aepipe import tracking
+    from mlflow import MlflowClient
+
+    with _Heartbeat(st.study._storage, trial._trial_id):
+        try:
+            result = train(pipeline, pm, device=device, reporter=report, tags=tags)
+        except _Pruned:
+            _tag_trial(st, trial, "PRUNED")
+            return TrialState.PRUNED, None, ""
+        except AepipeError as exc:
+            reason = state.get("missing") or str(exc)
+            _tag_trial(st, trial, "FAIL")
+            return TrialState.FAIL, None, reason
+    best = result.best_epoch()
+    values = [best[m] for m in metrics]
+    if any(not math.isfinite(v) for v in values):
+        _tag_trial(st, trial, "FAIL", result.run_id)
+        return TrialState.FAIL, None, f"objective is not finite: {values}"
+    trial.set_user_attr(RUN_ATTR, result.run_id)
+    client = MlflowClient()
+    client.set_tag(result.run_id, "aepipe.trial_state", "COMPLETE")
+    for m, v in zip(metrics, values):
+        client.log_metric(result.run_id, f"objective.{m}", v)
+    return TrialState.COMPLETE, values, ""
+
+
+def _experiment_name(st: Study) -> str:
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_experiment(st.experiment_id).name
+
+
+def _tag_trial(st: Study, trial, state: str, run_id: str | None = None) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if run_id is None:
+        found = client.search_runs([st.experiment_id], f"tags.`aepipe.study` = '{st.name}' and tags.`aepipe.trial` = '{trial.number}'",
+                                   order_by=["attributes.start_time DESC"], max_results=1)
+        run_id = found[0].info.run_id if found else None
+    if run_id:
+        client.set_tag(run_id, "aepipe.trial_state", state)
+        trial.set_user_attr(RUN_ATTR, run_id)
+
+
+def best_trials(study) -> list:
+    from optuna.trial import TrialState
+
+    if len(study.directions) > 1:
+        return study.best_trials
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [study.best_trial] if done else []
+
+
+def finish(st: Study, register: bool = True) -> None:
+    """Record the study's results on its parent run: best params and values, Optuna's plots,
+    and the best trial's model in the Model Registry under the study's name."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+    from mlflow import MlflowClient
+    from optuna.trial import TrialState
+
+    from aepipe import tracking
+
+    tracking.setup()
+    client = MlflowClient()
+    study = st.study
+    parent = st.parent_run_id
+    best = best_trials(study)
+    metrics = st.settings.objective_metrics
+    summary = {
+        "study": st.name,
+        "finished_trials": _finished(study),
+        "states": {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState},
+        "best": [{"number": t.number, "values": dict(zip(metrics, t.values)), "params": t.params,
+                  "run_id": t.user_attrs.get(RUN_ATTR)} for t in best],
+    }
+    client.log_text(parent, json.dumps(summary, indent=2), "study/best_trials.json")
+    if best:
+        top = best[0]
+        for k, v in top.params.items():
+            client.set_tag(parent, f"best.{k}", str(v))
+        client.set_tag(parent, "best.trial", str(top.number))
+        client.set_tag(parent, "best.run_id", top.user_attrs.get(RUN_ATTR, ""))
+        for m, v in zip(metrics, top.values):
+            client.log_metric(parent, f"best.{m}", v)
+    figures = []
+    try:
+        if len(study.directions) == 1:
+            figures.append((ovm.plot_optimization_history(study).figure, "study/optimization_history.png"))
+        else:
+            figures.append((ovm.plot_pareto_front(study, target_names=metrics).figure, "study/pareto_front.png"))
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(complete) >= 2 and len(st.distributions) >= 1:
+            target = None if len(study.directions) == 1 else (lambda t: t.values[0])
+            figures.append((ovm.plot_param_importances(study, target=target, target_name=metrics[0]).figure, "study/param_importances.png"))
+        if len(study.directions) == 1:
+            figures.append((ovm.plot_intermediate_values(study).figure, "study/intermediate_values.png"))
+    except Exception as exc:  # noqa: BLE001 - a plot that cannot be drawn must not lose the study
+        client.set_tag(parent, "aepipe.plot_error", f"{type(exc).__name__}: {exc}"[:500])
+    for fig, name in figures:
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()
+        client.log_figure(parent, fig, name)
+        plt.close(fig)
+    if register and best and best[0].user_attrs.get(RUN_ATTR):
+        register_best(st.name, best[0].user_attrs[RUN_ATTR])
+    client.set_terminated(parent, "FINISHED")
+
+
+def register_best(name: str, run_id: str) -> None:
+    """Register ``run_id``'s model under ``name`` unless that run is already its latest version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:  # noqa: BLE001
+        versions = []
+    if any(v.run_id == run_id for v in versions):
+        return
+    run = client.get_run(run_id)
+    if not run.outputs.model_outputs:
+        return  # the trial logged no model (tracking.log_model = false)
+    mlflow.register_model(f"runs:/{run_id}/model", name)
+
+
+def summary_rows(study, metrics: list[str], limit: int = 10) -> list[dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) > 1:
+        ranked = study.best_trials
+    else:
+        sign = 1 if study.direction.name == "MINIMIZE" else -1
+        ranked = sorted(done, key=lambda t: sign * t.value)
+    return [{"trial": t.number, **{m: v for m, v in zip(metrics, t.values)}, **t.params,
+             "seconds": t.duration.total_seconds() if t.duration else None, "run_id": t.user_attrs.get(RUN_ATTR, "")}
+            for t in ranked[:limit]]

@@ -1,0 +1,326 @@
+"""aepipe tune: search spaces, pruning, failures, resuming, parallel workers on PostgreSQL
+(killed ones included), MLflow parent/child runs and the model registry."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PIPELINES
+
+PASSWORD = "s3cret-pw-4e1"
+CLI = [sys.executable, "-m", "aepipe.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server on 127.0.0.1 for this test session, with password authentication."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql package)")
+    bindir = Path(bins[-1])
+    root = Path(tempfile.mkdtemp(prefix="aepipe-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
+        pw = pwd.getpwnam("postgres")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    (root / "pw").write_text(PASSWORD)
+    if run_as:
+        os.chown(root / "pw", pwd.getpwnam("postgres").pw_uid, -1)
+    port = _free_port()
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(root / "data"), "-U", "aepipe", "--pwfile", str(root / "pw"),
+                    "--auth", "scram-sha-256"], check=True, capture_output=True)
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"],
+                   check=True, capture_output=True)
+    yield f"postgresql+psycopg://aepipe:{PASSWORD}@127.0.0.1:{port}/postgres"
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {**os.environ, "AEPIPE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _tune(home: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "tune", *args], capture_output=True, text=True, env=_env(home), timeout=timeout)
+
+
+def _load(name: str, storage: str):
+    import optuna
+
+    from aepipe.tune import make_storage
+
+    return optuna.load_study(study_name=name, storage=make_storage(storage))
+
+
+def _client(home: Path):
+    from aepipe import tracking
+
+    os.environ["AEPIPE_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    tracking._set_by_us = None
+    tracking.setup()
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _write(tmp_path: Path, text: str, name: str = "t.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+FAST = ["--set", "train.epochs=3", "--set", "tracking.log_images=false", "--set", "tracking.log_dataset=false"]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEPIPE_HOME", str(tmp_path / "mlruns"))
+    return tmp_path / "mlruns"
+
+
+def test_two_workers_share_a_postgres_study_exactly(postgres_url, home):
+    out = _tune(home, str(PIPELINES / "vanilla.toml"), "--study", "pg-two", "--storage", postgres_url,
+                "--n-trials", "6", "--n-workers", "2", *FAST)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert PASSWORD not in out.stdout + out.stderr
+    assert "aepipe:***@127.0.0.1" in out.stderr  # the masked URL may be shown
+    from optuna.trial import TrialState
+
+    study = _load("pg-two", postgres_url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 6
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert len({t.user_attrs["aepipe.worker"] for t in finished}) >= 2  # both workers ran trials
+    parent = study.user_attrs["aepipe.mlflow_parent_run_id"]
+    client = _client(home)
+    for t in finished:
+        run = client.get_run(t.user_attrs["aepipe.mlflow_run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.tags["aepipe.trial"] == str(t.number)
+        assert run.data.tags["aepipe.trial_state"] == t.state.name
+        for key, value in t.params.items():
+            assert run.data.params[key] == str(value)
+        everything = json.dumps([run.data.params, run.data.tags])
+        assert PASSWORD not in everything
+    parent_run = client.get_run(parent)
+    assert PASSWORD not in json.dumps([parent_run.data.params, parent_run.data.tags])
+    assert parent_run.info.status == "FINISHED"
+    assert parent_run.data.tags["best.trial"] == str(study.best_trial.number)
+    assert parent_run.data.metrics["best.val_loss"] == pytest.approx(study.best_value)
+    files = {a.path for a in client.list_artifacts(parent, "study")}
+    assert {"study/optimization_history.png", "study/param_importances.png", "study/best_trials.json"} <= files
+    versions = client.search_model_versions("name = 'pg-two'")
+    assert [v.run_id for v in versions] == [study.best_trial.user_attrs["aepipe.mlflow_run_id"]]
+
+
+def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, home):
+    from optuna.trial import TrialState
+
+    proc = subprocess.Popen([*CLI, "tune", str(PIPELINES / "vanilla.toml"), "--study", "pg-kill", "--storage", postgres_url,
+                             "--n-trials", "5", "--n-workers", "2", "--set", "train.epochs=25", "--set", "tune.pruner=none",
+                             "--set", "tracking.log_model=false", "--set", "tracking.log_images=false"],
+                            env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = None
+    deadline = time.time() + 180
+    while time.time() < deadline and victim is None:
+        time.sleep(0.5)
+        try:
+            study = _load("pg-kill", postgres_url)
+        except Exception:  # noqa: BLE001 - not created yet
+            continue
+        done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        running = [t for t in study.trials if t.state == TrialState.RUNNING and "aepipe.worker" in t.user_attrs]
+        if done and running:
+            victim = running[0]
+    assert victim is not None, "no trial was running"
+    pid = int(victim.user_attrs["aepipe.worker"].rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=400)
+    assert proc.returncode == 0, stderr[-3000:]
+    study = _load("pg-kill", postgres_url)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 5
+    killed = study.trials[victim.number]
+    assert killed.state == TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retried and retried[0].state == TrialState.COMPLETE and retried[0].params == victim.params
+    assert "exited with -9" in stderr
+
+
+def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
+    path = _write(tmp_path, """
+        variant = "vanilla"
+        [model]
+        code_dim = 16
+        [train]
+        epochs = 10
+        patience = 0
+        [tracking]
+        experiment = "prune"
+        log_model = false
+        log_images = false
+        [tune]
+        n_trials = 8
+        sampler = "random"
+        pruner = "median"
+        warmup_epochs = 1
+        [tune.space]
+        "train.lr" = { type = "float", low = 1e-5, high = 3e-2, log = true }
+    """)
+    out = _tune(home, str(path), "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["states"].get("PRUNED", 0) >= 1 and summary["states"]["COMPLETE"] + summary["states"]["PRUNED"] == 8
+    study = _load("t", f"journal:///{home / 'optuna.journal'}")
+    client = _client(home)
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    run = client.get_run(pruned[0].user_attrs["aepipe.mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["aepipe.trial_state"] == "PRUNED"
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) < 10  # stopped early
+    # resuming with a higher target adds trials to the same study and parent run
+    parent = study.user_attrs["aepipe.mlflow_parent_run_id"]
+    again = _tune(home, str(path), "--n-trials", "10", "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = _load("t", f"journal:///{home / 'optuna.journal'}")
+    assert len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) == 10
+    assert study.user_attrs["aepipe.mlflow_parent_run_id"] == parent
+    assert json.loads(again.stdout)["parent_run_id"] == parent
+    # --summary reads the study and runs nothing
+    before = len(study.trials)
+    summ = _tune(home, str(path), "--summary")
+    assert summ.returncode == 0 and "study 't'" in summ.stdout and "train.lr" in summ.stdout
+    assert len(_load("t", f"journal:///{home / 'optuna.journal'}").trials) == before
+
+
+def test_failing_trials_are_recorded_and_the_study_goes_on(home, tmp_path):
+    path = _write(tmp_path, """
+        variant = "linear"
+        [model]
+        code_dim = 4
+        [train]
+        epochs = 3
+        optimizer = "sgd"
+        [tracking]
+        experiment = "fail"
+        log_model = false
+        log_images = false
+        [tune]
+        n_trials = 3
+        sampler = "random"
+        pruner = "none"
+        seed = 3
+        max_failures = 20
+        [tune.space]
+        "train.lr" = { type = "categorical", choices = [0.001, 50.0] }
+        "model.encoder.top_k" = { type = "categorical", choices = [2, 9] }
+    """)
+    out = _tune(home, str(path), "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = _load("t", f"journal:///{home / 'optuna.journal'}")
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
+    reasons = " | ".join(t.user_attrs.get("aepipe.fail_reason", "") for t in failed)
+    assert failed, "the space was built so that some trials fail"
+    assert "diverged" in reasons or "top_k = 9 exceeds code_dim = 4" in reasons
+
+
+BAD_SPACES = [
+    ('"model.encoder.hiden" = { type = "int", low = 1, high = 4 }', r"\[tune.space\] 'model.encoder.hiden' = 1 is not valid here: .*unknown key 'model.encoder.hiden'"),
+    ('"model.code_dim" = { type = "int", low = 9, high = 4 }', r"\[tune.space\] 'model.code_dim': empty range: low 9.0 > high 4.0"),
+    ('"train.lr" = { type = "float", low = 0.0, high = 1.0, log = true }', r"\[tune.space\] 'train.lr': "),
+    ('"model.encoder.name" = { type = "categorical", choices = ["mlp", "transformer"] }', r"'model.encoder.name' = 'transformer' is not valid here: .*unknown encoder 'transformer'"),
+    ('"model.code_dim" = { type = "categorical", choices = [] }', r"categorical needs a non-empty 'choices' list"),
+]
+
+
+@pytest.mark.parametrize("line,pattern", BAD_SPACES)
+def test_bad_search_space_is_one_line_before_any_trial(aepipe_pm, home, tmp_path, line, pattern):
+    from aepipe.errors import ConfigError
+    from aepipe.tune import prepare
+
+    path = _write(tmp_path, f'variant = "vanilla"\n[tune]\nn_trials = 2\n[tune.space]\n{line}\n')
+    with pytest.raises(ConfigError, match=pattern) as exc:
+        prepare(aepipe_pm, path)
+    assert "\n" not in str(exc.value)
+    assert not (home / "optuna.journal").exists()
+
+
+def test_bad_tune_settings(aepipe_pm, tmp_path):
+    from aepipe.errors import ConfigError
+    from aepipe.tune import prepare
+
+    path = _write(tmp_path, 'variant = "vanilla"\n[tune]\nmetrics = ["val_loss"]\ndirections = ["minimize", "maximize"]\n[tune.space]\n"train.lr" = { type = "float", low = 0.001, high = 0.01 }\n')
+    with pytest.raises(ConfigError, match="metrics and directions must be lists of the same length"):
+        prepare(aepipe_pm, path)
+    path = _write(tmp_path, 'variant = "vanilla"\n[tune]\nsampler = "grid"\n')
+    with pytest.raises(ConfigError, match=r"\[tune\] sampler: Input should be 'tpe', 'random'"):
+        prepare(aepipe_pm, path)
+    path = _write(tmp_path, 'variant = "vanilla"\n')
+    with pytest.raises(ConfigError, match=r"no \[tune\] section"):
+        prepare(aepipe_pm, path)
+
+
+def test_unknown_objective_metric_stops_the_study(home, tmp_path):
+    path = _write(tmp_path, """
+        variant = "vanilla"
+        [train]
+        epochs = 2
+        [tracking]
+        log_model = false
+        log_images = false
+        [tune]
+        n_trials = 3
+        metric = "val_accuracy"
+        [tune.space]
+        "train.lr" = { type = "float", low = 0.001, high = 0.01 }
+    """)
+    out = _tune(home, str(path))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("Error: ") and "metric 'val_accuracy' is not a per-epoch metric" in out.stderr
+
+
+def test_multi_objective_study_logs_a_pareto_front(home):
+    out = _tune(home, str(PIPELINES / "vae.toml"), "--n-trials", "3", *FAST, "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["best"] and {"val_recon", "val_kl"} <= set(summary["best"][0])
+    client = _client(home)
+    files = {a.path for a in client.list_artifacts(summary["parent_run_id"], "study")}
+    assert "study/pareto_front.png" in files
+
+
+def test_postgres_url_without_driver_and_bad_credentials(aepipe_pm, postgres_url):
+    from aepipe.errors import ConfigError
+    from aepipe.tune import make_storage
+
+    with pytest.raises(ConfigError, match=r"use postgresql\+psycopg://"):
+        make_storage(postgres_url.replace("+psycopg", ""))
+    wrong = postgres_url.replace(PASSWORD, "wrong-password-xyz")
+    with pytest.raises(ConfigError) as exc:
+        make_storage(wrong)
+    assert "wrong-password-xyz" not in str(exc.value) and "aepipe:***@" in str(exc.value)
