@@ -108,12 +108,56 @@ def train(pipeline: Path, overrides: tuple[str, ...], device: str | None, resume
         click.echo(result.run_id)
 
 
+@cli.command(name="new-plugin", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--dir", "parent", default=".", type=click.Path(file_okay=False, path_type=Path), help="Where to create it.")
+def new_plugin(name: str, parent: Path) -> None:
+    """Write a ready plugin distribution NAME (pyproject with the entry point, a component, a
+    variant, a pipeline file and tests using aepipe.testing)."""
+    from aepipe.template import write
+
+    root = write(name, parent)
+    click.echo(f"wrote {root}; next: cd {root} && pip install -e . && aepipe plugins && python -m pytest", err=True)
+
+
+def _check_plugins(pm) -> list[str]:
+    """Problems of every installed plugin's components, each naming its distribution."""
+    import pytest
+
+    from aepipe.testing import check_component, registered_components
+
+    problems = []
+    for kind, name in registered_components(pm):
+        info = pm.registry.source(kind, name)
+        try:
+            check_component(kind, name, pm)
+        except pytest.skip.Exception:
+            continue
+        except BaseException as exc:  # noqa: BLE001 - every failure is a finding
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            problems.append(f"{info.dist or info.name} {info.version or ''}: {kind} '{name}': {text}")
+    return problems
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def plugins(as_json: bool) -> None:
+@click.option("--check", is_flag=True, help="Validate every plugin: hooks known, components pass the conformance suite.")
+def plugins(as_json: bool, check: bool) -> None:
     """List installed plugins: distribution, version, hooks and components."""
     pm = _plugin_manager()
     registry = pm.registry
+    if check:
+        from aepipe.errors import PluginError
+
+        problems = _check_plugins(pm)
+        for line in problems:
+            click.echo(f"problem: {line}", err=True)
+        if problems:
+            raise PluginError(f"{len(problems)} problem(s) in installed plugins (listed above)")
+        click.echo(f"all {len(pm.infos)} plugins and their components pass", err=True)
+        return
     rows = []
     for name, info in sorted(pm.infos.items()):
         rows.append({
@@ -216,7 +260,9 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting for every trial.")
 @click.option("--study", "study_name", default=None, help="Study name (default: the pipeline file's name).")
-@click.option("--storage", default=None, metavar="URL", help="Optuna storage: journal:///path (default: ./mlruns/optuna.journal) or postgresql+psycopg://user:password@host/db.")
+@click.option("--storage", default=None, metavar="URL", envvar="AEPIPE_STORAGE", show_envvar=True,
+              help="Optuna storage: journal:///path (default: ./mlruns/optuna.journal) or postgresql+psycopg://user:password@host/db "
+                   "(prefer the environment variable, or PGPASSWORD, to keep a password out of the process list).")
 @click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Finished trials the study should hold (default: [tune] n_trials).")
 @click.option("--n-workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes on this machine (one per GPU where there are GPUs).")
 @click.option("--timeout", type=float, default=None, help="Seconds after which no new trial starts.")
@@ -270,8 +316,9 @@ def _spawn_workers(st, pipeline, overrides, n_workers, storage, n_trials, timeou
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     threads = max(1, (os.cpu_count() or 1) // n_workers)
+    # the storage URL travels in the environment: a password never shows in the process list
     args = [sys.executable, "-m", "aepipe.cli", "tune", str(pipeline), "--worker", "--study", st.name,
-            "--storage", st.storage_url, "--n-trials", str(st.settings.n_trials)]
+            "--n-trials", str(st.settings.n_trials)]
     for text in overrides:
         args += ["--set", text]
     if timeout is not None:
@@ -280,7 +327,7 @@ def _spawn_workers(st, pipeline, overrides, n_workers, storage, n_trials, timeou
         args += ["--device", device]
 
     def start(i: int):
-        env = {**os.environ, "AEPIPE_NUM_THREADS": str(threads)}
+        env = {**os.environ, "AEPIPE_NUM_THREADS": str(threads), "AEPIPE_STORAGE": st.storage_url}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
         return subprocess.Popen(args, env=env)

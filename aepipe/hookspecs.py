@@ -9,7 +9,8 @@ named after the hooks below. Distributions declare it in the ``aepipe`` entry-po
 Keep the plugin module's import light (no ``torch`` at module level): ``aepipe --help`` loads
 plugins to collect their CLI commands. Import your components inside the registration hooks.
 
-Hooks are grouped by lifecycle: registration, run start, epoch end, run end, CLI commands.
+Hooks are grouped by lifecycle: registration, run start, epoch end, run end, trial end, CLI
+commands.
 Every hook name starts with ``aepipe_``. All hooks are called for every plugin that implements
 them (none is ``firstresult``).
 """
@@ -145,6 +146,20 @@ def aepipe_run_end(run: RunContext, metrics: dict[str, float]) -> dict[str, floa
         epoch's weights); log artifacts through ``run.log_artifact`` and friends.
     :param metrics: the final test metrics (``test_loss``, ``test_recon``, ``test_mse``, ...).
     :returns: a dict of extra final metrics (logged, and part of the run's summary), or None.
+    """
+
+
+@hookspec
+def aepipe_trial_end(study: str, number: int, state: str, values: list[float] | None, params: dict[str, Any], run_id: str | None) -> None:
+    """Act after each ``aepipe tune`` trial has been told to Optuna.
+
+    :param study: the study's name.
+    :param number: the trial's number in the study.
+    :param state: ``COMPLETE``, ``PRUNED`` or ``FAIL``.
+    :param values: the objective values (in ``[tune]`` metric order) of a complete trial, else None.
+    :param params: the trial's sampled settings, by dotted key.
+    :param run_id: the trial's MLflow run, where one was started.
+    :returns: nothing.
     """
 
 

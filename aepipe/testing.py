@@ -47,3 +47,168 @@ def aepipe_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(tracking, "_set_by_us", None)
     return home
+
+
+# --- the conformance suite ----------------------------------------------------------------
+
+#: Datasets for the model components' checks: small, embedded, labelled.
+_CHECK_DATA = {"name": "digits"}
+
+
+def registered_components(pm=None, plugin: str | None = None, kinds: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """``(kind, name)`` of every registered component (optionally of one plugin), for
+    ``pytest.mark.parametrize``."""
+    from aepipe.plugins import KINDS, get_plugin_manager
+
+    pm = pm or get_plugin_manager()
+    reg = pm.registry
+    out = []
+    for kind in kinds or KINDS:
+        if kind == "variant":
+            continue
+        for name in reg.names(kind):
+            if plugin is None or reg.source(kind, name).name == plugin:
+                out.append((kind, name))
+    return out
+
+
+def _variant_for(pm, kind: str, name: str) -> dict[str, Any]:
+    """A pipeline tree using the component: a registered variant that names it, else the
+    simplest composition around it."""
+    reg = pm.registry
+    section = {"encoder": "encoder", "decoder": "decoder", "corruption": "corruption", "prior": "prior"}.get(kind)
+    for vname, variant in reg.items("variant"):
+        model = variant.defaults.get("model", {})
+        if section and model.get(section, {}).get("name") == name:
+            return {"variant": vname}
+        if kind == "regularizer" and name in model.get("regularizers", {}):
+            return {"variant": vname}
+    tree: dict[str, Any] = {"model": {"encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]}}}
+    if section:
+        tree["model"][section] = {"name": name}
+    if kind == "regularizer":
+        tree["model"]["regularizers"] = {name: {}}
+    if kind == "prior":
+        tree["model"]["encoder"]["distribution"] = "gaussian"
+        tree["model"]["regularizers"] = {"kl": {}} if "kl" in reg.names("regularizer") else {}
+    return tree
+
+
+def _build(pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None = None):
+    import torch
+
+    from aepipe.config import resolve
+    from aepipe.model import build_model
+    from aepipe.training import load_data
+
+    tree = _variant_for(pm, kind, name)
+    tree.setdefault("data", dict(_CHECK_DATA))
+    tree.setdefault("model", {}).setdefault("code_dim", 8)
+    if "code_dim" in tree["model"] and tree.get("variant"):
+        tree["model"].pop("code_dim")  # keep the variant's own code size (e.g. a 2-D ring prior)
+    pipeline = resolve(pm, tree=tree, values=extra)
+    torch.manual_seed(seed)
+    data = load_data(pipeline, torch.device("cpu"))
+    torch.manual_seed(seed)
+    return pipeline, build_model(pipeline, data), data
+
+
+def _component(model, kind: str, name: str):
+    if kind == "regularizer":
+        return next(r for r in model.regularizers.values() if r.name == name)
+    return getattr(model, kind)
+
+
+def check_component(kind: str, name: str, pm=None) -> None:
+    """Run every conformance check on one registered component; raises AssertionError (or the
+    component's own error) naming the check that failed."""
+    import pytest
+    import torch
+    from pydantic import ValidationError
+
+    from aepipe.plugins import get_plugin_manager
+
+    pm = pm or get_plugin_manager()
+    cls = pm.registry.get(kind, name)
+    who = f"{kind} '{name}' ({pm.registry.source(kind, name).describe()})"
+
+    # config round trip, and bad settings are clear errors
+    config = cls.Config()
+    assert cls.Config.model_validate(config.model_dump()) == config, f"{who}: Config does not round-trip"
+    with pytest.raises(ValidationError):
+        cls.Config.model_validate({"__not_a_setting__": 1})
+
+    if kind == "dataset":
+        from aepipe.errors import DataError
+
+        try:
+            raw = cls(config).load()
+        except DataError as exc:
+            pytest.skip(f"{who} needs data: {exc}")
+        assert len(raw.x) == (len(raw.y) if raw.y is not None else len(raw.x)), f"{who}: inputs and labels differ in length"
+        assert raw.value_range[1] > raw.value_range[0], f"{who}: empty value_range"
+        return
+
+    # shape contracts
+    pipeline, model, data = _build(pm, kind, name)
+    part = _component(model, kind, name)
+    x, y = data.x_train[:16], data.y_train[:16]
+    y1 = model.one_hot(y)
+    n, d, k = x.shape[0], model.spec.input_dim, model.spec.code_dim
+    with torch.no_grad():
+        if kind == "encoder":
+            enc = part(x, y1)
+            assert enc.code.shape == (n, k), f"{who}: code shape {tuple(enc.code.shape)}, expected {(n, k)}"
+        elif kind == "decoder":
+            out = part(torch.randn(n, k), y1)
+            assert out.shape == (n, d), f"{who}: output shape {tuple(out.shape)}, expected {(n, d)}"
+        elif kind == "corruption":
+            torch.manual_seed(0)
+            out = part(x)
+            assert out.shape == x.shape and torch.isfinite(out).all(), f"{who}: corruption changed the shape or gave NaN"
+        elif kind == "prior":
+            z = part.sample(n)
+            assert z.shape == (n, k), f"{who}: sample shape {tuple(z.shape)}, expected {(n, k)}"
+            if part.has_log_prob:
+                lp = part.log_prob(z)
+                assert lp.shape == (n,) and torch.isfinite(lp).all(), f"{who}: log_prob must give (n,) finite values"
+    # the whole step works and its loss is a finite scalar
+    loss, terms, _ = model.step(x, y)
+    assert loss.dim() == 0 and torch.isfinite(loss), f"{who}: loss {loss}"
+
+    # determinism under a seed
+    _, again, _ = _build(pm, kind, name)
+    torch.manual_seed(1)
+    a = model.step(x, y)[0].detach()
+    torch.manual_seed(1)
+    b = again.step(x, y)[0].detach()
+    assert torch.allclose(a, b), f"{who}: not deterministic under a seed ({float(a)} vs {float(b)})"
+
+    # device and dtype moves
+    moved = again.to(torch.float64)
+    assert all(p.dtype == torch.float64 for p in moved.parameters()), f"{who}: parameters stayed in float32 after .to(float64)"
+    out64 = moved.step(x.double(), y)[0]
+    assert out64.dtype == torch.float64 and torch.isfinite(out64), f"{who}: float64 step failed"
+    if torch.cuda.is_available():
+        gpu = again.float().to("cuda")
+        assert torch.isfinite(gpu.step(x.cuda(), None if y is None else y.cuda())[0]), f"{who}: CUDA step failed"
+
+    # a few steps on one batch lower the loss
+    torch.manual_seed(0)
+    _, model, _ = _build(pm, kind, name)
+    params = model.model_parameters()
+    opt = torch.optim.Adam(params, lr=1e-3)
+    owned = [r for r in model.regularizers.values() if r.owns_parameters]
+    batch = data.x_train[:64], None if data.y_train is None else data.y_train[:64]
+    torch.manual_seed(0)
+    first = float(model.step(*batch, training=False)[0].detach())
+    for _ in range(30):
+        loss, _, step = model.step(*batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for reg in owned:
+            reg.update(step)
+    torch.manual_seed(0)
+    last = float(model.step(*batch, training=False)[0].detach())
+    assert last < first, f"{who}: 30 training steps on one batch did not lower the loss ({first:.4g} -> {last:.4g})"

@@ -423,6 +423,8 @@ def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, po
                 raise ObjectiveError(str(reason))
             if counts["failed"] >= max_failures:
                 raise AepipeError(f"study '{st.name}': {counts['failed']} trials failed in this worker (last: {reason}); stopping")
+        pm.call_plugin_hook("aepipe_trial_end", study=st.name, number=trial.number, state=state.name, values=values,
+                            params=dict(trial.params), run_id=trial.user_attrs.get(RUN_ATTR))
         shown = "" if values is None else " ".join(f"{m}={v:.5g}" for m, v in zip(metrics, values))
         echo(f"trial {trial.number}: {state.name.lower()} {shown}{(' (' + reason + ')') if reason else ''}")
     return counts

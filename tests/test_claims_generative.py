@@ -128,23 +128,25 @@ def test_conditional_model_needs_labels(aepipe_pm, store, tmp_path):
 
 
 def test_sample_command(store, tmp_path):
-    env = {**os.environ, "AEPIPE_HOME": str(store)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cli = [sys.executable, "-m", "aepipe.cli"]
-    out = subprocess.run([*cli, "train", str(PIPELINES / "cvae.toml"), "-q", "--set", "train.epochs=3"], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
+    from click.testing import CliRunner
+
+    from aepipe.cli import cli
+
+    run = CliRunner()
+    out = run.invoke(cli, ["train", str(PIPELINES / "cvae.toml"), "-q", "--set", "train.epochs=3", "--set", "tracking.log_images=false"])
+    assert out.exit_code == 0, out.output
     run_id = out.stdout.strip().splitlines()[-1]
-    res = subprocess.run([*cli, "sample", run_id, "-n", "12", "--label", "3", "-o", str(tmp_path / "s.npy"), "--grid", str(tmp_path / "s.png")], capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
+    res = run.invoke(cli, ["sample", run_id, "-n", "12", "--label", "3", "-o", str(tmp_path / "s.npy"), "--grid", str(tmp_path / "s.png")])
+    assert res.exit_code == 0, res.output
     s = np.load(tmp_path / "s.npy")
     assert s.shape == (12, 1, 8, 8) and s.min() >= 0 and s.max() <= 16
     assert (tmp_path / "s.png").stat().st_size > 1000
-    bad = subprocess.run([*cli, "sample", run_id, "--label", "11", "-o", str(tmp_path / "b.npy")], capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 2 and "--label 11: no such class; run" in bad.stderr and "classes 0..9" in bad.stderr
+    bad = run.invoke(cli, ["sample", run_id, "--label", "11", "-o", str(tmp_path / "b.npy")])
+    assert bad.exit_code == 2 and "--label 11: no such class; run" in bad.stderr and "classes 0..9" in bad.stderr
     # the cvae's encode needs labels
     np.save(tmp_path / "in.npy", np.zeros((2, 64)))
-    enc = subprocess.run([*cli, "encode", run_id, str(tmp_path / "in.npy"), "-o", str(tmp_path / "c.npy")], capture_output=True, text=True, env=env, timeout=120)
-    assert enc.returncode == 2 and "is conditional: give --labels" in enc.stderr
+    enc = run.invoke(cli, ["encode", run_id, str(tmp_path / "in.npy"), "-o", str(tmp_path / "c.npy")])
+    assert enc.exit_code == 2 and "is conditional: give --labels" in enc.stderr
     np.save(tmp_path / "y.npy", np.array([1, 2]))
-    enc = subprocess.run([*cli, "encode", run_id, str(tmp_path / "in.npy"), "--labels", str(tmp_path / "y.npy"), "-o", str(tmp_path / "c.npy")], capture_output=True, text=True, env=env, timeout=120)
-    assert enc.returncode == 0 and np.load(tmp_path / "c.npy").shape == (2, 8)
+    enc = run.invoke(cli, ["encode", run_id, str(tmp_path / "in.npy"), "--labels", str(tmp_path / "y.npy"), "-o", str(tmp_path / "c.npy")])
+    assert enc.exit_code == 0 and np.load(tmp_path / "c.npy").shape == (2, 8)

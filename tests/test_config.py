@@ -122,17 +122,29 @@ def test_missing_file(aepipe_pm, tmp_path):
     (["train", "{good}", "--set", "train.epochs=zero"], "'train.epochs' = 'zero'"),
     (["train", "{good}", "--device", "cuda:7"], "train.device: 'cuda:7' asked for"),
 ])
-def test_cli_reports_user_errors_in_one_line_with_exit_code_2(tmp_path, args, pattern):
+def test_cli_reports_user_errors_in_one_line_with_exit_code_2(tmp_path, monkeypatch, args, pattern):
+    from click.testing import CliRunner
+
+    from aepipe.cli import cli
+
+    monkeypatch.setenv("AEPIPE_HOME", str(tmp_path / "mlruns"))
     bad = write(tmp_path, 'variant = "vanilla"\n[model.encoder]\nname = "mpl"\n', "bad.toml")
     paths = {"missing": str(tmp_path / "missing.toml"), "bad": str(bad), "good": str(PIPELINES / "vanilla.toml")}
     argv = [a.format(**paths) for a in args]
-    env_home = {"AEPIPE_HOME": str(tmp_path / "mlruns")}
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and pattern in lines[0], result.stderr
+    # --debug shows the traceback instead
+    result = CliRunner().invoke(cli, ["--debug", *argv])
+    assert result.exception is not None and not isinstance(result.exception, SystemExit)
+
+
+def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     import os
 
-    out = subprocess.run([sys.executable, "-m", "aepipe.cli", *argv], capture_output=True, text=True, timeout=120, env={**os.environ, **env_home})
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and pattern in lines[0], out.stderr
-    # --debug shows the traceback instead
-    out = subprocess.run([sys.executable, "-m", "aepipe.cli", "--debug", *argv], capture_output=True, text=True, timeout=120, env={**os.environ, **env_home})
-    assert "Traceback" in out.stderr
+    bad = write(tmp_path, 'variant = "vanilla"\n[model.encoder]\nname = "mpl"\n', "bad.toml")
+    out = subprocess.run(["aepipe", "train", str(bad)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "AEPIPE_HOME": str(tmp_path / "mlruns")})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == f"Error: {bad}: model.encoder.name: unknown encoder 'mpl'; available: conv, mlp, one-layer"

@@ -91,10 +91,14 @@ def test_cli_train_records_everything_in_mlflow(store, tmp_path):
 
     # aepipe encode / reconstruct take raw dataset units
     np.save(tmp_path / "in.npy", raw)
-    cli = [sys.executable, "-m", "aepipe.cli"]
-    r1 = subprocess.run([*cli, "encode", run_id, str(tmp_path / "in.npy"), "-o", str(tmp_path / "codes.npy")], capture_output=True, text=True, env=env, timeout=120)
-    r2 = subprocess.run([*cli, "reconstruct", run_id, str(tmp_path / "in.npy"), "-o", str(tmp_path / "rec.npy")], capture_output=True, text=True, env=env, timeout=120)
-    assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
+    from click.testing import CliRunner
+
+    from aepipe.cli import cli
+
+    runner = CliRunner()
+    r1 = runner.invoke(cli, ["encode", run_id, str(tmp_path / "in.npy"), "-o", str(tmp_path / "codes.npy")])
+    r2 = runner.invoke(cli, ["reconstruct", run_id, str(tmp_path / "in.npy"), "-o", str(tmp_path / "rec.npy")])
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
     codes = np.load(tmp_path / "codes.npy")
     with torch.no_grad():
         expected = model.encode(x).code.numpy()
@@ -103,10 +107,10 @@ def test_cli_train_records_everything_in_mlflow(store, tmp_path):
     assert rec.shape == raw.shape and np.allclose(rec, recon.numpy() * 16.0, atol=1e-4)
     # wrong width is a one-line error
     np.save(tmp_path / "wide.npy", np.zeros((3, 65)))
-    r3 = subprocess.run([*cli, "encode", run_id, str(tmp_path / "wide.npy"), "-o", str(tmp_path / "x.npy")], capture_output=True, text=True, env=env, timeout=120)
-    assert r3.returncode == 2 and "rows of 65 values; run" in r3.stderr and "expects 64" in r3.stderr
-    r4 = subprocess.run([*cli, "encode", "0" * 32, str(tmp_path / "in.npy"), "-o", str(tmp_path / "x.npy")], capture_output=True, text=True, env=env, timeout=120)
-    assert r4.returncode == 2 and f"run '{'0' * 32}' not found" in r4.stderr
+    r3 = runner.invoke(cli, ["encode", run_id, str(tmp_path / "wide.npy"), "-o", str(tmp_path / "x.npy")])
+    assert r3.exit_code == 2 and "rows of 65 values; run" in r3.stderr and "expects 64" in r3.stderr
+    r4 = runner.invoke(cli, ["encode", "0" * 32, str(tmp_path / "in.npy"), "-o", str(tmp_path / "x.npy")])
+    assert r4.exit_code == 2 and f"run '{'0' * 32}' not found" in r4.stderr
 
 
 QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]

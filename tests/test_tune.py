@@ -147,17 +147,21 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
                             env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     victim = None
     deadline = time.time() + 180
+    seen_password_in_ps = False
     while time.time() < deadline and victim is None:
         time.sleep(0.5)
         try:
             study = _load("pg-kill", postgres_url)
         except Exception:  # noqa: BLE001 - not created yet
             continue
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        seen_password_in_ps |= any(PASSWORD in line for line in ps.splitlines() if "aepipe.cli" in line and "--worker" in line)
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]
         running = [t for t in study.trials if t.state == TrialState.RUNNING and "aepipe.worker" in t.user_attrs]
         if done and running:
             victim = running[0]
     assert victim is not None, "no trial was running"
+    assert not seen_password_in_ps, "the workers' command lines must not carry the password"
     pid = int(victim.user_attrs["aepipe.worker"].rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=400)
@@ -178,14 +182,15 @@ def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
         [model]
         code_dim = 16
         [train]
-        epochs = 10
+        epochs = 8
         patience = 0
         [tracking]
         experiment = "prune"
         log_model = false
         log_images = false
+        log_dataset = false
         [tune]
-        n_trials = 8
+        n_trials = 7
         sampler = "random"
         pruner = "median"
         warmup_epochs = 1
@@ -195,25 +200,29 @@ def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
     out = _tune(home, str(path), "--json")
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
-    assert summary["states"].get("PRUNED", 0) >= 1 and summary["states"]["COMPLETE"] + summary["states"]["PRUNED"] == 8
+    assert summary["states"].get("PRUNED", 0) >= 1 and summary["states"]["COMPLETE"] + summary["states"]["PRUNED"] == 7
     study = _load("t", f"journal:///{home / 'optuna.journal'}")
     client = _client(home)
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     run = client.get_run(pruned[0].user_attrs["aepipe.mlflow_run_id"])
     assert run.info.status == "KILLED" and run.data.tags["aepipe.trial_state"] == "PRUNED"
-    assert len(client.get_metric_history(run.info.run_id, "val_loss")) < 10  # stopped early
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) < 8  # stopped early
     # resuming with a higher target adds trials to the same study and parent run
     parent = study.user_attrs["aepipe.mlflow_parent_run_id"]
-    again = _tune(home, str(path), "--n-trials", "10", "--json")
+    again = _tune(home, str(path), "--n-trials", "8", "--json")
     assert again.returncode == 0, again.stderr[-3000:]
     study = _load("t", f"journal:///{home / 'optuna.journal'}")
-    assert len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) == 10
+    assert len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) == 8
     assert study.user_attrs["aepipe.mlflow_parent_run_id"] == parent
     assert json.loads(again.stdout)["parent_run_id"] == parent
     # --summary reads the study and runs nothing
     before = len(study.trials)
-    summ = _tune(home, str(path), "--summary")
-    assert summ.returncode == 0 and "study 't'" in summ.stdout and "train.lr" in summ.stdout
+    from click.testing import CliRunner
+
+    from aepipe.cli import cli
+
+    summ = CliRunner().invoke(cli, ["tune", str(path), "--summary"])
+    assert summ.exit_code == 0 and "study 't'" in summ.stdout and "train.lr" in summ.stdout
     assert len(_load("t", f"journal:///{home / 'optuna.journal'}").trials) == before
 
 

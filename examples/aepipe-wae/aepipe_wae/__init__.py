@@ -1,0 +1,1 @@
+"""Wasserstein autoencoders for aepipe."""
