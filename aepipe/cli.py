@@ -120,14 +120,14 @@ def new_plugin(name: str, parent: Path) -> None:
     click.echo(f"wrote {root}; next: cd {root} && pip install -e . && aepipe plugins && python -m pytest", err=True)
 
 
-def _check_plugins(pm) -> list[str]:
+def _check_plugins(pm, only: str | None = None) -> list[str]:
     """Problems of every installed plugin's components, each naming its distribution."""
     import pytest
 
     from aepipe.testing import check_component, registered_components
 
     problems = []
-    for kind, name in registered_components(pm):
+    for kind, name in registered_components(pm, plugin=only):
         info = pm.registry.source(kind, name)
         try:
             check_component(kind, name, pm)
@@ -144,19 +144,22 @@ def _check_plugins(pm) -> list[str]:
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--check", is_flag=True, help="Validate every plugin: hooks known, components pass the conformance suite.")
-def plugins(as_json: bool, check: bool) -> None:
+@click.option("--plugin", "only", default=None, help="With --check: only this plugin (entry-point name).")
+def plugins(as_json: bool, check: bool, only: str | None) -> None:
     """List installed plugins: distribution, version, hooks and components."""
     pm = _plugin_manager()
     registry = pm.registry
     if check:
         from aepipe.errors import PluginError
 
-        problems = _check_plugins(pm)
+        if only is not None and only not in pm.infos:
+            raise PluginError(f"--plugin {only}: no such plugin; installed: {', '.join(sorted(pm.infos))}")
+        problems = _check_plugins(pm, only)
         for line in problems:
             click.echo(f"problem: {line}", err=True)
         if problems:
             raise PluginError(f"{len(problems)} problem(s) in installed plugins (listed above)")
-        click.echo(f"all {len(pm.infos)} plugins and their components pass", err=True)
+        click.echo(f"{'plugin ' + only if only else f'all {len(pm.infos)} plugins'}: every component passes the conformance suite", err=True)
         return
     rows = []
     for name, info in sorted(pm.infos.items()):

@@ -171,6 +171,7 @@ class Study:
     distributions: dict[str, Any]
     name: str
     storage_url: str
+    experiment: str = "aepipe"
     study: Any = None
     experiment_id: str = ""
     parent_run_id: str = ""
@@ -213,7 +214,8 @@ def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...
             if key not in probe.flat() and key not in flat:
                 raise ConfigError(f"{path}: [tune.space] '{key}' is not a setting of this pipeline")
         distributions[key] = dist
-    return Study(path, tuple(overrides), settings, distributions, study_name or path.stem, storage_url or default_storage_url())
+    return Study(path, tuple(overrides), settings, distributions, study_name or path.stem, storage_url or default_storage_url(),
+                 experiment=base.settings.tracking.experiment)
 
 
 def _sampler(settings: TuneSettings):
@@ -270,16 +272,12 @@ def ensure_parent_run(st: Study) -> str:
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    from aepipe.config import resolve
-    from aepipe.plugins import get_plugin_manager
-
     run_id = st.study.user_attrs.get(PARENT_ATTR)
     if run_id:
         st.parent_run_id = run_id
         st.experiment_id = client.get_run(run_id).info.experiment_id
         return run_id
-    experiment = resolve(get_plugin_manager(), st.pipeline_path, st.overrides).settings.tracking.experiment
-    st.experiment_id = tracking.experiment_id(experiment)
+    st.experiment_id = tracking.experiment_id(st.experiment)
     run = client.create_run(st.experiment_id, run_name=f"study {st.name}", tags={
         "aepipe.study": st.name,
         "aepipe.role": "study",

@@ -1,0 +1,50 @@
+"""Every first-party component passes the conformance suite third parties use."""
+
+from __future__ import annotations
+
+import pytest
+
+from aepipe.testing import check_component, registered_components
+
+FIRST_PARTY = [(k, n) for k, n in registered_components() if True]
+
+
+@pytest.mark.parametrize("kind,name", FIRST_PARTY, ids=[f"{k}:{n}" for k, n in FIRST_PARTY])
+def test_component_conforms(kind, name):
+    check_component(kind, name)
+
+
+def test_the_suite_catches_a_broken_component(aepipe_pm, aepipe_plugin):
+    import types
+
+    from aepipe import hookimpl
+
+    plugin = types.ModuleType("wrongshape")
+
+    @hookimpl
+    def aepipe_register_decoders(register):
+        from aepipe_plugins.vanilla.nets import OneLayerDecoder
+
+        class Short(OneLayerDecoder):
+            name = "short"
+
+            def forward(self, z, y_onehot=None):
+                return super().forward(z, y_onehot)[:, :-1]
+
+        register(Short)
+
+    plugin.aepipe_register_decoders = aepipe_register_decoders
+    aepipe_plugin(plugin, name="wrongshape")
+    with pytest.raises(AssertionError, match=r"decoder 'short' \(plugin 'wrongshape'\): output shape \(16, 63\), expected \(16, 64\)"):
+        check_component("decoder", "short", aepipe_pm)
+
+
+def test_plugins_check_command(aepipe_pm, monkeypatch):
+    from click.testing import CliRunner
+
+    from aepipe import cli as cli_module
+
+    out = CliRunner().invoke(cli_module.cli, ["plugins", "--check", "--plugin", "weights"])
+    assert out.exit_code == 0 and "plugin weights: every component passes" in out.stderr
+    out = CliRunner().invoke(cli_module.cli, ["plugins", "--check", "--plugin", "nope"])
+    assert out.exit_code == 2 and "--plugin nope: no such plugin" in out.stderr
