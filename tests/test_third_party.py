@@ -1,0 +1,106 @@
+"""A plugin outside the core: the example WAE distribution and the new-plugin template, each
+installed by pip into a separate folder and found only through its entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def pip_install(source: Path, target: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def run(args: list[str], site: Path, home: Path, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(site), "AEPIPE_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_example_wae_plugin_installs_trains_tunes_and_passes_its_tests(tmp_path):
+    site, home = tmp_path / "site", tmp_path / "mlruns"
+    example = ROOT / "examples" / "aepipe-wae"
+    pip_install(example, site)
+    assert not any(p.name.startswith("aepipe_wae") for p in Path(sys.prefix).rglob("aepipe_wae*"))  # not in the test env itself
+    cli = [sys.executable, "-m", "aepipe.cli"]
+    out = run([*cli, "plugins", "--json"], site, home)
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["wae"]["distribution"] == "aepipe-wae" and rows["wae"]["version"] == "0.1.0"
+    assert rows["wae"]["components"] == {"regularizer": ["mmd"], "variant": ["wae"]}
+    pipeline = str(example / "aepipe_wae" / "wae.toml")
+    out = run([*cli, "train", pipeline, "--set", "train.epochs=3", "--set", "tracking.log_images=false", "--json"], site, home)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout)
+    assert "test_prior_mmd" in summary["metrics"]
+    out = run([*cli, "tune", pipeline, "--n-trials", "2", "--set", "train.epochs=2", "--set", "tracking.log_model=false",
+               "--set", "tracking.log_images=false", "--json"], site, home)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["states"] == {"COMPLETE": 2}
+    out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")], site, home, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert " passed" in out.stdout
+
+
+@pytest.mark.slow
+def test_new_plugin_template_works_without_edits(tmp_path):
+    from click.testing import CliRunner
+
+    from aepipe.cli import cli
+
+    result = CliRunner().invoke(cli, ["new-plugin", "aepipe-demo", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "aepipe-demo"
+    assert {p.name for p in root.iterdir()} >= {"pyproject.toml", "README.md", "aepipe_demo", "tests"}
+    again = CliRunner().invoke(cli, ["new-plugin", "aepipe-demo", "--dir", str(tmp_path)])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    bad = CliRunner().invoke(cli, ["new-plugin", "9lives", "--dir", str(tmp_path)])
+    assert bad.exit_code == 2 and "starting with a letter" in bad.stderr
+
+    site, home = tmp_path / "site", tmp_path / "mlruns"
+    pip_install(root, site)
+    cli_cmd = [sys.executable, "-m", "aepipe.cli"]
+    rows = {r["name"]: r for r in json.loads(run([*cli_cmd, "plugins", "--json"], site, home).stdout)}
+    assert rows["demo"]["distribution"] == "aepipe-demo"
+    assert rows["demo"]["components"] == {"regularizer": ["demo-code-l2"], "variant": ["demo"]}
+    out = run([*cli_cmd, "train", str(root / "aepipe_demo" / "pipeline.toml"), "--set", "train.epochs=2", "-q"], site, home)
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = run([*cli_cmd, "plugins", "--check", "--plugin", "demo"], site, home)
+    assert out.returncode == 0 and "every component passes" in out.stderr, out.stderr[-2000:]
+    out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")], site, home, cwd=root)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "3 passed" in out.stdout or "4 passed" in out.stdout
+
+
+def test_plugins_check_names_the_distribution_of_a_broken_component(tmp_path):
+    from helpers import make_distribution
+
+    bad = '''
+from aepipe import hookimpl
+
+@hookimpl
+def aepipe_register_encoders(register):
+    from aepipe_plugins.vanilla.nets import MLPEncoder
+    from aepipe.components import Encoding
+
+    class Wide(MLPEncoder):
+        name = "wide"
+        def forward(self, x, y_onehot=None):
+            enc = super().forward(x, y_onehot)
+            return Encoding(enc.code.repeat(1, 2))
+
+    register(Wide)
+'''
+    site = make_distribution(tmp_path / "site", "wide-dist", "2.0", {"wide": "wide_plugin"}, {"wide_plugin": bad})
+    out = run([sys.executable, "-m", "aepipe.cli", "plugins", "--check", "--plugin", "wide"], site, tmp_path / "mlruns")
+    assert out.returncode == 2
+    assert "problem: wide-dist 2.0: encoder 'wide':" in out.stderr and "code shape (16, 16), expected (16, 8)" in out.stderr
