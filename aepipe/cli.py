@@ -286,7 +286,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
     from aepipe.config import resolve
 
     epochs = resolve(pm, pipeline, overrides).settings.train.epochs
-    tuning.open_study(st, epochs)
+    tuning.open_study(st, epochs, shared=True if (worker or n_workers > 1) else None)
     if summary:
         _print_study(st, as_json)
         return
@@ -300,7 +300,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
         click.echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning._finished(st.study)} of "
                    f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}", err=True)
     if n_workers > 1 and not worker:
-        _spawn_workers(st, pipeline, overrides, n_workers, storage, n_trials, timeout, device, echo)
+        _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, echo)
     else:
         tuning.run_worker(pm, st, device=device, echo=echo)
     if not worker:
@@ -308,10 +308,12 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
         _print_study(st, as_json)
 
 
-def _spawn_workers(st, pipeline, overrides, n_workers, storage, n_trials, timeout, device, echo) -> None:
-    """Start ``n_workers`` processes of this command on the same study; restart any that dies
-    (a killed worker's trial is failed and retried by the others) while the study is short."""
+def _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, echo) -> None:
+    """Run ``n_workers`` workers on the study: this process and ``n_workers - 1`` children of
+    the same command. A child that dies is restarted while the study is short (its trial is
+    failed and retried by the others)."""
     import subprocess
+    import threading
 
     import torch
 
@@ -335,22 +337,37 @@ def _spawn_workers(st, pipeline, overrides, n_workers, storage, n_trials, timeou
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
         return subprocess.Popen(args, env=env)
 
-    procs = {i: start(i) for i in range(n_workers)}
-    restarts = 0
-    echo(f"study '{st.name}': {n_workers} workers ({'one GPU each' if gpus else f'{threads} CPU thread(s) each'}), pids {[p.pid for p in procs.values()]}")
-    while procs:
-        time.sleep(1.0)
-        for i, proc in list(procs.items()):
-            rc = proc.poll()
-            if rc is None:
-                continue
-            del procs[i]
-            if rc != 0 and tuning._finished(st.study) < st.settings.n_trials and restarts < 2 * n_workers:
-                restarts += 1
-                echo(f"worker {i} (pid {proc.pid}) exited with {rc}; starting a new one")
-                procs[i] = start(i)
-            elif rc != 0:
-                echo(f"worker {i} (pid {proc.pid}) exited with {rc}")
+    procs = {i: start(i) for i in range(1, n_workers)}
+    echo(f"study '{st.name}': {n_workers} workers ({'one GPU each' if gpus else f'{threads} CPU thread(s) each'}): "
+         f"this process ({os.getpid()}) and {[p.pid for p in procs.values()]}")
+    done = threading.Event()
+
+    def supervise() -> None:
+        restarts = 0
+        while procs:
+            time.sleep(1.0)
+            for i, proc in list(procs.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                del procs[i]
+                if rc != 0 and not done.is_set() and tuning._finished(st.study) < st.settings.n_trials and restarts < 2 * n_workers:
+                    restarts += 1
+                    echo(f"worker {i} (pid {proc.pid}) exited with {rc}; starting a new one")
+                    procs[i] = start(i)
+                elif rc != 0:
+                    echo(f"worker {i} (pid {proc.pid}) exited with {rc}")
+
+    supervisor = threading.Thread(target=supervise, daemon=True)
+    supervisor.start()
+    if gpus:
+        torch.cuda.set_device(0)
+    torch.set_num_threads(threads)
+    try:
+        tuning.run_worker(pm, st, device=device, echo=echo)
+    finally:
+        done.set()
+        supervisor.join()
 
 
 def _print_study(st, as_json: bool) -> None:
@@ -422,6 +439,51 @@ def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path 
         fig = figures.sample_grid(out, shape, title)
         fig.savefig(grid, dpi=100)
     click.echo(f"wrote {count} samples to {output}" + (f" and {grid}" if grid else ""), err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("targets", nargs=-1, metavar="[RUN_ID|STUDY]...")
+@click.option("--experiment", "-e", "experiments", multiple=True, help="Only runs of this experiment (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
+def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str) -> None:
+    """Runs side by side: given runs, each study's best trial, or the latest run of each variant."""
+    from aepipe.compare import collect, render
+
+    rows = collect(list(targets), list(experiments))
+    if not rows:
+        from aepipe.errors import RunNotFoundError
+
+        raise RunNotFoundError("no finished aepipe runs to compare")
+    click.echo(render(rows, fmt), nl=False)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--data", "dataset", default="digits", show_default=True, help="Dataset every variant trains on.")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1), help="Epochs for every variant.")
+@click.option("--experiment", default="zoo", show_default=True)
+@click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="A setting for every variant.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
+def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], fmt: str) -> None:
+    """Train every registered variant on the same data and budget, then compare them."""
+    from aepipe.compare import collect, render
+    from aepipe.config import resolve
+    from aepipe.errors import AepipeError
+    from aepipe.training import train as run_training
+
+    pm = _plugin_manager()
+    common = [f"data.name={json.dumps(dataset)}", f"train.epochs={epochs}", "train.patience=0",
+              f"tracking.experiment={json.dumps(experiment)}", "tracking.log_model=false", *overrides]
+    ids = []
+    for name in pm.registry.names("variant"):
+        try:
+            pipeline = resolve(pm, tree={"variant": name}, overrides=common)
+            result = run_training(pipeline, pm)
+        except AepipeError as exc:
+            click.echo(f"{name}: skipped: {exc}", err=True)
+            continue
+        click.echo(f"{name}: {result.metrics.get('test_mse', float('nan')):.4g} test mse in {result.seconds:.1f}s", err=True)
+        ids.append(result.run_id)
+    click.echo(render(collect(ids, []), fmt), nl=False)
 
 
 @cli.command(context_settings=CONTEXT)

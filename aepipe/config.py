@@ -61,6 +61,8 @@ class TrainSettings(_Section):
     device: str = "auto"
     patience: int = Field(10, ge=0, description="epochs without improvement before stopping; 0 never stops")
     min_delta: float = Field(0.0, ge=0.0)
+    amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast of the forward pass on CUDA (losses stay float32)")
+    compile: bool = Field(False, description="torch.compile the encoder and decoder")
 
 
 class TrackingSettings(_Section):
@@ -71,6 +73,7 @@ class TrackingSettings(_Section):
     log_model: bool = True
     log_images: bool = True
     log_dataset: bool = True
+    system_metrics: bool = Field(False, description="MLflow system metrics (CPU, memory; GPU with nvidia-ml-py); needs psutil")
 
 
 class PipelineSettings(_Section):

@@ -74,10 +74,15 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
         parts[2] = parts[1]
 
     def t(a: np.ndarray | None) -> torch.Tensor | None:
-        return None if a is None else torch.as_tensor(a).to(device)
+        if a is None:
+            return None
+        tensor = torch.as_tensor(a)
+        if device.type == "cuda":  # one pinned, asynchronous copy; the data then stays on the GPU
+            return tensor.pin_memory().to(device, non_blocking=True)
+        return tensor.to(device)
 
     n_classes = raw.n_classes or (int(y.max()) + 1 if y is not None else 0)
-    return DataBundle(
+    bundle = DataBundle(
         name=name,
         x_train=t(parts[0][0]),
         x_val=t(parts[1][0]),
@@ -90,3 +95,6 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
         n_classes=n_classes,
         source=raw.source,
     )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return bundle

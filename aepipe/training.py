@@ -60,6 +60,28 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+def autocast(device: torch.device, amp: str):
+    """The forward pass's autocast context: bf16 on CUDA when asked (where it is safe: matrix
+    products in bf16, losses and reductions in float32 by autocast's own policy); otherwise a
+    no-op. On CPU and MPS ``amp = "bf16"`` is ignored: it would be slower there."""
+    import contextlib
+
+    if amp == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_for_device(model: AutoEncoder, device: torch.device, compile_model: bool) -> AutoEncoder:
+    """cuDNN autotuning for convolutional models on CUDA, and optional torch.compile of the
+    encoder and decoder (in place, so the model pickles as itself)."""
+    if device.type == "cuda" and any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in model.modules()):
+        torch.backends.cudnn.benchmark = True
+    if compile_model:
+        model.encoder.compile()
+        model.decoder.compile()
+    return model
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds every CUDA device too
     np.random.seed(seed % 2**32)
@@ -180,10 +202,12 @@ class RunContext:
         return MlflowClient()
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        import mlflow
+        """Log metrics in one batched call (one database transaction)."""
+        from mlflow.entities import Metric
 
-        tracking.setup()
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, run_id=self.run_id)
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self._client().log_batch(self.run_id, metrics=batch, synchronous=True)
 
     def log_params(self, params: dict[str, Any]) -> None:
         import mlflow
@@ -313,6 +337,8 @@ class Trainer:
         sanity_check(model, data, s.train.batch_size, p.source)
         seed_everything(s.train.seed)
         model = build_model(p, data).to(self.device)  # the same initial weights whatever the check drew
+        prepare_for_device(model, self.device, s.train.compile)
+        amp = autocast(self.device, s.train.amp)
         optimizer = make_optimizer(model.model_parameters(), s.train.optimizer, s.train.lr, s.train.weight_decay)
 
         mlflow = tracking.setup()
@@ -335,7 +361,13 @@ class Trainer:
             history = checkpoint["history"]
             active = mlflow.start_run(run_id=resume)
         else:
-            active = mlflow.start_run(experiment_id=exp_id, run_name=s.tracking.run_name, tags={**self._tags(), **(tags or {})})
+            if s.tracking.system_metrics:
+                try:
+                    import psutil  # noqa: F401 - MLflow's system metrics need it
+                except ImportError:
+                    raise ConfigError("tracking.system_metrics = true needs psutil: pip install 'aepipe[gpu]'") from None
+            active = mlflow.start_run(experiment_id=exp_id, run_name=s.tracking.run_name, tags={**self._tags(), **(tags or {})},
+                                      log_system_metrics=s.tracking.system_metrics or None)
         run_id = active.info.run_id
         ckpt_path = tracking.checkpoint_path(run_id)
         ctx = RunContext(p, model, data, self.device, run_id, history)
@@ -360,7 +392,8 @@ class Trainer:
                     idx = perm[i : i + bs]
                     xb = data.x_train[idx]
                     yb = data.y_train[idx] if data.y_train is not None else None
-                    loss, terms, step = model.step(xb, yb, training=True)
+                    with amp:
+                        loss, terms, step = model.step(xb, yb, training=True)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if s.train.max_grad_norm:
@@ -387,7 +420,7 @@ class Trainer:
                 for extra in self.pm.call_plugin_hook("aepipe_epoch_end", run=ctx, epoch=epoch, metrics=dict(metrics)):
                     if extra:
                         metrics.update({k: float(v) for k, v in extra.items()})
-                mlflow.log_metrics(metrics, step=epoch, synchronous=False)
+                ctx.log_metrics(metrics, step=epoch)  # one batched write per epoch
                 history.append({"epoch": epoch, **metrics})
                 if self.reporter:
                     self.reporter(epoch, s.train.epochs, metrics)
@@ -538,7 +571,6 @@ class Trainer:
         try:
             if error:
                 mlflow.set_tag("aepipe.error", error[:5000])
-            mlflow.flush_async_logging()
             if ckpt_path.is_file():
                 mlflow.log_artifact(str(ckpt_path), "checkpoint")
         finally:

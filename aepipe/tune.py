@@ -218,10 +218,14 @@ def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...
                  experiment=base.settings.tracking.experiment)
 
 
-def _sampler(settings: TuneSettings):
+def _sampler(settings: TuneSettings, shared: bool = False):
+    """Optuna's sampler. Workers sharing a study each draw from their own stream (the seed mixed
+    with the process id), or they would all propose the same settings."""
     import optuna
 
     seed = settings.seed
+    if shared:
+        seed = ((seed or 0) * 1_000_003 + os.getpid()) % 2**32
     return {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
@@ -241,7 +245,7 @@ def _pruner(settings: TuneSettings, epochs: int):
     return optuna.pruners.NopPruner()
 
 
-def open_study(st: Study, epochs: int) -> Any:
+def open_study(st: Study, epochs: int, shared: bool | None = None) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -252,7 +256,8 @@ def open_study(st: Study, epochs: int) -> Any:
     try:
         st.study = optuna.create_study(
             study_name=st.name, storage=storage, load_if_exists=True,
-            sampler=_sampler(st.settings), pruner=_pruner(st.settings, epochs),
+            sampler=_sampler(st.settings, shared if shared is not None else not st.storage_url.startswith("journal:")),
+            pruner=_pruner(st.settings, epochs),
             directions=directions,
         )
     except ValueError as exc:  # e.g. an existing study with other directions

@@ -98,9 +98,18 @@ FAST = ["--set", "train.epochs=3", "--set", "tracking.log_images=false", "--set"
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("AEPIPE_HOME", str(tmp_path / "mlruns"))
-    return tmp_path / "mlruns"
+def home(aepipe_store):
+    return aepipe_store
+
+
+def _tune_here(*args: str):
+    """``aepipe tune`` in this process (no interpreter start-up): exit code, stdout, stderr."""
+    from click.testing import CliRunner
+
+    from aepipe.cli import cli
+
+    result = CliRunner().invoke(cli, ["tune", *args])
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def test_two_workers_share_a_postgres_study_exactly(postgres_url, home):
@@ -157,7 +166,8 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         seen_password_in_ps |= any(PASSWORD in line for line in ps.splitlines() if "aepipe.cli" in line and "--worker" in line)
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-        running = [t for t in study.trials if t.state == TrialState.RUNNING and "aepipe.worker" in t.user_attrs]
+        running = [t for t in study.trials if t.state == TrialState.RUNNING and "aepipe.worker" in t.user_attrs
+                   and not t.user_attrs["aepipe.worker"].endswith(f":{proc.pid}")]  # a child, not the command itself
         if done and running:
             victim = running[0]
     assert victim is not None, "no trial was running"
@@ -197,7 +207,7 @@ def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
         [tune.space]
         "train.lr" = { type = "float", low = 1e-5, high = 3e-2, log = true }
     """)
-    out = _tune(home, str(path), "--json")
+    out = _tune_here(str(path), "--json")
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
     assert summary["states"].get("PRUNED", 0) >= 1 and summary["states"]["COMPLETE"] + summary["states"]["PRUNED"] == 7
@@ -248,7 +258,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(home, tmp_path):
         "train.lr" = { type = "categorical", choices = [0.001, 50.0] }
         "model.encoder.top_k" = { type = "categorical", choices = [2, 9] }
     """)
-    out = _tune(home, str(path), "--json")
+    out = _tune_here(str(path), "--json")
     assert out.returncode == 0, out.stderr[-3000:]
     study = _load("t", f"journal:///{home / 'optuna.journal'}")
     failed = [t for t in study.trials if t.state.name == "FAIL"]
@@ -308,13 +318,13 @@ def test_unknown_objective_metric_stops_the_study(home, tmp_path):
         [tune.space]
         "train.lr" = { type = "float", low = 0.001, high = 0.01 }
     """)
-    out = _tune(home, str(path))
+    out = _tune_here(str(path))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("Error: ") and "metric 'val_accuracy' is not a per-epoch metric" in out.stderr
 
 
 def test_multi_objective_study_logs_a_pareto_front(home):
-    out = _tune(home, str(PIPELINES / "vae.toml"), "--n-trials", "3", *FAST, "--json")
+    out = _tune_here(str(PIPELINES / "vae.toml"), "--n-trials", "3", *FAST, "--set", "tracking.log_model=false", "--json")
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
     assert summary["best"] and {"val_recon", "val_kl"} <= set(summary["best"][0])

