@@ -23,7 +23,7 @@ class AepipePyfunc(mlflow.pyfunc.PythonModel):
         self.model = torch.load(context.artifacts["autoencoder"], map_location="cpu", weights_only=False)
         self.model.eval()
 
-    def predict(self, context, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would validate against them
         import torch
 
         from aepipe.data import scale

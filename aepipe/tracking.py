@@ -55,6 +55,7 @@ def setup():
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # aepipe pickles models on purpose (see training._log_model) and pins torch without "+cpu"
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     logging.getLogger("mlflow.utils.requirements_utils").setLevel(logging.ERROR)
 
     global _set_by_us

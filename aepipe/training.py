@@ -566,6 +566,9 @@ class Trainer:
             signature=signature,
             input_example=None if ctx.model.spec.conditional else example.numpy(),
         )
+        from aepipe.serving import log_pyfunc
+
+        log_pyfunc(cpu_model, example.numpy(), requirements)
 
     def _finish(self, mlflow: Any, ckpt_path: Path, status: str, error: str | None = None) -> None:
         try:

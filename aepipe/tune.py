@@ -250,6 +250,8 @@ def open_study(st: Study, epochs: int, shared: bool | None = None) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # aepipe drives heartbeats itself around ask/tell (see _Heartbeat)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     logging.getLogger("mlflow.tracking._model_registry").setLevel(logging.ERROR)
     storage = make_storage(st.storage_url)
     directions = st.settings.objective_directions
@@ -601,7 +603,8 @@ def register_best(name: str, run_id: str) -> None:
     run = client.get_run(run_id)
     if not run.outputs.model_outputs:
         return  # the trial logged no model (tracking.log_model = false)
-    mlflow.register_model(f"runs:/{run_id}/model", name)
+    # the pyfunc model: what `mlflow models serve -m models:/NAME/VERSION` and any MLflow client use
+    mlflow.register_model(f"runs:/{run_id}/pyfunc", name)
 
 
 def summary_rows(study, metrics: list[str], limit: int = 10) -> list[dict[str, Any]]:

@@ -62,7 +62,7 @@ def test_mlflow_models_serve_returns_the_codes_of_aepipe_encode(trained, store):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.default_tracking_uri()}
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/pyfunc",
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.time() + 120
         while True:
@@ -87,8 +87,10 @@ def test_mlflow_models_serve_returns_the_codes_of_aepipe_encode(trained, store):
         rec = ask({"inputs": raw.tolist(), "params": {"mode": "reconstruct"}})
         assert rec.shape == raw.shape
     finally:
-        proc.terminate()
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
