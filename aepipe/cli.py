@@ -498,7 +498,8 @@ def ui(host: str, port: int) -> None:
     if tracking.uses_local_store():
         tracking.local_root().mkdir(parents=True, exist_ok=True)
         args += ["--default-artifact-root", tracking.artifact_root()]
-    click.echo(f"MLflow UI on http://{host}:{port} over {uri}", err=True)
+    click.echo(f"MLflow UI on http://{host}:{port} over {uri}; an experiment's runs: http://{host}:{port}/#/experiments/ID/runs "
+               "(switch the top-left toggle to 'Model training')", err=True)
     os.execv(sys.executable, args)
 
 

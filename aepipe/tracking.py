@@ -67,20 +67,28 @@ def setup():
     return mlflow
 
 
+#: Makes the MLflow UI open aepipe's experiments in its model-training view (runs, metrics,
+#: charts) rather than the GenAI view (traces) it defaults to since MLflow 3.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def experiment_id(name: str) -> str:
     """The id of experiment ``name``, created (with an explicit artifact location) if missing."""
     mlflow = setup()
     found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    kwargs = {"artifact_location": artifact_root()} if uses_local_store() else {}
-    try:
-        return mlflow.create_experiment(name, **kwargs)
-    except Exception:  # another worker created it meanwhile
-        found = mlflow.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        kwargs = {"artifact_location": artifact_root()} if uses_local_store() else {}
+        try:
+            return mlflow.create_experiment(name, tags={KIND_TAG: KIND}, **kwargs)
+        except Exception:  # another worker created it meanwhile
+            found = mlflow.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if KIND_TAG not in found.tags:
+        from mlflow import MlflowClient
+
+        MlflowClient().set_experiment_tag(found.experiment_id, KIND_TAG, KIND)
+    return found.experiment_id
 
 
 def get_run(run_id: str):

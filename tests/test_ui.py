@@ -66,7 +66,7 @@ def test_mlflow_ui_shows_runs_metrics_and_images(store, tmp_path):
         for text in ("ui-check-run", "val_loss", "test_mse", "model.code_dim"):
             assert text in dom, f"{text!r} not rendered"
         # the experiment's runs table
-        dom = _chromium(f"{base}/#/experiments/{exp_id}", tmp_path / "p2", "--dump-dom").stdout
+        dom = _chromium(f"{base}/#/experiments/{exp_id}/runs", tmp_path / "p2", "--dump-dom").stdout
         assert "ui-check-run" in dom
         # an image artifact: its page shows an <img> served by the UI's artifact endpoint, which returns the PNG
         page = f"{base}/#/experiments/{exp_id}/runs/{run_id}/artifacts/images/reconstructions.png"
