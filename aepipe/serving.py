@@ -67,7 +67,8 @@ def log_pyfunc(model, example: np.ndarray, requirements: list[str]) -> None:
         wrapper.model = model
         lo, hi = model.meta["value_range"]
         raw = lo + example.astype(np.float64) * (hi - lo)
-        output = wrapper.predict(None, raw, None)
+        # a conditional model needs a class to encode: the example uses class 0
+        output = wrapper.predict(None, raw, {"label": 0} if model.spec.conditional else None)
         signature = infer_signature(raw, output, params=DEFAULT_PARAMS)
         mlflow.pyfunc.log_model(
             name="pyfunc",
