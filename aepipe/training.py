@@ -8,10 +8,8 @@ device and read back once per epoch. Each epoch: validation, early stopping, a c
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ from aepipe import tracking
 from aepipe.components import Component
 from aepipe.config import Pipeline, flatten
 from aepipe.data import DataBundle, prepare
-from aepipe.errors import AepipeError, ConfigError, DataError, PluginError, TrainingError
+from aepipe.errors import AepipeError, ConfigError, DataError, TrainingError
 from aepipe.model import AutoEncoder, build_model
 
 if TYPE_CHECKING:  # pragma: no cover

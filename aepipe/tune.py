@@ -26,8 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from aepipe.errors import AepipeError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import optuna
-
     from aepipe.plugins import AepipePluginManager
 
 WORKER_ATTR = "aepipe.worker"
@@ -275,7 +273,7 @@ def ensure_parent_run(st: Study) -> str:
     other machines nest under the same run), created by the first worker."""
     from aepipe import tracking
 
-    mlflow = tracking.setup()
+    tracking.setup()
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -379,7 +377,6 @@ class ObjectiveError(ConfigError):
 
 def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, poll: float = 2.0, echo=print) -> dict[str, int]:
     """Run trials until the study holds ``n_trials`` finished trials (or the timeout passes)."""
-    import optuna
     from optuna.trial import TrialState
 
     from aepipe.config import resolve
@@ -445,7 +442,6 @@ class _Pruned(Exception):
 
 def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve):
     """Train one trial; returns (state, values, failure reason)."""
-    import optuna
     from optuna.trial import TrialState
 
     params = dict(trial.params)
@@ -475,7 +471,6 @@ def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve):
     }
     pipeline.settings.tracking.run_name = f"{st.name} trial {trial.number}"
     pipeline.settings.tracking.experiment = _experiment_name(st)
-    from aepipe import tracking
     from mlflow import MlflowClient
 
     with _Heartbeat(st.study._storage, trial._trial_id):

@@ -50,3 +50,30 @@ def aepipe_register_corruptions(register):
 def aepipe_epoch_end(run, epoch, metrics):
     return {"thirdparty.epoch_seen": float(epoch)}
 '''
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc, timeout: float = 120.0) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's output if ``proc`` exits."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, f"{url} did not answer within {timeout:.0f}s"
+        time.sleep(1)

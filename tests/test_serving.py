@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np
@@ -18,12 +16,8 @@ from click.testing import CliRunner
 from aepipe.cli import cli
 
 from conftest import PIPELINES
+from helpers import free_port, wait_for_http
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -58,23 +52,13 @@ def test_mlflow_models_serve_returns_the_codes_of_aepipe_encode(trained, store):
     from aepipe import tracking
 
     run_id, raw, codes = trained
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.default_tracking_uri()}
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/pyfunc",
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            assert time.time() < deadline, "the model server did not start"
-            time.sleep(1)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", proc)
 
         def ask(payload):
             req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),

@@ -9,7 +9,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,15 +19,10 @@ from pathlib import Path
 import pytest
 
 from conftest import PIPELINES
+from helpers import free_port
 
 PASSWORD = "s3cret-pw-4e1"
 CLI = [sys.executable, "-m", "aepipe.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +41,7 @@ def postgres_url():
     (root / "pw").write_text(PASSWORD)
     if run_as:
         os.chown(root / "pw", pwd.getpwnam("postgres").pw_uid, -1)
-    port = _free_port()
+    port = free_port()
     subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(root / "data"), "-U", "aepipe", "--pwfile", str(root / "pw"),
                     "--auth", "scram-sha-256"], check=True, capture_output=True)
     subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-o",

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -17,15 +15,11 @@ from click.testing import CliRunner
 from aepipe.cli import cli
 
 from conftest import PIPELINES
+from helpers import free_port, wait_for_http
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium; .ci/run does)")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _chromium(url: str, profile, *extra: str) -> subprocess.CompletedProcess:
@@ -43,24 +37,14 @@ def test_mlflow_ui_shows_runs_metrics_and_images(store, tmp_path):
     from mlflow import MlflowClient
 
     exp_id = MlflowClient().get_run(run_id).info.experiment_id
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "AEPIPE_HOME": str(store)}
     env.pop("MLFLOW_TRACKING_URI", None)
     server = subprocess.Popen([sys.executable, "-m", "aepipe.cli", "ui", "--port", str(port)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stdout.read()[-3000:]
-            assert time.time() < deadline, "the MLflow UI did not start"
-            time.sleep(1)
+        wait_for_http(f"{base}/health", server)
         # the run's page lists its name, params and metrics
         dom = _chromium(f"{base}/#/experiments/{exp_id}/runs/{run_id}", tmp_path / "p1", "--dump-dom").stdout
         for text in ("ui-check-run", "val_loss", "test_mse", "model.code_dim"):

@@ -6,7 +6,7 @@ import gzip
 import os
 import struct
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import numpy as np
 from pydantic import Field

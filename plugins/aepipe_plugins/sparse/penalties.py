@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from aepipe.components import ComponentConfig, Regularizer, require
+from aepipe.components import ComponentConfig, Regularizer
 from aepipe.errors import ConfigError
 
 NEAR_ZERO = 0.05
