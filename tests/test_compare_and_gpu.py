@@ -103,3 +103,16 @@ def test_amp_setting_trains_on_cpu_and_system_metrics_need_psutil(aepipe_pm, aep
     monkeypatch.setattr(builtins, "__import__", no_psutil)
     with pytest.raises(ConfigError, match=r"tracking.system_metrics = true needs psutil: pip install 'aepipe\[gpu\]'"):
         train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=1", "tracking.system_metrics=true"]), aepipe_pm)
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_its_logged_model_loads(aepipe_pm, aepipe_store):
+    import mlflow.pytorch
+
+    pipeline = resolve(aepipe_pm, PIPELINES / "vanilla.toml", ["train.epochs=1", "train.compile=true",
+                                                                "tracking.log_images=false", "tracking.log_dataset=false"])
+    result = train(pipeline, aepipe_pm)
+    assert result.status == "FINISHED" and torch.isfinite(torch.tensor(result.metrics["test_loss"]))
+    model = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model")
+    with torch.no_grad():
+        assert model.encode(result.data.x_test[:3]).code.shape == (3, 32)
