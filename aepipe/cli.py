@@ -279,6 +279,11 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
     under the study's parent run. Running it again resumes the study."""
     from aepipe import tune as tuning
 
+    from aepipe.errors import ConfigError
+
+    if storage and storage.startswith("sqlite") and n_workers > 1:
+        raise ConfigError("--storage sqlite:... is not safe for parallel workers (Optuna's advice); use the default "
+                          "journal file (one machine) or postgresql+psycopg://... (many machines)")
     pm = _plugin_manager()
     st = tuning.prepare(pm, pipeline, overrides, study_name, storage, n_trials)
     if timeout is not None:

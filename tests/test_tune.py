@@ -337,3 +337,8 @@ def test_postgres_url_without_driver_and_bad_credentials(aepipe_pm, postgres_url
     with pytest.raises(ConfigError) as exc:
         make_storage(wrong)
     assert "wrong-password-xyz" not in str(exc.value) and "aepipe:***@" in str(exc.value)
+
+
+def test_sqlite_storage_is_refused_for_parallel_workers(home, tmp_path):
+    out = _tune_here(str(PIPELINES / "vanilla.toml"), "--storage", f"sqlite:///{tmp_path}/o.db", "--n-workers", "2")
+    assert out.returncode == 2 and "not safe for parallel workers" in out.stderr
