@@ -8,7 +8,6 @@ Inputs are rows in the dataset's raw units (as ``aepipe encode`` takes them) unl
 
 from __future__ import annotations
 
-
 import mlflow.pyfunc
 import numpy as np
 
