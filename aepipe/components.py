@@ -7,8 +7,8 @@ from :class:`ComponentConfig`). aepipe builds it as ``cls(config, spec)`` (datas
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -220,7 +220,6 @@ class Step:
     z: torch.Tensor  # codes fed to the decoder, (samples * n, code_dim)
     output: torch.Tensor  # decoder output for z
     training: bool = True
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Regularizer(ModelComponent):

@@ -156,22 +156,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _component_paths(tree: dict[str, Any]) -> list[str]:
-    paths = ["data"] + [f"model.{s}" for s in MODEL_COMPONENTS]
-    regs = tree.get("model", {}).get(REGULARIZERS, {})
-    paths += [f"model.{REGULARIZERS}.{k}" for k in regs] if isinstance(regs, dict) else []
-    return paths
-
-
-def _get(tree: dict[str, Any], path: str) -> Any:
-    node: Any = tree
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _merge(lower: dict[str, Any], upper: dict[str, Any], path: str = "") -> dict[str, Any]:
     """Deep-merge ``upper`` over ``lower``. A component section whose ``name`` changes drops
     the lower layer's settings of the old component (they belong to another class)."""
@@ -197,9 +181,8 @@ def _is_component(dotted: str) -> bool:
 
 
 def _origins(tree: dict[str, Any], where: str) -> dict[str, str]:
-    return {key: where for key in flatten(tree)} | {
-        key: where for key in _all_prefixes(tree)
-    }
+    """Every dotted key and key prefix of ``tree``, mapped to where it was set."""
+    return {key: where for key in _all_prefixes(tree)}
 
 
 def _all_prefixes(tree: dict[str, Any], prefix: str = "") -> list[str]:

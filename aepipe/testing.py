@@ -107,9 +107,8 @@ def _build(pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None
 
     tree = _variant_for(pm, kind, name)
     tree.setdefault("data", dict(_CHECK_DATA))
-    tree.setdefault("model", {}).setdefault("code_dim", 8)
-    if "code_dim" in tree["model"] and tree.get("variant"):
-        tree["model"].pop("code_dim")  # keep the variant's own code size (e.g. a 2-D ring prior)
+    if not tree.get("variant"):  # a variant keeps its own code size (e.g. a 2-D ring prior)
+        tree["model"]["code_dim"] = 8
     pipeline = resolve(pm, tree=tree, values=extra)
     torch.manual_seed(seed)
     data = load_data(pipeline, torch.device("cpu"))

@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
@@ -173,8 +173,6 @@ class Study:
     study: Any = None
     experiment_id: str = ""
     parent_run_id: str = ""
-    failures: int = 0
-    log: list[str] = field(default_factory=list)
 
 
 def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...] = (), study_name: str | None = None,
