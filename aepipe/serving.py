@@ -21,7 +21,9 @@ class AepipePyfunc(mlflow.pyfunc.PythonModel):
         self.model = torch.load(context.artifacts["autoencoder"], map_location="cpu", weights_only=False)
         self.model.eval()
 
-    def predict(self, context, model_input, params=None):  # no type hints: MLflow would validate against them
+    # np.ndarray hints are ones MLflow infers no schema from: the logged signature (with params)
+    # stays the contract, and MLflow does not ask for hints when the model is logged
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
         import torch
 
         from aepipe.data import scale

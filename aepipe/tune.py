@@ -408,7 +408,12 @@ def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, po
             study.tell(trial, state=TrialState.FAIL)
             continue
         trial.set_user_attr(WORKER_ATTR, worker)
-        state, values, reason = _run_trial(pm, st, trial, device, metrics, single, train, resolve)
+        try:
+            state, values, reason = _run_trial(pm, st, trial, device, metrics, single, train, resolve)
+        except ObjectiveError as exc:  # no trial of this study can succeed: record this one, stop
+            trial.set_user_attr("aepipe.fail_reason", str(exc)[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+            raise
         if state == TrialState.COMPLETE:
             study.tell(trial, values)
             counts["complete"] += 1
@@ -419,8 +424,6 @@ def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, po
             trial.set_user_attr("aepipe.fail_reason", reason[:2000])
             study.tell(trial, state=TrialState.FAIL)
             counts["failed"] += 1
-            if isinstance(reason, ObjectiveMissing):
-                raise ObjectiveError(str(reason))
             if counts["failed"] >= max_failures:
                 raise AepipeError(f"study '{st.name}': {counts['failed']} trials failed in this worker (last: {reason}); stopping")
         pm.call_plugin_hook("aepipe_trial_end", study=st.name, number=trial.number, state=state.name, values=values,
@@ -428,10 +431,6 @@ def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, po
         shown = "" if values is None else " ".join(f"{m}={v:.5g}" for m, v in zip(metrics, values))
         echo(f"trial {trial.number}: {state.name.lower()} {shown}{(' (' + reason + ')') if reason else ''}")
     return counts
-
-
-class ObjectiveMissing(str):
-    """A failure reason that says the objective metric does not exist."""
 
 
 class _Pruned(Exception):
@@ -447,18 +446,15 @@ def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve):
         pipeline = resolve(pm, st.pipeline_path, st.overrides, values=params, values_origin=f"trial {trial.number}:")
     except ConfigError as exc:
         return TrialState.FAIL, None, f"components rejected the sampled settings: {exc}"
-    state: dict[str, Any] = {}
 
     def report(epoch: int, total: int, epoch_metrics: dict[str, float]) -> None:
         missing = [m for m in metrics if m not in epoch_metrics]
         if missing:
             available = ", ".join(sorted(k for k in epoch_metrics if k.startswith("val_")))
-            state["missing"] = ObjectiveMissing(f"{st.pipeline_path}: [tune] metric '{missing[0]}' is not a per-epoch metric of this pipeline; available: {available}")
-            raise ConfigError(state["missing"])
+            raise ObjectiveError(f"{st.pipeline_path}: [tune] metric '{missing[0]}' is not a per-epoch metric of this pipeline; available: {available}")
         if single:
             trial.report(epoch_metrics[metrics[0]], epoch)
             if trial.should_prune():
-                state["pruned_at"] = epoch
                 raise _Pruned(f"pruned by Optuna at epoch {epoch}")
 
     tags = {
@@ -477,10 +473,12 @@ def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve):
         except _Pruned:
             _tag_trial(st, trial, "PRUNED")
             return TrialState.PRUNED, None, ""
-        except AepipeError as exc:
-            reason = state.get("missing") or str(exc)
+        except ObjectiveError:
             _tag_trial(st, trial, "FAIL")
-            return TrialState.FAIL, None, reason
+            raise
+        except AepipeError as exc:
+            _tag_trial(st, trial, "FAIL")
+            return TrialState.FAIL, None, str(exc)
     best = result.best_epoch()
     values = [best[m] for m in metrics]
     if any(not math.isfinite(v) for v in values):

@@ -49,6 +49,9 @@ def test_cli_train_records_everything_in_mlflow(store, tmp_path):
     assert summary["status"] == "FINISHED" and summary["epochs"] == 15
     assert {"test_loss", "test_recon", "test_mse"} <= set(summary["metrics"])
     assert "epoch 15/15" in out.stderr  # plain progress lines when not on a terminal
+    # and nothing else: no library warnings (MLflow's pyfunc type-hint notice, for one)
+    noise = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith(("epoch ", "finished "))]
+    assert not noise, noise
 
     c = client()
     run = c.get_run(run_id)

@@ -315,6 +315,10 @@ def test_unknown_objective_metric_stops_the_study(home, tmp_path):
     out = _tune_here(str(path))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("Error: ") and "metric 'val_accuracy' is not a per-epoch metric" in out.stderr
+    # the first trial is recorded as failed with the reason, and no further trial is started
+    trials = _load("t", f"journal:///{home / 'optuna.journal'}").trials
+    assert [t.state.name for t in trials] == ["FAIL"]
+    assert "metric 'val_accuracy'" in trials[0].user_attrs["aepipe.fail_reason"]
 
 
 def test_multi_objective_study_logs_a_pareto_front(home):
