@@ -74,6 +74,8 @@ class TrackingSettings(_Section):
     log_images: bool = True
     log_dataset: bool = True
     system_metrics: bool = Field(False, description="MLflow system metrics (CPU, memory; GPU with nvidia-ml-py); needs psutil")
+    system_metrics_interval: Optional[float] = Field(
+        None, gt=0, description="seconds between system metric samples (default: MLflow's, 10 s or MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL)")
 
 
 class PipelineSettings(_Section):

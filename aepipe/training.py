@@ -364,6 +364,10 @@ class Trainer:
                     import psutil  # noqa: F401 - MLflow's system metrics need it
                 except ImportError:
                     raise ConfigError("tracking.system_metrics = true needs psutil: pip install 'aepipe[gpu]'") from None
+                if s.tracking.system_metrics_interval is not None:
+                    from mlflow.system_metrics import set_system_metrics_sampling_interval
+
+                    set_system_metrics_sampling_interval(s.tracking.system_metrics_interval)
             active = mlflow.start_run(experiment_id=exp_id, run_name=s.tracking.run_name, tags={**self._tags(), **(tags or {})},
                                       log_system_metrics=s.tracking.system_metrics or None)
         run_id = active.info.run_id

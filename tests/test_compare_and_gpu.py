@@ -105,6 +105,21 @@ def test_amp_setting_trains_on_cpu_and_system_metrics_need_psutil(aepipe_pm, aep
         train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=1", "tracking.system_metrics=true"]), aepipe_pm)
 
 
+def test_system_metrics_are_sampled_at_the_set_interval(aepipe_pm, aepipe_store, monkeypatch):
+    pytest.importorskip("psutil")
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "30")  # the setting overrides it (restored after)
+    result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml",
+                           [*QUIET, "train.epochs=60", "tracking.system_metrics=true", "tracking.system_metrics_interval=0.2"]),
+                   aepipe_pm)
+    assert result.seconds > 1.0, "the run must outlast several sampling intervals"
+    client = MlflowClient()
+    names = set(client.get_run(result.run_id).data.metrics)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= names
+    assert len(client.get_metric_history(result.run_id, "system/cpu_utilization_percentage")) >= 3
+
+
 @pytest.mark.slow
 def test_compiled_model_trains_and_its_logged_model_loads(aepipe_pm, aepipe_store):
     import mlflow.pytorch
