@@ -290,7 +290,8 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
         st.settings.timeout = timeout
     from aepipe.config import resolve
 
-    epochs = resolve(pm, pipeline, overrides).settings.train.epochs
+    base = resolve(pm, pipeline, overrides).settings.train
+    epochs = base.epochs
     tuning.open_study(st, epochs, shared=True if (worker or n_workers > 1) else None)
     if summary:
         _print_study(st, as_json)
@@ -305,7 +306,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
         click.echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning._finished(st.study)} of "
                    f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}", err=True)
     if n_workers > 1 and not worker:
-        _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, echo)
+        _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, device or base.device, echo)
     else:
         tuning.run_worker(pm, st, device=device, echo=echo)
     if not worker:
@@ -313,7 +314,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
         _print_study(st, as_json)
 
 
-def _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, echo) -> None:
+def _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, placed_on, echo) -> None:
     """Run ``n_workers`` workers on the study: this process and ``n_workers - 1`` children of
     the same command. A child that dies is restarted while the study is short (its trial is
     failed and retried by the others)."""
@@ -325,7 +326,7 @@ def _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, echo
     from aepipe import tune as tuning
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    placement = tuning.worker_placement(n_workers, placed_on, gpus, os.cpu_count() or 1, os.environ.get("CUDA_VISIBLE_DEVICES"))
     # the storage URL travels in the environment: a password never shows in the process list
     args = [sys.executable, "-m", "aepipe.cli", "tune", str(pipeline), "--worker", "--study", st.name,
             "--n-trials", str(st.settings.n_trials)]
@@ -337,13 +338,11 @@ def _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, echo
         args += ["--device", device]
 
     def start(i: int):
-        env = {**os.environ, "AEPIPE_NUM_THREADS": str(threads), "AEPIPE_STORAGE": st.storage_url}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        env = {**os.environ, **placement[i].env, "AEPIPE_STORAGE": st.storage_url}
         return subprocess.Popen(args, env=env)
 
     procs = {i: start(i) for i in range(1, n_workers)}
-    echo(f"study '{st.name}': {n_workers} workers ({'one GPU each' if gpus else f'{threads} CPU thread(s) each'}): "
+    echo(f"study '{st.name}': {n_workers} workers ({placement[0].summary}): "
          f"this process ({os.getpid()}) and {[p.pid for p in procs.values()]}")
     done = threading.Event()
 
@@ -365,9 +364,9 @@ def _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, echo
 
     supervisor = threading.Thread(target=supervise, daemon=True)
     supervisor.start()
-    if gpus:
-        torch.cuda.set_device(0)
-    torch.set_num_threads(threads)
+    if placement[0].gpu is not None:
+        torch.cuda.set_device(placement[0].gpu)
+    torch.set_num_threads(int(placement[0].env["AEPIPE_NUM_THREADS"]))
     try:
         tuning.run_worker(pm, st, device=device, echo=echo)
     finally:

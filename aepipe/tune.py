@@ -363,6 +363,31 @@ class _Heartbeat:
         self.stop.set()
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one of ``aepipe tune --n-workers``' workers runs: the environment a child worker
+    starts with, and the GPU index this process selects when it is the first worker."""
+
+    env: dict[str, str]
+    gpu: int | None
+    summary: str
+
+
+def worker_placement(n_workers: int, device: str, gpus: int, cpu_count: int, visible: str | None) -> list[Placement]:
+    """One worker per GPU, round robin, when the device is left to aepipe (``auto``/``cuda``) and
+    GPUs exist: child ``i`` sees only GPU ``i % gpus`` of those visible to this process
+    (``visible``: this process's CUDA_VISIBLE_DEVICES, whose entries children must keep). A
+    named device (``cpu``, ``cuda:1``) is used by every worker as it is. The CPU threads are
+    shared out between the workers."""
+    threads = str(max(1, cpu_count // n_workers))
+    spread = gpus > 0 and device in ("auto", "cuda")
+    if not spread:
+        return [Placement({"AEPIPE_NUM_THREADS": threads}, None, f"{threads} CPU thread(s) each") for _ in range(n_workers)]
+    ids = [v.strip() for v in visible.split(",")][:gpus] if visible else [str(g) for g in range(gpus)]
+    return [Placement({"AEPIPE_NUM_THREADS": threads, "CUDA_VISIBLE_DEVICES": ids[i % gpus]}, 0 if i == 0 else None,
+                      f"one GPU each, round robin over {gpus}") for i in range(n_workers)]
+
+
 def _finished(study) -> int:
     from optuna.trial import TrialState
 

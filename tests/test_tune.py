@@ -346,3 +346,19 @@ def test_postgres_url_without_driver_and_bad_credentials(aepipe_pm, postgres_url
 def test_sqlite_storage_is_refused_for_parallel_workers(home, tmp_path):
     out = _tune_here(str(PIPELINES / "vanilla.toml"), "--storage", f"sqlite:///{tmp_path}/o.db", "--n-workers", "2")
     assert out.returncode == 2 and "not safe for parallel workers" in out.stderr
+
+
+def test_workers_are_placed_one_per_gpu_among_the_visible_ones():
+    from aepipe.tune import worker_placement
+
+    # 3 workers on the GPUs this process may use (CUDA_VISIBLE_DEVICES=2,5): children keep to them
+    placed = worker_placement(3, "auto", 2, 16, "2,5")
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in placed] == ["2", "5", "2"]
+    assert placed[0].gpu == 0 and placed[1].gpu is None  # this process takes its first visible GPU
+    assert {p.env["AEPIPE_NUM_THREADS"] for p in placed} == {"5"}
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in worker_placement(4, "cuda", 2, 16, None)] == ["0", "1", "0", "1"]
+    # a named device is every worker's; no GPUs: CPU threads shared out
+    for device, gpus in (("cuda:1", 2), ("cpu", 2), ("auto", 0)):
+        placed = worker_placement(2, device, gpus, 2, None)
+        assert all("CUDA_VISIBLE_DEVICES" not in p.env and p.gpu is None for p in placed), device
+        assert [p.env["AEPIPE_NUM_THREADS"] for p in placed] == ["1", "1"]
