@@ -305,13 +305,19 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
     if not worker:
         click.echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning._finished(st.study)} of "
                    f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}", err=True)
+    started = time.time()
     if n_workers > 1 and not worker:
         _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, device or base.device, echo)
     else:
         tuning.run_worker(pm, st, device=device, echo=echo)
-    if not worker:
+    if worker:
+        return
+    if tuning.records_results(st, started):
         tuning.finish(st)
-        _print_study(st, as_json)
+    else:
+        click.echo(f"study '{st.name}' is complete; the command that ran its last trial records the results "
+                   f"on MLflow run {st.parent_run_id}", err=True)
+    _print_study(st, as_json)
 
 
 def _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, placed_on, echo) -> None:
@@ -338,7 +344,7 @@ def _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, plac
         args += ["--device", device]
 
     def start(i: int):
-        env = {**os.environ, **placement[i].env, "AEPIPE_STORAGE": st.storage_url}
+        env = {**os.environ, **placement[i].env, "AEPIPE_STORAGE": st.storage_url, tuning.COMMAND_ENV: tuning.command_id()}
         return subprocess.Popen(args, env=env)
 
     procs = {i: start(i) for i in range(1, n_workers)}

@@ -62,8 +62,8 @@ def setup():
     uri = tracking_uri()
     if uses_local_store():
         local_root().mkdir(parents=True, exist_ok=True)
+        _set_by_us = uri  # remembered so that MLflow's export of it is not taken for the user's choice
     mlflow.set_tracking_uri(uri)
-    _set_by_us = uri
     return mlflow
 
 

@@ -7,6 +7,7 @@ device and read back once per epoch. Each epoch: validation, early stopping, a c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -578,6 +579,10 @@ class Trainer:
                 mlflow.set_tag("aepipe.error", error[:5000])
             if ckpt_path.is_file():
                 mlflow.log_artifact(str(ckpt_path), "checkpoint")
+                # the artifact is now the checkpoint (--resume reads it): no second copy is kept
+                ckpt_path.unlink()
+                with contextlib.suppress(OSError):
+                    ckpt_path.parent.rmdir()
         finally:
             mlflow.end_run(status=status)
 

@@ -14,6 +14,7 @@ import logging
 import math
 import warnings
 import os
+import random
 import socket
 import threading
 import time
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import AepipePluginManager
 
 WORKER_ATTR = "aepipe.worker"
+COMMAND_ATTR = "aepipe.command"  # the `aepipe tune` command (host:pid) whose worker ran a trial
+COMMAND_ENV = "AEPIPE_TUNE_COMMAND"  # tells a worker process which command started it
 RUN_ATTR = "aepipe.mlflow_run_id"
 PARENT_ATTR = "aepipe.mlflow_parent_run_id"
 
@@ -114,20 +117,36 @@ def make_storage(url: str):
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("postgresql://"):
         raise ConfigError(f"--storage {mask_url(url)}: use postgresql+psycopg://... (SQLAlchemy maps postgresql:// to psycopg2)")
-    try:
-        return RDBStorage(
-            url,
-            heartbeat_interval=5,
-            grace_period=20,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"pool_pre_ping": True},
-        )
-    except Exception as exc:  # noqa: BLE001 - connection and URL errors alike
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        secret = url.split("://", 1)[-1].rsplit("@", 1)[0].split(":", 1)[-1] if "@" in url else None
-        if secret:
-            message = message.replace(secret, "***")
-        raise ConfigError(f"--storage {mask_url(url)}: cannot open: {message}") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    attempt = 0
+    while True:
+        try:
+            return RDBStorage(
+                url,
+                heartbeat_interval=5,
+                grace_period=20,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except (IntegrityError, ProgrammingError) as exc:
+            # workers started together on a new database all create Optuna's tables; the
+            # losers of that race see a duplicate table or type, and find the tables on a retry
+            attempt += 1
+            if attempt == 4:
+                raise _storage_error(url, exc) from None
+            time.sleep(0.5 + random.random())
+        except Exception as exc:  # noqa: BLE001 - connection and URL errors alike
+            raise _storage_error(url, exc) from None
+
+
+def _storage_error(url: str, exc: BaseException) -> ConfigError:
+    """A one-line error for a storage that cannot be opened, the password masked."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    secret = url.split("://", 1)[-1].rsplit("@", 1)[0].split(":", 1)[-1] if "@" in url else None
+    if secret:
+        message = message.replace(secret, "***")
+    return ConfigError(f"--storage {mask_url(url)}: cannot open: {message}")
 
 
 def _distribution(key: str, spec: ParamSpec, where: str):
@@ -433,6 +452,7 @@ def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, po
             study.tell(trial, state=TrialState.FAIL)
             continue
         trial.set_user_attr(WORKER_ATTR, worker)
+        trial.set_user_attr(COMMAND_ATTR, command_id())
         try:
             state, values, reason = _run_trial(pm, st, trial, device, metrics, single, train, resolve)
         except ObjectiveError as exc:  # no trial of this study can succeed: record this one, stop
@@ -543,6 +563,31 @@ def best_trials(study) -> list:
         return study.best_trials
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return [study.best_trial] if done else []
+
+
+def command_id() -> str:
+    """This `aepipe tune` command, as ``host:pid`` of its first process (workers it started
+    inherit it through the environment)."""
+    return os.environ.get(COMMAND_ENV) or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def records_results(st: Study, since: float) -> bool:
+    """Whether this command should record the study's results (:func:`finish`). Commands on
+    several machines share a study; one records: the one whose worker finished the last trial.
+    A command that ran no trial since ``since`` (a time stamp) records too: it was started again
+    on a study whose results may never have been recorded."""
+    import datetime
+
+    from optuna.trial import TrialState
+
+    finished = st.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    me = command_id()
+    start = datetime.datetime.fromtimestamp(since)
+    mine = [t for t in finished if t.user_attrs.get(COMMAND_ATTR) == me and t.datetime_start and t.datetime_start >= start]
+    if not finished or not mine:
+        return True
+    last = max(finished, key=lambda t: (t.datetime_complete, t.number))
+    return last.user_attrs.get(COMMAND_ATTR) == me or _finished(st.study) < st.settings.n_trials
 
 
 def finish(st: Study, register: bool = True) -> None:

@@ -61,8 +61,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_http(url: str, proc, timeout: float = 120.0) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's output if ``proc`` exits."""
+def wait_for_http(url: str, proc, timeout: float = 120.0, log: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's output (its stdout pipe, or the
+    ``log`` file it writes to) if ``proc`` exits or the time runs out."""
     import time
     import urllib.request
 
@@ -74,6 +75,7 @@ def wait_for_http(url: str, proc, timeout: float = 120.0) -> None:
                     return
         except OSError:
             pass
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        assert time.time() < deadline, f"{url} did not answer within {timeout:.0f}s"
+        if proc.poll() is not None or time.time() > deadline:
+            output = log.read_text() if log is not None else proc.stdout.read()
+            raise AssertionError(f"{url} did not answer ({'exited' if proc.poll() is not None else 'timed out'}): {output[-3000:]}")
         time.sleep(1)

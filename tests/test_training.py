@@ -69,6 +69,7 @@ def test_cli_train_records_everything_in_mlflow(store, tmp_path):
     files = artifact_paths(c, run_id)
     for expected in ("pipeline.toml", "images/reconstructions.png", "images/loss_curves.png", "checkpoint/checkpoint.pt"):
         assert expected in files, files
+    assert not (store / "checkpoints" / run_id).exists(), "once logged, the checkpoint is not kept twice"
     assert run.outputs.model_outputs, "the model is logged as an MLflow LoggedModel of this run"
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "digits"
     # the resolved pipeline logged is a complete, loadable pipeline
@@ -229,3 +230,17 @@ def test_device_selection(monkeypatch):
     assert select_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(ConfigError, match="only 2 GPU"):
         select_device("cuda:2")
+
+
+def test_the_users_tracking_uri_holds_after_setup(store, tmp_path, monkeypatch):
+    from aepipe import tracking
+
+    theirs = f"sqlite:///{tmp_path / 'theirs.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", theirs)
+    for _ in range(2):  # MLflow exports the URI it is given: the second call must not take it for aepipe's
+        assert tracking.setup().get_tracking_uri() == theirs and tracking.tracking_uri() == theirs
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    tracking.setup()
+    assert tracking.tracking_uri() == tracking.default_tracking_uri()
+    assert os.environ["MLFLOW_TRACKING_URI"] == tracking.default_tracking_uri()  # exported by MLflow
+    assert tracking.setup().get_tracking_uri() == tracking.default_tracking_uri()  # and still ours

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PIPELINES
-from helpers import free_port
+from helpers import free_port, wait_for_http
 
 PASSWORD = "s3cret-pw-4e1"
 CLI = [sys.executable, "-m", "aepipe.cli"]
@@ -362,3 +362,71 @@ def test_workers_are_placed_one_per_gpu_among_the_visible_ones():
         placed = worker_placement(2, device, gpus, 2, None)
         assert all("CUDA_VISIBLE_DEVICES" not in p.env and p.gpu is None for p in placed), device
         assert [p.env["AEPIPE_NUM_THREADS"] for p in placed] == ["1", "1"]
+
+
+def test_workers_on_two_machines_share_an_mlflow_server(postgres_url, tmp_path):
+    """Two machines, simulated by two folders with nothing in common but the URLs: the same
+    `aepipe tune` command on each, an `mlflow server` (PostgreSQL backend store, artifacts served
+    by it) for tracking, PostgreSQL for the study. Everything lands on the server."""
+    import psycopg
+
+    with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE mlflow_multi")
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")  # a file, not a pipe: the server logs every request
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                               postgres_url.rsplit("/", 1)[0] + "/mlflow_multi", "--serve-artifacts",
+                               "--artifacts-destination", str(tmp_path / "server-artifacts"), "-h", "127.0.0.1",
+                               "-p", str(port), "--workers", "1"],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{uri}/health", server, log=tmp_path / "server.log")
+        procs = []
+        for machine in ("a", "b"):
+            folder = tmp_path / machine
+            folder.mkdir()
+            env = {**_env(folder / "mlruns"), "MLFLOW_TRACKING_URI": uri, "AEPIPE_STORAGE": postgres_url}
+            procs.append(subprocess.Popen([*CLI, "tune", str(PIPELINES / "vanilla.toml"), "--study", "two-machines",
+                                           "--n-trials", "6", "--set", "tune.pruner=none", *FAST], cwd=folder, env=env, text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (_, err) in zip(procs, outs):
+            assert p.returncode == 0, err[-3000:]
+        for machine in ("a", "b"):  # no machine kept a store of its own
+            assert not (tmp_path / machine / "mlruns" / "mlflow.db").exists()
+            assert not list((tmp_path / machine).rglob("*.pt")), "checkpoints go to the server once a run ends"
+
+        from mlflow import MlflowClient
+
+        study = _load("two-machines", postgres_url)
+        parent = study.user_attrs["aepipe.mlflow_parent_run_id"]
+        assert all(f"MLflow parent run {parent}" in err for _, err in outs)
+        client = MlflowClient(tracking_uri=uri)
+        children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                      f"tags.`mlflow.parentRunId` = '{parent}'")
+        assert sorted(int(r.data.tags["aepipe.trial"]) for r in children) == list(range(6))
+        assert all(r.info.status == "FINISHED" for r in children)
+        parent_run = client.get_run(parent)
+        assert parent_run.info.status == "FINISHED" and parent_run.data.tags["best.trial"] == str(study.best_trial.number)
+        assert len({t.user_attrs["aepipe.worker"] for t in study.trials}) == 2  # both machines ran trials
+        assert "checkpoint/checkpoint.pt" in {a.path for a in client.list_artifacts(children[0].info.run_id, "checkpoint")}
+        best = study.best_trial.user_attrs["aepipe.mlflow_run_id"]
+        assert [v.run_id for v in client.search_model_versions("name = 'two-machines'")] == [best]
+        # a third machine uses the registered model with nothing but the server's URL
+        code = f"""
+import mlflow.pyfunc, numpy as np
+mlflow.set_tracking_uri({uri!r})
+model = mlflow.pyfunc.load_model("models:/two-machines/1")
+print(model.predict(np.full((2, 64), 8.0)).shape)
+"""
+        third = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                               env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+        code_dim = study.best_trial.params["model.code_dim"]
+        assert third.returncode == 0 and third.stdout.strip() == f"(2, {code_dim})", third.stderr[-2000:]
+        # one command recorded the results; the other said so
+        assert sum("records the results" in err for _, err in outs) == 1
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        log.close()
