@@ -503,7 +503,11 @@ def ui(host: str, port: int) -> None:
     """Start the MLflow UI over aepipe's tracking store."""
     from aepipe import tracking
 
+    from aepipe.errors import ConfigError
+
     uri = tracking.tracking_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
+        raise ConfigError(f"MLFLOW_TRACKING_URI={uri} is an MLflow tracking server: its UI is served at that address already")
     args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if tracking.uses_local_store():
         tracking.local_root().mkdir(parents=True, exist_ok=True)

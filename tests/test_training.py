@@ -244,3 +244,13 @@ def test_the_users_tracking_uri_holds_after_setup(store, tmp_path, monkeypatch):
     assert tracking.tracking_uri() == tracking.default_tracking_uri()
     assert os.environ["MLFLOW_TRACKING_URI"] == tracking.default_tracking_uri()  # exported by MLflow
     assert tracking.setup().get_tracking_uri() == tracking.default_tracking_uri()  # and still ours
+
+
+def test_ui_over_a_tracking_server_points_there(store, monkeypatch):
+    from click.testing import CliRunner
+
+    from aepipe.cli import cli
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    out = CliRunner().invoke(cli, ["ui"])
+    assert out.exit_code == 2 and "MLFLOW_TRACKING_URI=http://127.0.0.1:5999 is an MLflow tracking server" in out.stderr
