@@ -75,6 +75,7 @@ def log_pyfunc(model, example: np.ndarray, requirements: list[str]) -> None:
             python_model=AepipePyfunc(),
             artifacts={"autoencoder": str(path)},
             signature=signature,
-            input_example=None if model.spec.conditional else raw[:3],
+            # a conditional model's example carries its class as a param
+            input_example=(raw[:3], {"label": 0}) if model.spec.conditional else raw[:3],
             pip_requirements=requirements,
         )

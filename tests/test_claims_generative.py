@@ -147,3 +147,9 @@ def test_sample_command(store, tmp_path):
     np.save(tmp_path / "y.npy", np.array([1, 2]))
     enc = run.invoke(cli, ["encode", run_id, str(tmp_path / "in.npy"), "--labels", str(tmp_path / "y.npy"), "-o", str(tmp_path / "c.npy")])
     assert enc.exit_code == 0 and np.load(tmp_path / "c.npy").shape == (2, 8)
+    # its pyfunc model carries an input example with the class as a param, and encodes by it
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/pyfunc")
+    assert model.metadata.saved_input_example_info["params"]
+    assert np.allclose(model.predict(np.zeros((2, 64)), params={"label": 1}), np.load(tmp_path / "c.npy")[:1], atol=1e-5)
