@@ -63,6 +63,8 @@ class TrainSettings(_Section):
     min_delta: float = Field(0.0, ge=0.0)
     amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast of the forward pass on CUDA (losses stay float32)")
     compile: bool = Field(False, description="torch.compile the encoder and decoder")
+    checkpoint_every: int = Field(
+        1, ge=1, description="epochs between checkpoints; after Ctrl-C or a killed worker, --resume redoes at most this many")
 
 
 class TrackingSettings(_Section):

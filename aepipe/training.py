@@ -194,11 +194,15 @@ class RunContext:
     run_id: str
     history: list[dict[str, float]] = field(default_factory=list)
 
-    def _client(self):
-        tracking.setup()
-        from mlflow import MlflowClient
+    _mlflow_client: Any = field(default=None, repr=False)
 
-        return MlflowClient()
+    def _client(self):
+        if self._mlflow_client is None:  # one per run: not MLflow's set-up on every epoch's write
+            tracking.setup()
+            from mlflow import MlflowClient
+
+            self._mlflow_client = MlflowClient()
+        return self._mlflow_client
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Log metrics in one batched call (one database transaction)."""
@@ -306,13 +310,14 @@ class Trainer:
 
         before = flatten(tomllib.loads(checkpoint["pipeline"]))
         now = self.pipeline.flat()
-        differ = sorted(k for k in set(before) | set(now) if k != "train.epochs" and before.get(k) != now.get(k))
+        free = {"train.epochs", "train.checkpoint_every"}  # neither changes what the epochs compute
+        differ = sorted(k for k in set(before) | set(now) if k not in free and before.get(k) != now.get(k))
         if differ:
             k = differ[0]
             raise ConfigError(
                 f"--resume {run_id}: {self.pipeline.source} differs from the run's pipeline at "
                 f"{', '.join(differ[:5])} ({k}: run has {before.get(k)!r}, now {now.get(k)!r}); "
-                "only train.epochs may change"
+                "only train.epochs and train.checkpoint_every may change"
             )
 
     # --- the run ----------------------------------------------------------------------------
@@ -343,7 +348,7 @@ class Trainer:
         mlflow = tracking.setup()
         exp_id = tracking.experiment_id(s.tracking.experiment)
         history: list[dict[str, float]] = []
-        start_epoch, best, bad_epochs, best_state = 0, math.inf, 0, None
+        start_epoch, best, bad_epochs, best_state, logged_until = 0, math.inf, 0, None, 0
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -355,6 +360,9 @@ class Trainer:
                 torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
             np.random.set_state(checkpoint["numpy_rng"])
             start_epoch = checkpoint["epoch"]
+            # epochs after the checkpoint that were logged before the interruption are redone
+            # (the same numbers, from the saved random state) but not logged twice
+            logged_until = max((m.step for m in mlflow.MlflowClient().get_metric_history(resume, "loss")), default=0)
             best, bad_epochs = checkpoint["best"], checkpoint["bad_epochs"]
             best_state = checkpoint.get("best_state")
             history = checkpoint["history"]
@@ -375,7 +383,7 @@ class Trainer:
         ckpt_path = tracking.checkpoint_path(run_id)
         ctx = RunContext(p, model, data, self.device, run_id, history)
         t0 = time.perf_counter()
-        epoch = start_epoch
+        epoch = saved_epoch = start_epoch
         stopped_early = False
         try:
             if checkpoint is None:
@@ -423,7 +431,8 @@ class Trainer:
                 for extra in self.pm.call_plugin_hook("aepipe_epoch_end", run=ctx, epoch=epoch, metrics=dict(metrics)):
                     if extra:
                         metrics.update({k: float(v) for k, v in extra.items()})
-                ctx.log_metrics(metrics, step=epoch)  # one batched write per epoch
+                if epoch > logged_until:
+                    ctx.log_metrics(metrics, step=epoch)  # one batched write per epoch
                 history.append({"epoch": epoch, **metrics})
                 if self.reporter:
                     self.reporter(epoch, s.train.epochs, metrics)
@@ -433,11 +442,13 @@ class Trainer:
                 else:
                     bad_epochs += 1
                 stopped_early = bool(s.train.patience) and bad_epochs >= s.train.patience
-                self._save_checkpoint(
-                    ckpt_path, model, optimizer,
-                    {"epoch": epoch, "best": best, "bad_epochs": bad_epochs, "best_state": best_state,
-                     "history": history, "done": stopped_early, "stopped_early": stopped_early},
-                )
+                if epoch % s.train.checkpoint_every == 0 or stopped_early:
+                    self._save_checkpoint(
+                        ckpt_path, model, optimizer,
+                        {"epoch": epoch, "best": best, "bad_epochs": bad_epochs, "best_state": best_state,
+                         "history": history, "done": stopped_early, "stopped_early": stopped_early},
+                    )
+                    saved_epoch = epoch
                 if stopped_early:
                     break
             if best_state is not None:
@@ -459,8 +470,11 @@ class Trainer:
             return RunResult(run_id, exp_id, "FINISHED", epoch, test, stopped_early, time.perf_counter() - t0, model, data, history)
         except KeyboardInterrupt:
             self._finish(mlflow, ckpt_path, "KILLED", f"interrupted by the user at epoch {epoch}")
+            if not saved_epoch:
+                raise Interrupted(f"interrupted at epoch {epoch}; run {run_id} marked KILLED before its first checkpoint "
+                                  f"(train.checkpoint_every = {s.train.checkpoint_every}); start it again") from None
             raise Interrupted(
-                f"interrupted at epoch {epoch}; run {run_id} marked KILLED, checkpoint saved; "
+                f"interrupted at epoch {epoch}; run {run_id} marked KILLED, checkpoint of epoch {saved_epoch} saved; "
                 f"continue with: aepipe train {p.source} --resume {run_id}"
             ) from None
         except AepipeError as exc:

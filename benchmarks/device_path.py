@@ -10,7 +10,8 @@ For each it prints the first epoch's time (compilation and cuDNN autotuning land
 median of the later epochs, training images per second at that median, the final test loss
 (bf16 must not cost accuracy) and, on CUDA, the peak GPU memory. ``--system-metrics`` adds one
 run with ``tracking.system_metrics = true`` and lists the ``system/*`` metrics MLflow logged
-(GPU utilisation and memory appear there with nvidia-ml-py installed).
+(GPU utilisation and memory appear there with nvidia-ml-py installed). Last, the cost of an
+epoch outside its compute (checkpoint and MLflow writes) with ``train.checkpoint_every`` 1 and 10.
 
     python benchmarks/device_path.py                  # auto: CUDA when present
     python benchmarks/device_path.py --device cpu --epochs 4
@@ -88,8 +89,27 @@ def run(args, home: Path) -> None:
             if cuda:
                 line += f" {torch.cuda.max_memory_allocated(device) / 2**20:>9.1f}"
             print(line, flush=True)
+    overhead(pm, device, max(args.epochs, 20))
     if args.system_metrics:
         system_metrics(pm, device, args.epochs)
+
+
+def overhead(pm, device, epochs: int) -> None:
+    """What each epoch costs besides its compute (the checkpoint write and the one MLflow batch
+    write), with a checkpoint every epoch and every 10: the run's training time less its
+    epochs' times, per epoch."""
+    from aepipe.config import resolve
+    from aepipe.training import train
+
+    print(f"per-epoch cost outside the epoch's compute (mlp-vae, {epochs} epochs):")
+    for every in (1, 10):
+        pipeline = resolve(pm, ROOT / "pipelines" / "vae-mnist5k.toml",
+                           [*QUIET, f"train.epochs={epochs}", "model.regularizers.kl.iw_samples=5",
+                            f"train.checkpoint_every={every}"])
+        result = train(pipeline, pm, device=str(device))
+        compute = sum(h["epoch_seconds"] for h in result.history)
+        extra = (result.metrics["train_seconds"] - compute) / len(result.history)
+        print(f"  train.checkpoint_every = {every:<2}: {extra * 1000:.1f} ms per epoch ({compute / len(result.history) * 1000:.0f} ms compute)")
 
 
 def system_metrics(pm, device, epochs: int) -> None:

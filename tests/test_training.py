@@ -141,7 +141,7 @@ def test_ctrl_c_marks_run_killed_and_resume_continues_exactly(aepipe_pm, store):
     pm = get_plugin_manager()
     pm.register_plugin(_stopper(3), name="stopper")
     pipeline = resolve(pm, PIPELINES / "vanilla.toml", overrides)
-    with pytest.raises(Interrupted, match=r"interrupted at epoch 3; run (\w+) marked KILLED, checkpoint saved; continue with: aepipe train .*--resume") as exc:
+    with pytest.raises(Interrupted, match=r"interrupted at epoch 3; run (\w+) marked KILLED, checkpoint of epoch 2 saved; continue with: aepipe train .*--resume") as exc:
         train(pipeline, pm)
     run_id = str(exc.value).split("run ")[1].split()[0]
     c = client()
@@ -167,6 +167,30 @@ def test_ctrl_c_marks_run_killed_and_resume_continues_exactly(aepipe_pm, store):
     # a changed pipeline is refused, naming the key
     with pytest.raises(ConfigError, match=r"differs from the run's pipeline at model\.code_dim"):
         train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=9", "train.patience=0", "model.code_dim=8"]), aepipe_pm, resume=run_id)
+
+
+def test_sparser_checkpoints_resume_exactly_without_logging_twice(aepipe_pm, store):
+    from aepipe.plugins import get_plugin_manager
+
+    overrides = [*QUIET, "train.epochs=6", "train.patience=0"]
+    full = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", overrides), aepipe_pm)
+    sparse = [*overrides, "train.checkpoint_every=3"]
+    pm = get_plugin_manager()
+    pm.register_plugin(_stopper(5), name="stopper")  # epochs 1-4 logged, the checkpoint is of epoch 3
+    with pytest.raises(Interrupted, match=r"interrupted at epoch 5; .* checkpoint of epoch 3 saved") as exc:
+        train(resolve(pm, PIPELINES / "vanilla.toml", sparse), pm)
+    run_id = str(exc.value).split("run ")[1].split()[0]
+    c = client()
+    assert [m.step for m in c.get_metric_history(run_id, "loss")] == [1, 2, 3, 4]
+    resumed = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*sparse, "train.checkpoint_every=2"]), aepipe_pm, resume=run_id)
+    history = c.get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]  # epoch 4 redone, logged once
+    assert [h["loss"] for h in resumed.history] == pytest.approx([m.value for m in sorted(history, key=lambda m: m.step)])
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    # interrupted before the first checkpoint: said plainly
+    with pytest.raises(Interrupted, match=r"marked KILLED before its first checkpoint \(train.checkpoint_every = 9\); start it again"):
+        train(resolve(pm, PIPELINES / "vanilla.toml", [*sparse, "train.checkpoint_every=9"]), pm)
 
 
 def test_diverging_loss_fails_the_run_naming_the_epoch(aepipe_pm, store):
