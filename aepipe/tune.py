@@ -618,13 +618,14 @@ def finish(st: Study, register: bool = True) -> None:
     }
     client.log_text(parent, json.dumps(summary, indent=2), "study/best_trials.json")
     if best:
+        from mlflow.entities import Metric, RunTag
+
         top = best[0]
-        for k, v in top.params.items():
-            client.set_tag(parent, f"best.{k}", str(v))
-        client.set_tag(parent, "best.trial", str(top.number))
-        client.set_tag(parent, "best.run_id", top.user_attrs.get(RUN_ATTR, ""))
-        for m, v in zip(metrics, top.values):
-            client.log_metric(parent, f"best.{m}", v)
+        tags = [RunTag(f"best.{k}", str(v)) for k, v in top.params.items()]
+        tags += [RunTag("best.trial", str(top.number)), RunTag("best.run_id", top.user_attrs.get(RUN_ATTR, ""))]
+        now = int(time.time() * 1000)
+        values = [Metric(f"best.{m}", v, now, 0) for m, v in zip(metrics, top.values)]
+        _retrying(lambda: client.log_batch(parent, metrics=values, tags=tags))
     figures = []
     try:
         if len(study.directions) == 1:
@@ -646,7 +647,22 @@ def finish(st: Study, register: bool = True) -> None:
         plt.close(fig)
     if register and best and best[0].user_attrs.get(RUN_ATTR):
         register_best(st.name, best[0].user_attrs[RUN_ATTR])
-    client.set_terminated(parent, "FINISHED")
+    _retrying(lambda: client.set_terminated(parent, "FINISHED"))
+
+
+def _retrying(call, attempts: int = 3):
+    """``call()``, tried again after a pause if MLflow refuses it: commands on two machines may
+    record a shared study's results at the same moment, and a tracking server's database then
+    rejects one of two simultaneous first writes of the same tag."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except MlflowException:
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 + random.random())
 
 
 def register_best(name: str, run_id: str) -> None:
@@ -666,6 +682,20 @@ def register_best(name: str, run_id: str) -> None:
         return  # the trial logged no model (tracking.log_model = false)
     # the pyfunc model: what `mlflow models serve -m models:/NAME/VERSION` and any MLflow client use
     mlflow.register_model(f"runs:/{run_id}/pyfunc", name)
+    _drop_duplicate_versions(client, name, run_id)
+
+
+def _drop_duplicate_versions(client, name: str, run_id: str) -> None:
+    """Keep one version (the first) of ``run_id``'s model under ``name``: two commands that
+    registered it at the same moment would otherwise leave two."""
+    from mlflow.exceptions import MlflowException
+
+    same = sorted((int(v.version) for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run_id))
+    for version in same[1:]:
+        try:
+            client.delete_model_version(name, str(version))
+        except MlflowException:  # the other command deleted it first
+            pass
 
 
 def summary_rows(study, metrics: list[str], limit: int = 10) -> list[dict[str, Any]]:

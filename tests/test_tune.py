@@ -430,3 +430,36 @@ print(model.predict(np.full((2, 64), 8.0)).shape)
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
         log.close()
+
+
+def test_results_recorded_twice_at_once_leave_one_model_version(aepipe_pm, home, monkeypatch):
+    """Two commands finishing a shared study together: a refused write is tried again, and a
+    model registered twice keeps one version."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from aepipe import tune as tuning
+    from aepipe.config import resolve
+    from aepipe.training import train
+
+    monkeypatch.setattr(tuning.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise MlflowException("duplicate key value violates unique constraint")
+        return "written"
+
+    assert tuning._retrying(flaky) == "written" and len(calls) == 3
+    with pytest.raises(MlflowException):
+        tuning._retrying(lambda: (_ for _ in ()).throw(MlflowException("still refused")))
+
+    result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", ["train.epochs=1", "tracking.log_images=false",
+                                                                    "tracking.log_dataset=false"]), aepipe_pm)
+    for _ in range(2):  # what two racing commands leave behind
+        mlflow.register_model(f"runs:/{result.run_id}/pyfunc", "raced")
+    client = MlflowClient()
+    tuning._drop_duplicate_versions(client, "raced", result.run_id)
+    assert [int(v.version) for v in client.search_model_versions("name = 'raced'")] == [1]
