@@ -119,34 +119,22 @@ def make_storage(url: str):
         raise ConfigError(f"--storage {mask_url(url)}: use postgresql+psycopg://... (SQLAlchemy maps postgresql:// to psycopg2)")
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    attempt = 0
-    while True:
-        try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=5,
-                grace_period=20,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                engine_kwargs={"pool_pre_ping": True},
-            )
-        except (IntegrityError, ProgrammingError) as exc:
-            # workers started together on a new database all create Optuna's tables; the
-            # losers of that race see a duplicate table or type, and find the tables on a retry
-            attempt += 1
-            if attempt == 4:
-                raise _storage_error(url, exc) from None
-            time.sleep(0.5 + random.random())
-        except Exception as exc:  # noqa: BLE001 - connection and URL errors alike
-            raise _storage_error(url, exc) from None
-
-
-def _storage_error(url: str, exc: BaseException) -> ConfigError:
-    """A one-line error for a storage that cannot be opened, the password masked."""
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    secret = url.split("://", 1)[-1].rsplit("@", 1)[0].split(":", 1)[-1] if "@" in url else None
-    if secret:
-        message = message.replace(secret, "***")
-    return ConfigError(f"--storage {mask_url(url)}: cannot open: {message}")
+    try:
+        # workers started together on a new database all create Optuna's tables; the losers of
+        # that race see a duplicate table or type, and find the tables when they try again
+        return _retrying(lambda: RDBStorage(
+            url,
+            heartbeat_interval=5,
+            grace_period=20,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            engine_kwargs={"pool_pre_ping": True},
+        ), (IntegrityError, ProgrammingError), attempts=4)
+    except Exception as exc:  # noqa: BLE001 - connection and URL errors alike
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        secret = url.split("://", 1)[-1].rsplit("@", 1)[0].split(":", 1)[-1] if "@" in url else None
+        if secret:
+            message = message.replace(secret, "***")
+        raise ConfigError(f"--storage {mask_url(url)}: cannot open: {message}") from None
 
 
 def _distribution(key: str, spec: ParamSpec, where: str):
@@ -599,6 +587,7 @@ def finish(st: Study, register: bool = True) -> None:
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
     from optuna.trial import TrialState
 
     from aepipe import tracking
@@ -625,7 +614,9 @@ def finish(st: Study, register: bool = True) -> None:
         tags += [RunTag("best.trial", str(top.number)), RunTag("best.run_id", top.user_attrs.get(RUN_ATTR, ""))]
         now = int(time.time() * 1000)
         values = [Metric(f"best.{m}", v, now, 0) for m, v in zip(metrics, top.values)]
-        _retrying(lambda: client.log_batch(parent, metrics=values, tags=tags))
+        # commands on two machines may record the results at the same moment: a tracking
+        # server's database then refuses one of two simultaneous first writes of a tag
+        _retrying(lambda: client.log_batch(parent, metrics=values, tags=tags), MlflowException)
     figures = []
     try:
         if len(study.directions) == 1:
@@ -647,19 +638,16 @@ def finish(st: Study, register: bool = True) -> None:
         plt.close(fig)
     if register and best and best[0].user_attrs.get(RUN_ATTR):
         register_best(st.name, best[0].user_attrs[RUN_ATTR])
-    _retrying(lambda: client.set_terminated(parent, "FINISHED"))
+    _retrying(lambda: client.set_terminated(parent, "FINISHED"), MlflowException)
 
 
-def _retrying(call, attempts: int = 3):
-    """``call()``, tried again after a pause if MLflow refuses it: commands on two machines may
-    record a shared study's results at the same moment, and a tracking server's database then
-    rejects one of two simultaneous first writes of the same tag."""
-    from mlflow.exceptions import MlflowException
-
+def _retrying(call, retry_on: type[Exception] | tuple[type[Exception], ...], attempts: int = 3):
+    """``call()``, tried again after a short random pause while it raises ``retry_on``: for
+    writes that processes on several machines may race to make first."""
     for attempt in range(1, attempts + 1):
         try:
             return call()
-        except MlflowException:
+        except retry_on:
             if attempt == attempts:
                 raise
             time.sleep(0.5 + random.random())

@@ -452,9 +452,9 @@ def test_results_recorded_twice_at_once_leave_one_model_version(aepipe_pm, home,
             raise MlflowException("duplicate key value violates unique constraint")
         return "written"
 
-    assert tuning._retrying(flaky) == "written" and len(calls) == 3
+    assert tuning._retrying(flaky, MlflowException) == "written" and len(calls) == 3
     with pytest.raises(MlflowException):
-        tuning._retrying(lambda: (_ for _ in ()).throw(MlflowException("still refused")))
+        tuning._retrying(lambda: (_ for _ in ()).throw(MlflowException("still refused")), MlflowException)
 
     result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", ["train.epochs=1", "tracking.log_images=false",
                                                                     "tracking.log_dataset=false"]), aepipe_pm)
