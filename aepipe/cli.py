@@ -305,14 +305,13 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
     if not worker:
         click.echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning._finished(st.study)} of "
                    f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}", err=True)
-    started = time.time()
     if n_workers > 1 and not worker:
         _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, device or base.device, echo)
     else:
         tuning.run_worker(pm, st, device=device, echo=echo)
     if worker:
         return
-    if tuning.records_results(st, started):
+    if tuning.records_results(st):
         tuning.finish(st)
     else:
         click.echo(f"study '{st.name}' is complete; the command that ran its last trial records the results "

@@ -559,23 +559,20 @@ def command_id() -> str:
     return os.environ.get(COMMAND_ENV) or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def records_results(st: Study, since: float) -> bool:
+def records_results(st: Study) -> bool:
     """Whether this command should record the study's results (:func:`finish`). Commands on
-    several machines share a study; one records: the one whose worker finished the last trial.
-    A command that ran no trial since ``since`` (a time stamp) records too: it was started again
-    on a study whose results may never have been recorded."""
-    import datetime
-
+    several machines share a study; one records: the one whose workers finished the last trial.
+    A command that ran no trial records too (it was started again on a study whose results may
+    never have been recorded), and so does each command of a study that ended short of its
+    trials (a timeout)."""
     from optuna.trial import TrialState
 
-    finished = st.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     me = command_id()
-    start = datetime.datetime.fromtimestamp(since)
-    mine = [t for t in finished if t.user_attrs.get(COMMAND_ATTR) == me and t.datetime_start and t.datetime_start >= start]
-    if not finished or not mine:
+    finished = st.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if len(finished) < st.settings.n_trials or not any(t.user_attrs.get(COMMAND_ATTR) == me for t in finished):
         return True
     last = max(finished, key=lambda t: (t.datetime_complete, t.number))
-    return last.user_attrs.get(COMMAND_ATTR) == me or _finished(st.study) < st.settings.n_trials
+    return last.user_attrs.get(COMMAND_ATTR) == me
 
 
 def finish(st: Study, register: bool = True) -> None:
