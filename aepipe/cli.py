@@ -81,21 +81,28 @@ class _Reporter:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pipeline", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. train.epochs=5 (repeatable).")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: train.device).")
-@click.option("--resume", default=None, metavar="RUN_ID", help="Continue a stopped run from its checkpoint.")
+@click.option("--resume", default=None, metavar="RUN_ID",
+              help="Continue a stopped run from its checkpoint, with its own pipeline (PIPELINE and --set may only raise train.epochs).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def train(pipeline: Path, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool, quiet: bool) -> None:
-    """Train PIPELINE (a TOML file) as one MLflow run; prints the run id."""
+def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool, quiet: bool) -> None:
+    """Train PIPELINE (a TOML file) as one MLflow run; prints the run id. Ctrl-C or SIGTERM stops
+    it between two batches with a checkpoint, and prints the command that continues it."""
     from aepipe.config import resolve
+    from aepipe.errors import ConfigError
     from aepipe.training import train as run_training
 
+    if pipeline is None and resume is None:
+        raise ConfigError("give a PIPELINE file to train, or --resume RUN_ID to continue a run")
     pm = _plugin_manager()
-    resolved = resolve(pm, pipeline, overrides)
-    with _Reporter(not quiet, resolved.settings.train.epochs) as reporter:
-        result = run_training(resolved, pm, device=device, resume=resume, reporter=reporter)
+    resolved = resolve(pm, pipeline, overrides) if pipeline is not None else None
+    epochs = resolved.settings.train.epochs if resolved is not None else 0
+    with _Reporter(not quiet, epochs) as reporter:
+        result = run_training(resolved, pm, device=device, resume=resume, reporter=reporter,
+                              overrides=overrides if pipeline is None else ())
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
     else:
@@ -185,13 +192,13 @@ def _array_io(run_id: str, input_path: Path, device: str, scaled: bool, labels: 
     import numpy as np
     import torch
 
-    from aepipe import tracking
+    from aepipe.artifacts import load_run_model
     from aepipe.data import scale
     from aepipe.errors import ConfigError, DataError
-    from aepipe.training import select_device
+    from aepipe.training.device import select_device
 
     dev = select_device(device)
-    model = tracking.load_model(run_id, device=str(dev))
+    model = load_run_model(run_id, device=str(dev))
     try:
         raw = np.load(input_path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -416,12 +423,12 @@ def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path 
     import numpy as np
     import torch
 
-    from aepipe import tracking
+    from aepipe.artifacts import load_run_model
     from aepipe.errors import ConfigError
-    from aepipe.training import select_device
+    from aepipe.training.device import select_device
 
     dev = select_device(device)
-    model = tracking.load_model(run_id, device=str(dev))
+    model = load_run_model(run_id, device=str(dev))
     if model.prior is None:
         raise ConfigError(f"run {run_id} ({model.meta.get('variant')}) has no prior to sample from")
     classes = model.spec.n_classes
@@ -529,7 +536,32 @@ def _add_plugin_commands(group: click.Group) -> None:
 
 def main() -> None:
     _add_plugin_commands(cli)
-    cli(prog_name="aepipe")
+    try:
+        cli(prog_name="aepipe")
+    except SystemExit as exc:
+        if "torch" not in sys.modules:  # a light command (--help, plugins): the usual exit is quick
+            raise
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            click.echo(exc.code, err=True)
+        _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without tearing the interpreter down: once torch and MLflow are loaded, freeing
+    every module's objects one by one takes 1-2 s and does nothing a finished command needs.
+    Exit handlers still run and every stream is flushed first."""
+    import atexit
+    import logging
+
+    atexit._run_exitfuncs()  # the handlers registered by aepipe's libraries (CPython's own API)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

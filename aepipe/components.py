@@ -230,11 +230,18 @@ class Regularizer(ModelComponent):
     out of the model's optimizer and calls ``update(step)`` after each model step, where it
     takes its own optimisation steps and returns scalar tensors to log. Optimizers it keeps in
     ``self.optimizers`` (a dict) are checkpointed and restored with the run.
-    ``evaluate(step)`` may return extra validation and test metrics.
+    ``evaluate(step)`` may return extra validation and test metrics, by bare name (aepipe
+    logs them as ``val_<name>`` and ``test_<name>``).
+
+    Every regularizer table also takes ``warmup_epochs`` (read by aepipe, not the regularizer):
+    the penalty's weight in training rises linearly from 0 over that many epochs.
     """
 
     kind = "regularizer"
     owns_parameters: ClassVar[bool] = False
+    #: the ``Config`` field that scales the penalty (``beta``, ``lam``...): logged as
+    #: ``weight.<key>`` each epoch, times the warm-up share (``warmup_epochs``)
+    weight_setting: ClassVar[str | None] = None
 
     def __init__(self, config: ComponentConfig, spec: ModelSpec):
         super().__init__(config, spec)
@@ -251,15 +258,12 @@ class Regularizer(ModelComponent):
         return {}
 
 
-BASES: dict[str, type] = {
-    "dataset": Dataset,
-    "encoder": Encoder,
-    "decoder": Decoder,
-    "corruption": Corruption,
-    "regularizer": Regularizer,
-    "prior": Prior,
-    "variant": Variant,
-}
+def __getattr__(name: str):
+    if name == "BASES":  # each kind's base class, derived from the one table in aepipe.kinds
+        from aepipe.kinds import bases
+
+        return bases()
+    raise AttributeError(f"module 'aepipe.components' has no attribute {name!r}")
 
 
 def check_component_class(cls: type, source: PluginInfo) -> None:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aepipe.errors import ConfigError
+from aepipe.kinds import BY_NAME, MANY_SECTIONS, MODEL_SECTIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.components import ComponentConfig
@@ -48,6 +49,27 @@ class ModelSettings(_Section):
     conditional: bool = False
 
 
+class LRScheduleSettings(_Section):
+    """``[train.lr_schedule]``: torch's learning-rate schedulers, stepped per epoch (``onecycle``:
+    per batch), with an optional linear warm-up over the first ``warmup_epochs``."""
+
+    name: Literal["none", "cosine", "step", "exponential", "onecycle", "plateau"] = "none"
+    warmup_epochs: int = Field(0, ge=0, description="epochs of linear warm-up from lr / (warmup_epochs + 1) to lr")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine: the final learning rate; plateau: the floor")
+    step_size: int = Field(10, ge=1, description="step: epochs between reductions")
+    gamma: Optional[float] = Field(None, gt=0.0, le=1.0, description="step: factor per reduction (0.1); exponential: per epoch (0.95)")
+    max_lr: Optional[float] = Field(None, gt=0.0, description="onecycle: the peak (default 10 x train.lr)")
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="onecycle: share of the steps spent rising")
+    factor: float = Field(0.1, gt=0.0, lt=1.0, description="plateau: factor per reduction")
+    patience: int = Field(5, ge=0, description="plateau: epochs without improvement of val_loss before a reduction")
+
+    @model_validator(mode="after")
+    def _onecycle_warms_itself(self) -> "LRScheduleSettings":
+        if self.name == "onecycle" and self.warmup_epochs:
+            raise ValueError("onecycle has its own warm-up (pct_start); leave warmup_epochs at 0")
+        return self
+
+
 class TrainSettings(_Section):
     """``[train]``: optimisation, seed, device, early stopping."""
 
@@ -63,8 +85,14 @@ class TrainSettings(_Section):
     min_delta: float = Field(0.0, ge=0.0)
     amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast of the forward pass on CUDA (losses stay float32)")
     compile: bool = Field(False, description="torch.compile the encoder and decoder")
+    fused: bool = Field(False, description="torch's fused optimizer kernel (adam, adamw, sgd): faster steps, the same "
+                                           "updates up to floating-point rounding")
     checkpoint_every: int = Field(
-        1, ge=1, description="epochs between checkpoints; after Ctrl-C or a killed worker, --resume redoes at most this many")
+        1, ge=1, description="epochs between checkpoints; after a killed process, --resume redoes at most this many (and checkpoint_seconds)")
+    checkpoint_seconds: float = Field(
+        30.0, ge=0.0, description="at least this many seconds between two periodic checkpoints (0: every checkpoint_every epochs); "
+                                  "Ctrl-C, SIGTERM, early stopping and the end of a run always write one")
+    lr_schedule: LRScheduleSettings = LRScheduleSettings()
 
 
 class TrackingSettings(_Section):
@@ -75,6 +103,9 @@ class TrackingSettings(_Section):
     log_model: bool = True
     log_images: bool = True
     log_dataset: bool = True
+    pytorch_flavor: bool = Field(
+        False, description="also log MLflow's PyTorch flavour (a pickled model, for mlflow.pytorch.load_model); "
+                           "aepipe itself loads weights and the logged pipeline")
     system_metrics: bool = Field(False, description="MLflow system metrics (CPU, memory; GPU with nvidia-ml-py); needs psutil")
     system_metrics_interval: Optional[float] = Field(
         None, gt=0, description="seconds between system metric samples (default: MLflow's, 10 s or MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL)")
@@ -90,10 +121,11 @@ class PipelineSettings(_Section):
     tune: dict[str, Any] = {}
 
 
-#: Component sections under ``[model]`` and the component kind each holds.
-MODEL_COMPONENTS = {"encoder": "encoder", "decoder": "decoder", "corruption": "corruption", "prior": "prior"}
-REGULARIZERS = "regularizers"
-REGULARIZER_CORE_KEYS = {"name", "enabled"}
+#: Component sections under ``[model]`` and the component kind each holds (from aepipe.kinds).
+MODEL_COMPONENTS = MODEL_SECTIONS
+REGULARIZERS = next(iter(MANY_SECTIONS))
+#: keys of a ``[model.regularizers.<key>]`` table that aepipe reads, not the regularizer
+REGULARIZER_CORE_KEYS = {"name", "enabled", "warmup_epochs"}
 
 
 @dataclass
@@ -105,6 +137,7 @@ class ComponentChoice:
     cls: type
     config: ComponentConfig
     path: str  # dotted section, e.g. "model.encoder"
+    warmup_epochs: int = 0  # regularizers: epochs over which the weight ramps up from 0
 
 
 @dataclass
@@ -125,7 +158,9 @@ class Pipeline:
         for section, choice in self.components.items():
             out["model"][section] = {"name": choice.name, **choice.config.model_dump(exclude_none=True)}
         out["model"][REGULARIZERS] = {
-            key: ({"name": choice.name} if choice.name != key else {}) | choice.config.model_dump(exclude_none=True)
+            key: ({"name": choice.name} if choice.name != key else {})
+            | {"warmup_epochs": choice.warmup_epochs}
+            | choice.config.model_dump(exclude_none=True)
             for key, choice in self.regularizers.items()
         }
         if not out.get("tune"):
@@ -355,7 +390,7 @@ def resolve(
     for section, kind in MODEL_COMPONENTS.items():
         sub = model_section.get(section)
         if sub is None:
-            if section in ("encoder", "decoder"):
+            if BY_NAME[kind].required:
                 raise ConfigError(
                     f"{source}: no {kind} chosen; set [model.{section}] name = ... "
                     f"(available: {', '.join(registry.names(kind))}) or a variant"
@@ -379,9 +414,14 @@ def resolve(
             raise ConfigError(f"{_origin_for(path_ + '.enabled', origins)}: '{path_}.enabled' must be true or false")
         if not enabled:
             continue
+        warmup = sub.get("warmup_epochs", 0)
+        if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+            raise ConfigError(f"{_origin_for(path_ + '.warmup_epochs', origins)}: '{path_}.warmup_epochs' = {warmup!r}: "
+                              "expected a whole number of epochs >= 0")
         name = sub.get("name", key)
         settings_ = {k: v for k, v in sub.items() if k not in REGULARIZER_CORE_KEYS}
         regularizers[key] = _choose(registry, "regularizer", name, settings_, path_, origins)
+        regularizers[key].warmup_epochs = warmup
 
     return Pipeline(settings, dataset, components, regularizers, source=source, origins=origins)
 

@@ -1,4 +1,9 @@
-"""Figures each run logs to MLflow: labelled, readable at a glance."""
+"""Figures each run logs to MLflow: labelled, readable at a glance.
+
+Built on matplotlib's object API (``matplotlib.figure.Figure``, no pyplot), and image grids are
+drawn as one tiled image rather than an axes per picture: a run's figures cost tenths of a
+second, not seconds.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,10 @@ from typing import Sequence
 import numpy as np
 
 
-def _plt():
-    import matplotlib
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=(width, height), dpi=100)
 
 
 def _as_images(x: np.ndarray, image_shape: Sequence[int] | None) -> np.ndarray:
@@ -31,34 +33,53 @@ def _as_images(x: np.ndarray, image_shape: Sequence[int] | None) -> np.ndarray:
     return x.reshape(n, 1, d)
 
 
+def _mosaic(rows: list[np.ndarray], cols: int, gap: int = 1) -> np.ndarray:
+    """Rows of images tiled into one image, ``gap`` pixels of white between them."""
+    first = rows[0][0]
+    h, w = first.shape[:2]
+    extra = first.shape[2:]
+    out = np.ones((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, *extra), dtype=np.float32)
+    for r, row in enumerate(rows):
+        for c, img in enumerate(row[:cols]):
+            out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = np.clip(img, 0, 1)
+    return out
+
+
+def _grid_figure(rows: list[np.ndarray], labels: list[str], cols: int, title: str):
+    """One image of labelled rows of pictures."""
+    h, w = rows[0][0].shape[:2]
+    aspect = (len(rows) * h) / max(1, cols * w)
+    width = 1.0 * cols + 1.4
+    fig = _figure(width, min(14.0, width * aspect * 0.86 + 0.7))
+    ax = fig.add_axes((1.3 / width, 0.02, 1 - 1.4 / width, 0.86))
+    ax.imshow(_mosaic(rows, cols), cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    for r, label in enumerate(labels):
+        if label:
+            ax.text(-0.5, r * (h + 1) + h / 2, label, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def reconstruction_grid(inputs: np.ndarray, recons: np.ndarray, image_shape: Sequence[int] | None, title: str = ""):
     """Test inputs (top row of each pair) beside their reconstructions (bottom row)."""
-    plt = _plt()
     n = len(inputs)
     cols = min(n, 10)
-    pairs = math.ceil(n / cols)
-    fig, axes = plt.subplots(2 * pairs, cols, figsize=(1.1 * cols, 2.3 * pairs), squeeze=False)
     a, b = _as_images(inputs, image_shape), _as_images(recons, image_shape)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i in range(n):
-        r, c = divmod(i, cols)
-        axes[2 * r, c].imshow(a[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[2 * r + 1, c].imshow(b[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    for r in range(pairs):
-        axes[2 * r, 0].set_title("input", fontsize=8, loc="left")
-        axes[2 * r + 1, 0].set_title("reconstruction", fontsize=8, loc="left")
-    fig.suptitle(title or "Test inputs and their reconstructions", fontsize=10)
-    fig.tight_layout()
-    return fig
+    rows, labels = [], []
+    for start in range(0, n, cols):
+        rows += [a[start : start + cols], b[start : start + cols]]
+        labels += ["input", "reconstruction"]
+    return _grid_figure(rows, labels, cols, title or "Test inputs and their reconstructions")
 
 
 def loss_curves(history: list[dict[str, float]], title: str = ""):
     """Training and validation loss per epoch, with reconstruction and penalties on a second axis."""
-    plt = _plt()
     epochs = [h["epoch"] for h in history]
     keys = [k for k in history[0] if k != "epoch"] if history else []
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = _figure(10, 3.6)
+    ax1, ax2 = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.82, wspace=0.25)
     for key in ("loss", "val_loss"):
         if key in keys:
             ax1.plot(epochs, [h[key] for h in history], label=key, marker="." if len(epochs) < 40 else None)
@@ -77,36 +98,19 @@ def loss_curves(history: list[dict[str, float]], title: str = ""):
         ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
 def sample_grid(images: np.ndarray, image_shape: Sequence[int] | None, title: str, row_labels: Sequence[str] | None = None, cols: int = 10):
     """Images in rows of ``cols``, each row optionally labelled (e.g. the class it was drawn for)."""
-    plt = _plt()
-    n = len(images)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.0 * cols + (0.8 if row_labels else 0), 1.05 * rows + 0.5), squeeze=False)
     imgs = _as_images(images, image_shape)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        axes[r, c].imshow(imgs[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    if row_labels:
-        for r, label in enumerate(row_labels[:rows]):
-            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    rows = [imgs[start : start + cols] for start in range(0, len(imgs), cols)]
+    labels = list(row_labels or [])[: len(rows)]
+    return _grid_figure(rows, labels + [""] * (len(rows) - len(labels)), cols, title)
 
 
 def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, title: str):
     """The code in 2-D (its first two principal components above 2-D), coloured by label."""
-    plt = _plt()
     if codes.shape[1] > 2:
         centred = codes - codes.mean(0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
@@ -115,7 +119,8 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, title: str):
         points, axis = codes, ("z1", "z2")
     else:
         points, axis = np.column_stack([codes[:, 0], np.zeros(len(codes))]), ("z1", "")
-    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    fig = _figure(5.6, 4.8)
+    ax = fig.add_axes((0.13, 0.1, 0.66, 0.8))
     if labels is not None:
         sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
         handles, names = sc.legend_elements()
@@ -126,5 +131,4 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, title: str):
     ax.set_ylabel(axis[1])
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     return fig

@@ -11,8 +11,10 @@ plugins to collect their CLI commands. Import your components inside the registr
 
 Hooks are grouped by lifecycle: registration, run start, epoch end, run end, trial end, CLI
 commands.
-Every hook name starts with ``aepipe_``. All hooks are called for every plugin that implements
-them (none is ``firstresult``).
+Every hook name starts with ``aepipe_``. Hooks are called as pluggy intends, so hook wrappers
+(``@hookimpl(wrapper=True)``) work on every one of them. All hooks are called for every plugin that
+implements them, except ``aepipe_train_epoch``, where the first result wins (aepipe's own
+implementation comes last).
 """
 
 from __future__ import annotations
@@ -21,94 +23,41 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
+from aepipe.kinds import KINDS, Kind
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import click
 
-    from aepipe.training import RunContext
+    from aepipe.context import RunContext
 
 hookspec = pluggy.HookspecMarker("aepipe")
 
 Register = Callable[[Any], Any]
 
 # --- registration -----------------------------------------------------------------------
+# One hook per component kind, declared from the table in :mod:`aepipe.kinds`.
 
 
-@hookspec
-def aepipe_register_datasets(register: Register) -> None:
-    """Register dataset components.
+def _registration_hook(kind: Kind) -> Callable[..., None]:
+    def hook(register: Register) -> None:
+        pass
 
-    :param register: call ``register(cls)`` with a subclass of :class:`aepipe.components.Dataset`
-        that sets a class-level ``name`` and, optionally, a ``Config`` (a subclass of
-        :class:`aepipe.components.ComponentConfig`). A name registered twice is an error that
-        names both plugins.
+    what = "an instance of" if kind.instance else "a subclass of"
+    hook.__name__ = hook.__qualname__ = kind.hook
+    hook.__doc__ = f"""{kind.summary}
+
+    :param register: call ``register(obj)`` with {what} ``{kind.base.replace(':', '.')}`` that sets a
+        class-level ``name`` and, for components, optionally a ``Config`` (a subclass of
+        :class:`aepipe.components.ComponentConfig`): {kind.returns}. A name registered twice
+        is an error that names both plugins.
     :returns: nothing; registration happens through ``register``.
     """
+    return hookspec(hook)
 
 
-@hookspec
-def aepipe_register_encoders(register: Register) -> None:
-    """Register encoder components.
-
-    :param register: call ``register(cls)`` with a subclass of :class:`aepipe.components.Encoder`
-        (an ``nn.Module`` built as ``cls(config, spec)``, whose ``forward(x, y)`` returns an
-        :class:`aepipe.components.Encoding`).
-    :returns: nothing.
-    """
-
-
-@hookspec
-def aepipe_register_decoders(register: Register) -> None:
-    """Register decoder components.
-
-    :param register: call ``register(cls)`` with a subclass of :class:`aepipe.components.Decoder`
-        (an ``nn.Module`` built as ``cls(config, spec)``, whose ``forward(z, y)`` returns the
-        likelihood's parameters for every input dimension: logits for Bernoulli, means for
-        Gaussian).
-    :returns: nothing.
-    """
-
-
-@hookspec
-def aepipe_register_corruptions(register: Register) -> None:
-    """Register corruption components (x -> x~, applied in training only).
-
-    :param register: call ``register(cls)`` with a subclass of
-        :class:`aepipe.components.Corruption`.
-    :returns: nothing.
-    """
-
-
-@hookspec
-def aepipe_register_regularizers(register: Register) -> None:
-    """Register regularizer components (penalties added to the loss).
-
-    :param register: call ``register(cls)`` with a subclass of
-        :class:`aepipe.components.Regularizer`. A regularizer that owns parameters sets
-        ``owns_parameters = True`` and takes its own optimisation step in ``step``.
-    :returns: nothing.
-    """
-
-
-@hookspec
-def aepipe_register_priors(register: Register) -> None:
-    """Register prior components p(z).
-
-    :param register: call ``register(cls)`` with a subclass of :class:`aepipe.components.Prior`
-        (``sample`` always, ``log_prob`` where it is defined).
-    :returns: nothing.
-    """
-
-
-@hookspec
-def aepipe_register_variants(register: Register) -> None:
-    """Register variants: named compositions of components with default settings.
-
-    :param register: call ``register(Variant(name=..., description=..., defaults={...}))``
-        with an :class:`aepipe.components.Variant`; ``defaults`` is a partial pipeline
-        configuration (for example ``{"model": {"encoder": {"name": "mlp"}}}``) that a pipeline
-        file naming the variant starts from.
-    :returns: nothing.
-    """
+for _kind in KINDS:
+    globals()[_kind.hook] = _registration_hook(_kind)
+del _kind
 
 
 # --- run lifecycle ----------------------------------------------------------------------
@@ -116,12 +65,27 @@ def aepipe_register_variants(register: Register) -> None:
 
 @hookspec
 def aepipe_run_start(run: RunContext) -> None:
-    """Act once a training run has started, before the first epoch.
+    """Act once a training run has started (or resumed), before its next epoch.
 
-    :param run: the :class:`aepipe.training.RunContext`: ``config`` (the resolved pipeline),
-        ``model``, ``data``, ``device``, ``run_id`` (the MLflow run) and the helpers
-        ``log_metrics``, ``log_params``, ``log_figure``, ``log_text`` and ``log_artifact``.
+    :param run: the :class:`aepipe.context.RunContext`: ``config`` (the resolved pipeline),
+        ``model``, ``data``, ``device``, ``run_id``, ``state`` (the :class:`TrainState`:
+        ``epoch``, ``history``, ``best``...), ``optimizer`` and the helpers ``log_metrics``,
+        ``log_params``, ``log_figure``, ``log_text`` and ``log_artifact``.
     :returns: nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def aepipe_train_epoch(run: RunContext, epoch: int) -> dict[str, Any] | None:
+    """Train one epoch. aepipe implements it (one pass over the training data in shuffled
+    batches); a plugin wraps it with ``@hookimpl(wrapper=True)`` to act around every epoch (to
+    time or profile it, say), or replaces it by returning a result first.
+
+    :param run: the :class:`aepipe.context.RunContext` of the run.
+    :param epoch: the epoch to train, counted from 1.
+    :returns: the epoch's training metrics by bare name (``loss``, ``recon``,
+        ``penalty.<key>``...), as floats or 0-d tensors, or None to leave the epoch to the next
+        implementation. The first result that is not None wins.
     """
 
 
@@ -129,23 +93,26 @@ def aepipe_run_start(run: RunContext) -> None:
 def aepipe_epoch_end(run: RunContext, epoch: int, metrics: dict[str, float]) -> dict[str, float] | None:
     """Add metrics at the end of every epoch.
 
-    :param run: the :class:`aepipe.training.RunContext` of the run.
+    :param run: the :class:`aepipe.context.RunContext` of the run.
     :param epoch: the epoch just finished, counted from 1.
-    :param metrics: the epoch's metrics so far (``loss``, ``recon``, each penalty, ``val_*``),
-        already read back from the device.
-    :returns: a dict of extra metric names to floats, logged at this epoch's step, or None.
+    :param metrics: the epoch's metrics so far (``loss``, ``recon``, each penalty, ``val_*``,
+        ``lr``, ``weight.<key>``), already read back from the device.
+    :returns: a dict of extra metrics of the validation data by bare name (``code.mean_activation``)
+        to floats; aepipe logs each as ``val_<name>`` at this epoch's step, as it does for a
+        regularizer's ``evaluate``. Or None.
     """
 
 
 @hookspec
 def aepipe_run_end(run: RunContext, metrics: dict[str, float]) -> dict[str, float] | None:
-    """Add final metrics and artifacts once a run has trained and been evaluated, before its
-    MLflow run closes.
+    """Add final metrics and artifacts once a run has trained and been evaluated on its test
+    data, before its tracked run closes.
 
-    :param run: the :class:`aepipe.training.RunContext` of the run (the model holds the best
+    :param run: the :class:`aepipe.context.RunContext` of the run (the model holds the best
         epoch's weights); log artifacts through ``run.log_artifact`` and friends.
     :param metrics: the final test metrics (``test_loss``, ``test_recon``, ``test_mse``, ...).
-    :returns: a dict of extra final metrics (logged, and part of the run's summary), or None.
+    :returns: a dict of extra test metrics by bare name (``iw_nll``); aepipe logs each as
+        ``test_<name>``, as it does for a regularizer's ``evaluate``. Or None.
     """
 
 

@@ -51,6 +51,8 @@ class AutoEncoder(nn.Module):
         self.likelihood = make_likelihood(likelihood, sigma)
         self.samples = samples
         self.meta = dict(meta or {})
+        #: each regularizer's share of its weight in training steps (warm-up); 1 in evaluation
+        self.penalty_scale: dict[str, float] = {key: 1.0 for key in self.regularizers}
 
     # --- pieces -----------------------------------------------------------------------------
 
@@ -105,7 +107,8 @@ class AutoEncoder(nn.Module):
         for key, reg in self.regularizers.items():
             value = reg.penalty(step)
             if value is not None:  # None: the regularizer acts only in its own update()
-                terms[f"penalty.{key}"] = value
+                scale = self.penalty_scale.get(key, 1.0) if training else 1.0
+                terms[f"penalty.{key}"] = value if scale == 1.0 else value * scale
         loss = torch.stack(list(terms.values())).sum()
         return loss, terms, step
 

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import pluggy
 
-from aepipe import hookspecs
+from aepipe import hookspecs, kinds
 from aepipe.errors import ConfigError, PluginError
 
 GROUP = "aepipe"
@@ -30,17 +30,11 @@ ENV_NO_AUTOLOAD = "AEPIPE_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "AEPIPE_PLUGINS"
 ENV_TRACE = "AEPIPE_TRACE_HOOKS"
 
-#: Registration hook of each component kind.
-KIND_HOOKS = {
-    "dataset": "aepipe_register_datasets",
-    "encoder": "aepipe_register_encoders",
-    "decoder": "aepipe_register_decoders",
-    "corruption": "aepipe_register_corruptions",
-    "regularizer": "aepipe_register_regularizers",
-    "prior": "aepipe_register_priors",
-    "variant": "aepipe_register_variants",
-}
-KINDS = tuple(KIND_HOOKS)
+#: Registration hook of each component kind (from the one table in aepipe.kinds).
+KIND_HOOKS = kinds.HOOKS
+KINDS = kinds.NAMES
+#: the name under which aepipe registers its own hook implementations (the training epoch)
+CORE_PLUGIN = "aepipe.core"
 
 
 @dataclass
@@ -83,16 +77,16 @@ class Registry:
     def add(self, kind: str, obj: Any, source: PluginInfo) -> Any:
         from aepipe import components
 
-        base = components.BASES[kind]
-        if kind == "variant":
+        spec = kinds.BY_NAME[kind]
+        base = spec.base_class()
+        if spec.instance:
             ok = isinstance(obj, base)
         else:
             ok = isinstance(obj, type) and issubclass(obj, base)
         if not ok:
             raise PluginError(
                 f"{source.describe()} registered {obj!r} as a {kind}; expected "
-                f"{'an instance' if kind == 'variant' else 'a subclass'} of "
-                f"aepipe.components.{base.__name__}",
+                f"{'an instance' if spec.instance else 'a subclass'} of {spec.base.replace(':', '.')}",
                 plugin=source.name,
             )
         name = getattr(obj, "name", "")
@@ -101,7 +95,7 @@ class Registry:
                 f"{source.describe()} registered a {kind} ({obj!r}) without a 'name'",
                 plugin=source.name,
             )
-        if kind != "variant":
+        if not spec.instance:
             components.check_component_class(obj, source)
         existing = self._entries[kind].get(name)
         if existing is not None:
@@ -241,22 +235,36 @@ class AepipePluginManager(pluggy.PluginManager):
         plugin = self.get_plugin(name)
         return sorted(caller.name for caller in (self.get_hookcallers(plugin) or []))
 
-    def call_plugin_hook(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call a lifecycle hook; an exception is re-raised naming the plugin that raised it."""
-        results = []
-        hook = getattr(self.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):
-            others = [p for p in self.get_plugins() if p is not impl.plugin]
-            try:
-                result = self.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
-            except Exception as exc:  # noqa: BLE001
-                info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name)
-                raise PluginError(
-                    f"{info.describe()} raised in {hook_name}: {type(exc).__name__}: {exc}",
-                    plugin=info.name,
-                ) from exc
-            results.extend(result)
-        return results
+    def call_plugin_hook(self, hook_name: str, **kwargs: Any) -> Any:
+        """Call a hook as pluggy intends (wrappers around every implementation); an exception is
+        re-raised as a PluginError naming the plugin in whose hook code it was raised.
+        aepipe's own implementations raise their errors as they are."""
+        try:
+            return getattr(self.hook, hook_name)(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            plugin = self._raised_by(hook_name, exc)
+            if plugin is None or plugin == CORE_PLUGIN or isinstance(exc, PluginError):
+                raise
+            info = self.infos.get(plugin) or PluginInfo(plugin, plugin)
+            raise PluginError(
+                f"{info.describe()} raised in {hook_name}: {type(exc).__name__}: {exc}",
+                plugin=info.name,
+            ) from exc
+
+    def _raised_by(self, hook_name: str, exc: BaseException) -> str | None:
+        """The plugin whose implementation of ``hook_name`` (plain or wrapper) was innermost on
+        ``exc``'s traceback."""
+        owners = {}
+        for impl in getattr(self.hook, hook_name).get_hookimpls():
+            code = getattr(impl.function, "__code__", None)
+            if code is not None:
+                owners[code] = impl.plugin_name
+        found = None
+        tb = exc.__traceback__
+        while tb is not None:
+            found = owners.get(tb.tb_frame.f_code, found)
+            tb = tb.tb_next
+        return found
 
 
 def get_plugin_manager(*, load_entry_points: bool = True) -> AepipePluginManager:
@@ -265,6 +273,9 @@ def get_plugin_manager(*, load_entry_points: bool = True) -> AepipePluginManager
     No global state: each call builds a fresh manager.
     """
     pm = AepipePluginManager()
+    from aepipe import core
+
+    pm.register(core, name=CORE_PLUGIN)  # aepipe's own hook implementations, called last
     if _env_flag(ENV_TRACE):
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()

@@ -45,7 +45,7 @@ def aepipe_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "mlruns"
     monkeypatch.setenv("AEPIPE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking, "_set_by_us", None)
+    monkeypatch.setattr(tracking.store, "_set_by_us", None)
     return home
 
 
@@ -58,13 +58,14 @@ _CHECK_DATA = {"name": "digits"}
 def registered_components(pm=None, plugin: str | None = None, kinds: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
     """``(kind, name)`` of every registered component (optionally of one plugin), for
     ``pytest.mark.parametrize``."""
-    from aepipe.plugins import KINDS, get_plugin_manager
+    from aepipe.kinds import BY_NAME, NAMES
+    from aepipe.plugins import get_plugin_manager
 
     pm = pm or get_plugin_manager()
     reg = pm.registry
     out = []
-    for kind in kinds or KINDS:
-        if kind == "variant":
+    for kind in kinds or NAMES:
+        if BY_NAME[kind].instance:  # variants are compositions, checked through their components
             continue
         for name in reg.names(kind):
             if plugin is None or reg.source(kind, name).name == plugin:
@@ -75,8 +76,10 @@ def registered_components(pm=None, plugin: str | None = None, kinds: tuple[str, 
 def _variant_for(pm, kind: str, name: str) -> dict[str, Any]:
     """A pipeline tree using the component: a registered variant that names it, else the
     simplest composition around it."""
+    from aepipe.kinds import BY_NAME
+
     reg = pm.registry
-    section = {"encoder": "encoder", "decoder": "decoder", "corruption": "corruption", "prior": "prior"}.get(kind)
+    section = BY_NAME[kind].model_section
     for vname, variant in reg.items("variant"):
         model = variant.defaults.get("model", {})
         if section and model.get(section, {}).get("name") == name:

@@ -126,7 +126,7 @@ def make_storage(url: str):
             url,
             heartbeat_interval=5,
             grace_period=20,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            heartbeat_stale_trial_callback=_FailAndEnd(max_retry=3),
             engine_kwargs={"pool_pre_ping": True},
         ), (IntegrityError, ProgrammingError), attempts=4)
     except Exception as exc:  # noqa: BLE001 - connection and URL errors alike
@@ -276,49 +276,59 @@ def open_study(st: Study, epochs: int, shared: bool | None = None) -> Any:
 def ensure_parent_run(st: Study) -> str:
     """The study's MLflow parent run: found through the study's user attributes (so workers on
     other machines nest under the same run), created by the first worker."""
-    from aepipe import tracking
+    from aepipe.tracking import default_tracker
 
-    tracking.setup()
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
+    tracker = default_tracker()
     run_id = st.study.user_attrs.get(PARENT_ATTR)
     if run_id:
         st.parent_run_id = run_id
-        st.experiment_id = client.get_run(run_id).info.experiment_id
+        st.experiment_id = tracker.get_run(run_id).experiment_id
         return run_id
-    st.experiment_id = tracking.experiment_id(st.experiment)
-    run = client.create_run(st.experiment_id, run_name=f"study {st.name}", tags={
+    parent = tracker.start(st.experiment, run_name=f"study {st.name}", lease=False, tags={
         "aepipe.study": st.name,
         "aepipe.role": "study",
         "aepipe.tune.storage": mask_url(st.storage_url),
         "aepipe.pipeline": str(st.pipeline_path),
         "mlflow.note.content": f"Optuna study '{st.name}': one child run per trial.",
     })
-    st.study.set_user_attr(PARENT_ATTR, run.info.run_id)
+    st.experiment_id = tracker.get_run(parent.run_id).experiment_id
+    st.study.set_user_attr(PARENT_ATTR, parent.run_id)
     time.sleep(0.2)
     chosen = st.study.user_attrs.get(PARENT_ATTR)  # another worker may have won the race
-    if chosen != run.info.run_id:
-        client.delete_run(run.info.run_id)
     st.parent_run_id = chosen
+    if chosen != parent.run_id:
+        tracker.delete_run(parent.run_id)
+        return chosen
     space = {k: v.model_dump(exclude_none=True) for k, v in st.settings.space.items()}
-    if chosen == run.info.run_id:
-        client.log_text(chosen, json.dumps({"space": space, "metrics": st.settings.objective_metrics,
-                                            "directions": st.settings.objective_directions}, indent=2), "study/space.json")
-        for key, value in {"n_trials": st.settings.n_trials, "sampler": st.settings.sampler, "pruner": st.settings.pruner,
-                           "metrics": ",".join(st.settings.objective_metrics)}.items():
-            client.log_param(chosen, f"tune.{key}", value)
+    parent.log_text(json.dumps({"space": space, "metrics": st.settings.objective_metrics,
+                                "directions": st.settings.objective_directions}, indent=2), "study/space.json")
+    parent.log_params({f"tune.{key}": value for key, value in {
+        "n_trials": st.settings.n_trials, "sampler": st.settings.sampler, "pruner": st.settings.pruner,
+        "metrics": ",".join(st.settings.objective_metrics)}.items()})
     return chosen
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def end_trial_run(trial, reason: str) -> None:
+    """End the MLflow run of a trial whose worker died FAILED, with ``reason``."""
+    from aepipe.tracking import default_tracker
+
+    run_id = trial.user_attrs.get(RUN_ATTR)
+    if run_id:
+        default_tracker().end_run(run_id, "FAILED", reason)
+
+
+class _FailAndEnd:
+    """Optuna's heartbeat callback for a trial whose worker stopped beating: end its run
+    FAILED, then retry the trial with the same parameters."""
+
+    def __init__(self, max_retry: int = 3):
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study, trial) -> None:
+        end_trial_run(trial, f"worker {trial.user_attrs.get(WORKER_ATTR, '?')} stopped its heartbeat")
+        self.retry(study, trial)
 
 
 def recover_dead_trials(study) -> int:
@@ -328,17 +338,20 @@ def recover_dead_trials(study) -> int:
     from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
     from optuna.trial import TrialState
 
+    from aepipe.tracking.base import process_alive
+
     fail_stale_trials(study)
     host = socket.gethostname()
     recovered = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER_ATTR, "")
         whost, _, pid = worker.rpartition(":")
-        if whost != host or not pid.isdigit() or _alive(int(pid)):
+        if whost != host or not pid.isdigit() or process_alive(int(pid)):
             continue
         try:
             study._storage.set_trial_user_attr(trial._trial_id, "aepipe.fail_reason", f"worker {worker} died")
             if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                end_trial_run(trial, f"worker {worker} died")
                 RetryHeartbeatStaleTrialCallback(max_retry=3)(study, study._storage.get_trial(trial._trial_id))
                 recovered += 1
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -497,51 +510,46 @@ def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve):
         **{f"aepipe.trial.param.{k}": str(v) for k, v in params.items()},
     }
     pipeline.settings.tracking.run_name = f"{st.name} trial {trial.number}"
-    pipeline.settings.tracking.experiment = _experiment_name(st)
-    from mlflow import MlflowClient
+    from aepipe.tracking import default_tracker
+
+    tracker = default_tracker()
+    pipeline.settings.tracking.experiment = tracker.experiment_name(st.experiment_id)
+    started: list[str] = []
+
+    def on_start(run_id: str) -> None:  # known to the study at once: a dead worker's run can be ended
+        started.append(run_id)
+        trial.set_user_attr(RUN_ATTR, run_id)
 
     with _Heartbeat(st.study._storage, trial._trial_id):
         try:
-            result = train(pipeline, pm, device=device, reporter=report, tags=tags)
+            result = train(pipeline, pm, device=device, reporter=report, tags=tags, tracker=tracker, on_start=on_start)
         except _Pruned:
-            _tag_trial(st, trial, "PRUNED")
+            _tag_trial(tracker, started, "PRUNED")
             return TrialState.PRUNED, None, ""
         except ObjectiveError:
-            _tag_trial(st, trial, "FAIL")
+            _tag_trial(tracker, started, "FAIL")
             raise
         except AepipeError as exc:
-            _tag_trial(st, trial, "FAIL")
+            _tag_trial(tracker, started, "FAIL")
             return TrialState.FAIL, None, str(exc)
     best = result.best_epoch()
     values = [best[m] for m in metrics]
     if any(not math.isfinite(v) for v in values):
-        _tag_trial(st, trial, "FAIL", result.run_id)
+        _tag_trial(tracker, started, "FAIL")
         return TrialState.FAIL, None, f"objective is not finite: {values}"
-    trial.set_user_attr(RUN_ATTR, result.run_id)
-    client = MlflowClient()
-    client.set_tag(result.run_id, "aepipe.trial_state", "COMPLETE")
-    for m, v in zip(metrics, values):
-        client.log_metric(result.run_id, f"objective.{m}", v)
+    _tag_trial(tracker, started, "COMPLETE", {f"objective.{m}": v for m, v in zip(metrics, values)})
     return TrialState.COMPLETE, values, ""
 
 
-def _experiment_name(st: Study) -> str:
-    from mlflow import MlflowClient
-
-    return MlflowClient().get_experiment(st.experiment_id).name
-
-
-def _tag_trial(st: Study, trial, state: str, run_id: str | None = None) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    if run_id is None:
-        found = client.search_runs([st.experiment_id], f"tags.`aepipe.study` = '{st.name}' and tags.`aepipe.trial` = '{trial.number}'",
-                                   order_by=["attributes.start_time DESC"], max_results=1)
-        run_id = found[0].info.run_id if found else None
-    if run_id:
-        client.set_tag(run_id, "aepipe.trial_state", state)
-        trial.set_user_attr(RUN_ATTR, run_id)
+def _tag_trial(tracker, started: list[str], state: str, metrics: dict[str, float] | None = None) -> None:
+    """Record the trial's state (and objective values) on its run, where one was started."""
+    if not started:
+        return
+    run = tracker.open(started[0])
+    run.set_tags({"aepipe.trial_state": state})
+    if metrics:
+        run.log_metrics(metrics, 0)
+    run.close()
 
 
 def best_trials(study) -> list:
@@ -583,16 +591,14 @@ def finish(st: Study, register: bool = True) -> None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     from optuna.trial import TrialState
 
-    from aepipe import tracking
+    from aepipe.tracking import default_tracker
 
-    tracking.setup()
-    client = MlflowClient()
+    tracker = default_tracker()
+    parent = tracker.open(st.parent_run_id)
     study = st.study
-    parent = st.parent_run_id
     best = best_trials(study)
     metrics = st.settings.objective_metrics
     summary = {
@@ -602,18 +608,15 @@ def finish(st: Study, register: bool = True) -> None:
         "best": [{"number": t.number, "values": dict(zip(metrics, t.values)), "params": t.params,
                   "run_id": t.user_attrs.get(RUN_ATTR)} for t in best],
     }
-    client.log_text(parent, json.dumps(summary, indent=2), "study/best_trials.json")
+    parent.log_text(json.dumps(summary, indent=2), "study/best_trials.json")
     if best:
-        from mlflow.entities import Metric, RunTag
-
         top = best[0]
-        tags = [RunTag(f"best.{k}", str(v)) for k, v in top.params.items()]
-        tags += [RunTag("best.trial", str(top.number)), RunTag("best.run_id", top.user_attrs.get(RUN_ATTR, ""))]
-        now = int(time.time() * 1000)
-        values = [Metric(f"best.{m}", v, now, 0) for m, v in zip(metrics, top.values)]
+        tags = {f"best.{k}": str(v) for k, v in top.params.items()}
+        tags.update({"best.trial": str(top.number), "best.run_id": top.user_attrs.get(RUN_ATTR, "")})
         # commands on two machines may record the results at the same moment: a tracking
         # server's database then refuses one of two simultaneous first writes of a tag
-        _retrying(lambda: client.log_batch(parent, metrics=values, tags=tags), MlflowException)
+        _retrying(lambda: parent.set_tags(tags), MlflowException)
+        parent.log_metrics({f"best.{m}": v for m, v in zip(metrics, top.values)}, 0)
     figures = []
     try:
         if len(study.directions) == 1:
@@ -627,15 +630,15 @@ def finish(st: Study, register: bool = True) -> None:
         if len(study.directions) == 1:
             figures.append((ovm.plot_intermediate_values(study).figure, "study/intermediate_values.png"))
     except Exception as exc:  # noqa: BLE001 - a plot that cannot be drawn must not lose the study
-        client.set_tag(parent, "aepipe.plot_error", f"{type(exc).__name__}: {exc}"[:500])
+        parent.set_tags({"aepipe.plot_error": f"{type(exc).__name__}: {exc}"[:500]})
     for fig, name in figures:
         fig.set_size_inches(8, 5)
         fig.tight_layout()
-        client.log_figure(parent, fig, name)
+        parent.log_figure(fig, name)
         plt.close(fig)
     if register and best and best[0].user_attrs.get(RUN_ATTR):
-        register_best(st.name, best[0].user_attrs[RUN_ATTR])
-    _retrying(lambda: client.set_terminated(parent, "FINISHED"), MlflowException)
+        tracker.register_model(st.name, best[0].user_attrs[RUN_ATTR])
+    _retrying(lambda: parent.finish("FINISHED"), (MlflowException, AepipeError))
 
 
 def _retrying(call, retry_on: type[Exception] | tuple[type[Exception], ...], attempts: int = 3):
@@ -648,39 +651,6 @@ def _retrying(call, retry_on: type[Exception] | tuple[type[Exception], ...], att
             if attempt == attempts:
                 raise
             time.sleep(0.5 + random.random())
-
-
-def register_best(name: str, run_id: str) -> None:
-    """Register ``run_id``'s model under ``name`` unless that run is already its latest version."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except Exception:  # noqa: BLE001
-        versions = []
-    if any(v.run_id == run_id for v in versions):
-        return
-    run = client.get_run(run_id)
-    if not run.outputs.model_outputs:
-        return  # the trial logged no model (tracking.log_model = false)
-    # the pyfunc model: what `mlflow models serve -m models:/NAME/VERSION` and any MLflow client use
-    mlflow.register_model(f"runs:/{run_id}/pyfunc", name)
-    _drop_duplicate_versions(client, name, run_id)
-
-
-def _drop_duplicate_versions(client, name: str, run_id: str) -> None:
-    """Keep one version (the first) of ``run_id``'s model under ``name``: two commands that
-    registered it at the same moment would otherwise leave two."""
-    from mlflow.exceptions import MlflowException
-
-    same = sorted((int(v.version) for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run_id))
-    for version in same[1:]:
-        try:
-            client.delete_model_version(name, str(version))
-        except MlflowException:  # the other command deleted it first
-            pass
 
 
 def summary_rows(study, metrics: list[str], limit: int = 10) -> list[dict[str, Any]]:

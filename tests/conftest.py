@@ -24,5 +24,5 @@ def store(shared_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     monkeypatch.setenv("AEPIPE_HOME", str(shared_store))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking, "_set_by_us", None)
+    monkeypatch.setattr(tracking.store, "_set_by_us", None)
     return shared_store

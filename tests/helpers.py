@@ -79,3 +79,22 @@ def wait_for_http(url: str, proc, timeout: float = 120.0, log: Path | None = Non
             output = log.read_text() if log is not None else proc.stdout.read()
             raise AssertionError(f"{url} did not answer ({'exited' if proc.poll() is not None else 'timed out'}): {output[-3000:]}")
         time.sleep(1)
+
+
+def sigint_at_epoch_end(at_epoch: int):
+    """A plugin that sends this process Ctrl-C, as a terminal does, once epoch ``at_epoch`` ended."""
+    import os
+    import signal
+    import types
+
+    from aepipe import hookimpl
+
+    plugin = types.ModuleType("sigint")
+
+    @hookimpl
+    def aepipe_epoch_end(run, epoch, metrics):
+        if epoch == at_epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    plugin.aepipe_epoch_end = aepipe_epoch_end
+    return plugin

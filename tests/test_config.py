@@ -75,7 +75,7 @@ MALFORMED = [
      r"p\.toml: model\.encoder\.name: unknown encoder 'mpl'; available: conv, mlp, one-layer"),
     ("unknown dataset", 'variant = "vanilla"\n[data]\nname = "imagenet"\n', r"unknown dataset 'imagenet'; available: digits, "),
     ("unknown core key", 'variant = "vanilla"\n[train]\nepochz = 3\n',
-     r"p\.toml: unknown key 'train\.epochz' for the pipeline; valid keys: amp, batch_size, checkpoint_every, compile, device, epochs, "),
+     r"p\.toml: unknown key 'train\.epochz' for the pipeline; valid keys: amp, batch_size, checkpoint_every, checkpoint_seconds, compile, device, epochs, fused, lr, lr_schedule, "),
     ("unknown section", 'variant = "vanilla"\n[trian]\nepochs = 3\n', r"unknown key 'trian' for the pipeline; valid keys: data, description, model, "),
     ("unknown component key", 'variant = "vanilla"\n[model.encoder]\nactivaton = "relu"\n',
      r"p\.toml: unknown key 'model\.encoder\.activaton' for encoder 'one-layer'; valid keys: activation, distribution, min_std, name"),

@@ -3,6 +3,7 @@ each; a hook that raises fails the run, naming its plugin."""
 
 from __future__ import annotations
 
+import time
 import types
 
 import click
@@ -77,6 +78,14 @@ class Recorder:
         run.log_text("started", "recorder.txt")
         self._seen("aepipe_run_start", run_id=run.run_id)
 
+    @hookimpl(wrapper=True)
+    def aepipe_train_epoch(self, run, epoch):
+        """A hook wrapper around every epoch: it times the epoch aepipe trains."""
+        started = time.perf_counter()
+        metrics = yield
+        self._seen("aepipe_train_epoch", epoch=epoch, seconds=time.perf_counter() - started, keys=sorted(metrics))
+        return metrics
+
     @hookimpl
     def aepipe_epoch_end(self, run, epoch, metrics):
         self._seen("aepipe_epoch_end", epoch=epoch, metrics=metrics)
@@ -85,7 +94,7 @@ class Recorder:
     @hookimpl
     def aepipe_run_end(self, run, metrics):
         self._seen("aepipe_run_end", metrics=metrics)
-        return {"test_recorder": 42.0}
+        return {"recorder": 42.0}
 
     @hookimpl
     def aepipe_trial_end(self, study, number, state, values, params, run_id):
@@ -110,8 +119,12 @@ def test_every_hook_is_called(aepipe_pm, aepipe_plugin, store, tmp_path, monkeyp
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    assert [m.step for m in client.get_metric_history(result.run_id, "recorder.epoch")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(result.run_id, "val_recorder.epoch")] == [1, 2]
     assert rec.calls["aepipe_run_start"][0]["run_id"] == result.run_id
+    # the wrapper saw every epoch, around aepipe's own training of it
+    timed = rec.calls["aepipe_train_epoch"]
+    assert [c["epoch"] for c in timed] == [1, 2] and all(c["seconds"] > 0 for c in timed)
+    assert {"loss", "recon"} <= set(timed[0]["keys"])
     assert [c["epoch"] for c in rec.calls["aepipe_epoch_end"]] == [1, 2]
     assert "val_loss" in rec.calls["aepipe_epoch_end"][0]["metrics"]
     assert "test_loss" in rec.calls["aepipe_run_end"][0]["metrics"]
@@ -144,17 +157,23 @@ def test_every_hook_is_called(aepipe_pm, aepipe_plugin, store, tmp_path, monkeyp
             assert hook in rec.calls, f"{hook} was never called"
 
 
-@pytest.mark.parametrize("hook", ["aepipe_run_start", "aepipe_epoch_end", "aepipe_run_end"])
+def _wrapper_that_raises(run, epoch):
+    yield
+    raise RuntimeError("kaboom")
+
+
+@pytest.mark.parametrize("hook", ["aepipe_run_start", "aepipe_epoch_end", "aepipe_run_end", "aepipe_train_epoch"])
 def test_a_hook_that_raises_fails_the_run_naming_the_plugin(aepipe_pm, aepipe_plugin, store, hook):
     plugin = types.ModuleType("explodes")
 
     def boom(**kwargs):
         raise RuntimeError("kaboom")
 
-    impl = {"aepipe_run_start": lambda run: boom(),
-            "aepipe_epoch_end": lambda run, epoch, metrics: boom(),
-            "aepipe_run_end": lambda run, metrics: boom()}[hook]
-    setattr(plugin, hook, hookimpl(impl))
+    impl = {"aepipe_run_start": hookimpl(lambda run: boom()),
+            "aepipe_epoch_end": hookimpl(lambda run, epoch, metrics: boom()),
+            "aepipe_run_end": hookimpl(lambda run, metrics: boom()),
+            "aepipe_train_epoch": hookimpl(wrapper=True)(_wrapper_that_raises)}[hook]
+    setattr(plugin, hook, impl)
     aepipe_plugin(plugin, name="explodes")
     with pytest.raises(PluginError, match=rf"plugin 'explodes' raised in {hook}: RuntimeError: kaboom"):
         train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", QUIET), aepipe_pm)

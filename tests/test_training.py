@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import types
@@ -18,6 +19,7 @@ from aepipe.errors import ConfigError, TrainingError
 from aepipe.training import Interrupted, select_device, train
 
 from conftest import PIPELINES
+from helpers import sigint_at_epoch_end
 
 
 def client():
@@ -40,7 +42,8 @@ def test_cli_train_records_everything_in_mlflow(store, tmp_path):
     env = {**os.environ, "AEPIPE_HOME": str(store)}
     env.pop("MLFLOW_TRACKING_URI", None)
     out = subprocess.run(
-        [sys.executable, "-m", "aepipe.cli", "train", str(PIPELINES / "vanilla.toml"), "--set", "train.epochs=15", "--json"],
+        [sys.executable, "-m", "aepipe.cli", "train", str(PIPELINES / "vanilla.toml"), "--set", "train.epochs=15",
+         "--set", "tracking.pytorch_flavor=true", "--json"],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert out.returncode == 0, out.stderr
@@ -67,7 +70,8 @@ def test_cli_train_records_everything_in_mlflow(store, tmp_path):
         assert sorted(m.step for m in history) == list(range(1, 16)), key
     assert run.data.metrics["test_mse"] == pytest.approx(summary["metrics"]["test_mse"])
     files = artifact_paths(c, run_id)
-    for expected in ("pipeline.toml", "images/reconstructions.png", "images/loss_curves.png", "checkpoint/checkpoint.pt"):
+    for expected in ("pipeline.toml", "images/reconstructions.png", "images/loss_curves.png", "checkpoint/checkpoint.pt",
+                     "aepipe-model/weights.pt", "aepipe-model/pipeline.toml", "aepipe-model/meta.json"):
         assert expected in files, files
     assert not (store / "checkpoints" / run_id).exists(), "once logged, the checkpoint is not kept twice"
     assert run.outputs.model_outputs, "the model is logged as an MLflow LoggedModel of this run"
@@ -79,7 +83,7 @@ def test_cli_train_records_everything_in_mlflow(store, tmp_path):
     again = resolve(get_plugin_manager(), text)
     assert again.flat()["model.code_dim"] == 32
 
-    # the model loads with a plain mlflow client and reconstructs
+    # the model loads with a plain mlflow client (the PyTorch flavour, asked for) and reconstructs
     import mlflow.pytorch
     from sklearn.datasets import load_digits
 
@@ -132,6 +136,7 @@ def _stopper(at_epoch: int) -> types.ModuleType:
     return plugin
 
 
+
 def test_ctrl_c_marks_run_killed_and_resume_continues_exactly(aepipe_pm, store):
     from aepipe.plugins import get_plugin_manager
 
@@ -139,20 +144,21 @@ def test_ctrl_c_marks_run_killed_and_resume_continues_exactly(aepipe_pm, store):
     full = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", overrides), aepipe_pm)
 
     pm = get_plugin_manager()
-    pm.register_plugin(_stopper(3), name="stopper")
+    pm.register_plugin(sigint_at_epoch_end(2), name="sigint")
     pipeline = resolve(pm, PIPELINES / "vanilla.toml", overrides)
-    with pytest.raises(Interrupted, match=r"interrupted at epoch 3; run (\w+) marked KILLED, checkpoint of epoch 2 saved; continue with: aepipe train .*--resume") as exc:
+    with pytest.raises(Interrupted, match=r"stopped by SIGINT at epoch 3, batch 0 of 20; run (\w+) marked KILLED with a checkpoint "
+                                          r"of where it stood; continue with: aepipe train --resume \1$") as exc:
         train(pipeline, pm)
     run_id = str(exc.value).split("run ")[1].split()[0]
     c = client()
     assert c.get_run(run_id).info.status == "KILLED"
-    assert "interrupted" in c.get_run(run_id).data.tags["aepipe.error"]
+    assert "stopped by SIGINT" in c.get_run(run_id).data.tags["aepipe.error"]
     assert [m.step for m in c.get_metric_history(run_id, "loss")] == [1, 2]
 
-    resumed = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", overrides), aepipe_pm, resume=run_id)
+    resumed = train(None, aepipe_pm, resume=run_id)  # the printed command: the run's own pipeline
     assert resumed.run_id == run_id and resumed.epochs == 4
     run = c.get_run(run_id)
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and "aepipe.error" not in run.data.tags
     assert sorted(m.step for m in c.get_metric_history(run_id, "loss")) == [1, 2, 3, 4]
     # same seed, same data order: resuming reproduces the uninterrupted run
     assert resumed.metrics["test_loss"] == pytest.approx(full.metrics["test_loss"], rel=1e-6)
@@ -162,8 +168,10 @@ def test_ctrl_c_marks_run_killed_and_resume_continues_exactly(aepipe_pm, store):
     # a finished run cannot be resumed without more epochs; with more it trains on
     with pytest.raises(ConfigError, match="already finished"):
         train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", overrides), aepipe_pm, resume=run_id)
-    more = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=5", "train.patience=0"]), aepipe_pm, resume=run_id)
+    more = train(None, aepipe_pm, resume=run_id, overrides=("train.epochs=5",))
     assert more.epochs == 5
+    with pytest.raises(ConfigError, match=r"--set train.epochs=3 is fewer than the 5 epochs the run was started with"):
+        train(None, aepipe_pm, resume=run_id, overrides=("train.epochs=3",))
     # a changed pipeline is refused, naming the key
     with pytest.raises(ConfigError, match=r"differs from the run's pipeline at model\.code_dim"):
         train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=9", "train.patience=0", "model.code_dim=8"]), aepipe_pm, resume=run_id)
@@ -174,7 +182,7 @@ def test_sparser_checkpoints_resume_exactly_without_logging_twice(aepipe_pm, sto
 
     overrides = [*QUIET, "train.epochs=6", "train.patience=0"]
     full = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", overrides), aepipe_pm)
-    sparse = [*overrides, "train.checkpoint_every=3"]
+    sparse = [*overrides, "train.checkpoint_every=3", "train.checkpoint_seconds=0"]
     pm = get_plugin_manager()
     pm.register_plugin(_stopper(5), name="stopper")  # epochs 1-4 logged, the checkpoint is of epoch 3
     with pytest.raises(Interrupted, match=r"interrupted at epoch 5; .* checkpoint of epoch 3 saved") as exc:
@@ -189,7 +197,8 @@ def test_sparser_checkpoints_resume_exactly_without_logging_twice(aepipe_pm, sto
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
     # interrupted before the first checkpoint: said plainly
-    with pytest.raises(Interrupted, match=r"marked KILLED before its first checkpoint \(train.checkpoint_every = 9\); start it again"):
+    with pytest.raises(Interrupted, match=r"marked KILLED before its first checkpoint \(train.checkpoint_every = 9, checkpoint_seconds = 0\); "
+                                          r"start it again"):
         train(resolve(pm, PIPELINES / "vanilla.toml", [*sparse, "train.checkpoint_every=9"]), pm)
 
 

@@ -75,7 +75,7 @@ def _client(home: Path):
 
     os.environ["AEPIPE_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    tracking._set_by_us = None
+    tracking.store._set_by_us = None
     tracking.setup()
     from mlflow import MlflowClient
 
@@ -107,8 +107,9 @@ def _tune_here(*args: str):
 
 
 def test_two_workers_share_a_postgres_study_exactly(postgres_url, home):
+    # trials long enough (about 3 s each) that the second worker, starting later, gets some
     out = _tune(home, str(PIPELINES / "vanilla.toml"), "--study", "pg-two", "--storage", postgres_url,
-                "--n-trials", "6", "--n-workers", "2", *FAST)
+                "--n-trials", "6", "--n-workers", "2", *FAST, "--set", "train.epochs=120", "--set", "tune.pruner=\"none\"")
     assert out.returncode == 0, out.stderr[-3000:]
     assert PASSWORD not in out.stdout + out.stderr
     assert "aepipe:***@127.0.0.1" in out.stderr  # the masked URL may be shown
@@ -460,6 +461,7 @@ def test_results_recorded_twice_at_once_leave_one_model_version(aepipe_pm, home,
                                                                     "tracking.log_dataset=false"]), aepipe_pm)
     for _ in range(2):  # what two racing commands leave behind
         mlflow.register_model(f"runs:/{result.run_id}/pyfunc", "raced")
-    client = MlflowClient()
-    tuning._drop_duplicate_versions(client, "raced", result.run_id)
-    assert [int(v.version) for v in client.search_model_versions("name = 'raced'")] == [1]
+    from aepipe.tracking import default_tracker
+
+    default_tracker().drop_duplicate_versions("raced", result.run_id)
+    assert [int(v.version) for v in MlflowClient().search_model_versions("name = 'raced'")] == [1]

@@ -30,6 +30,7 @@ class Adversarial(Regularizer):
 
     name = "adversarial"
     Config = AdversarialConfig
+    weight_setting = "weight"
     owns_parameters = True
 
     def __init__(self, config: AdversarialConfig, spec):

@@ -61,6 +61,7 @@ class Contractive(Regularizer):
 
     name = "contractive"
     Config = ContractiveConfig
+    weight_setting = "lam"
 
     def setup(self, model) -> None:
         from aepipe.errors import ConfigError

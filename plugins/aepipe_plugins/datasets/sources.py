@@ -21,10 +21,26 @@ class Digits(Dataset):
     name = "digits"
 
     def load(self) -> RawData:
+        data = _digits_csv()
+        return RawData(data[:, :-1], data[:, -1].astype(np.int64), (0.0, 16.0), (1, 8, 8), 10, source="sklearn.datasets.load_digits")
+
+
+def _digits_csv() -> np.ndarray:
+    """scikit-learn's digits file, read where the package keeps it (as ``load_digits`` does)
+    without importing scikit-learn, which costs about a second."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("dataset 'digits' needs scikit-learn: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():  # a layout this reader does not know: scikit-learn's own loader
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
-        return RawData(bunch.data, bunch.target, (0.0, 16.0), (1, 8, 8), 10, source="sklearn.datasets.load_digits")
+        return np.column_stack([bunch.data, bunch.target])
+    with gzip.open(path, "rt") as f:
+        return np.loadtxt(f, delimiter=",")
 
 
 class Mnist5kConfig(ComponentConfig):

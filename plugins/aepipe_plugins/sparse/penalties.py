@@ -37,6 +37,7 @@ class ActivityL1(Regularizer):
 
     name = "activity-l1"
     Config = ActivityL1Config
+    weight_setting = "lam"
 
     def penalty(self, step) -> torch.Tensor:
         return self.config.lam * step.encoding.code.abs().sum(-1).mean()
@@ -59,6 +60,7 @@ class KLSparsity(Regularizer):
 
     name = "kl-sparsity"
     Config = KLSparsityConfig
+    weight_setting = "beta"
 
     def setup(self, model) -> None:
         bounds = model.encoder.code_range()

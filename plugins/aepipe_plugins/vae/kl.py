@@ -29,6 +29,7 @@ class KLDivergence(Regularizer):
 
     name = "kl"
     Config = KLConfig
+    weight_setting = "beta"
 
     def setup(self, model) -> None:
         if model.prior is None:

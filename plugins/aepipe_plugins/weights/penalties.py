@@ -28,6 +28,7 @@ class WeightPenaltyConfig(ComponentConfig):
 
 class _WeightPenalty(Regularizer):
     Config = WeightPenaltyConfig
+    weight_setting = "lam"
 
     def setup(self, model) -> None:
         parts = [model.encoder, model.decoder] if self.config.targets == "all" else [getattr(model, self.config.targets)]

@@ -1,4 +1,4 @@
-"""MLflow tracking: where the store lives and how runs are opened.
+"""Where the MLflow store lives, and checked run ids and paths inside it.
 
 Default: a SQLite store ``./mlruns/mlflow.db`` and artifacts under ``./mlruns/artifacts``
 (MLflow 3.13+ refuses its old file store). ``MLFLOW_TRACKING_URI`` takes over, for example an
@@ -9,10 +9,22 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 
-from aepipe.errors import RunNotFoundError
+from aepipe.errors import ConfigError, RunNotFoundError
+
+#: MLflow run ids (and those of aepipe's in-memory tracker): 32 lowercase hexadecimal digits
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_run_id(text: str, where: str = "run id") -> str:
+    """``text`` if it is a run id, else a one-line ConfigError: nothing built from a command
+    line's text reaches the file system before this check."""
+    if not isinstance(text, str) or not RUN_ID.fullmatch(text):
+        raise ConfigError(f"{where} {text!r}: not a run id (32 hexadecimal digits, as `aepipe train` prints)")
+    return text
 
 
 def local_root() -> Path:
@@ -42,8 +54,18 @@ def artifact_root() -> str:
     return (local_root() / "artifacts").as_uri()
 
 
-def checkpoint_path(run_id: str) -> Path:
-    return local_root() / "checkpoints" / run_id / "checkpoint.pt"
+def inside(root: Path, *parts: str) -> Path:
+    """``root / parts``, refused unless it stays inside ``root``."""
+    root = root.resolve()
+    path = root.joinpath(*parts).resolve()
+    if not path.is_relative_to(root):
+        raise ConfigError(f"{'/'.join(parts)!r}: refusing a path outside {root}")
+    return path
+
+
+def checkpoint_dir(run_id: str) -> Path:
+    """Where run ``run_id`` keeps its checkpoint while it trains (inside the local store)."""
+    return inside(local_root() / "checkpoints", check_run_id(run_id))
 
 
 def setup():
@@ -97,18 +119,6 @@ def get_run(run_id: str):
         return mlflow.get_run(run_id)
     except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing run
         raise RunNotFoundError(f"run '{run_id}' not found in {tracking_uri()}: {str(exc).splitlines()[0]}") from None
-
-
-def load_model(run_id: str, device: str = "cpu"):
-    """The run's trained model (logged with MLflow's PyTorch flavour)."""
-    get_run(run_id)
-    mlflow = setup()
-    try:
-        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location=device)
-    except Exception as exc:  # noqa: BLE001
-        raise RunNotFoundError(f"run '{run_id}' has no loadable model: {str(exc).splitlines()[0]}") from None
-    model.eval()
-    return model
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:

@@ -1,0 +1,132 @@
+"""A trained model as files that survive code changes: weights, the pipeline, what it was built for.
+
+``aepipe-model/`` holds ``weights.pt`` (the model's ``state_dict``: tensors only),
+``pipeline.toml`` (the run's resolved pipeline) and ``meta.json`` (the data it was built for and
+which plugin provided each component). Loading rebuilds the model through the plugin registry and
+loads the weights with ``torch.load(weights_only=True)``: a plugin may move or rename its
+classes, and no class is ever unpickled. Every aepipe verb (``encode``, ``reconstruct``,
+``sample``, the pyfunc model) loads models this way.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aepipe.errors import ConfigError, RunNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aepipe.config import Pipeline
+    from aepipe.model import AutoEncoder
+    from aepipe.plugins import AepipePluginManager
+
+DIR = "aepipe-model"
+FORMAT = 1
+DEFAULT_PARAMS = {"mode": "encode", "scaled": False, "label": -1, "n": 10, "seed": 0}
+
+
+def write_model_dir(model: AutoEncoder, pipeline: Pipeline, pm: AepipePluginManager, dst: Path) -> Path:
+    """Write ``model`` as weights, pipeline and meta into folder ``dst``."""
+    import torch
+
+    dst.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, dst / "weights.pt")
+    (dst / "pipeline.toml").write_text(pipeline.to_toml(), encoding="utf-8")
+    registry = pm.registry
+    components = []
+    for choice in [pipeline.dataset, *pipeline.components.values(), *pipeline.regularizers.values()]:
+        info = registry.source(choice.kind, choice.name)
+        components.append({"path": choice.path, "kind": choice.kind, "name": choice.name, "plugin": info.name,
+                           "distribution": info.dist, "version": info.version})
+    meta = {"format": FORMAT, **model.meta, "components": components}
+    (dst / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return dst
+
+
+def load_model_dir(path: Path, pm: AepipePluginManager | None = None, device: str = "cpu", where: str = "") -> AutoEncoder:
+    """Rebuild the model in folder ``path`` through the plugin registry and load its weights."""
+    import torch
+
+    from aepipe.config import resolve
+    from aepipe.model import build_model
+    from aepipe.plugins import get_plugin_manager
+
+    where = where or str(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        tree = tomllib.loads((path / "pipeline.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunNotFoundError(f"{where}: not an aepipe model ({exc})") from None
+    pm = pm or get_plugin_manager()
+    registry = pm.registry
+    for c in meta.get("components", []):
+        if c["name"] not in registry.names(c["kind"]):
+            origin = f"plugin '{c['plugin']}'" + (f" ({c['distribution']} {c['version']})" if c.get("distribution") else "")
+            raise ConfigError(f"{where}: its {c['kind']} '{c['name']}' ({c['path']}) came from {origin}, which no longer "
+                              f"registers it; install that plugin to load this model")
+    pipeline = resolve(pm, tree=tree)
+    pipeline.source = where
+    info = SimpleNamespace(input_dim=meta["input_dim"], n_classes=meta["n_classes"], value_range=tuple(meta["value_range"]),
+                           image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None)
+    model = build_model(pipeline, info)
+    state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"{where}: its weights no longer fit the model its components build: "
+                          f"{str(exc).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+def load_run_model(run_id: str, device: str = "cpu", tracker: Any = None, pm: AepipePluginManager | None = None) -> AutoEncoder:
+    """Run ``run_id``'s trained model, rebuilt from its logged weights and pipeline."""
+    from aepipe.tracking import check_run_id, default_tracker
+
+    check_run_id(run_id, "run")
+    tracker = tracker or default_tracker()
+    tracker.get_run(run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = tracker.download(run_id, DIR, Path(tmp))
+        if local is None:
+            raise RunNotFoundError(f"run '{run_id}' has no model (it logged none: tracking.log_model = false, or it did not finish)")
+        return load_model_dir(local, pm, device, where=f"run {run_id}")
+
+
+def predict(model: AutoEncoder, model_input: np.ndarray | None, params: dict[str, Any] | None = None) -> np.ndarray:
+    """What the pyfunc model serves: ``encode`` (the code), ``reconstruct`` or ``sample``
+    (``n`` draws from the prior), in the dataset's raw units unless ``scaled``."""
+    import torch
+
+    from aepipe.data import scale
+
+    p = {**DEFAULT_PARAMS, **(params or {})}
+    lo, hi = model.meta["value_range"]
+    label = int(p["label"])
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        if p["mode"] == "sample":
+            torch.manual_seed(int(p["seed"]))
+            n = int(p["n"])
+            if label >= 0:
+                y = torch.full((n,), label, dtype=torch.long, device=device)
+            else:
+                y = torch.arange(n, device=device) % model.spec.n_classes if model.spec.conditional else None
+            out = model.sample(n, y).cpu().numpy()
+            return out if p["scaled"] else lo + out * (hi - lo)
+        x = np.asarray(model_input, dtype=np.float64)
+        x = x.reshape(len(x), -1)
+        x = x.astype(np.float32) if p["scaled"] else scale(x, (lo, hi))
+        xt = torch.as_tensor(x, device=device)
+        y = torch.full((len(x),), label, dtype=torch.long, device=device) if label >= 0 else None
+        if p["mode"] == "encode":
+            return model.encode(xt, y).code.cpu().numpy()
+        if p["mode"] == "reconstruct":
+            out = model(xt, y).cpu().numpy()
+            return out if p["scaled"] else lo + out * (hi - lo)
+    raise ValueError(f"mode must be encode, reconstruct or sample, not {p['mode']!r}")

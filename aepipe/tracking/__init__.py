@@ -1,0 +1,28 @@
+"""Tracking: where runs are stored (:mod:`~aepipe.tracking.store`), the tracker seam
+(:mod:`~aepipe.tracking.base`), MLflow's tracker and an in-memory one. Light at import."""
+
+from __future__ import annotations
+
+from aepipe.tracking.store import (  # noqa: F401 - the store's helpers, as aepipe.tracking.*
+    artifact_root,
+    check_run_id,
+    checkpoint_dir,
+    default_tracking_uri,
+    experiment_id,
+    get_run,
+    git_commit,
+    inside,
+    local_root,
+    setup,
+    tracking_uri,
+    uses_local_store,
+)
+
+__all__ = ["default_tracker", "check_run_id", "setup", "tracking_uri", "local_root", "get_run", "experiment_id"]
+
+
+def default_tracker():
+    """The MLflow tracker over aepipe's store (``MLFLOW_TRACKING_URI`` or ``./mlruns``)."""
+    from aepipe.tracking.mlflow_tracker import MlflowTracker
+
+    return MlflowTracker()

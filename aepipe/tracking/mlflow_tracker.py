@@ -1,0 +1,355 @@
+"""The MLflow tracker: the only code that opens, writes and ends MLflow runs.
+
+Metrics are written by a background thread, one ``log_batch`` for everything queued in the last
+``AEPIPE_TRACKING_FLUSH_SECONDS`` (2 s), so the training loop never waits on the store and the
+store is written a few times a minute rather than once per epoch; the same thread refreshes the
+run's lease heartbeat. Everything else is written at once. Runs are addressed by id through
+``MlflowClient``; only logging a model uses MLflow's active run (its model APIs need one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from aepipe.errors import RunNotFoundError
+from aepipe.tracking import store
+from aepipe.tracking.base import HEARTBEAT_SECONDS, LEASE_BEAT, LEASE_OWNER, RunRecord, check_lease, lease_owner
+
+log = logging.getLogger("aepipe.tracking")
+
+_STOP = object()
+#: metrics are written at most this often (seconds): one database write for several epochs
+FLUSH_SECONDS = float(os.environ.get("AEPIPE_TRACKING_FLUSH_SECONDS", "2"))
+_SAFE = re.compile(r"[A-Za-z0-9_.:\- ]*")  # values that may sit inside an MLflow filter's quotes
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class MlflowRun:
+    """One MLflow run, written through the tracker's client."""
+
+    def __init__(self, tracker: "MlflowTracker", run_id: str, lease: bool = False, system_metrics: Any = None):
+        self.tracker, self.client, self.run_id = tracker, tracker.client, run_id
+        self.lease = lease
+        self._queue: queue.Queue = queue.Queue()
+        self._hurry = threading.Event()  # set by flush(): write now, do not wait for the interval
+        self._error: BaseException | None = None
+        self._fluent = False
+        self._monitor = None
+        self._writer: threading.Thread | None = None
+        if lease:  # the writer thread also keeps the lease's heartbeat
+            self._start_writer()
+        if system_metrics:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(run_id, tracking_uri=store.tracking_uri())
+            if not isinstance(system_metrics, bool):  # the pipeline's interval over MLflow's variable
+                self._monitor.sampling_interval = float(system_metrics)
+            self._monitor.start()
+
+    # --- the writer thread ----------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, name=f"aepipe-tracker-{self.run_id[:8]}", daemon=True)
+            self._writer.start()
+
+    def _write(self) -> None:
+        from mlflow.entities import Metric
+
+        last_beat = last_write = time.time()
+        while True:
+            wait = max(0.05, HEARTBEAT_SECONDS - (time.time() - last_beat)) if self.lease else None
+            try:
+                items = [self._queue.get(timeout=wait)]
+            except queue.Empty:
+                items = []
+            if items and items[0] is not _STOP:  # gather what comes within the flush interval
+                self._hurry.wait(max(0.0, FLUSH_SECONDS - (time.time() - last_write)))
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is _STOP for item in items)
+            metrics = [Metric(k, v, ts, step) for item in items if item is not _STOP for (k, v, ts, step) in item]
+            try:
+                for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
+                    self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000], synchronous=True)
+                last_write = time.time()
+                if self.lease and not stop and time.time() - last_beat >= HEARTBEAT_SECONDS:
+                    self.client.set_tag(self.run_id, LEASE_BEAT, f"{time.time():.0f}")
+                    last_beat = time.time()
+            except Exception as exc:  # noqa: BLE001 - surfaced by flush()
+                self._error = exc
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+            if stop:
+                return
+
+    def flush(self) -> None:
+        """Wait until every queued metric is written; raise what the writer met."""
+        self._hurry.set()
+        self._queue.join()
+        self._hurry.clear()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RunNotFoundError(f"run {self.run_id}: the tracking store refused a write: {_first_line(error)}") from error
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._start_writer()
+        now = int(time.time() * 1000)
+        self._queue.put([(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+            self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()], synchronous=True)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        try:
+            self.client.log_figure(self.run_id, figure, artifact_file)
+        finally:
+            if "matplotlib.pyplot" in sys.modules:  # a pyplot figure: release it
+                sys.modules["matplotlib.pyplot"].close(figure)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dataset(self, name: str, x: Any, y: Any) -> None:
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        ds = mlflow.data.from_numpy(x, targets=y, name=name)
+        entry = DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])
+        self.client.log_inputs(self.run_id, datasets=[entry])
+
+    def log_model(self, model_dir: Path, pyfunc: dict[str, Any] | None, torch_model: Any = None) -> None:
+        """Log aepipe's model folder as the run's ``aepipe-model`` artifacts, the pyfunc model
+        built on it and, where asked, MLflow's PyTorch flavour of ``torch_model``."""
+        mlflow = store.setup()
+        self.client.log_artifacts(self.run_id, str(model_dir), model_dir.name)
+        if pyfunc is None and torch_model is None:
+            return
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != self.run_id:
+            mlflow.start_run(run_id=self.run_id, nested=active is not None)
+            self._fluent = True
+        if pyfunc is not None:
+            from aepipe.serving import log_pyfunc
+
+            log_pyfunc(model_dir, **pyfunc)
+        if torch_model is not None:
+            import mlflow.pytorch
+            from mlflow.models import infer_signature
+
+            t = torch_model
+            mlflow.pytorch.log_model(
+                t["model"], name="model", pip_requirements=t["requirements"], serialization_format="pickle",
+                signature=infer_signature(t["example"], t["output"]), input_example=None if t["conditional"] else t["example"],
+            )
+
+    def logged_steps(self, key: str) -> list[int]:
+        return [m.step for m in self.client.get_metric_history(self.run_id, key)]
+
+    def heartbeat(self) -> None:
+        if self.lease:
+            self.client.set_tag(self.run_id, LEASE_BEAT, f"{time.time():.0f}")
+
+    def close(self) -> None:
+        """Make every queued write and stop the writer, leaving the run as it is."""
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            self._hurry.set()
+            self._writer.join(timeout=60)
+            self._writer = None
+        self.flush()
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        """End the run with ``status`` (FINISHED, FAILED, KILLED) and its reason; every queued
+        write is made first, and the run is ended even if one of them fails."""
+        failure: BaseException | None = None
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            try:
+                self.flush()
+            except RunNotFoundError as exc:
+                failure = exc
+            self._writer.join(timeout=60)
+            self._writer = None
+        if self._monitor is not None:
+            self._monitor.finish()
+        try:
+            if reason:
+                self.client.set_tag(self.run_id, "aepipe.error", reason[:5000])
+            elif status == "FINISHED":
+                self.tracker._delete_tag(self.run_id, "aepipe.error")  # left by an interrupted attempt
+        finally:
+            if self._fluent:
+                store.setup().end_run(status=status)
+                self._fluent = False
+            else:
+                self.client.set_terminated(self.run_id, status)
+        if failure is not None:
+            raise failure
+
+
+class MlflowTracker:
+    """Runs in the MLflow store that :func:`aepipe.tracking.setup` points at."""
+
+    def __init__(self) -> None:
+        mlflow = store.setup()
+        self.client = mlflow.MlflowClient()
+
+    # --- opening runs ---------------------------------------------------------------------
+
+    def experiment_id(self, name: str) -> str:
+        return store.experiment_id(name)
+
+    def experiment_name(self, experiment_id: str) -> str:
+        return self.client.get_experiment(experiment_id).name
+
+    def start(self, experiment: str, run_name: str | None = None, tags: dict[str, str] | None = None,
+              lease: bool = True, system_metrics: Any = None) -> MlflowRun:
+        """A new run in ``experiment`` (created if missing), leased to this process."""
+        tags = dict(tags or {})
+        if lease:
+            tags.update({LEASE_OWNER: lease_owner(), LEASE_BEAT: f"{time.time():.0f}"})
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=tags)
+        return MlflowRun(self, run.info.run_id, lease=lease, system_metrics=system_metrics)
+
+    def resume(self, run_id: str, what: str = "--resume") -> MlflowRun:
+        """Take run ``run_id`` over to continue it: refused while another live process trains it."""
+        record = self.get_run(store.check_run_id(run_id, what))
+        check_lease(record, what)
+        me = lease_owner()
+        self.client.set_tag(run_id, LEASE_OWNER, me)
+        self.client.set_tag(run_id, LEASE_BEAT, f"{time.time():.0f}")
+        time.sleep(0.05)
+        owner = self.client.get_run(run_id).data.tags.get(LEASE_OWNER)
+        if owner != me:  # another process took it over at the same moment
+            check_lease(self.get_run(run_id), what)
+        self.client.update_run(run_id, status="RUNNING")
+        self._delete_tag(run_id, "aepipe.error")
+        return MlflowRun(self, run_id, lease=True)
+
+    def open(self, run_id: str) -> MlflowRun:
+        """Write to an existing run without leasing it (a study's parent run)."""
+        return MlflowRun(self, store.check_run_id(run_id), lease=False)
+
+    # --- reading and ending runs ----------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord:
+        store.check_run_id(run_id, "run")
+        try:
+            run = self.client.get_run(run_id)
+        except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing run
+            raise RunNotFoundError(f"run '{run_id}' not found in {store.tracking_uri()}: {_first_line(exc)}") from None
+        return RunRecord(run_id, run.info.status, run.info.experiment_id, dict(run.data.tags), dict(run.data.params),
+                         dict(run.data.metrics))
+
+    def find_runs(self, experiment_id: str, tags: dict[str, str]) -> list[RunRecord]:
+        """Runs of ``experiment_id`` carrying every tag in ``tags``, newest first. Values are
+        data, never pasted into a filter unless they are plain words."""
+        safe = {k: v for k, v in tags.items() if _SAFE.fullmatch(k) and _SAFE.fullmatch(v)}
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in safe.items())
+        found: list[RunRecord] = []
+        token = None
+        while True:
+            page = self.client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1000,
+                                           page_token=token)
+            for run in page:
+                if all(run.data.tags.get(k) == v for k, v in tags.items()):
+                    found.append(RunRecord(run.info.run_id, run.info.status, run.info.experiment_id, dict(run.data.tags)))
+            token = page.token
+            if not token:
+                return found
+
+    def end_run(self, run_id: str, status: str, reason: str | None = None) -> bool:
+        """End run ``run_id`` with ``status`` if it is still RUNNING (its process died)."""
+        if self.get_run(run_id).status != "RUNNING":
+            return False
+        if reason:
+            self.client.set_tag(run_id, "aepipe.error", reason[:5000])
+        self.client.set_terminated(run_id, status)
+        return True
+
+    def delete_run(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
+
+    def _delete_tag(self, run_id: str, key: str) -> None:
+        try:
+            self.client.delete_tag(run_id, key)
+        except Exception:  # noqa: BLE001 - no such tag
+            pass
+
+    def download(self, run_id: str, path: str, dst: Path) -> Path | None:
+        """Download artifact ``path`` of the run into ``dst``; None where the run has none."""
+        try:
+            return Path(self.client.download_artifacts(run_id, path, str(dst)))
+        except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+            return None
+
+    def checkpoint_dir(self, run_id: str) -> Path:
+        return store.checkpoint_dir(run_id)
+
+    # --- the model registry ---------------------------------------------------------------
+
+    def register_model(self, name: str, run_id: str) -> None:
+        """Register ``run_id``'s pyfunc model under ``name`` unless that run already is a
+        version of it; a version registered twice at once (two machines) is kept once."""
+        import mlflow
+
+        if any(v.run_id == run_id for v in self.model_versions(name)):
+            return
+        run = self.client.get_run(run_id)
+        if not run.outputs.model_outputs:
+            return  # the run logged no model (tracking.log_model = false)
+        # the pyfunc model: what `mlflow models serve -m models:/NAME/VERSION` and any MLflow client use
+        mlflow.register_model(f"runs:/{run_id}/pyfunc", name)
+        self.drop_duplicate_versions(name, run_id)
+
+    def model_versions(self, name: str) -> list[Any]:
+        """Every version registered under ``name`` (the name is data: no filter is built from it)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return [v for v in self.client.search_model_versions(max_results=10000) if v.name == name]
+        except MlflowException:
+            return []
+
+    def drop_duplicate_versions(self, name: str, run_id: str) -> None:
+        """Keep one version (the first) of ``run_id``'s model under ``name``: two commands that
+        registered it at the same moment would otherwise leave two."""
+        from mlflow.exceptions import MlflowException
+
+        same = sorted(int(v.version) for v in self.model_versions(name) if v.run_id == run_id)
+        for version in same[1:]:
+            try:
+                self.client.delete_model_version(name, str(version))
+            except MlflowException:  # the other command deleted it first
+                pass

@@ -1,0 +1,122 @@
+"""One training epoch (aepipe's own ``aepipe_train_epoch``), and stopping between batches.
+
+Batches are drawn by index from tensors on the device; the epoch's metric sums stay on the
+device and are returned as 0-d tensors, read back once with the validation metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from typing import Any
+
+import torch
+
+from aepipe.training.state import Position
+
+
+class Stopped(Exception):
+    """A stop was asked for (Ctrl-C, SIGTERM) and the epoch stopped between two batches."""
+
+    def __init__(self, signal_name: str, position: Position, batches: int):
+        super().__init__(signal_name)
+        self.signal_name, self.position, self.batches = signal_name, position, batches
+
+
+class StopRequest:
+    """While a run trains, Ctrl-C (SIGINT) and SIGTERM ask it to stop at the next batch boundary,
+    where it writes a checkpoint of exactly where it stands; a second Ctrl-C interrupts at once.
+    Signal handlers exist only in the main thread: elsewhere this never asks to stop."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def request(self, name: str = "a request") -> None:
+        self.signal_name = name
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def train_epoch(run: Any, epoch: int) -> dict[str, torch.Tensor]:
+    """One pass over the training data in shuffled batches (continuing from where a stopped
+    epoch left off); returns the epoch's mean metrics as 0-d tensors on the device."""
+    model, data, optimizer, schedule = run.model, run.data, run.optimizer, run.schedule
+    s = run.config.settings.train
+    n, bs = data.x_train.shape[0], s.batch_size
+    position, run.state.position = run.state.position, None
+    if position is None:
+        perm, first, keys, total = torch.randperm(n, device=run.device), 0, None, None
+    else:
+        perm, first = position.perm.to(run.device), position.batch
+        keys = position.keys or None
+        total = None if position.sums is None else position.sums.to(run.device)
+    started = time.perf_counter() - (position.seconds if position else 0.0)
+    owned = [r for r in model.regularizers.values() if r.owns_parameters]
+    params = model.model_parameters() if s.max_grad_norm else None
+    batches = -(-n // bs)
+    model.train()
+    with _unchecked_distributions():
+        return _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params)
+
+
+@contextlib.contextmanager
+def _unchecked_distributions():
+    """torch.distributions checks every distribution's arguments when it is built (a reduction
+    per parameter per batch: 10-15% of a small VAE's epoch on a CPU). The first-step check and
+    evaluation keep the checks; a NaN in training surfaces as a diverging loss at the epoch's end."""
+    from torch.distributions import Distribution
+
+    before = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(before)
+
+
+def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params):
+    n, bs = data.x_train.shape[0], s.batch_size
+    for b in range(first, batches):
+        if run.stop is not None and run.stop.requested:
+            raise Stopped(run.stop.signal_name, Position(b, perm, keys or [], total, time.perf_counter() - started), batches)
+        idx = perm[b * bs : (b + 1) * bs]
+        xb = data.x_train[idx]
+        yb = data.y_train[idx] if data.y_train is not None else None
+        with run.amp:
+            loss, terms, step = model.step(xb, yb, training=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if params is not None:
+            torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+        optimizer.step()
+        schedule.after_batch()
+        values = {"loss": loss, **terms}
+        for reg in owned:
+            values.update(reg.update(step))
+        if keys is None:
+            keys = list(values)
+        vec = torch.stack([values[k].detach().float().reshape(()) for k in keys]) * idx.shape[0]
+        total = vec if total is None else total + vec
+    assert keys is not None and total is not None
+    return dict(zip(keys, (total / n).unbind()))

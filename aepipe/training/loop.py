@@ -1,0 +1,269 @@
+"""The training loop: one run, from a fresh start or a checkpoint, through a tracker.
+
+Everything around the epochs hangs off seams: the run's state is a :class:`TrainState`, the run
+store a :class:`~aepipe.tracking.base.Tracker`, each epoch the ``aepipe_train_epoch`` hook
+(aepipe's own implementation, which plugins may wrap), and the rest lifecycle hooks.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from aepipe.config import Pipeline
+from aepipe.context import RunContext
+from aepipe.data import DataBundle
+from aepipe.errors import AepipeError, ConfigError
+from aepipe.model import AutoEncoder, build_model
+from aepipe.training import report
+from aepipe.training.device import autocast, prepare_for_device, seed_everything, select_device
+from aepipe.training.epoch import StopRequest, Stopped
+from aepipe.training.evaluate import check_finite, evaluate_tensors, load_data, make_optimizer, read_back, sanity_check
+from aepipe.training.resume import CHECKPOINT, pipeline_for_resume, read_checkpoint
+from aepipe.training.schedules import LRSchedule, regularizer_weights, steps_per_epoch
+from aepipe.training.state import TrainState, save_checkpoint
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aepipe.plugins import AepipePluginManager
+
+Reporter = Callable[[int, int, dict[str, float]], None]
+
+
+class Interrupted(AepipeError):
+    """The run was stopped by the user (Ctrl-C, SIGTERM); the message says how to continue."""
+
+    exit_code = 130
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    experiment_id: str
+    status: str
+    epochs: int
+    metrics: dict[str, float]
+    stopped_early: bool = False
+    seconds: float = 0.0
+    model: AutoEncoder | None = field(default=None, repr=False)
+    data: DataBundle | None = field(default=None, repr=False)
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)
+
+    def best_epoch(self) -> dict[str, float]:
+        """The metrics of the epoch whose weights were kept (lowest validation loss)."""
+        return min(self.history, key=lambda h: h["val_loss"])
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "experiment_id": self.experiment_id, "status": self.status, "epochs": self.epochs,
+                "stopped_early": self.stopped_early, "seconds": round(self.seconds, 3), "metrics": self.metrics}
+
+
+class CheckpointPolicy:
+    """Periodic checkpoints every ``every`` epochs, at least ``seconds`` apart: a killed process
+    loses at most that much; Ctrl-C, SIGTERM, early stopping and the end always write one."""
+
+    def __init__(self, every: int, seconds: float, saved_epoch: int = 0):
+        self.every, self.seconds, self.saved_epoch = every, seconds, saved_epoch
+        self.last = time.perf_counter()
+
+    def due(self, epoch: int) -> bool:
+        return epoch % self.every == 0 and time.perf_counter() - self.last >= self.seconds
+
+    def saved(self, epoch: int) -> None:
+        self.saved_epoch, self.last = epoch, time.perf_counter()
+
+
+class Trainer:
+    """Trains one pipeline as one tracked run."""
+
+    def __init__(self, pipeline: Pipeline | None, pm: AepipePluginManager, device: str | None = None, reporter: Reporter | None = None,
+                 tracker: Any = None, on_start: Callable[[str], None] | None = None, overrides: tuple[str, ...] = ()):
+        self.pipeline, self.pm, self.reporter, self.on_start = pipeline, pm, reporter, on_start
+        self.overrides = tuple(overrides)  # with a resumed run and no pipeline: --set over the run's own
+        self.device_name = device
+        if tracker is None:
+            from aepipe.tracking import default_tracker
+
+            tracker = default_tracker()
+        self.tracker = tracker
+
+    def run(self, resume: str | None = None, tags: dict[str, str] | None = None) -> RunResult:
+        """Train as a new run (with extra ``tags``; ``mlflow.parentRunId`` nests it) or continue
+        run ``resume`` from its checkpoint."""
+        state, parts = self._restore(resume) if resume else (None, {})
+        p = self.pipeline
+        assert p is not None, "a pipeline, or a run to resume"
+        s = p.settings
+        device = select_device(self.device_name or s.train.device)
+        seed_everything(s.train.seed)
+        data = load_data(p, device)
+        sanity_check(build_model(p, data).to(device), data, s.train.batch_size, p.source)
+        seed_everything(s.train.seed)
+        model = prepare_for_device(build_model(p, data).to(device), device, s.train.compile)  # the same weights whatever the check drew
+        optimizer = make_optimizer(model.model_parameters(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
+        schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(data.x_train.shape[0], s.train.batch_size))
+        if state is None:
+            state = TrainState(pipeline=p.to_toml())
+            tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name, {**report.tags(p, self.pm, device), **(tags or {})},
+                                         system_metrics=report.system_metrics(s.tracking))
+        else:
+            _load_parts(parts, model, optimizer, schedule)
+            state.restore_rng()
+            tracked = self.tracker.resume(resume)
+            state.pipeline = p.to_toml()  # with train.epochs raised, where it was
+        logged = max(tracked.logged_steps("loss"), default=0) if resume else 0  # epochs a killed process had logged
+        run = RunContext(p, model, data, device, tracked, state, optimizer, schedule, StopRequest(), autocast(device, s.train.amp))
+        if self.on_start is not None:
+            self.on_start(tracked.run_id)
+        checkpoint = self.tracker.checkpoint_dir(tracked.run_id) / CHECKPOINT
+        policy = CheckpointPolicy(s.train.checkpoint_every, s.train.checkpoint_seconds, state.epoch)
+        warmups = {key: choice.warmup_epochs for key, choice in p.regularizers.items()}
+        started = time.perf_counter()
+        with run.stop:
+            try:
+                if resume is None:
+                    report.log_start(run)
+                self.pm.call_plugin_hook("aepipe_run_start", run=run)
+                started = time.perf_counter()
+                for epoch in range(state.epoch + 1, s.train.epochs + 1):
+                    epoch_started = time.perf_counter() - (state.position.seconds if state.position else 0.0)
+                    weights, lr = regularizer_weights(model, warmups, epoch), schedule.lr
+                    trained = self.pm.call_plugin_hook("aepipe_train_epoch", run=run, epoch=epoch)
+                    metrics = read_back(trained, evaluate_tensors(model, data.x_val, data.y_val), prefixes=("", "val_"))
+                    check_finite(metrics, epoch, p.source)
+                    metrics.update(weights, lr=lr, epoch_seconds=time.perf_counter() - epoch_started)
+                    for extra in self.pm.call_plugin_hook("aepipe_epoch_end", run=run, epoch=epoch, metrics=dict(metrics)):
+                        metrics.update({f"val_{k}": float(v) for k, v in (extra or {}).items()})
+                    if epoch > logged:
+                        tracked.log_metrics(metrics, epoch)  # written off this thread, batched
+                    stop_early = state.record(epoch, metrics, s.train.min_delta, s.train.patience, model.state_dict())
+                    schedule.after_epoch(epoch, metrics["val_loss"])
+                    if self.reporter:
+                        self.reporter(epoch, s.train.epochs, metrics)
+                    if stop_early or policy.due(epoch):
+                        self._checkpoint(checkpoint, run, policy, started)
+                    if stop_early:
+                        break
+                state.train_seconds += time.perf_counter() - started
+                return self._finish(run, checkpoint)
+            except Stopped as stop:
+                state.position = stop.position
+                state.train_seconds += time.perf_counter() - started
+                self._checkpoint(checkpoint, run, policy)
+                where = f"epoch {state.epoch + 1}, batch {stop.position.batch} of {stop.batches}"
+                self._end(run, checkpoint, "KILLED", f"stopped by {stop.signal_name} at {where}")
+                raise Interrupted(f"stopped by {stop.signal_name} at {where}; run {tracked.run_id} marked KILLED with a checkpoint "
+                                  f"of where it stood; continue with: aepipe train --resume {tracked.run_id}") from None
+            except KeyboardInterrupt:
+                at = state.epoch + 1
+                self._end(run, checkpoint, "KILLED", f"interrupted by the user at epoch {at}")
+                if not policy.saved_epoch:
+                    raise Interrupted(f"interrupted at epoch {at}; run {tracked.run_id} marked KILLED before its first checkpoint "
+                                      f"(train.checkpoint_every = {s.train.checkpoint_every}, checkpoint_seconds = "
+                                      f"{s.train.checkpoint_seconds:g}); start it again") from None
+                raise Interrupted(f"interrupted at epoch {at}; run {tracked.run_id} marked KILLED, checkpoint of epoch "
+                                  f"{policy.saved_epoch} saved; continue with: aepipe train --resume {tracked.run_id}") from None
+            except AepipeError as exc:
+                self._end(run, checkpoint, "FAILED", str(exc))
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure ends the run, then propagates
+                # an exception may carry its own run status (a pruned tuning trial: KILLED)
+                status = getattr(exc, "run_status", "FAILED")
+                detail = str(exc) if status != "FAILED" else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+                self._end(run, checkpoint, status, detail)
+                raise
+
+    # --- the pieces -----------------------------------------------------------------------
+
+    def _restore(self, run_id: str) -> tuple[TrainState, dict[str, Any]]:
+        """A resumed run's state and its own pipeline; refused while the run is live elsewhere."""
+        from aepipe.tracking import check_run_id
+        from aepipe.tracking.base import check_lease
+
+        run_id = check_run_id(run_id, "--resume")
+        check_lease(self.tracker.get_run(run_id), "--resume")  # before anything is read or written
+        state, parts = read_checkpoint(self.tracker, run_id)
+        self.pipeline = pipeline_for_resume(self.pm, run_id, state, self.pipeline, self.overrides)
+        epochs = self.pipeline.settings.train.epochs
+        if state.done and state.epoch >= epochs:
+            raise ConfigError(f"--resume {run_id}: the run already finished ({state.epoch} epochs"
+                              f"{', stopped early' if state.stopped_early else ''}); raise train.epochs to train on")
+        state.done = state.stopped_early = False
+        return state, parts
+
+    def _checkpoint(self, path: Any, run: RunContext, policy: CheckpointPolicy, started: float | None = None) -> None:
+        state = run.state
+        state.capture_rng()
+        if started is not None:  # a periodic checkpoint: the training time so far goes with it
+            state.train_seconds, saved = state.train_seconds + time.perf_counter() - started, state.train_seconds
+        save_checkpoint(path, state, _parts(run))
+        if started is not None:
+            state.train_seconds = saved
+        policy.saved(state.epoch)
+
+    def _finish(self, run: RunContext, checkpoint: Any) -> RunResult:
+        model, data, state = run.model, run.data, run.state
+        if state.best_weights is not None:
+            model.load_state_dict(state.best_weights)  # evaluate the best epoch's weights
+        test = read_back(evaluate_tensors(model, data.x_test, data.y_test), prefixes=("test_",))
+        test.update(train_seconds=state.train_seconds, epochs_trained=float(state.epoch))
+        for extra in self.pm.call_plugin_hook("aepipe_run_end", run=run, metrics=dict(test)):
+            test.update({f"test_{k}": float(v) for k, v in (extra or {}).items()})
+        run.tracked.log_metrics(test, 0)
+        report.log_end(run, self.pm)
+        state.done = True
+        save_checkpoint(checkpoint, state, _parts(run))
+        self._end(run, checkpoint, "FINISHED")
+        return RunResult(run.run_id, self.tracker.get_run(run.run_id).experiment_id, "FINISHED", state.epoch, test,
+                         state.stopped_early, state.train_seconds, model, data, state.history)
+
+    def _end(self, run: RunContext, checkpoint: Any, status: str, reason: str | None = None) -> None:
+        """Keep the checkpoint with the run (``--resume`` reads it there) and end the run."""
+        try:
+            if checkpoint.is_file():
+                run.tracked.log_artifact(checkpoint, "checkpoint")
+                checkpoint.unlink()  # the artifact is now the checkpoint: no second copy is kept
+                for folder in (checkpoint.parent, checkpoint.parent.parent):
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
+        finally:
+            run.tracked.finish(status, reason)
+
+
+def _parts(run: RunContext) -> dict[str, Any]:
+    model = run.model
+    own = {k: {name: opt.state_dict() for name, opt in r.optimizers.items()} for k, r in model.regularizers.items() if r.optimizers}
+    return {"model": model.state_dict(), "optimizer": run.optimizer.state_dict(), "regularizer_optimizers": own,
+            "schedule": run.schedule.state_dict()}
+
+
+def _load_parts(parts: dict[str, Any], model: AutoEncoder, optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> None:
+    model.load_state_dict(parts["model"])
+    optimizer.load_state_dict(parts["optimizer"])
+    for key, states in parts.get("regularizer_optimizers", {}).items():
+        for name, state in states.items():
+            model.regularizers[key].optimizers[name].load_state_dict(state)
+    schedule.load_state_dict(parts.get("schedule") or {})
+
+
+def train(
+    pipeline: Pipeline | None,
+    pm: AepipePluginManager,
+    device: str | None = None,
+    resume: str | None = None,
+    reporter: Reporter | None = None,
+    tags: dict[str, str] | None = None,
+    tracker: Any = None,
+    on_start: Callable[[str], None] | None = None,
+    overrides: tuple[str, ...] = (),
+) -> RunResult:
+    """Train ``pipeline`` as one tracked run (MLflow unless ``tracker`` says otherwise), or
+    continue run ``resume`` (``pipeline`` may then be None: the run's own is used, with
+    ``overrides`` over it)."""
+    trainer = Trainer(pipeline, pm, device=device, reporter=reporter, tracker=tracker, on_start=on_start, overrides=overrides)
+    return trainer.run(resume=resume, tags=tags)
