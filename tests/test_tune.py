@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -146,7 +147,7 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
     from optuna.trial import TrialState
 
     proc = subprocess.Popen([*CLI, "tune", str(PIPELINES / "vanilla.toml"), "--study", "pg-kill", "--storage", postgres_url,
-                             "--n-trials", "5", "--n-workers", "2", "--set", "train.epochs=25", "--set", "tune.pruner=none",
+                             "--n-trials", "5", "--n-workers", "2", "--set", "train.epochs=300", "--set", "tune.pruner=none",
                              "--set", "tracking.log_model=false", "--set", "tracking.log_images=false"],
                             env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     victim = None
@@ -162,10 +163,13 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
         seen_password_in_ps |= any(PASSWORD in line for line in ps.splitlines() if "aepipe.cli" in line and "--worker" in line)
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]
         running = [t for t in study.trials if t.state == TrialState.RUNNING and "aepipe.worker" in t.user_attrs
+                   and "aepipe.mlflow_run_id" in t.user_attrs  # its run has started
                    and not t.user_attrs["aepipe.worker"].endswith(f":{proc.pid}")]  # a child, not the command itself
         if done and running:
             victim = running[0]
-    assert victim is not None, "no trial was running"
+    if victim is None:
+        proc.kill()
+    assert victim is not None, f"no trial was running: {proc.communicate()[1][-3000:] if victim is None else ''}"
     assert not seen_password_in_ps, "the workers' command lines must not carry the password"
     pid = int(victim.user_attrs["aepipe.worker"].rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
@@ -179,6 +183,11 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
     assert retried and retried[0].state == TrialState.COMPLETE and retried[0].params == victim.params
     assert "exited with -9" in stderr
+    # the dead worker's MLflow run is not left RUNNING: ended FAILED, saying why
+    dead_run = killed.user_attrs["aepipe.mlflow_run_id"]
+    assert dead_run != retried[0].user_attrs["aepipe.mlflow_run_id"]
+    run = _client(home).get_run(dead_run)
+    assert run.info.status == "FAILED" and re.search(r"worker \S+:\d+ (died|stopped its heartbeat)", run.data.tags["aepipe.error"])
 
 
 def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
