@@ -365,3 +365,28 @@ def test_an_old_run_still_encodes_after_its_component_class_moved(tmp_path):
     with pytest.raises(ConfigError, match=r"its encoder 'wide' \(model.encoder\) came from plugin 'thirdparty', which no longer "
                                           r"registers it; install that plugin"):
         load_run_model(result.run_id, tracker=tracker, pm=get_plugin_manager())
+
+
+def test_a_lease_is_taken_over_only_when_its_process_is_gone_or_its_heartbeat_stale():
+    import socket
+
+    from aepipe.tracking.base import LEASE_BEAT, LEASE_OWNER, RunRecord, check_lease, lease_owner
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = socket.gethostname()
+    now = time.time()
+
+    def record(owner, beat, status="RUNNING"):
+        return RunRecord("a" * 32, status, tags={LEASE_OWNER: owner, LEASE_BEAT: f"{beat:.0f}"})
+
+    check_lease(record(f"{here}:{dead.pid}:", now), "--resume")  # same host, process gone: taken over
+    check_lease(record("elsewhere:123:456", now - 3600), "--resume")  # another host, stale heartbeat
+    check_lease(record(lease_owner(), now, status="KILLED"), "--resume")  # a run that ended holds no lease
+    with pytest.raises(ConfigError, match=r"still being trained by process 123 on elsewhere \(heartbeat \d+s ago\)"):
+        check_lease(record("elsewhere:123:456", now - 5), "--resume")
+    with pytest.raises(ConfigError, match="being trained by this very process"):
+        check_lease(record(lease_owner(), now), "--resume")
+    parent = f"{here}:{os.getppid()}:"
+    with pytest.raises(ConfigError, match=rf"still being trained by process {os.getppid()} on {re.escape(here)}"):
+        check_lease(record(parent, now - 3600), "--resume")  # alive on this host: refused however old the beat
