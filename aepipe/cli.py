@@ -516,7 +516,7 @@ def ui(host: str, port: int) -> None:
         raise ConfigError(f"MLFLOW_TRACKING_URI={uri} is an MLflow tracking server: its UI is served at that address already")
     args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if tracking.uses_local_store():
-        tracking.local_root().mkdir(parents=True, exist_ok=True)
+        tracking.setup()  # the store created and migrated once, under its lock, not by `mlflow ui` racing others
         args += ["--default-artifact-root", tracking.artifact_root()]
     click.echo(f"MLflow UI on http://{host}:{port} over {uri}; an experiment's runs: http://{host}:{port}/#/experiments/ID/runs "
                "(switch the top-left toggle to 'Model training')", err=True)

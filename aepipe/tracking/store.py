@@ -86,7 +86,34 @@ def setup():
         local_root().mkdir(parents=True, exist_ok=True)
         _set_by_us = uri  # remembered so that MLflow's export of it is not taken for the user's choice
     mlflow.set_tracking_uri(uri)
+    if uses_local_store() and uri not in _created:
+        _create_once(mlflow, uri)
+        _created.add(uri)
     return mlflow
+
+
+_created: set[str] = set()  # local stores this process has seen created and migrated
+
+
+def _create_once(mlflow, uri: str) -> None:
+    """Create and migrate the local SQLite store under a file lock: processes started together
+    on a new store (a shell loop with ``&``, a job array, tune workers) would otherwise race
+    through MLflow's schema migrations and crash. The first creates it; the others wait, then
+    find it current."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+        fcntl = None
+    with open(local_root() / ".store.lock", "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = mlflow.MlflowClient(uri)
+            client.search_experiments(max_results=1)  # the tracking store: created, migrated
+            client.search_registered_models(max_results=1)  # the model registry's tables
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 #: Makes the MLflow UI open aepipe's experiments in its model-training view (runs, metrics,
