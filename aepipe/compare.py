@@ -42,16 +42,17 @@ def collect(targets: list[str], experiments: list[str]) -> list[dict[str, Any]]:
 
     tracking.setup()
     client = MlflowClient()
+    tracker = tracking.default_tracker()
     exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
                if not experiments or e.name in experiments]
     if experiments and not exp_ids:
         raise RunNotFoundError(f"no experiment named {', '.join(experiments)} in {tracking.tracking_uri()}")
     rows = []
     for target in targets:
-        studies = client.search_runs(exp_ids, f"tags.`aepipe.study` = '{target}' and tags.`aepipe.role` = 'study'",
-                                     order_by=["attributes.start_time DESC"], max_results=1) if exp_ids else []
+        # a study's name is data: never pasted into a filter (quotes, any Unicode)
+        studies = [r for eid in exp_ids for r in tracker.find_runs(eid, {"aepipe.study": target, "aepipe.role": "study"})]
         if studies:
-            best = studies[0].data.tags.get("best.run_id")
+            best = studies[0].tags.get("best.run_id")
             if not best:
                 raise RunNotFoundError(f"study '{target}' has no finished trial yet")
             row = _row(client.get_run(best))

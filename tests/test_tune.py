@@ -474,3 +474,49 @@ def test_results_recorded_twice_at_once_leave_one_model_version(aepipe_pm, home,
 
     default_tracker().drop_duplicate_versions("raced", result.run_id)
     assert [int(v.version) for v in MlflowClient().search_model_versions("name = 'raced'")] == [1]
+
+
+@pytest.mark.parametrize("name", ["o'neil", "Ünïcödé 研究 \"quoted\""])
+def test_study_names_are_data(home, tmp_path, name):
+    """A study named with quotes or any Unicode works in `tune` (pruned trials included), its
+    summary, `compare` and the registry: no filter is built by pasting the name."""
+    from click.testing import CliRunner
+
+    from aepipe.cli import cli
+
+    path = _write(tmp_path, """
+        variant = "vanilla"
+        [train]
+        epochs = 6
+        patience = 0
+        [tracking]
+        experiment = "names"
+        log_images = false
+        log_dataset = false
+        [tune]
+        n_trials = 5
+        sampler = "random"
+        pruner = "median"
+        warmup_epochs = 1
+        [tune.space]
+        "train.lr" = { type = "float", low = 1e-5, high = 3e-2, log = true }
+    """)
+    out = _tune_here(str(path), "--study", name, "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["study"] == name and sum(summary["states"].values()) == 5
+    shown = _tune_here(str(path), "--study", name, "--summary", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["best"] == summary["best"]
+    compared = CliRunner().invoke(cli, ["compare", name, "--format", "csv"])
+    assert compared.exit_code == 0, compared.output
+    import csv
+    import io
+
+    row = next(csv.DictReader(io.StringIO(compared.stdout)))
+    assert row["variant"] == f"vanilla (study {name})" and row["run_id"] == summary["best"][0]["run_id"]
+    client = _client(home)
+    versions = [v for v in client.search_model_versions(max_results=1000) if v.name == name]
+    assert [v.run_id for v in versions] == [summary["best"][0]["run_id"]]
+    tagged = [r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])
+              if r.data.tags.get("aepipe.study") == name and r.data.tags.get("aepipe.role") != "study"]
+    assert len(tagged) == 5 and all(r.info.status != "RUNNING" for r in tagged)
