@@ -312,10 +312,19 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
     if not worker:
         click.echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning._finished(st.study)} of "
                    f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}", err=True)
-    if n_workers > 1 and not worker:
-        _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, device or base.device, echo)
-    else:
-        tuning.run_worker(pm, st, device=device, echo=echo)
+    from aepipe.training import Interrupted
+
+    try:
+        if n_workers > 1 and not worker:
+            _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, device or base.device, echo)
+        else:
+            tuning.run_worker(pm, st, device=device, echo=echo)
+    except Interrupted as exc:
+        if not worker:  # the command was stopped: so is the study's parent run, until it runs again
+            from aepipe.tracking import default_tracker
+
+            default_tracker().end_run(st.parent_run_id, "KILLED", str(exc))
+        raise
     if worker:
         return
     if tuning.records_results(st):
@@ -367,7 +376,9 @@ def _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, plac
                 if rc is None:
                     continue
                 del procs[i]
-                if rc != 0 and not done.is_set() and tuning._finished(st.study) < st.settings.n_trials and restarts < 2 * n_workers:
+                stopped = rc in (130, -2, -15, 143)  # Ctrl-C or SIGTERM: stopped on purpose, not died
+                if (rc != 0 and not stopped and not done.is_set() and tuning._finished(st.study) < st.settings.n_trials
+                        and restarts < 2 * n_workers):
                     restarts += 1
                     echo(f"worker {i} (pid {proc.pid}) exited with {rc}; starting a new one")
                     procs[i] = start(i)

@@ -34,6 +34,7 @@ COMMAND_ATTR = "aepipe.command"  # the `aepipe tune` command (host:pid) whose wo
 COMMAND_ENV = "AEPIPE_TUNE_COMMAND"  # tells a worker process which command started it
 RUN_ATTR = "aepipe.mlflow_run_id"
 PARENT_ATTR = "aepipe.mlflow_parent_run_id"
+FAIL_ATTR = "aepipe.fail_reason"
 
 
 class _Strict(BaseModel):
@@ -282,7 +283,10 @@ def ensure_parent_run(st: Study) -> str:
     run_id = st.study.user_attrs.get(PARENT_ATTR)
     if run_id:
         st.parent_run_id = run_id
-        st.experiment_id = tracker.get_run(run_id).experiment_id
+        record = tracker.get_run(run_id)
+        st.experiment_id = record.experiment_id
+        if record.status in ("KILLED", "FAILED"):  # its command was stopped: the study goes on
+            tracker.reopen(run_id)
         return run_id
     parent = tracker.start(st.experiment, run_name=f"study {st.name}", lease=False, tags={
         "aepipe.study": st.name,
@@ -423,7 +427,7 @@ def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, po
     from optuna.trial import TrialState
 
     from aepipe.config import resolve
-    from aepipe.training import train
+    from aepipe.training import Interrupted, train
 
     study = st.study
     settings = st.settings
@@ -454,12 +458,19 @@ def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, po
             continue
         trial.set_user_attr(WORKER_ATTR, worker)
         trial.set_user_attr(COMMAND_ATTR, command_id())
+        if trial.user_attrs.get(FAIL_ATTR):  # a retried trial starts with a clean record
+            trial.set_user_attr(FAIL_ATTR, "")
         try:
             state, values, reason = _run_trial(pm, st, trial, device, metrics, single, train, resolve)
         except ObjectiveError as exc:  # no trial of this study can succeed: record this one, stop
-            trial.set_user_attr("aepipe.fail_reason", str(exc)[:2000])
+            trial.set_user_attr(FAIL_ATTR, str(exc)[:2000])
             study.tell(trial, state=TrialState.FAIL)
             raise
+        except Interrupted as exc:  # Ctrl-C or SIGTERM: the trial's run is KILLED; this worker stops
+            trial.set_user_attr(FAIL_ATTR, f"interrupted: {exc}"[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+            raise Interrupted(f"study '{st.name}' stopped during trial {trial.number} (its run marked KILLED); "
+                              "run the same `aepipe tune` command again to continue the study") from None
         if state == TrialState.COMPLETE:
             study.tell(trial, values)
             counts["complete"] += 1
@@ -486,6 +497,8 @@ class _Pruned(Exception):
 def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve):
     """Train one trial; returns (state, values, failure reason)."""
     from optuna.trial import TrialState
+
+    from aepipe.training import Interrupted
 
     params = dict(trial.params)
     try:
@@ -526,7 +539,7 @@ def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve):
         except _Pruned:
             _tag_trial(tracker, started, "PRUNED")
             return TrialState.PRUNED, None, ""
-        except ObjectiveError:
+        except (ObjectiveError, Interrupted):
             _tag_trial(tracker, started, "FAIL")
             raise
         except AepipeError as exc:

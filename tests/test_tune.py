@@ -520,3 +520,58 @@ def test_study_names_are_data(home, tmp_path, name):
     tagged = [r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])
               if r.data.tags.get("aepipe.study") == name and r.data.tags.get("aepipe.role") != "study"]
     assert len(tagged) == 5 and all(r.info.status != "RUNNING" for r in tagged)
+
+
+def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path):
+    """Ctrl-C to `aepipe tune` (the terminal signals the command and its workers): every worker
+    stops, the trials' runs and the study's parent run are KILLED, nothing is left RUNNING, and
+    the same command again completes the study to exactly n_trials on the same parent run."""
+    from optuna.trial import TrialState
+
+    path = _write(tmp_path, """
+        variant = "vanilla"
+        [train]
+        epochs = 400
+        patience = 0
+        [tracking]
+        experiment = "stopped"
+        log_model = false
+        log_images = false
+        log_dataset = false
+        [tune]
+        n_trials = 3
+        sampler = "random"
+        pruner = "none"
+        [tune.space]
+        "train.lr" = { type = "float", low = 1e-4, high = 1e-2, log = true }
+    """)
+    proc = subprocess.Popen([*CLI, "tune", str(path), "--n-workers", "2"], env=_env(home), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    storage = f"journal:///{home / 'optuna.journal'}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            running = [t for t in _load("t", storage).trials if t.state == TrialState.RUNNING and "aepipe.mlflow_run_id" in t.user_attrs]
+        except Exception:  # noqa: BLE001 - not created yet
+            continue
+        if len(running) == 2:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "run the same `aepipe tune` command again to continue the study" in err
+    client = _client(home)
+    exp = client.get_experiment_by_name("stopped").experiment_id
+    runs = client.search_runs([exp])
+    assert runs and all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    parent = _load("t", storage).user_attrs["aepipe.mlflow_parent_run_id"]
+    assert client.get_run(parent).info.status == "KILLED"
+    assert sum(client.get_run(r.info.run_id).info.status == "KILLED" for r in runs if r.info.run_id != parent) == 2
+
+    again = _tune(home, str(path), "--set", "train.epochs=5")
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = _load("t", storage)
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 3
+    assert study.user_attrs["aepipe.mlflow_parent_run_id"] == parent and client.get_run(parent).info.status == "FINISHED"
+    assert all(r.info.status != "RUNNING" for r in client.search_runs([exp]))

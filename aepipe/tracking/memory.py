@@ -120,6 +120,11 @@ class MemoryTracker:
         data.status = "RUNNING"
         return MemoryRun(self, data, True)
 
+    def reopen(self, run_id: str) -> None:
+        data = self.runs[check_run_id(run_id)]
+        data.status = "RUNNING"
+        data.tags.pop("aepipe.error", None)
+
     def open(self, run_id: str) -> MemoryRun:
         return MemoryRun(self, self.runs[check_run_id(run_id)], False)
 

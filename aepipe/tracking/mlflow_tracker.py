@@ -257,6 +257,11 @@ class MlflowTracker:
         self._delete_tag(run_id, "aepipe.error")
         return MlflowRun(self, run_id, lease=True)
 
+    def reopen(self, run_id: str) -> None:
+        """Mark a stopped run RUNNING again (a study's parent run when its command runs again)."""
+        self.client.update_run(store.check_run_id(run_id), status="RUNNING")
+        self._delete_tag(run_id, "aepipe.error")
+
     def open(self, run_id: str) -> MlflowRun:
         """Write to an existing run without leasing it (a study's parent run)."""
         return MlflowRun(self, store.check_run_id(run_id), lease=False)
