@@ -309,7 +309,12 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
         torch.set_num_threads(int(threads))
     tuning.ensure_parent_run(st)
     echo = (lambda line: None) if as_json and not worker else (lambda line: click.echo(line, err=True))
-    if not worker:
+    if worker:
+        tuning.stop_with_parent()
+    else:
+        healed = tuning.heal(st)
+        if healed:
+            click.echo(f"study '{st.name}': {healed} run(s) left RUNNING by a process that died marked KILLED", err=True)
         click.echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning._finished(st.study)} of "
                    f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}", err=True)
     from aepipe.training import Interrupted

@@ -312,6 +312,42 @@ def ensure_parent_run(st: Study) -> str:
     return chosen
 
 
+def heal(st: Study) -> int:
+    """End KILLED the runs of this study still RUNNING whose process is gone (a command or worker
+    killed outright); returns how many. Runs held by a live process, here or elsewhere, stay."""
+    from aepipe.errors import ConfigError
+    from aepipe.tracking import default_tracker
+    from aepipe.tracking.base import LEASE_OWNER, check_lease
+
+    tracker = default_tracker()
+    healed = 0
+    for record in tracker.find_runs(st.experiment_id, {"aepipe.study": st.name}):
+        if record.status != "RUNNING" or LEASE_OWNER not in record.tags:
+            continue
+        try:
+            check_lease(record, "heal")
+        except ConfigError:  # its process lives: not ours to end
+            continue
+        if tracker.end_run(record.run_id, "KILLED", f"its process ({record.tags[LEASE_OWNER]}) died; ended when the study ran again"):
+            healed += 1
+    return healed
+
+
+def stop_with_parent(poll: float = 1.0) -> None:
+    """In a worker process: when the command that started it dies, stop as if sent SIGTERM (the
+    trial in training stops between batches, its run KILLED), within ``poll`` seconds or so."""
+    import signal
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="aepipe-parent-watch", daemon=True).start()
+
+
 def end_trial_run(trial, reason: str) -> None:
     """End the MLflow run of a trial whose worker died FAILED, with ``reason``."""
     from aepipe.tracking import default_tracker

@@ -575,3 +575,65 @@ def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path):
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 3
     assert study.user_attrs["aepipe.mlflow_parent_run_id"] == parent and client.get_run(parent).info.status == "FINISHED"
     assert all(r.info.status != "RUNNING" for r in client.search_runs([exp]))
+
+
+def test_a_killed_command_stops_its_workers_and_running_it_again_heals_the_study(home, tmp_path):
+    """SIGKILL of `aepipe tune` itself: its worker notices within seconds and stops (its run
+    KILLED); the same command again ends the dead command's run, completes the study to exactly
+    n_trials and leaves no run RUNNING."""
+    from optuna.trial import TrialState
+
+    path = _write(tmp_path, """
+        variant = "vanilla"
+        [train]
+        epochs = 400
+        patience = 0
+        [tracking]
+        experiment = "killed"
+        log_model = false
+        log_images = false
+        log_dataset = false
+        [tune]
+        n_trials = 3
+        sampler = "random"
+        pruner = "none"
+        [tune.space]
+        "train.lr" = { type = "float", low = 1e-4, high = 1e-2, log = true }
+    """)
+    proc = subprocess.Popen([*CLI, "tune", str(path), "--n-workers", "2"], env=_env(home), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    storage = f"journal:///{home / 'optuna.journal'}"
+    deadline = time.time() + 120
+    workers: set[int] = set()
+    while time.time() < deadline and len(workers) < 2:
+        time.sleep(0.5)
+        try:
+            trials = _load("t", storage).trials
+        except Exception:  # noqa: BLE001 - not created yet
+            continue
+        workers = {int(t.user_attrs["aepipe.worker"].rsplit(":", 1)[1]) for t in trials
+                   if t.state == TrialState.RUNNING and "aepipe.mlflow_run_id" in t.user_attrs}
+    assert len(workers) == 2, "both workers must be training"
+    proc.kill()
+    proc.communicate(timeout=30)
+    child = next(pid for pid in workers if pid != proc.pid)
+    stopped = time.time() + 20
+    while time.time() < stopped:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the worker outlived its command by 20 s")
+
+    again = _tune(home, str(path), "--set", "train.epochs=5")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "run(s) left RUNNING by a process that died marked KILLED" in again.stderr
+    study = _load("t", storage)
+    assert len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 3
+    client = _client(home)
+    runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    assert sum(r.info.status == "KILLED" for r in runs) >= 2  # the command's own trial and its worker's
