@@ -39,6 +39,7 @@ def collect(targets: list[str], experiments: list[str]) -> list[dict[str, Any]]:
 
     from aepipe import tracking
     from aepipe.errors import RunNotFoundError
+    from aepipe.secrets import mask
 
     tracking.setup()
     client = MlflowClient()
@@ -46,7 +47,7 @@ def collect(targets: list[str], experiments: list[str]) -> list[dict[str, Any]]:
     exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
                if not experiments or e.name in experiments]
     if experiments and not exp_ids:
-        raise RunNotFoundError(f"no experiment named {', '.join(experiments)} in {tracking.tracking_uri()}")
+        raise RunNotFoundError(f"no experiment named {', '.join(experiments)} in {mask(tracking.tracking_uri())}")
     rows = []
     for target in targets:
         # a study's name is data: never pasted into a filter (quotes, any Unicode)

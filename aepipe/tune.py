@@ -87,13 +87,10 @@ class TuneSettings(_Strict):
 
 
 def mask_url(url: str) -> str:
-    """The storage URL with any password replaced by ***."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    """The storage URL with its secrets replaced by *** (see :func:`aepipe.secrets.mask`)."""
+    from aepipe.secrets import mask
+
+    return mask(url)
 
 
 def default_storage_url() -> str:
@@ -131,11 +128,10 @@ def make_storage(url: str):
             engine_kwargs={"pool_pre_ping": True},
         ), (IntegrityError, ProgrammingError), attempts=4)
     except Exception as exc:  # noqa: BLE001 - connection and URL errors alike
+        from aepipe.secrets import mask, secrets_of
+
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        secret = url.split("://", 1)[-1].rsplit("@", 1)[0].split(":", 1)[-1] if "@" in url else None
-        if secret:
-            message = message.replace(secret, "***")
-        raise ConfigError(f"--storage {mask_url(url)}: cannot open: {message}") from None
+        raise ConfigError(f"--storage {mask_url(url)}: cannot open: {mask(message, secrets_of(url))}") from None
 
 
 def _distribution(key: str, spec: ParamSpec, where: str):

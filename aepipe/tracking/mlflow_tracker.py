@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aepipe.errors import RunNotFoundError
+from aepipe.secrets import mask
 from aepipe.tracking import store
 from aepipe.tracking.base import HEARTBEAT_SECONDS, LEASE_BEAT, LEASE_OWNER, RunRecord, check_lease, lease_owner
 
@@ -273,7 +274,7 @@ class MlflowTracker:
         try:
             run = self.client.get_run(run_id)
         except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing run
-            raise RunNotFoundError(f"run '{run_id}' not found in {store.tracking_uri()}: {_first_line(exc)}") from None
+            raise RunNotFoundError(f"run '{run_id}' not found in {mask(store.tracking_uri())}: {_first_line(exc)}") from None
         return RunRecord(run_id, run.info.status, run.info.experiment_id, dict(run.data.tags), dict(run.data.params),
                          dict(run.data.metrics))
 

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from aepipe.errors import ConfigError, RunNotFoundError
+from aepipe.secrets import mask
 
 #: MLflow run ids (and those of aepipe's in-memory tracker): 32 lowercase hexadecimal digits
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -145,7 +146,7 @@ def get_run(run_id: str):
     try:
         return mlflow.get_run(run_id)
     except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing run
-        raise RunNotFoundError(f"run '{run_id}' not found in {tracking_uri()}: {str(exc).splitlines()[0]}") from None
+        raise RunNotFoundError(f"run '{run_id}' not found in {mask(tracking_uri())}: {str(exc).splitlines()[0]}") from None
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:
