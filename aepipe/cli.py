@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -315,13 +314,13 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
         healed = tuning.heal(st)
         if healed:
             click.echo(f"study '{st.name}': {healed} run(s) left RUNNING by a process that died marked KILLED", err=True)
-        click.echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning._finished(st.study)} of "
+        click.echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning.finished_count(st.study)} of "
                    f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}", err=True)
     from aepipe.training import Interrupted
 
     try:
         if n_workers > 1 and not worker:
-            _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, device or base.device, echo)
+            tuning.spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, device or base.device, echo)
         else:
             tuning.run_worker(pm, st, device=device, echo=echo)
     except Interrupted as exc:
@@ -338,68 +337,6 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
         click.echo(f"study '{st.name}' is complete; the command that ran its last trial records the results "
                    f"on MLflow run {st.parent_run_id}", err=True)
     _print_study(st, as_json)
-
-
-def _spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, placed_on, echo) -> None:
-    """Run ``n_workers`` workers on the study: this process and ``n_workers - 1`` children of
-    the same command. A child that dies is restarted while the study is short (its trial is
-    failed and retried by the others)."""
-    import subprocess
-    import threading
-
-    import torch
-
-    from aepipe import tune as tuning
-
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    placement = tuning.worker_placement(n_workers, placed_on, gpus, os.cpu_count() or 1, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    # the storage URL travels in the environment: a password never shows in the process list
-    args = [sys.executable, "-m", "aepipe.cli", "tune", str(pipeline), "--worker", "--study", st.name,
-            "--n-trials", str(st.settings.n_trials)]
-    for text in overrides:
-        args += ["--set", text]
-    if timeout is not None:
-        args += ["--timeout", str(timeout)]
-    if device is not None:
-        args += ["--device", device]
-
-    def start(i: int):
-        env = {**os.environ, **placement[i].env, "AEPIPE_STORAGE": st.storage_url, tuning.COMMAND_ENV: tuning.command_id()}
-        return subprocess.Popen(args, env=env)
-
-    procs = {i: start(i) for i in range(1, n_workers)}
-    echo(f"study '{st.name}': {n_workers} workers ({placement[0].summary}): "
-         f"this process ({os.getpid()}) and {[p.pid for p in procs.values()]}")
-    done = threading.Event()
-
-    def supervise() -> None:
-        restarts = 0
-        while procs:
-            time.sleep(1.0)
-            for i, proc in list(procs.items()):
-                rc = proc.poll()
-                if rc is None:
-                    continue
-                del procs[i]
-                stopped = rc in (130, -2, -15, 143)  # Ctrl-C or SIGTERM: stopped on purpose, not died
-                if (rc != 0 and not stopped and not done.is_set() and tuning._finished(st.study) < st.settings.n_trials
-                        and restarts < 2 * n_workers):
-                    restarts += 1
-                    echo(f"worker {i} (pid {proc.pid}) exited with {rc}; starting a new one")
-                    procs[i] = start(i)
-                elif rc != 0:
-                    echo(f"worker {i} (pid {proc.pid}) exited with {rc}")
-
-    supervisor = threading.Thread(target=supervise, daemon=True)
-    supervisor.start()
-    if placement[0].gpu is not None:
-        torch.cuda.set_device(placement[0].gpu)
-    torch.set_num_threads(int(placement[0].env["AEPIPE_NUM_THREADS"]))
-    try:
-        tuning.run_worker(pm, st, device=device, echo=echo)
-    finally:
-        done.set()
-        supervisor.join()
 
 
 def _print_study(st, as_json: bool) -> None:

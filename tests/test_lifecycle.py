@@ -13,17 +13,16 @@ import sys
 import time
 import types
 
-import numpy as np
 import pytest
 import torch
 
 from aepipe import hookimpl
 from aepipe.config import resolve
-from aepipe.errors import ConfigError, PluginError
+from aepipe.errors import ConfigError
 from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import Interrupted, train
 
-from conftest import PIPELINES, ROOT
+from conftest import PIPELINES
 from helpers import sigint_at_epoch_end
 
 QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]

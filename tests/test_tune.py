@@ -120,6 +120,7 @@ def test_two_workers_share_a_postgres_study_exactly(postgres_url, home):
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 6
     assert len({t.number for t in study.trials}) == len(study.trials)
+    assert len(study.trials) == 6, "no surplus trial: claims are serialized by the study's lock"
     assert len({t.user_attrs["aepipe.worker"] for t in finished}) >= 2  # both workers ran trials
     parent = study.user_attrs["aepipe.mlflow_parent_run_id"]
     client = _client(home)

@@ -1,0 +1,181 @@
+"""What a study records in the tracker: its parent run, the runs its dead processes left
+RUNNING, and its results (best trials, Optuna's plots, the best model in the registry)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+from aepipe.errors import AepipeError
+from aepipe.tune.settings import COMMAND_ATTR, PARENT_ATTR, RUN_ATTR, Study, mask_url
+from aepipe.tune.worker import finished_count, command_id
+
+
+def ensure_parent_run(st: Study) -> str:
+    """The study's MLflow parent run: found through the study's user attributes (so workers on
+    other machines nest under the same run), created by the first worker."""
+    from aepipe.tracking import default_tracker
+
+    tracker = default_tracker()
+    run_id = st.study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        st.parent_run_id = run_id
+        record = tracker.get_run(run_id)
+        st.experiment_id = record.experiment_id
+        if record.status in ("KILLED", "FAILED"):  # its command was stopped: the study goes on
+            tracker.reopen(run_id)
+        return run_id
+    parent = tracker.start(st.experiment, run_name=f"study {st.name}", lease=False, tags={
+        "aepipe.study": st.name,
+        "aepipe.role": "study",
+        "aepipe.tune.storage": mask_url(st.storage_url),
+        "aepipe.pipeline": str(st.pipeline_path),
+        "mlflow.note.content": f"Optuna study '{st.name}': one child run per trial.",
+    })
+    st.experiment_id = tracker.get_run(parent.run_id).experiment_id
+    st.study.set_user_attr(PARENT_ATTR, parent.run_id)
+    time.sleep(0.2)
+    chosen = st.study.user_attrs.get(PARENT_ATTR)  # another worker may have won the race
+    st.parent_run_id = chosen
+    if chosen != parent.run_id:
+        tracker.delete_run(parent.run_id)
+        return chosen
+    space = {k: v.model_dump(exclude_none=True) for k, v in st.settings.space.items()}
+    parent.log_text(json.dumps({"space": space, "metrics": st.settings.objective_metrics,
+                                "directions": st.settings.objective_directions}, indent=2), "study/space.json")
+    parent.log_params({f"tune.{key}": value for key, value in {
+        "n_trials": st.settings.n_trials, "sampler": st.settings.sampler, "pruner": st.settings.pruner,
+        "metrics": ",".join(st.settings.objective_metrics)}.items()})
+    return chosen
+
+
+def heal(st: Study) -> int:
+    """End KILLED the runs of this study still RUNNING whose process is gone (a command or worker
+    killed outright); returns how many. Runs held by a live process, here or elsewhere, stay."""
+    from aepipe.errors import ConfigError
+    from aepipe.tracking import default_tracker
+    from aepipe.tracking.base import LEASE_OWNER, check_lease
+
+    tracker = default_tracker()
+    healed = 0
+    for record in tracker.find_runs(st.experiment_id, {"aepipe.study": st.name}):
+        if record.status != "RUNNING" or LEASE_OWNER not in record.tags:
+            continue
+        try:
+            check_lease(record, "heal")
+        except ConfigError:  # its process lives: not ours to end
+            continue
+        if tracker.end_run(record.run_id, "KILLED", f"its process ({record.tags[LEASE_OWNER]}) died; ended when the study ran again"):
+            healed += 1
+    return healed
+
+
+def best_trials(study) -> list:
+    from optuna.trial import TrialState
+
+    if len(study.directions) > 1:
+        return study.best_trials
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [study.best_trial] if done else []
+
+
+def records_results(st: Study) -> bool:
+    """Whether this command should record the study's results (:func:`finish`). Commands on
+    several machines share a study; one records: the one whose workers finished the last trial.
+    A command that ran no trial records too (it was started again on a study whose results may
+    never have been recorded), and so does each command of a study that ended short of its
+    trials (a timeout)."""
+    from optuna.trial import TrialState
+
+    me = command_id()
+    finished = st.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if len(finished) < st.settings.n_trials or not any(t.user_attrs.get(COMMAND_ATTR) == me for t in finished):
+        return True
+    last = max(finished, key=lambda t: (t.datetime_complete, t.number))
+    return last.user_attrs.get(COMMAND_ATTR) == me
+
+
+def finish(st: Study, register: bool = True) -> None:
+    """Record the study's results on its parent run: best params and values, Optuna's plots,
+    and the best trial's model in the Model Registry under the study's name."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+    from mlflow.exceptions import MlflowException
+    from optuna.trial import TrialState
+
+    from aepipe.tracking import default_tracker
+
+    tracker = default_tracker()
+    parent = tracker.open(st.parent_run_id)
+    study = st.study
+    best = best_trials(study)
+    metrics = st.settings.objective_metrics
+    summary = {
+        "study": st.name,
+        "finished_trials": finished_count(study),
+        "states": {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState},
+        "best": [{"number": t.number, "values": dict(zip(metrics, t.values)), "params": t.params,
+                  "run_id": t.user_attrs.get(RUN_ATTR)} for t in best],
+    }
+    parent.log_text(json.dumps(summary, indent=2), "study/best_trials.json")
+    if best:
+        top = best[0]
+        tags = {f"best.{k}": str(v) for k, v in top.params.items()}
+        tags.update({"best.trial": str(top.number), "best.run_id": top.user_attrs.get(RUN_ATTR, "")})
+        # commands on two machines may record the results at the same moment: a tracking
+        # server's database then refuses one of two simultaneous first writes of a tag
+        _retrying(lambda: parent.set_tags(tags), MlflowException)
+        parent.log_metrics({f"best.{m}": v for m, v in zip(metrics, top.values)}, 0)
+    figures = []
+    try:
+        if len(study.directions) == 1:
+            figures.append((ovm.plot_optimization_history(study).figure, "study/optimization_history.png"))
+        else:
+            figures.append((ovm.plot_pareto_front(study, target_names=metrics).figure, "study/pareto_front.png"))
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(complete) >= 2 and len(st.distributions) >= 1:
+            target = None if len(study.directions) == 1 else (lambda t: t.values[0])
+            figures.append((ovm.plot_param_importances(study, target=target, target_name=metrics[0]).figure, "study/param_importances.png"))
+        if len(study.directions) == 1:
+            figures.append((ovm.plot_intermediate_values(study).figure, "study/intermediate_values.png"))
+    except Exception as exc:  # noqa: BLE001 - a plot that cannot be drawn must not lose the study
+        parent.set_tags({"aepipe.plot_error": f"{type(exc).__name__}: {exc}"[:500]})
+    for fig, name in figures:
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()
+        parent.log_figure(fig, name)
+        plt.close(fig)
+    if register and best and best[0].user_attrs.get(RUN_ATTR):
+        tracker.register_model(st.name, best[0].user_attrs[RUN_ATTR])
+    _retrying(lambda: parent.finish("FINISHED"), (MlflowException, AepipeError))
+
+
+def _retrying(call, retry_on: type[Exception] | tuple[type[Exception], ...], attempts: int = 3):
+    """``call()``, tried again after a short random pause while it raises ``retry_on``: for
+    writes that processes on several machines may race to make first."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except retry_on:
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 + random.random())
+
+
+def summary_rows(study, metrics: list[str], limit: int = 10) -> list[dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) > 1:
+        ranked = study.best_trials
+    else:
+        sign = 1 if study.direction.name == "MINIMIZE" else -1
+        ranked = sorted(done, key=lambda t: sign * t.value)
+    return [{"trial": t.number, **{m: v for m, v in zip(metrics, t.values)}, **t.params,
+             "seconds": t.duration.total_seconds() if t.duration else None, "run_id": t.user_attrs.get(RUN_ATTR, "")}
+            for t in ranked[:limit]]

@@ -1,0 +1,169 @@
+"""The ``[tune]`` section: its settings, its search space (checked against the pipeline before
+any trial runs) and a study's identity. Light: imports no Optuna at module level."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aepipe.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aepipe.plugins import AepipePluginManager
+
+#: what aepipe keeps on each Optuna trial and study
+WORKER_ATTR = "aepipe.worker"  # host:pid of the worker that ran a trial
+COMMAND_ATTR = "aepipe.command"  # the `aepipe tune` command (host:pid) whose worker ran a trial
+COMMAND_ENV = "AEPIPE_TUNE_COMMAND"  # tells a worker process which command started it
+RUN_ATTR = "aepipe.mlflow_run_id"
+PARENT_ATTR = "aepipe.mlflow_parent_run_id"
+FAIL_ATTR = "aepipe.fail_reason"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParamSpec(_Strict):
+    """One search-space entry: ``type`` int, float or categorical."""
+
+    type: Literal["int", "float", "categorical"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[list[Union[bool, int, float, str]]] = None
+
+
+class TuneSettings(_Strict):
+    """The ``[tune]`` section of a pipeline file."""
+
+    n_trials: int = Field(20, ge=1, description="finished (complete or pruned) trials the study should hold")
+    timeout: Optional[float] = Field(None, gt=0, description="seconds after which this invocation starts no new trial")
+    metric: Optional[str] = None
+    direction: Optional[Literal["minimize", "maximize"]] = None
+    metrics: Optional[list[str]] = None
+    directions: Optional[list[Literal["minimize", "maximize"]]] = None
+    sampler: Literal["tpe", "random", "nsgaii", "qmc", "gp"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    warmup_epochs: int = Field(3, ge=0, description="epochs before the median pruner may prune")
+    seed: Optional[int] = 0
+    max_failures: Optional[int] = Field(None, ge=1, description="stop after this many failed trials in one worker (default: n_trials)")
+    space: dict[str, ParamSpec] = {}
+
+    @model_validator(mode="after")
+    def _objectives(self) -> "TuneSettings":
+        if self.metrics is not None or self.directions is not None:
+            if self.metric is not None or self.direction is not None:
+                raise ValueError("give either metric/direction or metrics/directions, not both")
+            if not self.metrics or not self.directions or len(self.metrics) != len(self.directions):
+                raise ValueError("metrics and directions must be lists of the same length")
+        return self
+
+    @property
+    def objective_metrics(self) -> list[str]:
+        return self.metrics or [self.metric or "val_loss"]
+
+    @property
+    def objective_directions(self) -> list[str]:
+        return self.directions or [self.direction or "minimize"]
+
+
+def _distribution(key: str, spec: ParamSpec, where: str):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    try:
+        if spec.type == "categorical":
+            if not spec.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+            return CategoricalDistribution(spec.choices)
+        if spec.low is None or spec.high is None:
+            raise ValueError(f"{spec.type} needs 'low' and 'high'")
+        if spec.low > spec.high:
+            raise ValueError(f"empty range: low {spec.low} > high {spec.high}")
+        if spec.type == "int":
+            if spec.low != int(spec.low) or spec.high != int(spec.high):
+                raise ValueError("int bounds must be whole numbers")
+            return IntDistribution(int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1))
+        return FloatDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [tune.space] '{key}': {exc}") from None
+
+
+def _probe_values(dist) -> list[Any]:
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high]
+
+
+@dataclass
+class Study:
+    """A pipeline's study: settings, Optuna study, MLflow experiment and parent run."""
+
+    pipeline_path: Path
+    overrides: tuple[str, ...]
+    settings: TuneSettings
+    distributions: dict[str, Any]
+    name: str
+    storage_url: str
+    experiment: str = "aepipe"
+    study: Any = None
+    experiment_id: str = ""
+    parent_run_id: str = ""
+
+
+def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...] = (), study_name: str | None = None,
+            storage_url: str | None = None, n_trials: int | None = None) -> Study:
+    """Validate the ``[tune]`` section and every search-space entry against the pipeline, before
+    any trial runs."""
+    from aepipe.config import resolve
+
+    path = Path(path)
+    base = resolve(pm, path, overrides)
+    raw = base.settings.tune
+    if not raw:
+        raise ConfigError(f"{path}: no [tune] section: add one with a [tune.space] table (see pipelines/vanilla.toml)")
+    try:
+        settings = TuneSettings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{path}: [tune] {loc + ': ' if loc else ''}{err['msg']}") from None
+    if n_trials is not None:
+        settings.n_trials = n_trials
+    if not settings.space:
+        raise ConfigError(f"{path}: [tune.space] is empty: name at least one setting to search")
+    if len(settings.objective_metrics) > 1 and settings.pruner != "none":
+        settings.pruner = "none"  # Optuna prunes single-objective studies only
+    distributions = {}
+    flat = base.flat()
+    for key, spec in settings.space.items():
+        dist = _distribution(key, spec, str(path))
+        for value in _probe_values(dist):
+            try:
+                probe = resolve(pm, path, overrides, values={key: value}, values_origin="[tune.space]")
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: [tune.space] '{key}' = {value!r} is not valid here: {exc}") from None
+            if key not in probe.flat() and key not in flat:
+                raise ConfigError(f"{path}: [tune.space] '{key}' is not a setting of this pipeline")
+        distributions[key] = dist
+    return Study(path, tuple(overrides), settings, distributions, study_name or path.stem, storage_url or default_storage_url(),
+                 experiment=base.settings.tracking.experiment)
+
+
+def default_storage_url() -> str:
+    from aepipe import tracking
+
+    return f"journal:///{tracking.local_root() / 'optuna.journal'}"
+
+
+def mask_url(url: str) -> str:
+    """The storage URL with its secrets replaced by *** (see :func:`aepipe.secrets.mask`)."""
+    from aepipe.secrets import mask
+
+    return mask(url)
