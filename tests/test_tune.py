@@ -523,10 +523,12 @@ def test_study_names_are_data(home, tmp_path, name):
     assert len(tagged) == 5 and all(r.info.status != "RUNNING" for r in tagged)
 
 
-def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path):
-    """Ctrl-C to `aepipe tune` (the terminal signals the command and its workers): every worker
-    stops, the trials' runs and the study's parent run are KILLED, nothing is left RUNNING, and
-    the same command again completes the study to exactly n_trials on the same parent run."""
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path, how):
+    """Ctrl-C to `aepipe tune` (the terminal signals the command and its workers), or SIGTERM to
+    the command alone (a scheduler's): every worker stops within seconds, the trials' runs and
+    the study's parent run are KILLED, nothing is left RUNNING, and the same command again
+    completes the study to exactly n_trials on the same parent run."""
     from optuna.trial import TrialState
 
     path = _write(tmp_path, """
@@ -558,8 +560,15 @@ def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path):
             continue
         if len(running) == 2:
             break
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    children = {int(t.user_attrs["aepipe.worker"].rsplit(":", 1)[1]) for t in running} - {proc.pid}
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    for child in children:  # gone with their command
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)
     assert proc.returncode == 130, err[-3000:]
     assert "run the same `aepipe tune` command again to continue the study" in err
     client = _client(home)

@@ -107,6 +107,26 @@ def spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, place
     torch.set_num_threads(int(placement[0].env["AEPIPE_NUM_THREADS"]))
     try:
         run_worker(pm, st, device=device, echo=echo)
+    except BaseException:  # Ctrl-C, SIGTERM or an error here: the children stop too
+        done.set()
+        stop_children(list(procs.values()))
+        raise
     finally:
         done.set()
         supervisor.join()
+
+
+def stop_children(procs: list, grace: float = 30.0) -> None:
+    """Ask each child worker to stop (SIGTERM: its trial stops between batches, its run KILLED),
+    and kill any still there after ``grace`` seconds."""
+    import signal
+
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+            proc.kill()
