@@ -523,21 +523,15 @@ def test_study_names_are_data(home, tmp_path, name):
     assert len(tagged) == 5 and all(r.info.status != "RUNNING" for r in tagged)
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path, how):
-    """Ctrl-C to `aepipe tune` (the terminal signals the command and its workers), or SIGTERM to
-    the command alone (a scheduler's): every worker stops within seconds, the trials' runs and
-    the study's parent run are KILLED, nothing is left RUNNING, and the same command again
-    completes the study to exactly n_trials on the same parent run."""
-    from optuna.trial import TrialState
-
-    path = _write(tmp_path, """
+def _long_study(tmp_path: Path, experiment: str) -> Path:
+    """A 3-trial study whose trials train long enough (400 epochs) to be stopped mid-trial."""
+    return _write(tmp_path, f"""
         variant = "vanilla"
         [train]
         epochs = 400
         patience = 0
         [tracking]
-        experiment = "stopped"
+        experiment = "{experiment}"
         log_model = false
         log_images = false
         log_dataset = false
@@ -546,21 +540,41 @@ def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path, 
         sampler = "random"
         pruner = "none"
         [tune.space]
-        "train.lr" = { type = "float", low = 1e-4, high = 1e-2, log = true }
+        "train.lr" = {{ type = "float", low = 1e-4, high = 1e-2, log = true }}
     """)
-    proc = subprocess.Popen([*CLI, "tune", str(path), "--n-workers", "2"], env=_env(home), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    storage = f"journal:///{home / 'optuna.journal'}"
-    deadline = time.time() + 120
+
+
+def _training_workers(storage: str, want: int = 2, timeout: float = 120) -> set[int]:
+    """The pids of the workers whose trials have started their runs, once there are ``want``."""
+    from optuna.trial import TrialState
+
+    deadline = time.time() + timeout
     while time.time() < deadline:
         time.sleep(0.5)
         try:
-            running = [t for t in _load("t", storage).trials if t.state == TrialState.RUNNING and "aepipe.mlflow_run_id" in t.user_attrs]
+            trials = _load("t", storage).trials
         except Exception:  # noqa: BLE001 - not created yet
             continue
-        if len(running) == 2:
-            break
-    children = {int(t.user_attrs["aepipe.worker"].rsplit(":", 1)[1]) for t in running} - {proc.pid}
+        workers = {int(t.user_attrs["aepipe.worker"].rsplit(":", 1)[1]) for t in trials
+                   if t.state == TrialState.RUNNING and "aepipe.mlflow_run_id" in t.user_attrs}
+        if len(workers) >= want:
+            return workers
+    raise AssertionError(f"{want} workers never trained at once")
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path, how):
+    """Ctrl-C to `aepipe tune` (the terminal signals the command and its workers), or SIGTERM to
+    the command alone (a scheduler's): every worker stops within seconds, the trials' runs and
+    the study's parent run are KILLED, nothing is left RUNNING, and the same command again
+    completes the study to exactly n_trials on the same parent run."""
+    from optuna.trial import TrialState
+
+    path = _long_study(tmp_path, "stopped")
+    proc = subprocess.Popen([*CLI, "tune", str(path), "--n-workers", "2"], env=_env(home), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    storage = f"journal:///{home / 'optuna.journal'}"
+    children = _training_workers(storage) - {proc.pid}
     if how == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)
     else:
@@ -593,37 +607,11 @@ def test_a_killed_command_stops_its_workers_and_running_it_again_heals_the_study
     n_trials and leaves no run RUNNING."""
     from optuna.trial import TrialState
 
-    path = _write(tmp_path, """
-        variant = "vanilla"
-        [train]
-        epochs = 400
-        patience = 0
-        [tracking]
-        experiment = "killed"
-        log_model = false
-        log_images = false
-        log_dataset = false
-        [tune]
-        n_trials = 3
-        sampler = "random"
-        pruner = "none"
-        [tune.space]
-        "train.lr" = { type = "float", low = 1e-4, high = 1e-2, log = true }
-    """)
+    path = _long_study(tmp_path, "killed")
     proc = subprocess.Popen([*CLI, "tune", str(path), "--n-workers", "2"], env=_env(home), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    workers = _training_workers(f"journal:///{home / 'optuna.journal'}")
     storage = f"journal:///{home / 'optuna.journal'}"
-    deadline = time.time() + 120
-    workers: set[int] = set()
-    while time.time() < deadline and len(workers) < 2:
-        time.sleep(0.5)
-        try:
-            trials = _load("t", storage).trials
-        except Exception:  # noqa: BLE001 - not created yet
-            continue
-        workers = {int(t.user_attrs["aepipe.worker"].rsplit(":", 1)[1]) for t in trials
-                   if t.state == TrialState.RUNNING and "aepipe.mlflow_run_id" in t.user_attrs}
-    assert len(workers) == 2, "both workers must be training"
     proc.kill()
     proc.communicate(timeout=30)
     child = next(pid for pid in workers if pid != proc.pid)
