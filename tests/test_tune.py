@@ -149,6 +149,7 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
 
     proc = subprocess.Popen([*CLI, "tune", str(PIPELINES / "vanilla.toml"), "--study", "pg-kill", "--storage", postgres_url,
                              "--n-trials", "5", "--n-workers", "2", "--set", "train.epochs=300", "--set", "tune.pruner=none",
+                             "--set", "train.checkpoint_seconds=0",  # a checkpoint every epoch: leftovers to clean
                              "--set", "tracking.log_model=false", "--set", "tracking.log_images=false"],
                             env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     victim = None
@@ -165,7 +166,8 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]
         running = [t for t in study.trials if t.state == TrialState.RUNNING and "aepipe.worker" in t.user_attrs
                    and "aepipe.mlflow_run_id" in t.user_attrs  # its run has started
-                   and not t.user_attrs["aepipe.worker"].endswith(f":{proc.pid}")]  # a child, not the command itself
+                   and not t.user_attrs["aepipe.worker"].endswith(f":{proc.pid}")  # a child, not the command itself
+                   and _client(home).get_metric_history(t.user_attrs["aepipe.mlflow_run_id"], "loss")]  # epochs logged
         if done and running:
             victim = running[0]
     if victim is None:
@@ -189,6 +191,8 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
     assert dead_run != retried[0].user_attrs["aepipe.mlflow_run_id"]
     run = _client(home).get_run(dead_run)
     assert run.info.status == "FAILED" and re.search(r"worker \S+:\d+ (died|stopped its heartbeat)", run.data.tags["aepipe.error"])
+    assert _client(home).get_metric_history(dead_run, "loss"), "it had logged epochs when it was killed"
+    assert not (home / "checkpoints" / dead_run).exists(), "the dead trial's checkpoint is removed"
 
 
 def test_pruning_study_prunes_and_marks_runs(home, tmp_path):

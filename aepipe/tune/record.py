@@ -10,7 +10,7 @@ from typing import Any
 
 from aepipe.errors import AepipeError
 from aepipe.tune.settings import COMMAND_ATTR, PARENT_ATTR, RUN_ATTR, Study, mask_url
-from aepipe.tune.worker import finished_count, command_id
+from aepipe.tune.worker import command_id, finished_count, remove_leftovers
 
 
 def ensure_parent_run(st: Study) -> str:
@@ -68,6 +68,7 @@ def heal(st: Study) -> int:
         except ConfigError:  # its process lives: not ours to end
             continue
         if tracker.end_run(record.run_id, "KILLED", f"its process ({record.tags[LEASE_OWNER]}) died; ended when the study ran again"):
+            remove_leftovers(tracker, record.run_id)
             healed += 1
     return healed
 

@@ -35,12 +35,22 @@ class ObjectiveError(ConfigError):
 
 
 def end_trial_run(trial, reason: str) -> None:
-    """End the MLflow run of a trial whose worker died FAILED, with ``reason``."""
+    """End the MLflow run of a trial whose worker died FAILED, with ``reason``, and remove what
+    the dead process left on this machine (its checkpoint: the trial is retried from scratch)."""
     from aepipe.tracking import default_tracker
 
     run_id = trial.user_attrs.get(RUN_ATTR)
     if run_id:
-        default_tracker().end_run(run_id, "FAILED", reason)
+        tracker = default_tracker()
+        tracker.end_run(run_id, "FAILED", reason)
+        remove_leftovers(tracker, run_id)
+
+
+def remove_leftovers(tracker, run_id: str) -> None:
+    """Delete a dead run's local checkpoint folder, if it is on this machine."""
+    import shutil
+
+    shutil.rmtree(tracker.checkpoint_dir(run_id), ignore_errors=True)
 
 
 class FailAndEnd:
