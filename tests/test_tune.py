@@ -193,6 +193,8 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
     assert run.info.status == "FAILED" and re.search(r"worker \S+:\d+ (died|stopped its heartbeat)", run.data.tags["aepipe.error"])
     assert _client(home).get_metric_history(dead_run, "loss"), "it had logged epochs when it was killed"
     assert not (home / "checkpoints" / dead_run).exists(), "the dead trial's checkpoint is removed"
+    client = _client(home)
+    assert not [r.info.run_id for r in client.search_runs([run.info.experiment_id]) if r.info.status == "RUNNING"]
 
 
 def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
@@ -639,3 +641,37 @@ def test_a_killed_command_stops_its_workers_and_running_it_again_heals_the_study
     runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
     assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     assert sum(r.info.status == "KILLED" for r in runs) >= 2  # the command's own trial and its worker's
+
+
+def test_a_stop_while_a_trial_finishes_stops_the_worker_before_the_next(aepipe_pm, aepipe_plugin, home, tmp_path):
+    """Ctrl-C that lands while a trial is finishing (its test evaluation, its figures): the trial
+    completes, and the worker stops instead of starting the next one."""
+    import types
+
+    from aepipe import hookimpl
+    from aepipe import tune
+    from aepipe.training import Interrupted
+
+    plugin = types.ModuleType("late_sigint")
+    plugin.aepipe_run_end = hookimpl(lambda run, metrics: os.kill(os.getpid(), signal.SIGINT))
+    aepipe_plugin(plugin, name="late_sigint")
+    path = _write(tmp_path, """
+        variant = "vanilla"
+        [train]
+        epochs = 2
+        [tracking]
+        log_model = false
+        log_images = false
+        log_dataset = false
+        [tune]
+        n_trials = 3
+        pruner = "none"
+        [tune.space]
+        "train.lr" = { type = "float", low = 0.001, high = 0.01 }
+    """)
+    st = tune.prepare(aepipe_pm, path)
+    tune.open_study(st, epochs=2)
+    tune.ensure_parent_run(st)
+    with pytest.raises(Interrupted, match=r"stopped by SIGINT between trials; run the same `aepipe tune` command again"):
+        tune.run_worker(aepipe_pm, st, echo=lambda line: None)
+    assert [t.state.name for t in st.study.trials] == ["COMPLETE"]

@@ -25,6 +25,12 @@ class Stopped(Exception):
         self.signal_name, self.position, self.batches = signal_name, position, batches
 
 
+#: the signal that last asked this process to stop (None: none did). A stop that arrives while a
+#: run is finishing lets the run finish; whatever runs runs after it (a tuning worker) checks this.
+PROCESS_STOP: str | None = None
+_DEPTH = 0  # StopRequests entered and not yet left
+
+
 class StopRequest:
     """While a run trains, Ctrl-C (SIGINT) and SIGTERM ask it to stop at the next batch boundary,
     where it writes a checkpoint of exactly where it stands; a second Ctrl-C interrupts at once.
@@ -42,17 +48,24 @@ class StopRequest:
         self.signal_name = name
 
     def _handle(self, signum: int, frame: Any) -> None:
+        global PROCESS_STOP
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C
-        self.signal_name = signal.Signals(signum).name
+        self.signal_name = PROCESS_STOP = signal.Signals(signum).name
 
     def __enter__(self) -> "StopRequest":
+        global PROCESS_STOP, _DEPTH
+        if _DEPTH == 0:  # the outermost: a new command's or run's stop, not an old one's
+            PROCESS_STOP = None
+        _DEPTH += 1
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        global _DEPTH
+        _DEPTH -= 1
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()

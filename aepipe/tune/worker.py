@@ -93,11 +93,20 @@ def recover_dead_trials(study) -> int:
 
 
 def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, poll: float = 2.0, echo=print) -> dict[str, int]:
-    """Run trials until the study holds ``n_trials`` finished trials (or the timeout passes)."""
+    """Run trials until the study holds ``n_trials`` finished trials (or the timeout passes).
+    Ctrl-C or SIGTERM stops it: the trial in training between two batches (its run KILLED), or
+    between trials, never in the middle of a write to the study."""
+    from aepipe.training.epoch import StopRequest
+
+    with StopRequest():
+        return _run_worker(pm, st, device, poll, echo)
+
+
+def _run_worker(pm: AepipePluginManager, st: Study, device: str | None, poll: float, echo) -> dict[str, int]:
     from optuna.trial import TrialState
 
     from aepipe.config import resolve
-    from aepipe.training import Interrupted, train
+    from aepipe.training import Interrupted, epoch, train
 
     study = st.study
     settings = st.settings
@@ -109,6 +118,9 @@ def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, po
     counts = {"complete": 0, "pruned": 0, "failed": 0}
 
     while True:
+        if epoch.PROCESS_STOP:  # a stop asked for between trials, or while a trial was finishing
+            raise Interrupted(f"study '{st.name}' stopped by {epoch.PROCESS_STOP} between trials; "
+                              "run the same `aepipe tune` command again to continue the study")
         recover_dead_trials(study)
         if finished_count(study) >= target:
             break
