@@ -619,7 +619,7 @@ def test_a_killed_command_stops_its_workers_and_running_it_again_heals_the_study
     workers = _training_workers(f"journal:///{home / 'optuna.journal'}")
     storage = f"journal:///{home / 'optuna.journal'}"
     proc.kill()
-    proc.communicate(timeout=30)
+    proc.wait(timeout=30)
     child = next(pid for pid in workers if pid != proc.pid)
     stopped = time.time() + 20
     while time.time() < stopped:

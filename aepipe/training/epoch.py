@@ -42,6 +42,8 @@ class StopRequest:
 
     @property
     def requested(self) -> bool:
+        if self.signal_name is None and PROCESS_STOP is not None:  # asked before this run began
+            self.signal_name = PROCESS_STOP
         return self.signal_name is not None
 
     def request(self, name: str = "a request") -> None:
