@@ -290,6 +290,8 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
     if storage and storage.startswith("sqlite") and n_workers > 1:
         raise ConfigError("--storage sqlite:... is not safe for parallel workers (Optuna's advice); use the default "
                           "journal file (one machine) or postgresql+psycopg://... (many machines)")
+    if worker:  # before anything slow: a command killed meanwhile is noticed at once
+        tuning.stop_with_parent()
     pm = _plugin_manager()
     st = tuning.prepare(pm, pipeline, overrides, study_name, storage, n_trials)
     if timeout is not None:
@@ -308,9 +310,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
         torch.set_num_threads(int(threads))
     tuning.ensure_parent_run(st)
     echo = (lambda line: None) if as_json and not worker else (lambda line: click.echo(line, err=True))
-    if worker:
-        tuning.stop_with_parent()
-    else:
+    if not worker:
         healed = tuning.heal(st)
         if healed:
             click.echo(f"study '{st.name}': {healed} run(s) left RUNNING by a process that died marked KILLED", err=True)

@@ -67,3 +67,36 @@ def test_the_claim_lock_of_a_journal_storage_excludes_other_processes(study, tmp
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with open(f"{tmp_path / 'j.log'}.claim.lock", "a") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+
+
+def test_a_journal_lock_held_by_a_killed_process_is_free_at_once(tmp_path):
+    """A worker killed while it writes the journal (it reports every epoch) must not block the
+    others: Optuna's own symlink lock outlives it for a 30 s grace period."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    path = tmp_path / "j.log"
+    url = f"journal://{path}"
+    storage = adapter.make_storage(url)
+    optuna.create_study(study_name="held", storage=storage)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from aepipe.tune import optuna_adapter as a\n"
+        f"lock = a.make_storage({url!r})._backend._lock\n"
+        "lock.acquire(); print('held', flush=True); time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with open(f"{path}.lock.flock", "a") as probe:  # the holder's lock is a real flock
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    done = threading.Event()
+    write = lambda: (storage.set_study_user_attr(storage.get_study_id_from_name("held"), "k", 1), done.set())  # noqa: E731
+    threading.Thread(target=write, daemon=True).start()
+    assert done.wait(10), "a write to the journal waited on the dead process's lock"
+    assert storage.get_study_user_attrs(storage.get_study_id_from_name("held")) == {"k": 1}

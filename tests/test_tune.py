@@ -10,6 +10,7 @@ import re
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -379,6 +380,20 @@ def test_workers_are_placed_one_per_gpu_among_the_visible_ones():
         placed = worker_placement(2, device, gpus, 2, None)
         assert all("CUDA_VISIBLE_DEVICES" not in p.env and p.gpu is None for p in placed), device
         assert [p.env["AEPIPE_NUM_THREADS"] for p in placed] == ["1", "1"]
+
+
+def test_a_worker_whose_command_died_before_it_watched_stops_at_once():
+    """The worker watches the command pid it was given, not whatever its parent is by then: a
+    command killed while the worker was still starting (it is re-parented already) is noticed."""
+    from aepipe.tune.settings import COMMAND_ENV
+
+    code = "from aepipe.tune import stop_with_parent; import time; stop_with_parent(0.05); time.sleep(1.5); print('alive')"
+    env = {**os.environ, COMMAND_ENV: f"{socket.gethostname()}:{os.getpid() + 10**6}"}  # a pid that is not its parent
+    out = subprocess.run([sys.executable, "-c", code], env=env, timeout=30, capture_output=True, text=True)
+    assert out.returncode == -signal.SIGTERM and "alive" not in out.stdout
+    env[COMMAND_ENV] = f"{socket.gethostname()}:{os.getpid()}"  # its parent, alive: it keeps going
+    out = subprocess.run([sys.executable, "-c", code], env=env, timeout=30, capture_output=True, text=True)
+    assert out.returncode == 0 and "alive" in out.stdout
 
 
 def test_workers_on_two_machines_share_an_mlflow_server(postgres_url, tmp_path):

@@ -38,10 +38,13 @@ def worker_placement(n_workers: int, device: str, gpus: int, cpu_count: int, vis
 
 def stop_with_parent(poll: float = 1.0) -> None:
     """In a worker process: when the command that started it dies, stop as if sent SIGTERM (the
-    trial in training stops between batches, its run KILLED), within ``poll`` seconds or so."""
+    trial in training stops between batches, its run KILLED), within ``poll`` seconds or so. The
+    command is the pid it passed down (``host:pid``), so one that died before this began watching
+    is noticed too."""
     import signal
 
-    parent = os.getppid()
+    command = os.environ.get(COMMAND_ENV, "").rpartition(":")[2]
+    parent = int(command) if command.isdigit() else os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
