@@ -44,6 +44,26 @@ def _plugin_manager():
     return get_plugin_manager()
 
 
+def _one_line_warnings() -> None:
+    """aepipe's own warnings (a skipped plugin) as one line on stderr, each once per command;
+    other warnings as Python shows them."""
+    import warnings
+
+    shown: set[str] = set()
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("aepipe"):
+            text = str(message)
+            if text not in shown:
+                shown.add(text)
+                click.echo(f"Warning: {text}", err=True)
+            return
+        default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 class _Reporter:
     """A live progress bar on a terminal, one plain line per epoch otherwise."""
 
@@ -155,12 +175,15 @@ def plugins(as_json: bool, check: bool, only: str | None) -> None:
     """List installed plugins: distribution, version, hooks and components."""
     pm = _plugin_manager()
     registry = pm.registry
-    if check:
-        from aepipe.errors import PluginError
+    from aepipe.errors import PluginError
 
+    if check:
         if only is not None and only not in pm.infos:
+            if only in pm.failures:
+                raise PluginError(f"--plugin {only}: {pm.failures[only].describe()}")
             raise PluginError(f"--plugin {only}: no such plugin; installed: {', '.join(sorted(pm.infos))}")
-        problems = _check_plugins(pm, only)
+        problems = [f"{f.describe()}" for name, f in sorted(pm.failures.items()) if only in (None, name)]
+        problems += _check_plugins(pm, only)
         for line in problems:
             click.echo(f"problem: {line}", err=True)
         if problems:
@@ -176,12 +199,20 @@ def plugins(as_json: bool, check: bool, only: str | None) -> None:
             "module": info.module,
             "hooks": pm.hooks_of(name),
             "components": registry.by_plugin(name),
+            "failed": None,
         })
+    for name, failure in sorted(pm.failures.items()):
+        info = failure.info
+        rows.append({"name": name, "distribution": info.dist, "version": info.version, "module": info.module,
+                     "hooks": [], "components": {}, "failed": f"{failure.stage}: {failure.cause}"})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         click.echo(f"{row['name']}  ({row['distribution'] or 'no distribution'} {row['version'] or ''})  {row['module']}")
+        if row["failed"]:
+            click.echo(f"    FAILED to {row['failed']}")
+            continue
         click.echo(f"    hooks: {', '.join(row['hooks'])}")
         for kind, names in row["components"].items():
             click.echo(f"    {kind}s: {', '.join(names)}")
@@ -488,6 +519,7 @@ def _add_plugin_commands(group: click.Group) -> None:
 
 
 def main() -> None:
+    _one_line_warnings()
     _add_plugin_commands(cli)
     try:
         cli(prog_name="aepipe")

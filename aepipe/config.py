@@ -362,7 +362,8 @@ def resolve(
         except ConfigError as exc:
             raise ConfigError(f"{source}: variant: {exc}") from None
         variant_tree = copy.deepcopy(variant.defaults)
-        origins.update(_origins(variant_tree, f"variant '{variant_name}'"))
+        # a bad default is the registering plugin's, not the one that owns the component
+        origins.update(_origins(variant_tree, f"variant '{variant_name}' of {registry.source('variant', variant_name).describe()}"))
 
     merged = variant_tree
     origins.update(_origins(file_tree, source))

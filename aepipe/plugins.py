@@ -7,14 +7,22 @@ alike. Environment switches:
 * ``AEPIPE_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry point except those named in
   ``AEPIPE_PLUGINS=a,b``.
 * ``AEPIPE_TRACE_HOOKS=1``: print every hook call and its result to stderr.
+* ``AEPIPE_STRICT_PLUGINS=1``: a plugin that fails to load, register or validate is an error
+  (exit 2) instead of being skipped with a warning (for a plugin author's CI).
+
+A plugin that fails is skipped: one :class:`PluginWarning` line names its distribution, entry
+point and cause, ``pm.failures`` keeps it, and everything else works. Entry points load in a
+fixed order, aepipe's own first, so a third party's clash never knocks out a first-party plugin.
 
 Importing this module imports neither torch nor any plugin.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Iterable
@@ -29,6 +37,7 @@ ENV_BLOCK = "AEPIPE_BLOCK_PLUGINS"
 ENV_NO_AUTOLOAD = "AEPIPE_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "AEPIPE_PLUGINS"
 ENV_TRACE = "AEPIPE_TRACE_HOOKS"
+ENV_STRICT = "AEPIPE_STRICT_PLUGINS"
 
 #: Registration hook of each component kind (from the one table in aepipe.kinds).
 KIND_HOOKS = kinds.HOOKS
@@ -54,6 +63,25 @@ class PluginInfo:
         return where
 
 
+class PluginWarning(UserWarning):
+    """A plugin failed and was skipped (``AEPIPE_STRICT_PLUGINS=1`` makes it an error)."""
+
+
+@dataclass
+class PluginFailure:
+    """A plugin that was skipped: where it came from, what it failed at, and why."""
+
+    info: PluginInfo
+    stage: str  #: "load", "register" or "validate"
+    cause: str
+
+    def describe(self) -> str:
+        where = self.info.describe()
+        if self.info.entry_point:
+            where += f", entry point '{self.info.entry_point}'"
+        return f"{where} failed to {self.stage}: {self.cause}"
+
+
 def _split_env(name: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
 
@@ -71,8 +99,9 @@ class _Entry:
 class Registry:
     """Components by kind and name, each remembered with the plugin that registered it."""
 
-    def __init__(self) -> None:
+    def __init__(self, failures: dict[str, PluginFailure] | None = None) -> None:
         self._entries: dict[str, dict[str, _Entry]] = {kind: {} for kind in KINDS}
+        self.failures = failures if failures is not None else {}
 
     def add(self, kind: str, obj: Any, source: PluginInfo) -> Any:
         from aepipe import components
@@ -112,7 +141,9 @@ class Registry:
             return self._entries[kind][name].obj
         except KeyError:
             available = ", ".join(sorted(self._entries[kind])) or "(none registered)"
-            raise ConfigError(f"unknown {kind} '{name}'; available: {available}") from None
+            failed = "; ".join(f"{f.info.describe()}: {f.cause}" for f in self.failures.values())
+            hint = f"; plugins that failed and might provide it: {failed}" if failed else ""
+            raise ConfigError(f"unknown {kind} '{name}'; available: {available}{hint}") from None
 
     def source(self, kind: str, name: str) -> PluginInfo:
         return self._entries[kind][name].source
@@ -122,6 +153,12 @@ class Registry:
 
     def items(self, kind: str) -> Iterable[tuple[str, Any]]:
         return ((name, entry.obj) for name, entry in sorted(self._entries[kind].items()))
+
+    def drop_plugin(self, plugin: str) -> None:
+        """Forget every component ``plugin`` registered (it failed part way)."""
+        for entries in self._entries.values():
+            for name in [n for n, e in entries.items() if e.source.name == plugin]:
+                del entries[name]
 
     def by_plugin(self, plugin: str) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -139,7 +176,20 @@ class AepipePluginManager(pluggy.PluginManager):
         super().__init__(GROUP)
         self.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        self.failures: dict[str, PluginFailure] = {}
         self._registry: Registry | None = None
+
+    def fail(self, info: PluginInfo, stage: str, cause: str, error: PluginError, registered: bool = True) -> None:
+        """Skip a plugin that failed: unregister it (when ``registered``), remember why, warn in
+        one line; with ``AEPIPE_STRICT_PLUGINS=1`` raise ``error`` instead."""
+        failure = PluginFailure(info, stage, " ".join(cause.split()))
+        if _env_flag(ENV_STRICT):
+            raise error
+        if registered and self.get_plugin(info.name) is not None:
+            self.unregister(name=info.name)
+        self.infos.pop(info.name, None)
+        self.failures[info.name] = failure
+        warnings.warn(f"{failure.describe()}; skipped (block it with {ENV_BLOCK}={info.name})", PluginWarning, stacklevel=2)
 
     def register_plugin(self, plugin: Any, name: str | None = None, info: PluginInfo | None = None) -> str:
         """Register ``plugin`` (a module or object with hookimpls), validating its hooks."""
@@ -160,13 +210,14 @@ class AepipePluginManager(pluggy.PluginManager):
         return name
 
     def load_entry_points(self) -> None:
-        """Load the ``aepipe`` entry points, honouring the blocking and autoload switches."""
+        """Load the ``aepipe`` entry points, honouring the blocking and autoload switches. A
+        plugin that fails to load, register or validate is skipped (see :meth:`fail`)."""
         blocked = set(_split_env(ENV_BLOCK))
         for name in blocked:
             self.set_blocked(name)
         wanted = set(_split_env(ENV_PLUGINS))
         autoload = not _env_flag(ENV_NO_AUTOLOAD)
-        for ep in metadata.entry_points(group=GROUP):
+        for ep in _ordered(metadata.entry_points(group=GROUP)):
             if ep.name in blocked or self.has_plugin(ep.name):
                 continue
             if not autoload and ep.name not in wanted:
@@ -182,22 +233,38 @@ class AepipePluginManager(pluggy.PluginManager):
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
-                raise PluginError(
+                cause = f"{type(exc).__name__}: {exc}"
+                self.fail(info, "load", cause, PluginError(
                     f"plugin '{ep.name}' failed to load (entry point '{info.entry_point}' of "
                     f"{info.dist or 'an unknown distribution'} {info.version or ''}): "
-                    f"{type(exc).__name__}: {exc}; block it with {ENV_BLOCK}={ep.name}",
-                    plugin=ep.name,
-                ) from exc
-            self.register_plugin(plugin, name=ep.name, info=info)
+                    f"{cause}; block it with {ENV_BLOCK}={ep.name}", plugin=ep.name), registered=False)
+                continue
+            try:
+                self.register_plugin(plugin, name=ep.name, info=info)
+            except PluginError as exc:
+                self.fail(info, "register", str(exc), exc, registered=False)
         self.validate()
 
     def validate(self) -> None:
-        try:
-            self.check_pending()
-        except pluggy.PluginValidationError as exc:
-            info = self.infos.get(exc.plugin if isinstance(exc.plugin, str) else self.get_name(exc.plugin) or "")
-            who = info.describe() if info else f"plugin {exc.plugin!r}"
-            raise PluginError(f"{who} implements an unknown hook: {exc}", plugin=info.name if info else None) from exc
+        """Every hook implementation names a real hook; a plugin with one that does not (a
+        misspelling: the closest real hook is suggested) is skipped."""
+        known = [name for name in dir(hookspecs) if name.startswith("aepipe_")]
+        while True:
+            try:
+                self.check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = exc.plugin if isinstance(exc.plugin, str) else self.get_name(exc.plugin) or repr(exc.plugin)
+                info = self.infos.get(name) or PluginInfo(name, name)
+                unknown = sorted(caller.name for caller in (self.get_hookcallers(self.get_plugin(name)) or [])
+                                 if not caller.has_spec())
+                hook = unknown[0] if unknown else "?"
+                close = difflib.get_close_matches(hook, known, n=1)
+                cause = f"implements an unknown hook '{hook}'" + (f"; did you mean '{close[0]}'?" if close else "")
+                error = PluginError(f"{info.describe()} {cause}", plugin=info.name)
+                self.fail(info, "validate", cause, error)
+                if self.get_plugin(name) is not None:  # could not be skipped: stop here, not loop
+                    raise error from exc
 
     # --- registry -----------------------------------------------------------------------
 
@@ -209,10 +276,12 @@ class AepipePluginManager(pluggy.PluginManager):
         return self._registry
 
     def _build_registry(self) -> Registry:
-        registry = Registry()
+        registry = Registry(self.failures)
         for kind, hook_name in KIND_HOOKS.items():
             hook = getattr(self.hook, hook_name)
-            for impl in reversed(hook.get_hookimpls()):
+            for impl in hook.get_hookimpls():  # in registration order: aepipe's own first
+                if self.get_plugin(impl.plugin_name) is None:  # failed at an earlier kind
+                    continue
                 info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name)
                 others = [p for p in self.get_plugins() if p is not impl.plugin]
                 caller = self.subset_hook_caller(hook_name, remove_plugins=others)
@@ -222,13 +291,14 @@ class AepipePluginManager(pluggy.PluginManager):
 
                 try:
                     caller(register=register)
-                except PluginError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    raise PluginError(
-                        f"{info.describe()} failed in {hook_name}: {type(exc).__name__}: {exc}",
-                        plugin=info.name,
-                    ) from exc
+                except Exception as exc:  # noqa: BLE001 - a failed plugin is skipped, whatever it raised
+                    if isinstance(exc, PluginError):
+                        error = exc
+                    else:
+                        error = PluginError(f"{info.describe()} failed in {hook_name}: {type(exc).__name__}: {exc}",
+                                            plugin=info.name)
+                    registry.drop_plugin(info.name)
+                    self.fail(info, "register", str(error), error)
         return registry
 
     def hooks_of(self, name: str) -> list[str]:
@@ -265,6 +335,17 @@ class AepipePluginManager(pluggy.PluginManager):
             found = owners.get(tb.tb_frame.f_code, found)
             tb = tb.tb_next
         return found
+
+
+def _ordered(entry_points: Iterable[Any]) -> list[Any]:
+    """aepipe's own entry points first, then the others by distribution and name: the same
+    order on every machine, and a clash is always blamed on the third party."""
+    def key(ep: Any) -> tuple[bool, str, str]:
+        dist = getattr(ep, "dist", None)
+        name = (dist.name if dist else "") or ""
+        return (name.lower() != "aepipe", name.lower(), ep.name)
+
+    return sorted(entry_points, key=key)
 
 
 def get_plugin_manager(*, load_entry_points: bool = True) -> AepipePluginManager:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from helpers import make_distribution
 
 
 def pip_install(source: Path, target: Path) -> None:
@@ -28,18 +29,32 @@ def run(args: list[str], site: Path, home: Path, cwd: Path | None = None, timeou
 
 @pytest.mark.slow
 def test_example_wae_plugin_installs_trains_tunes_and_passes_its_tests(tmp_path):
+    """... beside a broken distribution (it fails at import): the broken one is listed as failed
+    and `plugins --check` exits 2 naming it; the working one trains, tunes and passes its tests."""
     site, home = tmp_path / "site", tmp_path / "mlruns"
     example = ROOT / "examples" / "aepipe-wae"
     pip_install(example, site)
+    make_distribution(site, "aepipe-broken", "0.3", {"broken": "aepipe_broken"},
+                      {"aepipe_broken": "from aepipe import hookimpl\nraise ImportError('needs libfoo 2')\n"})
     assert not any(p.name.startswith("aepipe_wae") for p in Path(sys.prefix).rglob("aepipe_wae*"))  # not in the test env itself
     cli = [sys.executable, "-m", "aepipe.cli"]
     out = run([*cli, "plugins", "--json"], site, home)
+    assert out.returncode == 0, out.stderr
+    warning = ("Warning: plugin 'broken' (aepipe-broken 0.3), entry point 'broken = aepipe_broken' failed to load: "
+               "ImportError: needs libfoo 2; skipped (block it with AEPIPE_BLOCK_PLUGINS=broken)")
+    assert out.stderr.splitlines() == [warning]
     rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["broken"]["failed"] == "load: ImportError: needs libfoo 2" and rows["wae"]["failed"] is None
     assert rows["wae"]["distribution"] == "aepipe-wae" and rows["wae"]["version"] == "0.1.0"
     assert rows["wae"]["components"] == {"regularizer": ["mmd"], "variant": ["wae"]}
+    out = run([*cli, "plugins", "--check", "--plugin", "broken"], site, home)
+    assert out.returncode == 2 and out.stderr.splitlines()[-1] == (
+        "Error: --plugin broken: plugin 'broken' (aepipe-broken 0.3), entry point 'broken = aepipe_broken' failed to load: "
+        "ImportError: needs libfoo 2"), out.stderr
     pipeline = str(example / "aepipe_wae" / "wae.toml")
     out = run([*cli, "train", pipeline, "--set", "train.epochs=3", "--set", "tracking.log_images=false", "--json"], site, home)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.count("Warning: plugin 'broken'") == 1
     summary = json.loads(out.stdout)
     assert "test_prior_mmd" in summary["metrics"]
     out = run([*cli, "tune", pipeline, "--n-trials", "2", "--set", "train.epochs=2", "--set", "tracking.log_model=false",
@@ -65,6 +80,16 @@ def test_new_plugin_template_works_without_edits(tmp_path):
     assert again.exit_code == 2 and "already exists" in again.stderr
     bad = CliRunner().invoke(cli, ["new-plugin", "9lives", "--dir", str(tmp_path)])
     assert bad.exit_code == 2 and "starting with a letter" in bad.stderr
+    for name, why in (("aepipe", "clashes with the installed distribution 'aepipe'"),
+                      ("Aepipe_Plugins", "its package 'aepipe_plugins' would shadow a module that already exists here"),
+                      ("click", "clashes with the installed distribution 'click'"),
+                      ("aepipe-vanilla", "its plugin name 'vanilla' is taken by aepipe's entry point 'vanilla = aepipe_plugins.vanilla'"),
+                      ("numpy-tools", None)):
+        clash = CliRunner().invoke(cli, ["new-plugin", name, "--dir", str(tmp_path)])
+        if why is None:
+            assert clash.exit_code == 0, clash.stderr
+        else:
+            assert clash.exit_code == 2 and why in clash.stderr and not (tmp_path / name).exists(), (name, clash.stderr)
 
     site, home = tmp_path / "site", tmp_path / "mlruns"
     pip_install(root, site)
