@@ -545,11 +545,12 @@ def test_study_names_are_data(home, tmp_path, name):
 
 
 def _long_study(tmp_path: Path, experiment: str) -> Path:
-    """A 3-trial study whose trials train long enough (400 epochs) to be stopped mid-trial."""
+    """A 3-trial study whose trials train long enough to be stopped mid-trial: 20,000 epochs (400
+    took only seconds, and under load a trial could finish before the test stopped it)."""
     return _write(tmp_path, f"""
         variant = "vanilla"
         [train]
-        epochs = 400
+        epochs = 20000
         patience = 0
         [tracking]
         experiment = "{experiment}"
@@ -612,7 +613,9 @@ def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path, 
     assert runs and all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     parent = _load("t", storage).user_attrs["aepipe.mlflow_parent_run_id"]
     assert client.get_run(parent).info.status == "KILLED"
-    assert sum(client.get_run(r.info.run_id).info.status == "KILLED" for r in runs if r.info.run_id != parent) == 2
+    trials = [client.get_run(r.info.run_id) for r in runs if r.info.run_id != parent]
+    assert sum(r.info.status == "KILLED" for r in trials) == 2, (
+        [(r.info.run_name, r.info.status, r.data.tags.get("aepipe.error")) for r in trials], err[-3000:])
 
     again = _tune(home, str(path), "--set", "train.epochs=5")
     assert again.returncode == 0, again.stderr[-3000:]
