@@ -1,10 +1,16 @@
-"""One masking function for secrets in URLs, wherever a URL can carry one (light: no imports).
+"""One masking function for secrets in URLs, wherever a URL can carry one (light: imports only
+the standard library).
 
 A URL carries secrets in its user info (``scheme://user:password@host``; the password may hold a
 raw ``@`` or percent-escapes) and in query parameters (``?password=...``, ``token``, ``api_key``,
 ...). :func:`mask` replaces those values with ``***`` in any text, and exact occurrences of
 ``secrets`` given to it (a password quoted back by a driver's error) as whole words only:
 nothing else in the text changes.
+
+The secrets of the URLs a command works with (``MLFLOW_TRACKING_URI``, ``AEPIPE_STORAGE``,
+``--storage``, MLflow's password and token variables) are remembered (:func:`remember`) and
+masked everywhere the command writes: its errors and warnings, and, once :func:`install` has run,
+every log record of every library and any traceback.
 """
 
 from __future__ import annotations
@@ -29,11 +35,65 @@ def secrets_of(url: str) -> list[str]:
     return [s for value in found if value for s in {value, unquote(value)}]
 
 
+#: secrets remembered by this process (see :func:`remember`)
+_KNOWN: set[str] = set()
+URL_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AEPIPE_STORAGE")
+SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_CLIENT_CERT_PATH")
+
+
+def remember(url: str | None = None, secret: str | None = None) -> None:
+    """Mask the secrets of ``url`` (and ``secret`` itself) in everything :func:`mask` sees from now on."""
+    if url:
+        _KNOWN.update(secrets_of(url))
+    if secret:
+        _KNOWN.add(secret)
+
+
+def remember_environment() -> None:
+    """Remember the secrets of the URLs and password variables this process was started with."""
+    import os
+
+    for name in URL_VARIABLES:
+        remember(url=os.environ.get(name))
+    for name in SECRET_VARIABLES:
+        remember(secret=os.environ.get(name))
+
+
 def mask(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every URL's password and secret query values replaced by ``***``, and each
-    of ``secrets`` where it stands as a whole word."""
+    of ``secrets`` (and of those remembered) where it stands as a whole word."""
     out = _USERINFO.sub(lambda m: f"{m.group('head')}{MASK}@{m.group('host')}", text)
     out = _PARAMS.sub(lambda m: m.group("head") + (MASK if m.group("secret") else ""), out)
-    for secret in sorted({s for s in secrets if s and s != MASK}, key=len, reverse=True):
+    for secret in sorted({s for s in (*secrets, *_KNOWN) if s and s != MASK}, key=len, reverse=True):
         out = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", MASK, out)
     return out
+
+
+def install() -> None:
+    """Mask every log record (of any library) and any uncaught traceback of this process."""
+    import logging
+    import sys
+    import traceback
+
+    if getattr(logging.getLogRecordFactory(), "_aepipe_masks", False):
+        return
+    make = logging.getLogRecordFactory()
+
+    def record(*args, **kwargs):
+        rec = make(*args, **kwargs)
+        try:
+            message = rec.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is logging's to report
+            return rec
+        masked = mask(message)
+        if masked != message:
+            rec.msg, rec.args = masked, None
+        return rec
+
+    record._aepipe_masks = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(record)
+
+    def hook(kind, value, tb):
+        sys.stderr.write(mask("".join(traceback.format_exception(kind, value, tb))))
+
+    sys.excepthook = hook

@@ -34,3 +34,45 @@ def test_a_quoted_secret_is_masked_as_a_whole_word_only():
     plain = "Training diverged at epoch 3: loss = nan (lower train.lr)"
     assert mask(plain, ["at", "3"]) == "Training diverged *** epoch ***: loss = nan (lower train.lr)"
     assert mask(plain) == plain
+
+
+def test_a_tracking_store_that_fails_is_one_line_with_its_password_masked(tmp_path):
+    """An MLflow server that cannot be reached, at a URL with a password: exit 2, one line,
+    no traceback, the password nowhere in the output."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://alice:Sup3rSecret@127.0.0.1:9/", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "AEPIPE_HOME": str(tmp_path / "mlruns")}
+    out = subprocess.run([sys.executable, "-m", "aepipe.cli", "compare", "-e", "x"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "Sup3rSecret" not in out.stderr + out.stdout and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: the tracking store http://alice:***@127.0.0.1:9/ failed: "), lines
+
+
+def test_remembered_secrets_are_masked_in_every_log_record_and_traceback(tmp_path):
+    """Once installed (every aepipe command does), a library's log line or an uncaught error that
+    quotes a remembered URL or password shows it masked."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "from aepipe import secrets\n"
+        "secrets.remember_environment(); secrets.install()\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+        "logging.getLogger('sqlalchemy.engine').warning('connecting to %s as %s', 'postgresql://bob:hunter22@db/x', 'bob')\n"
+        "logging.getLogger('psycopg').error('password authentication failed: hunter22 rejected')\n"
+        "raise RuntimeError('cannot reach MLflow at http://bob:tok3n@h/ with token tok3n')\n"
+    )
+    env = {**os.environ, "AEPIPE_STORAGE": "postgresql+psycopg://bob:hunter22@db/x", "MLFLOW_TRACKING_TOKEN": "tok3n"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    text = out.stdout + out.stderr
+    assert "hunter22" not in text and "tok3n" not in text, text
+    assert "connecting to postgresql://bob:***@db/x as bob" in out.stdout
+    assert "password authentication failed: *** rejected" in out.stdout
+    assert "RuntimeError: cannot reach MLflow at http://bob:***@h/ with token ***" in out.stderr
