@@ -15,8 +15,19 @@ from aepipe.errors import AepipeError
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
+#: the libraries between aepipe and a tracking store: their errors mean the store failed
+STORE_LIBRARIES = {"mlflow", "sqlalchemy", "requests", "urllib3", "psycopg", "alembic"}
+
+
+def _masked(text: str) -> str:
+    from aepipe.secrets import mask
+
+    return mask(text)
+
+
 class AepipeGroup(click.Group):
-    """Turns every :class:`AepipeError` into one line on stderr and its exit code."""
+    """Turns every :class:`AepipeError`, and every wrong option or argument, into one line on
+    stderr and its exit code (2 for both)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -24,7 +35,23 @@ class AepipeGroup(click.Group):
         except AepipeError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {_masked(str(exc))}", err=True)
+            ctx.exit(exc.exit_code)
+        except Exception as exc:  # noqa: BLE001 - the tracking store's libraries, failing to reach it
+            if ctx.obj and ctx.obj.get("debug") or type(exc).__module__.split(".")[0] not in STORE_LIBRARIES:
+                raise
+            from aepipe import tracking
+
+            first = " ".join((str(exc).strip().splitlines() or [""])[0].split())[:600]
+            click.echo(f"Error: the tracking store {_masked(tracking.tracking_uri())} failed: {type(exc).__name__}: "
+                       f"{_masked(first)} (aepipe --debug shows the traceback)", err=True)
+            ctx.exit(2)
+        except click.UsageError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            message = " ".join(exc.format_message().split())
+            click.echo(f"Error: {message} (see '{where} -h')", err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -54,7 +81,7 @@ def _one_line_warnings() -> None:
 
     def show(message, category, filename, lineno, file=None, line=None):
         if category.__module__.startswith("aepipe"):
-            text = str(message)
+            text = _masked(str(message))
             if text not in shown:
                 shown.add(text)
                 click.echo(f"Warning: {text}", err=True)
@@ -218,24 +245,29 @@ def plugins(as_json: bool, check: bool, only: str | None) -> None:
             click.echo(f"    {kind}s: {', '.join(names)}")
 
 
-def _array_io(run_id: str, input_path: Path, device: str, scaled: bool, labels: Path | None):
+def _array_io(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None):
+    """The model of RUN_ID and its input (and labels), every one checked before the model loads."""
     import numpy as np
     import torch
 
+    from aepipe.arrays import check_labels, check_values, load_npy
     from aepipe.artifacts import load_run_model
     from aepipe.data import scale
     from aepipe.errors import ConfigError, DataError
+    from aepipe.limits import check_output
     from aepipe.training.device import select_device
 
-    dev = select_device(device)
-    model = load_run_model(run_id, device=str(dev))
-    try:
-        raw = np.load(input_path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{input_path}: not a readable .npy file: {exc}") from None
-    raw = np.asarray(raw, dtype=np.float64)
+    from aepipe.tracking.store import check_run_id
+
+    check_run_id(run_id)  # before any file is read
+    check_output(output, "-o")
+    raw = load_npy(input_path, str(input_path))
     if raw.ndim == 1:
         raw = raw[None]
+    raw = check_values(raw, str(input_path))
+    y_raw = load_npy(labels, f"--labels {labels}") if labels is not None else None
+    dev = select_device(device)
+    model = load_run_model(run_id, device=str(dev))
     d = model.meta["input_dim"]
     if int(np.prod(raw.shape[1:])) != d:
         raise DataError(f"{input_path}: rows of {int(np.prod(raw.shape[1:]))} values; run {run_id} expects {d}")
@@ -243,11 +275,9 @@ def _array_io(run_id: str, input_path: Path, device: str, scaled: bool, labels: 
     x = raw.reshape(len(raw), -1).astype(np.float32) if scaled else scale(raw, value_range)
     y = None
     if model.spec.conditional:
-        if labels is None:
+        if y_raw is None:
             raise ConfigError(f"run {run_id} is conditional: give --labels LABELS.npy")
-        y = torch.as_tensor(np.load(labels).astype(np.int64).reshape(-1), device=dev)
-        if len(y) != len(x) or int(y.min()) < 0 or int(y.max()) >= model.spec.n_classes:
-            raise ConfigError(f"--labels {labels}: need {len(x)} labels in 0..{model.spec.n_classes - 1}")
+        y = torch.as_tensor(check_labels(y_raw, f"--labels {labels}", len(x), model.spec.n_classes), device=dev)
     return model, torch.as_tensor(x, device=dev), y, raw, value_range
 
 
@@ -274,7 +304,7 @@ def encode(run_id: str, input_path: Path, output: Path, device: str, scaled: boo
     import numpy as np
     import torch
 
-    model, x, y, _, _ = _array_io(run_id, input_path, device, scaled, labels)
+    model, x, y, _, _ = _array_io(run_id, input_path, output, device, scaled, labels)
     with torch.no_grad():
         codes = model.encode(x, y).code.cpu().numpy()
     np.save(output, codes)
@@ -288,7 +318,7 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled
     import numpy as np
     import torch
 
-    model, x, y, raw, (lo, hi) = _array_io(run_id, input_path, device, scaled, labels)
+    model, x, y, raw, (lo, hi) = _array_io(run_id, input_path, output, device, scaled, labels)
     with torch.no_grad():
         recon = model(x, y).cpu().numpy().astype(np.float64)
     out = recon if scaled else lo + recon * (hi - lo)
@@ -304,8 +334,8 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled
               help="Optuna storage: journal:///path (default: ./mlruns/optuna.journal) or postgresql+psycopg://user:password@host/db "
                    "(prefer the environment variable, or PGPASSWORD, to keep a password out of the process list).")
 @click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Finished trials the study should hold (default: [tune] n_trials).")
-@click.option("--n-workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes on this machine (one per GPU where there are GPUs).")
-@click.option("--timeout", type=float, default=None, help="Seconds after which no new trial starts.")
+@click.option("--n-workers", type=click.IntRange(1, 256), default=1, show_default=True, help="Worker processes on this machine (one per GPU where there are GPUs).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds after which no new trial starts.")
 @click.option("--device", default=None, help="Device for every trial (default: train.device).")
 @click.option("--summary", is_flag=True, help="Print the best trials of the study and exit; runs nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -318,6 +348,9 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
 
     from aepipe.errors import ConfigError
 
+    from aepipe import secrets
+
+    secrets.remember(url=storage)
     if storage and storage.startswith("sqlite") and n_workers > 1:
         raise ConfigError("--storage sqlite:... is not safe for parallel workers (Optuna's advice); use the default "
                           "journal file (one machine) or postgresql+psycopg://... (many machines)")
@@ -399,7 +432,7 @@ def _print_study(st, as_json: bool) -> None:
 @click.option("--label", type=int, default=None, help="Class to draw (conditional models; default: cycle through the classes).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .npy file.")
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write a PNG grid of the samples.")
-@click.option("--seed", default=0, show_default=True, help="Random seed.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1), help="Random seed.")
 @click.option("--device", default="auto", help="auto, cpu, cuda, ...")
 @click.option("--scaled", is_flag=True, help="Write samples in [0, 1] (default: the dataset's raw units).")
 def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path | None, seed: int, device: str, scaled: bool) -> None:
@@ -409,10 +442,19 @@ def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path 
 
     from aepipe.artifacts import load_run_model
     from aepipe.errors import ConfigError
+    from aepipe.limits import check_fits, check_output
     from aepipe.training.device import select_device
 
+    from aepipe.tracking.store import check_run_id
+
+    check_run_id(run_id)
+    check_output(output, "-o")
+    check_output(grid, "--grid")
     dev = select_device(device)
     model = load_run_model(run_id, device=str(dev))
+    # the codes, the decoded samples on the device and their float64 copy in memory
+    check_fits(count * (model.spec.code_dim + 3 * model.meta["input_dim"]) * 8, f"-n {count}: {count:,} samples", dev,
+               "draw fewer (several commands, or a smaller -n)")
     if model.prior is None:
         raise ConfigError(f"run {run_id} ({model.meta.get('variant')}) has no prior to sample from")
     classes = model.spec.n_classes
@@ -488,7 +530,7 @@ def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], 
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 def ui(host: str, port: int) -> None:
     """Start the MLflow UI over aepipe's tracking store."""
     from aepipe import tracking
@@ -497,12 +539,14 @@ def ui(host: str, port: int) -> None:
 
     uri = tracking.tracking_uri()
     if uri.startswith(("http://", "https://", "databricks")):
-        raise ConfigError(f"MLFLOW_TRACKING_URI={uri} is an MLflow tracking server: its UI is served at that address already")
-    args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+        raise ConfigError(f"MLFLOW_TRACKING_URI={uri} is an MLflow tracking server: its UI is served at that address already")  # masked where printed
+    # the store's URL travels in the environment: a password never shows in the process list
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = uri
+    args = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
     if tracking.uses_local_store():
         tracking.setup()  # the store created and migrated once, under its lock, not by `mlflow ui` racing others
         args += ["--default-artifact-root", tracking.artifact_root()]
-    click.echo(f"MLflow UI on http://{host}:{port} over {uri}; an experiment's runs: http://{host}:{port}/#/experiments/ID/runs "
+    click.echo(f"MLflow UI on http://{host}:{port} over {_masked(uri)}; an experiment's runs: http://{host}:{port}/#/experiments/ID/runs "
                "(switch the top-left toggle to 'Model training')", err=True)
     os.execv(sys.executable, args)
 
@@ -519,6 +563,10 @@ def _add_plugin_commands(group: click.Group) -> None:
 
 
 def main() -> None:
+    from aepipe import secrets
+
+    secrets.remember_environment()
+    secrets.install()
     _one_line_warnings()
     _add_plugin_commands(cli)
     try:

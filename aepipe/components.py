@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from aepipe.errors import ConfigError, PluginError
+from aepipe.strict import StrictModel
 from aepipe.variant import Variant
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,13 +23,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import PluginInfo
 
 
-class ComponentConfig(BaseModel):
+class ComponentConfig(StrictModel):
     """Settings of a component. Subclass it, with typed fields and defaults.
 
-    Unknown keys are errors; validation happens when the pipeline is resolved.
+    Unknown keys are errors, values are not coerced from another type, and validation happens
+    when the pipeline is resolved (see :mod:`aepipe.strict`).
     """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 ACTIVATIONS = {

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from aepipe.errors import ConfigError
+from aepipe.strict import StrictModel
 from aepipe.kinds import BY_NAME, MANY_SECTIONS, MODEL_SECTIONS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,8 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import AepipePluginManager
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Section(StrictModel):
+    pass
 
 
 class DataSettings(_Section):
@@ -98,8 +99,8 @@ class TrainSettings(_Section):
 class TrackingSettings(_Section):
     """``[tracking]``: the MLflow experiment and what each run logs."""
 
-    experiment: str = "aepipe"
-    run_name: Optional[str] = None
+    experiment: str = Field("aepipe", min_length=1, max_length=256, description="MLflow experiment (1-256 characters)")
+    run_name: Optional[str] = Field(None, min_length=1, max_length=250, description="MLflow run name (1-250 characters)")
     log_model: bool = True
     log_images: bool = True
     log_dataset: bool = True
@@ -109,6 +110,17 @@ class TrackingSettings(_Section):
     system_metrics: bool = Field(False, description="MLflow system metrics (CPU, memory; GPU with nvidia-ml-py); needs psutil")
     system_metrics_interval: Optional[float] = Field(
         None, gt=0, description="seconds between system metric samples (default: MLflow's, 10 s or MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL)")
+
+    @field_validator("experiment", "run_name")
+    @classmethod
+    def _mlflow_name(cls, value: Optional[str]) -> Optional[str]:
+        """A name MLflow stores and its UI shows as written: printable, no spaces at either end."""
+        if value is not None:
+            if value != value.strip():
+                raise ValueError("has spaces at its start or end")
+            if not value.isprintable():
+                raise ValueError("has a control character (a newline, a tab)")
+        return value
 
 
 class PipelineSettings(_Section):
@@ -306,7 +318,10 @@ def _format_error(
         return ConfigError(f"{where}: missing required key '{key}' for {label}")
     field_info = owner.model_fields.get(loc[-1]) if loc else None
     expected = f"expected {_type_name(field_info.annotation)}: " if field_info is not None else ""
-    return ConfigError(f"{where}: '{key}' = {err.get('input')!r}: {expected}{err['msg']}")
+    message = err["msg"].removeprefix("Value error, ")  # a validator's own words, as written
+    shown = repr(err.get("input"))
+    shown = shown if len(shown) <= 80 else f"{shown[:60]}... ({len(shown)} characters)"
+    return ConfigError(f"{where}: '{key}' = {shown}: {expected}{message}")
 
 
 def _origin_for(key: str, origins: dict[str, str]) -> str:

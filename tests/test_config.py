@@ -88,6 +88,20 @@ MALFORMED = [
     ("no encoder", '[data]\nname = "digits"\n', r"no encoder chosen; set \[model.encoder\] name = \.\.\. \(available: conv, mlp, one-layer\)"),
     ("component without name", '[model.encoder]\nhidden = [3]\n[model.decoder]\nname="mlp"\n', r"\[model\.encoder\] needs a 'name'"),
     ("unknown regularizer", 'variant = "vanilla"\n[model.regularizers.weight-l3]\nlam = 1.0\n', r"model\.regularizers\.weight-l3\.name: unknown regularizer 'weight-l3'; available: .*weight-l1, weight-l2"),
+    # strict types: a value of the wrong TOML type is an error, never coerced
+    ("string for an int", 'variant = "vanilla"\n[model]\ncode_dim = "3"\n', r"'model\.code_dim' = '3': expected int: Input should be a valid integer"),
+    ("float for an int", 'variant = "vanilla"\n[train]\nepochs = 3.0\n', r"'train\.epochs' = 3\.0: expected int: Input should be a valid integer"),
+    ("int for a bool", 'variant = "vanilla"\n[train]\ncompile = 1\n', r"'train\.compile' = 1: expected bool"),
+    ("string in a component list", 'variant = "deep"\n[model.encoder]\nhidden = ["64"]\n', r"'model\.encoder\.hidden\.0' = '64': .*valid integer"),
+    ("string for a float", 'variant = "weight-l1"\n[model.regularizers.weight-l1]\nlam = "0.1"\n', r"'model\.regularizers\.weight-l1\.lam' = '0\.1': expected float"),
+    # sizes that cannot overflow
+    ("int beyond 64 bits", 'variant = "vanilla"\n[model]\ncode_dim = 100000000000000000000\n', r"'model\.code_dim' = 100000000000000000000: expected int: 100000000000000000000 does not fit a 64-bit integer"),
+    ("int beyond 64 bits in a list", 'variant = "deep"\n[model.encoder]\nhidden = [64, -100000000000000000000]\n', r"-100000000000000000000 does not fit a 64-bit integer"),
+    # names MLflow accepts
+    ("empty experiment", 'variant = "vanilla"\n[tracking]\nexperiment = ""\n', r"'tracking\.experiment' = '': expected str: String should have at least 1 character"),
+    ("over-long experiment", f'variant = "vanilla"\n[tracking]\nexperiment = "{"x" * 300}"\n', r"'tracking\.experiment' = 'x{59}\.\.\. \(302 characters\): expected str: String should have at most 256 characters"),
+    ("experiment with spaces", 'variant = "vanilla"\n[tracking]\nexperiment = " mine"\n', r"'tracking\.experiment' = ' mine': expected str: has spaces at its start or end"),
+    ("run name with a newline", 'variant = "vanilla"\n[tracking]\nrun_name = "a\\nb"\n', r"'tracking\.run_name' = 'a\\nb': .*has a control character"),
 ]
 
 
@@ -97,6 +111,14 @@ def test_malformed_pipeline_is_one_line_error(aepipe_pm, tmp_path, text, pattern
     with pytest.raises(ConfigError, match=pattern) as exc:
         resolve(aepipe_pm, path)
     assert "\n" not in str(exc.value)
+
+
+def test_a_toml_array_is_taken_for_a_tuple_setting(aepipe_pm, tmp_path):
+    path = write(tmp_path, 'variant = "vanilla"\n[data]\nname = "file"\npath = "x.npy"\nvalue_range = [0, 16]\nimage_shape = [1, 8, 8]\n')
+    config = resolve(aepipe_pm, path).dataset.config
+    assert config.value_range == (0.0, 16.0) and config.image_shape == (1, 8, 8)
+    with pytest.raises(ConfigError, match=r"'data\.image_shape\.1' = '8': .*valid integer"):
+        resolve(aepipe_pm, path, ['data.image_shape=[1, "8", 8]'])
 
 
 def test_error_in_a_set_override_names_the_override(aepipe_pm):

@@ -122,5 +122,5 @@ def test_user_files(aepipe_pm, tmp_path):
     with pytest.raises(DataError, match="unsupported file type '.txt'"):
         load(aepipe_pm, name="file", path=str(tmp_path / "x.txt"))
     np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan], [0.0, 1.0], [1.0, 1.0]]))
-    with pytest.raises(DataError, match="NaN or infinite"):
+    with pytest.raises(DataError, match=r"row 0, column 1 is nan \(NaN and infinite values are not accepted\)"):
         load(aepipe_pm, name="file", path=str(tmp_path / "nan.npy"))

@@ -19,6 +19,7 @@ from aepipe.context import RunContext
 from aepipe.data import DataBundle
 from aepipe.errors import AepipeError, ConfigError
 from aepipe.model import AutoEncoder, build_model
+from aepipe.limits import check_model_fits
 from aepipe.training import report
 from aepipe.training.device import autocast, prepare_for_device, seed_everything, select_device
 from aepipe.training.epoch import StopRequest, Stopped
@@ -100,6 +101,7 @@ class Trainer:
         device = select_device(self.device_name or s.train.device)
         seed_everything(s.train.seed)
         data = load_data(p, device)
+        check_model_fits(p, data, device)
         sanity_check(build_model(p, data).to(device), data, s.train.batch_size, p.source)
         seed_everything(s.train.seed)
         model = prepare_for_device(build_model(p, data).to(device), device, s.train.compile)  # the same weights whatever the check drew

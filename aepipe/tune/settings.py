@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from aepipe.errors import ConfigError
+from aepipe.strict import StrictModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import AepipePluginManager
@@ -23,8 +24,8 @@ PARENT_ATTR = "aepipe.mlflow_parent_run_id"
 FAIL_ATTR = "aepipe.fail_reason"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(StrictModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=False)
 
 
 class ParamSpec(_Strict):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zipfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from pydantic import Field
 
+from aepipe.arrays import check_labels, check_values, load_npy
 from aepipe.components import ComponentConfig, Dataset, RawData
 from aepipe.errors import DataError
 
@@ -99,9 +101,12 @@ def read_idx(path: Path) -> np.ndarray:
             if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] != 0x08:
                 raise DataError(f"{path}: not an unsigned-byte IDX file (magic {header.hex() or 'empty'})")
             ndim = header[3]
-            dims = struct.unpack(f">{ndim}i", fh.read(4 * ndim))
+            sizes = fh.read(4 * ndim)
+            if ndim == 0 or len(sizes) != 4 * ndim:
+                raise DataError(f"{path}: a truncated IDX header ({ndim} dimensions, {len(sizes)} bytes of sizes)")
+            dims = struct.unpack(f">{ndim}i", sizes)
             data = np.frombuffer(fh.read(), dtype=np.uint8)
-    except OSError as exc:
+    except (OSError, EOFError) as exc:  # gzip's errors for a damaged or truncated archive included
         raise DataError(f"{path}: cannot read: {exc}") from None
     expected = int(np.prod(dims))
     if data.size != expected:
@@ -192,29 +197,30 @@ class ArrayFile(Dataset):
         suffix = path.suffix.lower()
         try:
             if suffix == ".npy":
-                x = np.load(path, allow_pickle=False)
+                x = load_npy(path, str(path))
             elif suffix == ".npz":
                 with np.load(path, allow_pickle=False) as npz:
                     if c.x_key not in npz:
-                        raise DataError(f"{path}: no array '{c.x_key}' (has: {', '.join(npz.files)}); set data.x_key")
+                        raise DataError(f"{path}: no array '{c.x_key}' (has: {', '.join(npz.files) or 'none'}); set data.x_key")
                     x = npz[c.x_key]
                     y = npz[c.y_key] if c.y_key and c.y_key in npz else None
             elif suffix == ".csv":
                 table = np.loadtxt(path, delimiter=c.delimiter, skiprows=c.skip_header, ndmin=2)
                 if c.label_column is not None:
-                    y = table[:, c.label_column].astype(np.int64)
+                    if not -table.shape[1] <= c.label_column < table.shape[1]:
+                        raise DataError(f"{path}: data.label_column = {c.label_column}, but the rows have {table.shape[1]} columns")
+                    y = table[:, c.label_column]
                     x = np.delete(table, c.label_column, axis=1)
                 else:
                     x = table
             else:
                 raise DataError(f"{path}: unsupported file type '{suffix}' (use .npy, .npz or .csv)")
-        except ValueError as exc:
-            raise DataError(f"{path}: cannot read: {exc}") from None
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim < 2:
-            raise DataError(f"{path}: expected one example per row, got an array of shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise DataError(f"{path}: the inputs contain NaN or infinite values")
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            text = " ".join(str(exc).split())
+            if "pickled" in text or "Object arrays" in text:
+                text = "holds Python objects (dtype object), which aepipe does not unpickle; save numbers"
+            raise DataError(f"{path}: cannot read: {text}") from None
+        x = check_values(np.asarray(x), str(path))
         value_range = c.value_range or (float(x.min()), float(x.max()))
         if value_range[1] <= value_range[0]:
             value_range = (value_range[0], value_range[0] + 1.0)
@@ -223,8 +229,6 @@ class ArrayFile(Dataset):
             raise DataError(f"{path}: image_shape {tuple(shape)} does not fit rows of {int(np.prod(x.shape[1:]))} values")
         n_classes = 0
         if y is not None:
-            y = np.asarray(y).astype(np.int64).reshape(-1)
-            if y.min() < 0:
-                raise DataError(f"{path}: labels must be 0, 1, 2, ...; found {y.min()}")
+            y = check_labels(np.asarray(y), f"{path}", n_rows=len(x))
             n_classes = int(y.max()) + 1
         return RawData(x, y, value_range, tuple(shape) if shape else None, n_classes, source=str(path))

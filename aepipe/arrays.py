@@ -1,0 +1,89 @@
+"""Arrays a user hands to aepipe (``encode``/``reconstruct`` inputs and labels, a dataset's file),
+read and checked before any work: a real ``.npy`` file, numbers, at least one row, every value
+finite (or the first bad one named by row and column), labels whole numbers in range. Each
+failure is one :class:`DataError` line naming the file (or option) and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from aepipe.errors import DataError
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def load_npy(path: Path, what: str) -> np.ndarray:
+    """The array in the ``.npy`` file ``path`` (``what`` names it in errors: ``--labels y.npy``),
+    never unpickling anything."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise DataError(f"{what}: cannot read: {exc.strerror or exc}") from None
+    if head.startswith(ZIP_MAGIC):
+        raise DataError(f"{what}: is a .npz archive; give one array as a .npy file (numpy.save)")
+    if head != NPY_MAGIC:
+        raise DataError(f"{what}: not a .npy file (it starts with {head[:6]!r}, not numpy's header); write it with numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickled" in str(exc) or "Object arrays" in str(exc):
+            raise DataError(f"{what}: holds Python objects (dtype object), which aepipe does not unpickle; save numbers") from None
+        raise DataError(f"{what}: a damaged .npy file: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{what}: a damaged .npy file: {exc}") from None
+
+
+def _position(index: tuple[int, ...]) -> str:
+    if len(index) == 1:
+        return f"value {index[0]}"
+    rest = index[1:]
+    return f"row {index[0]}, column {rest[0]}" if len(rest) == 1 else f"row {index[0]}, position {tuple(int(i) for i in rest)}"
+
+
+def check_values(x: np.ndarray, what: str, min_ndim: int = 2) -> np.ndarray:
+    """``x`` as float64 if it holds at least one row of finite numbers (rows first)."""
+    if x.dtype.kind not in "biuf":
+        kind = "text" if x.dtype.kind in "US" else f"dtype {x.dtype}"
+        raise DataError(f"{what}: holds {kind}, not numbers")
+    if x.ndim < min_ndim:
+        raise DataError(f"{what}: expected one example per row, got an array of shape {x.shape}")
+    if x.shape[0] == 0:
+        raise DataError(f"{what}: holds no rows (shape {x.shape})")
+    if x.size == 0:
+        raise DataError(f"{what}: rows of no values (shape {x.shape})")
+    x = x.astype(np.float64, copy=False)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{what}: {_position(index)} is {x[index]} (NaN and infinite values are not accepted)")
+    return x
+
+
+def check_labels(y: np.ndarray, what: str, n_rows: int | None = None, n_classes: int | None = None) -> np.ndarray:
+    """``y`` as int64 class labels, one per row: whole numbers >= 0 (and < ``n_classes``)."""
+    if y.dtype.kind not in "biuf":
+        kind = "text" if y.dtype.kind in "US" else f"dtype {y.dtype}"
+        raise DataError(f"{what}: labels hold {kind}, not whole numbers")
+    if y.ndim > 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        raise DataError(f"{what}: labels must be one per row, got an array of shape {y.shape}")
+    y = y.reshape(-1)
+    if n_rows is not None and len(y) != n_rows:
+        raise DataError(f"{what}: {len(y)} labels for {n_rows} rows")
+    if len(y) == 0:
+        raise DataError(f"{what}: holds no labels")
+    if y.dtype.kind == "f":
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            i = int(np.argmin(whole))
+            raise DataError(f"{what}: label {i} is {y[i]}; labels are whole numbers 0, 1, 2, ...")
+    y = y.astype(np.int64)
+    low = int(y.min())
+    if low < 0:
+        raise DataError(f"{what}: label {int(np.argmin(y))} is {low}; labels are 0, 1, 2, ...")
+    if n_classes is not None and int(y.max()) >= n_classes:
+        raise DataError(f"{what}: label {int(np.argmax(y))} is {int(y.max())}; this model has classes 0..{n_classes - 1}")
+    return y
