@@ -34,27 +34,27 @@ class _Section(StrictModel):
 class DataSettings(_Section):
     """``[data]``: the dataset (``name``) and the split; other keys are the dataset's settings."""
 
-    name: str = "digits"
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    split_seed: int = 0
+    name: str = Field("digits", description="the dataset (`aepipe plugins` lists them); its own settings sit beside this key")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of the examples held out for validation (early stopping, tuning)")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share held out for the final test metrics (a dataset with its own test split keeps it)")
+    split_seed: int = Field(0, description="seed of the random split")
 
 
 class ModelSettings(_Section):
     """``[model]``: code size, likelihood and Monte Carlo samples; components are sub-tables."""
 
-    code_dim: int = Field(16, ge=1)
-    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    code_dim: int = Field(16, ge=1, description="size of the code (latent) layer")
+    likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="reconstruction loss: Bernoulli cross-entropy or Gaussian negative log-likelihood")
     sigma: float = Field(1.0, gt=0.0, description="standard deviation of the Gaussian likelihood")
     samples: int = Field(1, ge=1, description="Monte Carlo samples of z per input (L)")
-    conditional: bool = False
+    conditional: bool = Field(False, description="encoder and decoder also see the one-hot label (needs a labelled dataset)")
 
 
 class LRScheduleSettings(_Section):
     """``[train.lr_schedule]``: torch's learning-rate schedulers, stepped per epoch (``onecycle``:
     per batch), with an optional linear warm-up over the first ``warmup_epochs``."""
 
-    name: Literal["none", "cosine", "step", "exponential", "onecycle", "plateau"] = "none"
+    name: Literal["none", "cosine", "step", "exponential", "onecycle", "plateau"] = Field("none", description="the learning-rate schedule")
     warmup_epochs: int = Field(0, ge=0, description="epochs of linear warm-up from lr / (warmup_epochs + 1) to lr")
     min_lr: float = Field(0.0, ge=0.0, description="cosine: the final learning rate; plateau: the floor")
     step_size: int = Field(10, ge=1, description="step: epochs between reductions")
@@ -74,16 +74,16 @@ class LRScheduleSettings(_Section):
 class TrainSettings(_Section):
     """``[train]``: optimisation, seed, device, early stopping."""
 
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: Optional[float] = Field(None, gt=0.0)
-    seed: int = 0
-    device: str = "auto"
+    epochs: int = Field(30, ge=1, description="passes over the training data (fewer with early stopping)")
+    batch_size: int = Field(128, ge=1, description="examples per optimisation step")
+    lr: float = Field(1e-3, gt=0.0, description="learning rate (the peak, with a schedule)")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="torch optimizer of the model's parameters")
+    weight_decay: float = Field(0.0, ge=0.0, description="the optimizer's own weight decay (the L2 regularizer is weight-l2)")
+    max_grad_norm: Optional[float] = Field(None, gt=0.0, description="clip the gradients' norm to this")
+    seed: int = Field(0, description="seed of initialisation, shuffling and noise")
+    device: str = Field("auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     patience: int = Field(10, ge=0, description="epochs without improvement before stopping; 0 never stops")
-    min_delta: float = Field(0.0, ge=0.0)
+    min_delta: float = Field(0.0, ge=0.0, description="smallest fall of val_loss that counts as an improvement")
     amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast of the forward pass on CUDA (losses stay float32)")
     compile: bool = Field(False, description="torch.compile the encoder and decoder")
     fused: bool = Field(False, description="torch's fused optimizer kernel (adam, adamw, sgd): faster steps, the same "
@@ -101,9 +101,9 @@ class TrackingSettings(_Section):
 
     experiment: str = Field("aepipe", min_length=1, max_length=256, description="MLflow experiment (1-256 characters)")
     run_name: Optional[str] = Field(None, min_length=1, max_length=250, description="MLflow run name (1-250 characters)")
-    log_model: bool = True
-    log_images: bool = True
-    log_dataset: bool = True
+    log_model: bool = Field(True, description="log the model (aepipe-model/ and a pyfunc model)")
+    log_images: bool = Field(True, description="log figures: reconstructions, samples, the code space, loss curves")
+    log_dataset: bool = Field(True, description="log the training data as an MLflow dataset input")
     pytorch_flavor: bool = Field(
         False, description="also log MLflow's PyTorch flavour (a pickled model, for mlflow.pytorch.load_model); "
                            "aepipe itself loads weights and the logged pipeline")
@@ -124,8 +124,8 @@ class TrackingSettings(_Section):
 
 
 class PipelineSettings(_Section):
-    variant: Optional[str] = None
-    description: str = ""
+    variant: Optional[str] = Field(None, description="the variant whose defaults the file starts from")
+    description: str = Field("", description="free text, logged with the run")
     data: DataSettings = DataSettings()
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()

@@ -56,17 +56,15 @@ _CHECK_DATA = {"name": "digits"}
 
 
 def registered_components(pm=None, plugin: str | None = None, kinds: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
-    """``(kind, name)`` of every registered component (optionally of one plugin), for
-    ``pytest.mark.parametrize``."""
-    from aepipe.kinds import BY_NAME, NAMES
+    """``(kind, name)`` of every registered component and variant (optionally of one plugin),
+    for ``pytest.mark.parametrize`` over :func:`check_component`."""
+    from aepipe.kinds import NAMES
     from aepipe.plugins import get_plugin_manager
 
     pm = pm or get_plugin_manager()
     reg = pm.registry
     out = []
     for kind in kinds or NAMES:
-        if BY_NAME[kind].instance:  # variants are compositions, checked through their components
-            continue
         for name in reg.names(kind):
             if plugin is None or reg.source(kind, name).name == plugin:
                 out.append((kind, name))
@@ -125,9 +123,57 @@ def _component(model, kind: str, name: str):
     return getattr(model, kind)
 
 
+def check_variant(name: str, pm=None) -> None:
+    """A registered variant's defaults resolve into a pipeline, its model builds, and one batch
+    of training (the optimizer the pipeline names, and any regularizer's own update) gives a
+    finite loss and changes the model's parameters. Its own dataset is used where its defaults
+    name one (skipped if that needs files that are not here), else scikit-learn's digits."""
+    import pytest
+    import torch
+
+    from aepipe.config import resolve
+    from aepipe.errors import ConfigError, DataError
+    from aepipe.model import build_model
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.training import load_data, make_optimizer
+
+    pm = pm or get_plugin_manager()
+    variant = pm.registry.get("variant", name)
+    who = f"variant '{name}' ({pm.registry.source('variant', name).describe()})"
+    tree: dict[str, Any] = {"variant": name}
+    if not variant.defaults.get("data", {}).get("name"):
+        tree["data"] = dict(_CHECK_DATA)
+    try:
+        pipeline = resolve(pm, tree=tree)
+    except ConfigError as exc:
+        raise AssertionError(f"{who}: its defaults do not make a valid pipeline: {exc}") from None
+    try:
+        data = load_data(pipeline, torch.device("cpu"))
+    except DataError as exc:
+        pytest.skip(f"{who} needs data: {exc}")
+    torch.manual_seed(0)
+    model = build_model(pipeline, data)
+    t = pipeline.settings.train
+    params = model.model_parameters()
+    optimizer = make_optimizer(params, t.optimizer, t.lr, t.weight_decay)
+    rows = min(t.batch_size, 64, data.x_train.shape[0])
+    x, y = data.x_train[:rows], None if data.y_train is None else data.y_train[:rows]
+    before = [p.detach().clone() for p in params]
+    loss, _, step = model.step(x, y)
+    assert loss.dim() == 0 and torch.isfinite(loss), f"{who}: the loss of one batch is {loss}"
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    for reg in model.regularizers.values():
+        if reg.owns_parameters:
+            reg.update(step)
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, params)), f"{who}: one batch of training changed no parameter"
+
+
 def check_component(kind: str, name: str, pm=None) -> None:
-    """Run every conformance check on one registered component; raises AssertionError (or the
-    component's own error) naming the check that failed."""
+    """Run every conformance check on one registered component (for a variant,
+    :func:`check_variant`); raises AssertionError (or the component's own error) naming the
+    check that failed."""
     import pytest
     import torch
     from pydantic import ValidationError
@@ -135,6 +181,9 @@ def check_component(kind: str, name: str, pm=None) -> None:
     from aepipe.plugins import get_plugin_manager
 
     pm = pm or get_plugin_manager()
+    if kind == "variant":
+        check_variant(name, pm)
+        return
     cls = pm.registry.get(kind, name)
     who = f"{kind} '{name}' ({pm.registry.source(kind, name).describe()})"
 

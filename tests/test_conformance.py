@@ -48,3 +48,25 @@ def test_plugins_check_command(aepipe_pm, monkeypatch):
     assert out.exit_code == 0 and "plugin weights: every component passes" in out.stderr
     out = CliRunner().invoke(cli_module.cli, ["plugins", "--check", "--plugin", "nope"])
     assert out.exit_code == 2 and "--plugin nope: no such plugin" in out.stderr
+
+
+def test_every_variant_is_checked_by_training_one_batch(aepipe_pm, aepipe_plugin):
+    """The suite covers variants too: their defaults resolve, the model builds, one batch trains
+    (a variant that cannot learn, or whose defaults are invalid, fails naming its plugin)."""
+    import types
+
+    from aepipe import hookimpl
+    from aepipe.variant import Variant
+
+    assert {("variant", name) for name in aepipe_pm.registry.names("variant")} <= set(COMPONENTS)
+    plugin = types.ModuleType("badvariants")
+    frozen = {"model": {"encoder": {"name": "one-layer"}, "decoder": {"name": "one-layer"}}, "train": {"lr": 1e-30}}
+    invalid = {"model": {"encoder": {"name": "mlp", "hidden": "wide"}, "decoder": {"name": "one-layer"}}}
+    plugin.aepipe_register_variants = hookimpl(lambda register: [register(Variant("frozen", defaults=frozen)),
+                                                                 register(Variant("invalid", defaults=invalid))])
+    aepipe_plugin(plugin, name="badvariants")
+    with pytest.raises(AssertionError, match=r"variant 'frozen' \(plugin 'badvariants'\): one batch of training changed no parameter"):
+        check_component("variant", "frozen", aepipe_pm)
+    with pytest.raises(AssertionError, match=r"variant 'invalid' \(plugin 'badvariants'\): its defaults do not make a valid pipeline: "
+                                             r"variant 'invalid' of plugin 'badvariants': 'model.encoder.hidden' = 'wide'"):
+        check_component("variant", "invalid", aepipe_pm)

@@ -32,3 +32,31 @@ def test_every_hookspec_has_a_docstring(aepipe_pm):
         if name.startswith("aepipe_"):
             doc = caller.spec.function.__doc__ or ""
             assert ":returns:" in doc and all(f":param {a}:" in doc for a in caller.spec.argnames), name
+
+
+def test_the_settings_tables_are_generated_from_the_code(aepipe_pm):
+    """Every core and first-party setting, with its type and default, as the models define them:
+    `python -m aepipe.guide` rewrites them; this fails when the guide is out of date."""
+    from aepipe.guide import render, settings_tables
+
+    assert render(GUIDE, settings_tables(aepipe_pm)) == GUIDE, "docs/plugins.md is out of date: run python -m aepipe.guide"
+    for row in ("| `train.epochs` | `int` | `30` | >= 1 |", "| `model.regularizers.KEY.lam` | `float` |",
+                "| `model.encoder.hidden` | `list[int]` |", "| `tune.n_trials` | `int` | `20` | >= 1 |"):
+        assert row in GUIDE, row
+
+
+def test_the_testing_fixtures_and_functions_are_documented_with_their_signatures():
+    import inspect
+
+    import aepipe.testing as testing
+
+    public = [name for name, obj in vars(testing).items()
+              if not name.startswith("_") and callable(obj) and getattr(obj, "__module__", "") == testing.__name__]
+    assert {"aepipe_pm", "aepipe_plugin", "aepipe_store", "registered_components", "check_component", "check_variant"} <= set(public)
+    for name in public:
+        obj = getattr(testing, name)
+        function = getattr(obj, "__wrapped__", None) or getattr(getattr(obj, "_fixture_function", None), "__call__", None) or obj
+        function = getattr(obj, "_get_wrapped_function", lambda: function)()
+        params = ", ".join(p if d is inspect.Parameter.empty else f"{p}={d!r}"
+                           for p, d in ((p.name, p.default) for p in inspect.signature(function).parameters.values()))
+        assert f"`{name}({params})`" in GUIDE, f"docs/plugins.md: document aepipe.testing.{name}({params})"

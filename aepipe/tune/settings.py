@@ -52,7 +52,7 @@ class TuneSettings(_Strict):
     pruner: Literal["median", "hyperband", "none"] = "median"
     warmup_epochs: int = Field(3, ge=0, description="epochs before the median pruner may prune")
     seed: Optional[int] = 0
-    max_failures: Optional[int] = Field(None, ge=1, description="stop after this many failed trials in one worker (default: n_trials)")
+    max_failures: Optional[int] = Field(None, ge=1, description="stop a worker after this many of its trials failed (default: the larger of 3 and n_trials)")
     space: dict[str, ParamSpec] = {}
 
     @model_validator(mode="after")
