@@ -20,9 +20,11 @@ STORE_LIBRARIES = {"mlflow", "sqlalchemy", "requests", "urllib3", "psycopg", "al
 
 
 def _masked(text: str) -> str:
+    """``text`` with its secrets masked, on one line: a control character a user's input put in
+    it (a newline, a carriage return) is shown escaped."""
     from aepipe.secrets import mask
 
-    return mask(text)
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in mask(text))
 
 
 class AepipeGroup(click.Group):
@@ -50,7 +52,7 @@ class AepipeGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-            message = " ".join(exc.format_message().split())
+            message = _masked(" ".join(exc.format_message().split()))
             click.echo(f"Error: {message} (see '{where} -h')", err=True)
             ctx.exit(exc.exit_code)
 

@@ -46,7 +46,7 @@ class ModelSettings(_Section):
     code_dim: int = Field(16, ge=1, description="size of the code (latent) layer")
     likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="reconstruction loss: Bernoulli cross-entropy or Gaussian negative log-likelihood")
     sigma: float = Field(1.0, gt=0.0, description="standard deviation of the Gaussian likelihood")
-    samples: int = Field(1, ge=1, description="Monte Carlo samples of z per input (L)")
+    samples: int = Field(1, ge=1, le=1000, description="Monte Carlo samples of z per input (L)")
     conditional: bool = Field(False, description="encoder and decoder also see the one-hot label (needs a labelled dataset)")
 
 
@@ -398,6 +398,10 @@ def resolve(
         raise ConfigError(f"{_origin_for('model', origins)}: 'model' must be a table")
     core["model"] = {k: v for k, v in model_section.items() if k not in MODEL_COMPONENTS and k != REGULARIZERS}
     settings = _validate(PipelineSettings, core, "", origins, "the pipeline")
+    if settings.tune:  # checked whatever the command: a run logs it with its settings
+        from aepipe.tune.settings import TuneSettings
+
+        _validate(TuneSettings, settings.tune, "tune", origins, "[tune]")
 
     dataset_settings = {k: v for k, v in data_section.items() if k not in DataSettings.model_fields}
     dataset = _choose(registry, "dataset", settings.data.name, dataset_settings, "data", origins)

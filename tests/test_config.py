@@ -96,7 +96,7 @@ MALFORMED = [
     ("string for a float", 'variant = "weight-l1"\n[model.regularizers.weight-l1]\nlam = "0.1"\n', r"'model\.regularizers\.weight-l1\.lam' = '0\.1': expected float"),
     # sizes that cannot overflow
     ("int beyond 64 bits", 'variant = "vanilla"\n[model]\ncode_dim = 100000000000000000000\n', r"'model\.code_dim' = 100000000000000000000: expected int: 100000000000000000000 does not fit a 64-bit integer"),
-    ("int beyond 64 bits in a list", 'variant = "deep"\n[model.encoder]\nhidden = [64, -100000000000000000000]\n', r"-100000000000000000000 does not fit a 64-bit integer"),
+    ("int beyond 64 bits in a list", 'variant = "deep"\n[model.encoder]\nhidden = [64, 100000000000000000000]\n', r"'model\.encoder\.hidden' = \[64, 100000000000000000000\]: expected list: 100000000000000000000 does not fit a 64-bit integer"),
     # names MLflow accepts
     ("empty experiment", 'variant = "vanilla"\n[tracking]\nexperiment = ""\n', r"'tracking\.experiment' = '': expected str: String should have at least 1 character"),
     ("over-long experiment", f'variant = "vanilla"\n[tracking]\nexperiment = "{"x" * 300}"\n', r"'tracking\.experiment' = 'x{59}\.\.\. \(302 characters\): expected str: String should have at most 256 characters"),

@@ -309,7 +309,7 @@ def test_bad_tune_settings(aepipe_pm, tmp_path):
     with pytest.raises(ConfigError, match="metrics and directions must be lists of the same length"):
         prepare(aepipe_pm, path)
     path = _write(tmp_path, 'variant = "vanilla"\n[tune]\nsampler = "grid"\n')
-    with pytest.raises(ConfigError, match=r"\[tune\] sampler: Input should be 'tpe', 'random'"):
+    with pytest.raises(ConfigError, match=r"'tune\.sampler' = 'grid': .*Input should be 'tpe', 'random'"):
         prepare(aepipe_pm, path)
     path = _write(tmp_path, 'variant = "vanilla"\n')
     with pytest.raises(ConfigError, match=r"no \[tune\] section"):

@@ -56,6 +56,15 @@ class TuneSettings(_Strict):
     space: dict[str, ParamSpec] = {}
 
     @model_validator(mode="after")
+    def _space_keys(self) -> "TuneSettings":
+        import re
+
+        for key in self.space:
+            if not re.fullmatch(r"[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)+", key):
+                raise ValueError(f"[tune.space] key {key!r} is not a dotted setting name such as \"train.lr\"")
+        return self
+
+    @model_validator(mode="after")
     def _objectives(self) -> "TuneSettings":
         if self.metrics is not None or self.directions is not None:
             if self.metric is not None or self.direction is not None:

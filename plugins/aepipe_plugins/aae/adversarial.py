@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from aepipe.components import ComponentConfig, Regularizer, activation
@@ -18,7 +18,7 @@ class AdversarialConfig(ComponentConfig):
     loss; ``supervised``: feed the one-hot label to D and draw prior samples of the same class
     (needs a class-conditional prior, e.g. mixture with class_conditional = true)."""
 
-    hidden: list[int] = [256, 256]
+    hidden: list[PositiveInt] = [256, 256]
     lr: float = Field(1e-3, gt=0.0)
     weight: float = Field(1.0, ge=0.0)
     supervised: bool = False

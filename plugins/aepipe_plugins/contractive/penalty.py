@@ -53,7 +53,7 @@ class ContractiveConfig(ComponentConfig):
 
     lam: float = Field(0.1, ge=0.0)
     method: Literal["auto", "closed-form", "autograd", "projection"] = "auto"
-    projections: int = Field(1, ge=1)
+    projections: int = Field(1, ge=1, le=1000)
 
 
 class Contractive(Regularizer):

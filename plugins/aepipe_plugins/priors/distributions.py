@@ -39,7 +39,7 @@ class MixtureConfig(ComponentConfig):
     (k lists of code_dim numbers). ``std``: each component's standard deviation.
     ``class_conditional``: component y is p(z | y) for label y (the supervised AAE)."""
 
-    components: int = Field(10, ge=1)
+    components: int = Field(10, ge=1, le=10000)
     preset: Literal["ring", "random"] = "ring"
     radius: float = Field(4.0, gt=0.0)
     std: float = Field(0.5, gt=0.0)

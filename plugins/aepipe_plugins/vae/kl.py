@@ -21,7 +21,7 @@ class KLConfig(ComponentConfig):
 
     beta: float = Field(1.0, ge=0.0)
     method: Literal["auto", "analytic", "monte-carlo"] = "auto"
-    iw_samples: int = Field(100, ge=1)
+    iw_samples: int = Field(100, ge=1, le=10000)
 
 
 class KLDivergence(Regularizer):

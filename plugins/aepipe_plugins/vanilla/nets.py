@@ -11,7 +11,7 @@ import math
 from typing import Literal, Optional
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import nn
 from torch.distributions import Independent, Normal
 
@@ -104,7 +104,7 @@ class MLPEncoderConfig(EncoderConfig):
     """``hidden``: widths of the hidden layers; ``activation`` between them;
     ``code_activation`` on the code; ``dropout`` after each hidden layer."""
 
-    hidden: list[int] = [256, 128]
+    hidden: list[PositiveInt] = [256, 128]
     activation: Activation = "relu"
     code_activation: Activation = "identity"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -138,7 +138,7 @@ class MLPEncoder(_HeadEncoder):
 class ConvConfig(EncoderConfig):
     """``channels``: output channels of each stride-2 3x3 convolution; ``activation`` after each."""
 
-    channels: list[int] = [32, 64]
+    channels: list[PositiveInt] = [32, 64]
     activation: Activation = "relu"
     code_activation: Activation = "identity"
 
@@ -195,7 +195,7 @@ class OneLayerDecoder(Decoder):
 class MLPDecoderConfig(ComponentConfig):
     """``hidden``: widths of the hidden layers (from the code outwards); ``activation``."""
 
-    hidden: list[int] = [128, 256]
+    hidden: list[PositiveInt] = [128, 256]
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -219,7 +219,7 @@ class MLPDecoder(Decoder):
 class ConvDecoderConfig(ComponentConfig):
     """``channels``: input channels of each stride-2 transposed convolution, deepest first."""
 
-    channels: list[int] = [64, 32]
+    channels: list[PositiveInt] = [64, 32]
     activation: Activation = "relu"
 
 
