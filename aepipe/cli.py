@@ -39,6 +39,13 @@ class AepipeGroup(click.Group):
                 raise
             click.echo(f"Error: {_masked(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
+        except click.UsageError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            message = _masked(" ".join(exc.format_message().split()))
+            click.echo(f"Error: {message} (see '{where} -h')", err=True)
+            ctx.exit(exc.exit_code)
         except Exception as exc:  # noqa: BLE001 - the tracking store's libraries, failing to reach it
             if ctx.obj and ctx.obj.get("debug") or type(exc).__module__.split(".")[0] not in STORE_LIBRARIES:
                 raise
@@ -48,13 +55,6 @@ class AepipeGroup(click.Group):
             click.echo(f"Error: the tracking store {_masked(tracking.tracking_uri())} failed: {type(exc).__name__}: "
                        f"{_masked(first)} (aepipe --debug shows the traceback)", err=True)
             ctx.exit(2)
-        except click.UsageError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-            message = _masked(" ".join(exc.format_message().split()))
-            click.echo(f"Error: {message} (see '{where} -h')", err=True)
-            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=AepipeGroup, context_settings=CONTEXT)

@@ -24,7 +24,8 @@ GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 def _type(annotation: Any) -> str:
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
-    text = str(annotation).replace("typing.", "").replace("NoneType", "None")
+    text = str(annotation).replace("typing.", "").replace("NoneType", "None").replace("annotated_types.", "")
+    text = re.sub(r"Annotated\[(\w+), (Gt|Ge)\((?:gt|ge)=([^)]*)\)\]", lambda m: f"{m[1]} {'>' if m[2] == 'Gt' else '>='} {m[3]}", text)
     return re.sub(r"Optional\[(.*)\]", r"\1 | None", text)
 
 

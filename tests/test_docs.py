@@ -41,7 +41,7 @@ def test_the_settings_tables_are_generated_from_the_code(aepipe_pm):
 
     assert render(GUIDE, settings_tables(aepipe_pm)) == GUIDE, "docs/plugins.md is out of date: run python -m aepipe.guide"
     for row in ("| `train.epochs` | `int` | `30` | >= 1 |", "| `model.regularizers.KEY.lam` | `float` |",
-                "| `model.encoder.hidden` | `list[int]` |", "| `tune.n_trials` | `int` | `20` | >= 1 |"):
+                "| `model.encoder.hidden` | `list[int > 0]` |", "| `tune.n_trials` | `int` | `20` | >= 1 |"):
         assert row in GUIDE, row
 
 
