@@ -59,12 +59,14 @@ def remember_environment() -> None:
         remember(secret=os.environ.get(name))
 
 
-def mask(text: str, secrets: Iterable[str] = ()) -> str:
+def mask(text: str, secrets: Iterable[str] = (), remembered: bool = True) -> str:
     """``text`` with every URL's password and secret query values replaced by ``***``, and each
-    of ``secrets`` (and of those remembered) where it stands as a whole word."""
+    of ``secrets`` (and of those remembered, unless ``remembered`` is false: structured data
+    such as a run's settings, where a password that is also a setting's value must not clobber
+    it) where it stands as a whole word."""
     out = _USERINFO.sub(lambda m: f"{m.group('head')}{MASK}@{m.group('host')}", text)
     out = _PARAMS.sub(lambda m: m.group("head") + (MASK if m.group("secret") else ""), out)
-    for secret in sorted({s for s in (*secrets, *_KNOWN) if s and s != MASK}, key=len, reverse=True):
+    for secret in sorted({s for s in (*secrets, *(_KNOWN if remembered else ())) if s and s != MASK}, key=len, reverse=True):
         out = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", MASK, out)
     return out
 

@@ -99,7 +99,7 @@ def _variant_for(pm, kind: str, name: str) -> dict[str, Any]:
     return tree
 
 
-def _build(pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None = None):
+def _build(pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None = None, data: dict[str, Any] | None = None):
     import torch
 
     from aepipe.config import resolve
@@ -107,6 +107,8 @@ def _build(pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None
     from aepipe.training import load_data
 
     tree = _variant_for(pm, kind, name)
+    if data is not None:
+        tree["data"] = dict(data)
     tree.setdefault("data", dict(_CHECK_DATA))
     if not tree.get("variant"):  # a variant keeps its own code size (e.g. a 2-D ring prior)
         tree["model"]["code_dim"] = 8
@@ -123,11 +125,12 @@ def _component(model, kind: str, name: str):
     return getattr(model, kind)
 
 
-def check_variant(name: str, pm=None) -> None:
+def check_variant(name: str, pm=None, data: dict[str, Any] | None = None) -> None:
     """A registered variant's defaults resolve into a pipeline, its model builds, and one batch
     of training (the optimizer the pipeline names, and any regularizer's own update) gives a
     finite loss and changes the model's parameters. Its own dataset is used where its defaults
-    name one (skipped if that needs files that are not here), else scikit-learn's digits."""
+    name one (skipped if that needs files that are not here), else scikit-learn's digits;
+    ``data`` (a ``[data]`` table) overrides both."""
     import pytest
     import torch
 
@@ -141,7 +144,9 @@ def check_variant(name: str, pm=None) -> None:
     variant = pm.registry.get("variant", name)
     who = f"variant '{name}' ({pm.registry.source('variant', name).describe()})"
     tree: dict[str, Any] = {"variant": name}
-    if not variant.defaults.get("data", {}).get("name"):
+    if data is not None:
+        tree["data"] = dict(data)
+    elif not variant.defaults.get("data", {}).get("name"):
         tree["data"] = dict(_CHECK_DATA)
     try:
         pipeline = resolve(pm, tree=tree)
@@ -170,10 +175,11 @@ def check_variant(name: str, pm=None) -> None:
     assert any(not torch.equal(b, p.detach()) for b, p in zip(before, params)), f"{who}: one batch of training changed no parameter"
 
 
-def check_component(kind: str, name: str, pm=None) -> None:
+def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None = None) -> None:
     """Run every conformance check on one registered component (for a variant,
     :func:`check_variant`); raises AssertionError (or the component's own error) naming the
-    check that failed."""
+    check that failed. Model components are checked on scikit-learn's digits, or on ``data``
+    (a ``[data]`` table, e.g. ``{"name": "file", "path": "images.npz", "image_shape": [3, 32, 32]}``)."""
     import pytest
     import torch
     from pydantic import ValidationError
@@ -182,7 +188,7 @@ def check_component(kind: str, name: str, pm=None) -> None:
 
     pm = pm or get_plugin_manager()
     if kind == "variant":
-        check_variant(name, pm)
+        check_variant(name, pm, data)
         return
     cls = pm.registry.get(kind, name)
     who = f"{kind} '{name}' ({pm.registry.source(kind, name).describe()})"
@@ -211,9 +217,10 @@ def check_component(kind: str, name: str, pm=None) -> None:
         return
 
     # shape contracts
-    pipeline, model, data = _build(pm, kind, name)
+    table = data
+    pipeline, model, data = _build(pm, kind, name, data=table)
     part = _component(model, kind, name)
-    x, y = data.x_train[:16], data.y_train[:16]
+    x, y = data.x_train[:16], None if data.y_train is None else data.y_train[:16]
     y1 = model.one_hot(y)
     n, d, k = x.shape[0], model.spec.input_dim, model.spec.code_dim
     with torch.no_grad():
@@ -238,7 +245,7 @@ def check_component(kind: str, name: str, pm=None) -> None:
     assert loss.dim() == 0 and torch.isfinite(loss), f"{who}: loss {loss}"
 
     # determinism under a seed
-    _, again, _ = _build(pm, kind, name)
+    _, again, _ = _build(pm, kind, name, data=table)
     torch.manual_seed(1)
     a = model.step(x, y)[0].detach()
     torch.manual_seed(1)
@@ -256,7 +263,7 @@ def check_component(kind: str, name: str, pm=None) -> None:
 
     # a few steps on one batch lower the loss
     torch.manual_seed(0)
-    _, model, _ = _build(pm, kind, name)
+    _, model, _ = _build(pm, kind, name, data=table)
     params = model.model_parameters()
     opt = torch.optim.Adam(params, lr=1e-3)
     owned = [r for r in model.regularizers.values() if r.owns_parameters]

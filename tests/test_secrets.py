@@ -76,3 +76,27 @@ def test_remembered_secrets_are_masked_in_every_log_record_and_traceback(tmp_pat
     assert "connecting to postgresql://bob:***@db/x as bob" in out.stdout
     assert "password authentication failed: *** rejected" in out.stdout
     assert "RuntimeError: cannot reach MLflow at http://bob:***@h/ with token ***" in out.stderr
+
+
+def test_a_url_secret_in_a_runs_settings_never_reaches_the_store(tmp_path, monkeypatch):
+    """A pipeline whose settings hold a URL with a password (a description quoting a database):
+    the run's params, tags and logged pipeline show it masked."""
+    from aepipe import tracking
+    from aepipe.config import resolve
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.training import train
+
+    monkeypatch.setenv("AEPIPE_HOME", str(tmp_path / "mlruns"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    pm = get_plugin_manager()
+    pipeline = resolve(pm, tree={"variant": "vanilla", "description": "data from postgresql://bob:hunter22@db/x?token=abc",
+                                 "train": {"epochs": 1, "optimizer": "adam"},
+                                 "tracking": {"log_model": False, "log_images": False, "log_dataset": False}})
+    result = train(pipeline, pm)
+    run = tracking.default_tracker().client.get_run(result.run_id)
+    stored = " ".join([*run.data.params.values(), *run.data.tags.values()])
+    path = tracking.default_tracker().client.download_artifacts(result.run_id, "pipeline.toml", str(tmp_path))
+    stored += open(path).read()
+    assert "hunter22" not in stored and "token=abc" not in stored
+    assert "postgresql://bob:***@db/x?token=***" in stored and run.data.params["train.optimizer"] == "adam"

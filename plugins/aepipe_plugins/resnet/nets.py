@@ -1,0 +1,124 @@
+"""Residual convolutional encoder and decoder for colour images (32x32 CIFAR-sized, 64x64
+CelebA-sized, and any other size: odd sides are handled exactly).
+
+Encoder: a 3x3 stem, then one stage per entry of ``widths``; every stage after the first halves
+the height and width with a stride-2 3x3 convolution, and each stage holds ``blocks``
+pre-activation residual blocks (norm, activation, 3x3 convolution, twice, added to the input).
+The flattened feature map feeds the shared code head (a deterministic code or a Gaussian q(z|x);
+labels join there for conditional models). The decoder mirrors it: a linear layer to the
+deepest feature map, residual blocks, and nearest-neighbour upsampling with a 3x3 convolution
+back to each stage's exact size.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, PositiveInt
+from torch import nn
+
+from aepipe.components import ComponentConfig, Decoder, Encoding, ModelSpec, activation, require
+from aepipe_plugins.vanilla.nets import Activation, EncoderConfig, _conv_sizes, _HeadEncoder
+
+Norm = Literal["group", "batch", "none"]
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
+        return nn.GroupNorm(groups, channels)
+    return nn.Identity()
+
+
+class ResidualBlock(nn.Module):
+    """x + conv(act(norm(conv(act(norm(x))))))."""
+
+    def __init__(self, channels: int, norm: str, act: str):
+        super().__init__()
+        self.body = nn.Sequential(
+            _norm(norm, channels), activation(act), nn.Conv2d(channels, channels, 3, padding=1),
+            _norm(norm, channels), activation(act), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResNetEncoderConfig(EncoderConfig):
+    """``widths``: channels of each stage (each after the first halves the image's sides);
+    ``blocks``: residual blocks per stage; ``norm``: group (default: independent of the batch,
+    so DDP shards and small batches behave alike), batch or none; ``activation`` inside the
+    blocks; ``code_activation`` on a deterministic code."""
+
+    widths: list[PositiveInt] = Field([32, 64, 128], min_length=1, max_length=8)
+    blocks: int = Field(1, ge=1, le=16)
+    norm: Norm = "group"
+    activation: Activation = "relu"
+    code_activation: Activation = "identity"
+
+
+class ResNetEncoder(_HeadEncoder):
+    """Residual convolutional encoder for images (see the module's description)."""
+
+    name = "resnet"
+    Config = ResNetEncoderConfig
+
+    def __init__(self, config: ResNetEncoderConfig, spec: ModelSpec):
+        super().__init__(config, spec)
+        require(spec.image_shape is not None, "the resnet encoder needs image data (the dataset gives no image_shape)")
+        c, h, w = spec.image_shape
+        widths = config.widths
+        layers: list[nn.Module] = [nn.Conv2d(c, widths[0], 3, padding=1)]
+        for i, width in enumerate(widths):
+            if i > 0:
+                layers.append(nn.Conv2d(widths[i - 1], width, 3, stride=2, padding=1))
+            layers += [ResidualBlock(width, config.norm, config.activation) for _ in range(config.blocks)]
+        layers += [_norm(config.norm, widths[-1]), activation(config.activation), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        hs, ws = _conv_sizes(h, len(widths) - 1), _conv_sizes(w, len(widths) - 1)
+        self._make_head(widths[-1] * hs[-1] * ws[-1] + spec.cond_dim, config.code_activation)
+
+    def forward(self, x: torch.Tensor, y_onehot: torch.Tensor | None = None) -> Encoding:
+        feats = self.body(x.reshape(x.shape[0], *self.spec.image_shape))
+        return self._encode(self.with_label(feats, y_onehot))
+
+
+class ResNetDecoderConfig(ComponentConfig):
+    """``widths``: channels of each stage from the image inwards, as the encoder's (the decoder
+    runs them deepest first); ``blocks`` per stage; ``norm``; ``activation``."""
+
+    widths: list[PositiveInt] = Field([32, 64, 128], min_length=1, max_length=8)
+    blocks: int = Field(1, ge=1, le=16)
+    norm: Norm = "group"
+    activation: Activation = "relu"
+
+
+class ResNetDecoder(Decoder):
+    """Residual convolutional decoder giving back exactly the input image's shape."""
+
+    name = "resnet"
+    Config = ResNetDecoderConfig
+
+    def __init__(self, config: ResNetDecoderConfig, spec: ModelSpec):
+        super().__init__(config, spec)
+        require(spec.image_shape is not None, "the resnet decoder needs image data (the dataset gives no image_shape)")
+        c, h, w = spec.image_shape
+        widths = config.widths
+        n = len(widths) - 1
+        hs, ws = _conv_sizes(h, n), _conv_sizes(w, n)
+        self.start = (widths[-1], hs[-1], ws[-1])
+        self.fc = nn.Linear(self.in_features, widths[-1] * hs[-1] * ws[-1])
+        layers: list[nn.Module] = []
+        for i in range(n, -1, -1):  # the deepest stage first
+            layers += [ResidualBlock(widths[i], config.norm, config.activation) for _ in range(config.blocks)]
+            if i > 0:
+                layers += [nn.Upsample(size=(hs[i - 1], ws[i - 1]), mode="nearest"), nn.Conv2d(widths[i], widths[i - 1], 3, padding=1)]
+        layers += [_norm(config.norm, widths[0]), activation(config.activation), nn.Conv2d(widths[0], c, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, y_onehot: torch.Tensor | None = None) -> torch.Tensor:
+        feats = self.fc(self.with_label(z, y_onehot)).reshape(z.shape[0], *self.start)
+        return self.body(feats).reshape(z.shape[0], -1)
