@@ -27,6 +27,17 @@ def _masked(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in mask(text))
 
 
+def _reported(exc: Exception) -> bool:
+    """Whether the error was told already: by the processes of ``--nproc``, or, on a training
+    process other than rank 0, a stop that rank 0 reports for the run."""
+    if getattr(exc, "reported", False):
+        return True
+    from aepipe.errors import AepipeError
+
+    rank = os.environ.get("RANK", "0")
+    return rank != "0" and type(exc).__name__ == "Interrupted" and isinstance(exc, AepipeError)
+
+
 class AepipeGroup(click.Group):
     """Turns every :class:`AepipeError`, and every wrong option or argument, into one line on
     stderr and its exit code (2 for both)."""
@@ -37,7 +48,8 @@ class AepipeGroup(click.Group):
         except AepipeError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"Error: {_masked(str(exc))}", err=True)
+            if not _reported(exc):
+                click.echo(f"Error: {_masked(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
             if ctx.obj and ctx.obj.get("debug"):
@@ -136,21 +148,31 @@ class _Reporter:
               help="Continue a stopped run from its checkpoint, with its own pipeline (PIPELINE and --set may only raise train.epochs).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool, quiet: bool) -> None:
+@click.option("--nproc", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Processes that train this one model together (torch.distributed: gloo on CPU, NCCL with one GPU each).")
+def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool, quiet: bool,
+          nproc: int) -> None:
     """Train PIPELINE (a TOML file) as one MLflow run; prints the run id. Ctrl-C or SIGTERM stops
     it between two batches with a checkpoint, and prints the command that continues it."""
     from aepipe.config import resolve
     from aepipe.errors import ConfigError
-    from aepipe.training import train as run_training
 
     if pipeline is None and resume is None:
         raise ConfigError("give a PIPELINE file to train, or --resume RUN_ID to continue a run")
     pm = _plugin_manager()
     resolved = resolve(pm, pipeline, overrides) if pipeline is not None else None
+    if nproc > 1:
+        _launch(nproc, pipeline, overrides, device, resume, as_json, quiet)
+        return
+    from aepipe.training import train as run_training
+
+    leader = os.environ.get("RANK", "0") == "0"  # under a launcher, one process reports
     epochs = resolved.settings.train.epochs if resolved is not None else 0
-    with _Reporter(not quiet, epochs) as reporter:
+    with _Reporter(not quiet and leader, epochs) as reporter:
         result = run_training(resolved, pm, device=device, resume=resume, reporter=reporter,
                               overrides=overrides if pipeline is None else ())
+    if not leader:
+        return
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
     else:
@@ -161,6 +183,45 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
             err=True,
         )
         click.echo(result.run_id)
+
+
+def _launch(nproc: int, pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None,
+            as_json: bool, quiet: bool) -> None:
+    """Run this same command on ``nproc`` processes through torch.distributed.run (one machine)."""
+    import subprocess
+
+    from aepipe.errors import AepipeError, ConfigError
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ConfigError("--nproc: this process was already started by a launcher (WORLD_SIZE is set); drop --nproc")
+    args = [sys.executable, "-m", "aepipe.training.launch", "--standalone", f"--nproc-per-node={nproc}", "-m", "aepipe.cli", "train"]
+    args += [str(pipeline)] if pipeline is not None else []
+    for text in overrides:
+        args += ["--set", text]
+    for flag, value in (("--device", device), ("--resume", resume)):
+        if value is not None:
+            args += [flag, value]
+    args += ["--json"] * as_json + ["--quiet"] * quiet
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))),
+           "LOGLEVEL": os.environ.get("LOGLEVEL", "ERROR")}
+    import signal
+
+    proc = subprocess.Popen(args, env=env)
+    # Ctrl-C reaches every process of the terminal's group: the training processes stop
+    # together; this one waits for them. SIGTERM (a scheduler's) is passed on to the launcher.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code != 0:
+        error = AepipeError(f"--nproc {nproc}: training stopped (exit {code})")
+        error.exit_code = code
+        error.reported = True  # each process said why already
+        raise error
 
 
 @cli.command(name="new-plugin", context_settings=CONTEXT)

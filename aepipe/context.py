@@ -24,7 +24,8 @@ class RunContext:
     ``state`` is the :class:`aepipe.training.state.TrainState` (``epoch`` completed,
     ``history``, ``best``, ``best_epoch``...); ``optimizer`` is the model's optimizer,
     ``schedule`` the learning-rate schedule and ``stop`` the request to stop (Ctrl-C, SIGTERM)
-    that an epoch checks between batches.
+    that an epoch checks between batches; ``world`` the processes that train the model together
+    (``world.rank``, ``world.size``; one process: size 1).
     """
 
     config: Pipeline
@@ -38,6 +39,7 @@ class RunContext:
     stop: Any = None
     amp: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    world: Any = None  #: the processes training this model together (aepipe.training.distributed.World)
 
     @property
     def run_id(self) -> str:

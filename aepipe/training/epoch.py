@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from aepipe.training import distributed
 from aepipe.training.state import Position
 
 
@@ -80,7 +81,11 @@ def train_epoch(run: Any, epoch: int) -> dict[str, torch.Tensor]:
     s = run.config.settings.train
     n, bs = data.x_train.shape[0], s.batch_size
     position, run.state.position = run.state.position, None
-    if position is None:
+    world = run.world or distributed.SINGLE
+    if position is None and world.enabled:  # one order on every process, whatever each one's noise drew
+        order = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch)
+        perm, first, keys, total = torch.randperm(n, generator=order).to(run.device), 0, None, None
+    elif position is None:
         perm, first, keys, total = torch.randperm(n, device=run.device), 0, None, None
     else:
         perm, first = position.perm.to(run.device), position.batch
@@ -92,7 +97,8 @@ def train_epoch(run: Any, epoch: int) -> dict[str, torch.Tensor]:
     batches = -(-n // bs)
     model.train()
     with _unchecked_distributions():
-        return _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params)
+        means = _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params, world)
+    return means
 
 
 @contextlib.contextmanager
@@ -110,18 +116,23 @@ def _unchecked_distributions():
         Distribution.set_default_validate_args(before)
 
 
-def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params):
+def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params, world):
     n, bs = data.x_train.shape[0], s.batch_size
+    shared = model.model_parameters() if world.enabled else None
     for b in range(first, batches):
-        if run.stop is not None and run.stop.requested:
-            raise Stopped(run.stop.signal_name, Position(b, perm, keys or [], total, time.perf_counter() - started), batches)
-        idx = perm[b * bs : (b + 1) * bs]
+        asked = run.stop is not None and run.stop.requested
+        if distributed.any_true(world, asked, run.device) if world.enabled else asked:  # all processes stop together
+            name = (run.stop.signal_name if asked else None) or "a stop on another process"
+            raise Stopped(name, Position(b, perm, keys or [], total, time.perf_counter() - started), batches)
+        idx = distributed.shard(world, perm[b * bs : (b + 1) * bs])
         xb = data.x_train[idx]
         yb = data.y_train[idx] if data.y_train is not None else None
         with run.amp:
             loss, terms, step = model.step(xb, yb, training=True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if shared is not None:
+            distributed.average_gradients(world, shared)
         if params is not None:
             torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
         optimizer.step()
@@ -129,9 +140,13 @@ def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, key
         values = {"loss": loss, **terms}
         for reg in owned:
             values.update(reg.update(step))
+            if world.enabled:
+                distributed.average_parameters(world, list(reg.parameters()))
         if keys is None:
             keys = list(values)
         vec = torch.stack([values[k].detach().float().reshape(()) for k in keys]) * idx.shape[0]
         total = vec if total is None else total + vec
     assert keys is not None and total is not None
+    if world.enabled:
+        total = distributed.sum_(world, total)  # every process's shard: the epoch's means over all n rows
     return dict(zip(keys, (total / n).unbind()))

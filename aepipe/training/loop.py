@@ -17,10 +17,10 @@ import torch
 from aepipe.config import Pipeline
 from aepipe.context import RunContext
 from aepipe.data import DataBundle
-from aepipe.errors import AepipeError, ConfigError
+from aepipe.errors import AepipeError, ConfigError, TrainingError
 from aepipe.model import AutoEncoder, build_model
 from aepipe.limits import check_model_fits
-from aepipe.training import report
+from aepipe.training import distributed, report
 from aepipe.training.device import autocast, prepare_for_device, seed_everything, select_device
 from aepipe.training.epoch import StopRequest, Stopped
 from aepipe.training.evaluate import check_finite, evaluate_tensors, load_data, make_optimizer, read_back, sanity_check
@@ -93,18 +93,40 @@ class Trainer:
 
     def run(self, resume: str | None = None, tags: dict[str, str] | None = None) -> RunResult:
         """Train as a new run (with extra ``tags``; ``mlflow.parentRunId`` nests it) or continue
-        run ``resume`` from its checkpoint."""
+        run ``resume`` from its checkpoint. Started by a launcher on several processes (see
+        :mod:`aepipe.training.distributed`), rank 0 tracks the run and the others train with it."""
+        world = distributed.from_environment()
+        if not world.enabled:
+            return self._run(resume, tags, world)
+        if resume:
+            raise ConfigError(f"--resume {resume}: continuing a run on several processes is not supported yet; continue it "
+                              f"on one process (aepipe train --resume {resume}): the checkpoint is the same")
+        if not world.leader:
+            from aepipe.tracking.memory import MemoryTracker
+
+            self.tracker = MemoryTracker()  # rank 0 alone writes to the store
+        try:
+            return self._run(resume, {**(tags or {}), "aepipe.world_size": str(world.size)}, world)
+        except RuntimeError as exc:  # a collective failed: another process died (the run is FAILED already)
+            first = " ".join(str(exc).split())[:300]
+            raise TrainingError(f"rank {world.rank}: lost the other training processes ({first})") from None
+        finally:
+            distributed.stop(world)
+
+    def _run(self, resume: str | None, tags: dict[str, str] | None, world: Any) -> RunResult:
         state, parts = self._restore(resume) if resume else (None, {})
         p = self.pipeline
         assert p is not None, "a pipeline, or a run to resume"
         s = p.settings
-        device = select_device(self.device_name or s.train.device)
+        device = distributed.start(world, select_device(self.device_name or s.train.device))
         seed_everything(s.train.seed)
         data = load_data(p, device)
         check_model_fits(p, data, device)
         sanity_check(build_model(p, data).to(device), data, s.train.batch_size, p.source)
         seed_everything(s.train.seed)
         model = prepare_for_device(build_model(p, data).to(device), device, s.train.compile)  # the same weights whatever the check drew
+        if world.enabled:  # the same weights on every process, then each its own noise
+            torch.manual_seed(s.train.seed + 7919 * world.rank)
         optimizer = make_optimizer(model.model_parameters(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
         schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(data.x_train.shape[0], s.train.batch_size))
         if state is None:
@@ -117,7 +139,8 @@ class Trainer:
             tracked = self.tracker.resume(resume)
             state.pipeline = p.to_toml()  # with train.epochs raised, where it was
         logged = max(tracked.logged_steps("loss"), default=0) if resume else 0  # epochs a killed process had logged
-        run = RunContext(p, model, data, device, tracked, state, optimizer, schedule, StopRequest(), autocast(device, s.train.amp))
+        run = RunContext(p, model, data, device, tracked, state, optimizer, schedule, StopRequest(), autocast(device, s.train.amp),
+                         world=world)
         if self.on_start is not None:
             self.on_start(tracked.run_id)
         checkpoint = self.tracker.checkpoint_dir(tracked.run_id) / CHECKPOINT

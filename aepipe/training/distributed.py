@@ -1,0 +1,152 @@
+"""One model on many processes (``aepipe train --nproc N``, or the same command under a user's
+own ``torchrun`` or a cluster launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``).
+
+Every process holds the whole model and the whole dataset, and trains on its shard of every
+batch: the epoch's shuffled order is the same on every process (one seed), each takes rows
+``rank::world_size`` of each global batch of ``train.batch_size`` rows, and the gradients of the
+model's parameters are averaged over the processes before every optimizer step, as
+DistributedDataParallel does; the models therefore stay identical. A regularizer that owns
+parameters (the adversarial discriminator) takes its own step on its process's shard, and its
+parameters are then averaged, so it too stays the same everywhere: its loss sees per-shard
+batches, as do batch statistics such as MMD (documented in the plugin guide). Validation runs
+on every process (the same numbers: the same early-stopping decision everywhere); rank 0 alone
+tracks the run, writes checkpoints and logs the model. gloo on CPU, NCCL on CUDA (one GPU per
+process: ``cuda:LOCAL_RANK``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from aepipe.errors import ConfigError
+
+TIMEOUT_ENV = "AEPIPE_DIST_TIMEOUT"  # seconds a collective waits for a missing process (default 120)
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 1
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = World()
+
+
+def from_environment() -> World:
+    """The world this process belongs to, from the launcher's environment (one process: none)."""
+    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if size <= 1:
+        return SINGLE
+    try:
+        return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
+    except (KeyError, ValueError):
+        raise ConfigError("WORLD_SIZE is set but RANK is not: start several processes with aepipe train --nproc N or torchrun") from None
+
+
+def start(world: World, device: torch.device) -> torch.device:
+    """Join the process group (gloo on CPU, NCCL on CUDA) and return this process's device."""
+    import torch.distributed as dist
+
+    if not world.enabled:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "120")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    return device
+
+
+def stop(world: World) -> None:
+    import torch.distributed as dist
+
+    if world.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(world: World, idx: torch.Tensor) -> torch.Tensor:
+    """This process's rows of a global batch."""
+    return idx[world.rank :: world.size] if world.enabled else idx
+
+
+def average_gradients(world: World, params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients over the processes (one all-reduce of a flat buffer)."""
+    if not world.enabled:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world.size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def average_parameters(world: World, params: list[torch.nn.Parameter]) -> None:
+    """Average parameters over the processes (a regularizer's own, after its step)."""
+    if not world.enabled or not params:
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        flat = torch.cat([p.reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        flat /= world.size
+        offset = 0
+        for p in params:
+            p.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
+def any_true(world: World, flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any process (a stop asked for on one stops all together)."""
+    if not world.enabled:
+        return flag
+    import torch.distributed as dist
+
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def sum_(world: World, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the processes."""
+    if world.enabled:
+        import torch.distributed as dist
+
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def broadcast_text(world: World, text: str | None) -> str:
+    """Rank 0's ``text`` on every process."""
+    if not world.enabled:
+        assert text is not None
+        return text
+    import torch.distributed as dist
+
+    box: list[Any] = [text]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
