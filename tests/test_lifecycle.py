@@ -389,3 +389,20 @@ def test_a_lease_is_taken_over_only_when_its_process_is_gone_or_its_heartbeat_st
     parent = f"{here}:{os.getppid()}:"
     with pytest.raises(ConfigError, match=rf"still being trained by process {os.getppid()} on {re.escape(here)}"):
         check_lease(record(parent, now - 3600), "--resume")  # alive on this host: refused however old the beat
+
+
+def test_a_launchers_echo_of_ctrl_c_is_one_stop_and_a_later_second_ctrl_c_interrupts():
+    """torchrun passes Ctrl-C on to processes the terminal signalled already: a second SIGINT
+    within ECHO_SECONDS is the same stop; a later one interrupts at once."""
+    import signal as signals
+
+    from aepipe.training import epoch
+
+    with epoch.StopRequest() as stop:
+        os.kill(os.getpid(), signals.SIGINT)
+        os.kill(os.getpid(), signals.SIGINT)  # the launcher's echo
+        assert stop.requested and stop.signal_name == "SIGINT"
+        time.sleep(epoch.ECHO_SECONDS + 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signals.SIGINT)
+            time.sleep(0.1)  # the handler runs here

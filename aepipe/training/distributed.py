@@ -85,38 +85,31 @@ def shard(world: World, idx: torch.Tensor) -> torch.Tensor:
     return idx[world.rank :: world.size] if world.enabled else idx
 
 
-def average_gradients(world: World, params: list[torch.nn.Parameter]) -> None:
-    """Average the gradients over the processes (one all-reduce of a flat buffer)."""
-    if not world.enabled:
-        return
+def _mean_over_processes(world: World, tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor by its mean over the processes (one all-reduce of a flat buffer)."""
     import torch.distributed as dist
 
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
     flat /= world.size
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def average_gradients(world: World, params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients over the processes, as DistributedDataParallel does."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if world.enabled and grads:
+        _mean_over_processes(world, grads)
 
 
 def average_parameters(world: World, params: list[torch.nn.Parameter]) -> None:
     """Average parameters over the processes (a regularizer's own, after its step)."""
-    if not world.enabled or not params:
-        return
-    import torch.distributed as dist
-
-    with torch.no_grad():
-        flat = torch.cat([p.reshape(-1) for p in params])
-        dist.all_reduce(flat)
-        flat /= world.size
-        offset = 0
-        for p in params:
-            p.copy_(flat[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+    if world.enabled and params:
+        with torch.no_grad():
+            _mean_over_processes(world, params)
 
 
 def any_true(world: World, flag: bool, device: torch.device) -> bool:

@@ -29,6 +29,9 @@ class Stopped(Exception):
 #: the signal that last asked this process to stop (None: none did). A stop that arrives while a
 #: run is finishing lets the run finish; whatever runs runs after it (a tuning worker) checks this.
 PROCESS_STOP: str | None = None
+#: a second SIGINT this soon after the first is the same Ctrl-C passed on by a launcher
+#: (torchrun signals the processes the terminal signalled already), not a second one
+ECHO_SECONDS = 0.5
 _DEPTH = 0  # StopRequests entered and not yet left
 
 
@@ -40,6 +43,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.signal_name: str | None = None
         self._previous: dict[int, Any] = {}
+        self._asked = 0.0
 
     @property
     def requested(self) -> bool:
@@ -52,8 +56,11 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         global PROCESS_STOP
-        if self.signal_name is not None and signum == signal.SIGINT:
+        now = time.monotonic()
+        if self.signal_name is not None and signum == signal.SIGINT and now - self._asked > ECHO_SECONDS:
             raise KeyboardInterrupt  # the second Ctrl-C
+        if self.signal_name is None:
+            self._asked = now
         self.signal_name = PROCESS_STOP = signal.Signals(signum).name
 
     def __enter__(self) -> "StopRequest":

@@ -1,7 +1,6 @@
 """``python -m aepipe.training.launch TORCHRUN-ARGS``: torch.distributed.run as ``aepipe train
 --nproc`` uses it, with its answers to a signal or a failed process as one line each instead of
-its tracebacks. The exit code: 130 after Ctrl-C, 143 after SIGTERM, 2 when a process reported a
-user error, 1 otherwise."""
+its tracebacks. The exit code: 130 after Ctrl-C, 143 after SIGTERM, 1 when a process failed."""
 
 from __future__ import annotations
 
@@ -35,10 +34,11 @@ def main() -> None:
         codes = {f.exitcode for _, f in failures}
         if codes <= {130, 143}:  # stopped on purpose: each process said so already
             sys.exit(130 if 130 in codes else 143)
-        rank, first = failures[0]
+        # the cause, not its echo: a process killed by a signal before one that lost contact with it
+        rank, first = min(failures, key=lambda item: (item[1].exitcode >= 0, item[1].timestamp))
         sys.stderr.write(f"Error: the training process of rank {rank} (pid {first.pid}) exited with "
                          f"{_describe(first.exitcode)}; the others were stopped\n")
-        sys.exit(2 if codes == {2} else 1)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

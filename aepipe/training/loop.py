@@ -109,7 +109,9 @@ class Trainer:
             return self._run(resume, {**(tags or {}), "aepipe.world_size": str(world.size)}, world)
         except RuntimeError as exc:  # a collective failed: another process died (the run is FAILED already)
             first = " ".join(str(exc).split())[:300]
-            raise TrainingError(f"rank {world.rank}: lost the other training processes ({first})") from None
+            error = TrainingError(f"rank {world.rank}: lost the other training processes ({first})")
+            error.exit_code = 1  # not the user's doing
+            raise error from None
         finally:
             distributed.stop(world)
 
