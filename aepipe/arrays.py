@@ -44,11 +44,17 @@ def _position(index: tuple[int, ...]) -> str:
     return f"row {index[0]}, column {rest[0]}" if len(rest) == 1 else f"row {index[0]}, position {tuple(int(i) for i in rest)}"
 
 
+def _not_numbers(a: np.ndarray) -> str | None:
+    """What ``a`` holds instead of numbers, or None."""
+    if a.dtype.kind in "biuf":
+        return None
+    return "text" if a.dtype.kind in "US" else f"dtype {a.dtype}"
+
+
 def check_values(x: np.ndarray, what: str, min_ndim: int = 2) -> np.ndarray:
     """``x`` as float64 if it holds at least one row of finite numbers (rows first)."""
-    if x.dtype.kind not in "biuf":
-        kind = "text" if x.dtype.kind in "US" else f"dtype {x.dtype}"
-        raise DataError(f"{what}: holds {kind}, not numbers")
+    if (other := _not_numbers(x)) is not None:
+        raise DataError(f"{what}: holds {other}, not numbers")
     if x.ndim < min_ndim:
         raise DataError(f"{what}: expected one example per row, got an array of shape {x.shape}")
     if x.shape[0] == 0:
@@ -65,9 +71,8 @@ def check_values(x: np.ndarray, what: str, min_ndim: int = 2) -> np.ndarray:
 
 def check_labels(y: np.ndarray, what: str, n_rows: int | None = None, n_classes: int | None = None) -> np.ndarray:
     """``y`` as int64 class labels, one per row: whole numbers >= 0 (and < ``n_classes``)."""
-    if y.dtype.kind not in "biuf":
-        kind = "text" if y.dtype.kind in "US" else f"dtype {y.dtype}"
-        raise DataError(f"{what}: labels hold {kind}, not whole numbers")
+    if (other := _not_numbers(y)) is not None:
+        raise DataError(f"{what}: labels hold {other}, not whole numbers")
     if y.ndim > 1 and not (y.ndim == 2 and y.shape[1] == 1):
         raise DataError(f"{what}: labels must be one per row, got an array of shape {y.shape}")
     y = y.reshape(-1)

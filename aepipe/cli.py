@@ -27,17 +27,6 @@ def _masked(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in mask(text))
 
 
-def _reported(exc: Exception) -> bool:
-    """Whether the error was told already: by the processes of ``--nproc``, or, on a training
-    process other than rank 0, a stop that rank 0 reports for the run."""
-    if getattr(exc, "reported", False):
-        return True
-    from aepipe.errors import AepipeError
-
-    rank = os.environ.get("RANK", "0")
-    return rank != "0" and type(exc).__name__ == "Interrupted" and isinstance(exc, AepipeError)
-
-
 class AepipeGroup(click.Group):
     """Turns every :class:`AepipeError`, and every wrong option or argument, into one line on
     stderr and its exit code (2 for both)."""
@@ -48,7 +37,7 @@ class AepipeGroup(click.Group):
         except AepipeError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            if not _reported(exc):
+            if not getattr(exc, "reported", False):  # told already: by --nproc's processes, or by rank 0
                 click.echo(f"Error: {_masked(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
@@ -272,7 +261,7 @@ def plugins(as_json: bool, check: bool, only: str | None) -> None:
             if only in pm.failures:
                 raise PluginError(f"--plugin {only}: {pm.failures[only].describe()}")
             raise PluginError(f"--plugin {only}: no such plugin; installed: {', '.join(sorted(pm.infos))}")
-        problems = [f"{f.describe()}" for name, f in sorted(pm.failures.items()) if only in (None, name)]
+        problems = [f.describe() for name, f in sorted(pm.failures.items()) if only in (None, name)]
         problems += _check_plugins(pm, only)
         for line in problems:
             click.echo(f"problem: {line}", err=True)
@@ -318,9 +307,8 @@ def _array_io(run_id: str, input_path: Path, output: Path, device: str, scaled: 
     from aepipe.data import scale
     from aepipe.errors import ConfigError, DataError
     from aepipe.limits import check_output
-    from aepipe.training.device import select_device
-
     from aepipe.tracking.store import check_run_id
+    from aepipe.training.device import select_device
 
     check_run_id(run_id)  # before any file is read
     check_output(output, "-o")
@@ -409,9 +397,8 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
     under the study's parent run. Running it again resumes the study."""
     from aepipe import tune as tuning
 
-    from aepipe.errors import ConfigError
-
     from aepipe import secrets
+    from aepipe.errors import ConfigError
 
     secrets.remember(url=storage)
     if storage and storage.startswith("sqlite") and n_workers > 1:
@@ -506,9 +493,8 @@ def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path 
     from aepipe.artifacts import load_run_model
     from aepipe.errors import ConfigError
     from aepipe.limits import check_fits, check_output
-    from aepipe.training.device import select_device
-
     from aepipe.tracking.store import check_run_id
+    from aepipe.training.device import select_device
 
     check_run_id(run_id)
     check_output(output, "-o")

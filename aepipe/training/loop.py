@@ -107,6 +107,9 @@ class Trainer:
             self.tracker = MemoryTracker()  # rank 0 alone writes to the store
         try:
             return self._run(resume, {**(tags or {}), "aepipe.world_size": str(world.size)}, world)
+        except Interrupted as exc:
+            exc.reported = not world.leader  # rank 0 tells the run's stop and how to continue it
+            raise
         except RuntimeError as exc:  # a collective failed: another process died (the run is FAILED already)
             first = " ".join(str(exc).split())[:300]
             error = TrainingError(f"rank {world.rank}: lost the other training processes ({first})")

@@ -47,16 +47,29 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class ResNetEncoderConfig(EncoderConfig):
-    """``widths``: channels of each stage (each after the first halves the image's sides);
-    ``blocks``: residual blocks per stage; ``norm``: group (default: independent of the batch,
-    so DDP shards and small batches behave alike), batch or none; ``activation`` inside the
-    blocks; ``code_activation`` on a deterministic code."""
+class ResNetShape(ComponentConfig):
+    """``widths``: channels of each stage (each after the first halves the image's sides; the
+    decoder runs them deepest first); ``blocks``: residual blocks per stage; ``norm``: group
+    (default: independent of the batch, so shards and small batches behave alike), batch or
+    none; ``activation`` inside the blocks."""
 
     widths: list[PositiveInt] = Field([32, 64, 128], min_length=1, max_length=8)
     blocks: int = Field(1, ge=1, le=16)
     norm: Norm = "group"
     activation: Activation = "relu"
+
+    def sizes(self, spec: ModelSpec, part: str) -> tuple[int, list[int], list[int]]:
+        """The image's channels, and each stage's height and width (the first: the image's)."""
+        require(spec.image_shape is not None, f"the resnet {part} needs image data (the dataset gives no image_shape)")
+        c, h, w = spec.image_shape
+        stages = len(self.widths) - 1
+        return c, _conv_sizes(h, stages), _conv_sizes(w, stages)
+
+
+class ResNetEncoderConfig(EncoderConfig, ResNetShape):
+    """The shape (``widths``, ``blocks``, ``norm``, ``activation``), the code head's settings,
+    and ``code_activation`` on a deterministic code."""
+
     code_activation: Activation = "identity"
 
 
@@ -68,8 +81,7 @@ class ResNetEncoder(_HeadEncoder):
 
     def __init__(self, config: ResNetEncoderConfig, spec: ModelSpec):
         super().__init__(config, spec)
-        require(spec.image_shape is not None, "the resnet encoder needs image data (the dataset gives no image_shape)")
-        c, h, w = spec.image_shape
+        c, hs, ws = config.sizes(spec, "encoder")
         widths = config.widths
         layers: list[nn.Module] = [nn.Conv2d(c, widths[0], 3, padding=1)]
         for i, width in enumerate(widths):
@@ -78,7 +90,6 @@ class ResNetEncoder(_HeadEncoder):
             layers += [ResidualBlock(width, config.norm, config.activation) for _ in range(config.blocks)]
         layers += [_norm(config.norm, widths[-1]), activation(config.activation), nn.Flatten()]
         self.body = nn.Sequential(*layers)
-        hs, ws = _conv_sizes(h, len(widths) - 1), _conv_sizes(w, len(widths) - 1)
         self._make_head(widths[-1] * hs[-1] * ws[-1] + spec.cond_dim, config.code_activation)
 
     def forward(self, x: torch.Tensor, y_onehot: torch.Tensor | None = None) -> Encoding:
@@ -86,14 +97,9 @@ class ResNetEncoder(_HeadEncoder):
         return self._encode(self.with_label(feats, y_onehot))
 
 
-class ResNetDecoderConfig(ComponentConfig):
-    """``widths``: channels of each stage from the image inwards, as the encoder's (the decoder
-    runs them deepest first); ``blocks`` per stage; ``norm``; ``activation``."""
-
-    widths: list[PositiveInt] = Field([32, 64, 128], min_length=1, max_length=8)
-    blocks: int = Field(1, ge=1, le=16)
-    norm: Norm = "group"
-    activation: Activation = "relu"
+class ResNetDecoderConfig(ResNetShape):
+    """The shape, as the encoder's: ``widths`` from the image inwards, ``blocks``, ``norm``,
+    ``activation``."""
 
 
 class ResNetDecoder(Decoder):
@@ -104,11 +110,9 @@ class ResNetDecoder(Decoder):
 
     def __init__(self, config: ResNetDecoderConfig, spec: ModelSpec):
         super().__init__(config, spec)
-        require(spec.image_shape is not None, "the resnet decoder needs image data (the dataset gives no image_shape)")
-        c, h, w = spec.image_shape
+        c, hs, ws = config.sizes(spec, "decoder")
         widths = config.widths
         n = len(widths) - 1
-        hs, ws = _conv_sizes(h, n), _conv_sizes(w, n)
         self.start = (widths[-1], hs[-1], ws[-1])
         self.fc = nn.Linear(self.in_features, widths[-1] * hs[-1] * ws[-1])
         layers: list[nn.Module] = []
