@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -131,15 +130,3 @@ def sum_(world: World, tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.clone()
         dist.all_reduce(tensor)
     return tensor
-
-
-def broadcast_text(world: World, text: str | None) -> str:
-    """Rank 0's ``text`` on every process."""
-    if not world.enabled:
-        assert text is not None
-        return text
-    import torch.distributed as dist
-
-    box: list[Any] = [text]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
