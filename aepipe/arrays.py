@@ -15,9 +15,9 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def load_npy(path: Path, what: str) -> np.ndarray:
+def load_npy(path: Path, what: str, mmap: bool = False) -> np.ndarray:
     """The array in the ``.npy`` file ``path`` (``what`` names it in errors: ``--labels y.npy``),
-    never unpickling anything."""
+    never unpickling anything; with ``mmap``, memory-mapped read-only (read as it is used)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(len(NPY_MAGIC))
@@ -28,7 +28,7 @@ def load_npy(path: Path, what: str) -> np.ndarray:
     if head != NPY_MAGIC:
         raise DataError(f"{what}: not a .npy file (it starts with {head[:6]!r}, not numpy's header); write it with numpy.save")
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
         if "pickled" in str(exc) or "Object arrays" in str(exc):
             raise DataError(f"{what}: holds Python objects (dtype object), which aepipe does not unpickle; save numbers") from None
@@ -52,7 +52,9 @@ def _not_numbers(a: np.ndarray) -> str | None:
 
 
 def check_values(x: np.ndarray, what: str, min_ndim: int = 2) -> np.ndarray:
-    """``x`` as float64 if it holds at least one row of finite numbers (rows first)."""
+    """``x`` as float64 if it holds at least one row of finite numbers (rows first). A
+    memory-mapped array is returned as it is, its shape checked: :func:`finite_range` checks its
+    values a chunk at a time."""
     if (other := _not_numbers(x)) is not None:
         raise DataError(f"{what}: holds {other}, not numbers")
     if x.ndim < min_ndim:
@@ -61,12 +63,36 @@ def check_values(x: np.ndarray, what: str, min_ndim: int = 2) -> np.ndarray:
         raise DataError(f"{what}: holds no rows (shape {x.shape})")
     if x.size == 0:
         raise DataError(f"{what}: rows of no values (shape {x.shape})")
+    if isinstance(x, np.memmap):  # left on disk: its values are checked a chunk at a time by finite_range
+        return x
     x = x.astype(np.float64, copy=False)
+    _check_finite(x, what, 0)
+    return x
+
+
+def _check_finite(x: np.ndarray, what: str, first_row: int) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"{what}: {_position(index)} is {x[index]} (NaN and infinite values are not accepted)")
-    return x
+        value = x[index]
+        raise DataError(f"{what}: {_position((index[0] + first_row, *index[1:]))} is {value} (NaN and infinite values are not accepted)")
+
+
+#: values read at a time by :func:`finite_range`
+CHUNK_VALUES = 1 << 24
+
+
+def finite_range(x: np.ndarray, what: str) -> tuple[float, float]:
+    """The smallest and largest value of ``x`` (rows first), every value checked finite, read a
+    chunk of rows at a time: a memory-mapped array is never held whole."""
+    rows = max(1, CHUNK_VALUES // max(1, int(np.prod(x.shape[1:]))))
+    lo, hi = np.inf, -np.inf
+    for start in range(0, len(x), rows):
+        chunk = np.asarray(x[start: start + rows])
+        if chunk.dtype.kind == "f":
+            _check_finite(chunk, what, start)
+        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+    return lo, hi
 
 
 def check_labels(y: np.ndarray, what: str, n_rows: int | None = None, n_classes: int | None = None) -> np.ndarray:

@@ -79,21 +79,51 @@ class Encoding:
         return self.dist is not None
 
 
+class Rows:
+    """Inputs a dataset reads on demand instead of holding them (files on disk, a Hugging Face
+    table): ``shape`` ``(n, ...)`` and ``dtype`` as a numpy array's, and :meth:`read`, the rows
+    at some indices as one array. aepipe reads them in batches, from DataLoader worker
+    processes when it streams (``data.in_memory``), so a ``Rows`` must survive a fork and hold
+    no open handle it cannot share. A numpy array or ``np.load(..., mmap_mode="r")`` serves too.
+    """
+
+    shape: tuple[int, ...] = (0,)
+    dtype: np.dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """The rows at ``indices`` (int64, any order, maybe repeated), shape ``(len(indices), *shape[1:])``."""
+        raise NotImplementedError
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self.read(np.array([index], dtype=np.int64))[0]
+        return self.read(np.arange(len(self), dtype=np.int64)[index])
+
+
 @dataclass
 class RawData:
     """What a dataset returns: raw inputs (any shape ``(n, ...)``) and labels.
 
-    ``value_range`` (low, high) maps raw values to [0, 1]; the same map is applied to the
-    inputs of ``aepipe encode``. ``x_test``/``y_test``, when given, are the dataset's own test
-    split; otherwise aepipe splits one off.
+    ``x`` is a numpy array (memory-mapped or not) or :class:`Rows` read on demand. ``value_range``
+    (low, high) maps raw values to [0, 1]; the same map is applied to the inputs of
+    ``aepipe encode``. uint8 inputs stay uint8 in memory and are scaled batch by batch.
+    ``x_test``/``y_test``, when given, are the dataset's own test split; otherwise aepipe
+    splits one off.
     """
 
-    x: np.ndarray
+    x: np.ndarray | Rows
     y: np.ndarray | None
     value_range: tuple[float, float]
     image_shape: tuple[int, ...] | None = None
     n_classes: int = 0
-    x_test: np.ndarray | None = None
+    x_test: np.ndarray | Rows | None = None
     y_test: np.ndarray | None = None
     source: str = ""
 

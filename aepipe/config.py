@@ -14,7 +14,7 @@ import copy
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
@@ -38,6 +38,14 @@ class DataSettings(_Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of the examples held out for validation (early stopping, tuning)")
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share held out for the final test metrics (a dataset with its own test split keeps it)")
     split_seed: int = Field(0, description="seed of the random split")
+    in_memory: Union[Literal["auto"], bool] = Field(
+        "auto", description='"auto": hold the data on the training device when it fits memory_fraction of its free memory, '
+        "else stream it; true: hold it (uint8 images stay uint8, scaled batch by batch); false: stream it through "
+        "DataLoader workers")
+    memory_fraction: float = Field(0.5, gt=0.0, le=1.0, description='"auto": the share of the device\'s free memory the data may take')
+    workers: Optional[int] = Field(None, ge=0, le=64, description="DataLoader worker processes that read and decode batches "
+                                   "(none: one per CPU core beyond the first, at most 8; 0: read in the training process)")
+    prefetch: int = Field(2, ge=1, le=64, description="batches each worker reads ahead")
 
 
 class ModelSettings(_Section):

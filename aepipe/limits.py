@@ -76,7 +76,7 @@ def check_model_fits(pipeline: Any, data: Any, device: Any) -> None:
     if counts is None:
         return
     m = pipeline.settings.model
-    batch = min(pipeline.settings.train.batch_size, max(1, data.x_train.shape[0]))
+    batch = min(pipeline.settings.train.batch_size, max(1, len(data.train)))
     need = 16 * counts["total"] + 4 * 8 * batch * m.samples * (data.input_dim + m.code_dim)
     largest = max((k for k in counts if k != "total"), key=lambda k: counts[k], default="model")
     check_fits(need, f"{pipeline.source}: the model ({counts['total']:,} parameters, most in {largest})", device,

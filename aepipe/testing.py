@@ -161,8 +161,7 @@ def check_variant(name: str, pm=None, data: dict[str, Any] | None = None) -> Non
     t = pipeline.settings.train
     params = model.model_parameters()
     optimizer = make_optimizer(params, t.optimizer, t.lr, t.weight_decay)
-    rows = min(t.batch_size, 64, data.x_train.shape[0])
-    x, y = data.x_train[:rows], None if data.y_train is None else data.y_train[:rows]
+    x, y = data.train.head(min(t.batch_size, 64))
     before = [p.detach().clone() for p in params]
     loss, _, step = model.step(x, y)
     assert loss.dim() == 0 and torch.isfinite(loss), f"{who}: the loss of one batch is {loss}"
@@ -220,7 +219,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
     table = data
     pipeline, model, data = _build(pm, kind, name, data=table)
     part = _component(model, kind, name)
-    x, y = data.x_train[:16], None if data.y_train is None else data.y_train[:16]
+    x, y = data.train.head(16)
     y1 = model.one_hot(y)
     n, d, k = x.shape[0], model.spec.input_dim, model.spec.code_dim
     with torch.no_grad():
@@ -267,7 +266,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
     params = model.model_parameters()
     opt = torch.optim.Adam(params, lr=1e-3)
     owned = [r for r in model.regularizers.values() if r.owns_parameters]
-    batch = data.x_train[:64], None if data.y_train is None else data.y_train[:64]
+    batch = data.train.head(64)
     torch.manual_seed(0)
     first = float(model.step(*batch, training=False)[0].detach())
     for _ in range(30):

@@ -79,7 +79,7 @@ MALFORMED = [
     ("unknown section", 'variant = "vanilla"\n[trian]\nepochs = 3\n', r"unknown key 'trian' for the pipeline; valid keys: data, description, model, "),
     ("unknown component key", 'variant = "vanilla"\n[model.encoder]\nactivaton = "relu"\n',
      r"p\.toml: unknown key 'model\.encoder\.activaton' for encoder 'one-layer'; valid keys: activation, distribution, min_std, name"),
-    ("unknown dataset key", 'variant = "vanilla"\n[data]\nfolder = "x"\n', r"unknown key 'data\.folder' for dataset 'digits'; valid keys: name, split_seed, test_fraction, val_fraction"),
+    ("unknown dataset key", 'variant = "vanilla"\n[data]\nfolder = "x"\n', r"unknown key 'data\.folder' for dataset 'digits'; valid keys: in_memory, memory_fraction, name, prefetch, split_seed, test_fraction, val_fraction, workers"),
     ("wrong type", 'variant = "vanilla"\n[model]\ncode_dim = "big"\n', r"p\.toml: 'model\.code_dim' = 'big': expected int: "),
     ("wrong literal", 'variant = "vanilla"\n[model]\nlikelihood = "poisson"\n', r"'model\.likelihood' = 'poisson': .*'bernoulli' or 'gaussian'"),
     ("out of range", 'variant = "vanilla"\n[train]\nepochs = 0\n', r"'train\.epochs' = 0: expected int: Input should be greater than or equal to 1"),

@@ -192,11 +192,12 @@ def _interrupter() -> types.ModuleType:
     return plugin
 
 
-@pytest.mark.parametrize("variant", ["vae", "denoising"])
-def test_a_run_stopped_inside_an_epoch_resumes_to_the_same_weights_and_history(variant, tmp_path):
+@pytest.mark.parametrize("variant,streamed", [("vae", False), ("denoising", False), ("vae", True)])
+def test_a_run_stopped_inside_an_epoch_resumes_to_the_same_weights_and_history(variant, streamed, tmp_path):
     """Ctrl-C mid-epoch: the checkpoint holds the position inside the epoch (its order, the
     metric sums so far, the random state), so the resumed run equals the uninterrupted one,
-    weights and every logged value, with stochastic encoders and corruptions alike."""
+    weights and every logged value, with stochastic encoders and corruptions alike, and with the
+    data streamed through a DataLoader worker (whose seeds never touch the training stream)."""
     from aepipe.plugins import get_plugin_manager
 
     plugin = _interrupter()
@@ -205,6 +206,8 @@ def test_a_run_stopped_inside_an_epoch_resumes_to_the_same_weights_and_history(v
     overrides = [*QUIET, "train.epochs=3", "train.patience=0", "model.regularizers.stop.name=\"sigint-at\"",
                  "model.encoder.hidden=[32]", "model.decoder.hidden=[32]"] if variant == "vae" else \
                 [*QUIET, "train.epochs=3", "train.patience=0", "model.regularizers.stop.name=\"sigint-at\""]
+    if streamed:
+        overrides += ["data.in_memory=false", "data.workers=1"]
     pipeline = resolve(pm, tree={"variant": variant}, overrides=overrides)
     full_tracker, tracker = MemoryTracker(tmp_path / "full"), MemoryTracker(tmp_path / "cut")
     full = train(pipeline, pm, tracker=full_tracker)

@@ -1,7 +1,8 @@
 """One training epoch (aepipe's own ``aepipe_train_epoch``), and stopping between batches.
 
-Batches are drawn by index from tensors on the device; the epoch's metric sums stay on the
-device and are returned as 0-d tensors, read back once with the validation metrics.
+Batches are drawn by index from the training split (held on the device, or streamed through a
+DataLoader in the same order); the epoch's metric sums stay on the device and are returned as 0-d
+tensors, read back once with the validation metrics.
 """
 
 from __future__ import annotations
@@ -86,16 +87,18 @@ def train_epoch(run: Any, epoch: int) -> dict[str, torch.Tensor]:
     epoch left off); returns the epoch's mean metrics as 0-d tensors on the device."""
     model, data, optimizer, schedule = run.model, run.data, run.optimizer, run.schedule
     s = run.config.settings.train
-    n, bs = data.x_train.shape[0], s.batch_size
+    n, bs = len(data.train), s.batch_size
     position, run.state.position = run.state.position, None
     world = run.world or distributed.SINGLE
+    # a streamed split's loader reads the order on the CPU; a held one indexes on the device
+    where = torch.device("cpu") if data.train.streamed else run.device
     if position is None and world.enabled:  # one order on every process, whatever each one's noise drew
         order = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch)
-        perm, first, keys, total = torch.randperm(n, generator=order).to(run.device), 0, None, None
+        perm, first, keys, total = torch.randperm(n, generator=order).to(where), 0, None, None
     elif position is None:
-        perm, first, keys, total = torch.randperm(n, device=run.device), 0, None, None
+        perm, first, keys, total = torch.randperm(n, device=where), 0, None, None
     else:
-        perm, first = position.perm.to(run.device), position.batch
+        perm, first = position.perm.to(where), position.batch
         keys = position.keys or None
         total = None if position.sums is None else position.sums.to(run.device)
     started = time.perf_counter() - (position.seconds if position else 0.0)
@@ -124,16 +127,16 @@ def _unchecked_distributions():
 
 
 def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params, world):
-    n, bs = data.x_train.shape[0], s.batch_size
+    n, bs = len(data.train), s.batch_size
     shared = model.model_parameters() if world.enabled else None
+    # this process's share of each batch, read (a streamed split: ahead, by its workers) in order
+    feed = data.train.ordered(distributed.shard(world, perm[b * bs: (b + 1) * bs]) for b in range(first, batches))
     for b in range(first, batches):
         asked = run.stop is not None and run.stop.requested
         if distributed.any_true(world, asked, run.device) if world.enabled else asked:  # all processes stop together
             name = (run.stop.signal_name if asked else None) or "a stop on another process"
             raise Stopped(name, Position(b, perm, keys or [], total, time.perf_counter() - started), batches)
-        idx = distributed.shard(world, perm[b * bs : (b + 1) * bs])
-        xb = data.x_train[idx]
-        yb = data.y_train[idx] if data.y_train is not None else None
+        xb, yb = next(feed)
         with run.amp:
             loss, terms, step = model.step(xb, yb, training=True)
         optimizer.zero_grad(set_to_none=True)
@@ -151,7 +154,7 @@ def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, key
                 distributed.average_parameters(world, list(reg.parameters()))
         if keys is None:
             keys = list(values)
-        vec = torch.stack([values[k].detach().float().reshape(()) for k in keys]) * idx.shape[0]
+        vec = torch.stack([values[k].detach().float().reshape(()) for k in keys]) * xb.shape[0]
         total = vec if total is None else total + vec
     assert keys is not None and total is not None
     if world.enabled:

@@ -11,7 +11,7 @@ import torch
 
 from aepipe.components import Component
 from aepipe.config import Pipeline
-from aepipe.data import DataBundle, prepare
+from aepipe.data import DataBundle, Feed, Split, batches, prepare
 from aepipe.errors import AepipeError, ConfigError, DataError, TrainingError
 from aepipe.model import AutoEncoder
 
@@ -25,7 +25,8 @@ def load_data(pipeline: Pipeline, device: torch.device) -> DataBundle:
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"dataset '{choice.name}' failed to load: {type(exc).__name__}: {exc}") from exc
     s = pipeline.settings.data
-    return prepare(raw, choice.name, s.val_fraction, s.test_fraction, s.split_seed, device)
+    return prepare(raw, choice.name, s.val_fraction, s.test_fraction, s.split_seed, device, in_memory=s.in_memory,
+                   memory_fraction=s.memory_fraction, feed=Feed.for_device(s.workers, s.prefetch, device))
 
 
 def _culprit(exc: BaseException) -> str:
@@ -42,9 +43,7 @@ def _culprit(exc: BaseException) -> str:
 
 def sanity_check(model: AutoEncoder, data: DataBundle, batch_size: int, source: str = "") -> None:
     """One forward, loss and backward pass on one batch, before any expensive work."""
-    n = min(batch_size, data.x_train.shape[0])
-    x = data.x_train[:n]
-    y = data.y_train[:n] if data.y_train is not None else None
+    x, y = data.train.head(batch_size)
     try:
         loss, _, _ = model.step(x, y, training=True)
         loss.backward()
@@ -79,18 +78,18 @@ def make_optimizer(params: list[torch.nn.Parameter], name: str, lr: float, weigh
 
 
 @torch.no_grad()
-def evaluate_tensors(model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None, batch_size: int = 1024) -> dict[str, torch.Tensor]:
+def evaluate_tensors(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tensor | None = None,
+                     batch_size: int = 1024) -> dict[str, torch.Tensor]:
     """Loss, its terms (every regularizer at its full weight), the per-element squared error of
-    the reconstruction and every regularizer's own metrics, averaged over ``x``: 0-d tensors
-    on the device, not yet read back."""
+    the reconstruction and every regularizer's own metrics, averaged over a split (or tensors
+    ``x`` and ``y``): 0-d tensors on the device, not yet read back."""
     was_training = model.training
     model.eval()
     keys: list[str] | None = None
     total: torch.Tensor | None = None
-    n = x.shape[0]
-    for i in range(0, n, batch_size):
-        xb = x[i : i + batch_size]
-        yb = y[i : i + batch_size] if y is not None else None
+    n = 0
+    for xb, yb in batches(x, y, batch_size):
+        n += xb.shape[0]
         loss, terms, step = model.step(xb, yb, training=False)
         if step.encoding.dist is None and step.z.shape[0] == xb.shape[0]:
             out = step.output  # a deterministic code: the decoder already saw it
@@ -108,7 +107,7 @@ def evaluate_tensors(model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None
     return dict(zip(keys, (total / n).unbind()))
 
 
-def evaluate(model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None, batch_size: int = 1024) -> dict[str, float]:
+def evaluate(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1024) -> dict[str, float]:
     """:func:`evaluate_tensors`, read back as floats."""
     return read_back(evaluate_tensors(model, x, y, batch_size))
 
@@ -142,9 +141,9 @@ def check_finite(metrics: dict[str, float], epoch: int, source: str) -> None:
         raise TrainingError(f"{source}: validation loss is {metrics['val_loss']} at epoch {epoch}")
 
 
-def codes(model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None, batch: int = 4096) -> np.ndarray:
-    parts = [model.encode(x[i : i + batch], None if y is None else y[i : i + batch]).code for i in range(0, x.shape[0], batch)]
-    return torch.cat(parts).cpu().numpy()
+def codes(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tensor | None = None, batch: int = 4096) -> np.ndarray:
+    """The codes of a split (or of tensors ``x`` and ``y``), on the CPU."""
+    return torch.cat([model.encode(xb, yb).code for xb, yb in batches(x, y, batch)]).cpu().numpy()
 
 
 def prior_samples(model: AutoEncoder, per_row: int = 10) -> tuple[np.ndarray, list[str] | None]:

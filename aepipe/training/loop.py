@@ -133,15 +133,16 @@ class Trainer:
         if world.enabled:  # the same weights on every process, then each its own noise
             torch.manual_seed(s.train.seed + 7919 * world.rank)
         optimizer = make_optimizer(model.model_parameters(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
-        schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(data.x_train.shape[0], s.train.batch_size))
+        schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(len(data.train), s.train.batch_size))
         if state is None:
             state = TrainState(pipeline=p.to_toml())
-            tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name, {**report.tags(p, self.pm, device), **(tags or {})},
+            tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name, {**report.tags(p, self.pm, device, data), **(tags or {})},
                                          system_metrics=report.system_metrics(s.tracking))
         else:
             _load_parts(parts, model, optimizer, schedule)
             state.restore_rng()
             tracked = self.tracker.resume(resume)
+            tracked.set_tags({k: v for k, v in report.tags(p, self.pm, device, data).items() if k.startswith("aepipe.data.")})
             state.pipeline = p.to_toml()  # with train.epochs raised, where it was
         logged = max(tracked.logged_steps("loss"), default=0) if resume else 0  # epochs a killed process had logged
         run = RunContext(p, model, data, device, tracked, state, optimizer, schedule, StopRequest(), autocast(device, s.train.amp),
@@ -162,7 +163,7 @@ class Trainer:
                     epoch_started = time.perf_counter() - (state.position.seconds if state.position else 0.0)
                     weights, lr = regularizer_weights(model, warmups, epoch), schedule.lr
                     trained = self.pm.call_plugin_hook("aepipe_train_epoch", run=run, epoch=epoch)
-                    metrics = read_back(trained, evaluate_tensors(model, data.x_val, data.y_val), prefixes=("", "val_"))
+                    metrics = read_back(trained, evaluate_tensors(model, data.val), prefixes=("", "val_"))
                     check_finite(metrics, epoch, p.source)
                     metrics.update(weights, lr=lr, epoch_seconds=time.perf_counter() - epoch_started)
                     for extra in self.pm.call_plugin_hook("aepipe_epoch_end", run=run, epoch=epoch, metrics=dict(metrics)):
@@ -238,7 +239,7 @@ class Trainer:
         model, data, state = run.model, run.data, run.state
         if state.best_weights is not None:
             model.load_state_dict(state.best_weights)  # evaluate the best epoch's weights
-        test = read_back(evaluate_tensors(model, data.x_test, data.y_test), prefixes=("test_",))
+        test = read_back(evaluate_tensors(model, data.test), prefixes=("test_",))
         test.update(train_seconds=state.train_seconds, epochs_trained=float(state.epoch))
         for extra in self.pm.call_plugin_hook("aepipe_run_end", run=run, metrics=dict(test)):
             test.update({f"test_{k}": float(v) for k, v in (extra or {}).items()})

@@ -13,14 +13,19 @@ import torch
 
 from aepipe.config import Pipeline, TrackingSettings
 from aepipe.context import RunContext
+from aepipe.data import DataBundle
 from aepipe.errors import ConfigError
 from aepipe.training.evaluate import codes, prior_samples
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import AepipePluginManager
 
+#: test codes drawn in the latent figure, and training rows MLflow profiles of a streamed dataset
+SCATTER_POINTS = 10_000
+STREAMED_PROFILE_ROWS = 10_000
 
-def tags(p: Pipeline, pm: AepipePluginManager, device: torch.device) -> dict[str, str]:
+
+def tags(p: Pipeline, pm: AepipePluginManager, device: torch.device, data: DataBundle | None = None) -> dict[str, str]:
     from aepipe import __version__
     from aepipe.tracking import git_commit
 
@@ -32,6 +37,9 @@ def tags(p: Pipeline, pm: AepipePluginManager, device: torch.device) -> dict[str
         "aepipe.device": str(device),
         "mlflow.source.name": "aepipe train",
     }
+    if data is not None:  # held or streamed (data.in_memory), and why
+        out["aepipe.data.path"] = "streamed" if data.streamed else "memory"
+        out["aepipe.data.reason"] = data.reason
     registry = pm.registry
     sources = [registry.source("variant", p.settings.variant)] if p.settings.variant else []
     sources += [registry.source(c.kind, c.name) for c in [p.dataset, *p.components.values(), *p.regularizers.values()]]
@@ -60,9 +68,11 @@ def log_start(run: RunContext) -> None:
     p = run.config
     run.tracked.log_params(p.flat())
     run.tracked.log_text(p.to_toml(), "pipeline.toml")
-    if p.settings.tracking.log_dataset:
-        d = run.data
-        run.tracked.log_dataset(d.name, d.x_train.cpu().numpy(), None if d.y_train is None else d.y_train.cpu().numpy())
+    if p.settings.tracking.log_dataset:  # MLflow's digest and profile of the training rows as kept
+        train = run.data.train
+        limit = STREAMED_PROFILE_ROWS if train.streamed else None  # a streamed split is not read whole for this
+        y = None if train.y is None else train.y[:limit].cpu().numpy()
+        run.tracked.log_dataset(run.data.name, train.stored(limit), y)
 
 
 def log_end(run: RunContext, pm: AepipePluginManager) -> None:
@@ -80,16 +90,15 @@ def _figures(run: RunContext) -> None:
     from aepipe import figures
 
     model, data, name = run.model, run.data, run.config.variant
-    x = data.x_test[:20]
-    y = data.y_test[:20] if data.y_test is not None else None
+    x, y = data.test.head(20)
     recon = model(x, y).cpu().numpy()
     title = f"{name} on {data.name}: test inputs (rows 1, 3) and reconstructions (rows 2, 4)"
     run.log_figure(figures.reconstruction_grid(x.cpu().numpy(), recon, data.image_shape, title), "images/reconstructions.png")
     if run.history:
         run.log_figure(figures.loss_curves(run.history, f"{name} on {data.name}"), "images/loss_curves.png")
-    labels = None if data.y_test is None else data.y_test.cpu().numpy()
-    run.log_figure(figures.latent_scatter(codes(model, data.x_test, data.y_test), labels, f"{name} on {data.name}: test codes"),
-                   "images/latent.png")
+    x, y = data.test.head(SCATTER_POINTS)
+    labels = None if y is None else y.cpu().numpy()
+    run.log_figure(figures.latent_scatter(codes(model, x, y), labels, f"{name} on {data.name}: test codes"), "images/latent.png")
     if model.prior is not None:
         images, rows = prior_samples(model)
         title = f"{name}: samples from the prior" + (", one row per class" if rows else "")
@@ -103,7 +112,7 @@ def _model(run: RunContext, pm: AepipePluginManager, pytorch_flavor: bool) -> No
     model = run.model
     conditional = model.spec.conditional
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}", f"aepipe=={__version__}"]
-    example = run.data.x_test[:5]
+    example, example_y = run.data.test.head(5)
     lo, hi = model.meta["value_range"]
     raw = lo + example.cpu().numpy().astype(np.float64) * (hi - lo)
     # a conditional model needs a class to encode: the example uses class 0
@@ -113,7 +122,7 @@ def _model(run: RunContext, pm: AepipePluginManager, pytorch_flavor: bool) -> No
     if pytorch_flavor:
         cpu_model = copy.deepcopy(model).cpu().eval()
         with torch.no_grad():
-            out = cpu_model(example.cpu(), run.data.y_test[:5].cpu() if conditional else None)
+            out = cpu_model(example.cpu(), example_y.cpu() if conditional else None)
         torch_model = {"model": cpu_model, "example": example.cpu().numpy(), "output": out.numpy(),
                        "requirements": requirements, "conditional": conditional}
     with tempfile.TemporaryDirectory() as tmp:

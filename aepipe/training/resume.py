@@ -18,8 +18,10 @@ from aepipe.config import Pipeline, flatten, resolve
 from aepipe.errors import ConfigError
 from aepipe.training.state import TrainState, load_checkpoint
 
-#: settings a resumed run may take from the command line: they change nothing it computes
-FREE = ("train.checkpoint_every", "train.checkpoint_seconds", "train.device")
+#: settings a resumed run may take from the command line: they change where and how it runs, not
+#: what it computes (a run resumed on a machine with less memory may stream what it held)
+FREE = ("train.checkpoint_every", "train.checkpoint_seconds", "train.device",
+        "data.in_memory", "data.memory_fraction", "data.workers", "data.prefetch")
 CHECKPOINT = "checkpoint.pt"
 
 

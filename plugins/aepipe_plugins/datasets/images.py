@@ -1,6 +1,7 @@
 """Image datasets read with Pillow: a folder of PNG/JPEG files (``imagefolder``) and Hugging
 Face datasets (``huggingface``, with the ``hf`` extra). Images become channels-first ``(C, H, W)``
-uint8 arrays, values 0-255."""
+uint8 arrays, values 0-255, read on demand (:class:`~aepipe.components.Rows`): aepipe holds them
+in memory as uint8 where they fit (``data.in_memory``), or streams them batch by batch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from aepipe.components import ComponentConfig, Dataset, RawData
+from aepipe.components import ComponentConfig, Dataset, RawData, Rows
 from aepipe.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -43,14 +44,52 @@ def to_chw(image: Any, channels: int, size: tuple[int, int] | None, where: str) 
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-def stack(images: list[np.ndarray], names: list[str], size: tuple[int, int] | None, where: str) -> np.ndarray:
-    """One ``(n, C, H, W)`` array; without ``size``, a differently sized image is an error."""
-    first = images[0].shape
+def stack(images: list[np.ndarray], names: list[str], shape: tuple[int, ...], where: str) -> np.ndarray:
+    """One ``(n, C, H, W)`` array of images of ``shape``; an image of another size is an error
+    (without data.image_size, every image must have the first one's size)."""
     for image, name in zip(images, names):
-        if image.shape != first:
-            raise DataError(f"{where}: {name} is {image.shape[1]}x{image.shape[2]}, the first image {first[1]}x{first[2]}; "
+        if image.shape != shape:
+            raise DataError(f"{where}: {name} is {image.shape[1]}x{image.shape[2]}, the first image {shape[1]}x{shape[2]}; "
                             "set data.image_size = [H, W] to resize them all")
-    return np.stack(images)
+    return np.stack(images) if images else np.empty((0, *shape), dtype=np.uint8)
+
+
+class ImageFiles(Rows):
+    """Image files read and decoded on demand, each ``(channels, H, W)`` uint8."""
+
+    def __init__(self, files: list[Path], channels: int, size: tuple[int, int] | None, where: str):
+        self.files, self.channels, self.size, self.where = files, channels, size, where
+        first = self._one(0)
+        self.shape, self.dtype = (len(files), *first.shape), np.dtype(np.uint8)
+
+    def _one(self, i: int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.files[i]
+        try:
+            with Image.open(path) as image:
+                return to_chw(image, self.channels, self.size, str(path))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{path}: not a readable image: {exc}") from None
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        return stack([self._one(int(i)) for i in indices], [str(self.files[int(i)]) for i in indices], self.shape[1:], self.where)
+
+    def check_sizes(self) -> None:
+        """Without a resize, every file's size from its header (no decoding): one error naming
+        the first that differs, before any training."""
+        from PIL import Image, UnidentifiedImageError
+
+        h, w = self.shape[2:]
+        for path in self.files:
+            try:
+                with Image.open(path) as image:
+                    size = image.size
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"{path}: not a readable image: {exc}") from None
+            if size != (w, h):
+                raise DataError(f"{self.where}: {path} is {size[1]}x{size[0]}, the first image {h}x{w}; "
+                                "set data.image_size = [H, W] to resize them all")
 
 
 class ImageFolderConfig(ImageConfig):
@@ -67,8 +106,6 @@ class ImageFolder(Dataset):
     Config = ImageFolderConfig
 
     def load(self) -> RawData:
-        from PIL import Image, UnidentifiedImageError
-
         c = self.config
         root = Path(c.path).expanduser()
         if not root.is_dir():
@@ -82,14 +119,9 @@ class ImageFolder(Dataset):
             raise DataError(f"dataset 'imagefolder': no images ({', '.join(EXTENSIONS)}) in {root} or its subfolders")
         if c.limit:
             files = files[: c.limit]
-        images = []
-        for path, _ in files:
-            try:
-                with Image.open(path) as image:
-                    images.append(to_chw(image, c.channels, c.image_size, str(path)))
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"{path}: not a readable image: {exc}") from None
-        x = stack(images, [str(p) for p, _ in files], c.image_size, f"dataset 'imagefolder' in {root}")
+        x = ImageFiles([f for f, _ in files], c.channels, c.image_size, f"dataset 'imagefolder' in {root}")
+        if c.image_size is None:
+            x.check_sizes()
         y = np.array([label for _, label in files], dtype=np.int64) if classes else None
         return RawData(x, y, (0.0, 255.0), tuple(x.shape[1:]), len(classes), source=str(root))
 
@@ -129,19 +161,29 @@ class HuggingFace(Dataset):
         n = len(table) if not c.limit else min(len(table), c.limit)
         if n == 0:
             raise DataError(f"dataset 'huggingface' {c.path}: split '{c.split}' holds no rows")
-        images, names = [], []
-        for i in range(0, n, 256):  # the library reads its memory-mapped Arrow files a batch at a time
-            batch = table[i: min(n, i + 256)][c.image_column]
-            for j, image in enumerate(batch):
-                images.append(to_chw(image, c.channels, c.image_size, f"{c.path} row {i + j}"))
-                names.append(f"row {i + j}")
-        x = stack(images, names, c.image_size, f"dataset 'huggingface' {c.path}")
+        x = TableImages(table, c.image_column, n, c.channels, c.image_size, f"dataset 'huggingface' {c.path}")
         y, n_classes = None, 0
-        if label is not None:
-            y = np.asarray(table[:n][label], dtype=np.int64)
+        if label is not None:  # the label column alone: no image is decoded for it
+            y = np.asarray(table.select_columns([label])[:n][label], dtype=np.int64)
             feature = table.features.get(label)
             n_classes = len(feature.names) if getattr(feature, "names", None) else int(y.max()) + 1
         return RawData(x, y, (0.0, 255.0), tuple(x.shape[1:]), n_classes, source=f"huggingface:{c.path}")
+
+
+class TableImages(Rows):
+    """The images of a Hugging Face dataset's column, decoded on demand from its memory-mapped
+    Arrow files, each ``(channels, H, W)`` uint8."""
+
+    def __init__(self, table: Any, column: str, n: int, channels: int, size: tuple[int, int] | None, where: str):
+        self.table, self.column, self.channels, self.size, self.where = table.select_columns([column]), column, channels, size, where
+        first = to_chw(self.table[0][column], channels, size, f"{where} row 0")
+        self.shape, self.dtype = (n, *first.shape), np.dtype(np.uint8)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        rows = [int(i) for i in indices]
+        images = self.table[rows][self.column] if rows else []
+        return stack([to_chw(image, self.channels, self.size, f"{self.where} row {i}") for i, image in zip(rows, images)],
+                     [f"row {i}" for i in rows], self.shape[1:], self.where)
 
 
 def open_hf(path: str, split: str) -> Any:

@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
-from aepipe.arrays import check_labels, check_values, load_npy
+from aepipe.arrays import check_labels, check_values, finite_range, load_npy
 from aepipe.components import ComponentConfig, Dataset, RawData
 from aepipe.errors import DataError
 
@@ -196,8 +196,8 @@ class ArrayFile(Dataset):
         y = None
         suffix = path.suffix.lower()
         try:
-            if suffix == ".npy":
-                x = load_npy(path, str(path))
+            if suffix == ".npy":  # memory-mapped: rows are read as they are used, and may exceed memory
+                x = load_npy(path, str(path), mmap=True)
             elif suffix == ".npz":
                 with np.load(path, allow_pickle=False) as npz:
                     if c.x_key not in npz:
@@ -220,8 +220,13 @@ class ArrayFile(Dataset):
             if "pickled" in text or "Object arrays" in text:
                 text = "holds Python objects (dtype object), which aepipe does not unpickle; save numbers"
             raise DataError(f"{path}: cannot read: {text}") from None
-        x = check_values(np.asarray(x), str(path))
-        value_range = c.value_range or (float(x.min()), float(x.max()))
+        if isinstance(x, np.memmap):  # one pass over the file checks every value and finds the range
+            check_values(x, str(path))
+            bounds = finite_range(x, str(path))
+        else:
+            x = check_values(np.asarray(x), str(path))
+            bounds = (float(x.min()), float(x.max()))
+        value_range = c.value_range or bounds
         if value_range[1] <= value_range[0]:
             value_range = (value_range[0], value_range[0] + 1.0)
         shape = c.image_shape or (tuple(int(d) for d in ((1,) + x.shape[1:])) if x.ndim == 3 else (x.shape[1:] if x.ndim == 4 else None))

@@ -25,7 +25,7 @@ def aepipe_epoch_end(run, epoch, metrics):
 
     if run.model.corruption is None:
         return None
-    return {"denoising_mse": denoising_mse(run.model, run.model.corruption, run.data.x_val, run.data.y_val)}
+    return {"denoising_mse": denoising_mse(run.model, run.model.corruption, run.data.val)}
 
 
 @hookimpl
@@ -34,4 +34,4 @@ def aepipe_run_end(run, metrics):
 
     if run.model.corruption is None:
         return None
-    return {"denoising_mse": denoising_mse(run.model, run.model.corruption, run.data.x_test, run.data.y_test)}
+    return {"denoising_mse": denoising_mse(run.model, run.model.corruption, run.data.test)}

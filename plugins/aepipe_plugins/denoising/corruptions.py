@@ -6,6 +6,7 @@ import torch
 from pydantic import Field
 
 from aepipe.components import ComponentConfig, Corruption
+from aepipe.data import batches
 
 
 class GaussianConfig(ComponentConfig):
@@ -63,17 +64,21 @@ class SaltAndPepper(Corruption):
 
 
 @torch.no_grad()
-def denoising_mse(model, corruption, x: torch.Tensor, y: torch.Tensor | None, seed: int = 0) -> float:
-    """Mean squared error between clean ``x`` and the reconstruction of ``corruption(x)``.
+@torch.no_grad()
+def denoising_mse(model, corruption, x, y: torch.Tensor | None = None, seed: int = 0, batch: int = 4096) -> float:
+    """Mean squared error between clean inputs and the reconstruction of their corruption, over
+    a split (or tensors ``x`` and ``y``).
 
     The corruption is drawn from its own seeded generator (the same corrupted inputs every
     call), without disturbing the training random stream."""
     was = model.training
     model.eval()
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    device = next(model.parameters()).device
+    total, count = torch.zeros((), device=device), 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        noisy = corruption(x)
-    err = (model(noisy, y) - x).pow(2).mean()
+        for xb, yb in batches(x, y, batch):
+            total += (model(corruption(xb), yb) - xb).pow(2).sum()
+            count += xb.numel()
     model.train(was)
-    return float(err)
+    return float(total) / count

@@ -28,4 +28,4 @@ def aepipe_register_variants(register):
 def aepipe_epoch_end(run, epoch, metrics):
     from aepipe_plugins.sparse.penalties import code_statistics
 
-    return code_statistics(run.model, run.data.x_val, run.data.y_val, prefix="code.")
+    return code_statistics(run.model, run.data.val, prefix="code.")

@@ -6,23 +6,26 @@ import torch
 from pydantic import Field
 
 from aepipe.components import ComponentConfig, Regularizer
+from aepipe.data import batches
 from aepipe.errors import ConfigError
 
 NEAR_ZERO = 0.05
 
 
 @torch.no_grad()
-def code_statistics(model, x: torch.Tensor, y: torch.Tensor | None, prefix: str = "", batch: int = 2048) -> dict[str, float]:
+def code_statistics(model, x, y: torch.Tensor | None = None, prefix: str = "", batch: int = 2048) -> dict[str, float]:
     """Mean activation and share of near-zero units (|h| < 0.05) of the deterministic code
-    (the posterior mean for stochastic encoders), over ``x``. One read-back."""
+    (the posterior mean for stochastic encoders), over a split (or tensors ``x`` and ``y``).
+    One read-back."""
     was = model.training
     model.eval()
-    total = torch.zeros(2, device=x.device)
-    for i in range(0, x.shape[0], batch):
-        code = model.encode(x[i : i + batch], None if y is None else y[i : i + batch]).code
-        total += torch.stack([code.mean(1).sum(), (code.abs() < NEAR_ZERO).float().mean(1).sum()])
+    total, n = None, 0
+    for xb, yb in batches(x, y, batch):
+        code = model.encode(xb, yb).code
+        part = torch.stack([code.mean(1).sum(), (code.abs() < NEAR_ZERO).float().mean(1).sum()])
+        total, n = part if total is None else total + part, n + xb.shape[0]
     model.train(was)
-    mean, share = (total / x.shape[0]).tolist()
+    mean, share = (total / n).tolist()
     return {f"{prefix}mean_activation": mean, f"{prefix}near_zero_share": share}
 
 

@@ -36,4 +36,4 @@ def aepipe_run_end(run, metrics):
     if not kls or not run.model.prior.has_log_prob:
         return None
     k = kls[0].config.iw_samples
-    return {"iw_nll": importance_weighted_nll(run.model, run.data.x_test, run.data.y_test, k)}
+    return {"iw_nll": importance_weighted_nll(run.model, run.data.test, None, k)}

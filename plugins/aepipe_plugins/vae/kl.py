@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 
 from aepipe.components import ComponentConfig, Regularizer
+from aepipe.data import batches
 from aepipe.errors import ConfigError
 from aepipe.stats import importance_weighted_bound, kl_analytic, kl_monte_carlo
 
@@ -75,20 +76,20 @@ class KLDivergence(Regularizer):
 
 
 @torch.no_grad()
-def importance_weighted_nll(model, x: torch.Tensor, y: torch.Tensor | None, k: int, batch: int = 256, seed: int = 0) -> float:
-    """-log p(x) estimated with K importance samples, nats per example, averaged over ``x``."""
+def importance_weighted_nll(model, x, y: torch.Tensor | None, k: int, batch: int = 256, seed: int = 0) -> float:
+    """-log p(x) estimated with K importance samples, nats per example, averaged over a split
+    (or tensors ``x`` and ``y``)."""
     was = model.training
     model.eval()
-    total = torch.zeros((), device=x.device)
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    device = next(model.parameters()).device
+    total, n = torch.zeros((), device=device), 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for i in range(0, x.shape[0], batch):
-            xb = x[i : i + batch]
-            yb = None if y is None else y[i : i + batch]
+        for xb, yb in batches(x, y, batch):
             total += -iw_log_likelihood(model, xb, yb, k).sum()
+            n += xb.shape[0]
     model.train(was)
-    return float(total) / x.shape[0]
+    return float(total) / n
 
 
 def iw_log_likelihood(model, x: torch.Tensor, y: torch.Tensor | None, k: int) -> torch.Tensor:
