@@ -85,6 +85,7 @@ class Trainer:
         self.pipeline, self.pm, self.reporter, self.on_start = pipeline, pm, reporter, on_start
         self.overrides = tuple(overrides)  # with a resumed run and no pipeline: --set over the run's own
         self.device_name = device
+        self.store: Any = None  # on a process other than rank 0: the run store it reads (its tracker is in memory)
         if tracker is None:
             from aepipe.tracking import default_tracker
 
@@ -98,13 +99,10 @@ class Trainer:
         world = distributed.from_environment()
         if not world.enabled:
             return self._run(resume, tags, world)
-        if resume:
-            raise ConfigError(f"--resume {resume}: continuing a run on several processes is not supported yet; continue it "
-                              f"on one process (aepipe train --resume {resume}): the checkpoint is the same")
         if not world.leader:
             from aepipe.tracking.memory import MemoryTracker
 
-            self.tracker = MemoryTracker()  # rank 0 alone writes to the store
+            self.store, self.tracker = self.tracker, MemoryTracker()  # rank 0 alone writes to the store; all read it
         try:
             return self._run(resume, {**(tags or {}), "aepipe.world_size": str(world.size)}, world)
         except Interrupted as exc:
@@ -119,7 +117,7 @@ class Trainer:
             distributed.stop(world)
 
     def _run(self, resume: str | None, tags: dict[str, str] | None, world: Any) -> RunResult:
-        state, parts = self._restore(resume) if resume else (None, {})
+        state, parts = self._restore(resume, world) if resume else (None, {})
         p = self.pipeline
         assert p is not None, "a pipeline, or a run to resume"
         s = p.settings
@@ -131,13 +129,16 @@ class Trainer:
         seed_everything(s.train.seed)
         model = prepare_for_device(build_model(p, data).to(device), device, s.train.compile)  # the same weights whatever the check drew
         if world.enabled:  # the same weights on every process, then each its own noise
-            torch.manual_seed(s.train.seed + 7919 * world.rank)
+            torch.manual_seed(s.train.seed + 7919 * world.rank + 104_729 * (state.epoch if state else 0))
         optimizer = make_optimizer(model.model_parameters(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
         schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(len(data.train), s.train.batch_size))
         if state is None:
             state = TrainState(pipeline=p.to_toml())
             tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name, {**report.tags(p, self.pm, device, data), **(tags or {})},
                                          system_metrics=report.system_metrics(s.tracking))
+        elif not world.leader:  # a resumed run's other processes: rank 0's state, their own noise, nothing tracked
+            _load_parts(parts, model, optimizer, schedule)
+            tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name, tags)
         else:
             _load_parts(parts, model, optimizer, schedule)
             state.restore_rng()
@@ -209,14 +210,18 @@ class Trainer:
 
     # --- the pieces -----------------------------------------------------------------------
 
-    def _restore(self, run_id: str) -> tuple[TrainState, dict[str, Any]]:
-        """A resumed run's state and its own pipeline; refused while the run is live elsewhere."""
+    def _restore(self, run_id: str, world: Any) -> tuple[TrainState, dict[str, Any]]:
+        """A resumed run's state and its own pipeline; refused while the run is live elsewhere.
+        On several processes every one reads the checkpoint; rank 0 checks the lease and, after
+        all have joined, takes it over."""
         from aepipe.tracking import check_run_id
         from aepipe.tracking.base import check_lease
 
+        store = self.store if world.enabled and not world.leader else self.tracker
         run_id = check_run_id(run_id, "--resume")
-        check_lease(self.tracker.get_run(run_id), "--resume")  # before anything is read or written
-        state, parts = read_checkpoint(self.tracker, run_id)
+        if not (world.enabled and not world.leader):
+            check_lease(store.get_run(run_id), "--resume")  # before anything is read or written
+        state, parts = read_checkpoint(store, run_id)
         self.pipeline = pipeline_for_resume(self.pm, run_id, state, self.pipeline, self.overrides)
         epochs = self.pipeline.settings.train.epochs
         if state.done and state.epoch >= epochs:
