@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -94,6 +95,26 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+@contextlib.contextmanager
+def _notes(enabled: bool):
+    """aepipe's INFO notes (for example how the data is fed) on stderr while a command runs."""
+    import logging
+
+    if not enabled:
+        yield
+        return
+    logger, handler = logging.getLogger("aepipe"), logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 class _Reporter:
     """A live progress bar on a terminal, one plain line per epoch otherwise."""
 
@@ -157,7 +178,7 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
 
     leader = os.environ.get("RANK", "0") == "0"  # under a launcher, one process reports
     epochs = resolved.settings.train.epochs if resolved is not None else 0
-    with _Reporter(not quiet and leader, epochs) as reporter:
+    with _Reporter(not quiet and leader, epochs) as reporter, _notes(not quiet and leader):
         result = run_training(resolved, pm, device=device, resume=resume, reporter=reporter,
                               overrides=overrides if pipeline is None else ())
     if not leader:

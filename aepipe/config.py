@@ -43,8 +43,9 @@ class DataSettings(_Section):
         "else stream it; true: hold it (uint8 images stay uint8, scaled batch by batch); false: stream it through "
         "DataLoader workers")
     memory_fraction: float = Field(0.5, gt=0.0, le=1.0, description='"auto": the share of the device\'s free memory the data may take')
-    workers: Optional[int] = Field(None, ge=0, le=64, description="DataLoader worker processes that read and decode batches "
-                                   "(none: one per CPU core beyond the first, at most 8; 0: read in the training process)")
+    workers: Optional[int] = Field(None, ge=0, le=64, description="DataLoader worker processes that read and decode streamed "
+                                   "batches (none: on a GPU one per CPU core beyond the first, at most 8; on the CPU one per 4 "
+                                   "cores, at most 4, none on 2 cores; 0: read in the training process)")
     prefetch: int = Field(2, ge=1, le=64, description="batches each worker reads ahead")
 
 

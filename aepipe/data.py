@@ -16,6 +16,7 @@ float32 when streamed).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -41,16 +42,22 @@ class Feed:
 
     @classmethod
     def for_device(cls, workers: int | None, prefetch: int, device: torch.device) -> "Feed":
-        return cls(default_workers() if workers is None else workers, prefetch, device.type == "cuda")
+        return cls(default_workers(device) if workers is None else workers, prefetch, device.type == "cuda")
 
 
-def default_workers() -> int:
-    """One DataLoader worker per CPU core beyond the first (the training process keeps one), at most 8."""
+def default_workers(device: torch.device) -> int:
+    """DataLoader workers when ``data.workers`` is not set. Training on a GPU leaves the CPU
+    cores to reading: one worker per core beyond the first, at most 8. Training on the CPU uses
+    every core already (torch's threads): a worker per 4 cores, at most 4, and none on 2 cores or
+    fewer, where a worker beside torch's threads made a streamed MLP epoch 1.4x slower than
+    reading in the training process (benchmarks/streaming.py)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return max(1, min(8, cores - 1))
+    if device.type == "cuda":
+        return max(1, min(8, cores - 1))
+    return 0 if cores <= 2 else max(1, min(4, cores // 4))
 
 
 class Split:
@@ -379,6 +386,9 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
             splits.append(StreamedSplit(rows, np.asarray(index, dtype=np.int64), labels(ys, index), value_range, device, feed, name,
                                         keep_workers=k == 0))
     n_classes = raw.n_classes or (int(y.max()) + 1 if y is not None else 0)
+    # the streamed path is worth a line on the console (``aepipe train`` shows INFO); held, a debug note
+    logging.getLogger("aepipe.data").log(logging.DEBUG if held else logging.INFO, "data '%s': %s (%s)", name,
+                                         "held in memory" if held else f"streamed by {feed.workers} DataLoader worker(s)", reason)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return DataBundle(name=name, train=splits[0], val=splits[1], test=splits[2], value_range=value_range,

@@ -161,3 +161,18 @@ def test_image_datasets_are_read_on_demand(aepipe_pm, folder, tmp_path):
                      torch.device("cpu"))
     seen = sum(xb.shape[0] for xb, _ in data.train.batches(10))
     assert data.streamed and seen == len(data.train) == 24
+
+
+def test_aepipe_train_says_on_the_console_that_it_streams_and_why(store, tmp_path):
+    from click.testing import CliRunner
+
+    from aepipe.cli import cli
+    from conftest import PIPELINES
+
+    args = ["train", str(PIPELINES / "vanilla.toml"), "--set", "train.epochs=1", "--set", "data.in_memory=false",
+            "--set", "data.workers=1", *[a for q in QUIET for a in ("--set", q)]]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "data 'digits': streamed by 1 DataLoader worker(s) (data.in_memory = false)" in result.stderr.splitlines()
+    quiet = CliRunner().invoke(cli, [*args, "-q"])
+    assert quiet.exit_code == 0 and "streamed" not in quiet.stderr

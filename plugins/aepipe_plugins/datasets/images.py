@@ -37,7 +37,9 @@ def to_chw(image: Any, channels: int, size: tuple[int, int] | None, where: str) 
         if array.dtype != np.uint8:
             raise DataError(f"{where}: an image array of dtype {array.dtype}; expected uint8 (0-255)")
         image = Image.fromarray(array)
-    image = image.convert("L" if channels == 1 else "RGB")
+    mode = "L" if channels == 1 else "RGB"
+    if image.mode != mode:
+        image = image.convert(mode)
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
@@ -73,7 +75,13 @@ class ImageFiles(Rows):
             raise DataError(f"{path}: not a readable image: {exc}") from None
 
     def read(self, indices: np.ndarray) -> np.ndarray:
-        return stack([self._one(int(i)) for i in indices], [str(self.files[int(i)]) for i in indices], self.shape[1:], self.where)
+        out = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            image = self._one(int(i))
+            if image.shape != self.shape[1:]:
+                stack([image], [str(self.files[int(i)])], self.shape[1:], self.where)  # the error naming it
+            out[k] = image
+        return out
 
     def check_sizes(self) -> None:
         """Without a resize, every file's size from its header (no decoding): one error naming
