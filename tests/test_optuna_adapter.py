@@ -100,3 +100,22 @@ def test_a_journal_lock_held_by_a_killed_process_is_free_at_once(tmp_path):
     threading.Thread(target=write, daemon=True).start()
     assert done.wait(10), "a write to the journal waited on the dead process's lock"
     assert storage.get_study_user_attrs(storage.get_study_id_from_name("held")) == {"k": 1}
+
+
+def test_two_workers_recovering_the_same_dead_trial_do_it_once(study, monkeypatch):
+    """Both saw the trial RUNNING with its worker dead; the second finds it finished and skips it
+    (CI once caught the second one's write of the reason raising UpdateFinishedTrialError)."""
+    import socket
+
+    from aepipe.tune import worker
+
+    trial = study.ask(SPACE)
+    study._storage.set_trial_user_attr(adapter.trial_id(trial), worker.WORKER_ATTR, f"{socket.gethostname()}:999999999")
+    seen = study.get_trials(deepcopy=True, states=(TrialState.RUNNING,))  # what the second worker saw
+    monkeypatch.setattr(worker, "end_trial_run", lambda trial, reason: None)  # no run to end here
+    assert worker.recover_dead_trials(study) == 1
+    monkeypatch.setattr(study, "get_trials", lambda deepcopy=False, states=None: seen)
+    assert worker.recover_dead_trials(study) == 0
+    monkeypatch.undo()
+    states = sorted(t.state.name for t in study.get_trials(deepcopy=False))
+    assert states == ["FAIL", "WAITING"]  # failed once, retried once

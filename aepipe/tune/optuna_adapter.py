@@ -38,9 +38,16 @@ def trial_id(trial: Any) -> int:
     return trial._trial_id
 
 
-def set_attr(study: Any, tid: int, key: str, value: Any) -> None:
-    """Set a user attribute on trial ``tid`` (of any worker), through the study's storage."""
-    study._storage.set_trial_user_attr(tid, key, value)
+def set_attr(study: Any, tid: int, key: str, value: Any) -> bool:
+    """Set a user attribute on trial ``tid`` (of any worker), through the study's storage; False
+    where the trial has finished meanwhile (another worker recovered it first)."""
+    import optuna
+
+    try:
+        study._storage.set_trial_user_attr(tid, key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
 
 
 def fail(study: Any, tid: int) -> bool:

@@ -84,8 +84,8 @@ def recover_dead_trials(study) -> int:
         if whost != host or not pid.isdigit() or process_alive(int(pid)):
             continue
         tid = adapter.trial_id(trial)
-        adapter.set_attr(study, tid, FAIL_ATTR, f"worker {worker} died")
-        if adapter.fail(study, tid):  # False: another worker got there first
+        # False from either: another worker, seeing the same dead one, got there first
+        if adapter.set_attr(study, tid, FAIL_ATTR, f"worker {worker} died") and adapter.fail(study, tid):
             end_trial_run(trial, f"worker {worker} died")
             adapter.retry(study, tid)
             recovered += 1
