@@ -40,6 +40,9 @@ class RunContext:
     amp: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
     world: Any = None  #: the processes training this model together (aepipe.training.distributed.World)
+    #: ``(x, y) -> model.step(x, y, training=True)`` as the run takes it: on several processes
+    #: through DistributedDataParallel (None: call the model's own step)
+    train_step: Any = None
 
     @property
     def run_id(self) -> str:

@@ -138,3 +138,54 @@ def test_nproc_is_refused_inside_a_launcher(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     result = CliRunner().invoke(cli, ["train", str(PIPELINES / "vanilla.toml"), "--nproc", "2"])
     assert result.exit_code == 2 and "--nproc: this process was already started by a launcher" in result.stderr
+
+
+RANK_SCRIPT = """
+import hashlib, json, os, sys
+import torch
+from aepipe.config import resolve
+from aepipe.plugins import get_plugin_manager
+from aepipe.tracking.memory import MemoryTracker
+from aepipe.training import train
+pm = get_plugin_manager()
+pipeline = resolve(pm, sys.argv[1], ["train.epochs=2", "train.patience=0", "tracking.log_images=false",
+                                     "tracking.log_model=false", "tracking.log_dataset=false", "data.in_memory=" + sys.argv[3]])
+rank = os.environ["RANK"]
+result = train(pipeline, pm, tracker=MemoryTracker(os.path.join(sys.argv[2], rank)))
+weights = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in result.model.state_dict().values())).hexdigest()
+with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as f:
+    json.dump({"weights": weights, "test_loss": result.metrics["test_loss"]}, f)
+"""
+
+
+BATCH_NORM_RESNET = """variant = "resnet"
+[model.encoder]
+widths = [8, 16]
+norm = "batch"
+[model.decoder]
+widths = [8, 16]
+norm = "batch"
+"""
+
+
+@pytest.mark.parametrize("pipeline,in_memory", [("aae.toml", "true"), ("contractive.toml", "false"), ("resnet-batch-norm", "true")])
+def test_every_process_ends_with_the_same_model(tmp_path, pipeline, in_memory):
+    """Through DistributedDataParallel the gradients are averaged, so the two processes' models
+    stay identical, bit for bit: with a regularizer that takes its own optimizer steps (the
+    adversarial discriminator, and the encoder as its generator: their gradients are averaged
+    before each), with a penalty that differentiates the encoder inside the step (the
+    contractive Jacobian), held or streamed, and with batch norm (its running statistics,
+    updated from each shard, are averaged after every epoch)."""
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    path = PIPELINES / pipeline
+    if pipeline == "resnet-batch-norm":
+        path = tmp_path / "resnet.toml"
+        path.write_text(BATCH_NORM_RESNET)
+    proc = subprocess.run([sys.executable, "-m", "aepipe.training.launch", "--standalone", "--nproc-per-node=2", str(script),
+                           str(path), str(tmp_path), in_memory],
+                          capture_output=True, text=True, env={**_env(tmp_path / "mlruns"), "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    assert ranks[0]["test_loss"] == ranks[1]["test_loss"]

@@ -2,14 +2,16 @@
 own ``torchrun`` or a cluster launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR`` and ``MASTER_PORT``).
 
-Every process holds the whole model and the whole dataset, and trains on its shard of every
-batch: the epoch's shuffled order is the same on every process (one seed), each takes rows
-``rank::world_size`` of each global batch of ``train.batch_size`` rows, and the gradients of the
-model's parameters are averaged over the processes before every optimizer step, as
-DistributedDataParallel does; the models therefore stay identical. A regularizer that owns
-parameters (the adversarial discriminator) takes its own step on its process's shard, and its
-parameters are then averaged, so it too stays the same everywhere: its loss sees per-shard
-batches, as do batch statistics such as MMD (documented in the plugin guide). Validation runs
+Every process holds the whole model and the whole dataset (a streamed dataset: reads only its
+shard), and trains on its shard of every batch: the epoch's shuffled order is the same on every
+process (one seed), each takes rows ``rank::world_size`` of each global batch of
+``train.batch_size`` rows, and the training step runs through ``DistributedDataParallel``, which
+averages the gradients of the model's parameters over the processes during ``backward()``; the
+models therefore stay identical. A regularizer that takes its own optimizer steps (the
+adversarial discriminator, and the encoder as its generator) computes its loss on its
+process's shard, and each of its steps averages the gradients over the processes first, so it
+too stays the same everywhere; its loss sees per-shard batches, as do batch statistics such as
+MMD (documented in the plugin guide). Validation runs
 on every process (the same numbers: the same early-stopping decision everywhere); rank 0 alone
 tracks the run, writes checkpoints and logs the model. gloo on CPU, NCCL on CUDA (one GPU per
 process: ``cuda:LOCAL_RANK``).
@@ -18,8 +20,10 @@ process: ``cuda:LOCAL_RANK``).
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -97,18 +101,64 @@ def _mean_over_processes(world: World, tensors: list[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+class _TrainingStep(torch.nn.Module):
+    """The model's training step as a module's ``forward``: what DistributedDataParallel wraps."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None):
+        return self.model.step(x, y, training=True)
+
+
+def training_step(world: World, model: Any, device: torch.device, unused: bool = True) -> Callable[..., Any]:
+    """``model.step(x, y, training=True)`` as this run takes it: on several processes through
+    ``DistributedDataParallel``, which averages the gradients of the model's parameters over the
+    processes in buckets while ``backward()`` runs. A regularizer's own optimizers (the
+    adversarial discriminator's, and the encoder's in its generator phase) average their
+    parameters' gradients before each step; parameters only they train are left out of DDP.
+    ``unused``: whether a step leaves some of the model's trained parameters without a gradient
+    (the first-step check tells; DDP then looks for them every step)."""
+    if not world.enabled:
+        return functools.partial(model.step, training=True)
+    from torch.nn.parallel import DistributedDataParallel
+
+    for reg in model.regularizers.values():  # a regularizer's own steps (the adversarial discriminator's, the
+        for optimizer in reg.optimizers.values():  # encoder's as its generator) see the whole batch's gradient too
+            _average_before_step(world, optimizer)
+    module = _TrainingStep(model)
+    trained = {id(p) for p in model.model_parameters()}
+    own = [f"model.{name}" for name, p in model.named_parameters() if id(p) not in trained]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, own)
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=unused)
+
+
 def average_gradients(world: World, params: list[torch.nn.Parameter]) -> None:
-    """Average the gradients over the processes, as DistributedDataParallel does."""
-    grads = [p.grad for p in params if p.grad is not None]
+    """Replace the gradients of ``params`` by their mean over the processes."""
+    grads = [p.grad for p in params if p.grad is not None]  # the same on every process: the same code ran
     if world.enabled and grads:
         _mean_over_processes(world, grads)
 
 
-def average_parameters(world: World, params: list[torch.nn.Parameter]) -> None:
-    """Average parameters over the processes (a regularizer's own, after its step)."""
-    if world.enabled and params:
+def average_buffers(world: World, model: torch.nn.Module) -> None:
+    """Average the model's float buffers (batch norm's running statistics, updated from each
+    process's shard) over the processes: every process then evaluates, and decides early
+    stopping, with the same model."""
+    buffers = [b for b in model.buffers() if b.is_floating_point()]
+    if world.enabled and buffers:
         with torch.no_grad():
-            _mean_over_processes(world, params)
+            _mean_over_processes(world, buffers)
+
+
+def _average_before_step(world: World, optimizer: torch.optim.Optimizer) -> None:
+    """Every ``optimizer.step()`` first averages its parameters' gradients over the processes."""
+
+    def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        average_gradients(world, [p for group in opt.param_groups for p in group["params"]])
+
+    optimizer.register_step_pre_hook(hook)
 
 
 def any_true(world: World, flag: bool, device: torch.device) -> bool:

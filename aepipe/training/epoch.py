@@ -8,6 +8,7 @@ tensors, read back once with the validation metrics.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
 import time
@@ -128,7 +129,7 @@ def _unchecked_distributions():
 
 def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params, world):
     n, bs = len(data.train), s.batch_size
-    shared = model.model_parameters() if world.enabled else None
+    step_of = run.train_step or functools.partial(model.step, training=True)
     # this process's share of each batch, read (a streamed split: ahead, by its workers) in order
     feed = data.train.ordered(distributed.shard(world, perm[b * bs: (b + 1) * bs]) for b in range(first, batches))
     for b in range(first, batches):
@@ -138,20 +139,16 @@ def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, key
             raise Stopped(name, Position(b, perm, keys or [], total, time.perf_counter() - started), batches)
         xb, yb = next(feed)
         with run.amp:
-            loss, terms, step = model.step(xb, yb, training=True)
+            loss, terms, step = step_of(xb, yb)  # on several processes, DistributedDataParallel's
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if shared is not None:
-            distributed.average_gradients(world, shared)
+        loss.backward()  # ... which averages the gradients over the processes here
         if params is not None:
             torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
         optimizer.step()
         schedule.after_batch()
         values = {"loss": loss, **terms}
         for reg in owned:
-            values.update(reg.update(step))
-            if world.enabled:
-                distributed.average_parameters(world, list(reg.parameters()))
+            values.update(reg.update(step))  # on several processes its optimizers average gradients first
         if keys is None:
             keys = list(values)
         vec = torch.stack([values[k].detach().float().reshape(()) for k in keys]) * xb.shape[0]
@@ -159,4 +156,5 @@ def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, key
     assert keys is not None and total is not None
     if world.enabled:
         total = distributed.sum_(world, total)  # every process's shard: the epoch's means over all n rows
+        distributed.average_buffers(world, model)
     return dict(zip(keys, (total / n).unbind()))

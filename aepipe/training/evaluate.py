@@ -41,12 +41,15 @@ def _culprit(exc: BaseException) -> str:
     return found
 
 
-def sanity_check(model: AutoEncoder, data: DataBundle, batch_size: int, source: str = "") -> None:
-    """One forward, loss and backward pass on one batch, before any expensive work."""
+def sanity_check(model: AutoEncoder, data: DataBundle, batch_size: int, source: str = "") -> list[str]:
+    """One forward, loss and backward pass on one batch, before any expensive work; returns the
+    names of the parameters the main optimizer trains that the step left without a gradient."""
     x, y = data.train.head(batch_size)
     try:
         loss, _, _ = model.step(x, y, training=True)
         loss.backward()
+        trained = {id(p) for p in model.model_parameters()}
+        unused = [name for name, p in model.named_parameters() if id(p) in trained and p.grad is None]
     except AepipeError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -59,6 +62,7 @@ def sanity_check(model: AutoEncoder, data: DataBundle, batch_size: int, source: 
         model.zero_grad(set_to_none=True)
     if not torch.isfinite(loss):
         raise TrainingError(f"{source}: the loss of the first batch is {loss.item()} before any update")
+    return unused
 
 
 #: torch's optimizers by ``train.optimizer``, and whether torch has a fused kernel for each

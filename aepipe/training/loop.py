@@ -125,12 +125,13 @@ class Trainer:
         seed_everything(s.train.seed)
         data = load_data(p, device)
         check_model_fits(p, data, device)
-        sanity_check(build_model(p, data).to(device), data, s.train.batch_size, p.source)
+        unused = sanity_check(build_model(p, data).to(device), data, s.train.batch_size, p.source)
         seed_everything(s.train.seed)
         model = prepare_for_device(build_model(p, data).to(device), device, s.train.compile)  # the same weights whatever the check drew
         if world.enabled:  # the same weights on every process, then each its own noise
             torch.manual_seed(s.train.seed + 7919 * world.rank + 104_729 * (state.epoch if state else 0))
         optimizer = make_optimizer(model.model_parameters(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
+        train_step = distributed.training_step(world, model, device, bool(unused))  # DistributedDataParallel joins every process here
         schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(len(data.train), s.train.batch_size))
         if state is None:
             state = TrainState(pipeline=p.to_toml())
@@ -147,7 +148,7 @@ class Trainer:
             state.pipeline = p.to_toml()  # with train.epochs raised, where it was
         logged = max(tracked.logged_steps("loss"), default=0) if resume else 0  # epochs a killed process had logged
         run = RunContext(p, model, data, device, tracked, state, optimizer, schedule, StopRequest(), autocast(device, s.train.amp),
-                         world=world)
+                         world=world, train_step=train_step)
         if self.on_start is not None:
             self.on_start(tracked.run_id)
         checkpoint = self.tracker.checkpoint_dir(tracked.run_id) / CHECKPOINT
