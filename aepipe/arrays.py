@@ -30,7 +30,7 @@ def load_npy(path: Path, what: str, mmap: bool = False) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
-        if "pickled" in str(exc) or "Object arrays" in str(exc):
+        if "pickled" in str(exc) or "Object arrays" in str(exc) or "Python objects" in str(exc):  # the last: memory-mapped
             raise DataError(f"{what}: holds Python objects (dtype object), which aepipe does not unpickle; save numbers") from None
         raise DataError(f"{what}: a damaged .npy file: {exc}") from None
     except (OSError, EOFError) as exc:

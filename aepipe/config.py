@@ -48,6 +48,13 @@ class DataSettings(_Section):
                                    "cores, at most 4, none on 2 cores; 0: read in the training process)")
     prefetch: int = Field(2, ge=1, le=64, description="batches each worker reads ahead")
 
+    @field_validator("in_memory", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: Any) -> Any:
+        if value != "auto" and not isinstance(value, bool):
+            raise ValueError('expected "auto", true or false')
+        return value
+
 
 class ModelSettings(_Section):
     """``[model]``: code size, likelihood and Monte Carlo samples; components are sub-tables."""

@@ -118,9 +118,12 @@ def test_an_unreadable_image_met_while_streaming_is_one_line_naming_it(aepipe_pm
 
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
-    victim = sorted((broken / "dark").iterdir())[5]
+    files = sorted((broken / "bright").iterdir()) + sorted((broken / "dark").iterdir())  # the dataset's order
+    train_rows, _, _ = split_indices(len(files), 0.0, 0.0, 0)
+    victim = files[train_rows[-1]]  # not in the first-step check's batch: met by the worker, mid-epoch
     data = victim.read_bytes()
-    victim.write_bytes(data[:40])  # the header (size) is intact, the pixels are gone
+    start = data.index(b"IDAT") + 4
+    victim.write_bytes(data[:start] + bytes(len(data) - start))  # the header (size) is intact, the pixels are zeros
     pipeline = _pipeline(aepipe_pm, {"name": "imagefolder", "path": str(broken), "val_fraction": 0.0, "test_fraction": 0.0},
                          "data.in_memory=false", "data.workers=1")
     tracker = MemoryTracker(tmp_path / "runs")
@@ -128,8 +131,14 @@ def test_an_unreadable_image_met_while_streaming_is_one_line_naming_it(aepipe_pm
         train(pipeline, aepipe_pm, tracker=tracker)
     message = str(exc.value)
     assert "\n" not in message and str(victim) in message and "not a readable image" in message
-    statuses = [run.status for run in tracker.runs.values()]
-    assert statuses in ([], ["FAILED"])  # failed before the run opened, or the run ended FAILED
+    (run,) = tracker.runs.values()
+    assert run.status == "FAILED" and str(victim) in run.tags["aepipe.error"]
+
+
+def test_a_memory_mapped_file_of_python_objects_is_refused_as_such(aepipe_pm, tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"x": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"objects.npy: holds Python objects \(dtype object\), which aepipe does not unpickle"):
+        load_data(_pipeline(aepipe_pm, {"name": "file", "path": str(tmp_path / "objects.npy")}, variant="vanilla"), torch.device("cpu"))
 
 
 def test_a_nan_deep_in_a_memory_mapped_file_is_named_by_row(aepipe_pm, tmp_path, monkeypatch):
@@ -161,6 +170,12 @@ def test_image_datasets_are_read_on_demand(aepipe_pm, folder, tmp_path):
                      torch.device("cpu"))
     seen = sum(xb.shape[0] for xb, _ in data.train.batches(10))
     assert data.streamed and seen == len(data.train) == 24
+
+
+def test_in_memory_takes_auto_true_or_false_only(aepipe_pm, folder):
+    for value in ('"yes"', "1"):
+        with pytest.raises(ConfigError, match=r"'data.in_memory' = .*: expected \"auto\", true or false"):
+            _pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder)}, f"data.in_memory={value}")
 
 
 def test_aepipe_train_says_on_the_console_that_it_streams_and_why(store, tmp_path):
