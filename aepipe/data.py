@@ -144,6 +144,9 @@ class _Failed:
     def __init__(self, message: str):
         self.message = message
 
+    def error(self, dataset: str) -> DataError:
+        return DataError(f"dataset '{dataset}': {self.message}")
+
 
 class _Reader(torch.utils.data.Dataset):
     """Runs in DataLoader workers: the rows at a group of positions, as one array."""
@@ -179,7 +182,7 @@ class StreamedSplit(Split):
 
     streamed = True
 
-    def __init__(self, rows: Any, index: np.ndarray, y: torch.Tensor | None, value_range: tuple[float, float],
+    def __init__(self, rows: np.ndarray | Rows, index: np.ndarray, y: torch.Tensor | None, value_range: tuple[float, float],
                  device: torch.device, feed: Feed, name: str, keep_workers: bool = False):
         super().__init__(y, value_range, device)
         self.rows, self.index, self.feed, self.name = rows, index, feed, name
@@ -193,7 +196,7 @@ class StreamedSplit(Split):
     def _read(self, positions: np.ndarray) -> torch.Tensor:
         out = _Reader(self.rows, self.index)[positions]
         if isinstance(out, _Failed):
-            raise DataError(f"dataset '{self.name}': {out.message}")
+            raise out.error(self.name)
         return torch.from_numpy(out[1])
 
     def take(self, positions: torch.Tensor) -> Batch:
@@ -214,7 +217,7 @@ class StreamedSplit(Split):
         self._sampler.groups = (g.cpu().numpy() for g in groups)
         for item in self.loader():
             if isinstance(item, _Failed):
-                raise DataError(f"dataset '{self.name}': {item.message}")
+                raise item.error(self.name)
             positions, raw = item
             x = self._scale(raw.to(self.device, non_blocking=self.feed.pin))
             yield x, None if self.y is None else self.y[positions.to(self.device, non_blocking=self.feed.pin)]
@@ -303,27 +306,23 @@ def _held_bytes(x: Any) -> int:
     return int(np.prod(x.shape)) * (1 if np.dtype(x.dtype) == np.uint8 else 4)
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.3g} GB"
-
-
 def choose_path(in_memory: str | bool, need: int, device: torch.device, fraction: float) -> tuple[bool, str]:
     """Whether to hold the data (``need`` bytes) on ``device``, and why."""
-    from aepipe.limits import available_bytes, check_fits
+    from aepipe.limits import available_bytes, check_fits, gb
 
     if in_memory is True:
-        check_fits(need, f"data.in_memory = true: the data ({_gb(need)})", device, 'set data.in_memory = false (or "auto") to stream it')
+        check_fits(need, f"data.in_memory = true: the data ({gb(need)})", device, 'set data.in_memory = false (or "auto") to stream it')
         return True, "data.in_memory = true"
     if in_memory is False:
         return False, "data.in_memory = false"
     free = available_bytes(device)
     if free is None:
-        return True, f"auto: {_gb(need)}; the free memory of {device.type} is unknown, so it is held"
+        return True, f"auto: {gb(need)}; the free memory of {device.type} is unknown, so it is held"
     verdict = "fits in" if need <= fraction * free else "is more than"
-    return need <= fraction * free, f"auto: {_gb(need)} {verdict} {fraction:g} of the {_gb(free)} free on {device.type}"
+    return need <= fraction * free, f"auto: {gb(need)} {verdict} {fraction:g} of the {gb(free)} free on {device.type}"
 
 
-def _rows_in_memory(x: Any, index: np.ndarray, value_range: tuple[float, float], feed: Feed, name: str) -> np.ndarray:
+def _rows_in_memory(x: np.ndarray | Rows, index: np.ndarray, value_range: tuple[float, float], feed: Feed, name: str) -> np.ndarray:
     """The rows ``index`` of ``x`` as one array: uint8 kept, anything else scaled to float32.
     An array in memory is indexed at once; a memory-mapped array or :class:`Rows` are read in
     chunks of ascending index (through workers for Rows), never holding more than the result."""
@@ -341,7 +340,7 @@ def _rows_in_memory(x: Any, index: np.ndarray, value_range: tuple[float, float],
                                          generator=torch.Generator(), **({"prefetch_factor": feed.prefetch} if workers else {}))
     for item in loader:
         if isinstance(item, _Failed):
-            raise DataError(f"dataset '{name}': {item.message}")
+            raise item.error(name)
         positions, raw = item
         raw = raw.numpy().reshape(len(positions), -1)
         out[positions.numpy()] = raw if uint8 else scale(raw, value_range)

@@ -28,7 +28,7 @@ def available_bytes(device: Any) -> int | None:
     return None
 
 
-def _gb(n: float) -> str:
+def gb(n: float) -> str:
     return f"{n / 1e9:.3g} GB"
 
 
@@ -37,7 +37,7 @@ def check_fits(nbytes: float, what: str, device: Any, fix: str) -> None:
     ``fix`` which setting or option to lower."""
     free = available_bytes(device)
     if free is not None and nbytes > free:
-        raise ConfigError(f"{what} needs about {_gb(nbytes)}; {_gb(free)} is free on {getattr(device, 'type', device)}: {fix}")
+        raise ConfigError(f"{what} needs about {gb(nbytes)}; {gb(free)} is free on {getattr(device, 'type', device)}: {fix}")
 
 
 def model_parameters(pipeline: Any, data: Any) -> dict[str, int] | None:

@@ -110,18 +110,12 @@ def rss_anon(pid: int) -> int:
     return 0
 
 
-def available() -> int:
-    with open("/proc/meminfo") as info:
-        for line in info:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable")
-
-
 def mmap(gb: float | None, where: Path) -> None:
     import psutil
 
-    free = available()
+    from aepipe.limits import available_bytes
+
+    free = available_bytes("cpu")  # MemAvailable
     size = int(gb * 1e9) if gb else int(free * 0.55)
     d = 3072
     rows = size // (4 * d)
@@ -140,7 +134,7 @@ def mmap(gb: float | None, where: Path) -> None:
           f"MemAvailable before writing {free / 1e9:.2f} GB (half: {free / 2e9:.2f} GB)")
     home = where / "mlruns"
     args = [sys.executable, "-m", "aepipe.cli", "train", "--json", "-q", str(ROOT / "pipelines" / "vanilla.toml"),
-            "--set", f"data.name='file'", "--set", f"data.path='{path}'", "--set", "data.val_fraction=0.02",
+            "--set", "data.name='file'", "--set", f"data.path='{path}'", "--set", "data.val_fraction=0.02",
             "--set", "data.test_fraction=0.02", "--set", "train.epochs=1", "--set", "train.batch_size=512",
             "--set", "tracking.log_images=false", "--set", "tracking.log_dataset=false", "--set", "tracking.log_model=false"]
     env = {**os.environ, "AEPIPE_HOME": str(home)}
@@ -170,8 +164,6 @@ def mmap(gb: float | None, where: Path) -> None:
         print(err[-3000:])
         raise SystemExit(proc.returncode)
     summary = json.loads(out)
-    from aepipe.tracking.store import setup  # noqa: F401 - the store's client, to read the run's tags
-
     import mlflow
 
     tags = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_run(summary["run_id"]).data.tags
