@@ -387,7 +387,8 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
     n_classes = raw.n_classes or (int(y.max()) + 1 if y is not None else 0)
     # the streamed path is worth a line on the console (``aepipe train`` shows INFO); held, a debug note
     logging.getLogger("aepipe.data").log(logging.DEBUG if held else logging.INFO, "data '%s': %s (%s)", name,
-                                         "held in memory" if held else f"streamed by {feed.workers} DataLoader worker(s)", reason)
+                                         "held in memory" if held else f"streamed by {feed.workers} DataLoader worker(s)" if feed.workers
+                                         else "streamed, read in the training process (data.workers = 0)", reason)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return DataBundle(name=name, train=splits[0], val=splits[1], test=splits[2], value_range=value_range,
