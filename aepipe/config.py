@@ -3,7 +3,9 @@
 A pipeline is resolved from layers, lowest first: the variant's defaults, the pipeline file,
 then ``--set dotted.key=value`` overrides. Core sections are validated by the pydantic models
 below, component sections by each component's own ``Config``. Every error is one line naming
-the file (or ``--set``), the dotted key and what was expected.
+the file (or ``--set``), the dotted key and what was expected. Input is bounded before it is
+parsed (:data:`MAX_FILE_BYTES`, :data:`MAX_DEPTH`): no file, ``--set`` or tree makes a
+recursion run deep or a parser run out of memory.
 
 This module imports no torch; resolving components needs a plugin manager.
 """
@@ -11,6 +13,8 @@ This module imports no torch; resolving components needs a plugin manager.
 from __future__ import annotations
 
 import copy
+import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,19 +217,28 @@ class Pipeline:
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys to the leaves of ``tree`` (an empty table has none), in the tree's order;
+    iterative, however deep the tree."""
     out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted + "."))
-        elif not isinstance(value, dict):
-            out[dotted] = value
+    stack = [(prefix, iter(tree.items()))]
+    while stack:
+        above, items = stack[-1]
+        for key, value in items:
+            if isinstance(value, dict):
+                if value:
+                    stack.append((f"{above}{key}.", iter(value.items())))
+                    break
+            else:
+                out[f"{above}{key}"] = value
+        else:
+            stack.pop()
     return out
 
 
 def _merge(lower: dict[str, Any], upper: dict[str, Any], path: str = "") -> dict[str, Any]:
     """Deep-merge ``upper`` over ``lower``. A component section whose ``name`` changes drops
-    the lower layer's settings of the old component (they belong to another class)."""
+    the lower layer's settings of the old component (they belong to another class). Recursive:
+    every tree that reaches it is at most :data:`MAX_DEPTH` deep."""
     out = copy.deepcopy(lower)
     for key, value in upper.items():
         dotted = f"{path}{key}"
@@ -252,28 +265,194 @@ def _origins(tree: dict[str, Any], where: str) -> dict[str, str]:
     return {key: where for key in _all_prefixes(tree)}
 
 
-def _all_prefixes(tree: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in tree.items():
-        keys.append(prefix + key)
-        if isinstance(value, dict):
-            keys += _all_prefixes(value, prefix + key + ".")
+def _all_prefixes(tree: dict[str, Any]) -> list[str]:
+    """Every dotted key of ``tree`` and of its sub-tables, parents first; iterative."""
+    keys: list[str] = []
+    stack = [("", iter(tree.items()))]
+    while stack:
+        above, items = stack[-1]
+        for key, value in items:
+            keys.append(above + key)
+            if isinstance(value, dict):
+                stack.append((f"{above}{key}.", iter(value.items())))
+                break
+        else:
+            stack.pop()
     return keys
+
+
+def tree_depth(tree: Any) -> int:
+    """How deep ``tree`` nests: each key of a table and each array is a level (``{"a": [1]}``
+    and ``{"a": []}``: 2), as :func:`check_nesting` counts a file's text; iterative."""
+    deepest, stack = 0, [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, (list, tuple)):
+            deepest = max(deepest, depth + 1)
+            stack.extend((value, depth + 1) for value in node)
+    return deepest
+
+
+# --- bounds on what is read ----------------------------------------------------------------
+
+#: A pipeline file, or one ``--set`` argument, larger than this is refused before it is parsed
+#: (1 MiB; the shipped pipelines are under 2 KB).
+MAX_FILE_BYTES = 1 << 20
+#: The deepest a pipeline may nest: the parts of a table's name (``[a.b]``: 2; ``[[a.b]]``: 3,
+#: the array counts), of a dotted key (``a.b.c = 1``: 3) and the arrays and inline tables around
+#: a value, counted together along any path (the shipped pipelines reach 6). Checked on the text,
+#: before ``tomllib`` reads it: deeper input is one error line, never a deep recursion.
+MAX_DEPTH = 64
+
+# The tokens of TOML that nesting depends on; a string or a comment is one token, so that a
+# bracket, a dot or a ``#`` inside one counts for nothing. Possessive repeats: linear, no
+# backtracking state however long a string is. An unterminated string runs to its end (of the
+# line, or of the text for a multi-line one): tomllib then reports it.
+_TOKEN = re.compile(r'''
+     (?P<space>[ \t\r]+)
+    |(?P<newline>\n)
+    |(?P<comment>\#[^\n]*)
+    |(?P<string>"""(?:[^"\\]++|\\[\s\S]|"(?!""))*+(?:"""(?:"{0,2})|\Z)
+        |'\'\'(?:[^']++|'(?!''))*+(?:'\'\'(?:'{0,2})|\Z)
+        |"(?:[^"\\\n]++|\\.)*+"?
+        |'[^'\n]*+'?)
+    |(?P<punct>[\[\]{}=,.])
+    |(?P<word>[^\s"'\#\[\]{}=,.]++)
+''', re.VERBOSE)
+# A value's run of characters that change nothing: in an array (commas and newlines included),
+# at the top level (to the end of the line), in an inline table (to the next comma).
+_SKIP = {"[": re.compile(r"""[^"'\#\[\]{}]++"""), None: re.compile(r"""[^"'\#\[\]{}\n]++"""),
+         "{": re.compile(r"""[^"'\#\[\]{},\n]++""")}
+
+
+def _too_deep(where: str, line: int) -> ConfigError:
+    return ConfigError(f"{where}: line {line}: nested more than {MAX_DEPTH} levels deep (table names, dotted keys, arrays "
+                       f"and inline tables counted together); aepipe reads at most {MAX_DEPTH}")
+
+
+def check_nesting(text: str, where: str, base: int = 0) -> int:
+    """How deep TOML ``text`` nests (as :func:`tree_depth` counts the tree it holds; an empty
+    array counts one level more), ``base`` levels above it already; deeper than
+    :data:`MAX_DEPTH` is refused. One pass over its tokens, before any parser sees it: strings
+    and comments count for nothing, and the text need not be valid TOML (the parser reports that)."""
+    stack: list[tuple[str, int]] = []  # the open arrays and inline tables: "[" or "{", depth inside
+    mode, line, pos, end = "start", 1, 0, len(text)  # mode: start (of a line), header, key, value
+    table = depth = key_base = base  # depth of the current [table]; of the value being read; of a key's first part
+    dots, aot = 0, False  # dots of the key or table name being read; whether it names an array of tables
+
+    deepest = base
+
+    def deeper(levels: int) -> int:
+        nonlocal deepest
+        if levels > MAX_DEPTH:
+            raise _too_deep(where, line)
+        deepest = max(deepest, levels)
+        return levels
+
+    while pos < end:
+        if mode == "value":  # a value's characters that change nothing, in one step
+            skipped = _SKIP[stack[-1][0] if stack else None].match(text, pos)
+            if skipped:
+                line += skipped.group().count("\n")
+                pos = skipped.end()
+                if pos >= end:
+                    break
+        token = _TOKEN.match(text, pos)
+        kind, value = token.lastgroup, token.group()
+        pos = token.end()
+        if kind in ("space", "comment"):
+            continue
+        if kind == "newline":
+            line += 1
+            if not stack:  # the end of a top-level line (an array may span lines)
+                mode, depth = "start", table
+            continue
+        if kind == "string":
+            line += value.count("\n")
+        if mode == "start":
+            if value == "[":
+                mode, dots, aot = "header", 0, text.startswith("[", pos)
+                pos += aot
+            else:
+                mode, key_base, dots = ("key" if kind in ("word", "string") else "value"), table, 0
+        elif mode == "header":
+            if value == ".":
+                dots += 1
+                deeper(base + dots + 1 + aot)
+            elif value == "]":
+                table = depth = deeper(base + dots + 1 + aot)
+                pos += aot and text.startswith("]", pos)
+                mode = "value"  # the rest of the line: a comment, or an error tomllib reports
+        elif mode == "key":
+            if value == ".":
+                dots += 1
+                deeper(key_base + dots + 1)
+            elif value == "=":
+                depth, mode = deeper(key_base + dots + 1), "value"
+            elif value == "}" and stack:  # an empty inline table
+                stack.pop()
+                depth, mode = (stack[-1][1] if stack else table), "value"
+        elif kind != "punct":
+            continue
+        elif value == "[":
+            depth = deeper(depth + 1)
+            stack.append(("[", depth))
+        elif value == "{":  # its keys add the levels
+            stack.append(("{", depth))
+            mode, key_base, dots = "key", depth, 0
+        elif value in "]}":
+            if stack:
+                stack.pop()
+            depth = stack[-1][1] if stack else table
+        elif value == "," and stack:
+            depth = stack[-1][1]
+            if stack[-1][0] == "{":
+                mode, key_base, dots = "key", depth, 0
+    return deepest
 
 
 # --- reading --------------------------------------------------------------------------------
 
 
+def _short(text: str, width: int = 40) -> str:
+    """``text`` as a short quote: its start and its length when longer than ``width``."""
+    return repr(text) if len(text) <= width else f"{text[:width]!r}... ({len(text)} characters)"
+
+
+def loads_pipeline(text: str, where: str) -> dict[str, Any]:
+    """The pipeline in TOML ``text`` (``where`` names it in errors), its size and nesting
+    checked before ``tomllib`` reads it (:data:`MAX_FILE_BYTES`, :data:`MAX_DEPTH`)."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"{where}: {len(text)} characters; a pipeline may hold at most {MAX_FILE_BYTES} (1 MiB)")
+    check_nesting(text, where)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+
+
 def read_pipeline_file(path: str | Path) -> dict[str, Any]:
+    """The pipeline file at ``path``; one larger than :data:`MAX_FILE_BYTES` is refused
+    unread, one nested deeper than :data:`MAX_DEPTH` before it is parsed."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: pipeline file not found")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: {max(size, len(data))} bytes; a pipeline file may hold at most {MAX_FILE_BYTES} (1 MiB)")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text file: {exc}") from None
+    return loads_pipeline(text, str(path))
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
@@ -289,11 +468,18 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is read as TOML, else text."""
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is read as TOML, else text.
+    Bounded like a pipeline file: at most :data:`MAX_FILE_BYTES` and :data:`MAX_DEPTH` levels."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"--set {_short(text)}: longer than {MAX_FILE_BYTES} characters")
     key, sep, raw = text.partition("=")
     key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    if not sep or not key or any(not part for part in key.split(".", MAX_DEPTH)):
+        raise ConfigError(f"--set {_short(text)}: expected dotted.key=value")
+    levels = key.count(".") + 1
+    if levels > MAX_DEPTH:
+        raise ConfigError(f"--set {_short(text)}: a key of {levels} parts; aepipe reads at most {MAX_DEPTH} levels")
+    check_nesting(f"v = {raw.strip()}", f"--set {_short(text)}", base=levels - 1)
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -369,10 +555,20 @@ def resolve(
     tree: dict[str, Any] | None = None,
     values: dict[str, Any] | None = None,
     values_origin: str = "values",
+    stored: bool = False,
 ) -> Pipeline:
     """Resolve a pipeline from a file (or a dict), ``--set`` overrides and then ``values`` (dotted
-    keys to values, e.g. one tuning trial's parameters), validating everything."""
+    keys to values, e.g. one tuning trial's parameters), validating everything.
+
+    ``stored``: ``tree`` is a pipeline aepipe resolved and stored (a run's, a model's): every
+    setting is in it, and its variant's defaults of today are not merged again (a variant that
+    gained a component since must not change a stored model)."""
     source = str(path) if path is not None else "<pipeline>"
+    if path is None and tree and tree_depth(tree) > MAX_DEPTH:
+        raise ConfigError(f"{source}: nested {tree_depth(tree)} levels deep; aepipe reads at most {MAX_DEPTH}")
+    for key in values or {}:
+        if key.count(".") >= MAX_DEPTH:
+            raise ConfigError(f"{values_origin} {_short(key)}: a key of {key.count('.') + 1} parts; aepipe reads at most {MAX_DEPTH} levels")
     file_tree = read_pipeline_file(path) if path is not None else copy.deepcopy(tree or {})
     upper = [(f"--set {text}", parse_override(text)) for text in overrides]
     upper += [(f"{values_origin} {key}", unflatten({key: value})) for key, value in (values or {}).items()]
@@ -385,7 +581,7 @@ def resolve(
         variant_name = st.get("variant", variant_name)
     variant_tree: dict[str, Any] = {}
     registry = pm.registry
-    if variant_name is not None:
+    if variant_name is not None and not stored:
         if not isinstance(variant_name, str):
             raise ConfigError(f"{source}: 'variant' must be a string, got {variant_name!r}")
         try:

@@ -16,16 +16,17 @@ INT64 = (-(2**63), 2**63 - 1)
 
 def out_of_int64(value: Any) -> int | None:
     """The first integer in ``value`` (nested lists, tuples and dicts too) that a 64-bit integer
-    cannot hold, or None: torch and numpy would overflow on it."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if not INT64[0] <= value <= INT64[1] else None
-    items = value if isinstance(value, (list, tuple)) else list(value.values()) if isinstance(value, dict) else ()
-    for item in items:
-        found = out_of_int64(item)
-        if found is not None:
-            return found
+    cannot hold, or None: torch and numpy would overflow on it. Iterative, however deep."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int):
+            if not INT64[0] <= item <= INT64[1]:
+                return item
+        elif isinstance(item, (list, tuple, dict)):
+            stack.extend(reversed(list(item.values() if isinstance(item, dict) else item)))
     return None
 
 

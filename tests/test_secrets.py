@@ -100,3 +100,111 @@ def test_a_url_secret_in_a_runs_settings_never_reaches_the_store(tmp_path, monke
     stored += open(path).read()
     assert "hunter22" not in stored and "token=abc" not in stored
     assert "postgresql://bob:***@db/x?token=***" in stored and run.data.params["train.optimizer"] == "adam"
+
+
+# --- URLs that parsers read differently (issue 19, item 7) ----------------------------------------
+
+#: a password with raw "@"s: each fragment is 3 characters that must appear in no message
+RAW_AT = "postgresql+psycopg://aepipe:Xq9@Zt7@Wk5@dbhost:5432/db"
+FRAGMENTS = ("Xq9", "Zt7", "Wk5")
+
+AMBIGUOUS = [
+    RAW_AT,
+    "postgresql+psycopg://aepipe:pa/ss@dbhost/db",  # urllib: the host is "aepipe", the port "pa"
+    "postgresql+psycopg://aepipe:pa:ss@dbhost/db",  # a second ":"
+    "postgresql+psycopg://aepipe:pa?ss@dbhost/db",
+    "postgresql+psycopg://aepipe:pa#ss@dbhost/db",
+    "http://alice:pa ss@host/",
+    "http://alice:100%@host/",  # "%" that starts no escape
+    "postgresql+psycopg://ali@ce:pass@dbhost/db",  # an "@" in the user name
+    "http://host:5000/path@x",  # SQLAlchemy reads "5000/path" as a password
+]
+UNAMBIGUOUS = [
+    "postgresql+psycopg://aepipe:s3cret@127.0.0.1:5432/db",
+    "postgresql+psycopg://aepipe:Xq9%40Zt7%3AWk5%2F@dbhost/db",  # percent-encoded
+    "postgresql+psycopg://aepipe:p!$&'()*+,;=~-._@dbhost/db",  # every character RFC 3986 allows raw
+    "postgresql+psycopg://aepipe@dbhost/db?password=x&options=a@b",  # an "@" in the query
+    "postgresql+psycopg://aepipe:pw@[::1]:5432/db",
+    "journal:///tmp/a@b:c/optuna.journal",
+    "sqlite:///C:/runs@x/mlflow.db",
+    "file:///tmp/a@b",
+    "http://127.0.0.1:5000",
+    "http://host/path@x",
+    "./mlruns",
+]
+
+
+@pytest.mark.parametrize("url", AMBIGUOUS)
+def test_a_url_that_parsers_read_differently_is_refused_without_a_fragment(url):
+    from aepipe.errors import ConfigError
+    from aepipe.secrets import ambiguous, check_url
+
+    assert ambiguous(url)
+    with pytest.raises(ConfigError) as exc:
+        check_url(url, "--storage")
+    message = str(exc.value)
+    scheme = url.partition("://")[0]
+    assert message.startswith(f"--storage: the user name or password of this {scheme}:// URL holds a character") and "\n" not in message
+    assert "percent-encode it" in message and "the URL is not shown" in message
+    with pytest.raises(ConfigError) as other:  # the same words for any URL of the scheme: no part of it is shown
+        check_url(f"{scheme}://someone:a@b@elsewhere/x", "--storage")
+    assert message == str(other.value)
+
+
+@pytest.mark.parametrize("url", UNAMBIGUOUS)
+def test_a_url_every_parser_reads_alike_is_accepted(url):
+    from urllib.parse import unquote, urlsplit
+
+    from sqlalchemy.engine import make_url
+
+    from aepipe.secrets import ambiguous, check_url
+
+    assert not ambiguous(url)
+    check_url(url, "--storage")
+    if "@" in urlsplit(url).netloc:  # both read the same password (SQLAlchemy's decoded)
+        password = urlsplit(url).password
+        assert make_url(url).password == (unquote(password) if password is not None else None)
+
+
+def test_why_it_is_refused_sqlalchemy_and_urllib_split_a_raw_at_apart():
+    """Pins the disagreement: SQLAlchemy ends the password at the first "@" and names the rest
+    as the host (which the driver then quotes, failing to resolve it); urllib ends it at the last."""
+    from urllib.parse import urlsplit
+
+    from sqlalchemy.engine import make_url
+
+    assert make_url(RAW_AT).password == "Xq9" and make_url(RAW_AT).host == "Zt7@Wk5@dbhost"
+    assert urlsplit(RAW_AT).password == "Xq9@Zt7@Wk5" and urlsplit(RAW_AT).hostname == "dbhost"
+
+
+@pytest.mark.parametrize("where", ["MLFLOW_TRACKING_URI", "AEPIPE_STORAGE", "--storage"])
+def test_every_command_refuses_an_ambiguous_store_url_in_one_line(tmp_path, where):
+    from click.testing import CliRunner
+
+    from aepipe.cli import cli
+
+    (tmp_path / "p.toml").write_text('variant = "vanilla"\n[tune.space]\n"train.lr" = {low = 1e-4, high = 1e-2, log = true}\n')
+    env = {"AEPIPE_HOME": str(tmp_path / "mlruns"), "MLFLOW_TRACKING_URI": None, "AEPIPE_STORAGE": None}
+    args = ["tune", str(tmp_path / "p.toml")]
+    if where == "--storage":
+        args += ["--storage", RAW_AT]
+    else:
+        env[where] = RAW_AT
+    result = CliRunner().invoke(cli, args if where != "MLFLOW_TRACKING_URI" else ["compare", "-e", "x"], env=env)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: {where}: the user name or password of this postgresql+psycopg:// URL"), lines[0]
+    assert not any(fragment in result.output for fragment in FRAGMENTS)
+    assert not (tmp_path / "mlruns").exists()  # refused before any store is opened
+    if where != "--storage":  # help is still shown
+        helped = CliRunner().invoke(cli, ["compare", "--help"], env=env)
+        assert helped.exit_code == 0 and "Usage:" in helped.output
+
+
+def test_tuning_from_python_refuses_it_too(aepipe_pm):
+    from aepipe.errors import ConfigError
+    from aepipe.tune.settings import prepare
+
+    with pytest.raises(ConfigError, match=r"^--storage: the user name or password .*the URL is not shown$") as exc:
+        prepare(aepipe_pm, "pipelines/vanilla.toml", storage_url=RAW_AT)
+    assert not any(fragment in str(exc.value) for fragment in FRAGMENTS)

@@ -132,7 +132,9 @@ def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...
     """Validate the ``[tune]`` section and every search-space entry against the pipeline, before
     any trial runs."""
     from aepipe.config import resolve
+    from aepipe.secrets import check_url
 
+    check_url(storage_url, "--storage")
     path = Path(path)
     base = resolve(pm, path, overrides)
     raw = base.settings.tune

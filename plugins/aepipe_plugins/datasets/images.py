@@ -1,10 +1,24 @@
 """Image datasets read with Pillow: a folder of PNG/JPEG files (``imagefolder``) and Hugging
 Face datasets (``huggingface``, with the ``hf`` extra). Images become channels-first ``(C, H, W)``
 uint8 arrays, values 0-255, read on demand (:class:`~aepipe.components.Rows`): aepipe holds them
-in memory as uint8 where they fit (``data.in_memory``), or streams them batch by batch."""
+in memory as uint8 where they fit (``data.in_memory``), or streams them batch by batch.
+
+Every image mode Pillow reads keeps its real range on the way to 0-255 (:func:`to_chw`):
+
+* 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ``YCbCr``, ``HSV``, ``LAB``, with or without
+  alpha) are converted by Pillow; alpha is dropped;
+* 16-bit greyscale (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``: a 16-bit PNG or TIFF) is scaled from
+  its full range 0-65535: ``round(v / 257)``, so 65535 is 255 and images keep their relative
+  brightness;
+* 32-bit integer (``I``) and float (``F``) images have no fixed range: each is scaled from its
+  own minimum and maximum, ``round((v - min) * 255 / (max - min))`` (a constant image is 0); a
+  float image holding NaN or an infinity is refused, naming the file;
+* any other mode is refused, naming it.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -14,7 +28,17 @@ from pydantic import Field, PositiveInt
 from aepipe.components import ComponentConfig, Dataset, RawData, Rows
 from aepipe.errors import DataError
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+#: Pillow's modes of 16-bit greyscale samples, scaled from 0-65535 (65535 / 255 = 257)
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+#: Pillow's modes without a fixed range (32-bit integer, 32-bit float), scaled from each image's own
+OWN_RANGE = ("I", "F")
+#: modes Pillow converts only through another mode
+_VIA = {"LAB": "RGB", "La": "LA"}
+
+
+class ImageDataWarning(UserWarning):
+    """An image dataset read as asked, with something the user should know (an empty class folder)."""
 
 
 class ImageConfig(ComponentConfig):
@@ -27,9 +51,28 @@ class ImageConfig(ComponentConfig):
     limit: Optional[int] = Field(None, ge=1)
 
 
+def to_8bit(image: Any, where: str) -> Any:
+    """A Pillow image of 16-bit, 32-bit integer or float samples as an 8-bit greyscale (``L``)
+    image scaled from its real range (see the module's docstring); other images as they are."""
+    from PIL import Image
+
+    if image.mode not in SIXTEEN_BIT + OWN_RANGE:
+        return image
+    values = np.asarray(image).astype(np.float64)
+    if image.mode in SIXTEEN_BIT:
+        scaled = np.rint(values / 257.0)
+    else:
+        if not np.isfinite(values).all():
+            raise DataError(f"{where}: a float image (Pillow mode 'F') holding NaN or infinite values")
+        lo, hi = float(values.min()), float(values.max())
+        scaled = np.zeros_like(values) if hi == lo else np.rint((values - lo) * (255.0 / (hi - lo)))
+    return Image.fromarray(scaled.astype(np.uint8))
+
+
 def to_chw(image: Any, channels: int, size: tuple[int, int] | None, where: str) -> np.ndarray:
     """A Pillow image (or an array) as a ``(channels, H, W)`` uint8 array, resized to ``size``
-    ([H, W]) where given."""
+    ([H, W]) where given; every mode with its real range (see the module's docstring), or
+    refused by name."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
@@ -37,9 +80,14 @@ def to_chw(image: Any, channels: int, size: tuple[int, int] | None, where: str) 
         if array.dtype != np.uint8:
             raise DataError(f"{where}: an image array of dtype {array.dtype}; expected uint8 (0-255)")
         image = Image.fromarray(array)
+    image = to_8bit(image, where)
     mode = "L" if channels == 1 else "RGB"
     if image.mode != mode:
-        image = image.convert(mode)
+        try:
+            image = image.convert(_VIA[image.mode]).convert(mode) if image.mode in _VIA else image.convert(mode)
+        except ValueError:
+            raise DataError(f"{where}: an image of Pillow mode '{image.mode}', which aepipe does not convert to {mode}; "
+                            "save it as 8-bit or 16-bit greyscale, RGB or RGBA") from None
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
@@ -102,7 +150,9 @@ class ImageFiles(Rows):
 
 class ImageFolderConfig(ImageConfig):
     """``path``: a folder of images, one subfolder per class (labels: the subfolders in name
-    order) or images directly in it (no labels)."""
+    order) or images directly in it (no labels). Labels are stable: a class subfolder without
+    images keeps its label (a warning names it), so the others keep theirs; folders whose
+    names start with ``.`` are not classes."""
 
     path: str
 
@@ -118,9 +168,15 @@ class ImageFolder(Dataset):
         root = Path(c.path).expanduser()
         if not root.is_dir():
             raise DataError(f"dataset 'imagefolder': {root} is not a folder")
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and _images(p))
+        found = {p.name: _images(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+        classes = sorted(found) if any(found.values()) else []
         if classes:
-            files = [(f, label) for label, name in enumerate(classes) for f in _images(root / name)]
+            files = [(f, label) for label, name in enumerate(classes) for f in found[name]]
+            empty = [f"'{name}' (label {label})" for label, name in enumerate(classes) if not found[name]]
+            if empty:
+                warnings.warn(f"dataset 'imagefolder': class folder{'s' if len(empty) > 1 else ''} {', '.join(empty)} in {root} "
+                              f"hold{'' if len(empty) > 1 else 's'} no images; kept as a class, so that every class keeps "
+                              "its label (the subfolders in name order)", ImageDataWarning, stacklevel=2)
         else:
             files = [(f, None) for f in _images(root)]
         if not files:

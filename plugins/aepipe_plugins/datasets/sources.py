@@ -1,9 +1,13 @@
-"""The dataset components."""
+"""The dataset components. An error about a file's contents quotes at most a short, masked
+excerpt of it (:func:`aepipe.secrets.excerpt`): a data file may be the wrong file, holding
+secrets."""
 
 from __future__ import annotations
 
+import ast
 import gzip
 import os
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -15,6 +19,24 @@ from pydantic import Field
 from aepipe.arrays import check_labels, check_values, finite_range, load_npy
 from aepipe.components import ComponentConfig, Dataset, RawData
 from aepipe.errors import DataError
+
+
+#: a cell numpy quotes in its error ("could not convert string 'x' to float64 at row 0, column 1")
+_CELL = re.compile(r"""string (?P<cell>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def _quoted_cells(message: str) -> str:
+    """numpy's error ``message`` with every cell it quotes from the file shortened and masked."""
+    from aepipe.secrets import excerpt, mask
+
+    def short(match: re.Match) -> str:
+        try:
+            cell = ast.literal_eval(match.group("cell"))
+        except (ValueError, SyntaxError):
+            cell = match.group("cell")[1:-1]
+        return f"text {excerpt(str(cell))}"
+
+    return mask(_CELL.sub(short, message))
 
 
 class Digits(Dataset):
@@ -216,7 +238,7 @@ class ArrayFile(Dataset):
             else:
                 raise DataError(f"{path}: unsupported file type '{suffix}' (use .npy, .npz or .csv)")
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            text = " ".join(str(exc).split())
+            text = _quoted_cells(" ".join(str(exc).split()))
             if "pickled" in text or "Object arrays" in text:
                 text = "holds Python objects (dtype object), which aepipe does not unpickle; save numbers"
             raise DataError(f"{path}: cannot read: {text}") from None
