@@ -26,7 +26,10 @@ def load_npy(path: Path, what: str, mmap: bool = False) -> np.ndarray:
     if head.startswith(ZIP_MAGIC):
         raise DataError(f"{what}: is a .npz archive; give one array as a .npy file (numpy.save)")
     if head != NPY_MAGIC:
-        raise DataError(f"{what}: not a .npy file (it starts with {head[:6]!r}, not numpy's header); write it with numpy.save")
+        from aepipe.secrets import excerpt
+
+        raise DataError(f"{what}: not a .npy file (it starts with {excerpt(head)}, not numpy's header); "
+                        "write it with numpy.save")
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
@@ -68,6 +71,20 @@ def check_values(x: np.ndarray, what: str, min_ndim: int = 2) -> np.ndarray:
     x = x.astype(np.float64, copy=False)
     _check_finite(x, what, 0)
     return x
+
+
+def check_rows(raw: np.ndarray, what: str) -> np.ndarray:
+    """Inputs to a model (``encode``/``reconstruct``, a served request): :func:`check_values`,
+    a single 1-D array taken as one row."""
+    return check_values(raw[None] if raw.ndim == 1 else raw, what)
+
+
+def check_width(x: np.ndarray, input_dim: int, what: str, whose: str) -> None:
+    """Refuse rows that do not hold ``input_dim`` values (in any shape): ``whose`` names the
+    model (``run ID``) in the message."""
+    width = int(np.prod(x.shape[1:]))
+    if width != input_dim:
+        raise DataError(f"{what}: rows of {width} values; {whose} expects {input_dim}")
 
 
 def _check_finite(x: np.ndarray, what: str, first_row: int) -> None:

@@ -28,16 +28,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DIR = "aepipe-model"
 FORMAT = 1
-DEFAULT_PARAMS = {"mode": "encode", "scaled": False, "label": -1, "n": 10, "seed": 0}
+DEFAULT_PARAMS = {"mode": "encode", "scaled": False, "label": -1, "n": 10, "seed": 0, "what": "code"}
 
 
 def write_model_dir(model: AutoEncoder, pipeline: Pipeline, pm: AepipePluginManager, dst: Path) -> Path:
-    """Write ``model`` as weights, pipeline and meta into folder ``dst``."""
-    import torch
+    """Write ``model`` as weights, pipeline and meta into folder ``dst``, each file atomically
+    (:func:`aepipe.files.atomic_write`)."""
+    from aepipe.files import save_tensors, write_text
 
-    dst.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, dst / "weights.pt")
-    (dst / "pipeline.toml").write_text(pipeline.to_toml(), encoding="utf-8")
+    save_tensors(dst / "weights.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    write_text(dst / "pipeline.toml", pipeline.to_toml())
     registry = pm.registry
     components = []
     for choice in [pipeline.dataset, *pipeline.components.values(), *pipeline.regularizers.values()]:
@@ -45,15 +45,15 @@ def write_model_dir(model: AutoEncoder, pipeline: Pipeline, pm: AepipePluginMana
         components.append({"path": choice.path, "kind": choice.kind, "name": choice.name, "plugin": info.name,
                            "distribution": info.dist, "version": info.version})
     meta = {"format": FORMAT, **model.meta, "components": components}
-    (dst / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    write_text(dst / "meta.json", json.dumps(meta, indent=2))
     return dst
 
 
 def load_model_dir(path: Path, pm: AepipePluginManager | None = None, device: str = "cpu", where: str = "") -> AutoEncoder:
-    """Rebuild the model in folder ``path`` through the plugin registry and load its weights."""
-    import torch
-
+    """Rebuild the model in folder ``path`` through the plugin registry and load its weights. A
+    damaged ``weights.pt`` (empty, truncated) is one ConfigError naming it."""
     from aepipe.config import resolve
+    from aepipe.files import load_tensors
     from aepipe.model import build_model
     from aepipe.plugins import get_plugin_manager
 
@@ -70,12 +70,14 @@ def load_model_dir(path: Path, pm: AepipePluginManager | None = None, device: st
             origin = f"plugin '{c['plugin']}'" + (f" ({c['distribution']} {c['version']})" if c.get("distribution") else "")
             raise ConfigError(f"{where}: its {c['kind']} '{c['name']}' ({c['path']}) came from {origin}, which no longer "
                               f"registers it; install that plugin to load this model")
-    pipeline = resolve(pm, tree=tree)
+    pipeline = resolve(pm, tree=tree, stored=True)
     pipeline.source = where
     info = SimpleNamespace(input_dim=meta["input_dim"], n_classes=meta["n_classes"], value_range=tuple(meta["value_range"]),
                            image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None)
     model = build_model(pipeline, info)
-    state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+    state = load_tensors(path / "weights.pt", where, f"{DIR}/weights.pt")
+    if not isinstance(state, dict):
+        raise ConfigError(f"{where}: {DIR}/weights.pt holds no state dict; it is damaged")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -90,11 +92,14 @@ def load_run_model(run_id: str, device: str = "cpu", tracker: Any = None, pm: Ae
 
     check_run_id(run_id, "run")
     tracker = tracker or default_tracker()
-    tracker.get_run(run_id)
+    record = tracker.get_run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
         local = tracker.download(run_id, DIR, Path(tmp))
-        if local is None:
-            raise RunNotFoundError(f"run '{run_id}' has no model (it logged none: tracking.log_model = false, or it did not finish)")
+        if local is None:  # say which: missing files (named), no model logged, or an unfinished run
+            from aepipe.tracking.store import missing_artifact
+
+            location = tracker.artifact_location(run_id) if hasattr(tracker, "artifact_location") else None
+            raise RunNotFoundError(missing_artifact(record, DIR, location))
         return load_model_dir(local, pm, device, where=f"run {run_id}")
 
 
@@ -124,8 +129,9 @@ def predict(model: AutoEncoder, model_input: np.ndarray | None, params: dict[str
         x = x.astype(np.float32) if p["scaled"] else scale(x, (lo, hi))
         xt = torch.as_tensor(x, device=device)
         y = torch.full((len(x),), label, dtype=torch.long, device=device) if label >= 0 else None
-        if p["mode"] == "encode":
-            return model.encode(xt, y).code.cpu().numpy()
+        if p["mode"] == "encode":  # the code, or what the bottleneck offers (encode --what)
+            torch.manual_seed(int(p["seed"]))
+            return model.represent(xt, y, str(p["what"])).cpu().numpy()
         if p["mode"] == "reconstruct":
             out = model(xt, y).cpu().numpy()
             return out if p["scaled"] else lo + out * (hi - lo)

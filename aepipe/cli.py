@@ -32,6 +32,14 @@ class AepipeGroup(click.Group):
     """Turns every :class:`AepipeError`, and every wrong option or argument, into one line on
     stderr and its exit code (2 for both)."""
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if not ctx.resilient_parsing and not {"-h", "--help"} & set(rest):  # help is always shown
+            from aepipe import secrets
+
+            secrets.check_environment()  # a URL that parsers read apart is refused before any command
+        return name, command, rest
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -52,10 +60,12 @@ class AepipeGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug") or type(exc).__module__.split(".")[0] not in STORE_LIBRARIES:
                 raise
             from aepipe import tracking
+            from aepipe.tracking.store import DAMAGED, error_line, recovery_hint
 
-            first = " ".join((str(exc).strip().splitlines() or [""])[0].split())[:600]
+            line = error_line(exc)[:600]  # the root cause, not SQLAlchemy's framing
+            hint = f"; {recovery_hint()}" if DAMAGED.search(line) else ""
             click.echo(f"Error: the tracking store {_masked(tracking.tracking_uri())} failed: {type(exc).__name__}: "
-                       f"{_masked(first)} (aepipe --debug shows the traceback)", err=True)
+                       f"{_masked(line)}{hint} (aepipe --debug shows the traceback)", err=True)
             ctx.exit(2)
 
 
@@ -67,6 +77,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """aepipe: train, compare and extend autoencoders; runs are tracked in MLflow."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+
+
+def _check_writable(command: str) -> None:
+    """Refuse at once, in one line, a command that writes runs into a read-only or damaged store."""
+    from aepipe.tracking.store import check_writable
+
+    check_writable(command)
 
 
 def _plugin_manager():
@@ -171,6 +188,7 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
         raise ConfigError("give a PIPELINE file to train, or --resume RUN_ID to continue a run")
     pm = _plugin_manager()
     resolved = resolve(pm, pipeline, overrides) if pipeline is not None else None
+    _check_writable("train")
     if nproc > 1:
         _launch(nproc, pipeline, overrides, device, resume, as_json, quiet)
         return
@@ -323,26 +341,21 @@ def _array_io(run_id: str, input_path: Path, output: Path, device: str, scaled: 
     import numpy as np
     import torch
 
-    from aepipe.arrays import check_labels, check_values, load_npy
+    from aepipe.arrays import check_labels, check_rows, check_width, load_npy
     from aepipe.artifacts import load_run_model
     from aepipe.data import scale
-    from aepipe.errors import ConfigError, DataError
+    from aepipe.errors import ConfigError
     from aepipe.limits import check_output
     from aepipe.tracking.store import check_run_id
     from aepipe.training.device import select_device
 
     check_run_id(run_id)  # before any file is read
     check_output(output, "-o")
-    raw = load_npy(input_path, str(input_path))
-    if raw.ndim == 1:
-        raw = raw[None]
-    raw = check_values(raw, str(input_path))
+    raw = check_rows(load_npy(input_path, str(input_path)), str(input_path))
     y_raw = load_npy(labels, f"--labels {labels}") if labels is not None else None
     dev = select_device(device)
     model = load_run_model(run_id, device=str(dev))
-    d = model.meta["input_dim"]
-    if int(np.prod(raw.shape[1:])) != d:
-        raise DataError(f"{input_path}: rows of {int(np.prod(raw.shape[1:]))} values; run {run_id} expects {d}")
+    check_width(raw, model.meta["input_dim"], str(input_path), f"run {run_id}")
     value_range = tuple(model.meta["value_range"])
     x = raw.reshape(len(raw), -1).astype(np.float32) if scaled else scale(raw, value_range)
     y = None
@@ -371,16 +384,25 @@ def _with_io_options(fn):
 
 @cli.command(context_settings=CONTEXT)
 @_with_io_options
-def encode(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None) -> None:
+@click.option("--what", default="code", show_default=True, metavar="WHAT",
+              help="code (the deterministic code), or what the run's bottleneck offers: mean, sample (one posterior draw), "
+                   "indices (codeword or category indices)...")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1), help="Random seed (--what sample).")
+def encode(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None, what: str, seed: int) -> None:
     """Encode INPUT.npy (raw units, as the dataset stores them) with RUN_ID's model; writes codes."""
     import numpy as np
     import torch
 
     model, x, y, _, _ = _array_io(run_id, input_path, output, device, scaled, labels)
+    if what not in model.offers():
+        from aepipe.errors import ConfigError
+
+        raise ConfigError(f"--what {what}: run {run_id}'s bottleneck offers {', '.join(model.offers())}")
+    torch.manual_seed(seed)
     with torch.no_grad():
-        codes = model.encode(x, y).code.cpu().numpy()
+        codes = model.represent(x, y, what).cpu().numpy()
     np.save(output, codes)
-    click.echo(f"wrote {codes.shape[0]} codes of size {codes.shape[1]} to {output}", err=True)
+    click.echo(f"wrote {codes.shape[0]} {what} of size {codes.shape[1] if codes.ndim > 1 else 1} to {output}", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -422,11 +444,14 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
     from aepipe.errors import ConfigError
 
     secrets.remember(url=storage)
+    secrets.check_url(storage, "--storage")
     if storage and storage.startswith("sqlite") and n_workers > 1:
         raise ConfigError("--storage sqlite:... is not safe for parallel workers (Optuna's advice); use the default "
                           "journal file (one machine) or postgresql+psycopg://... (many machines)")
     if worker:  # before anything slow: a command killed meanwhile is noticed at once
         tuning.stop_with_parent()
+    if not summary:
+        _check_writable("tune")
     pm = _plugin_manager()
     st = tuning.prepare(pm, pipeline, overrides, study_name, storage, n_trials)
     if timeout is not None:
@@ -506,8 +531,12 @@ def _print_study(st, as_json: bool) -> None:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1), help="Random seed.")
 @click.option("--device", default="auto", help="auto, cpu, cuda, ...")
 @click.option("--scaled", is_flag=True, help="Write samples in [0, 1] (default: the dataset's raw units).")
-def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path | None, seed: int, device: str, scaled: bool) -> None:
-    """Draw samples from RUN_ID's prior and decode them (models with a prior)."""
+@click.option("--sampler", "sampler_name", default=None, metavar="NAME",
+              help="prior, the run's own [model.sampler], or one fitted by fit-sampler (default: the run's own, else its prior, "
+                   "else N(0, I)).")
+def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path | None, seed: int, device: str, scaled: bool,
+           sampler_name: str | None) -> None:
+    """Draw codes through RUN_ID's sampler (its prior by default) and decode them."""
     import numpy as np
     import torch
 
@@ -525,12 +554,13 @@ def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path 
     # the codes, the decoded samples on the device and their float64 copy in memory
     check_fits(count * (model.spec.code_dim + 3 * model.meta["input_dim"]) * 8, f"-n {count}: {count:,} samples", dev,
                "draw fewer (several commands, or a smaller -n)")
-    if model.prior is None:
-        raise ConfigError(f"run {run_id} ({model.meta.get('variant')}) has no prior to sample from")
+    from aepipe.sampling import load_for_run
+
+    sampler = load_for_run(run_id, model, sampler_name)
     classes = model.spec.n_classes
     y = None
     if label is not None:
-        if not (model.spec.conditional or model.prior.class_conditional):
+        if not (model.spec.conditional or (model.prior is not None and model.prior.class_conditional)):
             raise ConfigError(f"--label: run {run_id} is not conditional; its samples take no label")
         if not 0 <= label < classes:
             raise ConfigError(f"--label {label}: no such class; run {run_id} has classes 0..{classes - 1}")
@@ -539,7 +569,7 @@ def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path 
         y = torch.arange(count, device=dev) % classes
     torch.manual_seed(seed)
     with torch.no_grad():
-        out = model.sample(count, y).cpu().numpy().astype(np.float64)
+        out = model.sample(count, y, sampler).cpu().numpy().astype(np.float64)
     lo, hi = model.meta["value_range"]
     values = out if scaled else lo + out * (hi - lo)
     shape = model.meta.get("image_shape")
@@ -551,6 +581,24 @@ def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path 
         fig = figures.sample_grid(out, shape, title)
         fig.savefig(grid, dpi=100)
     click.echo(f"wrote {count} samples to {output}" + (f" and {grid}" if grid else ""), err=True)
+
+
+@cli.command("fit-sampler", context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("--sampler", "sampler_name", required=True, metavar="NAME", help="A registered sampler (aepipe plugins lists them).")
+@click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="A setting of the sampler (components=20).")
+@click.option("--device", default="auto", help="auto, cpu, cuda, ...")
+def fit_sampler(run_id: str, sampler_name: str, overrides: tuple[str, ...], device: str) -> None:
+    """Fit a sampler on RUN_ID's training codes and log it to the run (samplers/NAME/)."""
+    from aepipe.sampling import fit_for_run
+    from aepipe.tracking.store import check_run_id
+    from aepipe.training.device import select_device
+
+    check_run_id(run_id)
+    metrics = fit_for_run(run_id, sampler_name, overrides, device=str(select_device(device)))
+    shown = ", ".join(f"{k} = {v:.5g}" for k, v in metrics.items())
+    click.echo(f"fitted sampler '{sampler_name}' on run {run_id}'s training codes" + (f" ({shown})" if shown else "")
+               + f"; draw with: aepipe sample {run_id} --sampler {sampler_name} -n 16 -o samples.npy", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -582,6 +630,7 @@ def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], 
     from aepipe.errors import AepipeError
     from aepipe.training import train as run_training
 
+    _check_writable("zoo")
     pm = _plugin_manager()
     common = [f"data.name={json.dumps(dataset)}", f"train.epochs={epochs}", "train.patience=0",
               f"tracking.experiment={json.dumps(experiment)}", "tracking.log_model=false", *overrides]
@@ -599,26 +648,19 @@ def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], 
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind: loopback unless --expose.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
-def ui(host: str, port: int) -> None:
-    """Start the MLflow UI over aepipe's tracking store."""
-    from aepipe import tracking
+@click.option("--expose", is_flag=True, help="Allow a --host beyond loopback: turns on MLflow's login (basic-auth; first start: "
+              "MLFLOW_AUTH_ADMIN_PASSWORD) and allows only the --host and --allowed-host addresses.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="With --expose: a name or IP clients use to reach the UI (repeatable; needed for --host 0.0.0.0).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Server processes (default: one per two CPUs, at most 4).")
+def ui(host: str, port: int, expose: bool, allowed_hosts: tuple[str, ...], workers: int | None) -> None:
+    """Start the MLflow UI over aepipe's tracking store (on this machine only, unless --expose)."""
+    from aepipe import ui as server
 
-    from aepipe.errors import ConfigError
-
-    uri = tracking.tracking_uri()
-    if uri.startswith(("http://", "https://", "databricks")):
-        raise ConfigError(f"MLFLOW_TRACKING_URI={uri} is an MLflow tracking server: its UI is served at that address already")  # masked where printed
-    # the store's URL travels in the environment: a password never shows in the process list
-    os.environ["MLFLOW_BACKEND_STORE_URI"] = uri
-    args = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
-    if tracking.uses_local_store():
-        tracking.setup()  # the store created and migrated once, under its lock, not by `mlflow ui` racing others
-        args += ["--default-artifact-root", tracking.artifact_root()]
-    click.echo(f"MLflow UI on http://{host}:{port} over {_masked(uri)}; an experiment's runs: http://{host}:{port}/#/experiments/ID/runs "
-               "(switch the top-left toggle to 'Model training')", err=True)
-    os.execv(sys.executable, args)
+    code = server.serve(host, port, expose, allowed_hosts, workers, echo=lambda line: click.echo(_masked(line), err=True))
+    _exit_now(code)  # the server has stopped: no second or two tearing down MLflow's modules
 
 
 def _add_plugin_commands(group: click.Group) -> None:

@@ -42,6 +42,7 @@ def collect(targets: list[str], experiments: list[str]) -> list[dict[str, Any]]:
     from aepipe.secrets import mask
 
     tracking.setup()
+    tracking.store.warn_if_damaged()  # a damaged page of runs reads as no runs: say why
     client = MlflowClient()
     tracker = tracking.default_tracker()
     exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)

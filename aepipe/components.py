@@ -7,8 +7,8 @@ from :class:`ComponentConfig`). aepipe builds it as ``cls(config, spec)`` (datas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -65,10 +65,15 @@ class ModelSpec:
 
 @dataclass
 class Encoding:
-    """What an encoder returns.
+    """What an encoder returns: its output features, which the run's bottleneck turns into
+    the code the decoder sees.
 
-    ``code`` is the deterministic code, or the posterior mean for a stochastic encoder, whose
-    ``dist`` is q(z | x) with batch shape ``(n,)`` and event shape ``(code_dim,)``.
+    ``code`` has the width the bottleneck asks for (``spec.code_dim`` unless the bottleneck's
+    :meth:`Bottleneck.features` says otherwise: the ``gaussian`` bottleneck asks for
+    ``2 * code_dim``, a mean and a log-variance). An encoder may instead give a posterior of its
+    own in ``dist`` (q(z | x), batch shape ``(n,)``, event shape ``(code_dim,)``, ``code`` its
+    mean): the ``distribution = "gaussian"`` setting of the first-party encoders, kept for
+    pipelines and runs written before bottlenecks existed.
     """
 
     code: torch.Tensor
@@ -77,6 +82,48 @@ class Encoding:
     @property
     def stochastic(self) -> bool:
         return self.dist is not None
+
+
+@dataclass
+class Code:
+    """What a bottleneck returns for a batch of n inputs, everything in one value.
+
+    - ``code``: the deterministic code, shape ``(n, code_dim)`` (a posterior's mean, the
+      nearest codeword, the most likely category): what ``aepipe encode`` writes by default.
+    - ``z``: what the decoder sees in training, shape ``(samples * n, code_dim)`` (sample-major:
+      rows ``l * n .. (l + 1) * n`` are the l-th draw); ``code`` itself for a deterministic code.
+    - ``samples``: L, the draws per input in ``z``.
+    - ``dist``: q(z | x) where the code is stochastic and has a density: anything with
+      ``rsample``/``sample``/``log_prob`` (a :class:`aepipe.stats.DiagNormal`, a
+      ``torch.distributions`` object); ``None`` for a deterministic code.
+    - ``log_q``: log q(z | x) of each row of ``z``, shape ``(samples, n)``, where the bottleneck
+      knows it better than ``dist`` does (a flow: the base density less the log-determinants).
+    - ``losses``: the bottleneck's own loss terms by name, scalars already weighted; aepipe adds
+      them to the loss and logs each as ``penalty.<name>`` (``val_penalty.<name>``...).
+    - ``outputs``: what ``aepipe encode --what`` may ask for besides ``code``: ``mean``,
+      ``sample``, ``indices``..., each ``(n, ...)``.
+    """
+
+    code: torch.Tensor
+    z: torch.Tensor
+    samples: int = 1
+    dist: Any = None
+    log_q: torch.Tensor | None = None
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def stochastic(self) -> bool:
+        return self.dist is not None or self.log_q is not None
+
+    def log_q_of_z(self) -> torch.Tensor:
+        """log q(z | x) of every draw in ``z``, shape ``(samples, n)``."""
+        if self.log_q is not None:
+            return self.log_q
+        if self.dist is None:
+            raise ValueError("a deterministic code has no density")
+        n = self.code.shape[0]
+        return self.dist.log_prob(self.z.reshape(self.samples, n, -1))
 
 
 class Rows:
@@ -160,8 +207,34 @@ class ModelComponent(Component, nn.Module):
         self.config = config
         self.spec = spec
 
+    #: a partial pipeline (``{"model": {...}}``) that the conformance suite builds around this
+    #: component instead of its default composition (see :func:`aepipe.testing.check_component`)
+    conformance: ClassVar[dict[str, Any] | None] = None
+
     def setup(self, model: AutoEncoder) -> None:
         """Check the assembled model and prepare (override; raise ConfigError on misuse)."""
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups of this component's own, each a dict with ``params`` and
+        the options that differ from the run's (``lr``, ``weight_decay``...), as torch's
+        optimizers take them. Parameters in no group train with the run's settings."""
+        return []
+
+    def after_step(self) -> None:
+        """Update state after every optimizer step of the model (an exponential moving average,
+        a temperature schedule). Called in training only, under ``torch.no_grad()``."""
+
+    def epoch_metrics(self, model: AutoEncoder, split: Any) -> dict[str, Any]:
+        """Metrics of this component on the validation split at the end of every epoch, by bare
+        name (floats or 0-d tensors); aepipe logs each as ``val_<name>``. Called only for the
+        components of the run."""
+        return {}
+
+    def final_metrics(self, model: AutoEncoder, data: Any) -> dict[str, Any]:
+        """Metrics of this component once the run has trained, on ``data.test`` (``data`` is
+        the run's :class:`aepipe.data.DataBundle`), by bare name; aepipe logs each as
+        ``test_<name>``. Called only for the components of the run."""
+        return {}
 
 
 class Encoder(ModelComponent):
@@ -229,10 +302,77 @@ class Prior(ModelComponent):
     def distribution(self, y: torch.Tensor | None = None) -> torch.distributions.Distribution | None:
         return None
 
+    def diagonal_normal(self, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(loc, scale)`` where p(z) is a diagonal Gaussian (broadcastable to ``(n, code_dim)``),
+        so that a Gaussian posterior's KL is computed in closed form without building
+        distribution objects per batch; None otherwise."""
+        return None
+
     def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Bottleneck(ModelComponent):
+    """The encoder's features (and the one-hot label of conditional models) -> the code the
+    decoder sees: ``forward(encoding, y_onehot, samples)`` returns a :class:`Code` (the code,
+    L = ``samples`` draws for the decoder where the code is stochastic, the posterior, the
+    bottleneck's own loss terms and what ``encode --what`` may ask for).
+
+    :meth:`features` says how wide the encoder's output must be (the encoder is built for it);
+    ``what`` lists the ``encode --what`` outputs besides ``code``; :meth:`from_indices` turns
+    discrete codes back into decoder inputs where the code is discrete (samplers of indices use
+    it). Any encoder composes with any bottleneck.
+    """
+
+    kind = "bottleneck"
+    #: what ``aepipe encode --what`` may ask for besides ``code``
+    what: ClassVar[tuple[str, ...]] = ()
+    #: whether codes are discrete (``indices`` of ``from_indices``): samplers of indices need it
+    discrete: ClassVar[bool] = False
+
+    @classmethod
+    def features(cls, config: ComponentConfig, spec: ModelSpec) -> int:
+        """The width of the encoder's output this bottleneck takes (default ``spec.code_dim``)."""
+        return spec.code_dim
+
+    def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1) -> Code:  # pragma: no cover
+        raise NotImplementedError
+
+    def from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Decoder inputs ``(n, code_dim)`` of discrete codes (``indices`` as ``outputs["indices"]``)."""
+        raise NotImplementedError(f"bottleneck '{self.name}' has no discrete codes")
+
+    def index_shape(self) -> tuple[int, int] | None:
+        """``(positions, choices)`` of a discrete code: the indices of one input are
+        ``positions`` integers in ``[0, choices)``; None for continuous codes."""
+        return None
+
+
+class Sampler(ModelComponent):
+    """A second stage, fitted on the training codes after training (``[model.sampler]``, or
+    ``aepipe fit-sampler RUN --sampler NAME`` later): ``fit(model, split)`` then
+    ``sample(n, y)``, the decoder inputs of ``n`` draws. Its fitted state lives in buffers and
+    parameters (saved with the model's weights: data, never pickled code); its parameters are
+    left out of the model's optimizer. ``fitted`` is a buffer that says whether it was fitted.
+    """
+
+    kind = "sampler"
+
+    def __init__(self, config: ComponentConfig, spec: ModelSpec):
+        super().__init__(config, spec)
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def fit(self, model: AutoEncoder, split: Any) -> dict[str, float]:  # pragma: no cover
+        """Fit on the codes of ``split`` (the training split; iterate it with
+        :func:`aepipe.data.batches`); returns metrics of the fit by bare name (logged as
+        ``sampler.<name>``)."""
+        raise NotImplementedError
+
+    def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
+        """Decoder inputs ``(n, code_dim)`` of ``n`` draws (labels ``y`` for conditional models)."""
         raise NotImplementedError
 
 
@@ -245,10 +385,11 @@ class Step:
     x_tilde: torch.Tensor  # corrupted inputs the encoder saw
     y: torch.Tensor | None  # integer labels (n,) where they exist
     y_onehot: torch.Tensor | None
-    encoding: Encoding
+    encoding: Code  # the bottleneck's output: code, z, dist, log_q, losses, outputs
     z: torch.Tensor  # codes fed to the decoder, (samples * n, code_dim)
     output: torch.Tensor  # decoder output for z
     training: bool = True
+    features: Encoding | None = None  # the encoder's own output, before the bottleneck
 
 
 class Regularizer(ModelComponent):

@@ -39,3 +39,13 @@ class TrainingError(AepipeError):
 
 class RunNotFoundError(AepipeError):
     """An MLflow run, its model or its checkpoint does not exist."""
+
+
+class StoreError(AepipeError):
+    """The tracking store cannot serve a command: it is read-only for a command that writes,
+    damaged, or cannot be created where it is asked to be."""
+
+
+class WriteError(AepipeError):
+    """A file could not be written (a full disk, a read-only folder); the message names the
+    file and, for a full disk, the space left."""

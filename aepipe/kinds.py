@@ -46,6 +46,11 @@ KINDS: tuple[Kind, ...] = (
          summary="Register encoder components.",
          returns="an ``nn.Module`` built as ``cls(config, spec)``, whose ``forward(x, y)`` returns an "
                  ":class:`aepipe.components.Encoding`"),
+    Kind("bottleneck", "aepipe_register_bottlenecks", "aepipe.components:Bottleneck", "model.bottleneck",
+         summary="Register bottleneck components (the encoder's features -> the code the decoder sees).",
+         returns="an ``nn.Module`` built as ``cls(config, spec)``, whose ``forward(encoding, y_onehot, samples)`` returns an "
+                 ":class:`aepipe.components.Code`; the classmethod ``features(config, spec)`` gives the width of the "
+                 "encoder's output it takes"),
     Kind("decoder", "aepipe_register_decoders", "aepipe.components:Decoder", "model.decoder", required=True,
          summary="Register decoder components.",
          returns="an ``nn.Module`` built as ``cls(config, spec)``, whose ``forward(z, y)`` returns the likelihood's "
@@ -60,6 +65,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("prior", "aepipe_register_priors", "aepipe.components:Prior", "model.prior",
          summary="Register prior components p(z).",
          returns="built as ``cls(config, spec)``; ``sample`` always, ``log_prob`` where it is defined"),
+    Kind("sampler", "aepipe_register_samplers", "aepipe.components:Sampler", "model.sampler",
+         summary="Register samplers: a second stage fitted on the training codes after training.",
+         returns="built as ``cls(config, spec)``; ``fit(model, split)`` fits it on the codes of the training split, "
+                 "``sample(n, y)`` gives ``n`` decoder inputs; its state is buffers and parameters"),
     Kind("variant", "aepipe_register_variants", "aepipe.variant:Variant", None, instance=True,
          summary="Register variants: named compositions of components with default settings.",
          returns="an :class:`aepipe.Variant` instance; ``defaults`` is a partial pipeline (for example "

@@ -2,19 +2,24 @@
 
 One training step, for every variant alike::
 
-    x, y -> corruption -> x~ -> encoder(x~, y) -> code or q(z|x) -> z (L samples) -> decoder(z, y)
-         -> loss = -log p(x | z) against the clean x + sum of regularizer penalties
+    x, y -> corruption -> x~ -> encoder(x~, y) -> features -> bottleneck -> code, z (L samples)
+         -> decoder(z, y) -> loss = -log p(x | z) against the clean x
+            + the bottleneck's own loss terms + sum of regularizer penalties
+
+A pipeline that names no bottleneck passes the encoder's output straight through (its code, or
+L draws of the posterior it gives itself): the autoencoders written before bottlenecks existed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aepipe.components import Encoding, ModelSpec, Step
+from aepipe.components import Code, Encoding, ModelSpec, Step
 from aepipe.errors import ConfigError
 from aepipe.likelihoods import make_likelihood
 
@@ -23,8 +28,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from aepipe.data import DataBundle
 
 
+class PassThrough(nn.Module):
+    """The bottleneck of a pipeline that names none: the encoder's code as it is, or L
+    reparameterized draws of the posterior the encoder gives itself (``Encoding.dist``)."""
+
+    name = ""
+    what: tuple[str, ...] = ()
+    discrete = False
+
+    def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1) -> Code:
+        q = encoding.dist
+        if q is None:
+            return Code(encoding.code, encoding.code)
+        n = encoding.code.shape[0]
+        z = q.rsample((samples,)).reshape(samples * n, -1)
+        draw = z[:n]
+        return Code(encoding.code, z, samples, dist=q, outputs={"mean": encoding.code, "sample": draw})
+
+
+#: what ``encode --what`` always offers
+CODE = "code"
+
+
 class AutoEncoder(nn.Module):
-    """Encoder, decoder, likelihood and optional corruption, prior and regularizers."""
+    """Encoder, bottleneck, decoder, likelihood and optional corruption, prior, sampler and
+    regularizers."""
 
     def __init__(
         self,
@@ -38,13 +66,17 @@ class AutoEncoder(nn.Module):
         prior: nn.Module | None = None,
         regularizers: dict[str, nn.Module] | None = None,
         meta: dict[str, Any] | None = None,
+        bottleneck: nn.Module | None = None,
+        sampler: nn.Module | None = None,
     ):
         super().__init__()
         self.spec = spec
         self.encoder = encoder
+        self.bottleneck = bottleneck if bottleneck is not None else PassThrough()
         self.decoder = decoder
         self.corruption = corruption
         self.prior = prior
+        self.sampler = sampler
         self.regularizers = nn.ModuleDict(regularizers or {})
         self.likelihood_name = likelihood
         self.sigma = sigma
@@ -63,8 +95,34 @@ class AutoEncoder(nn.Module):
             raise ConfigError("this model is conditional: it needs labels (y) to encode or decode")
         return F.one_hot(y.long(), self.spec.n_classes).to(torch.get_default_dtype())
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Encoding:
-        return self.encoder(x, self.one_hot(y))
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 1) -> Code:
+        """The bottleneck's :class:`Code` of ``x``: ``.code`` is the deterministic code."""
+        y1 = self.one_hot(y)
+        return self.bottleneck(self.encoder(x, y1), y1, samples)
+
+    def offers(self) -> tuple[str, ...]:
+        """What ``encode --what`` can give for this model."""
+        if isinstance(self.bottleneck, PassThrough):  # what the encoder gives: a code, or a posterior too
+            device = next(self.encoder.parameters()).device
+            y = torch.zeros(1, dtype=torch.long, device=device) if self.spec.conditional else None
+            with torch.no_grad():
+                return (CODE, *self.encode(torch.zeros(1, self.spec.input_dim, device=device), y).outputs)
+        return (CODE, *self.bottleneck.what)
+
+    def represent(self, x: torch.Tensor, y: torch.Tensor | None = None, what: str = CODE) -> torch.Tensor:
+        """``encode --what``: the code (default), or an output the bottleneck offers (``mean``,
+        ``sample``, ``indices``...)."""
+        if what not in self.offers():
+            raise ConfigError(f"--what {what}: this model's bottleneck offers {', '.join(self.offers())}")
+        code = self.encode(x, y)
+        return code.code if what == CODE else code.outputs[what]
+
+    def components(self) -> dict[str, nn.Module]:
+        """Every component of the model by its place (``encoder``, ``regularizers.kl``...)."""
+        parts: dict[str, Any] = {"encoder": self.encoder, "bottleneck": self.bottleneck, "decoder": self.decoder,
+                                 "corruption": self.corruption, "prior": self.prior, "sampler": self.sampler}
+        parts.update({f"regularizers.{k}": r for k, r in self.regularizers.items()})
+        return {k: v for k, v in parts.items() if v is not None and getattr(v, "kind", "")}
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Decode codes to the likelihood's mean (the reconstruction)."""
@@ -74,16 +132,50 @@ class AutoEncoder(nn.Module):
         """Reconstruct ``x`` through the deterministic code (the posterior mean)."""
         return self.decode(self.encode(x, y).code, y)
 
-    def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Decode ``n`` draws from the prior (given labels ``y`` for conditional models)."""
-        if self.prior is None:
-            raise ConfigError("this model has no prior to sample from (set [model.prior])")
-        return self.decode(self.prior.sample(n, y), y)
+    def draw_codes(self, n: int, y: torch.Tensor | None = None, sampler: nn.Module | None = None) -> torch.Tensor:
+        """``n`` decoder inputs drawn through ``sampler`` (default: the model's fitted sampler),
+        else the prior, else the standard normal (Pythae's normal sampler)."""
+        sampler = sampler if sampler is not None else self.sampler
+        if sampler is not None:
+            if not bool(sampler.fitted):
+                raise ConfigError(f"sampler '{sampler.name}' was not fitted (aepipe fit-sampler RUN --sampler {sampler.name})")
+            return sampler.sample(n, y)
+        if self.prior is not None:
+            return self.prior.sample(n, y)
+        device = next(self.decoder.parameters()).device
+        return torch.randn(n, self.spec.code_dim, device=device)
+
+    def sample(self, n: int, y: torch.Tensor | None = None, sampler: nn.Module | None = None) -> torch.Tensor:
+        """Decode ``n`` draws (given labels ``y`` for conditional models): see :meth:`draw_codes`."""
+        return self.decode(self.draw_codes(n, y, sampler), y)
 
     def model_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained by the main optimizer (not those regularizers own)."""
+        """Parameters trained by the main optimizer (not those regularizers own, nor a sampler's)."""
         owned = {id(p) for reg in self.regularizers.values() if reg.owns_parameters for p in reg.parameters()}
+        if self.sampler is not None:
+            owned |= {id(p) for p in self.sampler.parameters()}
         return [p for p in self.parameters() if id(p) not in owned]
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: each component's own (:meth:`parameter_groups` of
+        a component, with its own ``lr``...), then one group of every other trained parameter."""
+        trained = {id(p) for p in self.model_parameters()}
+        groups, taken = [], set()
+        for part in self.components().values():
+            for group in part.parameter_groups() if hasattr(part, "parameter_groups") else []:
+                params = [p for p in group["params"] if id(p) in trained and id(p) not in taken]
+                taken |= {id(p) for p in params}
+                if params:
+                    groups.append({**group, "params": params})
+        rest = [p for p in self.model_parameters() if id(p) not in taken]
+        return [{"params": rest}, *groups] if groups else [{"params": rest}]
+
+    def after_step_parts(self) -> list[nn.Module]:
+        """The components that update state after every optimizer step."""
+        from aepipe.components import ModelComponent
+
+        return [part for part in self.components().values()
+                if isinstance(part, ModelComponent) and type(part).after_step is not ModelComponent.after_step]
 
     # --- the step ---------------------------------------------------------------------------
 
@@ -91,19 +183,17 @@ class AutoEncoder(nn.Module):
         """One forward pass: the loss, its terms (``recon`` and ``penalty.<key>``) and the step."""
         y1 = self.one_hot(y)
         x_tilde = self.corruption(x) if (training and self.corruption is not None) else x
-        encoding = self.encoder(x_tilde, y1)
-        n = x.shape[0]
-        if encoding.dist is not None:
-            z = encoding.dist.rsample((self.samples,)).reshape(self.samples * n, -1)
-            repeat = self.samples
-        else:
-            z, repeat = encoding.code, 1
-        y_rep = y1.repeat(repeat, 1) if y1 is not None else None
+        features = self.encoder(x_tilde, y1)
+        code = self.bottleneck(features, y1, self.samples)
+        z, repeat = code.z, code.samples
+        y_rep = y1.repeat(repeat, 1) if (y1 is not None and repeat > 1) else y1
         output = self.decoder(z, y_rep)
         target = x.repeat(repeat, 1) if repeat > 1 else x
         recon = self.likelihood.nll(output, target).mean()
-        step = Step(self, x, x_tilde, y, y1, encoding, z, output, training)
+        step = Step(self, x, x_tilde, y, y1, code, z, output, training, features)
         terms = {"recon": recon}
+        for name, value in code.losses.items():
+            terms[f"penalty.{name}"] = value
         for key, reg in self.regularizers.items():
             value = reg.penalty(step)
             if value is not None:  # None: the regularizer acts only in its own update()
@@ -128,7 +218,15 @@ def build_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
         n_classes=data.n_classes,
         conditional=m.conditional,
     )
-    built = {section: _build(choice, spec, pipeline) for section, choice in pipeline.components.items()}
+    choices = dict(pipeline.components)
+    bottleneck = choices.get("bottleneck")
+    built = {}
+    for section, choice in choices.items():
+        part_spec = spec
+        if section == "encoder" and bottleneck is not None:  # the encoder gives what the bottleneck takes
+            width = _in_context(bottleneck, pipeline, bottleneck.cls.features, bottleneck.config, spec)
+            part_spec = dataclasses.replace(spec, code_dim=width)
+        built[section] = _build(choice, part_spec, pipeline)
     regs = {key: _build(choice, spec, pipeline) for key, choice in pipeline.regularizers.items()}
     meta = {
         "variant": pipeline.variant,
@@ -149,9 +247,17 @@ def build_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
         prior=built.get("prior"),
         regularizers=regs,
         meta=meta,
+        bottleneck=built.get("bottleneck"),
+        sampler=built.get("sampler"),
     )
-    choices = [*pipeline.components.values(), *pipeline.regularizers.values()]
-    for choice, part in zip(choices, [*built.values(), *regs.values()]):
+    penalties = {f"penalty.{key}" for key in regs}
+    losses = getattr(model.bottleneck, "loss_names", ())
+    clash = sorted(penalties & {f"penalty.{name}" for name in losses})
+    if clash:
+        raise ConfigError(f"{pipeline.source}: bottleneck '{bottleneck.name}' logs {clash[0]} and so does the regularizer of that key; "
+                          "rename the regularizer's key")
+    every = [*pipeline.components.values(), *pipeline.regularizers.values()]
+    for choice, part in zip(every, [*built.values(), *regs.values()]):
         _in_context(choice, pipeline, part.setup, model)
     return model
 

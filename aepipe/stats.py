@@ -4,9 +4,10 @@ Monte Carlo), importance-weighted bounds and the maximum mean discrepancy."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 
 def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -14,8 +15,48 @@ def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
 
 
-def kl_analytic(q: Distribution, p: Distribution) -> torch.Tensor | None:
-    """KL(q || p) in closed form where torch knows one (e.g. Gaussian to Gaussian), else None."""
+LOG_2PI = math.log(2 * math.pi)
+
+
+class DiagNormal:
+    """q(z | x) = N(mean, diag stddev^2) over the last dimension, computed in closed form: no
+    ``torch.distributions`` object (and none of its argument checks) is built per batch.
+    ``rsample``, ``sample``, ``log_prob`` and ``entropy`` behave as those of
+    ``Independent(Normal(mean, stddev), 1)`` and draw the same numbers under the same seed."""
+
+    def __init__(self, mean: torch.Tensor, stddev: torch.Tensor):
+        self.mean, self.stddev = mean, stddev
+
+    def rsample(self, shape: tuple[int, ...] = ()) -> torch.Tensor:
+        shape = tuple(shape) + tuple(self.mean.shape)
+        eps = torch.empty(shape, dtype=self.mean.dtype, device=self.mean.device).normal_()
+        return self.mean + eps * self.stddev
+
+    def sample(self, shape: tuple[int, ...] = ()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(shape)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z), summed over the code: shape ``z.shape[:-1]``."""
+        return (-0.5 * ((z - self.mean) / self.stddev).pow(2) - self.stddev.log() - 0.5 * LOG_2PI).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return (self.stddev.log() + 0.5 * (1 + LOG_2PI)).sum(-1)
+
+    def kl_to_normal(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """KL(q || N(loc, diag scale^2)) per row, in closed form."""
+        ratio = (self.stddev / scale).pow(2)
+        t1 = ((self.mean - loc) / scale).pow(2)
+        return 0.5 * (ratio + t1 - 1 - ratio.log()).sum(-1)
+
+
+def kl_analytic(q: Any, p: Distribution) -> torch.Tensor | None:
+    """KL(q || p) in closed form where one is known (e.g. Gaussian to Gaussian), else None."""
+    if isinstance(q, DiagNormal):
+        base = getattr(p, "base_dist", None)
+        if isinstance(p, Independent) and isinstance(base, Normal) and p.reinterpreted_batch_ndims == 1:
+            return q.kl_to_normal(base.loc, base.scale)
+        return None
     try:
         return kl_divergence(q, p)
     except NotImplementedError:
@@ -52,3 +93,26 @@ def mmd_rbf(a: torch.Tensor, b: torch.Tensor, scales: tuple[float, ...] = (0.2, 
     term_a = (kaa.sum() - kaa.diagonal().sum()) / (n * (n - 1))
     term_b = (kbb.sum() - kbb.diagonal().sum()) / (m * (m - 1))
     return term_a + term_b - 2 * kab.mean()
+
+
+#: a code unit this close to 0 counts as inactive in :func:`code_statistics`
+NEAR_ZERO = 0.05
+
+
+@torch.no_grad()
+def code_statistics(model: Any, x: Any, y: torch.Tensor | None = None, prefix: str = "", batch: int = 2048) -> dict[str, float]:
+    """Mean activation and share of near-zero units (|h| < 0.05) of the deterministic code
+    (the posterior mean for stochastic codes), over a split (or tensors ``x`` and ``y``).
+    One read-back."""
+    from aepipe.data import batches
+
+    was = model.training
+    model.eval()
+    total, n = None, 0
+    for xb, yb in batches(x, y, batch):
+        code = model.encode(xb, yb).code
+        part = torch.stack([code.mean(1).sum(), (code.abs() < NEAR_ZERO).float().mean(1).sum()])
+        total, n = part if total is None else total + part, n + xb.shape[0]
+    model.train(was)
+    mean, share = (total / n).tolist()
+    return {f"{prefix}mean_activation": mean, f"{prefix}near_zero_share": share}

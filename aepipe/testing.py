@@ -11,6 +11,8 @@ Example::
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,6 +80,13 @@ def _variant_for(pm, kind: str, name: str) -> dict[str, Any]:
 
     reg = pm.registry
     section = BY_NAME[kind].model_section
+    declared = getattr(reg.get(kind, name), "conformance", None) if kind != "variant" else None
+    if declared:  # the component's own choice of a pipeline around it
+        tree = copy.deepcopy(declared)
+        tree.setdefault("model", {})
+        if section:
+            tree["model"].setdefault(section, {"name": name})
+        return tree
     for vname, variant in reg.items("variant"):
         model = variant.defaults.get("model", {})
         if section and model.get(section, {}).get("name") == name:
@@ -89,6 +98,11 @@ def _variant_for(pm, kind: str, name: str) -> dict[str, Any]:
         tree["model"][section] = {"name": name}
     if kind == "regularizer":
         tree["model"]["regularizers"] = {name: {}}
+    if kind == "bottleneck" and "kl" in reg.names("regularizer") and "standard-normal" in reg.names("prior"):
+        probe = reg.get(kind, name)
+        if "sample" in probe.what and not probe.discrete:  # a posterior: the VAE's composition around it
+            tree["model"]["prior"] = {"name": "standard-normal"}
+            tree["model"]["regularizers"] = {"kl": {}}
     if kind == "prior":
         regularizers = reg.names("regularizer")
         if reg.get("prior", name).has_log_prob and "kl" in regularizers:
@@ -233,6 +247,40 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
             torch.manual_seed(0)
             out = part(x)
             assert out.shape == x.shape and torch.isfinite(out).all(), f"{who}: corruption changed the shape or gave NaN"
+        elif kind == "bottleneck":
+            enc = model.encoder(x, y1)
+            for samples in (1, 3):
+                code = part(enc, y1, samples)
+                assert code.code.shape == (n, k), f"{who}: code shape {tuple(code.code.shape)}, expected {(n, k)}"
+                assert code.z.shape == (code.samples * n, k), f"{who}: z shape {tuple(code.z.shape)}, expected {(code.samples * n, k)}"
+                assert code.samples in (1, samples), f"{who}: {code.samples} draws for samples = {samples}"
+                for what in part.what:
+                    assert what in code.outputs and code.outputs[what].shape[0] == n, f"{who}: output '{what}' missing or not (n, ...)"
+                if code.log_q is not None:
+                    assert code.log_q.shape == (code.samples, n), f"{who}: log_q shape {tuple(code.log_q.shape)}, expected {(code.samples, n)}"
+                for key, value in code.losses.items():
+                    assert value.dim() == 0, f"{who}: loss '{key}' is not a scalar"
+            if part.discrete:
+                indices = code.outputs["indices"]
+                positions, choices = part.index_shape()
+                assert indices.shape == (n, positions) and int(indices.min()) >= 0 and int(indices.max()) < choices, \
+                    f"{who}: indices must be (n, {positions}) integers in [0, {choices})"
+                assert part.from_indices(indices).shape == (n, k), f"{who}: from_indices must give (n, code_dim)"
+        elif kind == "sampler":
+            from aepipe.training.evaluate import fit_sampler
+
+            torch.manual_seed(0)
+            with torch.enable_grad():
+                fit_sampler(model, part, data.train)
+            assert bool(part.fitted), f"{who}: not marked fitted after fit"
+            torch.manual_seed(3)
+            z = part.sample(n)
+            assert z.shape == (n, k) and torch.isfinite(z).all(), f"{who}: sample shape {tuple(z.shape)}, expected {(n, k)}, finite"
+            rebuilt = type(part)(part.config, part.spec)
+            rebuilt.setup(model)
+            rebuilt.load_state_dict(part.state_dict())  # its fitted state is data: buffers and parameters
+            torch.manual_seed(3)
+            assert torch.allclose(rebuilt.sample(n), z), f"{who}: a sampler rebuilt from its state_dict draws other samples"
         elif kind == "prior":
             z = part.sample(n)
             assert z.shape == (n, k), f"{who}: sample shape {tuple(z.shape)}, expected {(n, k)}"
@@ -263,9 +311,9 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
     # a few steps on one batch lower the loss
     torch.manual_seed(0)
     _, model, _ = _build(pm, kind, name, data=table)
-    params = model.model_parameters()
-    opt = torch.optim.Adam(params, lr=1e-3)
+    opt = torch.optim.Adam(model.parameter_groups(), lr=1e-3)  # the component's own groups keep their options
     owned = [r for r in model.regularizers.values() if r.owns_parameters]
+    after = model.after_step_parts()
     batch = data.train.head(64)
     torch.manual_seed(0)
     first = float(model.step(*batch, training=False)[0].detach())
@@ -274,6 +322,9 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
         opt.zero_grad()
         loss.backward()
         opt.step()
+        with torch.no_grad():
+            for part in after:
+                part.after_step()
         for reg in owned:
             reg.update(step)
     torch.manual_seed(0)

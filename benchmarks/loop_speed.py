@@ -37,7 +37,7 @@ def settings(variant: str, epochs: int, fused: bool = False) -> dict:
     model = {"code_dim": 16, "likelihood": "bernoulli",
              "encoder": {"name": "mlp", "hidden": [512, 256]}, "decoder": {"name": "mlp", "hidden": [256, 512]}}
     if variant == "vae":
-        model["encoder"]["distribution"] = "gaussian"
+        model["bottleneck"] = {"name": "gaussian"}  # the VAE path: closed-form Gaussian, no distribution objects
         model["regularizers"] = {"kl": {"iw_samples": 1}}
         model["prior"] = {"name": "standard-normal"}
     return {"variant": "deep" if variant == "ae" else "vae", "data": {"name": "mnist5k"}, "model": model,

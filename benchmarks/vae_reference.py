@@ -26,7 +26,8 @@ SETTINGS = {
     "data": {"name": "mnist5k"},
     "model": {
         "code_dim": 16,
-        "encoder": {"name": "mlp", "hidden": [512, 256], "distribution": "gaussian"},
+        "encoder": {"name": "mlp", "hidden": [512, 256]},
+        "bottleneck": {"name": "gaussian"},
         "decoder": {"name": "mlp", "hidden": [256, 512]},
         "regularizers": {"kl": {"beta": 1.0, "iw_samples": 1}},
     },

@@ -106,7 +106,8 @@ BAD = [
     ("vae", ["model.regularizers.kl.iw_samples=0"], r"'model\.regularizers\.kl\.iw_samples' = 0: .*greater than or equal to 1"),
     ("vae", ["model.prior.name=swiss-roll"], r"regularizer 'kl' needs the prior's log density; prior 'swiss-roll' has none"),
     ("vae", ["model.prior.name=mixture", "model.regularizers.kl.method=analytic"], r"kl: method 'analytic' has no closed form for prior 'mixture'"),
-    ("vae", ["model.encoder.distribution=none"], r"regularizer 'kl' needs a stochastic encoder"),
+    ("vae", ["model.bottleneck.name=deterministic"], r"regularizer 'kl' needs a stochastic code: set \[model\.bottleneck\] name = \"gaussian\""),
+    ("vae", ["model.encoder.distribution=gaussian"], r"model\.bottleneck \(bottleneck 'gaussian'\): encoder 'mlp' gives a posterior of its own"),
     ("aae-mixture", ["model.prior.class_conditional=false"], r"supervised = true needs a class-conditional prior"),
 ]
 

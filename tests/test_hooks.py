@@ -54,6 +54,14 @@ class Recorder:
         self._seen("aepipe_register_decoders")
 
     @hookimpl
+    def aepipe_register_bottlenecks(self, register):
+        self._seen("aepipe_register_bottlenecks")
+
+    @hookimpl
+    def aepipe_register_samplers(self, register):
+        self._seen("aepipe_register_samplers")
+
+    @hookimpl
     def aepipe_register_corruptions(self, register):
         self._seen("aepipe_register_corruptions")
 

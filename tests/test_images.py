@@ -138,6 +138,7 @@ def test_resnet_composes_with_every_family_that_takes_an_encoder_and_decoder(aep
         "ae": {},
         "dae": {"corruption": {"name": "gaussian", "sigma": 0.2}},
         "vae": {"encoder": {"distribution": "gaussian"}, "prior": {"name": "standard-normal"}, "regularizers": {"kl": {}}},
+        "vae-bottleneck": {"bottleneck": {"name": "gaussian"}, "prior": {"name": "standard-normal"}, "regularizers": {"kl": {}}},
         "cvae": {"encoder": {"distribution": "gaussian"}, "prior": {"name": "standard-normal"}, "regularizers": {"kl": {}},
                  "conditional": True},
         "aae": {"prior": {"name": "standard-normal"}, "regularizers": {"adversarial": {"hidden": [16]}}},

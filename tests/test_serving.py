@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -46,6 +47,15 @@ def test_pyfunc_modes_with_a_plain_mlflow_client(trained):
     scaled = model.predict(raw / 16.0, params={"mode": "encode", "scaled": True})
     assert np.allclose(scaled, codes, atol=1e-5)
     assert model.metadata.get_params_schema() is not None
+    # the input checks of `aepipe encode`, as one-line errors a client can show
+    from mlflow.exceptions import MlflowException
+
+    bad = raw.copy()
+    bad[2, 5] = np.nan
+    with pytest.raises(MlflowException, match=r"^inputs: row 2, column 5 is nan \(NaN and infinite values are not accepted\)$"):
+        model.predict(bad)
+    with pytest.raises(MlflowException, match=r"^inputs: rows of 63 values; this model expects 64$"):
+        model.predict(raw[:, :63])
 
 
 def test_mlflow_models_serve_returns_the_codes_of_aepipe_encode(trained, store):
@@ -70,6 +80,12 @@ def test_mlflow_models_serve_returns_the_codes_of_aepipe_encode(trained, store):
         assert np.allclose(served, codes, atol=1e-5)
         rec = ask({"inputs": raw.tolist(), "params": {"mode": "reconstruct"}})
         assert rec.shape == raw.shape
+        # a NaN is refused as `aepipe encode` refuses it: 400 and one line of JSON, no traceback
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            ask({"inputs": [[float("nan")] * 64], "params": {"mode": "reconstruct"}})
+        body = refused.value.read().decode()
+        assert refused.value.code == 400 and "\n" not in body and "Traceback" not in body, body
+        assert json.loads(body)["message"] == "inputs: row 0, column 0 is nan (NaN and infinite values are not accepted)"
     finally:
         import signal
 

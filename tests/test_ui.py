@@ -67,7 +67,7 @@ def test_mlflow_ui_shows_runs_metrics_and_images(store, tmp_path):
     finally:
         import signal
 
-        os.killpg(server.pid, signal.SIGTERM)  # the UI server and its workers
+        server.send_signal(signal.SIGTERM)  # aepipe stops the MLflow server and its workers (tests/test_ui_private.py)
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:

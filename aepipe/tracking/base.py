@@ -7,7 +7,8 @@ keeps runs in memory, for tests of the loop without a store.
 A run being trained holds a *lease*: the process that trains it (host, pid and the process's
 start time) and a heartbeat refreshed while it trains. ``resume`` refuses a run whose lease is
 live and takes over one whose process is gone (same host) or whose heartbeat is stale (another
-host).
+host); by the same rule (:func:`live_holder`) the next command that opens the store ends such a
+run (:mod:`aepipe.tracking.sweep`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Tracker(Protocol):
     def reopen(self, run_id: str) -> None: ...
     def get_run(self, run_id: str) -> RunRecord: ...
     def find_runs(self, experiment_id: str, tags: dict[str, str]) -> list[RunRecord]: ...
+    def running_runs(self) -> list[RunRecord]: ...
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> bool: ...
     def delete_run(self, run_id: str) -> None: ...
     def download(self, run_id: str, path: str, dst: Path) -> Path | None: ...
@@ -123,17 +125,14 @@ def owner_alive(owner: str) -> bool | None:
     return not start or _process_start(int(pid)) in ("", start)
 
 
-def check_lease(record: RunRecord, what: str) -> None:
-    """Refuse to take over a run that is still being trained: its lease's process lives (this
-    host) or its heartbeat is recent (another host). A lease whose process is gone, or whose
-    heartbeat is older than ``STALE_SECONDS``, is taken over."""
-    if record.status != "RUNNING":
-        return
+def live_holder(record: RunRecord) -> str | None:
+    """Who still trains ``record``, as ``process PID on HOST (heartbeat Ns ago)``; None where
+    nothing does: the run is not RUNNING, holds no lease, its process is gone (this host) or its
+    heartbeat is older than ``STALE_SECONDS`` (another host). The one rule by which ``--resume``
+    takes a run over and the sweep (:mod:`aepipe.tracking.sweep`) ends it."""
     owner = record.tags.get(LEASE_OWNER)
-    if not owner or owner == lease_owner():
-        if owner == lease_owner():
-            raise ConfigError(f"{what}: run {record.run_id} is being trained by this very process")
-        return
+    if record.status != "RUNNING" or not owner:
+        return None
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
     alive = owner_alive(owner)
@@ -142,7 +141,17 @@ def check_lease(record: RunRecord, what: str) -> None:
     except ValueError:
         age = float("inf")
     if alive or (alive is None and age < STALE_SECONDS):
-        raise ConfigError(
-            f"{what}: run {record.run_id} is still being trained by process {pid} on {host} "
-            f"(heartbeat {age:.0f}s ago); stop that process first, or wait for it to finish"
-        )
+        return f"process {pid} on {host} (heartbeat {age:.0f}s ago)"
+    return None
+
+
+def check_lease(record: RunRecord, what: str) -> None:
+    """Refuse to take over a run that is still being trained: its lease's process lives (this
+    host) or its heartbeat is recent (another host). A lease whose process is gone, or whose
+    heartbeat is older than ``STALE_SECONDS``, is taken over."""
+    if record.status == "RUNNING" and record.tags.get(LEASE_OWNER) == lease_owner():
+        raise ConfigError(f"{what}: run {record.run_id} is being trained by this very process")
+    holder = live_holder(record)
+    if holder is not None:
+        raise ConfigError(f"{what}: run {record.run_id} is still being trained by {holder}; "
+                          "stop that process first, or wait for it to finish")

@@ -138,6 +138,9 @@ class MemoryTracker:
         return [self.get_run(r.run_id) for r in reversed(list(self.runs.values()))
                 if r.experiment == experiment_id and all(r.tags.get(k) == v for k, v in tags.items())]
 
+    def running_runs(self) -> list[RunRecord]:
+        return [self.get_run(r.run_id) for r in list(self.runs.values()) if r.status == "RUNNING"]
+
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> bool:
         data = self.runs[check_run_id(run_id)]
         if data.status != "RUNNING":

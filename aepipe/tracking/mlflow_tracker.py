@@ -33,8 +33,29 @@ _SAFE = re.compile(r"[A-Za-z0-9_.:\- ]*")  # values that may sit inside an MLflo
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """A store error in one line, with its root cause (see :func:`store.error_line`)."""
+    return store.error_line(exc)
+
+
+def _batches(items: list[list[tuple]], limit: int = 1000) -> list[list[tuple]]:
+    """Queued metrics (one list per ``log_metrics`` call: an epoch) in batches of at most
+    ``limit`` (MLflow's most per call) that never split an epoch unless it alone is larger: each
+    batch is one transaction, so a process killed between two leaves every epoch stored whole or
+    not at all, and ``--resume`` (which logs the epochs after the last one stored) logs each once."""
+    batches: list[list[tuple]] = []
+    current: list[tuple] = []
+    for item in items:
+        if current and len(current) + len(item) > limit:
+            batches.append(current)
+            current = []
+        for i in range(0, len(item), limit):
+            current += item[i : i + limit]
+            if len(current) >= limit:
+                batches.append(current)
+                current = []
+    if current:
+        batches.append(current)
+    return batches
 
 
 class MlflowRun:
@@ -84,10 +105,9 @@ class MlflowRun:
                 except queue.Empty:
                     break
             stop = any(item is _STOP for item in items)
-            metrics = [Metric(k, v, ts, step) for item in items if item is not _STOP for (k, v, ts, step) in item]
             try:
-                for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
-                    self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000], synchronous=True)
+                for batch in _batches([item for item in items if item is not _STOP]):
+                    self.client.log_batch(self.run_id, metrics=[Metric(*m) for m in batch], synchronous=True)
                 last_write = time.time()
                 if self.lease and not stop and time.time() - last_beat >= HEARTBEAT_SECONDS:
                     self.client.set_tag(self.run_id, LEASE_BEAT, f"{time.time():.0f}")
@@ -139,7 +159,18 @@ class MlflowRun:
                 sys.modules["matplotlib.pyplot"].close(figure)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        """Copy file ``path`` into the run's artifacts (MLflow writes it through a temporary file
+        it removes on failure); a full disk is one WriteError naming the artifact."""
+        try:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        except Exception as exc:  # noqa: BLE001 - an OSError, possibly wrapped by MLflow
+            from aepipe.files import write_error
+
+            where = self.tracker.artifact_dir(self.run_id) or Path(f"artifacts of run {self.run_id}")
+            error = write_error(where.joinpath(*(artifact_path or "").split("/"), path.name), exc)
+            if error is None:
+                raise
+            raise error from None
 
     def log_dataset(self, name: str, x: Any, y: Any) -> None:
         import mlflow.data
@@ -296,6 +327,29 @@ class MlflowTracker:
             if not token:
                 return found
 
+    def running_runs(self) -> list[RunRecord]:
+        """Every RUNNING run of the store's active experiments: one search of the experiments,
+        one of their runs (paged by a thousand)."""
+        from mlflow.entities import ViewType
+
+        ids, token = [], None
+        while True:
+            page = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+            ids += [e.experiment_id for e in page]
+            token = page.token
+            if not token:
+                break
+        found: list[RunRecord] = []
+        for i in range(0, len(ids), 100):  # a search names at most 100 experiments
+            token = None
+            while True:
+                page = self.client.search_runs(ids[i : i + 100], "attributes.status = 'RUNNING'", max_results=1000, page_token=token)
+                found += [RunRecord(r.info.run_id, r.info.status, r.info.experiment_id, dict(r.data.tags)) for r in page]
+                token = page.token
+                if not token:
+                    break
+        return found
+
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> bool:
         """End run ``run_id`` with ``status`` if it is still RUNNING (its process died)."""
         if self.get_run(run_id).status != "RUNNING":
@@ -323,6 +377,20 @@ class MlflowTracker:
 
     def checkpoint_dir(self, run_id: str) -> Path:
         return store.checkpoint_dir(run_id)
+
+    def artifact_dir(self, run_id: str) -> Path | None:
+        """The folder of the run's artifacts where it is on this machine's file system."""
+        from urllib.parse import unquote, urlparse
+
+        try:
+            uri = urlparse(self.client.get_run(run_id).info.artifact_uri)
+        except Exception:  # noqa: BLE001 - only used to name a file in an error
+            return None
+        return Path(unquote(uri.path)) if uri.scheme in ("", "file") else None
+
+    def artifact_location(self, run_id: str) -> str:
+        """Where run ``run_id``'s artifacts are stored (a URI)."""
+        return self.client.get_run(store.check_run_id(run_id)).info.artifact_uri
 
     # --- the model registry ---------------------------------------------------------------
 

@@ -130,6 +130,7 @@ def _unchecked_distributions():
 def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params, world):
     n, bs = len(data.train), s.batch_size
     step_of = run.train_step or functools.partial(model.step, training=True)
+    after = model.after_step_parts()  # components that update state after every step (EMA codebooks...)
     # this process's share of each batch, read (a streamed split: ahead, by its workers) in order
     feed = data.train.ordered(distributed.shard(world, perm[b * bs: (b + 1) * bs]) for b in range(first, batches))
     for b in range(first, batches):
@@ -145,6 +146,10 @@ def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, key
         if params is not None:
             torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
         optimizer.step()
+        if after:
+            with torch.no_grad():
+                for part in after:
+                    part.after_step()
         schedule.after_batch()
         values = {"loss": loss, **terms}
         for reg in owned:

@@ -69,16 +69,21 @@ def sanity_check(model: AutoEncoder, data: DataBundle, batch_size: int, source: 
 OPTIMIZERS = {"adam": ("Adam", True), "adamw": ("AdamW", True), "sgd": ("SGD", True), "rmsprop": ("RMSprop", False)}
 
 
-def make_optimizer(params: list[torch.nn.Parameter], name: str, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
-    """torch's optimizer ``name``; with ``fused``, its fused kernel (one kernel for every
-    parameter's update: about 1.3x the throughput of the default on 2 CPU cores for an MLP
-    autoencoder) where torch has one for these parameters' device and dtype."""
+def make_optimizer(params: list[torch.nn.Parameter] | list[dict[str, Any]], name: str, lr: float, weight_decay: float,
+                   fused: bool = False) -> torch.optim.Optimizer:
+    """torch's optimizer ``name`` over ``params`` (parameters, or parameter groups as torch
+    takes them: a component's own ``lr`` or ``weight_decay`` stays, the run's fills the rest);
+    with ``fused``, its fused kernel (one kernel for every parameter's update: about 1.3x the
+    throughput of the default on 2 CPU cores for an MLP autoencoder) where torch has one for
+    these parameters' device and dtype."""
     cls_name, has_fused = OPTIMIZERS[name]
     cls = getattr(torch.optim, cls_name)
     kwargs = {"lr": lr, "weight_decay": weight_decay}
-    if fused and has_fused and params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+    groups = list(params)
+    flat = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    if fused and has_fused and flat and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in flat):
         kwargs["fused"] = True
-    return cls(params, **kwargs)
+    return cls(groups, **kwargs)
 
 
 @torch.no_grad()
@@ -95,7 +100,7 @@ def evaluate_tensors(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tenso
     for xb, yb in batches(x, y, batch_size):
         n += xb.shape[0]
         loss, terms, step = model.step(xb, yb, training=False)
-        if step.encoding.dist is None and step.z.shape[0] == xb.shape[0]:
+        if not step.encoding.stochastic and step.z.shape[0] == xb.shape[0] and step.z is step.encoding.code:
             out = step.output  # a deterministic code: the decoder already saw it
         else:
             out = model.decoder(step.encoding.code, step.y_onehot)
@@ -109,6 +114,36 @@ def evaluate_tensors(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tenso
     model.train(was_training)
     assert keys is not None and total is not None
     return dict(zip(keys, (total / n).unbind()))
+
+
+def component_metrics(model: AutoEncoder, when: str, data: Any) -> dict[str, Any]:
+    """Each of the run's own components' metrics: ``epoch`` (``epoch_metrics(model, split)``
+    on the validation split) or ``final`` (``final_metrics(model, data)``, the whole bundle).
+    Only the components of the model are asked: no run logs another plugin's metrics."""
+    was = model.training
+    model.eval()
+    out: dict[str, Any] = {}
+    try:
+        with torch.no_grad():
+            for part in model.components().values():
+                method = getattr(part, "epoch_metrics" if when == "epoch" else "final_metrics", None)
+                if method is not None:
+                    out.update(method(model, data) or {})
+    finally:
+        model.train(was)
+    return out
+
+
+def fit_sampler(model: AutoEncoder, sampler: Any, split: Any) -> dict[str, float]:
+    """Fit ``sampler`` on the codes of ``split`` (the training split) and mark it fitted."""
+    was = model.training
+    model.eval()
+    try:
+        metrics = sampler.fit(model, split) or {}
+        sampler.fitted.fill_(True)
+    finally:
+        model.train(was)
+    return {k: float(v) for k, v in metrics.items()}
 
 
 def evaluate(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1024) -> dict[str, float]:
@@ -147,7 +182,20 @@ def check_finite(metrics: dict[str, float], epoch: int, source: str) -> None:
 
 def codes(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tensor | None = None, batch: int = 4096) -> np.ndarray:
     """The codes of a split (or of tensors ``x`` and ``y``), on the CPU."""
-    return torch.cat([model.encode(xb, yb).code for xb, yb in batches(x, y, batch)]).cpu().numpy()
+    return code_tensor(model, x, y, batch=batch).cpu().numpy()
+
+
+@torch.no_grad()
+def code_tensor(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tensor | None = None, what: str = "code",
+                batch: int = 4096) -> torch.Tensor:
+    """``encode --what`` of a split (or of tensors ``x`` and ``y``) as one tensor on the model's
+    device, in evaluation mode: what samplers fit on."""
+    was = model.training
+    model.eval()
+    try:
+        return torch.cat([model.represent(xb, yb, what) for xb, yb in batches(x, y, batch)])
+    finally:
+        model.train(was)
 
 
 def prior_samples(model: AutoEncoder, per_row: int = 10) -> tuple[np.ndarray, list[str] | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -23,7 +24,8 @@ from aepipe.limits import check_model_fits
 from aepipe.training import distributed, report
 from aepipe.training.device import autocast, prepare_for_device, seed_everything, select_device
 from aepipe.training.epoch import StopRequest, Stopped
-from aepipe.training.evaluate import check_finite, evaluate_tensors, load_data, make_optimizer, read_back, sanity_check
+from aepipe.training.evaluate import (check_finite, component_metrics, evaluate_tensors, fit_sampler, load_data, make_optimizer,
+                                     read_back, sanity_check)
 from aepipe.training.resume import CHECKPOINT, pipeline_for_resume, read_checkpoint
 from aepipe.training.schedules import LRSchedule, regularizer_weights, steps_per_epoch
 from aepipe.training.state import TrainState, save_checkpoint
@@ -86,6 +88,7 @@ class Trainer:
         self.overrides = tuple(overrides)  # with a resumed run and no pipeline: --set over the run's own
         self.device_name = device
         self.store: Any = None  # on a process other than rank 0: the run store it reads (its tracker is in memory)
+        self._ended: str | None = None  # the run this trainer ended (see _end)
         if tracker is None:
             from aepipe.tracking import default_tracker
 
@@ -130,7 +133,7 @@ class Trainer:
         model = prepare_for_device(build_model(p, data).to(device), device, s.train.compile)  # the same weights whatever the check drew
         if world.enabled:  # the same weights on every process, then each its own noise
             torch.manual_seed(s.train.seed + 7919 * world.rank + 104_729 * (state.epoch if state else 0))
-        optimizer = make_optimizer(model.model_parameters(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
+        optimizer = make_optimizer(model.parameter_groups(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
         train_step = distributed.training_step(world, model, device, bool(unused))  # DistributedDataParallel joins every process here
         schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(len(data.train), s.train.batch_size))
         if state is None:
@@ -168,6 +171,7 @@ class Trainer:
                     metrics = read_back(trained, evaluate_tensors(model, data.val), prefixes=("", "val_"))
                     check_finite(metrics, epoch, p.source)
                     metrics.update(weights, lr=lr, epoch_seconds=time.perf_counter() - epoch_started)
+                    metrics.update(read_back(component_metrics(model, "epoch", data.val), prefixes=("val_",)))
                     for extra in self.pm.call_plugin_hook("aepipe_epoch_end", run=run, epoch=epoch, metrics=dict(metrics)):
                         metrics.update({f"val_{k}": float(v) for k, v in (extra or {}).items()})
                     if epoch > logged:
@@ -185,8 +189,13 @@ class Trainer:
             except Stopped as stop:
                 state.position = stop.position
                 state.train_seconds += time.perf_counter() - started
-                self._checkpoint(checkpoint, run, policy)
                 where = f"epoch {state.epoch + 1}, batch {stop.position.batch} of {stop.batches}"
+                try:
+                    self._checkpoint(checkpoint, run, policy)
+                except BaseException as exc:  # its checkpoint failed (a full disk, a second Ctrl-C): the run still ends
+                    self._end(run, checkpoint, "KILLED", f"stopped by {stop.signal_name} at {where}; its checkpoint of there "
+                                                         f"could not be written: {_first_line(exc)}")
+                    raise
                 self._end(run, checkpoint, "KILLED", f"stopped by {stop.signal_name} at {where}")
                 raise Interrupted(f"stopped by {stop.signal_name} at {where}; run {tracked.run_id} marked KILLED with a checkpoint "
                                   f"of where it stood; continue with: aepipe train --resume {tracked.run_id}") from None
@@ -218,21 +227,31 @@ class Trainer:
         from aepipe.tracking import check_run_id
         from aepipe.tracking.base import check_lease
 
+        from aepipe.files import remove_partial
+
         store = self.store if world.enabled and not world.leader else self.tracker
         run_id = check_run_id(run_id, "--resume")
+        record = store.get_run(run_id)
         if not (world.enabled and not world.leader):
-            check_lease(store.get_run(run_id), "--resume")  # before anything is read or written
+            check_lease(record, "--resume")  # before anything is read or written
+            remove_partial(store.checkpoint_dir(run_id))  # what a write of its dead process left half-done
         state, parts = read_checkpoint(store, run_id)
         self.pipeline = pipeline_for_resume(self.pm, run_id, state, self.pipeline, self.overrides)
         epochs = self.pipeline.settings.train.epochs
-        if state.done and state.epoch >= epochs:
+        # a run killed after its last checkpoint but before it was FINISHED ends now: resumed, it
+        # trains no epoch and finishes (its test metrics, figures and model are logged again)
+        if state.done and state.epoch >= epochs and record.status == "FINISHED":
             raise ConfigError(f"--resume {run_id}: the run already finished ({state.epoch} epochs"
                               f"{', stopped early' if state.stopped_early else ''}); raise train.epochs to train on")
         state.done = state.stopped_early = False
         return state, parts
 
     def _checkpoint(self, path: Any, run: RunContext, policy: CheckpointPolicy, started: float | None = None) -> None:
+        """Write the run's checkpoint, once every metric queued so far is stored: a checkpoint
+        never claims epochs whose metrics a kill right after it would lose (``--resume`` logs
+        only the epochs after the checkpoint's)."""
         state = run.state
+        run.tracked.flush()
         state.capture_rng()
         if started is not None:  # a periodic checkpoint: the training time so far goes with it
             state.train_seconds, saved = state.train_seconds + time.perf_counter() - started, state.train_seconds
@@ -247,18 +266,32 @@ class Trainer:
             model.load_state_dict(state.best_weights)  # evaluate the best epoch's weights
         test = read_back(evaluate_tensors(model, data.test), prefixes=("test_",))
         test.update(train_seconds=state.train_seconds, epochs_trained=float(state.epoch))
+        test.update(read_back(component_metrics(model, "final", data), prefixes=("test_",)))
+        if model.sampler is not None:  # the second stage: fitted on the training codes
+            fit = fit_sampler(model, model.sampler, data.train)
+            test.update({f"sampler.{k}": v for k, v in fit.items()})
         for extra in self.pm.call_plugin_hook("aepipe_run_end", run=run, metrics=dict(test)):
             test.update({f"test_{k}": float(v) for k, v in (extra or {}).items()})
         run.tracked.log_metrics(test, 0)
         report.log_end(run, self.pm)
         state.done = True
+        run.tracked.flush()  # as for every checkpoint: the epochs it claims are stored
         save_checkpoint(checkpoint, state, _parts(run))
         self._end(run, checkpoint, "FINISHED")
         return RunResult(run.run_id, self.tracker.get_run(run.run_id).experiment_id, "FINISHED", state.epoch, test,
                          state.stopped_early, state.train_seconds, model, data, state.history)
 
     def _end(self, run: RunContext, checkpoint: Any, status: str, reason: str | None = None) -> None:
-        """Keep the checkpoint with the run (``--resume`` reads it there) and end the run."""
+        """Keep the checkpoint with the run (``--resume`` reads it there) and end the run, once.
+        Ending never hides why the run ended, nor loses its checkpoint: one that cannot be stored
+        with the run (a full disk) stays in its folder, where ``--resume`` reads it too, and the
+        reason says so (a run meant to finish then ends FAILED and the error is raised); a store
+        that refuses to end the run leaves it to the sweep of the next command that opens it
+        (:mod:`aepipe.tracking.sweep`), with a warning."""
+        if self._ended == run.run_id:
+            return
+        self._ended = run.run_id
+        failure: Exception | None = None
         try:
             if checkpoint.is_file():
                 run.tracked.log_artifact(checkpoint, "checkpoint")
@@ -268,8 +301,28 @@ class Trainer:
                         folder.rmdir()
                     except OSError:
                         break
-        finally:
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the run is ended below
+            note = f"its checkpoint stays at {checkpoint}: storing it with the run failed ({_first_line(exc)})"
+            failure = exc if status == "FINISHED" else None
+            status, reason = ("FAILED", note) if status == "FINISHED" else (status, f"{reason}; {note}" if reason else note)
+        try:
             run.tracked.finish(status, reason)
+        except Exception as exc:  # noqa: BLE001 - the error that ended the run matters more
+            if failure is not None or reason is None:
+                raise
+            warnings.warn(f"run {run.run_id} could not be marked {status} ({_first_line(exc)}); the next aepipe command "
+                          "that opens the store ends it", RunNotEndedWarning, stacklevel=2)
+        if failure is not None:
+            raise failure
+
+
+class RunNotEndedWarning(UserWarning):
+    """The store refused to end a run that stopped (shown as one line)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return " ".join(lines[0].split())[:300] if lines else type(exc).__name__
 
 
 def _parts(run: RunContext) -> dict[str, Any]:

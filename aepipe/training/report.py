@@ -99,9 +99,10 @@ def _figures(run: RunContext) -> None:
     x, y = data.test.head(SCATTER_POINTS)
     labels = None if y is None else y.cpu().numpy()
     run.log_figure(figures.latent_scatter(codes(model, x, y), labels, f"{name} on {data.name}: test codes"), "images/latent.png")
-    if model.prior is not None:
+    if model.prior is not None or model.sampler is not None or not model.spec.conditional:
         images, rows = prior_samples(model)
-        title = f"{name}: samples from the prior" + (", one row per class" if rows else "")
+        source = f"sampler '{model.sampler.name}'" if model.sampler is not None else "the prior" if model.prior is not None else "N(0, I)"
+        title = f"{name}: samples through {source}" + (", one row per class" if rows else "")
         run.log_figure(figures.sample_grid(images, data.image_shape, title, rows), "images/samples.png")
 
 

@@ -35,7 +35,7 @@ def read_checkpoint(tracker: Any, run_id: str) -> tuple[TrainState, dict[str, An
         path = tracker.download(run_id, f"checkpoint/{CHECKPOINT}", Path(tmp))
         if path is None:
             raise ConfigError(f"{where}: no checkpoint for this run (looked in {local} and its artifacts)")
-        return load_checkpoint(path, where)
+        return load_checkpoint(path, where, f"its logged artifact checkpoint/{CHECKPOINT}")
 
 
 def pipeline_for_resume(pm: Any, run_id: str, state: TrainState, asked: Pipeline | None, overrides: tuple[str, ...] = ()) -> Pipeline:
@@ -43,10 +43,10 @@ def pipeline_for_resume(pm: Any, run_id: str, state: TrainState, asked: Pipeline
     changed) where ``asked`` (a pipeline file with its ``--set``), or ``overrides`` over the
     run's own pipeline, do so."""
     own_tree = tomllib.loads(state.pipeline)
-    own = resolve(pm, tree=own_tree)
+    own = resolve(pm, tree=own_tree, stored=True)
     own.source = asked.source if asked is not None else f"run {run_id}"
     if asked is None and overrides:
-        asked = resolve(pm, tree=own_tree, overrides=overrides)
+        asked = resolve(pm, tree=own_tree, overrides=overrides, stored=True)
         asked.source = f"run {run_id} with --set"
     if asked is None:
         return own

@@ -11,8 +11,6 @@ so a checkpoint can never run code.
 from __future__ import annotations
 
 import math
-import os
-import pickle
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from aepipe.errors import ConfigError
+from aepipe.files import load_tensors, save_tensors
 
 FORMAT = 2  # bumped when the checkpoint's layout changes
 
@@ -111,24 +110,23 @@ class TrainState:
 
 def save_checkpoint(path: Path, state: TrainState, parts: dict[str, Any]) -> None:
     """Write ``state`` and ``parts`` (state dicts of the model, optimizers and schedule)
-    atomically: a kill while writing leaves the previous checkpoint whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT, "state": state.to_dict(), **parts}, tmp)
-    os.replace(tmp, path)
+    atomically (:func:`aepipe.files.atomic_write`): a kill while writing leaves the previous
+    checkpoint whole, and a failed write (a full disk: one WriteError naming the file and the
+    space left) leaves no partial file behind."""
+    save_tensors(path, {"format": FORMAT, "state": state.to_dict(), **parts})
 
 
-def load_checkpoint(path: Path, where: str) -> tuple[TrainState, dict[str, Any]]:
+def load_checkpoint(path: Path, where: str, name: str | None = None) -> tuple[TrainState, dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint`. Anything but tensors and plain data
-    (a pickled object) is refused before it can run."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{where}: {path.name} holds more than tensors and plain data; refusing to load it ({first[:200]})") from None
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ConfigError(f"{where}: {path.name} is not a readable checkpoint: {str(exc).splitlines()[0][:200]}") from None
+    (a pickled object) is refused before it can run; a damaged file of any size (empty,
+    truncated) or one of another layout is one ConfigError naming it (``name``, default its
+    path)."""
+    name = name or str(path)
+    payload = load_tensors(path, where, name)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(payload.get("state"), dict):
-        raise ConfigError(f"{where}: {path.name} is not an aepipe checkpoint of format {FORMAT}")
-    state = TrainState.from_dict(payload.pop("state"))
+        raise ConfigError(f"{where}: {name} is not an aepipe checkpoint of format {FORMAT}")
+    try:
+        state = TrainState.from_dict(payload.pop("state"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {name} is damaged: its state does not read back ({str(exc)[:200]})") from None
     return state, payload

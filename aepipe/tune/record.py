@@ -53,24 +53,19 @@ def ensure_parent_run(st: Study) -> str:
 
 def heal(st: Study) -> int:
     """End KILLED the runs of this study still RUNNING whose process is gone (a command or worker
-    killed outright); returns how many. Runs held by a live process, here or elsewhere, stay."""
-    from aepipe.errors import ConfigError
+    killed outright); returns how many. Runs held by a live process, here or elsewhere, stay.
+    The rule and the ending are the store sweep's (:mod:`aepipe.tracking.sweep`), which leaves a
+    study's runs to this."""
     from aepipe.tracking import default_tracker
-    from aepipe.tracking.base import LEASE_OWNER, check_lease
+    from aepipe.tracking.base import LEASE_OWNER
+    from aepipe.tracking.sweep import end_dead_runs
 
     tracker = default_tracker()
-    healed = 0
-    for record in tracker.find_runs(st.experiment_id, {"aepipe.study": st.name}):
-        if record.status != "RUNNING" or LEASE_OWNER not in record.tags:
-            continue
-        try:
-            check_lease(record, "heal")
-        except ConfigError:  # its process lives: not ours to end
-            continue
-        if tracker.end_run(record.run_id, "KILLED", f"its process ({record.tags[LEASE_OWNER]}) died; ended when the study ran again"):
-            remove_leftovers(tracker, record.run_id)
-            healed += 1
-    return healed
+    ended = end_dead_runs(tracker, tracker.find_runs(st.experiment_id, {"aepipe.study": st.name}),
+                          lambda record: f"its process ({record.tags[LEASE_OWNER]}) died; ended when the study ran again")
+    for record in ended:
+        remove_leftovers(tracker, record.run_id)
+    return len(ended)
 
 
 def best_trials(study) -> list:

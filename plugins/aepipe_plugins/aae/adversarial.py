@@ -53,7 +53,7 @@ class Adversarial(Regularizer):
         betas = (0.5, 0.999)
         self.optimizers = {
             "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=betas),
-            "generator": torch.optim.Adam(model.encoder.parameters(), lr=self.config.lr, betas=betas),
+            "generator": torch.optim.Adam([*model.encoder.parameters(), *model.bottleneck.parameters()], lr=self.config.lr, betas=betas),
         }
 
     def _d(self, z: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
@@ -70,8 +70,8 @@ class Adversarial(Regularizer):
         if self.config.supervised:
             y = step.y
             label = F.one_hot(y.long(), model.spec.n_classes).to(step.x.dtype)
-        encoding = model.encoder(step.x_tilde, step.y_onehot)
-        fake = encoding.dist.rsample() if encoding.dist is not None else encoding.code
+        code = model.bottleneck(model.encoder(step.x_tilde, step.y_onehot), step.y_onehot, 1)
+        fake = code.z  # a posterior's one draw, or the deterministic code
         real = model.prior.sample(n, y)
         # regularization phase 1: the discriminator
         d_opt, g_opt = self.optimizers["discriminator"], self.optimizers["generator"]

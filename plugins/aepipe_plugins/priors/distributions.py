@@ -25,6 +25,9 @@ class StandardNormal(Prior):
     def distribution(self, y=None):
         return Independent(Normal(self.loc, self.scale), 1)
 
+    def diagonal_normal(self, y=None):
+        return self.loc, self.scale
+
     def sample(self, n: int, y=None) -> torch.Tensor:
         return torch.randn(n, self.spec.code_dim, device=self.loc.device)
 
@@ -77,6 +80,11 @@ class GaussianMixture(Prior):
 
     def _components(self) -> Independent:
         return Independent(Normal(self.means, torch.full_like(self.means, self.config.std)), 1)
+
+    def diagonal_normal(self, y=None):
+        if y is not None and self.class_conditional:
+            return self.means[y.long()], torch.full_like(self.means[:1], self.config.std)
+        return None
 
     def distribution(self, y=None):
         if y is not None and self.class_conditional:

@@ -35,6 +35,6 @@ def aepipe_register_variants(register):
     register(Variant(
         "resnet-vae",
         "A VAE on the residual convolutional encoder and decoder: Gaussian q(z|x), standard normal prior, KL.",
-        {"model": {"encoder": {"name": "resnet", "distribution": "gaussian"}, "decoder": {"name": "resnet"},
+        {"model": {"encoder": {"name": "resnet"}, "bottleneck": {"name": "gaussian"}, "decoder": {"name": "resnet"},
                    "code_dim": 64, "likelihood": "bernoulli", "prior": {"name": "standard-normal"}, "regularizers": {"kl": {}}}},
     ))

@@ -1,5 +1,6 @@
 """Sparse autoencoders: an L1 activity penalty, the KL sparsity target, k-sparse codes, and
-code statistics (mean activation, share of near-zero units) logged every epoch."""
+code statistics (mean activation, share of near-zero units) that each sparse component logs
+every epoch as ``val_code.mean_activation`` and ``val_code.near_zero_share``."""
 
 from aepipe import Variant, hookimpl
 
@@ -22,10 +23,3 @@ def aepipe_register_variants(register):
     register(Variant("k-sparse", "Only the k largest code units of each input are kept (Makhzani & Frey).",
                      {"model": {"encoder": {"name": "one-layer", "activation": "relu", "top_k": 10},
                                 "decoder": {"name": "one-layer"}, "likelihood": "bernoulli"}}))
-
-
-@hookimpl
-def aepipe_epoch_end(run, epoch, metrics):
-    from aepipe_plugins.sparse.penalties import code_statistics
-
-    return code_statistics(run.model, run.data.val, prefix="code.")

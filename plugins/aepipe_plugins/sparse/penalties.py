@@ -6,27 +6,15 @@ import torch
 from pydantic import Field
 
 from aepipe.components import ComponentConfig, Regularizer
-from aepipe.data import batches
 from aepipe.errors import ConfigError
+from aepipe.stats import NEAR_ZERO, code_statistics  # noqa: F401 - part of this plugin's API
 
-NEAR_ZERO = 0.05
 
+class CodeStatistics:
+    """Sparse components log the code's statistics on the validation split every epoch."""
 
-@torch.no_grad()
-def code_statistics(model, x, y: torch.Tensor | None = None, prefix: str = "", batch: int = 2048) -> dict[str, float]:
-    """Mean activation and share of near-zero units (|h| < 0.05) of the deterministic code
-    (the posterior mean for stochastic encoders), over a split (or tensors ``x`` and ``y``).
-    One read-back."""
-    was = model.training
-    model.eval()
-    total, n = None, 0
-    for xb, yb in batches(x, y, batch):
-        code = model.encode(xb, yb).code
-        part = torch.stack([code.mean(1).sum(), (code.abs() < NEAR_ZERO).float().mean(1).sum()])
-        total, n = part if total is None else total + part, n + xb.shape[0]
-    model.train(was)
-    mean, share = (total / n).tolist()
-    return {f"{prefix}mean_activation": mean, f"{prefix}near_zero_share": share}
+    def epoch_metrics(self, model, split) -> dict[str, float]:
+        return code_statistics(model, split, prefix="code.")
 
 
 class ActivityL1Config(ComponentConfig):
@@ -35,7 +23,7 @@ class ActivityL1Config(ComponentConfig):
     lam: float = Field(1e-2, ge=0.0)
 
 
-class ActivityL1(Regularizer):
+class ActivityL1(CodeStatistics, Regularizer):
     """L1 penalty on the code: lambda * sum_j |h_j|."""
 
     name = "activity-l1"
@@ -58,7 +46,7 @@ class KLSparsityConfig(ComponentConfig):
     beta: float = Field(1.0, ge=0.0)
 
 
-class KLSparsity(Regularizer):
+class KLSparsity(CodeStatistics, Regularizer):
     """beta * sum_j KL(rho || rho^_j), rho^_j the batch-mean activation of sigmoid unit j."""
 
     name = "kl-sparsity"

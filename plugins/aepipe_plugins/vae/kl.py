@@ -10,7 +10,7 @@ from pydantic import Field
 from aepipe.components import ComponentConfig, Regularizer
 from aepipe.data import batches
 from aepipe.errors import ConfigError
-from aepipe.stats import importance_weighted_bound, kl_analytic, kl_monte_carlo
+from aepipe.stats import DiagNormal, importance_weighted_bound, kl_analytic, kl_monte_carlo
 
 
 class KLConfig(ComponentConfig):
@@ -35,33 +35,31 @@ class KLDivergence(Regularizer):
     def setup(self, model) -> None:
         if model.prior is None:
             raise ConfigError("regularizer 'kl' needs a prior: set [model.prior] name = ... (e.g. standard-normal)")
-        with torch.no_grad():
-            probe = model.encoder(torch.zeros(1, model.spec.input_dim), model.one_hot(torch.zeros(1, dtype=torch.long)) if model.spec.conditional else None)
-        if probe.dist is None:
-            raise ConfigError(f"regularizer 'kl' needs a stochastic encoder: set model.encoder.distribution = \"gaussian\" (encoder '{model.encoder.name}' gives a deterministic code)")
+        probe = _probe(model)
+        if not probe.stochastic:
+            raise ConfigError("regularizer 'kl' needs a stochastic code: set [model.bottleneck] name = \"gaussian\" "
+                              f"(encoder '{model.encoder.name}' with bottleneck '{model.bottleneck.name or 'none'}' gives a deterministic code)")
         if self.config.method != "analytic" and not model.prior.has_log_prob and model.prior.distribution() is None:
             raise ConfigError(f"regularizer 'kl' needs the prior's log density; prior '{model.prior.name}' has none (use the adversarial regularizer to match it)")
-        if self.config.method == "analytic":
-            p = model.prior.distribution()
-            if p is None or kl_analytic(probe.dist, p) is None:
-                raise ConfigError(f"kl: method 'analytic' has no closed form for prior '{model.prior.name}'; use monte-carlo")
+        if self.config.method == "analytic" and _closed_form(probe, model.prior, None) is None:
+            raise ConfigError(f"kl: method 'analytic' has no closed form for prior '{model.prior.name}' with this posterior; use monte-carlo")
 
     def kl(self, step) -> torch.Tensor:
-        """KL(q || p) per example, shape (n,) (beta not applied)."""
-        q = step.encoding.dist
+        """KL(q || p) per example, shape (n,) (beta not applied): in closed form where one
+        exists (method auto or analytic), else mean_l [log q(z_l|x) - log p(z_l)] over the
+        step's L draws, with the bottleneck's own log q (a flow's log-determinants included)."""
+        code = step.encoding
         prior = step.model.prior
         y = step.y if prior.class_conditional else None
         if self.config.method != "monte-carlo":
-            p = prior.distribution(y)
-            value = kl_analytic(q, p) if p is not None else None
+            value = _closed_form(code, prior, y)
             if value is not None:
                 return value
         n = step.x.shape[0]
-        z = step.z.reshape(-1, n, step.z.shape[-1])  # (L, n, d)
-        samples = z.shape[0]
+        samples = code.samples
         y_rep = None if y is None else y.repeat(samples)
-        log_p = prior.log_prob(z.reshape(samples * n, -1), y_rep).reshape(samples, n)
-        return kl_monte_carlo(q.log_prob(z), log_p)
+        log_p = prior.log_prob(step.z, y_rep).reshape(samples, n)
+        return kl_monte_carlo(code.log_q_of_z(), log_p)
 
     def penalty(self, step) -> torch.Tensor:
         return self.config.beta * self.kl(step).mean()
@@ -73,6 +71,41 @@ class KLDivergence(Regularizer):
         recon = model.likelihood.nll(step.output, target).reshape(samples, -1).mean(0)
         kl = self.kl(step)
         return {"kl": kl.mean(), "neg_elbo": (recon + kl).mean()}
+
+    def final_metrics(self, model, data) -> dict[str, float]:
+        """``iw_nll``: -log p(x) of the test split by the importance-weighted bound with
+        ``iw_samples`` draws (Burda et al. 2016), where the prior has a log density."""
+        if not model.prior.has_log_prob:
+            return {}
+        return {"iw_nll": importance_weighted_nll(model, data.test, None, self.config.iw_samples)}
+
+
+def _closed_form(code, prior, y) -> torch.Tensor | None:
+    """KL(q || p) per example in closed form, or None where there is none (a flow's posterior
+    has no ``dist``; a mixture prior has no closed form)."""
+    q = code.dist
+    if q is None or code.log_q is not None:
+        return None
+    if isinstance(q, DiagNormal):
+        normal = prior.diagonal_normal(y)
+        if normal is not None:
+            return q.kl_to_normal(*normal)
+    p = prior.distribution(y)
+    return kl_analytic(q, p) if p is not None else None
+
+
+def _probe(model):
+    """The model's code of one zero input."""
+    spec = model.spec
+    device = next(model.parameters()).device
+    y = torch.zeros(1, dtype=torch.long, device=device) if spec.conditional else None
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        try:
+            return model.encode(torch.zeros(1, spec.input_dim, device=device), y)
+        finally:
+            model.train(was)
 
 
 @torch.no_grad()
@@ -96,11 +129,10 @@ def iw_log_likelihood(model, x: torch.Tensor, y: torch.Tensor | None, k: int) ->
     """The importance-weighted lower bound of log p(x) per example, with K samples."""
     n = x.shape[0]
     y1 = model.one_hot(y)
-    q = model.encoder(x, y1).dist
-    z = q.sample((k,))  # (K, n, d)
-    flat = z.reshape(k * n, -1)
+    code = model.encode(x, y, samples=k)
+    flat = code.z  # (K * n, d), sample-major
     y_rep = None if y is None else y.repeat(k)
     y1_rep = None if y1 is None else y1.repeat(k, 1)
     log_px = -model.likelihood.nll(model.decoder(flat, y1_rep), x.repeat(k, 1)).reshape(k, n)
     log_pz = model.prior.log_prob(flat, y_rep if model.prior.class_conditional else None).reshape(k, n)
-    return importance_weighted_bound(log_px, log_pz, q.log_prob(z))
+    return importance_weighted_bound(log_px, log_pz, code.log_q_of_z())

@@ -54,6 +54,15 @@ class _HeadEncoder(Encoder):
             return None
         return CODE_RANGES.get(self.code_activation)
 
+    def epoch_metrics(self, model, split) -> dict[str, float]:
+        """A k-sparse code (``top_k``) logs the code's statistics, as the sparse plugin's
+        regularizers do: ``val_code.mean_activation``, ``val_code.near_zero_share``."""
+        if self.config.top_k is None:
+            return {}
+        from aepipe.stats import code_statistics
+
+        return code_statistics(model, split, prefix="code.")
+
     def _encode(self, feats: torch.Tensor) -> Encoding:
         out = self.head(feats)
         if self.config.distribution == "gaussian":
