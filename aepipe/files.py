@@ -17,6 +17,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
@@ -172,7 +173,9 @@ def load_tensors(path: Path, where: str, name: str | None = None) -> Any:
 
     size, shown = _size(path), name or str(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol it reads anyway: not the user's concern
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if _is_pickle(path):  # a plain pickle, or torch's format with a class inside: refused
             raise ConfigError(f"{where}: {shown} holds more than tensors and plain data; refusing to load it "

@@ -380,6 +380,49 @@ def test_every_checkpoint_claims_only_epochs_whose_metrics_are_stored(store, mon
         assert loss == val_loss == list(range(1, epoch + 1)), (epoch, loss, val_loss)
 
 
+def test_a_store_that_refuses_to_end_a_run_does_not_hide_why_it_stopped(tmp_path, monkeypatch):
+    """Ctrl-C, and the store then refuses to mark the run KILLED: the stop is still what the user
+    is told (the run is left to the next command's sweep, with a warning), and its checkpoint is
+    written."""
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.tracking.memory import MemoryRun
+    from aepipe.training import Interrupted
+    from aepipe.training.loop import RunNotEndedWarning
+
+    from helpers import sigint_at_epoch_end
+
+    pm = get_plugin_manager()
+    pm.register_plugin(sigint_at_epoch_end(2), name="sigint")
+
+    def refuse(self, status, reason=None):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(MemoryRun, "finish", refuse)
+    tracker = MemoryTracker(tmp_path)
+    with pytest.warns(RunNotEndedWarning, match=r"run \w+ could not be marked KILLED \(database is locked\); the next aepipe command "
+                                                r"that opens the store ends it"):
+        with pytest.raises(Interrupted, match=r"stopped by SIGINT at epoch 3, batch 0 of \d+; run \w+ marked KILLED"):
+            train(resolve(pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=4"]), pm, tracker=tracker)
+    (run,) = tracker.runs.values()
+    assert run.status == "RUNNING", "left to the sweep"
+    assert (tracker.root / run.run_id / "artifacts" / "checkpoint" / "checkpoint.pt").is_file()
+
+
+def test_a_run_killed_after_its_last_checkpoint_finishes_on_resume(aepipe_pm, tmp_path):
+    """Killed between its last checkpoint and the end of the run, a run is KILLED with a
+    checkpoint that says it is done: --resume trains no epoch and finishes it. A FINISHED run
+    still asks for more epochs."""
+    tracker = MemoryTracker(tmp_path)
+    result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=3"]), aepipe_pm, tracker=tracker)
+    with pytest.raises(ConfigError, match=rf"--resume {result.run_id}: the run already finished \(3 epochs\); raise train.epochs"):
+        train(None, aepipe_pm, resume=result.run_id, tracker=tracker)
+    run = tracker.runs[result.run_id]
+    run.status = "KILLED"  # as the sweep ends it
+    again = train(None, aepipe_pm, resume=result.run_id, tracker=tracker)
+    assert again.epochs == 3 and run.status == "FINISHED"
+    assert [step for step, _ in run.metrics["loss"]] == [1, 2, 3]
+
+
 # --- SIGKILL at any moment -------------------------------------------------------------------------
 
 EPOCHS = 12
