@@ -423,6 +423,20 @@ def test_a_run_killed_after_its_last_checkpoint_finishes_on_resume(aepipe_pm, tm
     assert [step for step, _ in run.metrics["loss"]] == [1, 2, 3]
 
 
+
+def test_a_run_that_stopped_early_and_was_killed_while_finishing_trains_no_more_on_resume(aepipe_pm, tmp_path):
+    """Early stopping ended its training; killed during the end-of-run logging, --resume finishes
+    it without training past the early stop."""
+    tracker = MemoryTracker(tmp_path)
+    stop_early = [*QUIET, "train.epochs=20", "train.patience=1", "train.min_delta=1000"]
+    result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", stop_early), aepipe_pm, tracker=tracker)
+    assert result.stopped_early and result.epochs == 2
+    run = tracker.runs[result.run_id]
+    run.status = "KILLED"  # as the sweep ends it
+    again = train(None, aepipe_pm, resume=result.run_id, tracker=tracker)
+    assert again.epochs == 2 and again.stopped_early and run.status == "FINISHED"
+    assert [step for step, _ in run.metrics["loss"]] == [1, 2]
+
 # --- SIGKILL at any moment -------------------------------------------------------------------------
 
 EPOCHS = 12

@@ -164,7 +164,8 @@ class Trainer:
                     report.log_start(run)
                 self.pm.call_plugin_hook("aepipe_run_start", run=run)
                 started = time.perf_counter()
-                for epoch in range(state.epoch + 1, s.train.epochs + 1):
+                last = state.epoch if state.done else s.train.epochs  # a run killed while it finished trains no more
+                for epoch in range(state.epoch + 1, last + 1):
                     epoch_started = time.perf_counter() - (state.position.seconds if state.position else 0.0)
                     weights, lr = regularizer_weights(model, warmups, epoch), schedule.lr
                     trained = self.pm.call_plugin_hook("aepipe_train_epoch", run=run, epoch=epoch)
@@ -243,6 +244,8 @@ class Trainer:
         if state.done and state.epoch >= epochs and record.status == "FINISHED":
             raise ConfigError(f"--resume {run_id}: the run already finished ({state.epoch} epochs"
                               f"{', stopped early' if state.stopped_early else ''}); raise train.epochs to train on")
+        if state.done and (state.stopped_early or state.epoch >= epochs):
+            return state, parts  # its training had ended (early stopping included): only the end of the run is left
         state.done = state.stopped_early = False
         return state, parts
 
