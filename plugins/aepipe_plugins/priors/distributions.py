@@ -7,6 +7,7 @@ from typing import Literal, Optional
 
 import torch
 from pydantic import Field
+from torch import nn
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from aepipe.components import ComponentConfig, ModelSpec, Prior, require
@@ -40,7 +41,10 @@ class MixtureConfig(ComponentConfig):
     ``radius`` in the first two code dimensions (the AAE paper's 10-component ring with k = 10);
     ``random`` draws them from N(0, radius^2 I) with ``seed``; ``means`` gives them explicitly
     (k lists of code_dim numbers). ``std``: each component's standard deviation.
-    ``class_conditional``: component y is p(z | y) for label y (the supervised AAE)."""
+    ``class_conditional``: component y is p(z | y) for label y (the supervised AAE).
+    ``learn``: the means and each component's diagonal log-scales (starting at log ``std``)
+    are parameters, trained by the main optimizer through the prior's log density (the KL
+    regularizer's Monte Carlo estimate); otherwise they are fixed buffers."""
 
     components: int = Field(10, ge=1, le=10000)
     preset: Literal["ring", "random"] = "ring"
@@ -49,10 +53,11 @@ class MixtureConfig(ComponentConfig):
     means: Optional[list[list[float]]] = None
     seed: int = 0
     class_conditional: bool = False
+    learn: bool = Field(False, description="learn the means and each component's diagonal scales (parameters `means`, `log_scales`)")
 
 
 class GaussianMixture(Prior):
-    """A mixture of k equally weighted isotropic Gaussians."""
+    """A mixture of k equally weighted Gaussians: fixed and isotropic, or learned (``learn``)."""
 
     name = "mixture"
     Config = MixtureConfig
@@ -72,22 +77,36 @@ class GaussianMixture(Prior):
         else:
             gen = torch.Generator().manual_seed(config.seed)
             means = config.radius * torch.randn(k, d, generator=gen)
-        self.register_buffer("means", means)
+        if config.learn:
+            self.means = nn.Parameter(means)
+            self.log_scales = nn.Parameter(torch.full((k, d), math.log(config.std)))
+        else:  # fixed: these two buffers are what runs stored before ``learn`` existed hold
+            self.register_buffer("means", means)
         self.register_buffer("weights", torch.full((k,), 1.0 / k))
         self.class_conditional = config.class_conditional
         if config.class_conditional:
             require(spec.n_classes == k, f"class_conditional needs one component per class: {spec.n_classes} classes, {k} components")
 
+    def scales(self) -> torch.Tensor:
+        """Each component's standard deviations, shape ``(k, code_dim)``."""
+        if self.config.learn:
+            return self.log_scales.exp()
+        return torch.full_like(self.means, self.config.std)
+
     def _components(self) -> Independent:
-        return Independent(Normal(self.means, torch.full_like(self.means, self.config.std)), 1)
+        return Independent(Normal(self.means, self.scales()), 1)
 
     def diagonal_normal(self, y=None):
         if y is not None and self.class_conditional:
+            if self.config.learn:
+                return self.means[y.long()], self.log_scales[y.long()].exp()
             return self.means[y.long()], torch.full_like(self.means[:1], self.config.std)
         return None
 
     def distribution(self, y=None):
         if y is not None and self.class_conditional:
+            if self.config.learn:
+                return Independent(Normal(self.means[y.long()], self.log_scales[y.long()].exp()), 1)
             return Independent(Normal(self.means[y.long()], self.config.std), 1)
         return MixtureSameFamily(Categorical(probs=self.weights), self._components())
 
@@ -96,7 +115,10 @@ class GaussianMixture(Prior):
             idx = y.long()
         else:
             idx = torch.multinomial(self.weights, n, replacement=True)
-        return self.means[idx] + self.config.std * torch.randn(n, self.spec.code_dim, device=self.means.device)
+        noise = torch.randn(n, self.spec.code_dim, device=self.means.device)
+        if self.config.learn:
+            return self.means[idx] + self.log_scales[idx].exp() * noise
+        return self.means[idx] + self.config.std * noise
 
     def log_prob(self, z: torch.Tensor, y=None) -> torch.Tensor:
         return self.distribution(y).log_prob(z)
