@@ -152,7 +152,7 @@ def _dataset_cases(folder: Path) -> list[tuple[list[str], list[str]]]:
     cases = []
     csv = folder / "words.csv"
     csv.write_text("1,2,3\n4,five,6\n")
-    cases.append(([f"data.path='{csv}'"], [f"{csv}: cannot read: could not convert string 'five' to float64 at row 1, column 2"]))
+    cases.append(([f"data.path='{csv}'"], [f"{csv}: cannot read: could not convert text 'five' to float64 at row 1, column 2"]))
     npz = folder / "other.npz"
     np.savez(npz, images=np.zeros((4, 3)))
     cases.append(([f"data.path='{npz}'"], [f"{npz}: no array 'x' (has: images); set data.x_key"]))
