@@ -29,8 +29,8 @@ class GaussianConfig(ComponentConfig):
     """``min_std``: a floor added to the posterior's standard deviation; ``logvar_range``: the
     log-variance the encoder gives is clamped to it before the exponential (for stability)."""
 
-    min_std: float = Field(1e-4, gt=0.0)
-    logvar_range: tuple[float, float] = (-30.0, 20.0)
+    min_std: float = Field(1e-4, gt=0.0, description="added to the posterior's standard deviation")
+    logvar_range: tuple[float, float] = Field((-30.0, 20.0), description="the encoder's log-variance is clamped to it before the exponential")
 
 
 class Gaussian(Bottleneck):

@@ -41,11 +41,11 @@ class GMMConfig(ComponentConfig):
     ``max_iter`` of EM; ``seed`` of its initialisation; ``max_codes``: at most this many
     training codes are fitted on (a random subset, drawn with ``seed``)."""
 
-    components: int = Field(10, ge=1, le=1000)
-    covariance: Literal["full", "diag"] = "full"
-    max_iter: int = Field(200, ge=1, le=100_000)
-    seed: int = Field(0, ge=0)
-    max_codes: int = Field(50_000, ge=2)
+    components: int = Field(10, ge=1, le=1000, description="k, the Gaussians of the mixture")
+    covariance: Literal["full", "diag"] = Field("full", description="each component's covariance (scikit-learn's covariance_type)")
+    max_iter: int = Field(200, ge=1, le=100_000, description="EM iterations at most")
+    seed: int = Field(0, ge=0, description="seed of the initialisation and of the subset of codes")
+    max_codes: int = Field(50_000, ge=2, description="at most this many training codes are fitted on")
 
 
 class GMMSampler(Sampler):
