@@ -100,13 +100,25 @@ class AutoEncoder(nn.Module):
         y1 = self.one_hot(y)
         return self.bottleneck(self.encoder(x, y1), y1, samples)
 
+    @torch.no_grad()
+    def probe(self, features: bool = False) -> Code | Encoding:
+        """The model's :class:`Code` of one all-zero input (label 0 for conditional models), in
+        evaluation mode, or with ``features`` the encoder's own :class:`Encoding`: what
+        components check in ``setup`` (is the code stochastic? does the encoder give a posterior?)."""
+        device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        x = torch.zeros(1, self.spec.input_dim, device=device)
+        y = torch.zeros(1, dtype=torch.long, device=device) if self.spec.conditional else None
+        was = self.training
+        self.eval()
+        try:
+            return self.encoder(x, self.one_hot(y)) if features else self.encode(x, y)
+        finally:
+            self.train(was)
+
     def offers(self) -> tuple[str, ...]:
         """What ``encode --what`` can give for this model."""
         if isinstance(self.bottleneck, PassThrough):  # what the encoder gives: a code, or a posterior too
-            device = next(self.encoder.parameters()).device
-            y = torch.zeros(1, dtype=torch.long, device=device) if self.spec.conditional else None
-            with torch.no_grad():
-                return (CODE, *self.encode(torch.zeros(1, self.spec.input_dim, device=device), y).outputs)
+            return (CODE, *self.probe().outputs)
         return (CODE, *self.bottleneck.what)
 
     def represent(self, x: torch.Tensor, y: torch.Tensor | None = None, what: str = CODE) -> torch.Tensor:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -26,3 +27,21 @@ def store(shared_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(tracking.store, "_set_by_us", None)
     return shared_store
+
+
+def use_store(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
+    """Point aepipe's tracking at the local store in ``home`` (undone with ``monkeypatch``)."""
+    from aepipe import tracking
+
+    monkeypatch.setenv("AEPIPE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    return home
+
+
+@contextlib.contextmanager
+def store_at(home: Path):
+    """The local store in ``home`` for a block: a module fixture that trains once into a store of
+    its own, whose tests then read it back with :func:`use_store`."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield use_store(mp, home)

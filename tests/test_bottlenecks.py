@@ -6,7 +6,6 @@ components."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ from aepipe.components import Bottleneck, Code, ComponentConfig
 from aepipe.config import resolve
 from aepipe.model import build_model
 from aepipe.training import load_data, train
+
+from conftest import store_at, use_store
 
 QUIET = ["tracking.log_images=false", "tracking.log_dataset=false"]
 SMALL = {"data": {"name": "digits"}, "train": {"epochs": 4, "batch_size": 64, "patience": 0},
@@ -78,37 +79,20 @@ def test_a_model_stored_before_bottlenecks_still_encodes_with_identical_codes(ae
 @pytest.fixture(scope="module")
 def vae_run(tmp_path_factory):
     """A small VAE run with a GMM sampler fitted when training ends, in its own store."""
-    import os
-
-    from aepipe import tracking
     from aepipe.plugins import get_plugin_manager
 
     home = tmp_path_factory.mktemp("bottleneck-store") / "mlruns"
-    saved = {k: os.environ.get(k) for k in ("AEPIPE_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["AEPIPE_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    tracking.store._set_by_us = None
     pm = get_plugin_manager()
-    try:
+    with store_at(home):
         pipeline = resolve(pm, tree={"variant": "vae", **_tree(sampler={"name": "gmm", "components": 4})}, overrides=QUIET)
         result = train(pipeline, pm)
         yield result, home
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        tracking.store._set_by_us = None
 
 
 @pytest.fixture
 def in_vae_store(vae_run, monkeypatch):
-    from aepipe import tracking
 
-    monkeypatch.setenv("AEPIPE_HOME", str(vae_run[1]))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    use_store(monkeypatch, vae_run[1])
     return vae_run[0]
 
 

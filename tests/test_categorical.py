@@ -17,7 +17,7 @@ from aepipe.model import build_model
 from aepipe.training import load_data, train
 from aepipe_plugins.categorical.gumbel import CategoricalBottleneck, CategoricalConfig
 
-from conftest import PIPELINES
+from conftest import PIPELINES, store_at, use_store
 
 QUIET = ["tracking.log_images=false", "tracking.log_dataset=false"]
 
@@ -115,39 +115,22 @@ def test_the_uniform_prior_draws_one_hot_codes_uniformly(aepipe_pm):
 @pytest.fixture(scope="module")
 def categorical_run(tmp_path_factory):
     """A small categorical VAE run with its model logged, in its own store."""
-    import os
-
-    from aepipe import tracking
     from aepipe.plugins import get_plugin_manager
 
     home = tmp_path_factory.mktemp("categorical-store") / "mlruns"
-    saved = {k: os.environ.get(k) for k in ("AEPIPE_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["AEPIPE_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    tracking.store._set_by_us = None
     pm = get_plugin_manager()
-    try:
+    with store_at(home):
         tree = {"variant": "categorical-vae", "data": {"name": "digits"}, "train": {"epochs": 3, "patience": 0},
                 "model": {"code_dim": 40, "encoder": {"name": "mlp", "hidden": [64]}, "decoder": {"name": "mlp", "hidden": [64]},
                           "bottleneck": {"name": "categorical", "categories": 8, "anneal_rate": 0.01}}}
         yield train(resolve(pm, tree=tree, overrides=QUIET), pm), home
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        tracking.store._set_by_us = None
 
 
 def test_encode_indices_and_the_logged_temperature(categorical_run, monkeypatch, tmp_path):
-    from aepipe import tracking
     from aepipe.cli import cli
 
     result, home = categorical_run
-    monkeypatch.setenv("AEPIPE_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    use_store(monkeypatch, home)
     # the schedule's clock advanced once per optimizer step, and each epoch logged the temperature
     temps = [h["val_temperature"] for h in result.history]
     assert len(temps) == 3 and temps[0] > temps[1] > temps[2] >= 0.5

@@ -19,7 +19,7 @@ from aepipe.training import load_data, train
 from aepipe_plugins.bottlenecks.basic import Gaussian, GaussianConfig
 from aepipe_plugins.flows.bottlenecks import IAF, IAFConfig, Planar, PlanarConfig, planar_step
 
-from conftest import PIPELINES
+from conftest import PIPELINES, store_at, use_store
 
 QUIET = ["tracking.log_images=false", "tracking.log_dataset=false"]
 
@@ -176,38 +176,21 @@ def _tree(**model) -> dict:
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory):
     """A small deterministic autoencoder with a flow sampler fitted when training ends, logged."""
-    import os
-
-    from aepipe import tracking
     from aepipe.plugins import get_plugin_manager
 
     home = tmp_path_factory.mktemp("flow-store") / "mlruns"
-    saved = {k: os.environ.get(k) for k in ("AEPIPE_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["AEPIPE_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    tracking.store._set_by_us = None
     pm = get_plugin_manager()
-    try:
+    with store_at(home):
         pipeline = resolve(pm, tree=_tree(sampler={"name": "flow", "epochs": 20, "lr": 3e-3}), overrides=QUIET)
         yield train(pipeline, pm), home
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        tracking.store._set_by_us = None
 
 
 def test_the_flow_sampler_is_saved_with_the_weights_and_reloaded(flow_run, monkeypatch, tmp_path):
-    from aepipe import tracking
     from aepipe.artifacts import load_run_model
     from aepipe.cli import cli
 
     result, home = flow_run
-    monkeypatch.setenv("AEPIPE_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    use_store(monkeypatch, home)
     assert "sampler.flow_log_likelihood" in result.metrics
     model = load_run_model(result.run_id)
     assert model.sampler.name == "flow" and bool(model.sampler.fitted)

@@ -247,21 +247,16 @@ IW_K = 100  # the same K for every model's test_iw_nll
 def runs(tmp_path_factory):
     """The VAE, the IWAE (K = 5) and the VampPrior VAE (50 pseudo-inputs) on the digits, 30
     epochs each, trained once for the claims below."""
-    import os
-
-    from aepipe import tracking
     from aepipe.plugins import get_plugin_manager
 
-    os.environ["AEPIPE_HOME"] = str(tmp_path_factory.mktemp("learned") / "mlruns")
-    tracking.store._set_by_us = None
+    from conftest import store_at
+
     pm = get_plugin_manager()
     out = {}
-    try:
+    with store_at(tmp_path_factory.mktemp("learned") / "mlruns"):
         for name, key in (("vae", "kl"), ("iwae", "iw-bound"), ("vamp", "kl")):
             values = [*QUIET, EPOCHS, f"model.regularizers.{key}.iw_samples={IW_K}"]
             out[name] = train(resolve(pm, PIPELINES / f"{name}.toml", values), pm)
-    finally:
-        del os.environ["AEPIPE_HOME"]
     return out
 
 

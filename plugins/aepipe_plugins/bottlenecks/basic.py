@@ -16,8 +16,7 @@ class Deterministic(Bottleneck):
     name = "deterministic"
 
     def setup(self, model) -> None:
-        probe = _probe(model)
-        if probe.dist is not None:
+        if model.probe(features=True).dist is not None:
             raise ConfigError(f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
                               "use the gaussian bottleneck with a deterministic encoder instead")
 
@@ -51,7 +50,7 @@ class Gaussian(Bottleneck):
         lo, hi = self.config.logvar_range
         if not lo < hi:
             raise ConfigError(f"logvar_range must be increasing, got {list(self.config.logvar_range)}")
-        if _probe(model).dist is not None:
+        if model.probe(features=True).dist is not None:
             raise ConfigError(f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
                               "with the gaussian bottleneck set the encoder's distribution = \"none\"")
 
@@ -66,17 +65,3 @@ class Gaussian(Bottleneck):
         z = q.rsample((samples,)).reshape(samples * n, -1)
         return Code(q.mean, z, samples, dist=q, outputs={"mean": q.mean, "sample": z[:n]})
 
-
-def _probe(model) -> Encoding:
-    """The encoder's output for one zero input (to check what it gives)."""
-    spec = model.spec
-    device = next(model.encoder.parameters()).device if any(True for _ in model.encoder.parameters()) else None
-    x = torch.zeros(1, spec.input_dim, device=device)
-    y = model.one_hot(torch.zeros(1, dtype=torch.long, device=device)) if spec.conditional else None
-    with torch.no_grad():
-        was = model.encoder.training
-        model.encoder.eval()
-        try:
-            return model.encoder(x, y)
-        finally:
-            model.encoder.train(was)

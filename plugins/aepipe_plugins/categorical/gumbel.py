@@ -58,8 +58,7 @@ class CategoricalBottleneck(Bottleneck):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def setup(self, model) -> None:
-        probe = _probe(model)
-        if probe.dist is not None:
+        if model.probe(features=True).dist is not None:
             raise ConfigError(f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
                               "the categorical bottleneck takes logits: set the encoder's distribution = \"none\"")
 
@@ -133,16 +132,3 @@ class UniformCategorical(Prior):
         indices = torch.randint(choices, (n, positions), device=weight.device)
         return model.bottleneck.from_indices(indices).to(weight.dtype)
 
-
-def _probe(model) -> Encoding:
-    """The encoder's output for one zero input."""
-    spec = model.spec
-    device = next(model.encoder.parameters()).device
-    y = model.one_hot(torch.zeros(1, dtype=torch.long, device=device)) if spec.conditional else None
-    with torch.no_grad():
-        was = model.encoder.training
-        model.encoder.eval()
-        try:
-            return model.encoder(torch.zeros(1, spec.input_dim, device=device), y)
-        finally:
-            model.encoder.train(was)

@@ -8,7 +8,7 @@ from pydantic import Field
 from aepipe.components import ComponentConfig, Regularizer
 from aepipe.errors import ConfigError
 from aepipe.stats import importance_weighted_bound
-from aepipe_plugins.vae.kl import _closed_form, _probe, importance_weighted_nll
+from aepipe_plugins.vae.kl import _closed_form, importance_weighted_nll
 
 
 class IWBoundConfig(ComponentConfig):
@@ -41,7 +41,7 @@ class IWBound(Regularizer):
             raise ConfigError("regularizer 'iw-bound' needs a prior: set [model.prior] name = ... (e.g. standard-normal)")
         if not model.prior.has_log_prob:
             raise ConfigError(f"regularizer 'iw-bound' needs the prior's log density; prior '{model.prior.name}' has none")
-        if not _probe(model).stochastic:
+        if not model.probe().stochastic:
             raise ConfigError("regularizer 'iw-bound' needs a stochastic code: set [model.bottleneck] name = \"gaussian\" "
                               f"(encoder '{model.encoder.name}' with bottleneck '{model.bottleneck.name or 'none'}' gives a deterministic code)")
 

@@ -35,7 +35,7 @@ class KLDivergence(Regularizer):
     def setup(self, model) -> None:
         if model.prior is None:
             raise ConfigError("regularizer 'kl' needs a prior: set [model.prior] name = ... (e.g. standard-normal)")
-        probe = _probe(model)
+        probe = model.probe()
         if not probe.stochastic:
             raise ConfigError("regularizer 'kl' needs a stochastic code: set [model.bottleneck] name = \"gaussian\" "
                               f"(encoder '{model.encoder.name}' with bottleneck '{model.bottleneck.name or 'none'}' gives a deterministic code)")
@@ -92,20 +92,6 @@ def _closed_form(code, prior, y) -> torch.Tensor | None:
             return q.kl_to_normal(*normal)
     p = prior.distribution(y)
     return kl_analytic(q, p) if p is not None else None
-
-
-def _probe(model):
-    """The model's code of one zero input."""
-    spec = model.spec
-    device = next(model.parameters()).device
-    y = torch.zeros(1, dtype=torch.long, device=device) if spec.conditional else None
-    with torch.no_grad():
-        was = model.training
-        model.eval()
-        try:
-            return model.encode(torch.zeros(1, spec.input_dim, device=device), y)
-        finally:
-            model.train(was)
 
 
 @torch.no_grad()

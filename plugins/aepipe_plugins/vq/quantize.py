@@ -114,16 +114,7 @@ class Quantized(Bottleneck):
 
     def setup(self, model) -> None:
         encoder = model.encoder
-        device = next((p.device for p in encoder.parameters()), None)
-        x = torch.zeros(1, model.spec.input_dim, device=device)
-        y = model.one_hot(torch.zeros(1, dtype=torch.long, device=device)) if model.spec.conditional else None
-        was = encoder.training
-        encoder.eval()
-        try:
-            with torch.no_grad():
-                stochastic = encoder(x, y).dist is not None
-        finally:
-            encoder.train(was)
+        stochastic = model.probe(features=True).dist is not None
         if stochastic:
             raise ConfigError(f"encoder '{encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
                               "the quantized bottleneck takes a deterministic encoding: set the encoder's distribution = \"none\"")
