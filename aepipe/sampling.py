@@ -32,7 +32,7 @@ def build_sampler(model: AutoEncoder, name: str, settings: dict[str, Any] | None
         cls = pm.registry.get("sampler", name)
     except ConfigError as exc:
         raise ConfigError(f"--sampler: {exc}") from None
-    config = _validate(cls.Config, dict(settings or {}), "sampler", {}, f"sampler '{name}'")
+    config = _validate(cls.Config, dict(settings or {}), "sampler", {"": "--set"}, f"sampler '{name}'")
     sampler = cls(config, model.spec)
     try:
         sampler.setup(model)
@@ -100,6 +100,13 @@ def load_for_run(run_id: str, model: AutoEncoder, name: str | None, tracker: Any
         return model.sampler
     if name == "prior":
         return build_sampler(model, "prior", pm=pm)
+    from aepipe.plugins import get_plugin_manager
+
+    pm = pm or get_plugin_manager()
+    try:  # a registered name before any path is built from it
+        pm.registry.get("sampler", name)
+    except ConfigError as exc:
+        raise ConfigError(f"--sampler: {exc}") from None
     tracker = tracker or default_tracker()
     with tempfile.TemporaryDirectory() as tmp:
         folder = tracker.download(run_id, f"{FOLDER}/{name}", Path(tmp))

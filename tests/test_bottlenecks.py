@@ -136,8 +136,11 @@ def test_a_sampler_is_fitted_logged_reloaded_and_used_by_sample_and_pyfunc(in_va
     r = CliRunner().invoke(cli, ["sample", result.run_id, "-n", "6", "--seed", "5", "--sampler", "prior", "-o", str(tmp_path / "p.npy")])
     assert r.exit_code == 0, r.stderr
     assert not np.allclose(np.load(tmp_path / "p.npy").reshape(6, -1), expected, atol=1e-2)
-    r = CliRunner().invoke(cli, ["sample", result.run_id, "-n", "2", "--sampler", "flowz", "-o", str(tmp_path / "q.npy")])
-    assert r.exit_code == 2 and "has no fitted sampler 'flowz'" in r.stderr
+    r = CliRunner().invoke(cli, ["sample", result.run_id, "-n", "2", "--sampler", "flow", "-o", str(tmp_path / "q.npy")])
+    assert r.exit_code == 2 and "has no fitted sampler 'flow'" in r.stderr
+    # a name is checked against the registry before any artifact path is built from it
+    r = CliRunner().invoke(cli, ["sample", result.run_id, "-n", "2", "--sampler", "../../gmm", "-o", str(tmp_path / "q.npy")])
+    assert r.exit_code == 2 and "--sampler: unknown sampler '../../gmm'" in r.stderr
 
 
 def test_fit_sampler_later_and_gmm_samples_are_closer_to_the_data_than_the_normal(aepipe_pm, store, tmp_path):
@@ -167,7 +170,7 @@ def test_fit_sampler_later_and_gmm_samples_are_closer_to_the_data_than_the_norma
     r = runner.invoke(cli, ["fit-sampler", result.run_id, "--sampler", "nope"])
     assert r.exit_code == 2 and "unknown sampler 'nope'" in r.stderr
     r = runner.invoke(cli, ["fit-sampler", result.run_id, "--sampler", "gmm", "--set", "components=0"])
-    assert r.exit_code == 2 and "components" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.exit_code == 2 and "--set: 'sampler.components' = 0" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 class _Counting(Bottleneck):
