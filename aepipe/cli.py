@@ -602,6 +602,47 @@ def fit_sampler(run_id: str, sampler_name: str, overrides: tuple[str, ...], devi
 
 
 @cli.command(context_settings=CONTEXT)
+@click.argument("a", metavar="A", type=click.Path(path_type=Path))
+@click.argument("b", metavar="B", type=click.Path(path_type=Path))
+@click.option("--features", default="inception", show_default=True,
+              help="Feature space: inception (Inception-v3, comparable with published FIDs; needs aepipe[fid]) or domain "
+                   "(the classifier aepipe trains on --dataset's training split, cached; compares runs, not papers).")
+@click.option("--dataset", default=None, metavar="NAME",
+              help="With --features domain: the dataset whose classifier gives the features (its default settings and "
+                   "split); the images must have its shape.")
+@click.option("--pipeline", "pipeline_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="With --features domain: the dataset of this pipeline file's [data] table (settings and split), "
+                   "instead of --dataset.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def fid(a: Path, b: Path, features: str, dataset: str | None, pipeline_file: Path | None, device: str, as_json: bool) -> None:
+    """FID, KID, precision, recall, density and coverage between two sets of images, offline.
+
+    A and B are folders of image files (PNG, JPEG, ...) or .npy arrays of values in [0, 1], shaped
+    (N, C, H, W) or (N, H, W); A is taken as the real set."""
+    from aepipe.errors import ConfigError
+    from aepipe.evaluation.generation import METRICS, compare_image_sets
+
+    if dataset is not None and pipeline_file is not None:
+        raise ConfigError("--dataset and --pipeline both name a dataset; give one")
+    table = None
+    if pipeline_file is not None:
+        from aepipe.config import read_pipeline_file
+
+        table = read_pipeline_file(pipeline_file).get("data", {})
+    elif dataset is not None:
+        table = {"name": dataset}
+    result = compare_image_sets(a, b, features=features, dataset=table, device=device, pm=_plugin_manager())
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['n_a']} images in A, {result['n_b']} in B; features: {features}"
+               + (f" (classifier of dataset '{result['dataset']}')" if result["dataset"] else ""))
+    for name in METRICS:
+        click.echo(f"{name:<10} {result[name]:.6g}")
+
+
+@cli.command(context_settings=CONTEXT)
 @click.argument("targets", nargs=-1, metavar="[RUN_ID|STUDY]...")
 @click.option("--experiment", "-e", "experiments", multiple=True, help="Only runs of this experiment (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
@@ -618,33 +659,52 @@ def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str) ->
 
 
 @cli.command(context_settings=CONTEXT)
+@click.argument("targets", nargs=-1, metavar="[RUN_ID|STUDY|EXPERIMENT]...")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HTML file to write.")
+@click.option("--experiment", "-e", "experiments", multiple=True, help="With no TARGET: the latest run of each variant here (repeatable).")
+@click.option("--pareto", default=None, metavar="X,Y", help="Two metrics for the Pareto plot (default: eval_fid,eval_mse where the runs "
+              "have them, else test_neg_elbo,test_mse, test_kl,test_recon, ...).")
+@click.option("--device", default="auto", help="auto, cpu, cuda, ... (to draw the figures).")
+@click.option("--no-log", "no_log", is_flag=True, help="Only write the file; keep no copy in MLflow.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def report(targets: tuple[str, ...], output: Path, experiments: tuple[str, ...], pareto: str | None, device: str, no_log: bool,
+           quiet: bool) -> None:
+    """One self-contained HTML page comparing runs: runs by id, every finished trial of a study, the
+    latest run of each variant of an experiment. Also logged to MLflow (a study's parent run, else
+    a run named 'report' in the experiment)."""
+    from aepipe.evaluation.report import build_report
+
+    echo = (lambda line: None) if quiet else (lambda line: click.echo(_masked(line), err=True))
+    path = build_report(targets, output, experiments, pareto=pareto, device=device, log=not no_log, echo=echo)
+    click.echo(str(path))
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("--data", "dataset", default="digits", show_default=True, help="Dataset every variant trains on.")
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1), help="Epochs for every variant.")
 @click.option("--experiment", default="zoo", show_default=True)
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="A setting for every variant.")
+@click.option("--only", default=None, metavar="LIST", help="Comma-separated variants (default: every registered one).")
+@click.option("--evaluate", "evaluate_", is_flag=True, help="Also compute every eval_* metric that applies (aepipe evaluate) for each run.")
+@click.option("--features", default=None, metavar="LIST", help="With --evaluate: feature spaces (domain, inception).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
-def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], fmt: str) -> None:
+def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], only: str | None, evaluate_: bool,
+        features: str | None, fmt: str) -> None:
     """Train every registered variant on the same data and budget, then compare them."""
     from aepipe.compare import collect, render
-    from aepipe.config import resolve
-    from aepipe.errors import AepipeError
-    from aepipe.training import train as run_training
+    from aepipe.zoo import run_zoo
 
     _check_writable("zoo")
-    pm = _plugin_manager()
-    common = [f"data.name={json.dumps(dataset)}", f"train.epochs={epochs}", "train.patience=0",
-              f"tracking.experiment={json.dumps(experiment)}", "tracking.log_model=false", *overrides]
-    ids = []
-    for name in pm.registry.names("variant"):
-        try:
-            pipeline = resolve(pm, tree={"variant": name}, overrides=common)
-            result = run_training(pipeline, pm)
-        except AepipeError as exc:
-            click.echo(f"{name}: skipped: {exc}", err=True)
-            continue
-        click.echo(f"{name}: {result.metrics.get('test_mse', float('nan')):.4g} test mse in {result.seconds:.1f}s", err=True)
-        ids.append(result.run_id)
-    click.echo(render(collect(ids, []), fmt), nl=False)
+    evaluation = None
+    if evaluate_:
+        from aepipe.evaluation.run import settings
+
+        evaluation = settings(features=[f.strip() for f in features.split(",") if f.strip()] if features else None)
+    variants = [v.strip() for v in only.split(",") if v.strip()] if only else None
+    result = run_zoo(dataset, epochs, experiment, overrides, variants, evaluation, _plugin_manager(),
+                     echo=lambda line: click.echo(line, err=True))
+    click.echo(f"{len(result.runs)} variants in {result.seconds:.0f}s", err=True)
+    click.echo(render(collect(list(result.runs.values()), []), fmt), nl=False)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -661,6 +721,46 @@ def ui(host: str, port: int, expose: bool, allowed_hosts: tuple[str, ...], worke
 
     code = server.serve(host, port, expose, allowed_hosts, workers, echo=lambda line: click.echo(_masked(line), err=True))
     _exit_now(code)  # the server has stopped: no second or two tearing down MLflow's modules
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("targets", nargs=-1, required=True, metavar="RUN_ID|STUDY|EXPERIMENT...")
+@click.option("--metrics", default=None, metavar="LIST",
+              help="Comma-separated groups (reconstruction, likelihood, representation, generation, disentanglement) "
+                   "or metrics (fid, mig, ...); default: every group that applies.")
+@click.option("--samples", type=click.IntRange(10, 1_000_000), default=None, help="Generated images per sampler (default 2000).")
+@click.option("--features", default=None, metavar="LIST", help="Feature spaces of the generation metrics: domain (default), inception.")
+@click.option("--sampler", "samplers", multiple=True, metavar="NAME",
+              help="Also measure generation through this sampler (repeatable; fitted on the training codes if the run has none).")
+@click.option("--iw-samples", type=click.IntRange(1, 100_000), default=None, help="Importance samples K for eval_iw_nll (default 1000).")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Seed of every random draw (default 0).")
+@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics of every run as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def evaluate(targets: tuple[str, ...], metrics: str | None, samples: int | None, features: str | None, samplers: tuple[str, ...],
+             iw_samples: int | None, seed: int | None, device: str, as_json: bool, quiet: bool) -> None:
+    """Compute the eval_* metrics of finished runs (a study's trials, an experiment's runs) and log them to each run.
+
+    Results are kept with the run by settings: the same call again reads them back."""
+    from aepipe.evaluation.run import evaluate as run_evaluation, settings
+
+    def items(text: str | None) -> list[str] | None:
+        return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+    _check_writable("evaluate")
+    s = settings(metrics=items(metrics), samples=samples, features=items(features), samplers=list(samplers) or None,
+                 iw_samples=iw_samples, seed=seed)
+    results = run_evaluation(list(targets), s, device=device, progress=not quiet and not as_json and sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps({r.run_id: r.metrics for r in results}, indent=2, sort_keys=True))
+        return
+    for r in results:
+        how = "cached" if r.cached else f"{r.seconds:.1f}s"
+        click.echo(f"{r.run_id} ({how})")
+        for name, value in sorted(r.metrics.items()):
+            click.echo(f"  {name:32s} {value:.6g}")
+        for group, why in r.skipped.items():
+            click.echo(f"  {group}: not measured: {why}")
 
 
 def _add_plugin_commands(group: click.Group) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aepipe.errors import ConfigError
 from aepipe.strict import StrictModel
@@ -143,6 +143,89 @@ class TrackingSettings(_Section):
         return value
 
 
+class _StrictTune(StrictModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=False)
+
+
+class ParamSpec(_StrictTune):
+    """One search-space entry: ``type`` int, float or categorical."""
+
+    type: Literal["int", "float", "categorical"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[list[Union[bool, int, float, str]]] = None
+
+
+class TuneSettings(_StrictTune):
+    """``[tune]``: the study ``aepipe tune`` runs over this pipeline (validated with the rest of
+    the pipeline, whatever the command; the search space is checked against it by ``aepipe tune``)."""
+
+    n_trials: int = Field(20, ge=1, description="finished (complete or pruned) trials the study should hold")
+    timeout: Optional[float] = Field(None, gt=0, description="seconds after which this invocation starts no new trial")
+    metric: Optional[str] = None
+    direction: Optional[Literal["minimize", "maximize"]] = None
+    metrics: Optional[list[str]] = None
+    directions: Optional[list[Literal["minimize", "maximize"]]] = None
+    sampler: Literal["tpe", "random", "nsgaii", "qmc", "gp"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    warmup_epochs: int = Field(3, ge=0, description="epochs before the median pruner may prune")
+    seed: Optional[int] = 0
+    max_failures: Optional[int] = Field(None, ge=1, description="stop a worker after this many of its trials failed (default: the larger of 3 and n_trials)")
+    space: dict[str, ParamSpec] = {}
+
+    @model_validator(mode="after")
+    def _space_keys(self) -> "TuneSettings":
+        import re
+
+        for key in self.space:
+            if not re.fullmatch(r"[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)+", key):
+                raise ValueError(f"[tune.space] key {key!r} is not a dotted setting name such as \"train.lr\"")
+        return self
+
+    @model_validator(mode="after")
+    def _objectives(self) -> "TuneSettings":
+        if self.metrics is not None or self.directions is not None:
+            if self.metric is not None or self.direction is not None:
+                raise ValueError("give either metric/direction or metrics/directions, not both")
+            if not self.metrics or not self.directions or len(self.metrics) != len(self.directions):
+                raise ValueError("metrics and directions must be lists of the same length")
+        return self
+
+    @property
+    def objective_metrics(self) -> list[str]:
+        return self.metrics or [self.metric or "val_loss"]
+
+    @property
+    def objective_directions(self) -> list[str]:
+        return self.directions or [self.direction or "minimize"]
+
+
+class EvaluateSettings(_Section):
+    """``[evaluate]``: the ``eval_*`` metrics computed at the end of every training run (none by
+    default) and the settings ``aepipe evaluate`` starts from."""
+
+    metrics: list[str] = Field([], description="groups (reconstruction, likelihood, representation, generation, "
+                               "disentanglement) or single metrics (fid, mig, ...) computed when training ends; "
+                               "aepipe evaluate computes every group that applies unless --metrics says otherwise")
+    samples: int = Field(2000, ge=10, le=1_000_000, description="generated images compared with the test split (generation)")
+    features: list[str] = Field(["domain"], min_length=1, description="feature spaces of the generation metrics "
+                                "(`aepipe plugins` lists them: domain, inception with the fid extra)")
+    samplers: list[str] = Field([], description="samplers evaluated besides the model's own (prior, gmm, ...; "
+                                "a sampler the run does not hold is fitted on its training codes first)")
+    iw_samples: int = Field(1000, ge=1, le=100_000, description="importance samples K per example for eval_iw_nll")
+    seed: int = Field(0, ge=0, description="seed of every random draw of the evaluation")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        from aepipe.evaluation import select
+
+        select(value)  # a ValueError names the unknown metric and lists the known ones
+        return value
+
+
 class PipelineSettings(_Section):
     variant: Optional[str] = Field(None, description="the variant whose defaults the file starts from")
     description: str = Field("", description="free text, logged with the run")
@@ -150,7 +233,8 @@ class PipelineSettings(_Section):
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
     tracking: TrackingSettings = TrackingSettings()
-    tune: dict[str, Any] = {}
+    evaluate: EvaluateSettings = EvaluateSettings()
+    tune: Optional[TuneSettings] = Field(None, description="the study `aepipe tune` runs (see [tune] below)")
 
 
 #: Component sections under ``[model]`` and the component kind each holds (from aepipe.kinds).
@@ -195,8 +279,6 @@ class Pipeline:
             | choice.config.model_dump(exclude_none=True)
             for key, choice in self.regularizers.items()
         }
-        if not out.get("tune"):
-            out.pop("tune", None)
         return out
 
     def flat(self) -> dict[str, Any]:
@@ -497,6 +579,16 @@ def _type_name(annotation: Any) -> str:
     return name if name and not str(annotation).startswith("typing.") else str(annotation).replace("typing.", "")
 
 
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (``Optional[Model]`` too), else None."""
+    import typing
+
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _format_error(
     exc: ValidationError, model: type[BaseModel], section: str, origins: dict[str, str], label: str, extra_keys: tuple[str, ...] = ()
 ) -> ConfigError:
@@ -506,8 +598,8 @@ def _format_error(
     owner: type[BaseModel] = model
     for part in loc[:-1]:
         field_info = owner.model_fields.get(part)
-        sub = field_info.annotation if field_info else None
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
+        sub = _model_of(field_info.annotation) if field_info else None
+        if sub is not None:
             owner = sub
         else:
             break
@@ -519,8 +611,10 @@ def _format_error(
     if err["type"] == "missing":
         return ConfigError(f"{where}: missing required key '{key}' for {label}")
     field_info = owner.model_fields.get(loc[-1]) if loc else None
-    expected = f"expected {_type_name(field_info.annotation)}: " if field_info is not None else ""
     message = err["msg"].removeprefix("Value error, ")  # a validator's own words, as written
+    if field_info is not None and _model_of(field_info.annotation) is not None and err["type"] == "value_error":  # a table's own check
+        return ConfigError(f"{where}: [{key}]: {message}")
+    expected = f"expected {_type_name(field_info.annotation)}: " if field_info is not None else ""
     shown = repr(err.get("input"))
     shown = shown if len(shown) <= 80 else f"{shown[:60]}... ({len(shown)} characters)"
     return ConfigError(f"{where}: '{key}' = {shown}: {expected}{message}")
@@ -610,10 +704,6 @@ def resolve(
         raise ConfigError(f"{_origin_for('model', origins)}: 'model' must be a table")
     core["model"] = {k: v for k, v in model_section.items() if k not in MODEL_COMPONENTS and k != REGULARIZERS}
     settings = _validate(PipelineSettings, core, "", origins, "the pipeline")
-    if settings.tune:  # checked whatever the command: a run logs it with its settings
-        from aepipe.tune.settings import TuneSettings
-
-        _validate(TuneSettings, settings.tune, "tune", origins, "[tune]")
 
     dataset_settings = {k: v for k, v in data_section.items() if k not in DataSettings.model_fields}
     dataset = _choose(registry, "dataset", settings.data.name, dataset_settings, "data", origins)

@@ -87,9 +87,10 @@ def _log(run_id: str, name: str, sampler: Any, tracker: Any) -> None:
             run.log_artifact(file, f"{FOLDER}/{name}")
 
 
-def load_for_run(run_id: str, model: AutoEncoder, name: str | None, tracker: Any = None, pm: Any = None) -> Any:
+def load_for_run(run_id: str, model: AutoEncoder, name: str | None, tracker: Any = None, pm: Any = None, fit_on: Any = None) -> Any:
     """The sampler ``name`` of run ``run_id``: the model's own (``[model.sampler]``), ``prior``
-    (always), or one that ``fit-sampler`` logged; None (``name`` None): the model's default."""
+    (always), or one that ``fit-sampler`` logged; None (``name`` None): the model's default. A
+    sampler the run does not hold is fitted on split ``fit_on`` when one is given (not logged)."""
     import torch
 
     from aepipe.tracking import default_tracker
@@ -111,6 +112,12 @@ def load_for_run(run_id: str, model: AutoEncoder, name: str | None, tracker: Any
     with tempfile.TemporaryDirectory() as tmp:
         folder = tracker.download(run_id, f"{FOLDER}/{name}", Path(tmp))
         if folder is None:
+            if fit_on is not None:  # fitted here, for this call only (aepipe evaluate --sampler)
+                from aepipe.training.evaluate import fit_sampler
+
+                sampler = build_sampler(model, name, pm=pm)
+                fit_sampler(model, sampler, fit_on)
+                return sampler
             raise ConfigError(f"run {run_id} has no fitted sampler '{name}'; fit one with: aepipe fit-sampler {run_id} --sampler {name}")
         try:
             settings = tomllib.loads((folder / "sampler.toml").read_text(encoding="utf-8"))

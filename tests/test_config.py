@@ -76,7 +76,7 @@ MALFORMED = [
     ("unknown dataset", 'variant = "vanilla"\n[data]\nname = "imagenet"\n', r"unknown dataset 'imagenet'; available: digits, "),
     ("unknown core key", 'variant = "vanilla"\n[train]\nepochz = 3\n',
      r"p\.toml: unknown key 'train\.epochz' for the pipeline; valid keys: amp, batch_size, checkpoint_every, checkpoint_seconds, compile, device, epochs, fused, lr, lr_schedule, "),
-    ("unknown section", 'variant = "vanilla"\n[trian]\nepochs = 3\n', r"unknown key 'trian' for the pipeline; valid keys: data, description, model, "),
+    ("unknown section", 'variant = "vanilla"\n[trian]\nepochs = 3\n', r"unknown key 'trian' for the pipeline; valid keys: data, description, evaluate, model, "),
     ("unknown component key", 'variant = "vanilla"\n[model.encoder]\nactivaton = "relu"\n',
      r"p\.toml: unknown key 'model\.encoder\.activaton' for encoder 'one-layer'; valid keys: activation, distribution, min_std, name"),
     ("unknown dataset key", 'variant = "vanilla"\n[data]\nfolder = "x"\n', r"unknown key 'data\.folder' for dataset 'digits'; valid keys: in_memory, memory_fraction, name, prefetch, split_seed, test_fraction, val_fraction, workers"),

@@ -273,6 +273,18 @@ class Trainer:
         if model.sampler is not None:  # the second stage: fitted on the training codes
             fit = fit_sampler(model, model.sampler, data.train)
             test.update({f"sampler.{k}": v for k, v in fit.items()})
+        if run.config.settings.evaluate.metrics:  # [evaluate]: the eval_* metrics chosen for every run
+            from aepipe.evaluation.run import chosen_groups, compute
+
+            from aepipe.sampling import build_sampler
+
+            evaluation = run.config.settings.evaluate
+            groups = chosen_groups(evaluation, everything=False)
+            samplers = {}
+            for name in evaluation.samplers if "generation" in groups else ():
+                samplers[name] = build_sampler(model, name, pm=self.pm)
+                fit_sampler(model, samplers[name], data.train)
+            test.update(compute(model, data, evaluation, groups, samplers, pm=self.pm)[0])
         for extra in self.pm.call_plugin_hook("aepipe_run_end", run=run, metrics=dict(test)):
             test.update({f"test_{k}": float(v) for k, v in (extra or {}).items()})
         run.tracked.log_metrics(test, 0)

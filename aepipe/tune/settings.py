@@ -1,16 +1,15 @@
-"""The ``[tune]`` section: its settings, its search space (checked against the pipeline before
-any trial runs) and a study's identity. Light: imports no Optuna at module level."""
+"""A study's preparation: the ``[tune]`` settings (typed with the rest of the pipeline in
+:mod:`aepipe.config`) and its search space checked against the pipeline before any trial runs,
+and the study's identity. Light: imports no Optuna at module level."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
-
+from aepipe.config import ParamSpec, TuneSettings
 from aepipe.errors import ConfigError
-from aepipe.strict import StrictModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import AepipePluginManager
@@ -22,64 +21,6 @@ COMMAND_ENV = "AEPIPE_TUNE_COMMAND"  # tells a worker process which command star
 RUN_ATTR = "aepipe.mlflow_run_id"
 PARENT_ATTR = "aepipe.mlflow_parent_run_id"
 FAIL_ATTR = "aepipe.fail_reason"
-
-
-class _Strict(StrictModel):
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=False)
-
-
-class ParamSpec(_Strict):
-    """One search-space entry: ``type`` int, float or categorical."""
-
-    type: Literal["int", "float", "categorical"]
-    low: Optional[float] = None
-    high: Optional[float] = None
-    log: bool = False
-    step: Optional[float] = None
-    choices: Optional[list[Union[bool, int, float, str]]] = None
-
-
-class TuneSettings(_Strict):
-    """The ``[tune]`` section of a pipeline file."""
-
-    n_trials: int = Field(20, ge=1, description="finished (complete or pruned) trials the study should hold")
-    timeout: Optional[float] = Field(None, gt=0, description="seconds after which this invocation starts no new trial")
-    metric: Optional[str] = None
-    direction: Optional[Literal["minimize", "maximize"]] = None
-    metrics: Optional[list[str]] = None
-    directions: Optional[list[Literal["minimize", "maximize"]]] = None
-    sampler: Literal["tpe", "random", "nsgaii", "qmc", "gp"] = "tpe"
-    pruner: Literal["median", "hyperband", "none"] = "median"
-    warmup_epochs: int = Field(3, ge=0, description="epochs before the median pruner may prune")
-    seed: Optional[int] = 0
-    max_failures: Optional[int] = Field(None, ge=1, description="stop a worker after this many of its trials failed (default: the larger of 3 and n_trials)")
-    space: dict[str, ParamSpec] = {}
-
-    @model_validator(mode="after")
-    def _space_keys(self) -> "TuneSettings":
-        import re
-
-        for key in self.space:
-            if not re.fullmatch(r"[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)+", key):
-                raise ValueError(f"[tune.space] key {key!r} is not a dotted setting name such as \"train.lr\"")
-        return self
-
-    @model_validator(mode="after")
-    def _objectives(self) -> "TuneSettings":
-        if self.metrics is not None or self.directions is not None:
-            if self.metric is not None or self.direction is not None:
-                raise ValueError("give either metric/direction or metrics/directions, not both")
-            if not self.metrics or not self.directions or len(self.metrics) != len(self.directions):
-                raise ValueError("metrics and directions must be lists of the same length")
-        return self
-
-    @property
-    def objective_metrics(self) -> list[str]:
-        return self.metrics or [self.metric or "val_loss"]
-
-    @property
-    def objective_directions(self) -> list[str]:
-        return self.directions or [self.direction or "minimize"]
 
 
 def _distribution(key: str, spec: ParamSpec, where: str):
@@ -137,15 +78,10 @@ def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...
     check_url(storage_url, "--storage")
     path = Path(path)
     base = resolve(pm, path, overrides)
-    raw = base.settings.tune
-    if not raw:
+    settings = base.settings.tune
+    if settings is None:
         raise ConfigError(f"{path}: no [tune] section: add one with a [tune.space] table (see pipelines/vanilla.toml)")
-    try:
-        settings = TuneSettings.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{path}: [tune] {loc + ': ' if loc else ''}{err['msg']}") from None
+    settings = settings.model_copy(deep=True)
     if n_trials is not None:
         settings.n_trials = n_trials
     if not settings.space:

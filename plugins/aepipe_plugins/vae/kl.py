@@ -10,7 +10,7 @@ from pydantic import Field
 from aepipe.components import ComponentConfig, Regularizer
 from aepipe.data import batches
 from aepipe.errors import ConfigError
-from aepipe.stats import DiagNormal, importance_weighted_bound, kl_analytic, kl_monte_carlo
+from aepipe.stats import DiagNormal, kl_analytic, kl_monte_carlo
 
 
 class KLConfig(ComponentConfig):
@@ -112,13 +112,8 @@ def importance_weighted_nll(model, x, y: torch.Tensor | None, k: int, batch: int
 
 
 def iw_log_likelihood(model, x: torch.Tensor, y: torch.Tensor | None, k: int) -> torch.Tensor:
-    """The importance-weighted lower bound of log p(x) per example, with K samples."""
-    n = x.shape[0]
-    y1 = model.one_hot(y)
-    code = model.encode(x, y, samples=k)
-    flat = code.z  # (K * n, d), sample-major
-    y_rep = None if y is None else y.repeat(k)
-    y1_rep = None if y1 is None else y1.repeat(k, 1)
-    log_px = -model.likelihood.nll(model.decoder(flat, y1_rep), x.repeat(k, 1)).reshape(k, n)
-    log_pz = model.prior.log_prob(flat, y_rep if model.prior.class_conditional else None).reshape(k, n)
-    return importance_weighted_bound(log_px, log_pz, code.log_q_of_z())
+    """The importance-weighted lower bound of log p(x) per example, with K samples (aepipe's
+    own estimator, :func:`aepipe.evaluation.basic.importance_terms`)."""
+    from aepipe.evaluation.basic import importance_terms
+
+    return importance_terms(model, x, y, k)[0]

@@ -1,0 +1,94 @@
+"""Judging trained models the way papers do: one vocabulary of ``eval_*`` metrics.
+
+This module imports no torch: it names the metrics and their groups, which the ``[evaluate]``
+section of a pipeline and ``aepipe evaluate --metrics`` choose from. The metrics themselves are in
+:mod:`aepipe.evaluation.basic` (reconstruction, likelihood, representation),
+:mod:`aepipe.evaluation.generation` (FID, KID, precision/recall, density/coverage in a feature
+space) and :mod:`aepipe.evaluation.disentanglement` (MIG, DCI, SAP, FactorVAE score); the use case
+that computes, logs and caches them for runs is :mod:`aepipe.evaluation.run`.
+
+Logged names: ``eval_<metric>``. Generation metrics are computed in a feature space (a ``feature``
+component): ``domain`` (the default) gives ``eval_fid``, any other space adds its name
+(``eval_fid_inception``); a sampler named with ``--sampler`` adds ``.<sampler>``
+(``eval_fid.gmm``, ``eval_fid_inception.gmm``).
+"""
+
+from __future__ import annotations
+
+#: the metric groups and their metrics (names without ``eval_``), in the order they are computed
+GROUPS: dict[str, tuple[str, ...]] = {
+    "reconstruction": ("mse", "bce", "psnr", "ssim"),
+    "likelihood": ("iw_nll", "neg_elbo", "kl", "active_units"),
+    "representation": ("probe_accuracy", "kmeans_nmi"),
+    "generation": ("fid", "kid", "precision", "recall", "density", "coverage"),
+    "disentanglement": ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score"),
+}
+#: the groups cheap enough for the end of every training run on small data
+CHEAP = ("reconstruction", "representation")
+#: metrics where a higher value is better (the rest: lower is better)
+HIGHER_IS_BETTER = frozenset({
+    "psnr", "ssim", "active_units", "probe_accuracy", "kmeans_nmi", "precision", "recall", "density", "coverage",
+    "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score",
+})
+#: the feature space whose metrics carry no suffix
+DEFAULT_FEATURES = "domain"
+PREFIX = "eval_"
+
+
+def metric_of(key: str) -> str:
+    """The vocabulary's name of a logged key: ``eval_fid_inception.gmm`` -> ``fid``."""
+    name = key[len(PREFIX):] if key.startswith(PREFIX) else key
+    name = name.split(".", 1)[0]
+    for metric in GROUPS["generation"]:
+        if name.startswith(metric + "_") or name == metric:
+            return metric
+    return name
+
+
+def higher_is_better(key: str) -> bool:
+    """Whether a larger value of logged metric ``key`` (``eval_*`` or ``test_*``) is better."""
+    return metric_of(key) in HIGHER_IS_BETTER
+
+
+def key(metric: str, features: str | None = None, sampler: str | None = None) -> str:
+    """The logged name of ``metric`` (in feature space ``features``, through ``sampler``)."""
+    name = PREFIX + metric
+    if features and features != DEFAULT_FEATURES:
+        name += f"_{features}"
+    if sampler:
+        name += f".{sampler}"
+    return name
+
+
+def order(keys: list[str] | set[str]) -> list[str]:
+    """Logged ``eval_*`` keys in the vocabulary's order (group, metric), then feature space and
+    sampler; keys outside the vocabulary last, by name."""
+    rank = {m: i for i, m in enumerate(m for ms in GROUPS.values() for m in ms)}
+
+    def sort_key(k: str) -> tuple:
+        metric = metric_of(k)
+        return (rank.get(metric, len(rank)), "." in k, k)
+
+    return sorted(keys, key=sort_key)
+
+
+def select(names: list[str] | tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The metrics chosen by ``names`` (groups or metrics, with or without ``eval_``), by group;
+    an unknown name is a ValueError listing the known ones."""
+    chosen: dict[str, list[str]] = {}
+    known = {m: g for g, ms in GROUPS.items() for m in ms}
+    for raw in names:
+        name = raw.strip()
+        name = name[len(PREFIX):] if name.startswith(PREFIX) else name
+        if name in ("all", ""):
+            for g, ms in GROUPS.items():
+                chosen.setdefault(g, []).extend(m for m in ms if m not in chosen.get(g, []))
+        elif name in GROUPS:
+            chosen.setdefault(name, []).extend(m for m in GROUPS[name] if m not in chosen.get(name, []))
+        elif name in known:
+            if name not in chosen.setdefault(known[name], []):
+                chosen[known[name]].append(name)
+        else:
+            raise ValueError(f"unknown metric {raw!r}; choose groups ({', '.join(GROUPS)}), metrics "
+                             f"({', '.join(known)}) or all")
+    return {g: tuple(m for m in GROUPS[g] if m in chosen[g]) for g in GROUPS if g in chosen}

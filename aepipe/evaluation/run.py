@@ -1,0 +1,265 @@
+"""The ``evaluate`` use case: the ``eval_*`` metrics of trained models, logged to their runs.
+
+:func:`compute` judges a model on its data (what training calls at its end for the groups that
+``[evaluate]`` names); :func:`evaluate` does it for stored runs (run ids, study names, experiment
+names), logs the metrics to each run and keeps the results as the run's artifact
+``evaluation/<key>.json``, where ``key`` is a digest of the settings: a second call with the same
+settings reads them back and computes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from aepipe.errors import RunNotFoundError
+from aepipe.evaluation import GROUPS, key, select
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aepipe.config import EvaluateSettings
+    from aepipe.data import DataBundle
+    from aepipe.model import AutoEncoder
+
+#: bumped when a metric's definition changes: cached results of older definitions are not reused
+VERSION = 1
+FOLDER = "evaluation"
+
+
+@dataclass
+class Evaluation:
+    """One run's evaluation: its metrics (``eval_*``), the groups that did not apply and why,
+    whether it was read from the cache, and the seconds it took."""
+
+    run_id: str
+    metrics: dict[str, float]
+    skipped: dict[str, str] = field(default_factory=dict)
+    cached: bool = False
+    seconds: float = 0.0
+
+
+def settings(base: EvaluateSettings | None = None, **changes: Any) -> EvaluateSettings:
+    """``base`` (default: the defaults) with the non-None ``changes`` applied and validated."""
+    from aepipe.config import EvaluateSettings, _validate
+
+    data = (base or EvaluateSettings()).model_dump()
+    data.update({k: v for k, v in changes.items() if v is not None})
+    return _validate(EvaluateSettings, data, "evaluate", {"": "aepipe evaluate"}, "[evaluate]")
+
+
+def chosen_groups(s: EvaluateSettings, everything: bool) -> dict[str, tuple[str, ...]]:
+    """The metrics ``s`` asks for, by group; every group when ``everything`` and none are named."""
+    return select(s.metrics if s.metrics else (["all"] if everything else []))
+
+
+def compute(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, groups: dict[str, tuple[str, ...]],
+            samplers: dict[str, Any] | None = None, pm: Any = None,
+            step: Callable[[str], None] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """The metrics of ``groups`` for ``model`` on ``data`` (test split; the training split for the
+    probe), as ``eval_*`` floats, and the groups that do not apply with the reason. ``samplers``:
+    extra samplers by name (generation is always measured through the model's own sampler too)."""
+    import torch
+
+    from aepipe.evaluation import basic
+
+    step = step or (lambda stage: None)
+    out: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    was = model.training
+    model.eval()
+    torch.manual_seed(s.seed)
+    try:
+        for group, names in groups.items():
+            step(group)
+            why = _not_applicable(group, model, data)
+            if why:
+                skipped[group] = why
+                continue
+            if group == "reconstruction":
+                values = basic.reconstruction(model, data.test, data.image_shape)
+            elif group == "likelihood":
+                values = basic.likelihood(model, data.test, k=s.iw_samples, seed=s.seed)
+            elif group == "representation":
+                values = basic.representation(model, data.train, data.test, data.n_classes, seed=s.seed)
+            elif group == "disentanglement":
+                from aepipe.evaluation.disentanglement import disentanglement_metrics
+
+                values = disentanglement_metrics(model, data, next(model.parameters()).device, seed=s.seed)
+            else:  # generation
+                out.update(_generation(model, data, s, names, samplers or {}, pm))
+                continue
+            out.update({key(m): float(v) for m, v in values.items() if m in names})
+    finally:
+        model.train(was)
+    return out, skipped
+
+
+def _not_applicable(group: str, model: AutoEncoder, data: DataBundle) -> str | None:
+    from aepipe.evaluation import basic
+
+    if group == "likelihood" and not basic.has_density(model):
+        return "the model's code has no density, or its prior no log-density"
+    if group == "representation" and (data.test.y is None or data.train.y is None or data.n_classes < 2):
+        return "the data has no labels"
+    if group == "disentanglement" and not getattr(data, "factor_names", None):
+        return "the data has no ground-truth factors"
+    if group == "generation" and len(data.test) < 2:
+        return "the test split has fewer than 2 examples"
+    return None
+
+
+def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names: tuple[str, ...],
+                samplers: dict[str, Any], pm: Any) -> dict[str, float]:
+    """FID, KID, precision/recall and density/coverage of ``s.samples`` generated images against
+    the test split, in each feature space, through the model's own sampler and each of ``samplers``."""
+    import torch
+
+    from aepipe.evaluation.generation import feature_space, generation_metrics
+
+    device = next(model.parameters()).device
+    real = data.test.x
+    draws: dict[str | None, torch.Tensor] = {}
+    for name, sampler in [(None, None), *samplers.items()]:
+        torch.manual_seed(s.seed)
+        y = torch.arange(s.samples, device=device) % data.n_classes if model.spec.conditional else None
+        with torch.no_grad():
+            draws[name] = torch.cat([model.sample(len(part), None if y is None else y[i: i + len(part)], sampler=sampler)
+                                     for i, part in _chunks(s.samples, 4096)])
+    out: dict[str, float] = {}
+    for features in s.features:
+        space = feature_space(features, data, device, pm)
+        real_f = space.features(real)
+        for name, fake in draws.items():
+            values = generation_metrics(real_f, space.features(fake.clamp(0, 1)))
+            out.update({key(m, features, name): float(v) for m, v in values.items() if m in names})
+    return out
+
+
+def _chunks(n: int, size: int):
+    for i in range(0, n, size):
+        yield i, range(i, min(n, i + size))
+
+
+# --- stored runs --------------------------------------------------------------------------------
+
+
+def cache_key(s: EvaluateSettings, groups: dict[str, tuple[str, ...]]) -> str:
+    """A digest of everything that decides the results."""
+    text = json.dumps({"version": VERSION, "groups": groups, **s.model_dump(exclude={"metrics"})}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_ids(targets: list[str]) -> list[str]:
+    """The finished runs named by ``targets`` (:func:`aepipe.compare.pick`): run ids, study names
+    (every finished trial) and experiment names (the latest finished run of each variant there).
+    An unknown target is one line."""
+    from aepipe.compare import pick
+
+    ids: list[str] = []
+    for picked in pick(list(targets), [], trials=True, experiment_targets=True):
+        if picked.run.info.run_id not in ids:
+            ids.append(picked.run.info.run_id)
+    return ids
+
+
+def _load(run_id: str, device: Any, tracker: Any, pm: Any) -> tuple[AutoEncoder, DataBundle]:
+    """Run ``run_id``'s model and its data, split as it was."""
+    from aepipe.artifacts import DIR, load_model_dir
+    from aepipe.config import resolve
+    from aepipe.tracking.store import missing_artifact
+    from aepipe.training.evaluate import load_data
+
+    record = tracker.get_run(run_id)
+    if record.status != "FINISHED":
+        raise RunNotFoundError(f"run {run_id} is {record.status}, not FINISHED: only finished runs are evaluated")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = tracker.download(run_id, DIR, Path(tmp))
+        if local is None:
+            location = tracker.artifact_location(run_id) if hasattr(tracker, "artifact_location") else None
+            raise RunNotFoundError(missing_artifact(record, DIR, location) + " (trained with tracking.log_model = false?)")
+        model = load_model_dir(local, pm, str(device), where=f"run {run_id}")
+        pipeline = resolve(pm, tree=tomllib.loads((local / "pipeline.toml").read_text(encoding="utf-8")), stored=True)
+    return model, load_data(pipeline, device)
+
+
+def _cached(run_id: str, digest: str, tracker: Any) -> dict[str, Any] | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        found = tracker.download(run_id, f"{FOLDER}/{digest}.json", Path(tmp))
+        if found is None:
+            return None
+        try:
+            return json.loads(found.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # a damaged cache entry is recomputed
+
+
+def evaluate_run(run_id: str, s: EvaluateSettings, groups: dict[str, tuple[str, ...]], device: Any = "auto",
+                 tracker: Any = None, pm: Any = None, step: Callable[[str], None] | None = None) -> Evaluation:
+    """One run's evaluation: read from its cache, or computed, logged (``eval_*`` at step 0) and cached."""
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.sampling import load_for_run
+    from aepipe.tracking import default_tracker
+    from aepipe.training.device import select_device
+
+    tracker = tracker or default_tracker()
+    pm = pm or get_plugin_manager()
+    started = time.perf_counter()
+    digest = cache_key(s, groups)
+    hit = _cached(run_id, digest, tracker)
+    if hit is not None:
+        return Evaluation(run_id, hit["metrics"], hit.get("skipped", {}), cached=True, seconds=time.perf_counter() - started)
+    dev = select_device(device) if isinstance(device, str) else device
+    model, data = _load(run_id, dev, tracker, pm)
+    samplers = {name: load_for_run(run_id, model, name, tracker, pm, fit_on=data.train) for name in s.samplers} \
+        if "generation" in groups else {}
+    metrics, skipped = compute(model, data, s, groups, samplers, pm, step)
+    run = tracker.open(run_id)
+    try:
+        if metrics:
+            run.log_metrics(metrics, 0)
+        record = {"settings": s.model_dump(), "groups": groups, "metrics": metrics, "skipped": skipped, "version": VERSION}
+        run.log_text(json.dumps(record, indent=2, sort_keys=True), f"{FOLDER}/{digest}.json")
+    finally:
+        run.close()
+    return Evaluation(run_id, metrics, skipped, cached=False, seconds=time.perf_counter() - started)
+
+
+def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any = "auto", tracker: Any = None, pm: Any = None,
+             progress: bool = False) -> list[Evaluation]:
+    """Evaluate every finished run that ``targets`` name (run ids, studies, experiments) with
+    settings ``s`` (default: every group that applies, ``[evaluate]``'s defaults otherwise)."""
+    from aepipe import tracking
+    from aepipe.plugins import get_plugin_manager
+
+    s = s or settings()
+    groups = chosen_groups(s, everything=True)
+    tracking.setup()
+    tracker = tracker or tracking.default_tracker()
+    pm = pm or get_plugin_manager()
+    ids = run_ids(targets)
+    if not progress:
+        return [evaluate_run(r, s, groups, device, tracker, pm) for r in ids]
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    results = []
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("evaluating", total=len(ids) * len(groups))
+        for run_id in ids:
+            done = len(results) * len(groups)
+
+            def step(stage: str, run_id: str = run_id) -> None:
+                bar.update(task, description=f"{run_id[:8]}: {stage}")
+                bar.advance(task)
+
+            results.append(evaluate_run(run_id, s, groups, device, tracker, pm, step))
+            bar.update(task, completed=done + len(groups))
+    return results
+
+
+__all__ = ["Evaluation", "compute", "evaluate", "evaluate_run", "settings", "run_ids", "cache_key", "GROUPS"]

@@ -1,0 +1,61 @@
+"""The ``zoo`` use case: every registered variant (or the ones named) trained on the same data
+and budget, optionally evaluated (``eval_*``), so that one table compares them."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class ZooResult:
+    """The zoo's runs by variant, the variants skipped (and why) and the wall time."""
+
+    runs: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_zoo(dataset: str = "digits", epochs: int = 30, experiment: str = "zoo", overrides: tuple[str, ...] | list[str] = (),
+            variants: list[str] | None = None, evaluate: Any = None, pm: Any = None,
+            echo: Callable[[str], None] = lambda line: None) -> ZooResult:
+    """Train each variant (all registered ones, or ``variants``) on ``dataset`` for ``epochs``
+    epochs into ``experiment``; with ``evaluate`` (an :class:`aepipe.config.EvaluateSettings`)
+    compute its metrics for each run. A variant that cannot train on the data is skipped with the
+    reason; ``echo`` gets one line per variant."""
+    from aepipe.config import resolve
+    from aepipe.errors import AepipeError, ConfigError
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.training import train
+
+    pm = pm or get_plugin_manager()
+    known = pm.registry.names("variant")
+    unknown = [v for v in variants or [] if v not in known]
+    if unknown:
+        raise ConfigError(f"--only: no variant named {', '.join(unknown)} (available: {', '.join(known)})")
+    common = [f"data.name={json.dumps(dataset)}", f"train.epochs={epochs}", "train.patience=0",
+              f"tracking.experiment={json.dumps(experiment)}", *overrides]
+    if evaluate is None:
+        common.append("tracking.log_model=false")  # nothing reads the models back
+    result = ZooResult()
+    started = time.perf_counter()
+    for name in variants or known:
+        try:
+            pipeline = resolve(pm, tree={"variant": name}, overrides=common)
+            run = train(pipeline, pm)
+        except AepipeError as exc:
+            result.skipped[name] = str(exc)
+            echo(f"{name}: skipped: {exc}")
+            continue
+        result.runs[name] = run.run_id
+        line = f"{name}: {run.metrics.get('test_mse', float('nan')):.4g} test mse in {run.seconds:.1f}s"
+        if evaluate is not None:
+            from aepipe.evaluation.run import chosen_groups, evaluate_run
+
+            ev = evaluate_run(run.run_id, evaluate, chosen_groups(evaluate, everything=True), pm=pm)
+            line += f", evaluated in {ev.seconds:.1f}s"
+        echo(line)
+    result.seconds = time.perf_counter() - started
+    return result
