@@ -56,6 +56,9 @@ class ModelSpec:
     image_shape: tuple[int, ...] | None = None  # (channels, height, width)
     n_classes: int = 0
     conditional: bool = False
+    #: examples in the training split (0 where the model is built without its data, e.g. to load
+    #: saved weights): estimators that need the dataset size N read it here
+    train_size: int = 0
 
     @property
     def cond_dim(self) -> int:
@@ -163,6 +166,11 @@ class RawData:
     ``aepipe encode``. uint8 inputs stay uint8 in memory and are scaled batch by batch.
     ``x_test``/``y_test``, when given, are the dataset's own test split; otherwise aepipe
     splits one off.
+
+    ``factors``: ground-truth factors of variation where the dataset knows them (``shapes``),
+    integer indices ``(n, K)``, one column per factor, named by ``factor_names``;
+    ``factors_test`` the same for ``x_test``. Each split exposes its rows' factors as
+    ``split.factors`` (the disentanglement metrics read them); ``None`` where there are none.
     """
 
     x: np.ndarray | Rows
@@ -173,6 +181,9 @@ class RawData:
     x_test: np.ndarray | Rows | None = None
     y_test: np.ndarray | None = None
     source: str = ""
+    factors: np.ndarray | None = None
+    factor_names: tuple[str, ...] = ()
+    factors_test: np.ndarray | None = None
 
 
 class Component:
@@ -451,3 +462,47 @@ def require(condition: bool, message: str) -> None:
     """Raise a :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+class FeatureSpace(Component):
+    """Images -> feature vectors, the space in which generation metrics (FID, KID,
+    precision/recall, density/coverage) compare real and generated examples.
+
+    Built as ``cls(config, spec)``, where ``spec`` is a :class:`ModelSpec` of the inputs it will
+    see (``input_dim``, ``image_shape``, ``n_classes``; ``code_dim`` is 0); the constructor
+    refuses inputs it cannot take (raise :class:`aepipe.errors.ConfigError`). Then
+    :meth:`prepare` makes it ready for one dataset on one device (a space that learns, such as
+    a classifier, trains on ``data.train`` here, or reloads what it trained from ``cache``), and
+    :meth:`features` maps a batch of flat inputs in [0, 1] to ``(n, dim)`` features. Features
+    must be deterministic and each row independent of the others in its batch.
+
+    ``needs_data`` says whether :meth:`prepare` needs a dataset (``aepipe fid`` asks for
+    ``--dataset`` where it does). Chosen by ``aepipe evaluate --features NAME`` and
+    ``aepipe fid --features NAME``, not by a pipeline section.
+    """
+
+    kind = "feature"
+    #: whether :meth:`prepare` learns from a dataset (``data`` may be None where it does not)
+    needs_data: ClassVar[bool] = True
+
+    def __init__(self, config: ComponentConfig, spec: ModelSpec):
+        self.config = config
+        self.spec = spec
+        self.device = torch.device("cpu")
+
+    @property
+    def dim(self) -> int:  # pragma: no cover - abstract
+        """The width of the features."""
+        raise NotImplementedError
+
+    def prepare(self, data: Any, device: torch.device | str, cache: Any = None) -> None:
+        """Make the space ready for ``data`` (an :class:`aepipe.data.DataBundle`, or None where
+        ``needs_data`` is False) on ``device``. ``cache`` is a folder (a ``Path``) where it may keep
+        what it learned, keyed by the data; None: the local store's ``features/`` folder."""
+        self.device = torch.device(device)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Features ``(n, dim)`` (float32, on the CPU) of inputs ``x``: ``(n, input_dim)`` in [0, 1],
+        flattened as the model sees them (``spec.image_shape`` gives their image shape); any
+        number of rows, batched inside."""
+        raise NotImplementedError

@@ -84,13 +84,17 @@ def settings_tables(pm: Any = None) -> str:
         names = [n for n in reg.names(kind) if reg.source(kind, n).dist == "aepipe"]
         if not names:
             continue
-        where = "data" if kind == "dataset" else (f"model.{spec.model_section}" if spec.model_section else "model.regularizers.KEY")
-        out += [f"### {kind.capitalize()}s (`[{where}]`)", ""]
+        if spec.section is None:  # chosen on the command line, not in a pipeline file (feature spaces)
+            where, title = "", f"### {kind.capitalize()}s (chosen on the command line, not in a pipeline file)"
+        else:
+            where = "data" if kind == "dataset" else (f"model.{spec.model_section}" if spec.model_section else "model.regularizers.KEY")
+            title = f"### {kind.capitalize()}s (`[{where}]`)"
+        out += [title, ""]
         for name in names:
             cls = reg.get(kind, name)
             doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
             out += [f"#### {kind} `{name}` ({reg.source(kind, name).name})", "", doc, ""]
-            rows = _rows(cls.Config, f"{where}.")
+            rows = _rows(cls.Config, f"{where}." if where else "")
             out += [*HEADER, *rows, ""] if rows else ["No settings.", ""]
     return "\n".join(out).rstrip() + "\n"
 

@@ -19,7 +19,7 @@ class Kind:
     name: str  #: e.g. ``"encoder"``
     hook: str  #: its registration hook, e.g. ``"aepipe_register_encoders"``
     base: str  #: ``module:Class`` of the base class a registered component must derive from
-    section: str | None  #: where a pipeline names it (``"model.encoder"``), None for variants
+    section: str | None  #: where a pipeline names it (``"model.encoder"``), None for variants and feature spaces
     required: bool = False  #: whether every pipeline must name one
     many: bool = False  #: several per pipeline, keyed (``[model.regularizers.<key>]``)
     instance: bool = False  #: registered as an instance (variants), not as a class
@@ -69,6 +69,11 @@ KINDS: tuple[Kind, ...] = (
          summary="Register samplers: a second stage fitted on the training codes after training.",
          returns="built as ``cls(config, spec)``; ``fit(model, split)`` fits it on the codes of the training split, "
                  "``sample(n, y)`` gives ``n`` decoder inputs; its state is buffers and parameters"),
+    Kind("feature", "aepipe_register_feature_spaces", "aepipe.components:FeatureSpace", None,
+         summary="Register feature spaces (images -> feature vectors) that generation metrics (FID...) compare in; "
+                 "chosen by ``aepipe evaluate --features`` and ``aepipe fid --features``, not by a pipeline section.",
+         returns="built as ``cls(config, spec)``; ``prepare(data, device, cache)`` makes it ready for a dataset (training "
+                 "what it learns from the training split), then ``features(x)`` gives ``(n, dim)`` features of flat inputs in [0, 1]"),
     Kind("variant", "aepipe_register_variants", "aepipe.variant:Variant", None, instance=True,
          summary="Register variants: named compositions of components with default settings.",
          returns="an :class:`aepipe.Variant` instance; ``defaults`` is a partial pipeline (for example "

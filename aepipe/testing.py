@@ -188,6 +188,43 @@ def check_variant(name: str, pm=None, data: dict[str, Any] | None = None) -> Non
     assert any(not torch.equal(b, p.detach()) for b, p in zip(before, params)), f"{who}: one batch of training changed no parameter"
 
 
+def _check_feature_space(cls, config, who: str, table: dict[str, Any] | None) -> None:
+    """A feature space prepared on the check data (a learning one in a temporary cache) gives
+    ``(n, dim)`` finite features, the same for a row whatever else is in its batch; a learning
+    one rebuilt from its cache gives the same features. A space that needs a package that is
+    not installed (its error names ``pip install``) is skipped."""
+    import tempfile
+
+    import pytest
+    import torch
+
+    from aepipe.components import ModelSpec
+    from aepipe.errors import ConfigError
+    from aepipe.evaluation.generation import load_dataset
+
+    data = load_dataset(dict(table or _CHECK_DATA), torch.device("cpu"))
+    spec = ModelSpec(input_dim=data.input_dim, code_dim=0, image_shape=data.image_shape, n_classes=data.n_classes)
+    x = data.test.head(4)[0]
+    with tempfile.TemporaryDirectory() as cache:
+        space = cls(config, spec)
+        try:
+            space.prepare(data, torch.device("cpu"), cache)
+        except ConfigError as exc:
+            if "pip install" in str(exc):
+                pytest.skip(f"{who}: {exc}")
+            raise
+        f = space.features(x)
+        assert tuple(f.shape) == (len(x), space.dim), f"{who}: features of shape {tuple(f.shape)}, expected {(len(x), space.dim)}"
+        assert torch.isfinite(f).all(), f"{who}: features hold NaN or infinite values"
+        g = space.features(x[:2])
+        assert torch.allclose(g, f[:2], rtol=1e-4, atol=1e-5), f"{who}: a row's features change with the rest of its batch (or between calls)"
+        if cls.needs_data:
+            again = cls(config, spec)
+            again.prepare(data, torch.device("cpu"), cache)
+            assert torch.allclose(again.features(x), f, rtol=1e-4, atol=1e-5), \
+                f"{who}: rebuilt from its cache, it gives other features"
+
+
 def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None = None) -> None:
     """Run every conformance check on one registered component (for a variant,
     :func:`check_variant`); raises AssertionError (or the component's own error) naming the
@@ -227,6 +264,9 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
             pytest.skip(f"{who} needs data: {exc}")
         assert len(raw.x) == (len(raw.y) if raw.y is not None else len(raw.x)), f"{who}: inputs and labels differ in length"
         assert raw.value_range[1] > raw.value_range[0], f"{who}: empty value_range"
+        return
+    if kind == "feature":
+        _check_feature_space(cls, config, who, data)
         return
 
     # shape contracts

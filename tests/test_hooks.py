@@ -74,6 +74,10 @@ class Recorder:
         self._seen("aepipe_register_priors")
 
     @hookimpl
+    def aepipe_register_feature_spaces(self, register):
+        self._seen("aepipe_register_feature_spaces")
+
+    @hookimpl
     def aepipe_register_variants(self, register):
         from aepipe import Variant
 
