@@ -62,9 +62,14 @@ def default_workers(device: torch.device) -> int:
 
 class Split:
     """One split's examples: ``len(split)`` rows, labels ``y`` (a tensor on the device, or None)
-    and batches of inputs as float32 ``(b, d)`` tensors in [0, 1] on the device."""
+    and batches of inputs as float32 ``(b, d)`` tensors in [0, 1] on the device.
+
+    ``factors``: the rows' ground-truth factors where the dataset gives them, an int64 numpy
+    array ``(len(split), K)`` on the CPU in the split's row order (row i of ``batches`` and
+    ``take(i)`` has factors ``factors[i]``), held or streamed alike; ``None`` otherwise."""
 
     streamed = False
+    factors: np.ndarray | None = None
 
     def __init__(self, y: torch.Tensor | None, value_range: tuple[float, float], device: torch.device):
         self.y, self.value_range, self.device = y, value_range, device
@@ -248,6 +253,7 @@ class DataBundle:
     source: str = ""
     streamed: bool = False
     reason: str = ""  # why the data is held or streamed
+    factor_names: tuple[str, ...] = ()  # the columns of each split's ``factors`` (none: no factors)
 
     @property
     def x_train(self) -> torch.Tensor:
@@ -362,11 +368,12 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
     if raw.x_test is not None and tuple(raw.x_test.shape[1:]) != tuple(x.shape[1:]):
         raise DataError(f"dataset '{name}': test rows of shape {tuple(raw.x_test.shape[1:])}, training rows {tuple(x.shape[1:])}")
     y_test = None if raw.y_test is None else np.asarray(raw.y_test).astype(np.int64)
+    factors, factors_test, factor_names = _factors(raw, name)
     if raw.x_test is not None:
         tr, va, _ = split_indices(len(x), val_fraction, 0.0, seed)
-        parts = [(x, tr, y), (x, va, y), (raw.x_test, np.arange(len(raw.x_test)), y_test)]
+        parts = [(x, tr, y, factors), (x, va, y, factors), (raw.x_test, np.arange(len(raw.x_test)), y_test, factors_test)]
     else:
-        parts = [(x, i, y) for i in split_indices(len(x), val_fraction, test_fraction, seed)]
+        parts = [(x, i, y, factors) for i in split_indices(len(x), val_fraction, test_fraction, seed)]
     need = _held_bytes(x) + (0 if raw.x_test is None else _held_bytes(raw.x_test))
     held, reason = choose_path(in_memory, need, device, memory_fraction)
     value_range = (float(lo), float(hi))
@@ -375,15 +382,17 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
         return None if a is None else _to_device(torch.as_tensor(a[index]), device)
 
     splits: list[Split] = []
-    for k, (rows, index, ys) in enumerate(parts):
+    for k, (rows, index, ys, fs) in enumerate(parts):
         if len(index) == 0:  # no validation (test) split asked for: use the one before
             splits.append(splits[-1])
-        elif held:
+            continue
+        if held:
             array = _rows_in_memory(rows, index, value_range, feed, name)
             splits.append(HeldSplit(_to_device(torch.from_numpy(array), device), labels(ys, index), value_range, device))
         else:
             splits.append(StreamedSplit(rows, np.asarray(index, dtype=np.int64), labels(ys, index), value_range, device, feed, name,
                                         keep_workers=k == 0))
+        splits[-1].factors = None if fs is None else fs[index]
     n_classes = raw.n_classes or (int(y.max()) + 1 if y is not None else 0)
     # the streamed path is worth a line on the console (``aepipe train`` shows INFO); held, a debug note
     logging.getLogger("aepipe.data").log(logging.DEBUG if held else logging.INFO, "data '%s': %s (%s)", name,
@@ -393,7 +402,40 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
         torch.cuda.synchronize(device)
     return DataBundle(name=name, train=splits[0], val=splits[1], test=splits[2], value_range=value_range,
                       image_shape=tuple(raw.image_shape) if raw.image_shape else None, n_classes=n_classes,
-                      input_dim=int(np.prod(x.shape[1:])), source=raw.source, streamed=not held, reason=reason)
+                      input_dim=int(np.prod(x.shape[1:])), source=raw.source, streamed=not held, reason=reason,
+                      factor_names=factor_names)
+
+
+def _factors(raw: RawData, name: str) -> tuple[np.ndarray | None, np.ndarray | None, tuple[str, ...]]:
+    """The dataset's ground-truth factors (training rows, its own test rows) as int64 ``(n, K)``
+    arrays and their names, checked against the rows; ``(None, None, ())`` where it has none."""
+    if raw.factors is None:
+        if raw.factors_test is not None:
+            raise DataError(f"dataset '{name}': factors_test given without factors")
+        return None, None, ()
+
+    def checked(a: np.ndarray, rows: Any, what: str) -> np.ndarray:
+        a = np.asarray(a)
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2 or len(a) != len(rows):
+            raise DataError(f"dataset '{name}': {what} of shape {a.shape} for {len(rows)} rows (expected ({len(rows)}, K))")
+        if a.size and (not np.issubdtype(a.dtype, np.integer) or a.min() < 0):
+            raise DataError(f"dataset '{name}': {what} must be non-negative integer indices (found {a.dtype}, min {a.min()})")
+        return a.astype(np.int64)
+
+    factors = checked(raw.factors, raw.x, "factors")
+    names = tuple(raw.factor_names) or tuple(f"factor{i}" for i in range(factors.shape[1]))
+    if len(names) != factors.shape[1]:
+        raise DataError(f"dataset '{name}': {len(names)} factor_names for {factors.shape[1]} factor columns")
+    factors_test = None
+    if raw.x_test is not None:
+        if raw.factors_test is None:
+            raise DataError(f"dataset '{name}': factors given for the training rows but not for its test split (factors_test)")
+        factors_test = checked(raw.factors_test, raw.x_test, "factors_test")
+        if factors_test.shape[1] != factors.shape[1]:
+            raise DataError(f"dataset '{name}': factors_test has {factors_test.shape[1]} columns, factors {factors.shape[1]}")
+    return factors, factors_test, names
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
