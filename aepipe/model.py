@@ -229,6 +229,7 @@ def build_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
         image_shape=data.image_shape,
         n_classes=data.n_classes,
         conditional=m.conditional,
+        train_size=len(data.train) if getattr(data, "train", None) is not None else 0,
     )
     choices = dict(pipeline.components)
     bottleneck = choices.get("bottleneck")
