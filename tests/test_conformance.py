@@ -39,6 +39,33 @@ def test_the_suite_catches_a_broken_component(aepipe_pm, aepipe_plugin):
         check_component("decoder", "short", aepipe_pm)
 
 
+def test_the_suite_catches_a_component_that_cannot_learn(aepipe_pm, aepipe_plugin):
+    """The loss check stops once the loss has gone down; a decoder whose output ignores its
+    weights never gets there, and fails after all the steps."""
+    import types
+
+    from aepipe import hookimpl
+
+    plugin = types.ModuleType("stuck")
+
+    @hookimpl
+    def aepipe_register_decoders(register):
+        from aepipe_plugins.vanilla.nets import OneLayerDecoder
+
+        class Stuck(OneLayerDecoder):
+            name = "stuck"
+
+            def forward(self, z, y_onehot=None):
+                return 0.0 * super().forward(z, y_onehot)
+
+        register(Stuck)
+
+    plugin.aepipe_register_decoders = aepipe_register_decoders
+    aepipe_plugin(plugin, name="stuck")
+    with pytest.raises(AssertionError, match=r"decoder 'stuck' \(plugin 'stuck'\): 30 training steps on one batch did not lower the loss"):
+        check_component("decoder", "stuck", aepipe_pm)
+
+
 def test_plugins_check_command(aepipe_pm, monkeypatch):
     from click.testing import CliRunner
 

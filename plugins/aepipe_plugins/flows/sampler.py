@@ -35,7 +35,7 @@ class FlowSampler(Sampler):
     Config = FlowSamplerConfig
     #: the conformance suite checks the contract, not the fit: a short one
     conformance = {"model": {"encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]},
-                             "sampler": {"name": "flow", "epochs": 10}}}
+                             "sampler": {"name": "flow", "epochs": 10, "max_codes": 256}}}
 
     def __init__(self, config: FlowSamplerConfig, spec: ModelSpec):
         from zuko.flows import MAF

@@ -73,11 +73,19 @@ class ResNetEncoderConfig(EncoderConfig, ResNetShape):
     code_activation: Activation = "identity"
 
 
+#: the pipeline the conformance suite checks the encoder and decoder in: the resnet variant at
+#: small widths (three stages, as the default's); the default's 1M parameters cost the suite
+#: seconds per step and check nothing more
+_CONFORMANCE = {"variant": "resnet", "model": {"encoder": {"name": "resnet", "widths": [8, 16, 16]},
+                                               "decoder": {"name": "resnet", "widths": [8, 16, 16]}}}
+
+
 class ResNetEncoder(_HeadEncoder):
     """Residual convolutional encoder for images (see the module's description)."""
 
     name = "resnet"
     Config = ResNetEncoderConfig
+    conformance = _CONFORMANCE
 
     def __init__(self, config: ResNetEncoderConfig, spec: ModelSpec):
         super().__init__(config, spec)
@@ -107,6 +115,7 @@ class ResNetDecoder(Decoder):
 
     name = "resnet"
     Config = ResNetDecoderConfig
+    conformance = _CONFORMANCE
 
     def __init__(self, config: ResNetDecoderConfig, spec: ModelSpec):
         super().__init__(config, spec)

@@ -56,6 +56,9 @@ class GMMSampler(Sampler):
 
     name = "gmm"
     Config = GMMConfig
+    #: the conformance suite checks the contract, not the fit: on a few codes
+    conformance = {"model": {"encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]},
+                             "sampler": {"name": "gmm", "max_codes": 256}}}
 
     def __init__(self, config: GMMConfig, spec: ModelSpec):
         super().__init__(config, spec)
