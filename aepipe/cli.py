@@ -265,17 +265,17 @@ def new_plugin(name: str, parent: Path) -> None:
 
 
 def _check_plugins(pm, only: str | None = None) -> list[str]:
-    """Problems of every installed plugin's components, each naming its distribution."""
-    import pytest
-
-    from aepipe.testing import check_component, registered_components
+    """Problems of every installed plugin's components, each naming its distribution; a check
+    that cannot run here (data files, settings or a package missing) is listed as skipped."""
+    from aepipe.testing import CheckSkipped, check_component, registered_components
 
     problems = []
     for kind, name in registered_components(pm, plugin=only):
         info = pm.registry.source(kind, name)
         try:
             check_component(kind, name, pm)
-        except pytest.skip.Exception:
+        except CheckSkipped as exc:
+            click.echo(f"skipped: {exc}", err=True)
             continue
         except BaseException as exc:  # noqa: BLE001 - every failure is a finding
             if isinstance(exc, KeyboardInterrupt):
@@ -646,7 +646,10 @@ def fid(a: Path, b: Path, features: str, dataset: str | None, pipeline_file: Pat
 @click.argument("targets", nargs=-1, metavar="[RUN_ID|STUDY]...")
 @click.option("--experiment", "-e", "experiments", multiple=True, help="Only runs of this experiment (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
-def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str) -> None:
+@click.option("--columns", default=None, metavar="LIST",
+              help="Comma-separated columns to show, in order (variant, dataset, run_id, test_*, eval_*, train_seconds, epochs); "
+                   "default: the fixed ones and every eval_ metric the runs have.")
+def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, columns: str | None) -> None:
     """Runs side by side: given runs, each study's best trial, or the latest run of each variant."""
     from aepipe.compare import collect, render
 
@@ -655,7 +658,8 @@ def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str) ->
         from aepipe.errors import RunNotFoundError
 
         raise RunNotFoundError("no finished aepipe runs to compare")
-    click.echo(render(rows, fmt), nl=False)
+    chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    click.echo(render(rows, fmt, chosen), nl=False)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -687,9 +691,11 @@ def report(targets: tuple[str, ...], output: Path, experiments: tuple[str, ...],
 @click.option("--only", default=None, metavar="LIST", help="Comma-separated variants (default: every registered one).")
 @click.option("--evaluate", "evaluate_", is_flag=True, help="Also compute every eval_* metric that applies (aepipe evaluate) for each run.")
 @click.option("--features", default=None, metavar="LIST", help="With --evaluate: feature spaces (domain, inception).")
+@click.option("--samples", type=click.IntRange(10, 1_000_000), default=None, help="With --evaluate: generated images per run (default 2000).")
+@click.option("--iw-samples", type=click.IntRange(1, 100_000), default=None, help="With --evaluate: importance samples K (default 1000).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
 def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], only: str | None, evaluate_: bool,
-        features: str | None, fmt: str) -> None:
+        features: str | None, samples: int | None, iw_samples: int | None, fmt: str) -> None:
     """Train every registered variant on the same data and budget, then compare them."""
     from aepipe.compare import collect, render
     from aepipe.zoo import run_zoo
@@ -699,11 +705,16 @@ def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], 
     if evaluate_:
         from aepipe.evaluation.run import settings
 
-        evaluation = settings(features=[f.strip() for f in features.split(",") if f.strip()] if features else None)
+        evaluation = settings(features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
+                              samples=samples, iw_samples=iw_samples)
     variants = [v.strip() for v in only.split(",") if v.strip()] if only else None
     result = run_zoo(dataset, epochs, experiment, overrides, variants, evaluation, _plugin_manager(),
                      echo=lambda line: click.echo(line, err=True))
     click.echo(f"{len(result.runs)} variants in {result.seconds:.0f}s", err=True)
+    if not result.runs:  # collect([]) would show the store's other runs
+        from aepipe.errors import ConfigError
+
+        raise ConfigError(f"no variant trained on dataset '{dataset}': each was skipped (the reasons are above)")
     click.echo(render(collect(list(result.runs.values()), []), fmt), nl=False)
 
 
@@ -748,6 +759,13 @@ def evaluate(targets: tuple[str, ...], metrics: str | None, samples: int | None,
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
     _check_writable("evaluate")
+    from aepipe.errors import ConfigError
+    from aepipe.training.device import select_device
+
+    try:  # here, not after a cache hit or a first run's evaluation; its message names the pipeline setting
+        select_device(device)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("train.device:", "--device:")) from None
     s = settings(metrics=items(metrics), samples=samples, features=items(features), samplers=list(samplers) or None,
                  iw_samples=iw_samples, seed=seed)
     results = run_evaluation(list(targets), s, device=device, progress=not quiet and not as_json and sys.stderr.isatty())

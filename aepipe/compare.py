@@ -141,13 +141,22 @@ def columns(rows: list[dict[str, Any]]) -> list[str]:
     return names[:at] + evals + names[at:]
 
 
-def render(rows: list[dict[str, Any]], fmt: str) -> str:
+def render(rows: list[dict[str, Any]], fmt: str, chosen: list[str] | None = None) -> str:
+    """The rows as a text table, markdown or CSV, with the columns ``chosen`` (default:
+    :func:`columns`); a column no run has is refused in one line naming those there are."""
+    from aepipe.errors import ConfigError
     from aepipe.evaluation import higher_is_better
 
     names = columns(rows)
+    if chosen:
+        known = set(names) | {k for r in rows for k in r}
+        unknown = [c for c in chosen if c not in known]
+        if unknown:
+            raise ConfigError(f"--columns: no run has {', '.join(unknown)}; there are {', '.join(names)}")
+        names = chosen
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=names, restval="")
+        writer = csv.DictWriter(buf, fieldnames=names, restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         return buf.getvalue()

@@ -745,6 +745,14 @@ def resolve(
         regularizers[key] = _choose(registry, "regularizer", name, settings_, path_, origins)
         regularizers[key].warmup_epochs = warmup
 
+    if not stored:  # [evaluate] runs when training ends: an unknown name fails now, not after the training
+        for kind, field_ in (("feature", "features"), ("sampler", "samplers")):
+            for name in getattr(settings.evaluate, field_):
+                try:
+                    registry.get(kind, name)
+                except ConfigError as exc:
+                    raise ConfigError(f"{_origin_for(f'evaluate.{field_}', origins)}: evaluate.{field_}: {exc}") from None
+
     return Pipeline(settings, dataset, components, regularizers, source=source, origins=origins)
 
 

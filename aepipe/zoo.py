@@ -39,6 +39,10 @@ def run_zoo(dataset: str = "digits", epochs: int = 30, experiment: str = "zoo", 
               f"tracking.experiment={json.dumps(experiment)}", *overrides]
     if evaluate is None:
         common.append("tracking.log_model=false")  # nothing reads the models back
+    else:  # an unknown feature space or sampler fails now, not after the first variant's training
+        for kind, names in (("feature", evaluate.features), ("sampler", evaluate.samplers)):
+            for n in names:
+                pm.registry.get(kind, n)
     result = ZooResult()
     started = time.perf_counter()
     for name in variants or known:
@@ -54,8 +58,11 @@ def run_zoo(dataset: str = "digits", epochs: int = 30, experiment: str = "zoo", 
         if evaluate is not None:
             from aepipe.evaluation.run import chosen_groups, evaluate_run
 
-            ev = evaluate_run(run.run_id, evaluate, chosen_groups(evaluate, everything=True), pm=pm)
-            line += f", evaluated in {ev.seconds:.1f}s"
+            try:  # the run is kept (trained, logged) whatever its evaluation does
+                ev = evaluate_run(run.run_id, evaluate, chosen_groups(evaluate, everything=True), pm=pm)
+                line += f", evaluated in {ev.seconds:.1f}s"
+            except AepipeError as exc:
+                line += f", not evaluated: {exc}"
         echo(line)
     result.seconds = time.perf_counter() - started
     return result

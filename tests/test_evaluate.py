@@ -194,3 +194,25 @@ def test_compare_shows_the_eval_columns_in_vocabulary_order(at_store):
     header = text.splitlines()[0]
     assert "| eval_probe_accuracy ↑ |" in header and "| eval_mse |" in header  # which way is better
     assert f"{rows[0]['eval_mse']:.4g}" in text
+
+
+def test_the_python_api_is_the_use_cases_the_commands_call():
+    import aepipe
+    from aepipe.evaluation import generation, report, run
+    from aepipe.zoo import run_zoo
+
+    assert aepipe.evaluate is run.evaluate and aepipe.evaluation_settings is run.settings
+    assert aepipe.build_report is report.build_report and aepipe.compare_image_sets is generation.compare_image_sets
+    assert aepipe.run_zoo is run_zoo
+
+
+def test_compare_shows_the_columns_asked_for(at_store):
+    from aepipe.cli import cli
+
+    ae = at_store["ae"].run_id
+    runner = CliRunner()
+    out = runner.invoke(cli, ["compare", ae, "--columns", "variant,test_mse", "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines()[0] == "variant,test_mse" and out.stdout.splitlines()[1].startswith("vanilla,")
+    bad = runner.invoke(cli, ["compare", ae, "--columns", "variant,eval_nothing"])
+    assert bad.exit_code == 2 and "--columns: no run has eval_nothing" in bad.output

@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: bumped when a metric's definition changes: cached results of older definitions are not reused
 VERSION = 1
 FOLDER = "evaluation"
+#: the neighbours of precision/recall/density/coverage: the test split needs more rows than this
+NEIGHBOURS = 5
 
 
 @dataclass
@@ -91,7 +93,7 @@ def compute(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, groups: d
 
                 values = disentanglement_metrics(model, data, next(model.parameters()).device, seed=s.seed)
             else:  # generation
-                out.update(_generation(model, data, s, names, samplers or {}, pm))
+                out.update(_generation(model, data, s, names, samplers or {}, pm, skipped))
                 continue
             out.update({key(m): float(v) for m, v in values.items() if m in names})
     finally:
@@ -106,23 +108,33 @@ def _not_applicable(group: str, model: AutoEncoder, data: DataBundle) -> str | N
         return "the model's code has no density, or its prior no log-density"
     if group == "representation" and (data.test.y is None or data.train.y is None or data.n_classes < 2):
         return "the data has no labels"
+    if group == "representation" and len(data.test) < data.n_classes:  # k-means: a cluster per class
+        return f"the test split has {len(data.test)} examples, fewer than its {data.n_classes} classes"
     if group == "disentanglement" and not getattr(data, "factor_names", None):
         return "the data has no ground-truth factors"
-    if group == "generation" and len(data.test) < 2:
-        return "the test split has fewer than 2 examples"
+    if group == "generation" and len(data.test) <= NEIGHBOURS:
+        return f"the test split has {len(data.test)} examples; precision/recall need more than {NEIGHBOURS}"
     return None
 
 
 def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names: tuple[str, ...],
-                samplers: dict[str, Any], pm: Any) -> dict[str, float]:
+                samplers: dict[str, Any], pm: Any, skipped: dict[str, str]) -> dict[str, float]:
     """FID, KID, precision/recall and density/coverage of ``s.samples`` generated images against
-    the test split, in each feature space, through the model's own sampler and each of ``samplers``."""
+    the test split, in each feature space, through the model's own sampler and each of ``samplers``.
+    A feature space that cannot take the data (``domain`` without labels, ``inception`` without
+    images) is noted in ``skipped`` as ``generation (<space>)``; an unknown one is an error."""
     import torch
 
+    from aepipe.errors import ConfigError
     from aepipe.evaluation.generation import feature_space, generation_metrics
+    from aepipe.plugins import get_plugin_manager
+
+    pm = pm or get_plugin_manager()
+    for features in s.features:  # an unknown name fails before any image is drawn
+        pm.registry.get("feature", features)
 
     device = next(model.parameters()).device
-    real = data.test.x
+    real = torch.cat([x for x, _ in data.test.batches(4096)])  # a streamed split (data.in_memory) has no .x
     draws: dict[str | None, torch.Tensor] = {}
     for name, sampler in [(None, None), *samplers.items()]:
         torch.manual_seed(s.seed)
@@ -132,7 +144,11 @@ def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names
                                      for i, part in _chunks(s.samples, 4096)])
     out: dict[str, float] = {}
     for features in s.features:
-        space = feature_space(features, data, device, pm)
+        try:
+            space = feature_space(features, data, device, pm)
+        except ConfigError as exc:  # the space does not apply to this data: the other spaces, groups still count
+            skipped[f"generation ({features})"] = str(exc)
+            continue
         real_f = space.features(real)
         for name, fake in draws.items():
             values = generation_metrics(real_f, space.features(fake.clamp(0, 1)))
@@ -148,9 +164,15 @@ def _chunks(n: int, size: int):
 # --- stored runs --------------------------------------------------------------------------------
 
 
-def cache_key(s: EvaluateSettings, groups: dict[str, tuple[str, ...]]) -> str:
-    """A digest of everything that decides the results."""
-    text = json.dumps({"version": VERSION, "groups": groups, **s.model_dump(exclude={"metrics"})}, sort_keys=True)
+#: metrics a run logs when its training ends: a run trained further (``train --resume``) has new ones
+TRAINED = ("epochs_trained", "train_seconds")
+
+
+def cache_key(s: EvaluateSettings, groups: dict[str, tuple[str, ...]], trained: dict[str, float] | None = None) -> str:
+    """A digest of everything that decides the results: the settings, the groups and ``trained``
+    (the run's :data:`TRAINED` metrics, which change when the model is trained further)."""
+    text = json.dumps({"version": VERSION, "groups": groups, **s.model_dump(exclude={"metrics"}),
+                       **({"trained": trained} if trained else {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -209,9 +231,18 @@ def evaluate_run(run_id: str, s: EvaluateSettings, groups: dict[str, tuple[str, 
     tracker = tracker or default_tracker()
     pm = pm or get_plugin_manager()
     started = time.perf_counter()
-    digest = cache_key(s, groups)
+    record = tracker.get_run(run_id)
+    if record.status != "FINISHED":  # before the cache: a run trained further is RUNNING meanwhile
+        raise RunNotFoundError(f"run {run_id} is {record.status}, not FINISHED: only finished runs are evaluated")
+    digest = cache_key(s, groups, {k: record.metrics[k] for k in TRAINED if k in record.metrics})
     hit = _cached(run_id, digest, tracker)
     if hit is not None:
+        if hit["metrics"]:  # the run shows what this call reports, whatever another call logged since
+            run = tracker.open(run_id)
+            try:
+                run.log_metrics(hit["metrics"], 0)
+            finally:
+                run.close()
         return Evaluation(run_id, hit["metrics"], hit.get("skipped", {}), cached=True, seconds=time.perf_counter() - started)
     dev = select_device(device) if isinstance(device, str) else device
     model, data = _load(run_id, dev, tracker, pm)
