@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 #: the digits pipelines (embedded data: no download), one file per family
-FILES = ["vanilla", "weight-l1", "sparse", "denoising", "contractive", "vae", "cvae", "aae", "linear"]
+FILES = ["vanilla", "weight-l1", "sparse", "denoising", "contractive", "vae", "cvae", "aae", "linear", "wae-mmd", "rae-gp",
+         "beta-tcvae", "svae", "msssim-vae", "miwae"]
 #: every run trains one quiet epoch: the fuzz is about the input, not the training
 LAST = ["train.epochs=1", "train.compile=false", "tracking.log_model=false", "tracking.log_images=false",
         "tracking.log_dataset=false", "tracking.system_metrics=false", "data.name='digits'"]
