@@ -136,6 +136,11 @@ def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, key
     for b in range(first, batches):
         asked = run.stop is not None and run.stop.requested
         if distributed.any_true(world, asked, run.device) if world.enabled else asked:  # all processes stop together
+            if not asked and run.stop is not None:  # a terminal's Ctrl-C reaches every process: wait a moment for
+                waited = time.perf_counter() + 1.0  # this one's own signal, so the run says SIGINT, not another's stop
+                while not run.stop.requested and time.perf_counter() < waited:
+                    time.sleep(0.01)
+                asked = run.stop.requested
             name = (run.stop.signal_name if asked else None) or "a stop on another process"
             raise Stopped(name, Position(b, perm, keys or [], total, time.perf_counter() - started), batches)
         xb, yb = next(feed)
