@@ -11,11 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pluggy
-
-__version__ = "0.1.0"
-
-hookimpl = pluggy.HookimplMarker("aepipe")
+from aepipe.hookspecs import hookimpl
+from aepipe.version import __version__
 
 __all__ = [
     "__version__",
@@ -29,6 +26,14 @@ __all__ = [
     "compare_image_sets",
     "build_report",
     "run_zoo",
+    "run_study",
+    "study_summary",
+    "encode",
+    "reconstruct",
+    "sample",
+    "fit_sampler",
+    "fid",
+    "check_plugins",
     "AepipeError",
     "ConfigError",
     "PluginError",
@@ -40,12 +45,20 @@ _LAZY = {
     "Variant": ("aepipe.variant", "Variant"),
     "get_plugin_manager": ("aepipe.plugins", "get_plugin_manager"),
     "resolve": ("aepipe.config", "resolve"),
-    "train": ("aepipe.training", "train"),
+    "train": ("aepipe.usecases.train", "train"),
     "evaluate": ("aepipe.evaluation.run", "evaluate"),
     "evaluation_settings": ("aepipe.evaluation.run", "settings"),
-    "compare_image_sets": ("aepipe.evaluation.generation", "compare_image_sets"),
+    "compare_image_sets": ("aepipe.usecases.fid", "compare_image_sets"),
     "build_report": ("aepipe.evaluation.report", "build_report"),
     "run_zoo": ("aepipe.zoo", "run_zoo"),
+    "run_study": ("aepipe.usecases.tune", "tune"),
+    "study_summary": ("aepipe.usecases.tune", "summary"),
+    "encode": ("aepipe.usecases.arrays", "encode"),
+    "reconstruct": ("aepipe.usecases.arrays", "reconstruct"),
+    "sample": ("aepipe.usecases.arrays", "sample"),
+    "fit_sampler": ("aepipe.usecases.arrays", "fit_sampler"),
+    "fid": ("aepipe.usecases.fid", "fid"),
+    "check_plugins": ("aepipe.usecases.plugins", "check"),
     "AepipeError": ("aepipe.errors", "AepipeError"),
     "ConfigError": ("aepipe.errors", "ConfigError"),
     "PluginError": ("aepipe.errors", "PluginError"),
@@ -61,3 +74,7 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'aepipe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(globals()))

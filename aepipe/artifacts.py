@@ -11,7 +11,6 @@ classes, and no class is ever unpickled. Every aepipe verb (``encode``, ``recons
 from __future__ import annotations
 
 import json
-import tempfile
 import tomllib
 from pathlib import Path
 from types import SimpleNamespace
@@ -86,29 +85,12 @@ def load_model_dir(path: Path, pm: AepipePluginManager | None = None, device: st
     return model.to(device).eval()
 
 
-def load_run_model(run_id: str, device: str = "cpu", tracker: Any = None, pm: AepipePluginManager | None = None) -> AutoEncoder:
-    """Run ``run_id``'s trained model, rebuilt from its logged weights and pipeline."""
-    from aepipe.tracking import check_run_id, default_tracker
-
-    check_run_id(run_id, "run")
-    tracker = tracker or default_tracker()
-    record = tracker.get_run(run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = tracker.download(run_id, DIR, Path(tmp))
-        if local is None:  # say which: missing files (named), no model logged, or an unfinished run
-            from aepipe.tracking.store import missing_artifact
-
-            location = tracker.artifact_location(run_id) if hasattr(tracker, "artifact_location") else None
-            raise RunNotFoundError(missing_artifact(record, DIR, location))
-        return load_model_dir(local, pm, device, where=f"run {run_id}")
-
-
 def predict(model: AutoEncoder, model_input: np.ndarray | None, params: dict[str, Any] | None = None) -> np.ndarray:
     """What the pyfunc model serves: ``encode`` (the code), ``reconstruct`` or ``sample``
     (``n`` draws from the prior), in the dataset's raw units unless ``scaled``."""
     import torch
 
-    from aepipe.data import scale
+    from aepipe.data import scale, unscale
 
     p = {**DEFAULT_PARAMS, **(params or {})}
     lo, hi = model.meta["value_range"]
@@ -123,7 +105,7 @@ def predict(model: AutoEncoder, model_input: np.ndarray | None, params: dict[str
             else:
                 y = torch.arange(n, device=device) % model.spec.n_classes if model.spec.conditional else None
             out = model.sample(n, y).cpu().numpy()
-            return out if p["scaled"] else lo + out * (hi - lo)
+            return out if p["scaled"] else unscale(out, (lo, hi))
         x = np.asarray(model_input, dtype=np.float64)
         x = x.reshape(len(x), -1)
         x = x.astype(np.float32) if p["scaled"] else scale(x, (lo, hi))
@@ -134,5 +116,5 @@ def predict(model: AutoEncoder, model_input: np.ndarray | None, params: dict[str
             return model.represent(xt, y, str(p["what"])).cpu().numpy()
         if p["mode"] == "reconstruct":
             out = model(xt, y).cpu().numpy()
-            return out if p["scaled"] else lo + out * (hi - lo)
+            return out if p["scaled"] else unscale(out, (lo, hi))
     raise ValueError(f"mode must be encode, reconstruct or sample, not {p['mode']!r}")

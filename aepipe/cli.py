@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from aepipe import __version__
+from aepipe.version import __version__
 from aepipe.errors import AepipeError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -59,12 +59,11 @@ class AepipeGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - the tracking store's libraries, failing to reach it
             if ctx.obj and ctx.obj.get("debug") or type(exc).__module__.split(".")[0] not in STORE_LIBRARIES:
                 raise
-            from aepipe import tracking
-            from aepipe.tracking.store import DAMAGED, error_line, recovery_hint
+            from aepipe.tracking.store import DAMAGED, error_line, recovery_hint, tracking_uri
 
             line = error_line(exc)[:600]  # the root cause, not SQLAlchemy's framing
             hint = f"; {recovery_hint()}" if DAMAGED.search(line) else ""
-            click.echo(f"Error: the tracking store {_masked(tracking.tracking_uri())} failed: {type(exc).__name__}: "
+            click.echo(f"Error: the tracking store {_masked(tracking_uri())} failed: {type(exc).__name__}: "
                        f"{_masked(line)}{hint} (aepipe --debug shows the traceback)", err=True)
             ctx.exit(2)
 
@@ -77,13 +76,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """aepipe: train, compare and extend autoencoders; runs are tracked in MLflow."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-
-
-def _check_writable(command: str) -> None:
-    """Refuse at once, in one line, a command that writes runs into a read-only or damaged store."""
-    from aepipe.tracking.store import check_writable
-
-    check_writable(command)
 
 
 def _plugin_manager():
@@ -135,7 +127,7 @@ def _notes(enabled: bool):
 class _Reporter:
     """A live progress bar on a terminal, one plain line per epoch otherwise."""
 
-    def __init__(self, enabled: bool, total: int):
+    def __init__(self, enabled: bool, total: int | None = None):
         self.enabled = enabled
         self.progress = None
         self.task = None
@@ -181,24 +173,14 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
           nproc: int) -> None:
     """Train PIPELINE (a TOML file) as one MLflow run; prints the run id. Ctrl-C or SIGTERM stops
     it between two batches with a checkpoint, and prints the command that continues it."""
-    from aepipe.config import resolve
-    from aepipe.errors import ConfigError
+    from aepipe.usecases.train import is_leader, train as run_training, train_on_processes
 
-    if pipeline is None and resume is None:
-        raise ConfigError("give a PIPELINE file to train, or --resume RUN_ID to continue a run")
-    pm = _plugin_manager()
-    resolved = resolve(pm, pipeline, overrides) if pipeline is not None else None
-    _check_writable("train")
     if nproc > 1:
-        _launch(nproc, pipeline, overrides, device, resume, as_json, quiet)
+        train_on_processes(nproc, pipeline, overrides, device, resume, as_json, quiet)
         return
-    from aepipe.training import train as run_training
-
-    leader = os.environ.get("RANK", "0") == "0"  # under a launcher, one process reports
-    epochs = resolved.settings.train.epochs if resolved is not None else 0
-    with _Reporter(not quiet and leader, epochs) as reporter, _notes(not quiet and leader):
-        result = run_training(resolved, pm, device=device, resume=resume, reporter=reporter,
-                              overrides=overrides if pipeline is None else ())
+    leader = is_leader()  # under a launcher, one process reports
+    with _Reporter(not quiet and leader) as reporter, _notes(not quiet and leader):
+        result = run_training(pipeline, overrides=overrides, device=device, resume=resume, reporter=reporter)
     if not leader:
         return
     if as_json:
@@ -213,45 +195,6 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
         click.echo(result.run_id)
 
 
-def _launch(nproc: int, pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None,
-            as_json: bool, quiet: bool) -> None:
-    """Run this same command on ``nproc`` processes through torch.distributed.run (one machine)."""
-    import subprocess
-
-    from aepipe.errors import AepipeError, ConfigError
-
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        raise ConfigError("--nproc: this process was already started by a launcher (WORLD_SIZE is set); drop --nproc")
-    args = [sys.executable, "-m", "aepipe.training.launch", "--standalone", f"--nproc-per-node={nproc}", "-m", "aepipe.cli", "train"]
-    args += [str(pipeline)] if pipeline is not None else []
-    for text in overrides:
-        args += ["--set", text]
-    for flag, value in (("--device", device), ("--resume", resume)):
-        if value is not None:
-            args += [flag, value]
-    args += ["--json"] * as_json + ["--quiet"] * quiet
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))),
-           "LOGLEVEL": os.environ.get("LOGLEVEL", "ERROR")}
-    import signal
-
-    proc = subprocess.Popen(args, env=env)
-    # Ctrl-C reaches every process of the terminal's group: the training processes stop
-    # together; this one waits for them. SIGTERM (a scheduler's) is passed on to the launcher.
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
-    try:
-        code = proc.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if code != 0:
-        error = AepipeError(f"--nproc {nproc}: training stopped (exit {code})")
-        error.exit_code = code
-        error.reported = True  # each process said why already
-        raise error
-
-
 @cli.command(name="new-plugin", context_settings=CONTEXT)
 @click.argument("name")
 @click.option("--dir", "parent", default=".", type=click.Path(file_okay=False, path_type=Path), help="Where to create it.")
@@ -264,65 +207,19 @@ def new_plugin(name: str, parent: Path) -> None:
     click.echo(f"wrote {root}; next: cd {root} && pip install -e . && aepipe plugins && python -m pytest", err=True)
 
 
-def _check_plugins(pm, only: str | None = None) -> list[str]:
-    """Problems of every installed plugin's components, each naming its distribution; a check
-    that cannot run here (data files, settings or a package missing) is listed as skipped."""
-    from aepipe.testing import CheckSkipped, check_component, registered_components
-
-    problems = []
-    for kind, name in registered_components(pm, plugin=only):
-        info = pm.registry.source(kind, name)
-        try:
-            check_component(kind, name, pm)
-        except CheckSkipped as exc:
-            click.echo(f"skipped: {exc}", err=True)
-            continue
-        except BaseException as exc:  # noqa: BLE001 - every failure is a finding
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            problems.append(f"{info.dist or info.name} {info.version or ''}: {kind} '{name}': {text}")
-    return problems
-
-
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--check", is_flag=True, help="Validate every plugin: hooks known, components pass the conformance suite.")
 @click.option("--plugin", "only", default=None, help="With --check: only this plugin (entry-point name).")
 def plugins(as_json: bool, check: bool, only: str | None) -> None:
     """List installed plugins: distribution, version, hooks and components."""
-    pm = _plugin_manager()
-    registry = pm.registry
-    from aepipe.errors import PluginError
+    from aepipe.usecases.plugins import check as check_plugins, listing
 
+    pm = _plugin_manager()
     if check:
-        if only is not None and only not in pm.infos:
-            if only in pm.failures:
-                raise PluginError(f"--plugin {only}: {pm.failures[only].describe()}")
-            raise PluginError(f"--plugin {only}: no such plugin; installed: {', '.join(sorted(pm.infos))}")
-        problems = [f.describe() for name, f in sorted(pm.failures.items()) if only in (None, name)]
-        problems += _check_plugins(pm, only)
-        for line in problems:
-            click.echo(f"problem: {line}", err=True)
-        if problems:
-            raise PluginError(f"{len(problems)} problem(s) in installed plugins (listed above)")
-        click.echo(f"{'plugin ' + only if only else f'all {len(pm.infos)} plugins'}: every component passes the conformance suite", err=True)
+        click.echo(check_plugins(pm, only, echo=lambda line: click.echo(line, err=True)), err=True)
         return
-    rows = []
-    for name, info in sorted(pm.infos.items()):
-        rows.append({
-            "name": name,
-            "distribution": info.dist,
-            "version": info.version,
-            "module": info.module,
-            "hooks": pm.hooks_of(name),
-            "components": registry.by_plugin(name),
-            "failed": None,
-        })
-    for name, failure in sorted(pm.failures.items()):
-        info = failure.info
-        rows.append({"name": name, "distribution": info.dist, "version": info.version, "module": info.module,
-                     "hooks": [], "components": {}, "failed": f"{failure.stage}: {failure.cause}"})
+    rows = listing(pm)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -334,36 +231,6 @@ def plugins(as_json: bool, check: bool, only: str | None) -> None:
         click.echo(f"    hooks: {', '.join(row['hooks'])}")
         for kind, names in row["components"].items():
             click.echo(f"    {kind}s: {', '.join(names)}")
-
-
-def _array_io(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None):
-    """The model of RUN_ID and its input (and labels), every one checked before the model loads."""
-    import numpy as np
-    import torch
-
-    from aepipe.arrays import check_labels, check_rows, check_width, load_npy
-    from aepipe.artifacts import load_run_model
-    from aepipe.data import scale
-    from aepipe.errors import ConfigError
-    from aepipe.limits import check_output
-    from aepipe.tracking.store import check_run_id
-    from aepipe.training.device import select_device
-
-    check_run_id(run_id)  # before any file is read
-    check_output(output, "-o")
-    raw = check_rows(load_npy(input_path, str(input_path)), str(input_path))
-    y_raw = load_npy(labels, f"--labels {labels}") if labels is not None else None
-    dev = select_device(device)
-    model = load_run_model(run_id, device=str(dev))
-    check_width(raw, model.meta["input_dim"], str(input_path), f"run {run_id}")
-    value_range = tuple(model.meta["value_range"])
-    x = raw.reshape(len(raw), -1).astype(np.float32) if scaled else scale(raw, value_range)
-    y = None
-    if model.spec.conditional:
-        if y_raw is None:
-            raise ConfigError(f"run {run_id} is conditional: give --labels LABELS.npy")
-        y = torch.as_tensor(check_labels(y_raw, f"--labels {labels}", len(x), model.spec.n_classes), device=dev)
-    return model, torch.as_tensor(x, device=dev), y, raw, value_range
 
 
 _io_options = [
@@ -390,34 +257,20 @@ def _with_io_options(fn):
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1), help="Random seed (--what sample).")
 def encode(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None, what: str, seed: int) -> None:
     """Encode INPUT.npy (raw units, as the dataset stores them) with RUN_ID's model; writes codes."""
-    import numpy as np
-    import torch
+    from aepipe.usecases.arrays import encode as run_encode
 
-    model, x, y, _, _ = _array_io(run_id, input_path, output, device, scaled, labels)
-    if what not in model.offers():
-        from aepipe.errors import ConfigError
-
-        raise ConfigError(f"--what {what}: run {run_id}'s bottleneck offers {', '.join(model.offers())}")
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        codes = model.represent(x, y, what).cpu().numpy()
-    np.save(output, codes)
-    click.echo(f"wrote {codes.shape[0]} {what} of size {codes.shape[1] if codes.ndim > 1 else 1} to {output}", err=True)
+    out = run_encode(run_id, input_path, output, device, scaled, labels, what, seed)
+    click.echo(f"wrote {out.count} {what} of size {out.shape[1] if len(out.shape) > 1 else 1} to {output}", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
 @_with_io_options
 def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None) -> None:
     """Reconstruct INPUT.npy with RUN_ID's model; output in the input's shape and units."""
-    import numpy as np
-    import torch
+    from aepipe.usecases.arrays import reconstruct as run_reconstruct
 
-    model, x, y, raw, (lo, hi) = _array_io(run_id, input_path, output, device, scaled, labels)
-    with torch.no_grad():
-        recon = model(x, y).cpu().numpy().astype(np.float64)
-    out = recon if scaled else lo + recon * (hi - lo)
-    np.save(output, out.reshape(raw.shape))
-    click.echo(f"wrote {len(out)} reconstructions to {output}", err=True)
+    out = run_reconstruct(run_id, input_path, output, device, scaled, labels)
+    click.echo(f"wrote {out.count} reconstructions to {output}", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -438,82 +291,27 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, sto
          n_workers: int, timeout: float | None, device: str | None, summary: bool, as_json: bool, worker: bool) -> None:
     """Tune PIPELINE's [tune] search space with Optuna; every trial is an MLflow run nested
     under the study's parent run. Running it again resumes the study."""
-    from aepipe import tune as tuning
+    from aepipe.usecases import tune as tuning
 
-    from aepipe import secrets
-    from aepipe.errors import ConfigError
-
-    secrets.remember(url=storage)
-    secrets.check_url(storage, "--storage")
-    if storage and storage.startswith("sqlite") and n_workers > 1:
-        raise ConfigError("--storage sqlite:... is not safe for parallel workers (Optuna's advice); use the default "
-                          "journal file (one machine) or postgresql+psycopg://... (many machines)")
-    if worker:  # before anything slow: a command killed meanwhile is noticed at once
-        tuning.stop_with_parent()
-    if not summary:
-        _check_writable("tune")
-    pm = _plugin_manager()
-    st = tuning.prepare(pm, pipeline, overrides, study_name, storage, n_trials)
-    if timeout is not None:
-        st.settings.timeout = timeout
-    from aepipe.config import resolve
-
-    base = resolve(pm, pipeline, overrides).settings.train
-    epochs = base.epochs
-    tuning.open_study(st, epochs, shared=True if (worker or n_workers > 1) else None)
     if summary:
-        _print_study(st, as_json)
-        return
-    if threads := os.environ.get("AEPIPE_NUM_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(threads))
-    tuning.ensure_parent_run(st)
-    echo = (lambda line: None) if as_json and not worker else (lambda line: click.echo(line, err=True))
-    if not worker:
-        healed = tuning.heal(st)
-        if healed:
-            click.echo(f"study '{st.name}': {healed} run(s) left RUNNING by a process that died marked KILLED", err=True)
-        click.echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning.finished_count(st.study)} of "
-                   f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}", err=True)
-    from aepipe.training import Interrupted
-
-    try:
-        if n_workers > 1 and not worker:
-            tuning.spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, device or base.device, echo)
-        else:
-            tuning.run_worker(pm, st, device=device, echo=echo)
-    except Interrupted as exc:
-        if not worker:  # the command was stopped: so is the study's parent run, until it runs again
-            from aepipe.tracking import default_tracker
-
-            default_tracker().end_run(st.parent_run_id, "KILLED", str(exc))
-        raise
-    if worker:
-        return
-    if tuning.records_results(st):
-        tuning.finish(st)
+        st = tuning.open_study(pipeline, overrides, study_name, storage, n_trials, timeout,
+                               shared=True if (worker or n_workers > 1) else None)
     else:
-        click.echo(f"study '{st.name}' is complete; the command that ran its last trial records the results "
-                   f"on MLflow run {st.parent_run_id}", err=True)
-    _print_study(st, as_json)
+        echo = (lambda line: None) if as_json and not worker else (lambda line: click.echo(line, err=True))
+        st = tuning.tune(pipeline, overrides, study_name, storage, n_trials, n_workers, timeout, device, worker, echo)
+    if st is not None:
+        _print_study(tuning.summary(st), as_json)
 
 
-def _print_study(st, as_json: bool) -> None:
-    from aepipe import tune as tuning
-
-    rows = tuning.summary_rows(st.study, st.settings.objective_metrics)
-    states: dict[str, int] = {}
-    for t in st.study.trials:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
+def _print_study(summary: dict, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"study": st.name, "parent_run_id": st.study.user_attrs.get(tuning.PARENT_ATTR),
-                               "states": states, "best": rows}, indent=2, default=str))
+        click.echo(json.dumps(summary, indent=2, default=str))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"study '{st.name}': " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
+    rows = summary["best"]
+    table = Table(title=f"study '{summary['study']}': " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary["states"].items())))
     columns = list(rows[0]) if rows else ["trial"]
     for col in columns:
         table.add_column(col, justify="right" if col not in ("run_id",) else "left")
@@ -537,49 +335,9 @@ def _print_study(st, as_json: bool) -> None:
 def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path | None, seed: int, device: str, scaled: bool,
            sampler_name: str | None) -> None:
     """Draw codes through RUN_ID's sampler (its prior by default) and decode them."""
-    import numpy as np
-    import torch
+    from aepipe.usecases.arrays import sample as run_sample
 
-    from aepipe.artifacts import load_run_model
-    from aepipe.errors import ConfigError
-    from aepipe.limits import check_fits, check_output
-    from aepipe.tracking.store import check_run_id
-    from aepipe.training.device import select_device
-
-    check_run_id(run_id)
-    check_output(output, "-o")
-    check_output(grid, "--grid")
-    dev = select_device(device)
-    model = load_run_model(run_id, device=str(dev))
-    # the codes, the decoded samples on the device and their float64 copy in memory
-    check_fits(count * (model.spec.code_dim + 3 * model.meta["input_dim"]) * 8, f"-n {count}: {count:,} samples", dev,
-               "draw fewer (several commands, or a smaller -n)")
-    from aepipe.sampling import load_for_run
-
-    sampler = load_for_run(run_id, model, sampler_name)
-    classes = model.spec.n_classes
-    y = None
-    if label is not None:
-        if not (model.spec.conditional or (model.prior is not None and model.prior.class_conditional)):
-            raise ConfigError(f"--label: run {run_id} is not conditional; its samples take no label")
-        if not 0 <= label < classes:
-            raise ConfigError(f"--label {label}: no such class; run {run_id} has classes 0..{classes - 1}")
-        y = torch.full((count,), label, dtype=torch.long, device=dev)
-    elif model.spec.conditional:
-        y = torch.arange(count, device=dev) % classes
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = model.sample(count, y, sampler).cpu().numpy().astype(np.float64)
-    lo, hi = model.meta["value_range"]
-    values = out if scaled else lo + out * (hi - lo)
-    shape = model.meta.get("image_shape")
-    np.save(output, values.reshape(count, *shape) if shape else values)
-    if grid is not None:
-        from aepipe import figures
-
-        title = f"{count} samples of run {run_id[:8]}" + (f", class {label}" if label is not None else "")
-        fig = figures.sample_grid(out, shape, title)
-        fig.savefig(grid, dpi=100)
+    run_sample(run_id, count, output, label, grid, seed, device, scaled, sampler_name)
     click.echo(f"wrote {count} samples to {output}" + (f" and {grid}" if grid else ""), err=True)
 
 
@@ -590,12 +348,9 @@ def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path 
 @click.option("--device", default="auto", help="auto, cpu, cuda, ...")
 def fit_sampler(run_id: str, sampler_name: str, overrides: tuple[str, ...], device: str) -> None:
     """Fit a sampler on RUN_ID's training codes and log it to the run (samplers/NAME/)."""
-    from aepipe.sampling import fit_for_run
-    from aepipe.tracking.store import check_run_id
-    from aepipe.training.device import select_device
+    from aepipe.usecases.arrays import fit_sampler as run_fit
 
-    check_run_id(run_id)
-    metrics = fit_for_run(run_id, sampler_name, overrides, device=str(select_device(device)))
+    metrics = run_fit(run_id, sampler_name, overrides, device)
     shown = ", ".join(f"{k} = {v:.5g}" for k, v in metrics.items())
     click.echo(f"fitted sampler '{sampler_name}' on run {run_id}'s training codes" + (f" ({shown})" if shown else "")
                + f"; draw with: aepipe sample {run_id} --sampler {sampler_name} -n 16 -o samples.npy", err=True)
@@ -620,19 +375,9 @@ def fid(a: Path, b: Path, features: str, dataset: str | None, pipeline_file: Pat
 
     A and B are folders of image files (PNG, JPEG, ...) or .npy arrays of values in [0, 1], shaped
     (N, C, H, W) or (N, H, W); A is taken as the real set."""
-    from aepipe.errors import ConfigError
-    from aepipe.evaluation.generation import METRICS, compare_image_sets
+    from aepipe.usecases.fid import METRICS, fid as run_fid
 
-    if dataset is not None and pipeline_file is not None:
-        raise ConfigError("--dataset and --pipeline both name a dataset; give one")
-    table = None
-    if pipeline_file is not None:
-        from aepipe.config import read_pipeline_file
-
-        table = read_pipeline_file(pipeline_file).get("data", {})
-    elif dataset is not None:
-        table = {"name": dataset}
-    result = compare_image_sets(a, b, features=features, dataset=table, device=device, pm=_plugin_manager())
+    result = run_fid(a, b, features, dataset, pipeline_file, device, pm=_plugin_manager())
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -700,7 +445,6 @@ def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], 
     from aepipe.compare import collect, render
     from aepipe.zoo import run_zoo
 
-    _check_writable("zoo")
     evaluation = None
     if evaluate_:
         from aepipe.evaluation.run import settings
@@ -758,14 +502,6 @@ def evaluate(targets: tuple[str, ...], metrics: str | None, samples: int | None,
     def items(text: str | None) -> list[str] | None:
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
-    _check_writable("evaluate")
-    from aepipe.errors import ConfigError
-    from aepipe.training.device import select_device
-
-    try:  # here, not after a cache hit or a first run's evaluation; its message names the pipeline setting
-        select_device(device)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("train.device:", "--device:")) from None
     s = settings(metrics=items(metrics), samples=samples, features=items(features), samplers=list(samplers) or None,
                  iw_samples=iw_samples, seed=seed)
     results = run_evaluation(list(targets), s, device=device, progress=not quiet and not as_json and sys.stderr.isatty())

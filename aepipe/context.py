@@ -43,6 +43,9 @@ class RunContext:
     #: ``(x, y) -> model.step(x, y, training=True)`` as the run takes it: on several processes
     #: through DistributedDataParallel (None: call the model's own step)
     train_step: Any = None
+    #: ``(run, epoch) -> metrics``: aepipe's own training epoch, what the default
+    #: ``aepipe_train_epoch`` calls (a plugin's implementation may call it too)
+    default_epoch: Any = None
 
     @property
     def run_id(self) -> str:

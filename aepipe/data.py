@@ -297,6 +297,12 @@ def scale(x: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+def unscale(x: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """The inverse of :func:`scale`: values in [0, 1] back in the dataset's raw units, in ``x``'s dtype."""
+    lo, hi = value_range
+    return lo + np.asarray(x) * (hi - lo)
+
+
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A seeded random split of ``range(n)`` into train, validation and test indices."""
     perm = np.random.default_rng(seed).permutation(n)

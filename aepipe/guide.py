@@ -51,7 +51,7 @@ def _cell(text: str) -> str:
 
 
 def _rows(model: type[BaseModel], prefix: str) -> list[str]:
-    from aepipe.tune.settings import TuneSettings
+    from aepipe.tune.study import TuneSettings
 
     rows = []
     for name, field in model.model_fields.items():

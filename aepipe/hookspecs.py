@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from aepipe.context import RunContext
 
 hookspec = pluggy.HookspecMarker("aepipe")
+#: the marker of a hook implementation (``from aepipe import hookimpl`` in a plugin)
+hookimpl = pluggy.HookimplMarker("aepipe")
 
 Register = Callable[[Any], Any]
 

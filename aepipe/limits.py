@@ -1,6 +1,7 @@
 """Checks at the edge, before any work starts: sizes that cannot overflow or exhaust memory, and
 output paths that can be written. Each failure is one :class:`ConfigError` line naming the
-setting, option or file. Light: torch is imported only by the functions that measure a model.
+setting, option or file. Light: torch is imported only to ask a device's free memory (a model's
+own size is checked by :func:`aepipe.model.check_model_fits`).
 """
 
 from __future__ import annotations
@@ -38,49 +39,6 @@ def check_fits(nbytes: float, what: str, device: Any, fix: str) -> None:
     free = available_bytes(device)
     if free is not None and nbytes > free:
         raise ConfigError(f"{what} needs about {gb(nbytes)}; {gb(free)} is free on {getattr(device, 'type', device)}: {fix}")
-
-
-def model_parameters(pipeline: Any, data: Any) -> dict[str, int] | None:
-    """Parameters of each part of the model ``pipeline`` builds (``model.encoder``, ...),
-    counted on torch's meta device: no memory is allocated however large the settings. None if
-    a component cannot be built there (it reads its data while building)."""
-    import torch
-
-    from aepipe.model import build_model
-
-    validate = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(False)  # its checks read values
-    try:
-        with torch.device("meta"):
-            model = build_model(pipeline, data)
-    except ConfigError:
-        raise
-    except Exception:  # noqa: BLE001 - a component that needs real tensors to build: not measured
-        return None
-    finally:
-        torch.distributions.Distribution.set_default_validate_args(validate)
-    counts: dict[str, int] = {}
-    parts = {**{c.path: getattr(model, c.path.rsplit(".", 1)[-1], None) for c in pipeline.components.values()},
-             **{c.path: model.regularizers[key] for key, c in pipeline.regularizers.items()}}
-    for path, part in parts.items():
-        if isinstance(part, torch.nn.Module):
-            counts[path] = sum(p.numel() for p in part.parameters())
-    counts["total"] = sum(p.numel() for p in model.parameters())
-    return counts
-
-
-def check_model_fits(pipeline: Any, data: Any, device: Any) -> None:
-    """Refuse, before building it, a model whose weights, gradients and optimizer state (four
-    float32 copies) and one batch's activations do not fit ``device``'s free memory."""
-    counts = model_parameters(pipeline, data)
-    if counts is None:
-        return
-    m = pipeline.settings.model
-    batch = min(pipeline.settings.train.batch_size, max(1, len(data.train)))
-    need = 16 * counts["total"] + 4 * 8 * batch * m.samples * (data.input_dim + m.code_dim)
-    largest = max((k for k in counts if k != "total"), key=lambda k: counts[k], default="model")
-    check_fits(need, f"{pipeline.source}: the model ({counts['total']:,} parameters, most in {largest})", device,
-               f"lower the sizes of [{largest}] or model.code_dim")
 
 
 def check_output(path: Path | None, option: str) -> None:

@@ -21,6 +21,7 @@ from torch import nn
 
 from aepipe.components import Code, Encoding, ModelSpec, Step
 from aepipe.errors import ConfigError
+from aepipe.limits import check_fits
 from aepipe.likelihoods import make_likelihood
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -285,3 +286,42 @@ def _in_context(choice: Any, pipeline: Pipeline, fn: Any, *args: Any) -> Any:
 
 def _build(choice: Any, spec: ModelSpec, pipeline: Pipeline) -> nn.Module:
     return _in_context(choice, pipeline, choice.cls, choice.config, spec)
+
+
+def model_parameters(pipeline: Any, data: Any) -> dict[str, int] | None:
+    """Parameters of each part of the model ``pipeline`` builds (``model.encoder``, ...),
+    counted on torch's meta device: no memory is allocated however large the settings. None if
+    a component cannot be built there (it reads its data while building)."""
+    validate = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)  # its checks read values
+    try:
+        with torch.device("meta"):
+            model = build_model(pipeline, data)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - a component that needs real tensors to build: not measured
+        return None
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validate)
+    counts: dict[str, int] = {}
+    parts = {**{c.path: getattr(model, c.path.rsplit(".", 1)[-1], None) for c in pipeline.components.values()},
+             **{c.path: model.regularizers[key] for key, c in pipeline.regularizers.items()}}
+    for path, part in parts.items():
+        if isinstance(part, torch.nn.Module):
+            counts[path] = sum(p.numel() for p in part.parameters())
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts
+
+
+def check_model_fits(pipeline: Any, data: Any, device: Any) -> None:
+    """Refuse, before building it, a model whose weights, gradients and optimizer state (four
+    float32 copies) and one batch's activations do not fit ``device``'s free memory."""
+    counts = model_parameters(pipeline, data)
+    if counts is None:
+        return
+    m = pipeline.settings.model
+    batch = min(pipeline.settings.train.batch_size, max(1, len(data.train)))
+    need = 16 * counts["total"] + 4 * 8 * batch * m.samples * (data.input_dim + m.code_dim)
+    largest = max((k for k in counts if k != "total"), key=lambda k: counts[k], default="model")
+    check_fits(need, f"{pipeline.source}: the model ({counts['total']:,} parameters, most in {largest})", device,
+               f"lower the sizes of [{largest}] or model.code_dim")

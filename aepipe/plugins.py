@@ -43,7 +43,7 @@ ENV_STRICT = "AEPIPE_STRICT_PLUGINS"
 KIND_HOOKS = kinds.HOOKS
 KINDS = kinds.NAMES
 #: the name under which aepipe registers its own hook implementations (the training epoch)
-CORE_PLUGIN = "aepipe.core"
+CORE_PLUGIN = "aepipe.defaults"
 
 
 @dataclass
@@ -354,9 +354,9 @@ def get_plugin_manager(*, load_entry_points: bool = True) -> AepipePluginManager
     No global state: each call builds a fresh manager.
     """
     pm = AepipePluginManager()
-    from aepipe import core
+    from aepipe import defaults
 
-    pm.register(core, name=CORE_PLUGIN)  # aepipe's own hook implementations, called last
+    pm.register(defaults, name=CORE_PLUGIN)  # aepipe's own hook implementations, called last
     if _env_flag(ENV_TRACE):
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()

@@ -1,20 +1,15 @@
-"""The second stage: samplers fitted on a run's training codes, stored with the run as data.
+"""The second stage: a sampler built for a model, to be fitted on its training codes.
 
 A sampler named in the pipeline (``[model.sampler]``) is fitted when training ends and saved in
-the model's own weights. ``aepipe fit-sampler RUN --sampler NAME`` fits one later: it is logged
-to the run as ``samplers/NAME/`` (``weights.pt``: its buffers and parameters, tensors only;
-``sampler.toml``: its settings), never as pickled code, and ``aepipe sample RUN --sampler NAME``
-loads it from there.
+the model's own weights. ``aepipe fit-sampler RUN --sampler NAME`` fits one later and logs it to
+the run as ``samplers/NAME/`` (:mod:`aepipe.runs` writes and reads it back).
 """
 
 from __future__ import annotations
 
-import tempfile
-import tomllib
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aepipe.errors import ConfigError, RunNotFoundError
+from aepipe.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.model import AutoEncoder
@@ -40,94 +35,3 @@ def build_sampler(model: AutoEncoder, name: str, settings: dict[str, Any] | None
         raise ConfigError(f"sampler '{name}': {exc}") from None
     device = next(model.parameters()).device
     return sampler.to(device)
-
-
-def fit_for_run(run_id: str, name: str, overrides: tuple[str, ...] = (), device: str = "cpu", tracker: Any = None,
-                pm: Any = None) -> dict[str, float]:
-    """Fit sampler ``name`` (``--set`` overrides of its settings, ``key=value``) on run
-    ``run_id``'s training codes and log it to the run; returns the fit's metrics."""
-    import torch
-
-    from aepipe.artifacts import load_run_model
-    from aepipe.config import parse_override, resolve
-    from aepipe.plugins import get_plugin_manager
-    from aepipe.tracking import default_tracker
-    from aepipe.training.evaluate import fit_sampler, load_data
-
-    pm = pm or get_plugin_manager()
-    tracker = tracker or default_tracker()
-    settings: dict[str, Any] = {}
-    for text in overrides:
-        settings.update(parse_override(text))
-    model = load_run_model(run_id, device=device, tracker=tracker, pm=pm)
-    sampler = build_sampler(model, name, settings, pm)
-    with tempfile.TemporaryDirectory() as tmp:
-        found = tracker.download(run_id, "aepipe-model/pipeline.toml", Path(tmp))
-        if found is None:
-            raise RunNotFoundError(f"run {run_id}: its model's pipeline.toml is missing")
-        pipeline = resolve(pm, tree=tomllib.loads(found.read_text(encoding="utf-8")), stored=True)
-    data = load_data(pipeline, torch.device(device))  # the same split: data.split_seed is the run's
-    metrics = fit_sampler(model, sampler, data.train)
-    _log(run_id, name, sampler, tracker)
-    return metrics
-
-
-def _log(run_id: str, name: str, sampler: Any, tracker: Any) -> None:
-    import tomli_w
-    import torch
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / name
-        folder.mkdir()
-        torch.save({k: v.detach().cpu() for k, v in sampler.state_dict().items()}, folder / "weights.pt")
-        (folder / "sampler.toml").write_text(tomli_w.dumps({"name": name, **sampler.config.model_dump(exclude_none=True)}),
-                                             encoding="utf-8")
-        run = tracker.open(run_id)
-        for file in sorted(folder.iterdir()):
-            run.log_artifact(file, f"{FOLDER}/{name}")
-
-
-def load_for_run(run_id: str, model: AutoEncoder, name: str | None, tracker: Any = None, pm: Any = None, fit_on: Any = None) -> Any:
-    """The sampler ``name`` of run ``run_id``: the model's own (``[model.sampler]``), ``prior``
-    (always), or one that ``fit-sampler`` logged; None (``name`` None): the model's default. A
-    sampler the run does not hold is fitted on split ``fit_on`` when one is given (not logged)."""
-    import torch
-
-    from aepipe.tracking import default_tracker
-
-    if name is None:
-        return None
-    if model.sampler is not None and model.sampler.name == name:
-        return model.sampler
-    if name == "prior":
-        return build_sampler(model, "prior", pm=pm)
-    from aepipe.plugins import get_plugin_manager
-
-    pm = pm or get_plugin_manager()
-    try:  # a registered name before any path is built from it
-        pm.registry.get("sampler", name)
-    except ConfigError as exc:
-        raise ConfigError(f"--sampler: {exc}") from None
-    tracker = tracker or default_tracker()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = tracker.download(run_id, f"{FOLDER}/{name}", Path(tmp))
-        if folder is None:
-            if fit_on is not None:  # fitted here, for this call only (aepipe evaluate --sampler)
-                from aepipe.training.evaluate import fit_sampler
-
-                sampler = build_sampler(model, name, pm=pm)
-                fit_sampler(model, sampler, fit_on)
-                return sampler
-            raise ConfigError(f"run {run_id} has no fitted sampler '{name}'; fit one with: aepipe fit-sampler {run_id} --sampler {name}")
-        try:
-            settings = tomllib.loads((folder / "sampler.toml").read_text(encoding="utf-8"))
-            state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a damaged file of any kind
-            raise ConfigError(f"run {run_id}: sampler '{name}' is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-        settings.pop("name", None)
-        sampler = build_sampler(model, name, settings, pm)
-        try:
-            sampler.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ConfigError(f"run {run_id}: sampler '{name}' no longer fits its class: {str(exc).splitlines()[0]}") from None
-        return sampler.to(next(model.parameters()).device)

@@ -8,7 +8,7 @@ import re
 import textwrap
 from pathlib import Path
 
-from aepipe import __version__
+from aepipe.version import __version__
 from aepipe.errors import ConfigError
 
 FILES = {

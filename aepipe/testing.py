@@ -341,7 +341,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
                     f"{who}: indices must be (n, {positions}) integers in [0, {choices})"
                 assert part.from_indices(indices).shape == (n, k), f"{who}: from_indices must give (n, code_dim)"
         elif kind == "sampler":
-            from aepipe.training.evaluate import fit_sampler
+            from aepipe.training.measure import fit_sampler
 
             torch.manual_seed(0)
             with torch.enable_grad():

@@ -28,8 +28,10 @@ def run_zoo(dataset: str = "digits", epochs: int = 30, experiment: str = "zoo", 
     from aepipe.config import resolve
     from aepipe.errors import AepipeError, ConfigError
     from aepipe.plugins import get_plugin_manager
+    from aepipe.tracking.store import check_writable
     from aepipe.training import train
 
+    check_writable("zoo")
     pm = pm or get_plugin_manager()
     known = pm.registry.names("variant")
     unknown = [v for v in variants or [] if v not in known]

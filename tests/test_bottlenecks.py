@@ -115,7 +115,8 @@ def test_encode_what_gives_what_the_bottleneck_offers(in_vae_store, tmp_path):
 
 
 def test_a_sampler_is_fitted_logged_reloaded_and_used_by_sample_and_pyfunc(in_vae_store, tmp_path):
-    from aepipe.artifacts import load_run_model, predict
+    from aepipe.artifacts import predict
+    from aepipe.runs import load_model as load_run_model
 
     result = in_vae_store
     assert "test_sampler.gmm_log_likelihood" not in result.metrics and "sampler.gmm_log_likelihood" in result.metrics

@@ -198,11 +198,12 @@ def test_compare_shows_the_eval_columns_in_vocabulary_order(at_store):
 
 def test_the_python_api_is_the_use_cases_the_commands_call():
     import aepipe
-    from aepipe.evaluation import generation, report, run
+    from aepipe.evaluation import report, run
+    from aepipe.usecases import fid
     from aepipe.zoo import run_zoo
 
     assert aepipe.evaluate is run.evaluate and aepipe.evaluation_settings is run.settings
-    assert aepipe.build_report is report.build_report and aepipe.compare_image_sets is generation.compare_image_sets
+    assert aepipe.build_report is report.build_report and aepipe.compare_image_sets is fid.compare_image_sets
     assert aepipe.run_zoo is run_zoo
 
 

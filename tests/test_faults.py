@@ -221,7 +221,8 @@ def test_a_full_disk_under_the_store_is_one_line_and_the_run_is_ended(small_disk
 def test_a_damaged_model_file_is_one_line_naming_it(aepipe_pm, store, tmp_path):
     from mlflow import MlflowClient
 
-    from aepipe.artifacts import DIR, load_run_model
+    from aepipe.artifacts import DIR
+    from aepipe.runs import load_model as load_run_model
     from aepipe.tracking import default_tracker
 
     memory = MemoryTracker(tmp_path / "memory")

@@ -186,7 +186,7 @@ def flow_run(tmp_path_factory):
 
 
 def test_the_flow_sampler_is_saved_with_the_weights_and_reloaded(flow_run, monkeypatch, tmp_path):
-    from aepipe.artifacts import load_run_model
+    from aepipe.runs import load_model as load_run_model
     from aepipe.cli import cli
 
     result, home = flow_run
@@ -210,7 +210,7 @@ def test_the_flow_fits_held_out_codes_better_than_a_gaussian(flow_run):
     """The MAF's log-likelihood of the test codes is above that of a full-covariance Gaussian
     fitted on the same training codes: an autoencoder's codes are not Gaussian (we see -7.34
     against -8.01 nats per code)."""
-    from aepipe.training.evaluate import code_tensor
+    from aepipe.training.measure import code_tensor
 
     result, _ = flow_run
     model, data = result.model, result.data

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from aepipe import cli as cli_module
 from aepipe.errors import ConfigError
-from aepipe.evaluation.generation import (METRICS, compare_image_sets, feature_space, frechet_distance, gaussian_stats,
+from aepipe.usecases.fid import compare_image_sets
+from aepipe.evaluation.generation import (METRICS, feature_space, frechet_distance, gaussian_stats,
                                           generation_metrics, kernel_inception_distance, load_dataset)
 
 from conftest import store_at, use_store

@@ -247,7 +247,7 @@ assert [s for s, _ in run.metrics["val_loss"]] == [1, 2, 3]
 assert run.params["variant"] == "vae" and "test_iw_nll" in run.latest()
 files = sorted(p.relative_to(tracker.root / result.run_id / "artifacts").as_posix() for p in (tracker.root / result.run_id).rglob("*") if p.is_file())
 assert {{"pipeline.toml", "images/reconstructions.png", "aepipe-model/weights.pt", "checkpoint/checkpoint.pt"}} <= set(files), files
-from aepipe.artifacts import load_run_model
+from aepipe.runs import load_model as load_run_model
 model = load_run_model(result.run_id, tracker=tracker, pm=pm)
 import torch
 assert torch.allclose(model.encode(result.data.x_test[:4]).code, result.model.encode(result.data.x_test[:4]).code)
@@ -346,7 +346,7 @@ def _plugin_with_encoder_in(module_name: str) -> types.ModuleType:
 
 
 def test_an_old_run_still_encodes_after_its_component_class_moved(tmp_path):
-    from aepipe.artifacts import load_run_model
+    from aepipe.runs import load_model as load_run_model
     from aepipe.plugins import get_plugin_manager
 
     before = get_plugin_manager()

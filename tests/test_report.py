@@ -81,7 +81,7 @@ def made(tmp_path_factory):
     from aepipe.config import resolve
     from aepipe.evaluation.report import build_report
     from aepipe.plugins import get_plugin_manager
-    from aepipe.sampling import fit_for_run
+    from aepipe.runs import fit_sampler as fit_for_run
     from aepipe.tracking import default_tracker
     from aepipe.training import train
 

@@ -385,7 +385,7 @@ def test_workers_are_placed_one_per_gpu_among_the_visible_ones():
 def test_a_worker_whose_command_died_before_it_watched_stops_at_once():
     """The worker watches the command pid it was given, not whatever its parent is by then: a
     command killed while the worker was still starting (it is re-parented already) is noticed."""
-    from aepipe.tune.settings import COMMAND_ENV
+    from aepipe.tune.study import COMMAND_ENV
 
     code = "from aepipe.tune import stop_with_parent; import time; stop_with_parent(0.05); time.sleep(1.5); print('alive')"
     env = {**os.environ, COMMAND_ENV: f"{socket.gethostname()}:{os.getpid() + 10**6}"}  # a pid that is not its parent
@@ -484,9 +484,9 @@ def test_results_recorded_twice_at_once_leave_one_model_version(aepipe_pm, home,
             raise MlflowException("duplicate key value violates unique constraint")
         return "written"
 
-    assert tuning._retrying(flaky, MlflowException) == "written" and len(calls) == 3
+    assert tuning.retrying(flaky, MlflowException) == "written" and len(calls) == 3
     with pytest.raises(MlflowException):
-        tuning._retrying(lambda: (_ for _ in ()).throw(MlflowException("still refused")), MlflowException)
+        tuning.retrying(lambda: (_ for _ in ()).throw(MlflowException("still refused")), MlflowException)
 
     result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", ["train.epochs=1", "tracking.log_images=false",
                                                                     "tracking.log_dataset=false"]), aepipe_pm)

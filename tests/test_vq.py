@@ -151,7 +151,7 @@ def test_conv_encoder_and_quantized_bottleneck_compose_on_colour_images(aepipe_p
 
 def test_with_one_group_the_sampler_is_the_empirical_distribution_of_codewords(aepipe_pm):
     model, data = _model(aepipe_pm, {"codebook_size": 8, "groups": 1}, sampler={"name": "index-ar", "hidden": 16, "steps": 20})
-    from aepipe.training.evaluate import code_tensor, fit_sampler
+    from aepipe.training.measure import code_tensor, fit_sampler
 
     fit_sampler(model, model.sampler, data.train)
     counts = torch.bincount(code_tensor(model, data.train, what="indices").reshape(-1), minlength=8).float()
@@ -221,7 +221,7 @@ def test_encode_indices_and_sample_through_the_cli(store, tmp_path):
     from click.testing import CliRunner
     from sklearn.datasets import load_digits
 
-    from aepipe.artifacts import load_run_model
+    from aepipe.runs import load_model as load_run_model
     from aepipe.cli import cli
 
     runner = CliRunner()

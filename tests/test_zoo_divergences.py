@@ -16,7 +16,7 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data, train
-from aepipe.training.evaluate import evaluate
+from aepipe.training.measure import evaluate
 from aepipe_plugins.divergences.kernels import kernel_matrix, kernel_scale, mmd, sliced_wasserstein
 from aepipe_plugins.divergences.penalties import EVAL_SEED, decoder_gradient_sq
 

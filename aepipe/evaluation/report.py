@@ -249,11 +249,11 @@ def _attempt(title: str, draw: Callable[[], Any]) -> Figure:
 
 
 def _run_figures(page: RunPage, device: Any, tracker: Any, pm: Any, data_cache: dict[str, Any]) -> list[Figure]:
-    from aepipe.artifacts import load_run_model
+    from aepipe.runs import load_model
 
     figures: list[Figure] = []
     try:
-        model = load_run_model(page.run_id, device=str(device), tracker=tracker, pm=pm)
+        model = load_model(page.run_id, device=str(device), tracker=tracker, pm=pm)
     except AepipeError as exc:
         model = None
         page.notes.append(f"no model to draw from ({exc}); shown instead: the images the run logged itself")
@@ -269,7 +269,7 @@ def _run_figures(page: RunPage, device: Any, tracker: Any, pm: Any, data_cache: 
 def _data(run_id: str, tracker: Any, pm: Any, device: Any, cache: dict[str, Any]) -> Any:
     """The run's data, split as it was (the pipeline stored with its model); one load per dataset."""
     from aepipe.config import resolve
-    from aepipe.training.evaluate import load_data
+    from aepipe.training.setup import load_data
 
     with tempfile.TemporaryDirectory() as tmp:
         found = tracker.download(run_id, "aepipe-model/pipeline.toml", Path(tmp))
@@ -286,7 +286,7 @@ def _model_figures(page: RunPage, model: Any, data: Any, tracker: Any, pm: Any) 
     import torch
 
     from aepipe import figures
-    from aepipe.training.evaluate import codes
+    from aepipe.training.measure import codes
 
     name = f"{page.variant} ({page.run_id[:8]})"
     shape = data.image_shape
@@ -332,9 +332,9 @@ def _samples(run_id: str, model: Any, sampler_name: str | None, label: str, name
     import torch
 
     from aepipe import figures
-    from aepipe.sampling import load_for_run
+    from aepipe.runs import load_sampler
 
-    sampler = load_for_run(run_id, model, sampler_name, tracker, pm)
+    sampler = load_sampler(run_id, model, sampler_name, tracker, pm)
     device = next(model.parameters()).device
     torch.manual_seed(0)
     rows = None
@@ -507,7 +507,7 @@ def render_html(title: str, pages: Sequence[RunPage], columns: list[str], pair: 
     """The page: every value of the table exactly as logged in ``data-value`` (``repr``: it reads
     back as the same float) and rounded in the cell; ``sort=COLUMN`` (or ``-COLUMN``) in the URL's
     fragment sorts the table on load, as a click on the column's header does."""
-    from aepipe import __version__
+    from aepipe.version import __version__
 
     best = {c: best_runs(pages, c) for c in columns}
     head = "".join(f'<th data-col="{c}" data-type="text">{c.replace("_", " ")}</th>' for c in TEXT_COLUMNS)

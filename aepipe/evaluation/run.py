@@ -1,8 +1,7 @@
 """The ``evaluate`` use case: the ``eval_*`` metrics of trained models, logged to their runs.
 
-:func:`compute` judges a model on its data (what training calls at its end for the groups that
-``[evaluate]`` names); :func:`evaluate` does it for stored runs (run ids, study names, experiment
-names), logs the metrics to each run and keeps the results as the run's artifact
+:func:`evaluate` judges stored runs (run ids, study names, experiment names) with
+:func:`aepipe.evaluation.measure.compute`, logs the metrics to each run and keeps the results as the run's artifact
 ``evaluation/<key>.json``, where ``key`` is a digest of the settings: a second call with the same
 settings reads them back and computes nothing.
 """
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from aepipe.errors import RunNotFoundError
-from aepipe.evaluation import GROUPS, key, select
+from aepipe.evaluation.measure import chosen_groups, compute, settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.config import EvaluateSettings
@@ -29,8 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: bumped when a metric's definition changes: cached results of older definitions are not reused
 VERSION = 1
 FOLDER = "evaluation"
-#: the neighbours of precision/recall/density/coverage: the test split needs more rows than this
-NEIGHBOURS = 5
 
 
 @dataclass
@@ -43,122 +40,6 @@ class Evaluation:
     skipped: dict[str, str] = field(default_factory=dict)
     cached: bool = False
     seconds: float = 0.0
-
-
-def settings(base: EvaluateSettings | None = None, **changes: Any) -> EvaluateSettings:
-    """``base`` (default: the defaults) with the non-None ``changes`` applied and validated."""
-    from aepipe.config import EvaluateSettings, _validate
-
-    data = (base or EvaluateSettings()).model_dump()
-    data.update({k: v for k, v in changes.items() if v is not None})
-    return _validate(EvaluateSettings, data, "evaluate", {"": "aepipe evaluate"}, "[evaluate]")
-
-
-def chosen_groups(s: EvaluateSettings, everything: bool) -> dict[str, tuple[str, ...]]:
-    """The metrics ``s`` asks for, by group; every group when ``everything`` and none are named."""
-    return select(s.metrics if s.metrics else (["all"] if everything else []))
-
-
-def compute(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, groups: dict[str, tuple[str, ...]],
-            samplers: dict[str, Any] | None = None, pm: Any = None,
-            step: Callable[[str], None] | None = None) -> tuple[dict[str, float], dict[str, str]]:
-    """The metrics of ``groups`` for ``model`` on ``data`` (test split; the training split for the
-    probe), as ``eval_*`` floats, and the groups that do not apply with the reason. ``samplers``:
-    extra samplers by name (generation is always measured through the model's own sampler too)."""
-    import torch
-
-    from aepipe.evaluation import basic
-
-    step = step or (lambda stage: None)
-    out: dict[str, float] = {}
-    skipped: dict[str, str] = {}
-    was = model.training
-    model.eval()
-    torch.manual_seed(s.seed)
-    try:
-        for group, names in groups.items():
-            step(group)
-            why = _not_applicable(group, model, data)
-            if why:
-                skipped[group] = why
-                continue
-            if group == "reconstruction":
-                values = basic.reconstruction(model, data.test, data.image_shape)
-            elif group == "likelihood":
-                values = basic.likelihood(model, data.test, k=s.iw_samples, seed=s.seed)
-            elif group == "representation":
-                values = basic.representation(model, data.train, data.test, data.n_classes, seed=s.seed)
-            elif group == "disentanglement":
-                from aepipe.evaluation.disentanglement import disentanglement_metrics
-
-                values = disentanglement_metrics(model, data, next(model.parameters()).device, seed=s.seed)
-            else:  # generation
-                out.update(_generation(model, data, s, names, samplers or {}, pm, skipped))
-                continue
-            out.update({key(m): float(v) for m, v in values.items() if m in names})
-    finally:
-        model.train(was)
-    return out, skipped
-
-
-def _not_applicable(group: str, model: AutoEncoder, data: DataBundle) -> str | None:
-    from aepipe.evaluation import basic
-
-    if group == "likelihood" and not basic.has_density(model):
-        return "the model's code has no density, or its prior no log-density"
-    if group == "representation" and (data.test.y is None or data.train.y is None or data.n_classes < 2):
-        return "the data has no labels"
-    if group == "representation" and len(data.test) < data.n_classes:  # k-means: a cluster per class
-        return f"the test split has {len(data.test)} examples, fewer than its {data.n_classes} classes"
-    if group == "disentanglement" and not getattr(data, "factor_names", None):
-        return "the data has no ground-truth factors"
-    if group == "generation" and len(data.test) <= NEIGHBOURS:
-        return f"the test split has {len(data.test)} examples; precision/recall need more than {NEIGHBOURS}"
-    return None
-
-
-def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names: tuple[str, ...],
-                samplers: dict[str, Any], pm: Any, skipped: dict[str, str]) -> dict[str, float]:
-    """FID, KID, precision/recall and density/coverage of ``s.samples`` generated images against
-    the test split, in each feature space, through the model's own sampler and each of ``samplers``.
-    A feature space that cannot take the data (``domain`` without labels, ``inception`` without
-    images) is noted in ``skipped`` as ``generation (<space>)``; an unknown one is an error."""
-    import torch
-
-    from aepipe.errors import ConfigError
-    from aepipe.evaluation.generation import feature_space, generation_metrics
-    from aepipe.plugins import get_plugin_manager
-
-    pm = pm or get_plugin_manager()
-    for features in s.features:  # an unknown name fails before any image is drawn
-        pm.registry.get("feature", features)
-
-    device = next(model.parameters()).device
-    real = torch.cat([x for x, _ in data.test.batches(4096)])  # a streamed split (data.in_memory) has no .x
-    draws: dict[str | None, torch.Tensor] = {}
-    for name, sampler in [(None, None), *samplers.items()]:
-        torch.manual_seed(s.seed)
-        y = torch.arange(s.samples, device=device) % data.n_classes if model.spec.conditional else None
-        with torch.no_grad():
-            draws[name] = torch.cat([model.sample(len(part), None if y is None else y[i: i + len(part)], sampler=sampler)
-                                     for i, part in _chunks(s.samples, 4096)])
-    out: dict[str, float] = {}
-    for features in s.features:
-        try:
-            space = feature_space(features, data, device, pm)
-        except ConfigError as exc:  # the space does not apply to this data: the other spaces, groups still count
-            skipped[f"generation ({features})"] = str(exc)
-            continue
-        real_f = space.features(real)
-        for name, fake in draws.items():
-            values = generation_metrics(real_f, space.features(fake.clamp(0, 1)))
-            out.update({key(m, features, name): float(v) for m, v in values.items() if m in names})
-    return out
-
-
-def _chunks(n: int, size: int):
-    for i in range(0, n, size):
-        yield i, range(i, min(n, i + size))
 
 
 # --- stored runs --------------------------------------------------------------------------------
@@ -194,7 +75,7 @@ def _load(run_id: str, device: Any, tracker: Any, pm: Any) -> tuple[AutoEncoder,
     from aepipe.artifacts import DIR, load_model_dir
     from aepipe.config import resolve
     from aepipe.tracking.store import missing_artifact
-    from aepipe.training.evaluate import load_data
+    from aepipe.training.setup import load_data
 
     record = tracker.get_run(run_id)
     if record.status != "FINISHED":
@@ -224,7 +105,7 @@ def evaluate_run(run_id: str, s: EvaluateSettings, groups: dict[str, tuple[str, 
                  tracker: Any = None, pm: Any = None, step: Callable[[str], None] | None = None) -> Evaluation:
     """One run's evaluation: read from its cache, or computed, logged (``eval_*`` at step 0) and cached."""
     from aepipe.plugins import get_plugin_manager
-    from aepipe.sampling import load_for_run
+    from aepipe.runs import load_sampler
     from aepipe.tracking import default_tracker
     from aepipe.training.device import select_device
 
@@ -246,7 +127,7 @@ def evaluate_run(run_id: str, s: EvaluateSettings, groups: dict[str, tuple[str, 
         return Evaluation(run_id, hit["metrics"], hit.get("skipped", {}), cached=True, seconds=time.perf_counter() - started)
     dev = select_device(device) if isinstance(device, str) else device
     model, data = _load(run_id, dev, tracker, pm)
-    samplers = {name: load_for_run(run_id, model, name, tracker, pm, fit_on=data.train) for name in s.samplers} \
+    samplers = {name: load_sampler(run_id, model, name, tracker, pm, fit_on=data.train) for name in s.samplers} \
         if "generation" in groups else {}
     metrics, skipped = compute(model, data, s, groups, samplers, pm, step)
     run = tracker.open(run_id)
@@ -265,8 +146,18 @@ def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any 
     """Evaluate every finished run that ``targets`` name (run ids, studies, experiments) with
     settings ``s`` (default: every group that applies, ``[evaluate]``'s defaults otherwise)."""
     from aepipe import tracking
+    from aepipe.errors import ConfigError
     from aepipe.plugins import get_plugin_manager
+    from aepipe.tracking.store import check_writable
+    from aepipe.training.device import select_device
 
+    if tracker is None:
+        check_writable("evaluate")
+    if isinstance(device, str):  # now, not after a cache hit or a first run's evaluation
+        try:
+            select_device(device)
+        except ConfigError as exc:  # its message names the pipeline setting; here it is the option
+            raise ConfigError(str(exc).replace("train.device:", "--device:")) from None
     s = s or settings()
     groups = chosen_groups(s, everything=True)
     tracking.setup()
@@ -293,4 +184,4 @@ def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any 
     return results
 
 
-__all__ = ["Evaluation", "compute", "evaluate", "evaluate_run", "settings", "run_ids", "cache_key", "GROUPS"]
+__all__ = ["Evaluation", "compute", "evaluate", "evaluate_run", "settings", "run_ids", "cache_key", "chosen_groups"]

@@ -13,12 +13,19 @@ from aepipe.tracking.store import (  # noqa: F401 - the store's helpers, as aepi
     git_commit,
     inside,
     local_root,
-    setup,
     tracking_uri,
     uses_local_store,
 )
 
 __all__ = ["default_tracker", "check_run_id", "setup", "tracking_uri", "local_root", "get_run", "experiment_id"]
+
+
+def setup():
+    """Point MLflow at aepipe's store (created and migrated if new) and end the runs that dead
+    processes left RUNNING; returns the mlflow module."""
+    from aepipe.tracking.mlflow_tracker import open_store
+
+    return open_store()
 
 
 def default_tracker():

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aepipe.errors import RunNotFoundError
 from aepipe.tracking.base import LEASE_BEAT, LEASE_OWNER, RunRecord, check_lease, lease_owner
@@ -65,7 +65,7 @@ class MemoryRun:
     def log_dataset(self, name: str, x: Any, y: Any) -> None:
         self.data.datasets.append(name)
 
-    def log_model(self, model_dir: Path, pyfunc: dict[str, Any] | None, torch_model: Any = None) -> None:
+    def log_model(self, model_dir: Path, pyfunc: Callable[[Path], None] | None, torch_model: Any = None) -> None:
         shutil.copytree(model_dir, self._path(model_dir.name), dirs_exist_ok=True)
 
     def logged_steps(self, key: str) -> list[int]:

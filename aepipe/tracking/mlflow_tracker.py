@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aepipe.errors import RunNotFoundError
 from aepipe.secrets import mask
@@ -30,6 +30,19 @@ _STOP = object()
 #: metrics are written at most this often (seconds): one database write for several epochs
 FLUSH_SECONDS = float(os.environ.get("AEPIPE_TRACKING_FLUSH_SECONDS", "2"))
 _SAFE = re.compile(r"[A-Za-z0-9_.:\- ]*")  # values that may sit inside an MLflow filter's quotes
+
+
+def open_store():
+    """:func:`~aepipe.tracking.store.setup`, then, once per process, the end of the runs that dead
+    processes left RUNNING (:mod:`~aepipe.tracking.sweep`); nothing is written into a read-only or
+    damaged store. Returns the mlflow module."""
+    from aepipe.tracking import sweep
+
+    mlflow = store.setup()
+    uri = store.tracking_uri()
+    if uri not in sweep._swept and store.writable_and_sound(uri):
+        sweep.once(uri, MlflowTracker)
+    return mlflow
 
 
 def _first_line(exc: BaseException) -> str:
@@ -180,10 +193,11 @@ class MlflowRun:
         entry = DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])
         self.client.log_inputs(self.run_id, datasets=[entry])
 
-    def log_model(self, model_dir: Path, pyfunc: dict[str, Any] | None, torch_model: Any = None) -> None:
+    def log_model(self, model_dir: Path, pyfunc: Callable[[Path], None] | None, torch_model: Any = None) -> None:
         """Log aepipe's model folder as the run's ``aepipe-model`` artifacts, the pyfunc model
-        built on it and, where asked, MLflow's PyTorch flavour of ``torch_model``."""
-        mlflow = store.setup()
+        built on it (``pyfunc(model_dir)`` logs it into the active run) and, where asked, MLflow's
+        PyTorch flavour of ``torch_model``."""
+        mlflow = open_store()
         self.client.log_artifacts(self.run_id, str(model_dir), model_dir.name)
         if pyfunc is None and torch_model is None:
             return
@@ -192,9 +206,7 @@ class MlflowRun:
             mlflow.start_run(run_id=self.run_id, nested=active is not None)
             self._fluent = True
         if pyfunc is not None:
-            from aepipe.serving import log_pyfunc
-
-            log_pyfunc(model_dir, **pyfunc)
+            pyfunc(model_dir)
         if torch_model is not None:
             import mlflow.pytorch
             from mlflow.models import infer_signature
@@ -242,7 +254,7 @@ class MlflowRun:
                 self.tracker._delete_tag(self.run_id, "aepipe.error")  # left by an interrupted attempt
         finally:
             if self._fluent:
-                store.setup().end_run(status=status)
+                open_store().end_run(status=status)
                 self._fluent = False
             else:
                 self.client.set_terminated(self.run_id, status)
@@ -254,7 +266,7 @@ class MlflowTracker:
     """Runs in the MLflow store that :func:`aepipe.tracking.setup` points at."""
 
     def __init__(self) -> None:
-        mlflow = store.setup()
+        mlflow = open_store()
         self.client = mlflow.MlflowClient()
 
     # --- opening runs ---------------------------------------------------------------------

@@ -81,7 +81,8 @@ def checkpoint_dir(run_id: str) -> Path:
 
 def setup():
     """Point MLflow at the store; returns the mlflow module. Creates and migrates a new local
-    store; an existing read-only one is only read."""
+    store; an existing read-only one is only read. (:func:`aepipe.tracking.setup` also ends the
+    runs that dead processes left RUNNING.)"""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow  # configures its own loggers on import: quieten them afterwards
 
@@ -106,10 +107,6 @@ def setup():
     if uses_local_store() and uri not in _created:
         _create_once(mlflow, uri)
         _created.add(uri)
-    from aepipe.tracking import sweep  # runs left RUNNING by dead processes: ended, once per process
-
-    if writable_and_sound(uri):  # nothing is written into a read-only or damaged store
-        sweep.once(uri)
     return mlflow
 
 

@@ -2,7 +2,7 @@
 
 A process killed outright (SIGKILL, the out-of-memory killer, a power cut) cannot end its run:
 the run stays RUNNING with a lease whose owner is gone. The first time an aepipe command opens
-a store (:func:`aepipe.tracking.store.setup`), :func:`once` makes one search of the store's
+a store (:func:`aepipe.tracking.mlflow_tracker.open_store`), :func:`once` makes one search of the store's
 RUNNING runs and ends those whose lease is dead by :func:`~aepipe.tracking.base.live_holder`'s
 rule (the one ``--resume`` takes a run over by) KILLED, with the reason and the command that
 continues them; their checkpoint is left where ``--resume`` reads it. Runs without a lease (a
@@ -74,7 +74,7 @@ def sweep(tracker: Any) -> list[RunRecord]:
     return ended
 
 
-def once(uri: str) -> None:
+def once(uri: str, make_tracker: Callable[[], Any]) -> None:
     """Sweep the store at ``uri`` once per process (the first time a command opens it). Never
     fails the command: a store that cannot be searched or written now is swept by a later one.
     Each run ended is told as one warning line."""
@@ -82,9 +82,7 @@ def once(uri: str) -> None:
         return
     _swept.add(uri)
     try:
-        from aepipe.tracking.mlflow_tracker import MlflowTracker
-
-        tracker = MlflowTracker()
+        tracker = make_tracker()
         ended = sweep(tracker)
     except Exception as exc:  # noqa: BLE001 - a read-only or unreachable store: left for a later command
         log.debug("the sweep of %s for runs of dead processes did not run: %s", uri, exc)

@@ -1,11 +1,18 @@
 """Training one run: the loop (:mod:`.loop`), one epoch (:mod:`.epoch`), the run's state and
 checkpoints (:mod:`.state`), schedules (:mod:`.schedules`), resuming (:mod:`.resume`), what a run
-records (:mod:`.report`), devices (:mod:`.device`) and evaluation (:mod:`.evaluate`)."""
+records (:mod:`.report`), devices (:mod:`.device`), what a run is set up with (:mod:`.setup`:
+data, first-step check, optimizer) and what it measures (:mod:`.measure`).
 
-from aepipe.training.device import autocast, prepare_for_device, seed_everything, select_device
-from aepipe.training.evaluate import evaluate, load_data, make_optimizer, sanity_check
-from aepipe.training.loop import Interrupted, RunResult, Trainer, train
-from aepipe.training.state import TrainState
+The names below load on first use: importing one of the light modules here does not import the loop."""
 
-__all__ = ["train", "Trainer", "RunResult", "Interrupted", "TrainState", "evaluate", "load_data", "make_optimizer",
-           "sanity_check", "select_device", "autocast", "prepare_for_device", "seed_everything"]
+from aepipe.lazy import facade
+
+_NAMES = {
+    "train": "aepipe.training.loop", "Trainer": "aepipe.training.loop", "RunResult": "aepipe.training.loop",
+    "Interrupted": "aepipe.training.loop", "TrainState": "aepipe.training.state", "evaluate": "aepipe.training.measure",
+    "load_data": "aepipe.training.setup", "make_optimizer": "aepipe.training.setup", "sanity_check": "aepipe.training.setup",
+    "select_device": "aepipe.training.device", "autocast": "aepipe.training.device",
+    "prepare_for_device": "aepipe.training.device", "seed_everything": "aepipe.training.device",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = facade(__name__, _NAMES)

@@ -19,13 +19,12 @@ from aepipe.config import Pipeline
 from aepipe.context import RunContext
 from aepipe.data import DataBundle
 from aepipe.errors import AepipeError, ConfigError, TrainingError
-from aepipe.model import AutoEncoder, build_model
-from aepipe.limits import check_model_fits
+from aepipe.model import AutoEncoder, build_model, check_model_fits
 from aepipe.training import distributed, report
 from aepipe.training.device import autocast, prepare_for_device, seed_everything, select_device
-from aepipe.training.epoch import StopRequest, Stopped
-from aepipe.training.evaluate import (check_finite, component_metrics, evaluate_tensors, fit_sampler, load_data, make_optimizer,
-                                     read_back, sanity_check)
+from aepipe.training.epoch import StopRequest, Stopped, train_epoch
+from aepipe.training.setup import load_data, make_optimizer, sanity_check
+from aepipe.training.measure import check_finite, component_metrics, evaluate_tensors, fit_sampler, read_back
 from aepipe.training.resume import CHECKPOINT, pipeline_for_resume, read_checkpoint
 from aepipe.training.schedules import LRSchedule, regularizer_weights, steps_per_epoch
 from aepipe.training.state import TrainState, save_checkpoint
@@ -151,7 +150,7 @@ class Trainer:
             state.pipeline = p.to_toml()  # with train.epochs raised, where it was
         logged = max(tracked.logged_steps("loss"), default=0) if resume else 0  # epochs a killed process had logged
         run = RunContext(p, model, data, device, tracked, state, optimizer, schedule, StopRequest(), autocast(device, s.train.amp),
-                         world=world, train_step=train_step)
+                         world=world, train_step=train_step, default_epoch=train_epoch)
         if self.on_start is not None:
             self.on_start(tracked.run_id)
         checkpoint = self.tracker.checkpoint_dir(tracked.run_id) / CHECKPOINT
@@ -274,7 +273,7 @@ class Trainer:
             fit = fit_sampler(model, model.sampler, data.train)
             test.update({f"sampler.{k}": v for k, v in fit.items()})
         if run.config.settings.evaluate.metrics:  # [evaluate]: the eval_* metrics chosen for every run
-            from aepipe.evaluation.run import chosen_groups, compute
+            from aepipe.evaluation.measure import chosen_groups, compute
 
             from aepipe.sampling import build_sampler
 

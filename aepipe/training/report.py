@@ -4,6 +4,7 @@ and the model, all through the run's tracker."""
 from __future__ import annotations
 
 import copy
+import functools
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,9 +14,9 @@ import torch
 
 from aepipe.config import Pipeline, TrackingSettings
 from aepipe.context import RunContext
-from aepipe.data import DataBundle
+from aepipe.data import DataBundle, unscale
 from aepipe.errors import ConfigError
-from aepipe.training.evaluate import codes, prior_samples
+from aepipe.training.measure import codes, prior_samples
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import AepipePluginManager
@@ -26,7 +27,7 @@ STREAMED_PROFILE_ROWS = 10_000
 
 
 def tags(p: Pipeline, pm: AepipePluginManager, device: torch.device, data: DataBundle | None = None) -> dict[str, str]:
-    from aepipe import __version__
+    from aepipe.version import __version__
     from aepipe.tracking import git_commit
 
     out = {
@@ -106,8 +107,15 @@ def _figures(run: RunContext) -> None:
         run.log_figure(figures.sample_grid(images, data.image_shape, title, rows), "images/samples.png")
 
 
+def _log_pyfunc(model_dir: Path, **example) -> None:
+    """The pyfunc flavour, logged by a tracker that keeps MLflow models (imports MLflow when called)."""
+    from aepipe.serving import log_pyfunc
+
+    log_pyfunc(model_dir, **example)
+
+
 def _model(run: RunContext, pm: AepipePluginManager, pytorch_flavor: bool) -> None:
-    from aepipe import __version__
+    from aepipe.version import __version__
     from aepipe.artifacts import DIR, predict, write_model_dir
 
     model = run.model
@@ -115,10 +123,10 @@ def _model(run: RunContext, pm: AepipePluginManager, pytorch_flavor: bool) -> No
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}", f"aepipe=={__version__}"]
     example, example_y = run.data.test.head(5)
     lo, hi = model.meta["value_range"]
-    raw = lo + example.cpu().numpy().astype(np.float64) * (hi - lo)
+    raw = unscale(example.cpu().numpy().astype(np.float64), (lo, hi))
     # a conditional model needs a class to encode: the example uses class 0
-    pyfunc = {"raw": raw, "output": predict(model, raw, {"label": 0} if conditional else None),
-              "requirements": requirements, "conditional": conditional}
+    pyfunc = functools.partial(_log_pyfunc, raw=raw, output=predict(model, raw, {"label": 0} if conditional else None),
+                               requirements=requirements, conditional=conditional)
     torch_model = None
     if pytorch_flavor:
         cpu_model = copy.deepcopy(model).cpu().eval()

@@ -2,7 +2,8 @@
 
 Optuna does the sampling, pruning and storing. One owner per concern:
 
-- :mod:`.settings`: the ``[tune]`` section and its search space, checked before any trial runs;
+- :mod:`.study`: the ``[tune]`` section and its search space, checked before any trial runs, and
+  the study's identity;
 - :mod:`.worker`: the worker loop (claiming trials so that the study holds exactly ``n_trials``
   finished ones across any number of workers, failing and retrying the trials of dead workers);
 - :mod:`.supervise`: the worker processes of one command (placement on GPUs, restarts, stopping
@@ -17,8 +18,8 @@ from __future__ import annotations
 import time  # noqa: F401 - tests pause the retries through aepipe.tune.time
 
 from aepipe.tune.optuna_adapter import make_storage, open_study
-from aepipe.tune.record import _retrying, best_trials, ensure_parent_run, finish, heal, records_results, summary_rows
-from aepipe.tune.settings import (
+from aepipe.tune.record import best_trials, end_trial_run, ensure_parent_run, finish, heal, records_results, summary_rows
+from aepipe.tune.study import (
     COMMAND_ATTR,
     COMMAND_ENV,
     FAIL_ATTR,
@@ -28,15 +29,18 @@ from aepipe.tune.settings import (
     ParamSpec,
     Study,
     TuneSettings,
+    command_id,
     default_storage_url,
+    finished_count,
     mask_url,
     prepare,
+    retrying,
 )
 from aepipe.tune.supervise import Placement, spawn_workers, stop_with_parent, worker_placement
-from aepipe.tune.worker import ObjectiveError, finished_count, command_id, end_trial_run, recover_dead_trials, run_worker
+from aepipe.tune.worker import ObjectiveError, recover_dead_trials, run_worker
 
 __all__ = ["prepare", "open_study", "ensure_parent_run", "run_worker", "spawn_workers", "finish", "records_results", "heal",
            "stop_with_parent", "summary_rows", "best_trials", "worker_placement", "Placement", "Study", "TuneSettings",
            "ParamSpec", "make_storage", "default_storage_url", "mask_url", "command_id", "recover_dead_trials",
            "end_trial_run", "finished_count", "ObjectiveError", "COMMAND_ATTR", "COMMAND_ENV", "FAIL_ATTR", "PARENT_ATTR", "RUN_ATTR",
-           "WORKER_ATTR"]
+           "WORKER_ATTR", "retrying"]

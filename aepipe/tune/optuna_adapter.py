@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from aepipe.errors import ConfigError
-from aepipe.tune.settings import Study, TuneSettings, mask_url
+from aepipe.tune.record import end_trial_run
+from aepipe.tune.study import WORKER_ATTR, Study, TuneSettings, mask_url, retrying
 
 
 def quiet() -> None:
@@ -168,6 +169,20 @@ class FlockLock:
             handle.close()  # closing the file drops its lock
 
 
+class FailAndEnd:
+    """Optuna's heartbeat callback for a trial whose worker stopped beating: end its run
+    FAILED, then retry the trial with the same parameters."""
+
+    def __init__(self, max_retry: int = 3):
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study, trial) -> None:
+        end_trial_run(trial, f"worker {trial.user_attrs.get(WORKER_ATTR, '?')} stopped its heartbeat")
+        self.retry(study, trial)
+
+
 def make_storage(url: str):
     """An Optuna storage: ``journal:///path`` (a journal file, safe for several processes on one
     machine), or an RDB URL (``postgresql+psycopg://...`` for many machines) with heartbeats so
@@ -186,13 +201,10 @@ def make_storage(url: str):
         raise ConfigError(f"--storage {mask_url(url)}: use postgresql+psycopg://... (SQLAlchemy maps postgresql:// to psycopg2)")
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    from aepipe.tune.record import _retrying
-    from aepipe.tune.worker import FailAndEnd
-
     try:
         # workers started together on a new database all create Optuna's tables; the losers of
         # that race see a duplicate table or type, and find the tables when they try again
-        return _retrying(lambda: RDBStorage(
+        return retrying(lambda: RDBStorage(
             url,
             heartbeat_interval=5,
             grace_period=20,

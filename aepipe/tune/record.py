@@ -4,13 +4,11 @@ RUNNING, and its results (best trials, Optuna's plots, the best model in the reg
 from __future__ import annotations
 
 import json
-import random
 import time
 from typing import Any
 
 from aepipe.errors import AepipeError
-from aepipe.tune.settings import COMMAND_ATTR, PARENT_ATTR, RUN_ATTR, Study, mask_url
-from aepipe.tune.worker import command_id, finished_count, remove_leftovers
+from aepipe.tune.study import COMMAND_ATTR, PARENT_ATTR, RUN_ATTR, Study, command_id, finished_count, mask_url, retrying
 
 
 def ensure_parent_run(st: Study) -> str:
@@ -125,7 +123,7 @@ def finish(st: Study, register: bool = True) -> None:
         tags.update({"best.trial": str(top.number), "best.run_id": top.user_attrs.get(RUN_ATTR, "")})
         # commands on two machines may record the results at the same moment: a tracking
         # server's database then refuses one of two simultaneous first writes of a tag
-        _retrying(lambda: parent.set_tags(tags), MlflowException)
+        retrying(lambda: parent.set_tags(tags), MlflowException)
         parent.log_metrics({f"best.{m}": v for m, v in zip(metrics, top.values)}, 0)
     figures = []
     try:
@@ -148,19 +146,7 @@ def finish(st: Study, register: bool = True) -> None:
         plt.close(fig)
     if register and best and best[0].user_attrs.get(RUN_ATTR):
         tracker.register_model(st.name, best[0].user_attrs[RUN_ATTR])
-    _retrying(lambda: parent.finish("FINISHED"), (MlflowException, AepipeError))
-
-
-def _retrying(call, retry_on: type[Exception] | tuple[type[Exception], ...], attempts: int = 3):
-    """``call()``, tried again after a short random pause while it raises ``retry_on``: for
-    writes that processes on several machines may race to make first."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except retry_on:
-            if attempt == attempts:
-                raise
-            time.sleep(0.5 + random.random())
+    retrying(lambda: parent.finish("FINISHED"), (MlflowException, AepipeError))
 
 
 def summary_rows(study, metrics: list[str], limit: int = 10) -> list[dict[str, Any]]:
@@ -175,3 +161,22 @@ def summary_rows(study, metrics: list[str], limit: int = 10) -> list[dict[str, A
     return [{"trial": t.number, **{m: v for m, v in zip(metrics, t.values)}, **t.params,
              "seconds": t.duration.total_seconds() if t.duration else None, "run_id": t.user_attrs.get(RUN_ATTR, "")}
             for t in ranked[:limit]]
+
+
+def end_trial_run(trial, reason: str) -> None:
+    """End the MLflow run of a trial whose worker died FAILED, with ``reason``, and remove what
+    the dead process left on this machine (its checkpoint: the trial is retried from scratch)."""
+    from aepipe.tracking import default_tracker
+
+    run_id = trial.user_attrs.get(RUN_ATTR)
+    if run_id:
+        tracker = default_tracker()
+        tracker.end_run(run_id, "FAILED", reason)
+        remove_leftovers(tracker, run_id)
+
+
+def remove_leftovers(tracker, run_id: str) -> None:
+    """Delete a dead run's local checkpoint folder, if it is on this machine."""
+    import shutil
+
+    shutil.rmtree(tracker.checkpoint_dir(run_id), ignore_errors=True)

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from aepipe.tune.settings import COMMAND_ENV
+from aepipe.tune.study import COMMAND_ENV
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ def spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, place
 
     import torch
 
-    from aepipe.tune.worker import finished_count, command_id, run_worker
+    from aepipe.tune.study import command_id, finished_count
+    from aepipe.tune.worker import run_worker
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     placement = worker_placement(n_workers, placed_on, gpus, os.cpu_count() or 1, os.environ.get("CUDA_VISIBLE_DEVICES"))

@@ -11,60 +11,15 @@ from typing import TYPE_CHECKING
 
 from aepipe.errors import AepipeError, ConfigError
 from aepipe.tune import optuna_adapter as adapter
-from aepipe.tune.settings import COMMAND_ATTR, COMMAND_ENV, FAIL_ATTR, RUN_ATTR, WORKER_ATTR, Study
+from aepipe.tune.record import end_trial_run
+from aepipe.tune.study import COMMAND_ATTR, FAIL_ATTR, RUN_ATTR, WORKER_ATTR, Study, command_id, finished_count
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import AepipePluginManager
 
 
-def command_id() -> str:
-    """This `aepipe tune` command, as ``host:pid`` of its first process (workers it started
-    inherit it through the environment)."""
-    return os.environ.get(COMMAND_ENV) or f"{socket.gethostname()}:{os.getpid()}"
-
-
-def finished_count(study) -> int:
-    """Trials that count towards ``n_trials``: complete or pruned."""
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-
-
 class ObjectiveError(ConfigError):
     """The objective metric is not among the run's metrics: no trial can succeed."""
-
-
-def end_trial_run(trial, reason: str) -> None:
-    """End the MLflow run of a trial whose worker died FAILED, with ``reason``, and remove what
-    the dead process left on this machine (its checkpoint: the trial is retried from scratch)."""
-    from aepipe.tracking import default_tracker
-
-    run_id = trial.user_attrs.get(RUN_ATTR)
-    if run_id:
-        tracker = default_tracker()
-        tracker.end_run(run_id, "FAILED", reason)
-        remove_leftovers(tracker, run_id)
-
-
-def remove_leftovers(tracker, run_id: str) -> None:
-    """Delete a dead run's local checkpoint folder, if it is on this machine."""
-    import shutil
-
-    shutil.rmtree(tracker.checkpoint_dir(run_id), ignore_errors=True)
-
-
-class FailAndEnd:
-    """Optuna's heartbeat callback for a trial whose worker stopped beating: end its run
-    FAILED, then retry the trial with the same parameters."""
-
-    def __init__(self, max_retry: int = 3):
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-
-    def __call__(self, study, trial) -> None:
-        end_trial_run(trial, f"worker {trial.user_attrs.get(WORKER_ATTR, '?')} stopped its heartbeat")
-        self.retry(study, trial)
 
 
 def recover_dead_trials(study) -> int:

@@ -1,9 +1,14 @@
-"""A study's preparation: the ``[tune]`` settings (typed with the rest of the pipeline in
-:mod:`aepipe.config`) and its search space checked against the pipeline before any trial runs,
-and the study's identity. Light: imports no Optuna at module level."""
+"""A study: its preparation (the ``[tune]`` settings, typed with the rest of the pipeline in
+:mod:`aepipe.config`, and its search space checked against the pipeline before any trial runs),
+its identity, the command that runs it, how many of its trials are done, and the retry of writes
+that several processes race to make. Light: imports no Optuna at module level."""
 
 from __future__ import annotations
 
+import os
+import random
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +71,8 @@ class Study:
     study: Any = None
     experiment_id: str = ""
     parent_run_id: str = ""
+    #: the resolved pipeline without any trial's values (its train settings: epochs, device)
+    base: Any = None
 
 
 def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...] = (), study_name: str | None = None,
@@ -101,7 +108,7 @@ def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...
                 raise ConfigError(f"{path}: [tune.space] '{key}' is not a setting of this pipeline")
         distributions[key] = dist
     return Study(path, tuple(overrides), settings, distributions, study_name or path.stem, storage_url or default_storage_url(),
-                 experiment=base.settings.tracking.experiment)
+                 experiment=base.settings.tracking.experiment, base=base)
 
 
 def default_storage_url() -> str:
@@ -115,3 +122,28 @@ def mask_url(url: str) -> str:
     from aepipe.secrets import mask
 
     return mask(url)
+
+
+def command_id() -> str:
+    """This `aepipe tune` command, as ``host:pid`` of its first process (workers it started
+    inherit it through the environment)."""
+    return os.environ.get(COMMAND_ENV) or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def finished_count(study) -> int:
+    """Trials that count towards ``n_trials``: complete or pruned."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def retrying(call, retry_on: type[Exception] | tuple[type[Exception], ...], attempts: int = 3):
+    """``call()``, tried again after a short random pause while it raises ``retry_on``: for
+    writes that processes on several machines may race to make first."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except retry_on:
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 + random.random())

@@ -1,5 +1,5 @@
-"""The pieces around the loop: loading data, the first-step check, the optimizer, evaluation
-and the one read-back of an epoch's metrics."""
+"""Measurements of a model in memory that a run logs: a split's losses (the one read-back of an
+epoch's metrics), the components' own metrics, codes, prior samples and a fitted sampler."""
 
 from __future__ import annotations
 
@@ -9,81 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from aepipe.components import Component
-from aepipe.config import Pipeline
-from aepipe.data import DataBundle, Feed, Split, batches, prepare
-from aepipe.errors import AepipeError, ConfigError, DataError, TrainingError
+from aepipe.data import Split, batches
+from aepipe.errors import TrainingError
 from aepipe.model import AutoEncoder
-
-
-def load_data(pipeline: Pipeline, device: torch.device) -> DataBundle:
-    choice = pipeline.dataset
-    try:
-        raw = choice.cls(choice.config).load()
-    except AepipeError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"dataset '{choice.name}' failed to load: {type(exc).__name__}: {exc}") from exc
-    s = pipeline.settings.data
-    return prepare(raw, choice.name, s.val_fraction, s.test_fraction, s.split_seed, device, in_memory=s.in_memory,
-                   memory_fraction=s.memory_fraction, feed=Feed.for_device(s.workers, s.prefetch, device))
-
-
-def _culprit(exc: BaseException) -> str:
-    """Name the component in whose code ``exc`` was raised, from the traceback."""
-    found = ""
-    tb = exc.__traceback__
-    while tb is not None:
-        owner = tb.tb_frame.f_locals.get("self")
-        if isinstance(owner, Component) and owner.name:
-            found = f"{owner.kind} '{owner.name}'"
-        tb = tb.tb_next
-    return found
-
-
-def sanity_check(model: AutoEncoder, data: DataBundle, batch_size: int, source: str = "") -> list[str]:
-    """One forward, loss and backward pass on one batch, before any expensive work; returns the
-    names of the parameters the main optimizer trains that the step left without a gradient."""
-    x, y = data.train.head(batch_size)
-    try:
-        loss, _, _ = model.step(x, y, training=True)
-        loss.backward()
-        trained = {id(p) for p in model.model_parameters()}
-        unused = [name for name, p in model.named_parameters() if id(p) in trained and p.grad is None]
-    except AepipeError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        who = _culprit(exc) or "the model"
-        raise ConfigError(
-            f"{source}: a first training step failed in {who}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            " (check code_dim, the components' settings and that encoder and decoder fit the data)"
-        ) from exc
-    finally:
-        model.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
-        raise TrainingError(f"{source}: the loss of the first batch is {loss.item()} before any update")
-    return unused
-
-
-#: torch's optimizers by ``train.optimizer``, and whether torch has a fused kernel for each
-OPTIMIZERS = {"adam": ("Adam", True), "adamw": ("AdamW", True), "sgd": ("SGD", True), "rmsprop": ("RMSprop", False)}
-
-
-def make_optimizer(params: list[torch.nn.Parameter] | list[dict[str, Any]], name: str, lr: float, weight_decay: float,
-                   fused: bool = False) -> torch.optim.Optimizer:
-    """torch's optimizer ``name`` over ``params`` (parameters, or parameter groups as torch
-    takes them: a component's own ``lr`` or ``weight_decay`` stays, the run's fills the rest);
-    with ``fused``, its fused kernel (one kernel for every parameter's update: about 1.3x the
-    throughput of the default on 2 CPU cores for an MLP autoencoder) where torch has one for
-    these parameters' device and dtype."""
-    cls_name, has_fused = OPTIMIZERS[name]
-    cls = getattr(torch.optim, cls_name)
-    kwargs = {"lr": lr, "weight_decay": weight_decay}
-    groups = list(params)
-    flat = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
-    if fused and has_fused and flat and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in flat):
-        kwargs["fused"] = True
-    return cls(groups, **kwargs)
 
 
 @torch.no_grad()

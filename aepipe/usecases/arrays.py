@@ -1,0 +1,141 @@
+"""The array verbs on a stored run's model: ``encode``, ``reconstruct`` and ``sample`` (``.npy``
+in, ``.npy`` out, in the dataset's raw units unless ``scaled``), and ``fit-sampler``. Every input
+is checked (run id, output path, array values, labels) before the model loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aepipe.errors import ConfigError
+
+
+@dataclass
+class Written:
+    """What a verb wrote: ``count`` rows of ``what`` (shape ``shape``) to ``path``."""
+
+    path: Path
+    count: int
+    what: str
+    shape: tuple[int, ...]
+    grid: Path | None = None
+
+
+def _inputs(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None):
+    """The model of ``run_id`` and its input (and labels), every one checked before the model loads."""
+    import numpy as np
+    import torch
+
+    from aepipe.arrays import check_labels, check_rows, check_width, load_npy
+    from aepipe.data import scale
+    from aepipe.limits import check_output
+    from aepipe.runs import load_model
+    from aepipe.tracking.store import check_run_id
+    from aepipe.training.device import select_device
+
+    check_run_id(run_id)  # before any file is read
+    check_output(output, "-o")
+    raw = check_rows(load_npy(input_path, str(input_path)), str(input_path))
+    y_raw = load_npy(labels, f"--labels {labels}") if labels is not None else None
+    dev = select_device(device)
+    model = load_model(run_id, device=str(dev))
+    check_width(raw, model.meta["input_dim"], str(input_path), f"run {run_id}")
+    x = raw.reshape(len(raw), -1).astype(np.float32) if scaled else scale(raw, tuple(model.meta["value_range"]))
+    y = None
+    if model.spec.conditional:
+        if y_raw is None:
+            raise ConfigError(f"run {run_id} is conditional: give --labels LABELS.npy")
+        y = torch.as_tensor(check_labels(y_raw, f"--labels {labels}", len(x), model.spec.n_classes), device=dev)
+    return model, torch.as_tensor(x, device=dev), y, raw
+
+
+def encode(run_id: str, input_path: Path, output: Path, device: str = "auto", scaled: bool = False,
+           labels: Path | None = None, what: str = "code", seed: int = 0) -> Written:
+    """Encode ``input_path`` with ``run_id``'s model and write ``what`` it offers (``code``,
+    ``mean``, ``sample``, ``indices``...) to ``output``."""
+    import numpy as np
+    import torch
+
+    model, x, y, _ = _inputs(run_id, input_path, output, device, scaled, labels)
+    if what not in model.offers():
+        raise ConfigError(f"--what {what}: run {run_id}'s bottleneck offers {', '.join(model.offers())}")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        codes = model.represent(x, y, what).cpu().numpy()
+    np.save(output, codes)
+    return Written(output, len(codes), what, tuple(codes.shape))
+
+
+def reconstruct(run_id: str, input_path: Path, output: Path, device: str = "auto", scaled: bool = False,
+                labels: Path | None = None) -> Written:
+    """Reconstruct ``input_path`` with ``run_id``'s model; ``output`` in the input's shape and units."""
+    import numpy as np
+    import torch
+
+    from aepipe.data import unscale
+
+    model, x, y, raw = _inputs(run_id, input_path, output, device, scaled, labels)
+    with torch.no_grad():
+        recon = model(x, y).cpu().numpy().astype(np.float64)
+    out = recon if scaled else unscale(recon, tuple(model.meta["value_range"]))
+    np.save(output, out.reshape(raw.shape))
+    return Written(output, len(out), "reconstructions", tuple(raw.shape))
+
+
+def sample(run_id: str, count: int, output: Path, label: int | None = None, grid: Path | None = None, seed: int = 0,
+           device: str = "auto", scaled: bool = False, sampler: str | None = None) -> Written:
+    """Draw ``count`` codes through ``run_id``'s sampler (its own, ``prior``, or one ``fit-sampler``
+    logged; default: the run's own, else its prior, else N(0, I)), decode them and write them to
+    ``output`` (and a PNG ``grid``)."""
+    import numpy as np
+    import torch
+
+    from aepipe.data import unscale
+    from aepipe.limits import check_fits, check_output
+    from aepipe.runs import load_model, load_sampler
+    from aepipe.tracking.store import check_run_id
+    from aepipe.training.device import select_device
+
+    check_run_id(run_id)
+    check_output(output, "-o")
+    check_output(grid, "--grid")
+    dev = select_device(device)
+    model = load_model(run_id, device=str(dev))
+    # the codes, the decoded samples on the device and their float64 copy in memory
+    check_fits(count * (model.spec.code_dim + 3 * model.meta["input_dim"]) * 8, f"-n {count}: {count:,} samples", dev,
+               "draw fewer (several commands, or a smaller -n)")
+    drawn_by = load_sampler(run_id, model, sampler)
+    classes = model.spec.n_classes
+    y = None
+    if label is not None:
+        if not (model.spec.conditional or (model.prior is not None and model.prior.class_conditional)):
+            raise ConfigError(f"--label: run {run_id} is not conditional; its samples take no label")
+        if not 0 <= label < classes:
+            raise ConfigError(f"--label {label}: no such class; run {run_id} has classes 0..{classes - 1}")
+        y = torch.full((count,), label, dtype=torch.long, device=dev)
+    elif model.spec.conditional:
+        y = torch.arange(count, device=dev) % classes
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.sample(count, y, drawn_by).cpu().numpy().astype(np.float64)
+    values = out if scaled else unscale(out, tuple(model.meta["value_range"]))
+    shape = model.meta.get("image_shape")
+    values = values.reshape(count, *shape) if shape else values
+    np.save(output, values)
+    if grid is not None:
+        from aepipe import figures
+
+        title = f"{count} samples of run {run_id[:8]}" + (f", class {label}" if label is not None else "")
+        figures.sample_grid(out, shape, title).savefig(grid, dpi=100)
+    return Written(output, count, "samples", tuple(values.shape), grid)
+
+
+def fit_sampler(run_id: str, name: str, overrides: tuple[str, ...] = (), device: str = "auto") -> dict[str, Any]:
+    """Fit sampler ``name`` on ``run_id``'s training codes and log it to the run; its metrics."""
+    from aepipe.runs import fit_sampler as fit
+    from aepipe.tracking.store import check_run_id
+    from aepipe.training.device import select_device
+
+    check_run_id(run_id)
+    return fit(run_id, name, overrides, device=str(select_device(device)))

@@ -1,0 +1,94 @@
+"""``tune``: a study over a pipeline's ``[tune]`` search space, run by this process or by
+``n_workers`` worker processes of this machine, resumed where it stopped; and its summary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from aepipe.errors import ConfigError
+
+
+def open_study(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None = None, storage: str | None = None,
+               n_trials: int | None = None, timeout: float | None = None, shared: bool | None = None, pm: Any = None):
+    """The study of ``pipeline``, its settings checked and its Optuna study opened (created if new)."""
+    from aepipe import secrets
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.tune import optuna_adapter
+    from aepipe.tune.study import prepare
+
+    secrets.remember(url=storage)
+    secrets.check_url(storage, "--storage")
+    st = prepare(pm or get_plugin_manager(), pipeline, overrides, study_name, storage, n_trials)
+    if timeout is not None:
+        st.settings.timeout = timeout
+    optuna_adapter.open_study(st, st.base.settings.train.epochs, shared=shared)
+    return st
+
+
+def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None = None, storage: str | None = None,
+         n_trials: int | None = None, n_workers: int = 1, timeout: float | None = None, device: str | None = None,
+         worker: bool = False, echo: Callable[[str], None] = print, pm: Any = None):
+    """Run the study of ``pipeline`` until it holds its ``n_trials`` finished trials (or ``timeout``
+    seconds pass): every trial a tracked run nested under the study's parent run. ``worker``: this
+    process is one of the workers another ``tune`` started. Returns the study (None for a worker)."""
+    from aepipe import secrets
+    from aepipe import tune as tuning
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.tracking.store import check_writable
+    from aepipe.training.loop import Interrupted
+
+    secrets.remember(url=storage)  # masked in every message from here on
+    secrets.check_url(storage, "--storage")
+    if storage and storage.startswith("sqlite") and n_workers > 1:
+        raise ConfigError("--storage sqlite:... is not safe for parallel workers (Optuna's advice); use the default "
+                          "journal file (one machine) or postgresql+psycopg://... (many machines)")
+    if worker:  # before anything slow: a command killed meanwhile is noticed at once
+        tuning.stop_with_parent()
+    check_writable("tune")
+    pm = pm or get_plugin_manager()
+    st = open_study(pipeline, overrides, study_name, storage, n_trials, timeout, True if (worker or n_workers > 1) else None, pm)
+    if threads := os.environ.get("AEPIPE_NUM_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(threads))
+    tuning.ensure_parent_run(st)
+    if not worker:
+        healed = tuning.heal(st)
+        if healed:
+            echo(f"study '{st.name}': {healed} run(s) left RUNNING by a process that died marked KILLED")
+        echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning.finished_count(st.study)} of "
+             f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}")
+    try:
+        if n_workers > 1 and not worker:
+            tuning.spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, device or st.base.settings.train.device,
+                                 echo)
+        else:
+            tuning.run_worker(pm, st, device=device, echo=echo)
+    except Interrupted as exc:
+        if not worker:  # the command was stopped: so is the study's parent run, until it runs again
+            from aepipe.tracking import default_tracker
+
+            default_tracker().end_run(st.parent_run_id, "KILLED", str(exc))
+        raise
+    if worker:
+        return None
+    if tuning.records_results(st):
+        tuning.finish(st)
+    else:
+        echo(f"study '{st.name}' is complete; the command that ran its last trial records the results "
+             f"on MLflow run {st.parent_run_id}")
+    return st
+
+
+def summary(st: Any) -> dict[str, Any]:
+    """The study's name, parent run, trial counts by state and best trials (rows of their values,
+    parameters and run ids)."""
+    from aepipe import tune as tuning
+
+    states: dict[str, int] = {}
+    for t in st.study.trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    return {"study": st.name, "parent_run_id": st.study.user_attrs.get(tuning.PARENT_ATTR), "states": states,
+            "best": tuning.summary_rows(st.study, st.settings.objective_metrics)}
