@@ -287,3 +287,17 @@ def test_package_facades_name_what_exists():
         module = importlib.import_module(package)
         for name in getattr(module, "_NAMES", {}):
             assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+def test_the_documented_table_is_this_table():
+    """docs/architecture.md shows each layer with exactly the modules :data:`LAYERS` gives it."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] and not cells[0].startswith(("layer", "---")):
+            rows[cells[0].replace(" (light)", "")] = (cells[0].endswith("(light)"), set(re.findall(r"`([\w.]+)`", cells[2])))
+    assert list(rows) == NAME
+    for name, _, light, mods in LAYERS:
+        shown = {m if m == "aepipe" else m.removeprefix("aepipe.") for m in mods}
+        assert rows[name] == (light, shown), name
