@@ -173,6 +173,9 @@ class TuneSettings(_StrictTune):
     warmup_epochs: int = Field(3, ge=0, description="epochs before the median pruner may prune")
     seed: Optional[int] = 0
     max_failures: Optional[int] = Field(None, ge=1, description="stop a worker after this many of its trials failed (default: the larger of 3 and n_trials)")
+    log_models: Literal["best", "all"] = Field(
+        "best", description="which trials log their figures, model and dataset: 'best' (each trial that is the study's best, "
+        "or on its Pareto front, when it ends; so the best trials when the study ends) or 'all'")
     space: dict[str, ParamSpec] = {}
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ line before a run is written into it.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import re
@@ -383,6 +384,13 @@ def missing_artifact(record: Any, path: str, location: str | None) -> str:
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:
+    """The commit checked out at ``cwd`` when this process first asked: the code it runs (a
+    study's trials ask once, not once each)."""
+    return _git_commit(str(Path(cwd).resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _git_commit(cwd: str) -> str | None:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False

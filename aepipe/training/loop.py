@@ -82,8 +82,14 @@ class Trainer:
     """Trains one pipeline as one tracked run."""
 
     def __init__(self, pipeline: Pipeline | None, pm: AepipePluginManager, device: str | None = None, reporter: Reporter | None = None,
-                 tracker: Any = None, on_start: Callable[[str], None] | None = None, overrides: tuple[str, ...] = ()):
+                 tracker: Any = None, on_start: Callable[[str], None] | None = None, overrides: tuple[str, ...] = (),
+                 keep_artifacts: Callable[[TrainState], bool] | None = None, data_cache: dict[Any, DataBundle] | None = None):
         self.pipeline, self.pm, self.reporter, self.on_start = pipeline, pm, reporter, on_start
+        #: asked when the run ends (its state: history, best epoch) whether to log its figures,
+        #: model and dataset; None: always (a study's trials ask whether they are its best)
+        self.keep_artifacts = keep_artifacts
+        #: data already loaded, by what decides it (a study's worker keeps it across its trials)
+        self.data_cache = data_cache
         self.overrides = tuple(overrides)  # with a resumed run and no pipeline: --set over the run's own
         self.device_name = device
         self.store: Any = None  # on a process other than rank 0: the run store it reads (its tracker is in memory)
@@ -125,7 +131,7 @@ class Trainer:
         s = p.settings
         device = distributed.start(world, select_device(self.device_name or s.train.device))
         seed_everything(s.train.seed)
-        data = load_data(p, device)
+        data = self._load_data(p, device)
         check_model_fits(p, data, device)
         unused = sanity_check(build_model(p, data).to(device), data, s.train.batch_size, p.source)
         seed_everything(s.train.seed)
@@ -160,7 +166,7 @@ class Trainer:
         with run.stop:
             try:
                 if resume is None:
-                    report.log_start(run)
+                    report.log_start(run, dataset=self.keep_artifacts is None)
                 self.pm.call_plugin_hook("aepipe_run_start", run=run)
                 started = time.perf_counter()
                 last = state.epoch if state.done else s.train.epochs  # a run killed while it finished trains no more
@@ -248,6 +254,17 @@ class Trainer:
         state.done = state.stopped_early = False
         return state, parts
 
+    def _load_data(self, p: Pipeline, device: torch.device) -> DataBundle:
+        """The pipeline's data: loaded, or the same data an earlier run of this trainer's cache
+        loaded (the same dataset, settings and device; splits are only read by training)."""
+        if self.data_cache is None:
+            return load_data(p, device)
+        key = (p.dataset.name, p.dataset.config.model_dump_json(), p.settings.data.model_dump_json(), str(device))
+        if key not in self.data_cache:
+            self.data_cache.clear()  # one dataset kept at a time
+            self.data_cache[key] = load_data(p, device)
+        return self.data_cache[key]
+
     def _checkpoint(self, path: Any, run: RunContext, policy: CheckpointPolicy, started: float | None = None) -> None:
         """Write the run's checkpoint, once every metric queued so far is stored: a checkpoint
         never claims epochs whose metrics a kill right after it would lose (``--resume`` logs
@@ -287,7 +304,10 @@ class Trainer:
         for extra in self.pm.call_plugin_hook("aepipe_run_end", run=run, metrics=dict(test)):
             test.update({f"test_{k}": float(v) for k, v in (extra or {}).items()})
         run.tracked.log_metrics(test, 0)
-        report.log_end(run, self.pm)
+        if self.keep_artifacts is None:
+            report.log_end(run, self.pm)
+        elif self.keep_artifacts(state):
+            report.log_end(run, self.pm, dataset=True)
         state.done = True
         run.tracked.flush()  # as for every checkpoint: the epochs it claims are stored
         save_checkpoint(checkpoint, state, _parts(run))
@@ -365,9 +385,12 @@ def train(
     tracker: Any = None,
     on_start: Callable[[str], None] | None = None,
     overrides: tuple[str, ...] = (),
+    keep_artifacts: Callable[[TrainState], bool] | None = None,
+    data_cache: dict[Any, DataBundle] | None = None,
 ) -> RunResult:
     """Train ``pipeline`` as one tracked run (MLflow unless ``tracker`` says otherwise), or
     continue run ``resume`` (``pipeline`` may then be None: the run's own is used, with
-    ``overrides`` over it)."""
-    trainer = Trainer(pipeline, pm, device=device, reporter=reporter, tracker=tracker, on_start=on_start, overrides=overrides)
+    ``overrides`` over it). ``keep_artifacts`` and ``data_cache``: see :class:`Trainer`."""
+    trainer = Trainer(pipeline, pm, device=device, reporter=reporter, tracker=tracker, on_start=on_start, overrides=overrides,
+                      keep_artifacts=keep_artifacts, data_cache=data_cache)
     return trainer.run(resume=resume, tags=tags)

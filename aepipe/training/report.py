@@ -64,22 +64,31 @@ def system_metrics(s: TrackingSettings) -> float | bool:
     return s.system_metrics_interval or True
 
 
-def log_start(run: RunContext) -> None:
-    """The run's parameters (dotted keys), its resolved pipeline and its training data."""
+def log_start(run: RunContext, dataset: bool = True) -> None:
+    """The run's parameters (dotted keys), its resolved pipeline and (``dataset``) its training data."""
     p = run.config
     run.tracked.log_params(p.flat())
     run.tracked.log_text(p.to_toml(), "pipeline.toml")
-    if p.settings.tracking.log_dataset:  # MLflow's digest and profile of the training rows as kept
+    if dataset:
+        _dataset(run)
+
+
+def _dataset(run: RunContext) -> None:
+    """MLflow's digest and profile of the training rows as kept (``tracking.log_dataset``)."""
+    if run.config.settings.tracking.log_dataset:
         train = run.data.train
         limit = STREAMED_PROFILE_ROWS if train.streamed else None  # a streamed split is not read whole for this
         y = None if train.y is None else train.y[:limit].cpu().numpy()
         run.tracked.log_dataset(run.data.name, train.stored(limit), y)
 
 
-def log_end(run: RunContext, pm: AepipePluginManager) -> None:
-    """Figures of the trained model, and the model itself (weights, pipeline and pyfunc)."""
+def log_end(run: RunContext, pm: AepipePluginManager, dataset: bool = False) -> None:
+    """Figures of the trained model, and the model itself (weights, pipeline and pyfunc); with
+    ``dataset``, the training data too (a run that did not log it when it started)."""
     s = run.config.settings.tracking
     run.model.eval()
+    if dataset:
+        _dataset(run)
     if s.log_images:
         _figures(run)
     if s.log_model:
