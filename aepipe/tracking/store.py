@@ -12,6 +12,7 @@ line before a run is written into it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -142,10 +143,81 @@ def _create_once(mlflow, uri: str) -> None:
         if fcntl is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            _verify(mlflow, uri)
+            db = root / "mlflow.db"
+            new = not db.exists()
+            copied = new and _from_template(mlflow, db)
+            try:
+                _verify(mlflow, uri)
+            except Exception:
+                if not copied:
+                    raise
+                db.unlink()  # a template MLflow does not take: created and migrated the usual way
+                copied = False
+                _verify(mlflow, uri)
+            if new and not copied:
+                _save_template(mlflow, db)
         finally:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# --- new stores from a template -----------------------------------------------------------------
+# MLflow creates a new SQLite store by running every schema migration since its first (seconds,
+# most of a short run's fixed cost). The first store this machine creates with an MLflow version
+# is kept, empty, as that version's template; later new stores start as a copy of it.
+
+
+def _template(mlflow) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aepipe"
+    return cache / f"mlflow-{mlflow.__version__}-empty.db"
+
+
+def _default_location() -> str:
+    """Where MLflow puts a new store's ``Default`` experiment: ``./mlruns/0`` of the process that
+    creates it (aepipe's own experiments name their location)."""
+    return str(Path.cwd() / "mlruns" / "0")
+
+
+def _from_template(mlflow, db: Path) -> bool:
+    """Start ``db`` as a copy of this MLflow version's empty store, if there is one."""
+    import shutil
+    import sqlite3
+
+    template = _template(mlflow)
+    if not template.is_file():
+        return False
+    part = db.with_name(f".{db.name}.{os.getpid()}.part")
+    try:
+        shutil.copyfile(template, part)
+        with contextlib.closing(sqlite3.connect(part)) as con, con:
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (_default_location(),))
+        os.replace(part, db)
+    except (OSError, sqlite3.Error) as exc:
+        log.debug("the store template %s was not used: %s", template, exc)
+        part.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _save_template(mlflow, db: Path) -> None:
+    """Keep the store MLflow just created, still empty, as this version's template."""
+    import sqlite3
+
+    template = _template(mlflow)
+    if template.exists():
+        return
+    part = template.with_name(f".{template.name}.{os.getpid()}.part")
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(part)) as dst:
+            if src.execute("SELECT count(*) FROM runs").fetchone()[0]:
+                return
+            src.backup(dst)  # a consistent copy, even while MLflow's engine holds the file open
+        os.replace(part, template)
+    except (OSError, sqlite3.Error) as exc:
+        log.debug("no store template kept at %s: %s", template, exc)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def _verify(mlflow, uri: str) -> None:

@@ -1,0 +1,67 @@
+"""A new local store starts as a copy of the empty store MLflow created first on this machine
+(MLflow's schema migrations take seconds: most of a short run's fixed cost), and is the same
+store: it takes runs, and its ``Default`` experiment points where MLflow would put it."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "cache" / "aepipe"
+
+
+def _open(monkeypatch, home):
+    from aepipe.tracking import store
+    from conftest import use_store
+
+    use_store(monkeypatch, home)
+    store._created.discard(store.default_tracking_uri())
+    return store.setup()
+
+
+def _default_location(db):
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT artifact_location FROM experiments WHERE experiment_id = 0").fetchone()[0]
+
+
+def test_the_first_store_becomes_the_template_and_the_next_is_a_copy(cache, tmp_path, monkeypatch):
+    from aepipe.tracking import store
+
+    mlflow = _open(monkeypatch, tmp_path / "a")
+    template = store._template(mlflow)
+    assert template.parent == cache and template.is_file()
+    copies = []
+    real = store._from_template
+    monkeypatch.setattr(store, "_from_template", lambda m, db: copies.append((db, real(m, db))) or copies[-1][1])
+    monkeypatch.chdir(tmp_path / "a")  # MLflow's Default experiment follows the creating process's folder
+    _open(monkeypatch, tmp_path / "b")
+    assert copies == [(tmp_path / "b" / "mlflow.db", True)]
+    assert _default_location(tmp_path / "b" / "mlflow.db") == str(tmp_path / "a" / "mlruns" / "0")
+    from aepipe.tracking import default_tracker
+
+    tracker = default_tracker()  # the copy is a working store: runs, metrics, the registry
+    run = tracker.start("copied", "r")
+    run.log_metrics({"loss": 1.5}, 1)
+    run.finish("FINISHED")
+    assert tracker.get_run(run.run_id).metrics["loss"] == 1.5
+    with sqlite3.connect(template) as con:  # the template stays empty
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+
+
+def test_a_template_mlflow_does_not_take_is_replaced_by_a_store_created_the_usual_way(cache, tmp_path, monkeypatch):
+    import mlflow as mlflow_module
+
+    from aepipe.tracking import store
+
+    template = store._template(mlflow_module)
+    template.parent.mkdir(parents=True)
+    template.write_bytes(b"not a database")
+    _open(monkeypatch, tmp_path / "c")
+    with sqlite3.connect(tmp_path / "c" / "mlflow.db") as con:
+        assert con.execute("SELECT name FROM experiments").fetchall() == [("Default",)]
