@@ -27,8 +27,30 @@ def run(args: list[str], site: Path, home: Path, cwd: Path | None = None, timeou
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
+def run_here(args: list[str], site: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> subprocess.CompletedProcess:
+    """``aepipe ARGS`` in this process with ``site`` on the path: the plugins installed there are
+    found through their entry points, as in a process started with it on PYTHONPATH, and its
+    warnings are one line on stderr, as ``main`` shows them."""
+    import warnings
+
+    from click.testing import CliRunner
+
+    from aepipe import tracking
+    from aepipe.cli import _one_line_warnings, cli
+
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("AEPIPE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        _one_line_warnings()
+        result = CliRunner().invoke(cli, args)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 @pytest.mark.slow
-def test_example_wae_plugin_installs_trains_tunes_and_passes_its_tests(tmp_path):
+def test_example_wae_plugin_installs_trains_tunes_and_passes_its_tests(tmp_path, monkeypatch):
     """... beside a broken distribution (it fails at import): the broken one is listed as failed
     and `plugins --check` exits 2 naming it; the working one trains, tunes and passes its tests."""
     site, home = tmp_path / "site", tmp_path / "mlruns"
@@ -37,8 +59,7 @@ def test_example_wae_plugin_installs_trains_tunes_and_passes_its_tests(tmp_path)
     make_distribution(site, "aepipe-broken", "0.3", {"broken": "aepipe_broken"},
                       {"aepipe_broken": "from aepipe import hookimpl\nraise ImportError('needs libfoo 2')\n"})
     assert not any(p.name.startswith("aepipe_wae") for p in Path(sys.prefix).rglob("aepipe_wae*"))  # not in the test env itself
-    cli = [sys.executable, "-m", "aepipe.cli"]
-    out = run([*cli, "plugins", "--json"], site, home)
+    out = run_here(["plugins", "--json"], site, home, monkeypatch)
     assert out.returncode == 0, out.stderr
     warning = ("Warning: plugin 'broken' (aepipe-broken 0.3), entry point 'broken = aepipe_broken' failed to load: "
                "ImportError: needs libfoo 2; skipped (block it with AEPIPE_BLOCK_PLUGINS=broken)")
@@ -47,18 +68,19 @@ def test_example_wae_plugin_installs_trains_tunes_and_passes_its_tests(tmp_path)
     assert rows["broken"]["failed"] == "load: ImportError: needs libfoo 2" and rows["wae"]["failed"] is None
     assert rows["wae"]["distribution"] == "aepipe-wae" and rows["wae"]["version"] == "0.1.0"
     assert rows["wae"]["components"] == {"regularizer": ["mmd"], "variant": ["wae"]}
-    out = run([*cli, "plugins", "--check", "--plugin", "broken"], site, home)
+    out = run_here(["plugins", "--check", "--plugin", "broken"], site, home, monkeypatch)
     assert out.returncode == 2 and out.stderr.splitlines()[-1] == (
         "Error: --plugin broken: plugin 'broken' (aepipe-broken 0.3), entry point 'broken = aepipe_broken' failed to load: "
         "ImportError: needs libfoo 2"), out.stderr
     pipeline = str(example / "aepipe_wae" / "wae.toml")
-    out = run([*cli, "train", pipeline, "--set", "train.epochs=3", "--set", "tracking.log_images=false", "--json"], site, home)
+    out = run_here(["train", pipeline, "--set", "train.epochs=3", "--set", "tracking.log_images=false", "--json"], site, home,
+                   monkeypatch)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stderr.count("Warning: plugin 'broken'") == 1
     summary = json.loads(out.stdout)
     assert "test_prior_mmd" in summary["metrics"]
-    out = run([*cli, "tune", pipeline, "--n-trials", "2", "--set", "train.epochs=2", "--set", "tracking.log_model=false",
-               "--set", "tracking.log_images=false", "--json"], site, home)
+    out = run_here(["tune", pipeline, "--n-trials", "2", "--set", "train.epochs=2", "--set", "tracking.log_model=false",
+                    "--set", "tracking.log_images=false", "--json"], site, home, monkeypatch)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout)["states"] == {"COMPLETE": 2}
     out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")], site, home, cwd=tmp_path)
@@ -67,7 +89,7 @@ def test_example_wae_plugin_installs_trains_tunes_and_passes_its_tests(tmp_path)
 
 
 @pytest.mark.slow
-def test_new_plugin_template_works_without_edits(tmp_path):
+def test_new_plugin_template_works_without_edits(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from aepipe.cli import cli
@@ -93,20 +115,19 @@ def test_new_plugin_template_works_without_edits(tmp_path):
 
     site, home = tmp_path / "site", tmp_path / "mlruns"
     pip_install(root, site)
-    cli_cmd = [sys.executable, "-m", "aepipe.cli"]
-    rows = {r["name"]: r for r in json.loads(run([*cli_cmd, "plugins", "--json"], site, home).stdout)}
+    rows = {r["name"]: r for r in json.loads(run_here(["plugins", "--json"], site, home, monkeypatch).stdout)}
     assert rows["demo"]["distribution"] == "aepipe-demo"
     assert rows["demo"]["components"] == {"regularizer": ["demo-code-l2"], "variant": ["demo"]}
-    out = run([*cli_cmd, "train", str(root / "aepipe_demo" / "pipeline.toml"), "--set", "train.epochs=2", "-q"], site, home)
+    out = run_here(["train", str(root / "aepipe_demo" / "pipeline.toml"), "--set", "train.epochs=2", "-q"], site, home, monkeypatch)
     assert out.returncode == 0, out.stderr[-2000:]
-    out = run([*cli_cmd, "plugins", "--check", "--plugin", "demo"], site, home)
+    out = run_here(["plugins", "--check", "--plugin", "demo"], site, home, monkeypatch)
     assert out.returncode == 0 and "every component passes" in out.stderr, out.stderr[-2000:]
     out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")], site, home, cwd=root)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "3 passed" in out.stdout or "4 passed" in out.stdout
 
 
-def test_plugins_check_names_the_distribution_of_a_broken_component(tmp_path):
+def test_plugins_check_names_the_distribution_of_a_broken_component(tmp_path, monkeypatch):
     from helpers import make_distribution
 
     bad = '''
@@ -126,6 +147,6 @@ def aepipe_register_encoders(register):
     register(Wide)
 '''
     site = make_distribution(tmp_path / "site", "wide-dist", "2.0", {"wide": "wide_plugin"}, {"wide_plugin": bad})
-    out = run([sys.executable, "-m", "aepipe.cli", "plugins", "--check", "--plugin", "wide"], site, tmp_path / "mlruns")
+    out = run_here(["plugins", "--check", "--plugin", "wide"], site, tmp_path / "mlruns", monkeypatch)
     assert out.returncode == 2
     assert "problem: wide-dist 2.0: encoder 'wide':" in out.stderr and "code shape (16, 16), expected (16, 8)" in out.stderr

@@ -149,7 +149,7 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
     from optuna.trial import TrialState
 
     proc = subprocess.Popen([*CLI, "tune", str(PIPELINES / "vanilla.toml"), "--study", "pg-kill", "--storage", postgres_url,
-                             "--n-trials", "5", "--n-workers", "2", "--set", "train.epochs=300", "--set", "tune.pruner=none",
+                             "--n-trials", "3", "--n-workers", "2", "--set", "train.epochs=150", "--set", "tune.pruner=none",
                              "--set", "train.checkpoint_seconds=0",  # a checkpoint every epoch: leftovers to clean
                              "--set", "tracking.log_model=false", "--set", "tracking.log_images=false"],
                             env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -181,7 +181,7 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
     assert proc.returncode == 0, stderr[-3000:]
     study = _load("pg-kill", postgres_url)
     states = [t.state for t in study.trials]
-    assert states.count(TrialState.COMPLETE) == 5
+    assert states.count(TrialState.COMPLETE) == 3
     killed = study.trials[victim.number]
     assert killed.state == TrialState.FAIL
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
@@ -212,7 +212,7 @@ def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
         log_images = false
         log_dataset = false
         [tune]
-        n_trials = 7
+        n_trials = 5
         sampler = "random"
         pruner = "median"
         warmup_epochs = 1
@@ -222,7 +222,7 @@ def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
     out = _tune_here(str(path), "--json")
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
-    assert summary["states"].get("PRUNED", 0) >= 1 and summary["states"]["COMPLETE"] + summary["states"]["PRUNED"] == 7
+    assert summary["states"].get("PRUNED", 0) >= 1 and summary["states"]["COMPLETE"] + summary["states"]["PRUNED"] == 5
     study = _load("t", f"journal:///{home / 'optuna.journal'}")
     client = _client(home)
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
@@ -231,10 +231,10 @@ def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) < 8  # stopped early
     # resuming with a higher target adds trials to the same study and parent run
     parent = study.user_attrs["aepipe.mlflow_parent_run_id"]
-    again = _tune(home, str(path), "--n-trials", "8", "--json")
+    again = _tune_here(str(path), "--n-trials", "6", "--json")
     assert again.returncode == 0, again.stderr[-3000:]
     study = _load("t", f"journal:///{home / 'optuna.journal'}")
-    assert len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) == 8
+    assert len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) == 6
     assert study.user_attrs["aepipe.mlflow_parent_run_id"] == parent
     assert json.loads(again.stdout)["parent_run_id"] == parent
     # --summary reads the study and runs nothing
@@ -420,7 +420,7 @@ def test_workers_on_two_machines_share_an_mlflow_server(postgres_url, tmp_path):
             folder.mkdir()
             env = {**_env(folder / "mlruns"), "MLFLOW_TRACKING_URI": uri, "AEPIPE_STORAGE": postgres_url}
             procs.append(subprocess.Popen([*CLI, "tune", str(PIPELINES / "vanilla.toml"), "--study", "two-machines",
-                                           "--n-trials", "6", "--set", "tune.pruner=none", *FAST], cwd=folder, env=env, text=True,
+                                           "--n-trials", "4", "--set", "tune.pruner=none", *FAST], cwd=folder, env=env, text=True,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         outs = [p.communicate(timeout=300) for p in procs]
         for p, (_, err) in zip(procs, outs):
@@ -437,7 +437,7 @@ def test_workers_on_two_machines_share_an_mlflow_server(postgres_url, tmp_path):
         client = MlflowClient(tracking_uri=uri)
         children = client.search_runs([client.get_run(parent).info.experiment_id],
                                       f"tags.`mlflow.parentRunId` = '{parent}'")
-        assert sorted(int(r.data.tags["aepipe.trial"]) for r in children) == list(range(6))
+        assert sorted(int(r.data.tags["aepipe.trial"]) for r in children) == list(range(4))
         assert all(r.info.status == "FINISHED" for r in children)
         parent_run = client.get_run(parent)
         assert parent_run.info.status == "FINISHED" and parent_run.data.tags["best.trial"] == str(study.best_trial.number)
@@ -545,7 +545,7 @@ def test_study_names_are_data(home, tmp_path, name):
 
 
 def _long_study(tmp_path: Path, experiment: str) -> Path:
-    """A 3-trial study whose trials train long enough to be stopped mid-trial: 20,000 epochs (400
+    """A 2-trial study (one per worker) whose trials train long enough to be stopped mid-trial: 20,000 epochs (400
     took only seconds, and under load a trial could finish before the test stopped it)."""
     return _write(tmp_path, f"""
         variant = "vanilla"
@@ -558,7 +558,7 @@ def _long_study(tmp_path: Path, experiment: str) -> Path:
         log_images = false
         log_dataset = false
         [tune]
-        n_trials = 3
+        n_trials = 2
         sampler = "random"
         pruner = "none"
         [tune.space]
@@ -617,10 +617,10 @@ def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path, 
     assert sum(r.info.status == "KILLED" for r in trials) == 2, (
         [(r.info.run_name, r.info.status, r.data.tags.get("aepipe.error")) for r in trials], err[-3000:])
 
-    again = _tune(home, str(path), "--set", "train.epochs=5")
+    again = _tune_here(str(path), "--set", "train.epochs=5")  # no process of its own needed: in this one
     assert again.returncode == 0, again.stderr[-3000:]
     study = _load("t", storage)
-    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 3
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 2
     assert study.user_attrs["aepipe.mlflow_parent_run_id"] == parent and client.get_run(parent).info.status == "FINISHED"
     assert all(r.info.status != "RUNNING" for r in client.search_runs([exp]))
 
@@ -650,11 +650,11 @@ def test_a_killed_command_stops_its_workers_and_running_it_again_heals_the_study
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the worker outlived its command by 20 s")
 
-    again = _tune(home, str(path), "--set", "train.epochs=5")
+    again = _tune_here(str(path), "--set", "train.epochs=5")  # no process of its own needed: in this one
     assert again.returncode == 0, again.stderr[-3000:]
     assert "run(s) left RUNNING by a process that died marked KILLED" in again.stderr
     study = _load("t", storage)
-    assert len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 3
+    assert len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 2
     client = _client(home)
     runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
     assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
