@@ -10,6 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PIPELINES = ROOT / "pipelines"
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# torch on one CPU thread, here and in every process a test starts: the suite's models are tiny,
+# and on two cores torch's two threads mostly wait for each other (a digits VAE step measured up to
+# 15x slower with two under load). Tests that are about threads or processes set their own.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +49,22 @@ def store_at(home: Path):
     its own, whose tests then read it back with :func:`use_store`."""
     with pytest.MonkeyPatch.context() as mp:
         yield use_store(mp, home)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one CPU thread for a module's tests and module fixtures (see ``zoo_shared``);
+    a module asks for it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    from zoo_shared import one_torch_thread
+
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def digits_vae(tmp_path_factory):
+    """The plain VAE on the digits at ``zoo_shared.DIGITS_VAE``'s budget, trained once for every
+    module that compares a variant against it; read-only."""
+    from zoo_shared import train_digits_vae
+
+    return train_digits_vae(tmp_path_factory.mktemp("digits-vae"))

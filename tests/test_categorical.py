@@ -19,6 +19,9 @@ from aepipe_plugins.categorical.gumbel import CategoricalBottleneck, Categorical
 
 from conftest import PIPELINES, store_at, use_store
 
+#: the models here train on one CPU thread (zoo_shared.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUIET = ["tracking.log_images=false", "tracking.log_dataset=false"]
 
 

@@ -16,6 +16,9 @@ from aepipe.training import autocast, prepare_for_device, train
 
 from conftest import PIPELINES
 
+#: the models here train on one CPU thread (zoo_shared.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 

@@ -16,6 +16,10 @@ from aepipe.model import build_model
 from aepipe.training import load_data, train
 
 from conftest import PIPELINES
+from zoo_shared import DIGITS_VAE
+
+#: the models here train on one CPU thread (zoo_shared.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
@@ -244,19 +248,20 @@ IW_K = 100  # the same K for every model's test_iw_nll
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """The VAE, the IWAE (K = 5) and the VampPrior VAE (50 pseudo-inputs) on the digits, 30
-    epochs each, trained once for the claims below."""
+def runs(tmp_path_factory, digits_vae):
+    """The VAE (the session's shared baseline, at this budget and K), the IWAE (K = 5) and the
+    VampPrior VAE (50 pseudo-inputs) on the digits, 30 epochs each, trained once for the claims
+    below."""
     from aepipe.plugins import get_plugin_manager
+    from aepipe.tracking.memory import MemoryTracker
 
-    from conftest import store_at
-
+    assert EPOCHS in DIGITS_VAE and f"model.regularizers.kl.iw_samples={IW_K}" in DIGITS_VAE  # the baseline's budget is ours
     pm = get_plugin_manager()
-    out = {}
-    with store_at(tmp_path_factory.mktemp("learned") / "mlruns"):
-        for name, key in (("vae", "kl"), ("iwae", "iw-bound"), ("vamp", "kl")):
-            values = [*QUIET, EPOCHS, f"model.regularizers.{key}.iw_samples={IW_K}"]
-            out[name] = train(resolve(pm, PIPELINES / f"{name}.toml", values), pm)
+    tracker = MemoryTracker(tmp_path_factory.mktemp("learned"))
+    out = {"vae": digits_vae}
+    for name, key in (("iwae", "iw-bound"), ("vamp", "kl")):
+        values = [*QUIET, EPOCHS, f"model.regularizers.{key}.iw_samples={IW_K}"]
+        out[name] = train(resolve(pm, PIPELINES / f"{name}.toml", values), pm, tracker=tracker)
     return out
 
 

@@ -20,6 +20,9 @@ from aepipe_plugins.vq.quantize import EPS, Quantized
 from conftest import PIPELINES
 from helpers import sigint_at_epoch_end
 
+#: the models here train on one CPU thread (zoo_shared.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 

@@ -22,6 +22,9 @@ from aepipe_plugins.divergences.penalties import EVAL_SEED, decoder_gradient_sq
 
 from conftest import PIPELINES
 
+#: the models here train on one CPU thread (zoo_shared.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 

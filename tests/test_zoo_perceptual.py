@@ -17,6 +17,10 @@ from aepipe.training import load_data, train
 from aepipe_plugins.perceptual.losses import log_cosh, ms_ssim, msssim_betas, msssim_window
 
 from conftest import PIPELINES
+from zoo_shared import DIGITS_VAE
+
+#: the models here train on one CPU thread (zoo_shared.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
@@ -240,14 +244,16 @@ def _recon(model, x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """The VAE and the three perceptual VAEs on the digits, the same MLPs and budget, trained once."""
+def runs(tmp_path_factory, digits_vae):
+    """The VAE (the session's shared baseline, at this budget) and the three perceptual VAEs on
+    the digits, the same MLPs and budget, trained once."""
     from aepipe.plugins import get_plugin_manager
 
+    assert EPOCHS in DIGITS_VAE  # the baseline's budget is this module's
     pm = get_plugin_manager()
     tracker = MemoryTracker(tmp_path_factory.mktemp("perceptual"))
-    return {name: train(resolve(pm, PIPELINES / f"{name}.toml", [*QUIET, EPOCHS]), pm, tracker=tracker)
-            for name in ("vae", "msssim-vae", "vae-gan", "logcosh-vae")}
+    return {"vae": digits_vae, **{name: train(resolve(pm, PIPELINES / f"{name}.toml", [*QUIET, EPOCHS]), pm, tracker=tracker)
+                                  for name in ("msssim-vae", "vae-gan", "logcosh-vae")}}
 
 
 @pytest.mark.slow
