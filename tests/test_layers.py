@@ -301,3 +301,20 @@ def test_the_documented_table_is_this_table():
     for name, _, light, mods in LAYERS:
         shown = {m if m == "aepipe" else m.removeprefix("aepipe.") for m in mods}
         assert rows[name] == (light, shown), name
+
+
+#: below the lifecycle, the heavy libraries imported at module level, and why: the component base
+#: classes and what assembles them are torch modules; the pyfunc flavour is an MLflow class
+HEAVY_BELOW_LIFECYCLE = {"contract: components": {"torch"}, "assembly": {"torch"}}
+HEAVY_MODULES_BELOW_LIFECYCLE = {"aepipe.serving": {"mlflow"}}
+
+
+def test_below_the_lifecycle_heavy_libraries_only_where_their_classes_are_subclassed():
+    below = {m for i, (_, _, _, mods) in enumerate(LAYERS) if i < NAME.index("lifecycle") for m in mods}
+    wrong = []
+    for i in imports(external=True):
+        if i.src in below and i.kind == "top" and i.dst in HEAVY:
+            allowed = HEAVY_BELOW_LIFECYCLE.get(NAME[LAYER_OF[i.src]], set()) | HEAVY_MODULES_BELOW_LIFECYCLE.get(i.src, set())
+            if i.dst not in allowed:
+                wrong.append(f"{i.src}:{i.line} imports {i.dst} at module level")
+    assert wrong == []
