@@ -3,7 +3,6 @@ plain digits VAE that several of them compare their variants against (trained on
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
@@ -13,19 +12,14 @@ QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_
 DIGITS_VAE = [*QUIET, "train.epochs=30", "model.regularizers.kl.iw_samples=100"]
 
 
-@contextlib.contextmanager
 def one_torch_thread():
-    """Torch on one CPU thread for the block, then the thread count as it was. The zoo's models
-    are small: two threads gain nothing, and on two busy cores their waiting for each other
-    makes a step up to 15 times slower (the digits VAE, 30 epochs: 256 s against 25 s)."""
-    import torch
+    """Torch on one CPU thread for the block, then the thread count as it was
+    (:func:`aepipe.training.device.one_cpu_thread`): the zoo's models are small, two threads
+    gain nothing, and on two busy cores their waiting for each other makes a step up to 15 times
+    slower (the digits VAE, 30 epochs: 256 s against 25 s)."""
+    from aepipe.training.device import one_cpu_thread
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return one_cpu_thread()
 
 
 def train_digits_vae(folder: Path):
