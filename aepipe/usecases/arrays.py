@@ -34,6 +34,7 @@ def _inputs(run_id: str, input_path: Path, output: Path, device: str, scaled: bo
     from aepipe.tracking.store import check_run_id
     from aepipe.training.device import select_device
 
+    input_path, output, labels = Path(input_path), Path(output), None if labels is None else Path(labels)
     check_run_id(run_id)  # before any file is read
     check_output(output, "-o")
     raw = check_rows(load_npy(input_path, str(input_path)), str(input_path))
@@ -50,13 +51,14 @@ def _inputs(run_id: str, input_path: Path, output: Path, device: str, scaled: bo
     return model, torch.as_tensor(x, device=dev), y, raw
 
 
-def encode(run_id: str, input_path: Path, output: Path, device: str = "auto", scaled: bool = False,
-           labels: Path | None = None, what: str = "code", seed: int = 0) -> Written:
+def encode(run_id: str, input_path: str | Path, output: str | Path, device: str = "auto", scaled: bool = False,
+           labels: str | Path | None = None, what: str = "code", seed: int = 0) -> Written:
     """Encode ``input_path`` with ``run_id``'s model and write ``what`` it offers (``code``,
     ``mean``, ``sample``, ``indices``...) to ``output``."""
     import numpy as np
     import torch
 
+    output = Path(output)
     model, x, y, _ = _inputs(run_id, input_path, output, device, scaled, labels)
     if what not in model.offers():
         raise ConfigError(f"--what {what}: run {run_id}'s bottleneck offers {', '.join(model.offers())}")
@@ -67,7 +69,7 @@ def encode(run_id: str, input_path: Path, output: Path, device: str = "auto", sc
     return Written(output, len(codes), what, tuple(codes.shape))
 
 
-def reconstruct(run_id: str, input_path: Path, output: Path, device: str = "auto", scaled: bool = False,
+def reconstruct(run_id: str, input_path: str | Path, output: str | Path, device: str = "auto", scaled: bool = False,
                 labels: Path | None = None) -> Written:
     """Reconstruct ``input_path`` with ``run_id``'s model; ``output`` in the input's shape and units."""
     import numpy as np
@@ -75,6 +77,7 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str = "auto
 
     from aepipe.data import unscale
 
+    output = Path(output)
     model, x, y, raw = _inputs(run_id, input_path, output, device, scaled, labels)
     with torch.no_grad():
         recon = model(x, y).cpu().numpy().astype(np.float64)
@@ -83,7 +86,7 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str = "auto
     return Written(output, len(out), "reconstructions", tuple(raw.shape))
 
 
-def sample(run_id: str, count: int, output: Path, label: int | None = None, grid: Path | None = None, seed: int = 0,
+def sample(run_id: str, count: int, output: str | Path, label: int | None = None, grid: str | Path | None = None, seed: int = 0,
            device: str = "auto", scaled: bool = False, sampler: str | None = None) -> Written:
     """Draw ``count`` codes through ``run_id``'s sampler (its own, ``prior``, or one ``fit-sampler``
     logged; default: the run's own, else its prior, else N(0, I)), decode them and write them to
@@ -97,6 +100,7 @@ def sample(run_id: str, count: int, output: Path, label: int | None = None, grid
     from aepipe.tracking.store import check_run_id
     from aepipe.training.device import select_device
 
+    output, grid = Path(output), None if grid is None else Path(grid)
     check_run_id(run_id)
     check_output(output, "-o")
     check_output(grid, "--grid")
