@@ -68,7 +68,6 @@ def test_encode_reconstruct_and_sample_write_what_the_model_gives(at_store, tmp_
     import torch
 
     import aepipe
-    from aepipe.runs import load_model
 
     run = at_store
     raw = run.data.x_test[:7].numpy() * 16.0  # the digits' raw units are 0..16
@@ -76,7 +75,7 @@ def test_encode_reconstruct_and_sample_write_what_the_model_gives(at_store, tmp_
     written = aepipe.encode(run.run_id, str(tmp_path / "x.npy"), str(tmp_path / "codes.npy"))  # paths as text, as in the README
     codes = np.load(tmp_path / "codes.npy")
     assert written.count == 7 and written.shape == codes.shape == (7, run.model.spec.code_dim)
-    model = load_model(run.run_id)
+    model = aepipe.load_model(run.run_id)  # the run's model, rebuilt from its files
     with torch.no_grad():
         assert np.allclose(codes, model.represent(run.data.x_test[:7], None, "code").numpy(), atol=1e-5)
     aepipe.reconstruct(run.run_id, tmp_path / "x.npy", tmp_path / "recon.npy")

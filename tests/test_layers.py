@@ -242,7 +242,7 @@ def test_the_root_imports_only_the_marker_and_version_and_lazy_names_exist():
     for name, (module, attr) in aepipe._LAZY.items():
         assert getattr(importlib.import_module(module), attr) is getattr(aepipe, name)
         assert LAYER_OF[module] in (NAME.index("base"), NAME.index("use cases"), NAME.index("registry"),
-                                    NAME.index("configuration"), NAME.index("lifecycle")), name
+                                    NAME.index("configuration"), NAME.index("storage"), NAME.index("lifecycle")), name
 
 
 def test_the_cli_is_thin():
