@@ -9,9 +9,8 @@ The rest of the public API is imported lazily, so ``import aepipe`` stays light.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aepipe.hookspecs import hookimpl
+from aepipe.lazy import facade
 from aepipe.version import __version__
 
 __all__ = [
@@ -69,14 +68,8 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'aepipe' has no attribute {name!r}")
+__getattr__, _names = facade(__name__, {name: f"{module}:{attr}" for name, (module, attr) in _LAZY.items()})
 
 
 def __dir__() -> list[str]:
-    return sorted(set(__all__) | set(globals()))
+    return sorted(set(_names()) | set(globals()))
