@@ -174,8 +174,8 @@ class TuneSettings(_StrictTune):
     seed: Optional[int] = 0
     max_failures: Optional[int] = Field(None, ge=1, description="stop a worker after this many of its trials failed (default: the larger of 3 and n_trials)")
     log_models: Literal["best", "all"] = Field(
-        "best", description="which trials log their figures, model and dataset: 'best' (each trial that is the study's best, "
-        "or on its Pareto front, when it ends; so the best trials when the study ends) or 'all'")
+        "best", description="which trials log their figures, model and dataset: 'best' (the study's best trial, or its "
+        "Pareto front, when the study ends, rebuilt from their checkpoints) or 'all' (every trial as it ends)")
     space: dict[str, ParamSpec] = {}
 
     @model_validator(mode="after")

@@ -347,6 +347,12 @@ def test_multi_objective_study_logs_a_pareto_front(home):
     client = _client(home)
     files = {a.path for a in client.list_artifacts(summary["parent_run_id"], "study")}
     assert "study/pareto_front.png" in files
+    # every trial on the front, and only those, had its files logged when the study ended (what
+    # is logged, figures, model, dataset, is off here)
+    front = {row["run_id"] for row in summary["best"]}
+    for run in client.search_runs([client.get_run(summary["parent_run_id"]).info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'"):
+        assert (run.data.tags.get("aepipe.artifacts") == "logged") == (run.info.run_id in front), (run.info.run_id, front)
 
 
 def test_postgres_url_without_driver_and_bad_credentials(aepipe_pm, postgres_url):

@@ -81,6 +81,7 @@ class MlflowRun:
         self._hurry = threading.Event()  # set by flush(): write now, do not wait for the interval
         self._error: BaseException | None = None
         self._fluent = False
+        self._ended: tuple[str, int | None] | None = None  # an ended run written to again: its status and end time
         self._monitor = None
         self._writer: threading.Thread | None = None
         if lease:  # the writer thread also keeps the lease's heartbeat
@@ -203,6 +204,9 @@ class MlflowRun:
             return
         active = mlflow.active_run()
         if active is None or active.info.run_id != self.run_id:
+            info = self.client.get_run(self.run_id).info
+            if info.status != "RUNNING":  # MLflow's fluent API marks it RUNNING: close() puts it back
+                self._ended = (info.status, info.end_time)
             mlflow.start_run(run_id=self.run_id, nested=active is not None)
             self._fluent = True
         if pyfunc is not None:
@@ -225,12 +229,20 @@ class MlflowRun:
             self.client.set_tag(self.run_id, LEASE_BEAT, f"{time.time():.0f}")
 
     def close(self) -> None:
-        """Make every queued write and stop the writer, leaving the run as it is."""
+        """Make every queued write and stop the writer, leaving the run as it is (an ended run
+        that a model was logged to keeps its status and end time)."""
         if self._writer is not None:
             self._queue.put(_STOP)
             self._hurry.set()
             self._writer.join(timeout=60)
             self._writer = None
+        if self._fluent:
+            open_store().end_run()
+            self._fluent = False
+            if self._ended is not None:
+                status, end_time = self._ended
+                self.client.set_terminated(self.run_id, status, end_time=end_time)
+                self._ended = None
         self.flush()
 
     def finish(self, status: str, reason: str | None = None) -> None:

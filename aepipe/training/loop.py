@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Reporter = Callable[[int, int, dict[str, float]], None]
 
+#: the tag of a run whose figures, model and dataset were logged after it ended (:meth:`Trainer.log_artifacts`)
+ARTIFACTS_TAG = "aepipe.artifacts"
+
 
 class Interrupted(AepipeError):
     """The run was stopped by the user (Ctrl-C, SIGTERM); the message says how to continue."""
@@ -83,11 +86,11 @@ class Trainer:
 
     def __init__(self, pipeline: Pipeline | None, pm: AepipePluginManager, device: str | None = None, reporter: Reporter | None = None,
                  tracker: Any = None, on_start: Callable[[str], None] | None = None, overrides: tuple[str, ...] = (),
-                 keep_artifacts: Callable[[TrainState], bool] | None = None, data_cache: dict[Any, DataBundle] | None = None):
+                 artifacts: bool = True, data_cache: dict[Any, DataBundle] | None = None):
         self.pipeline, self.pm, self.reporter, self.on_start = pipeline, pm, reporter, on_start
-        #: asked when the run ends (its state: history, best epoch) whether to log its figures,
-        #: model and dataset; None: always (a study's trials ask whether they are its best)
-        self.keep_artifacts = keep_artifacts
+        #: whether the run logs its figures, model and dataset (False: a study's trial, whose best
+        #: get theirs when the study ends, through :meth:`log_artifacts`)
+        self.artifacts = artifacts
         #: data already loaded, by what decides it (a study's worker keeps it across its trials)
         self.data_cache = data_cache
         self.overrides = tuple(overrides)  # with a resumed run and no pipeline: --set over the run's own
@@ -166,7 +169,7 @@ class Trainer:
         with run.stop:
             try:
                 if resume is None:
-                    report.log_start(run, dataset=self.keep_artifacts is None)
+                    report.log_start(run, dataset=self.artifacts)
                 self.pm.call_plugin_hook("aepipe_run_start", run=run)
                 started = time.perf_counter()
                 last = state.epoch if state.done else s.train.epochs  # a run killed while it finished trains no more
@@ -223,6 +226,23 @@ class Trainer:
                 detail = str(exc) if status != "FAILED" else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
                 self._end(run, checkpoint, status, detail)
                 raise
+
+    def log_artifacts(self, run_id: str) -> None:
+        """Log the figures, model and dataset of finished run ``run_id``, rebuilt from its stored
+        checkpoint (the weights it was evaluated with), as its own end would have: a study's best
+        trials get theirs when the study ends. The run keeps its status and end time."""
+        state, parts = read_checkpoint(self.tracker, run_id)
+        p = pipeline_for_resume(self.pm, run_id, state, None)
+        device = select_device(self.device_name or p.settings.train.device)
+        data = self._load_data(p, device)
+        model = build_model(p, data).to(device)
+        model.load_state_dict(parts["model"])
+        tracked = self.tracker.open(run_id)
+        try:
+            report.log_end(RunContext(p, model, data, device, tracked, state), self.pm, dataset=True)
+            tracked.set_tags({ARTIFACTS_TAG: "logged"})
+        finally:
+            tracked.close()
 
     # --- the pieces -----------------------------------------------------------------------
 
@@ -304,10 +324,8 @@ class Trainer:
         for extra in self.pm.call_plugin_hook("aepipe_run_end", run=run, metrics=dict(test)):
             test.update({f"test_{k}": float(v) for k, v in (extra or {}).items()})
         run.tracked.log_metrics(test, 0)
-        if self.keep_artifacts is None:
+        if self.artifacts:
             report.log_end(run, self.pm)
-        elif self.keep_artifacts(state):
-            report.log_end(run, self.pm, dataset=True)
         state.done = True
         run.tracked.flush()  # as for every checkpoint: the epochs it claims are stored
         save_checkpoint(checkpoint, state, _parts(run))
@@ -385,12 +403,12 @@ def train(
     tracker: Any = None,
     on_start: Callable[[str], None] | None = None,
     overrides: tuple[str, ...] = (),
-    keep_artifacts: Callable[[TrainState], bool] | None = None,
+    artifacts: bool = True,
     data_cache: dict[Any, DataBundle] | None = None,
 ) -> RunResult:
     """Train ``pipeline`` as one tracked run (MLflow unless ``tracker`` says otherwise), or
     continue run ``resume`` (``pipeline`` may then be None: the run's own is used, with
-    ``overrides`` over it). ``keep_artifacts`` and ``data_cache``: see :class:`Trainer`."""
+    ``overrides`` over it). ``artifacts`` and ``data_cache``: see :class:`Trainer`."""
     trainer = Trainer(pipeline, pm, device=device, reporter=reporter, tracker=tracker, on_start=on_start, overrides=overrides,
-                      keep_artifacts=keep_artifacts, data_cache=data_cache)
+                      artifacts=artifacts, data_cache=data_cache)
     return trainer.run(resume=resume, tags=tags)

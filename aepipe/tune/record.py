@@ -91,9 +91,11 @@ def records_results(st: Study) -> bool:
     return last.user_attrs.get(COMMAND_ATTR) == me
 
 
-def finish(st: Study, register: bool = True) -> None:
+def finish(st: Study, pm: Any = None, device: str | None = None, register: bool = True, echo=print) -> None:
     """Record the study's results on its parent run: best params and values, Optuna's plots,
-    and the best trial's model in the Model Registry under the study's name."""
+    the best trials' figures, models and datasets (``[tune] log_models = "best"``: rebuilt from
+    their checkpoints, once), and the best trial's model in the Model Registry under the study's
+    name."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -144,9 +146,36 @@ def finish(st: Study, register: bool = True) -> None:
         fig.tight_layout()
         parent.log_figure(fig, name)
         plt.close(fig)
-    if register and best and best[0].user_attrs.get(RUN_ATTR):
+    missing = log_best_artifacts(st, best, pm, device, echo) if st.settings.log_models == "best" else set()
+    if register and best and best[0].user_attrs.get(RUN_ATTR) and best[0].user_attrs[RUN_ATTR] not in missing:
         tracker.register_model(st.name, best[0].user_attrs[RUN_ATTR])
     retrying(lambda: parent.finish("FINISHED"), (MlflowException, AepipeError))
+
+
+def log_best_artifacts(st: Study, best: list, pm: Any, device: str | None, echo=print) -> set[str]:
+    """The figures, model and dataset of each best trial's run that lacks them, from the run's
+    checkpoint (see :meth:`aepipe.training.Trainer.log_artifacts`), on the data the worker kept.
+    Returns the runs that could not get them (each told in one line and tagged on the parent
+    run; the study's results are recorded all the same)."""
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.tracking import default_tracker
+    from aepipe.training.loop import ARTIFACTS_TAG, Trainer
+
+    tracker = default_tracker()
+    trainer = Trainer(None, pm or get_plugin_manager(), device=device, tracker=tracker, data_cache=st.data_cache)
+    missing = set()
+    for trial in best:
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        if not run_id or tracker.get_run(run_id).tags.get(ARTIFACTS_TAG):
+            continue
+        try:
+            trainer.log_artifacts(run_id)
+        except AepipeError as exc:
+            missing.add(run_id)
+            note = f"trial {trial.number} (run {run_id}): its figures and model could not be logged: {exc}"
+            tracker.open(st.parent_run_id).set_tags({"aepipe.artifacts_error": note[:5000]})
+            echo(f"warning: {note}")
+    return missing
 
 
 def summary_rows(study, metrics: list[str], limit: int = 10) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import os
 import random
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +73,8 @@ class Study:
     parent_run_id: str = ""
     #: the resolved pipeline without any trial's values (its train settings: epochs, device)
     base: Any = None
+    #: the data this process's trials train on, read once (see :class:`aepipe.training.Trainer`)
+    data_cache: dict = field(default_factory=dict)
 
 
 def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...] = (), study_name: str | None = None,

@@ -71,7 +71,6 @@ def _run_worker(pm: AepipePluginManager, st: Study, device: str | None, poll: fl
     worker = f"{socket.gethostname()}:{os.getpid()}"
     started = time.monotonic()
     counts = {"complete": 0, "pruned": 0, "failed": 0}
-    data_cache: dict = {}  # the dataset, read once for every trial of this worker
 
     while True:
         if epoch.PROCESS_STOP:  # a stop asked for between trials, or while a trial was finishing
@@ -98,7 +97,7 @@ def _run_worker(pm: AepipePluginManager, st: Study, device: str | None, poll: fl
         if trial.user_attrs.get(FAIL_ATTR):  # a retried trial starts with a clean record
             trial.set_user_attr(FAIL_ATTR, "")
         try:
-            state, values, reason = _run_trial(pm, st, trial, device, metrics, single, train, resolve, data_cache)
+            state, values, reason = _run_trial(pm, st, trial, device, metrics, single, train, resolve)
         except ObjectiveError as exc:  # no trial of this study can succeed: record this one, stop
             trial.set_user_attr(FAIL_ATTR, str(exc)[:2000])
             study.tell(trial, state=TrialState.FAIL)
@@ -131,23 +130,7 @@ class _Pruned(Exception):
     run_status = "KILLED"
 
 
-def is_best(study, values: list[float], directions: list[str]) -> bool:
-    """Whether a trial with objective ``values`` is the study's best so far: no complete trial is
-    better (one objective) or dominates it (several: it is on the Pareto front)."""
-    from optuna.trial import TrialState
-
-    sign = [1.0 if d == "minimize" else -1.0 for d in directions]
-    mine = [s * v for s, v in zip(sign, values)]
-    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        theirs = [s * v for s, v in zip(sign, other.values or [])]
-        if len(theirs) != len(mine):
-            continue
-        if all(t <= m for t, m in zip(theirs, mine)) and (len(mine) == 1 or any(t < m for t, m in zip(theirs, mine))):
-            return False  # as good or better (one objective; the earlier trial keeps its place), or dominating
-    return True
-
-
-def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve, data_cache=None):
+def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve):
     """Train one trial; returns (state, values, failure reason)."""
     from optuna.trial import TrialState
 
@@ -186,15 +169,10 @@ def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve, da
         started.append(run_id)
         trial.set_user_attr(RUN_ATTR, run_id)
 
-    def keep(state) -> bool:  # [tune] log_models: figures, model and dataset for the trials that matter
-        best = min(state.history, key=lambda h: h["val_loss"]) if state.history else {}
-        values = [best.get(m, math.nan) for m in metrics]
-        return all(math.isfinite(v) for v in values) and is_best(st.study, values, st.settings.objective_directions)
-
     with adapter.Heartbeat(st.study, adapter.trial_id(trial)):
         try:
             result = train(pipeline, pm, device=device, reporter=report, tags=tags, tracker=tracker, on_start=on_start,
-                           keep_artifacts=None if st.settings.log_models == "all" else keep, data_cache=data_cache)
+                           artifacts=st.settings.log_models == "all", data_cache=st.data_cache)
         except _Pruned:
             _tag_trial(tracker, started, "PRUNED")
             return TrialState.PRUNED, None, ""

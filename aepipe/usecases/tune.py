@@ -75,7 +75,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None
     if worker:
         return None
     if tuning.records_results(st):
-        tuning.finish(st)
+        tuning.finish(st, pm, device or st.base.settings.train.device, echo=echo)
     else:
         echo(f"study '{st.name}' is complete; the command that ran its last trial records the results "
              f"on MLflow run {st.parent_run_id}")
