@@ -17,12 +17,12 @@ trial, and aepipe's per-trial cost beyond training, read from the trial runs in 
 Targets (issue 22): ``aepipe tune`` <= 1.3x the hand-written study; two workers on two cores no
 slower than one.
 
-    python benchmarks/tune_overhead.py [--rounds 3] [--n-trials 12] [--epochs 10] [--threads 1] [--ablate] [--json out.json]
+    python benchmarks/tune_overhead.py [--rounds 3] [--n-trials 12] [--epochs 10] [--threads 1] [--ablate] [--phases] [--json out.json]
 
 On a busy 2-core machine torch's default two threads stall on these tiny models (training took
 10-20x longer than with one, for both sides, and varied 5x between rounds); ``--threads 1`` sets
 OMP_NUM_THREADS=1 for every process measured (``--n-workers 2`` gives each worker one thread
-anyway). ``--ablate`` then runs the one-worker study once per tracking switch turned off
+anyway). ``--phases`` then times one more one-worker study phase by phase. ``--ablate`` then runs the one-worker study once per tracking switch turned off
 (figures, model, dataset, all three) to attribute the per-trial cost.
 
 aepipe is used only through its command line; the MLflow store is read with ``mlflow``.
@@ -140,6 +140,51 @@ direction = "minimize"
 """
 
 
+#: one ``aepipe tune`` in this process with the wall time of its phases (argv: the pipeline file):
+#: aepipe's functions wrapped with a timer (no profiler, which inflates Python-heavy code); printed
+#: as JSON, seconds by phase
+PHASES = r'''
+import json, sys, time
+T0 = time.perf_counter()
+import aepipe.cli as cli
+import aepipe.plugins, aepipe.tracking.store, aepipe.training.loop, aepipe.tune, aepipe.tune.record, aepipe.usecases.tune
+
+spent = {"imports (aepipe, torch: the timed modules)": time.perf_counter() - T0}
+
+
+def timed(module, name, label):
+    inner = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
+    setattr(module, name, wrapper)
+
+
+timed(aepipe.tracking.store, "check_writable", "store set-up (MLflow imported, store opened)")
+timed(aepipe.plugins, "get_plugin_manager", "plugin manager")
+timed(aepipe.usecases.tune, "open_study", "Optuna study opened")
+timed(aepipe.tune, "ensure_parent_run", "the study's parent run")
+timed(aepipe.tune, "run_worker", "the trials (the worker's loop)")
+timed(aepipe.training.loop, "train", "  of which the trial runs (train())")
+timed(aepipe.tune, "finish", "the results (plots, best trial, registry)")
+timed(aepipe.tune.record, "log_best_artifacts", "  of which the best trial's figures, model, dataset")
+cli.os._exit = lambda code: (_ for _ in ()).throw(SystemExit(code))  # time the process, not its teardown
+sys.argv = ["aepipe", "tune", sys.argv[1], "--study", "bench"]
+try:
+    cli.main()
+except SystemExit:
+    pass
+total = time.perf_counter() - T0
+spent["the rest (the command parsed, output)"] = total - sum(v for k, v in spent.items() if not k.startswith("  "))
+spent["total"] = total
+print(json.dumps(spent))
+'''
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, **extra}
     for key in ("MLFLOW_TRACKING_URI", "AEPIPE_STORAGE"):
@@ -190,6 +235,21 @@ def aepipe_tune(n_trials: int, epochs: int, workers: int, sets: tuple[str, ...] 
         shutil.rmtree(home, ignore_errors=True)
 
 
+def phases(n_trials: int, epochs: int) -> dict[str, float]:
+    """Where one worker's ``aepipe tune`` spends its wall time (:data:`PHASES`), in a fresh store."""
+    home = Path(tempfile.mkdtemp(prefix="aepipe-tune-overhead-"))
+    try:
+        path = home / "study.toml"
+        path.write_text(PIPELINE.format(n_trials=n_trials, epochs=epochs))
+        out = subprocess.run([sys.executable, "-c", PHASES, str(path)], env=clean_env(AEPIPE_HOME=str(home)), cwd=home,
+                             capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"aepipe tune (phases) failed ({out.returncode}):\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def hand_study(n_trials: int, epochs: int) -> dict:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", HAND_STUDY, str(n_trials), str(epochs)],
@@ -231,6 +291,7 @@ def main() -> None:
     parser.add_argument("--no-workers", action="store_true", help="skip the --n-workers 2 study")
     parser.add_argument("--ablate", action="store_true",
                         help="then one aepipe tune per tracking switch turned off, to attribute the per-trial cost")
+    parser.add_argument("--phases", action="store_true", help="then one aepipe tune timed phase by phase")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP_NUM_THREADS for every process measured (default: unset, torch's own choice); 1 keeps "
@@ -277,6 +338,11 @@ def main() -> None:
         print(f"ratio 2 workers / 1 worker: {two:.2f} (target <= 1.0)")
     if args.ablate:
         result["ablate"] = ablate(n, args.epochs, result["aepipe"]["wall"], in_run)
+    if args.phases:
+        result["phases"] = phases(n, args.epochs)
+        print("one worker's aepipe tune, phase by phase (wall seconds, one run):")
+        for label, seconds in result["phases"].items():
+            print(f"  {label:55s} {seconds:6.2f}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
 
