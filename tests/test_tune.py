@@ -699,3 +699,34 @@ def test_a_stop_while_a_trial_finishes_stops_the_worker_before_the_next(aepipe_p
     with pytest.raises(Interrupted, match=r"stopped by SIGINT between trials; run the same `aepipe tune` command again"):
         tune.run_worker(aepipe_pm, st, echo=lambda line: None)
     assert [t.state.name for t in st.study.trials] == ["COMPLETE"]
+
+
+def test_a_worker_waits_for_trials_running_elsewhere_briefly_at_first(aepipe_pm, home, tmp_path, monkeypatch):
+    """With the study's last trial running in another live worker, a worker looks again after
+    0.05 s, then twice as long each time up to its ``poll``; it ends once that trial finishes."""
+    import socket
+
+    from aepipe import tune
+    from aepipe.tune import worker
+
+    path = _write(tmp_path, """
+        variant = "vanilla"
+        [tune]
+        n_trials = 1
+        [tune.space]
+        "train.lr" = { type = "float", low = 0.001, high = 0.01 }
+    """)
+    st = tune.prepare(aepipe_pm, path)
+    tune.open_study(st, epochs=2)
+    elsewhere = st.study.ask()
+    elsewhere.set_user_attr(tune.WORKER_ATTR, f"{socket.gethostname()}:{os.getppid()}")  # a live process
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        if len(waits) == 8:
+            st.study.tell(elsewhere, 1.0)
+
+    monkeypatch.setattr(worker.time, "sleep", sleep)
+    assert tune.run_worker(aepipe_pm, st, poll=1.0, echo=lambda line: None) == {"complete": 0, "pruned": 0, "failed": 0}
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]

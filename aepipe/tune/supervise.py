@@ -89,7 +89,8 @@ def spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, place
     def supervise() -> None:
         restarts = 0
         while procs:
-            time.sleep(1.0)
+            if done.wait(1.0):  # once this process's worker is done, its children are watched closely
+                time.sleep(0.05)
             for i, proc in list(procs.items()):
                 rc = proc.poll()
                 if rc is None:

@@ -18,6 +18,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import AepipePluginManager
 
 
+#: seconds a worker first waits for the last trials that run elsewhere (doubling up to ``poll``)
+IDLE_FIRST = 0.05
+
+
 class ObjectiveError(ConfigError):
     """The objective metric is not among the run's metrics: no trial can succeed."""
 
@@ -71,6 +75,7 @@ def _run_worker(pm: AepipePluginManager, st: Study, device: str | None, poll: fl
     worker = f"{socket.gethostname()}:{os.getpid()}"
     started = time.monotonic()
     counts = {"complete": 0, "pruned": 0, "failed": 0}
+    idle = IDLE_FIRST
 
     while True:
         if epoch.PROCESS_STOP:  # a stop asked for between trials, or while a trial was finishing
@@ -85,8 +90,12 @@ def _run_worker(pm: AepipePluginManager, st: Study, device: str | None, poll: fl
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         if finished_count(study) + running >= target and not waiting:
-            time.sleep(poll)  # the last trials are running elsewhere; take over any that fail
+            # the last trials are running elsewhere: wait for them (and take over any that fail),
+            # looking again soon at first, then every ``poll`` seconds
+            time.sleep(idle)
+            idle = min(poll, 2 * idle)
             continue
+        idle = IDLE_FIRST
         with adapter.claim_lock(study, st.storage_url):  # one claim at a time: no surplus trial
             busy = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED))
             if len(busy) >= target and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
