@@ -90,6 +90,11 @@ def test_only_the_best_trial_logs_figures_model_and_dataset_when_the_study_ends(
     parent = client.get_run(st.parent_run_id)
     assert parent.data.tags["aepipe.artifacts_error"].endswith("no checkpoint") and parent.info.status == "FINISHED"
     assert len(client.search_model_versions(f"name = '{st.name}'")) == 1
+    # nor does an error aepipe did not foresee (a third-party component's weights that do not load)
+    monkeypatch.setattr(loop.Trainer, "log_artifacts", lambda self, run_id: (_ for _ in ()).throw(RuntimeError("size\nmismatch")))
+    told.clear()
+    finish(st, echo=told.append)
+    assert told == [f"warning: trial {best} (run {best_run}): its figures and model could not be logged: RuntimeError: size mismatch"]
 
 
 def test_an_ended_run_written_to_keeps_its_status_and_end_time(tmp_path, monkeypatch):

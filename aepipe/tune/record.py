@@ -170,9 +170,10 @@ def log_best_artifacts(st: Study, best: list, pm: Any, device: str | None, echo=
             continue
         try:
             trainer.log_artifacts(run_id)
-        except AepipeError as exc:
+        except Exception as exc:  # noqa: BLE001 - one trial's files that cannot be rebuilt must not lose the study's results
             missing.add(run_id)
-            note = f"trial {trial.number} (run {run_id}): its figures and model could not be logged: {exc}"
+            why = str(exc) if isinstance(exc, AepipeError) else f"{type(exc).__name__}: {exc}"
+            note = f"trial {trial.number} (run {run_id}): its figures and model could not be logged: {' '.join(why.split())[:500]}"
             tracker.open(st.parent_run_id).set_tags({"aepipe.artifacts_error": note[:5000]})
             echo(f"warning: {note}")
     return missing
