@@ -160,6 +160,9 @@ def test_writing_commands_refuse_a_read_only_store_in_one_line_before_any_work(t
         assert "train writes runs into the tracking store" in line and "read-only" in line and str(seen) in line, line
         tune = _one_line_error(CliRunner().invoke(cli, ["tune", str(PIPELINES / "vanilla.toml"), "--n-trials", "1"]))
         assert "tune writes runs into the tracking store" in tune and "read-only" in tune, tune
+        workers = _one_line_error(CliRunner().invoke(cli, ["tune", str(PIPELINES / "vanilla.toml"), "--n-trials", "1",
+                                                           "--n-workers", "2"]))
+        assert "read-only" in workers, workers
     assert _files(home) == before
 
 

@@ -730,3 +730,20 @@ def test_a_worker_waits_for_trials_running_elsewhere_briefly_at_first(aepipe_pm,
     monkeypatch.setattr(worker.time, "sleep", sleep)
     assert tune.run_worker(aepipe_pm, st, poll=1.0, echo=lambda line: None) == {"complete": 0, "pruned": 0, "failed": 0}
     assert waits == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+
+
+def test_a_command_that_fails_after_starting_its_workers_stops_them(aepipe_pm, home, monkeypatch):
+    """A command starts its child workers as soon as the study is open (their start-up overlaps
+    its own); if it then fails (here: its parent run cannot be made), they are stopped too."""
+    import aepipe
+    from aepipe import tune
+    from aepipe.errors import AepipeError
+    from aepipe.tune import supervise
+
+    stopped = []
+    real = supervise.stop_children
+    monkeypatch.setattr(supervise, "stop_children", lambda procs, grace=30.0: stopped.extend(procs) or real(procs, grace))
+    monkeypatch.setattr(tune, "ensure_parent_run", lambda st: (_ for _ in ()).throw(AepipeError("no parent run")))
+    with pytest.raises(AepipeError, match="no parent run"):
+        aepipe.run_study(PIPELINES / "vanilla.toml", n_trials=2, n_workers=2, echo=lambda line: None, pm=aepipe_pm)
+    assert len(stopped) == 1 and stopped[0].poll() is not None  # the child was started, and is gone

@@ -266,16 +266,18 @@ def _cannot_write(path: Path) -> str | None:
     return None
 
 
-def check_writable(what: str = "this command") -> None:
+def check_writable(what: str = "this command", open_store: bool = True) -> None:
     """Refuse, in one line and before any work, to write into a store that is read-only or
     damaged: ``what`` (the command) writes runs into it. Checks a SQLite store's file and
     folder (and the local store's artifacts and checkpoints) and runs ``PRAGMA quick_check``
     on it once per process, bounded by ``AEPIPE_STORE_CHECK_SECONDS``. A tracking server is
-    left to answer for itself."""
+    left to answer for itself. ``open_store=False``: only what exists is checked, without
+    importing MLflow or creating the store (a command that starts workers first)."""
     db = sqlite_path()
     if db is None:
         return
-    setup()  # creates a new store where it can; reads an existing one
+    if open_store:
+        setup()  # creates a new store where it can; reads an existing one
     local = uses_local_store()
     paths = [db.parent, db] + ([local_root() / "artifacts", local_root() / "checkpoints"] if local else [])
     for path in paths:
@@ -283,7 +285,7 @@ def check_writable(what: str = "this command") -> None:
             where = "AEPIPE_HOME" if local else "MLFLOW_TRACKING_URI"
             raise StoreError(f"{what} writes runs into the tracking store {local_root() if local else db}, which {reason}: "
                              f"work on a writable copy (set {where} to it), or make it writable")
-    if problem := damage(db):
+    if db.exists() and (problem := damage(db)):
         raise StoreError(f"{what}: the tracking store {db} is damaged (PRAGMA quick_check: {problem}); nothing was "
                          f"written. {recovery_hint(db)}")
 

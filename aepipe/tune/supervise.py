@@ -58,12 +58,19 @@ def spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, place
     """Run ``n_workers`` workers on the study: this process and ``n_workers - 1`` children of
     the same command. A child that dies is restarted while the study is short (its trial is
     failed and retried by the others)."""
+    start_workers(st, pipeline, overrides, n_workers, timeout, device, placed_on, echo).run(pm, st, device, echo)
+
+
+def start_workers(st, pipeline, overrides, n_workers, timeout, device, placed_on, echo) -> "Workers":
+    """Start the ``n_workers - 1`` child workers of study ``st`` (opened: its name, storage and
+    trial count are known); :meth:`Workers.run` then makes this process the first worker. A
+    command starts them as soon as the study is open, so that their start-up (importing torch,
+    MLflow and Optuna) overlaps its own."""
     import subprocess
 
     import torch
 
-    from aepipe.tune.study import command_id, finished_count
-    from aepipe.tune.worker import run_worker
+    from aepipe.tune.study import command_id
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     placement = worker_placement(n_workers, placed_on, gpus, os.cpu_count() or 1, os.environ.get("CUDA_VISIBLE_DEVICES"))
@@ -81,44 +88,66 @@ def spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, place
         env = {**os.environ, **placement[i].env, "AEPIPE_STORAGE": st.storage_url, COMMAND_ENV: command_id()}
         return subprocess.Popen(args, env=env)
 
-    procs = {i: start(i) for i in range(1, n_workers)}
-    echo(f"study '{st.name}': {n_workers} workers ({placement[0].summary}): "
-         f"this process ({os.getpid()}) and {[p.pid for p in procs.values()]}")
-    done = threading.Event()
+    return Workers(placement, start, {i: start(i) for i in range(1, n_workers)})
 
-    def supervise() -> None:
-        restarts = 0
-        while procs:
-            if done.wait(1.0):  # once this process's worker is done, its children are watched closely
-                time.sleep(0.05)
-            for i, proc in list(procs.items()):
-                rc = proc.poll()
-                if rc is None:
-                    continue
-                del procs[i]
-                stopped = rc in (130, -2, -15, 143)  # Ctrl-C or SIGTERM: stopped on purpose, not died
-                if (rc != 0 and not stopped and not done.is_set() and finished_count(st.study) < st.settings.n_trials
-                        and restarts < 2 * n_workers):
-                    restarts += 1
-                    echo(f"worker {i} (pid {proc.pid}) exited with {rc}; starting a new one")
-                    procs[i] = start(i)
-                elif rc != 0:
-                    echo(f"worker {i} (pid {proc.pid}) exited with {rc}")
 
-    supervisor = threading.Thread(target=supervise, daemon=True)
-    supervisor.start()
-    if placement[0].gpu is not None:
-        torch.cuda.set_device(placement[0].gpu)
-    torch.set_num_threads(int(placement[0].env["AEPIPE_NUM_THREADS"]))
-    try:
-        run_worker(pm, st, device=device, echo=echo)
-    except BaseException:  # Ctrl-C, SIGTERM or an error here: the children stop too
-        done.set()
-        stop_children(list(procs.values()))
-        raise
-    finally:
-        done.set()
-        supervisor.join()
+class Workers:
+    """The child workers of one command, and how to restart one (see :func:`start_workers`)."""
+
+    def __init__(self, placement: list[Placement], start, procs: dict):
+        self.placement, self.start, self.procs = placement, start, procs
+        self.done = threading.Event()
+
+    def stop(self) -> None:
+        """Stop every child (this command failed before its own worker ran)."""
+        self.done.set()
+        stop_children(list(self.procs.values()))
+
+    def run(self, pm, st, device, echo) -> None:
+        """This process as the first worker, while the children are watched (one that dies is
+        restarted while the study is short); Ctrl-C, SIGTERM or an error here stops them too."""
+        import torch
+
+        from aepipe.tune.study import finished_count
+        from aepipe.tune.worker import run_worker
+
+        procs, done, n_workers = self.procs, self.done, len(self.placement)
+        echo(f"study '{st.name}': {n_workers} workers ({self.placement[0].summary}): "
+             f"this process ({os.getpid()}) and {[p.pid for p in procs.values()]}")
+
+        def supervise() -> None:
+            restarts = 0
+            while procs:
+                if done.wait(1.0):  # once this process's worker is done, its children are watched closely
+                    time.sleep(0.05)
+                for i, proc in list(procs.items()):
+                    rc = proc.poll()
+                    if rc is None:
+                        continue
+                    del procs[i]
+                    stopped = rc in (130, -2, -15, 143)  # Ctrl-C or SIGTERM: stopped on purpose, not died
+                    if (rc != 0 and not stopped and not done.is_set() and finished_count(st.study) < st.settings.n_trials
+                            and restarts < 2 * n_workers):
+                        restarts += 1
+                        echo(f"worker {i} (pid {proc.pid}) exited with {rc}; starting a new one")
+                        procs[i] = self.start(i)
+                    elif rc != 0:
+                        echo(f"worker {i} (pid {proc.pid}) exited with {rc}")
+
+        supervisor = threading.Thread(target=supervise, daemon=True)
+        supervisor.start()
+        if self.placement[0].gpu is not None:
+            torch.cuda.set_device(self.placement[0].gpu)
+        torch.set_num_threads(int(self.placement[0].env["AEPIPE_NUM_THREADS"]))
+        try:
+            run_worker(pm, st, device=device, echo=echo)
+        except BaseException:  # Ctrl-C, SIGTERM or an error here: the children stop too
+            done.set()
+            stop_children(list(procs.values()))
+            raise
+        finally:
+            done.set()
+            supervisor.join()
 
 
 def stop_children(procs: list, grace: float = 30.0) -> None:

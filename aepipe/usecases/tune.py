@@ -46,24 +46,36 @@ def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None
                           "journal file (one machine) or postgresql+psycopg://... (many machines)")
     if worker:  # before anything slow: a command killed meanwhile is noticed at once
         tuning.stop_with_parent()
-    check_writable("tune")
+    spawn = n_workers > 1 and not worker
+    # a command with workers opens the store (importing MLflow) once they started: their start-up overlaps its own
+    check_writable("tune", open_store=not spawn)
     pm = pm or get_plugin_manager()
-    st = open_study(pipeline, overrides, study_name, storage, n_trials, timeout, True if (worker or n_workers > 1) else None, pm)
-    if threads := os.environ.get("AEPIPE_NUM_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(threads))
-    tuning.ensure_parent_run(st)
-    if not worker:
-        healed = tuning.heal(st)
-        if healed:
-            echo(f"study '{st.name}': {healed} run(s) left RUNNING by a process that died marked KILLED")
-        echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning.finished_count(st.study)} of "
-             f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}")
+    st = open_study(pipeline, overrides, study_name, storage, n_trials, timeout, True if (worker or spawn) else None, pm)
+    workers = None
+    if spawn:
+        workers = tuning.start_workers(st, pipeline, overrides, n_workers, timeout, device, device or st.base.settings.train.device,
+                                       echo)
     try:
-        if n_workers > 1 and not worker:
-            tuning.spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, device or st.base.settings.train.device,
-                                 echo)
+        if spawn:
+            check_writable("tune")
+        if threads := os.environ.get("AEPIPE_NUM_THREADS"):
+            import torch
+
+            torch.set_num_threads(int(threads))
+        tuning.ensure_parent_run(st)
+        if not worker:
+            healed = tuning.heal(st)
+            if healed:
+                echo(f"study '{st.name}': {healed} run(s) left RUNNING by a process that died marked KILLED")
+            echo(f"study '{st.name}' in {tuning.mask_url(st.storage_url)}: {tuning.finished_count(st.study)} of "
+                 f"{st.settings.n_trials} trials finished; MLflow parent run {st.parent_run_id}")
+    except BaseException:
+        if workers is not None:
+            workers.stop()
+        raise
+    try:
+        if workers is not None:
+            workers.run(pm, st, device, echo)
         else:
             tuning.run_worker(pm, st, device=device, echo=echo)
     except Interrupted as exc:
