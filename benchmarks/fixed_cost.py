@@ -243,12 +243,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="--against-hand: epochs of both")
     parser.add_argument("--top", type=int, default=12, help="--against-hand: packages listed in the import breakdown")
     parser.add_argument("--json", type=Path, default=None, help="--against-hand: also write the figures here")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="OMP_NUM_THREADS for every process measured (default: unset, torch's own choice); 1 keeps "
-                             "tiny models from stalling on a busy machine's other core")
-    args = parser.parse_args()
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    from tune_overhead import parse_with_threads
+
+    args = parse_with_threads(parser)
     if args.against_hand:
         result = against_hand(args.rounds, args.store, args.epochs)
         result["import_breakdown"] = import_breakdown(args.epochs, args.top)

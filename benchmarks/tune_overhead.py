@@ -284,6 +284,18 @@ def ablate(n_trials: int, epochs: int, wall: float, in_run: float) -> dict:
     return out
 
 
+def parse_with_threads(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse ``parser``'s options plus ``--threads``, which sets OMP_NUM_THREADS for every process
+    measured (shared with ``fixed_cost.py``)."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for every process measured (default: unset, torch's own choice); 1 keeps "
+                             "tiny models from stalling on a busy machine's other core")
+    args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    return args
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -294,12 +306,7 @@ def main() -> None:
                         help="then one aepipe tune per tracking switch turned off, to attribute the per-trial cost")
     parser.add_argument("--phases", action="store_true", help="then one aepipe tune timed phase by phase")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="OMP_NUM_THREADS for every process measured (default: unset, torch's own choice); 1 keeps "
-                             "tiny models from stalling on a busy machine's other core")
-    args = parser.parse_args()
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    args = parse_with_threads(parser)
     n = args.n_trials
     rows: dict[str, list[dict]] = {"aepipe": [], "hand": [], "aepipe-2w": []}
     for r in range(args.rounds):

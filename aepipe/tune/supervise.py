@@ -54,13 +54,6 @@ def stop_with_parent(poll: float = 1.0) -> None:
     threading.Thread(target=watch, name="aepipe-parent-watch", daemon=True).start()
 
 
-def spawn_workers(pm, st, pipeline, overrides, n_workers, timeout, device, placed_on, echo) -> None:
-    """Run ``n_workers`` workers on the study: this process and ``n_workers - 1`` children of
-    the same command. A child that dies is restarted while the study is short (its trial is
-    failed and retried by the others)."""
-    start_workers(st, pipeline, overrides, n_workers, timeout, device, placed_on, echo).run(pm, st, device, echo)
-
-
 def start_workers(st, pipeline, overrides, n_workers, timeout, device, placed_on, echo) -> "Workers":
     """Start the ``n_workers - 1`` child workers of study ``st`` (opened: its name, storage and
     trial count are known); :meth:`Workers.run` then makes this process the first worker. A
@@ -99,7 +92,7 @@ class Workers:
         self.done = threading.Event()
 
     def stop(self) -> None:
-        """Stop every child (this command failed before its own worker ran)."""
+        """Stop every child (this command failed, or was stopped)."""
         self.done.set()
         stop_children(list(self.procs.values()))
 
@@ -142,8 +135,7 @@ class Workers:
         try:
             run_worker(pm, st, device=device, echo=echo)
         except BaseException:  # Ctrl-C, SIGTERM or an error here: the children stop too
-            done.set()
-            stop_children(list(procs.values()))
+            self.stop()
             raise
         finally:
             done.set()
