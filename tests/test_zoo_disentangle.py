@@ -377,8 +377,8 @@ def test_factor_vae_disentangles_better_than_the_vae(squares_runs):
     """On held-out squares, FactorVAE reaches a higher MIG than the plain VAE at the same budget,
     both at the paper's learning rate (Kim & Mnih 2018). We see 0.104 against 0.024 (seeds 1 and
     2 of data and training: 0.141 against 0.060, 0.178 against 0.056). MIG alone varies by seed
-    about as much as the penalty moves it: FactorVAE with gamma = 0 (the same model and draws
-    of data, no penalty) scores 0.083 here (0.030 and 0.142 on seeds 1 and 2, each below
+    about as much as the penalty moves it: FactorVAE with gamma = 0 (the same model and data,
+    no penalty) scores 0.083 here (0.030 and 0.142 on seeds 1 and 2, each below
     FactorVAE's own), which this test would pass; the independence test above is the one that
     fails without the penalty (gamma = 0: 0.76 against the VAE's 0.80)."""
     factor, vae = (_mig(squares_runs[name]) for name in ("factor-vae", "vae-paper-rate"))
