@@ -51,10 +51,8 @@ def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None
     check_writable("tune", open_store=not spawn)
     pm = pm or get_plugin_manager()
     st = open_study(pipeline, overrides, study_name, storage, n_trials, timeout, True if (worker or spawn) else None, pm)
-    workers = None
-    if spawn:
-        workers = tuning.start_workers(st, pipeline, overrides, n_workers, timeout, device, device or st.base.settings.train.device,
-                                       echo)
+    placed_on = device or st.base.settings.train.device  # where the trials train, and the best trials' files are rebuilt
+    workers = tuning.start_workers(st, pipeline, overrides, n_workers, timeout, device, placed_on, echo) if spawn else None
     try:
         if spawn:
             check_writable("tune")
@@ -87,7 +85,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None
     if worker:
         return None
     if tuning.records_results(st):
-        tuning.finish(st, pm, device or st.base.settings.train.device, echo=echo)
+        tuning.finish(st, pm, placed_on, echo=echo)
     else:
         echo(f"study '{st.name}' is complete; the command that ran its last trial records the results "
              f"on MLflow run {st.parent_run_id}")
