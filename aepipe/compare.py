@@ -29,7 +29,8 @@ def _row(run) -> dict[str, Any]:
             row[name] = run.data.tags.get(key[5:], "")
         else:
             row[name] = run.data.metrics.get(key[8:])
-    row.update({k: v for k, v in run.data.metrics.items() if k.startswith("eval_")})
+    # every test and evaluation metric the run logged: eval_* are shown, test_* may be asked for (--columns)
+    row.update({k: v for k, v in run.data.metrics.items() if k.startswith(("eval_", "test_"))})
     return row
 
 
@@ -152,7 +153,8 @@ def render(rows: list[dict[str, Any]], fmt: str, chosen: list[str] | None = None
         known = set(names) | {k for r in rows for k in r}
         unknown = [c for c in chosen if c not in known]
         if unknown:
-            raise ConfigError(f"--columns: no run has {', '.join(unknown)}; there are {', '.join(names)}")
+            extra = sorted(k for k in known - set(names) if k.startswith("test_"))
+            raise ConfigError(f"--columns: no run has {', '.join(unknown)}; there are {', '.join(names + extra)}")
         names = chosen
     if fmt == "csv":
         buf = io.StringIO()

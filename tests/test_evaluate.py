@@ -215,5 +215,10 @@ def test_compare_shows_the_columns_asked_for(at_store):
     out = runner.invoke(cli, ["compare", ae, "--columns", "variant,test_mse", "--format", "csv"])
     assert out.exit_code == 0, out.output
     assert out.stdout.splitlines()[0] == "variant,test_mse" and out.stdout.splitlines()[1].startswith("vanilla,")
+    # any test metric the run logged, though not a default column: the loss `aepipe train` prints
+    loss = runner.invoke(cli, ["compare", ae, "--columns", "variant,test_loss", "--format", "csv"])
+    assert loss.exit_code == 0, loss.output
+    variant, value = loss.stdout.splitlines()[1].split(",")
+    assert variant == "vanilla" and float(value) == pytest.approx(at_store["ae"].metrics["test_loss"], rel=1e-6)
     bad = runner.invoke(cli, ["compare", ae, "--columns", "variant,eval_nothing"])
-    assert bad.exit_code == 2 and "--columns: no run has eval_nothing" in bad.output
+    assert bad.exit_code == 2 and "--columns: no run has eval_nothing" in bad.output and "test_loss" in bad.output
