@@ -61,3 +61,22 @@ def test_a_refitted_sampler_is_measured_again_and_an_unchanged_one_is_read_back(
     assert cached.cached and cached.metrics == refit.metrics
     with pytest.raises(AssertionError, match="computed again"):  # without the sampler: another entry
         evaluate([run_id], settings(metrics=["fid"], samplers=["prior"], samples=60))
+
+
+def test_evaluate_samples_are_checked_against_the_budget_before_any_is_drawn(run, monkeypatch):
+    """``--samples`` that would not fit what this process may allocate: one line naming the option,
+    before the model draws (issue 30, part 4)."""
+    from aepipe import limits
+    from aepipe.errors import ConfigError
+    from aepipe.evaluation.run import evaluate, settings
+    from aepipe.model import AutoEncoder
+
+    use_store(monkeypatch, run["home"])
+    drawn = []
+    monkeypatch.setattr(AutoEncoder, "sample", lambda self, *a, **k: drawn.append(a))
+    monkeypatch.setattr(limits, "memory_budget", lambda device="cpu", cgroup_root=None: limits.Budget(10_000_000, "a test"))
+    # (2 samplers + a clamped copy) x 20,000 images x 64 values x 4 bytes, and the test split
+    with pytest.raises(ConfigError, match=r"^--samples 20000: 20,000 generated images through each of 2 samplers needs about 0\.0155 GB; "
+                                          r"0\.01 GB is free on cpu \(a test\): ask for fewer"):
+        evaluate([run["run_id"]], settings(metrics=["fid"], samplers=["gmm"], samples=20_000, seed=7))
+    assert not drawn
