@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aepipe.errors import ConfigError, DataError
+from aepipe.errors import DataError
 
 AS_LIMIT = 2 << 30
 needs_prlimit = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")
