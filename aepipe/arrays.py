@@ -5,22 +5,32 @@ failure is one :class:`DataError` line naming the file (or option) and what is w
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from aepipe.errors import DataError
+from aepipe.files import size_text
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def load_npy(path: Path, what: str, mmap: bool = False) -> np.ndarray:
+def load_npy(path: Path, what: str, mmap: bool = False, extra_per_value: int = 0) -> np.ndarray:
     """The array in the ``.npy`` file ``path`` (``what`` names it in errors: ``--labels y.npy``),
-    never unpickling anything; with ``mmap``, memory-mapped read-only (read as it is used)."""
+    never unpickling anything; with ``mmap``, memory-mapped read-only (read as it is used).
+    Its header is read first (:func:`read_header`): a file shorter than its header claims is
+    refused, and so, unless memory-mapped, is one whose array (with ``extra_per_value`` bytes
+    more per value: the copies the caller makes of it) is more than this process may allocate."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(len(NPY_MAGIC))
+            if head == NPY_MAGIC:
+                fh.seek(0)
+                shape, dtype = read_header(fh, what)
+                data_start, size = fh.tell(), os.fstat(fh.fileno()).st_size
     except OSError as exc:
         raise DataError(f"{what}: cannot read: {exc.strerror or exc}") from None
     if head.startswith(ZIP_MAGIC):
@@ -30,6 +40,12 @@ def load_npy(path: Path, what: str, mmap: bool = False) -> np.ndarray:
 
         raise DataError(f"{what}: not a .npy file (it starts with {excerpt(head)}, not numpy's header); "
                         "write it with numpy.save")
+    nbytes = _count(shape) * dtype.itemsize
+    if not mmap:
+        check_claim(shape, dtype, what, extra_per_value)
+    if size - data_start < nbytes:
+        raise DataError(f"{what}: a damaged .npy file: its header claims shape {shape} {dtype} = {size_text(nbytes)}, "
+                        f"but it holds {size_text(max(0, size - data_start))} of data")
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
@@ -38,6 +54,57 @@ def load_npy(path: Path, what: str, mmap: bool = False) -> np.ndarray:
         raise DataError(f"{what}: a damaged .npy file: {exc}") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{what}: a damaged .npy file: {exc}") from None
+
+
+def read_header(fh: BinaryIO, what: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a ``.npy`` stream's header claims (numpy's own reader of the magic and
+    the header; nothing else is read): ``fh`` is left at the first byte of data. A damaged header
+    is one DataError naming ``what``."""
+    from numpy.lib import format as npy
+
+    try:
+        version = npy.read_magic(fh)
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read(fh)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        raise DataError(f"{what}: a damaged .npy header: {' '.join(str(exc).split())[:200]}") from None
+    return tuple(int(d) for d in shape), np.dtype(dtype)
+
+
+def check_claim(shape: tuple[int, ...], dtype: np.dtype, what: str, extra_per_value: int = 0) -> None:
+    """Refuse an array of ``shape`` and ``dtype`` (as a header claims it), with
+    ``extra_per_value`` bytes more per value, that is more than this process may allocate
+    (:func:`aepipe.limits.memory_budget`): one DataError naming ``what`` and the sizes."""
+    from aepipe.limits import memory_budget
+
+    values = _count(shape)
+    nbytes = values * dtype.itemsize
+    need = nbytes + values * extra_per_value
+    budget = memory_budget("cpu")
+    if budget.bytes is not None and need > budget.bytes:
+        working = f" ({size_text(need)} with the copies made of it)" if need != nbytes else ""
+        raise DataError(f"{what}: header claims shape {shape} {dtype} = {size_text(nbytes)}{working}, more than the "
+                        f"{size_text(budget.bytes)} this process may allocate ({budget.limit})")
+
+
+def check_npz_member(npz: Any, key: str, what: str, extra_per_value: int = 0) -> None:
+    """Refuse the member ``key`` of an open ``.npz`` archive (``numpy.load``'s NpzFile) whose
+    header claims more than this process may allocate (:func:`check_claim`), before it is read:
+    a compressed member of zeros claims a thousand times its size on disk."""
+    try:
+        with npz.zip.open(f"{key}.npy") as fh:
+            shape, dtype = read_header(fh, f"{what}: array '{key}'")
+    except KeyError:
+        return  # not stored as KEY.npy: numpy's own error when it is read
+    check_claim(shape, dtype, f"{what}: array '{key}'", extra_per_value)
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    """The number of values of ``shape``, in Python integers (numpy's product would overflow)."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
 
 
 def _position(index: tuple[int, ...]) -> str:

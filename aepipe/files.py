@@ -32,8 +32,8 @@ def size_text(n: float) -> str:
     """``n`` bytes, for a person: ``512 bytes``, ``1.5 MB``, ``2.1 GB``."""
     if n < 1000:
         return f"{int(n)} bytes"
-    for unit, scale in (("kB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12)):
-        if n < scale * 1000 or unit == "TB":
+    for unit, scale in (("kB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12), ("PB", 1e15), ("EB", 1e18)):
+        if n < scale * 1000 or unit == "EB":
             return f"{n / scale:.3g} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
 

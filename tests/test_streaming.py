@@ -91,12 +91,12 @@ def test_auto_streams_what_does_not_fit_and_says_why(aepipe_pm, folder, tmp_path
 
     auto = load_data(_pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder)}), torch.device("cpu"))
     assert not auto.streamed and auto.reason.startswith("auto: ") and " fits in 0.5 of the " in auto.reason
-    monkeypatch.setattr(limits, "available_bytes", lambda device: 10_000)  # 48 images of 192 bytes: 9,216 bytes
+    monkeypatch.setattr(limits, "memory_budget", lambda device, cgroup_root=None: limits.Budget(10_000, "a test"))  # 48 images of 192 bytes: 9,216 bytes
     tight = load_data(_pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder)}), torch.device("cpu"))
     assert tight.streamed and tight.reason == "auto: 9.22e-06 GB is more than 0.5 of the 1e-05 GB free on cpu"
     roomy = load_data(_pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder), "memory_fraction": 1.0}), torch.device("cpu"))
     assert not roomy.streamed
-    monkeypatch.setattr(limits, "available_bytes", lambda device: 5_000)
+    monkeypatch.setattr(limits, "memory_budget", lambda device, cgroup_root=None: limits.Budget(5_000, "a test"))
     with pytest.raises(ConfigError, match=r"^data.in_memory = true: the data \(9.22e-06 GB\) needs about .* set data.in_memory = false"):
         load_data(_pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder)}, "data.in_memory=true"), torch.device("cpu"))
 

@@ -106,6 +106,7 @@ def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names
         pm.registry.get("feature", features)
 
     device = next(model.parameters()).device
+    check_sample_count(s.samples, len(samplers) + 1, data, device)
     real = torch.cat([x for x, _ in data.test.batches(4096)])  # a streamed split (data.in_memory) has no .x
     draws: dict[str | None, torch.Tensor] = {}
     for name, sampler in [(None, None), *samplers.items()]:
@@ -126,6 +127,18 @@ def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names
             values = generation_metrics(real_f, space.features(fake.clamp(0, 1)))
             out.update({key(m, features, name): float(v) for m, v in values.items() if m in names})
     return out
+
+
+def check_sample_count(samples: int, draws: int, data: DataBundle, device: Any) -> None:
+    """Refuse ``samples`` generated images per sampler (``draws`` samplers) that would not fit
+    what this process may allocate on ``device`` (:func:`aepipe.limits.memory_budget`), before
+    any is drawn: every sampler's images (float32) and a clamped copy of one, beside the test split."""
+    from aepipe.limits import check_fits
+
+    values = data.input_dim * 4
+    need = (draws + 1) * samples * values + len(data.test) * values
+    check_fits(need, f"--samples {samples}: {samples:,} generated images through each of {draws} sampler{'s' if draws > 1 else ''}",
+               device, "ask for fewer (--samples, or [evaluate] samples)")
 
 
 def _chunks(n: int, size: int):

@@ -2,8 +2,10 @@
 
 :func:`evaluate` judges stored runs (run ids, study names, experiment names) with
 :func:`aepipe.evaluation.measure.compute`, logs the metrics to each run and keeps the results as the run's artifact
-``evaluation/<key>.json``, where ``key`` is a digest of the settings: a second call with the same
-settings reads them back and computes nothing.
+``evaluation/<key>.json``, where ``key`` is a digest of the settings and of the state of what they
+measure (:func:`state_digests`: the model's files and those of every sampler ``fit-sampler``
+logged): a second call with the same settings on the same model and samplers reads them back and
+computes nothing; a model trained further or a sampler fitted again is measured again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from aepipe.errors import RunNotFoundError
+from aepipe.errors import ConfigError, RunNotFoundError
 from aepipe.evaluation.measure import chosen_groups, compute, settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,12 +51,46 @@ class Evaluation:
 TRAINED = ("epochs_trained", "train_seconds")
 
 
-def cache_key(s: EvaluateSettings, groups: dict[str, tuple[str, ...]], trained: dict[str, float] | None = None) -> str:
-    """A digest of everything that decides the results: the settings, the groups and ``trained``
-    (the run's :data:`TRAINED` metrics, which change when the model is trained further)."""
+def cache_key(s: EvaluateSettings, groups: dict[str, tuple[str, ...]], trained: dict[str, float] | None = None,
+              states: dict[str, str] | None = None) -> str:
+    """A digest of everything that decides the results: the settings, the groups, ``trained``
+    (the run's :data:`TRAINED` metrics, which change when the model is trained further) and
+    ``states`` (:func:`state_digests`: the model's and the samplers' files)."""
     text = json.dumps({"version": VERSION, "groups": groups, **s.model_dump(exclude={"metrics"}),
-                       **({"trained": trained} if trained else {})}, sort_keys=True)
+                       **({"trained": trained} if trained else {}), **({"states": states} if states else {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _files_digest(folder: Path) -> str:
+    """A digest of every file under ``folder``: its path there and its bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def state_digests(run_id: str, samplers: list[str], tracker: Any) -> dict[str, str]:
+    """The state of what an evaluation of ``run_id`` measures, as digests of its files: the
+    model's (its weights, the pipeline it was built from) and, for each of ``samplers``, the one
+    ``fit-sampler`` logged (``"none logged"`` where the run holds none: it is then the model's
+    own, its prior, or fitted for the evaluation from the model and data, which the model's
+    digest and the settings already decide). Read without building anything."""
+    from aepipe.artifacts import DIR
+    from aepipe.sampling import FOLDER as SAMPLERS
+
+    states: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        local = tracker.download(run_id, DIR, Path(tmp))
+        states["model"] = "missing" if local is None else _files_digest(local)
+        for k, name in enumerate(samplers):
+            (Path(tmp) / str(k)).mkdir()
+            folder = tracker.download(run_id, f"{SAMPLERS}/{name}", Path(tmp) / str(k))
+            states[f"sampler {name}"] = "none logged" if folder is None else _files_digest(folder)
+    return states
 
 
 def run_ids(targets: list[str]) -> list[str]:
@@ -115,7 +151,15 @@ def evaluate_run(run_id: str, s: EvaluateSettings, groups: dict[str, tuple[str, 
     record = tracker.get_run(run_id)
     if record.status != "FINISHED":  # before the cache: a run trained further is RUNNING meanwhile
         raise RunNotFoundError(f"run {run_id} is {record.status}, not FINISHED: only finished runs are evaluated")
-    digest = cache_key(s, groups, {k: record.metrics[k] for k in TRAINED if k in record.metrics})
+    names = list(s.samplers) if "generation" in groups else []
+    for name in names:  # a registered name before any path is built from it
+        if name != "prior":
+            try:
+                pm.registry.get("sampler", name)
+            except ConfigError as exc:
+                raise ConfigError(f"--sampler: {exc}") from None
+    states = state_digests(run_id, names, tracker)
+    digest = cache_key(s, groups, {k: record.metrics[k] for k in TRAINED if k in record.metrics}, states)
     hit = _cached(run_id, digest, tracker)
     if hit is not None:
         if hit["metrics"]:  # the run shows what this call reports, whatever another call logged since
@@ -146,7 +190,6 @@ def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any 
     """Evaluate every finished run that ``targets`` name (run ids, studies, experiments) with
     settings ``s`` (default: every group that applies, ``[evaluate]``'s defaults otherwise)."""
     from aepipe import tracking
-    from aepipe.errors import ConfigError
     from aepipe.plugins import get_plugin_manager
     from aepipe.tracking.store import check_writable
     from aepipe.training.device import select_device
@@ -184,4 +227,4 @@ def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any 
     return results
 
 
-__all__ = ["Evaluation", "compute", "evaluate", "evaluate_run", "settings", "run_ids", "cache_key", "chosen_groups"]
+__all__ = ["Evaluation", "compute", "evaluate", "evaluate_run", "settings", "run_ids", "cache_key", "chosen_groups", "state_digests"]

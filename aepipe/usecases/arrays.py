@@ -22,8 +22,17 @@ class Written:
     grid: Path | None = None
 
 
-def _inputs(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None):
-    """The model of ``run_id`` and its input (and labels), every one checked before the model loads."""
+#: bytes per input value made beside the file's own: its float64 check and float32 scaled copies
+INPUT_COPIES = 8 + 4
+#: and more for ``reconstruct``: the float32 output, its float64 copy and the unscaled float64 values
+RECONSTRUCT_COPIES = INPUT_COPIES + 4 + 8 + 8
+
+
+def _inputs(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None,
+            copies: int = INPUT_COPIES):
+    """The model of ``run_id`` and its input (and labels), every one checked before the model
+    loads; an input larger than this process may allocate (its header says so, with ``copies``
+    bytes more per value) is refused before it is read."""
     import numpy as np
     import torch
 
@@ -37,8 +46,8 @@ def _inputs(run_id: str, input_path: Path, output: Path, device: str, scaled: bo
     input_path, output, labels = Path(input_path), Path(output), None if labels is None else Path(labels)
     check_run_id(run_id)  # before any file is read
     check_output(output, "-o")
-    raw = check_rows(load_npy(input_path, str(input_path)), str(input_path))
-    y_raw = load_npy(labels, f"--labels {labels}") if labels is not None else None
+    raw = check_rows(load_npy(input_path, str(input_path), extra_per_value=copies), str(input_path))
+    y_raw = load_npy(labels, f"--labels {labels}", extra_per_value=8) if labels is not None else None
     dev = select_device(device)
     model = load_model(run_id, device=str(dev))
     check_width(raw, model.meta["input_dim"], str(input_path), f"run {run_id}")
@@ -78,7 +87,7 @@ def reconstruct(run_id: str, input_path: str | Path, output: str | Path, device:
     from aepipe.data import unscale
 
     output = Path(output)
-    model, x, y, raw = _inputs(run_id, input_path, output, device, scaled, labels)
+    model, x, y, raw = _inputs(run_id, input_path, output, device, scaled, labels, RECONSTRUCT_COPIES)
     with torch.no_grad():
         recon = model(x, y).cpu().numpy().astype(np.float64)
     out = recon if scaled else unscale(recon, tuple(model.meta["value_range"]))
@@ -95,7 +104,7 @@ def sample(run_id: str, count: int, output: str | Path, label: int | None = None
     import torch
 
     from aepipe.data import unscale
-    from aepipe.limits import check_fits, check_output
+    from aepipe.limits import check_output
     from aepipe.runs import load_model, load_sampler
     from aepipe.tracking.store import check_run_id
     from aepipe.training.device import select_device
@@ -106,9 +115,7 @@ def sample(run_id: str, count: int, output: str | Path, label: int | None = None
     check_output(grid, "--grid")
     dev = select_device(device)
     model = load_model(run_id, device=str(dev))
-    # the codes, the decoded samples on the device and their float64 copy in memory
-    check_fits(count * (model.spec.code_dim + 3 * model.meta["input_dim"]) * 8, f"-n {count}: {count:,} samples", dev,
-               "draw fewer (several commands, or a smaller -n)")
+    check_sample_count(count, model.spec.code_dim, model.meta["input_dim"], dev)
     drawn_by = load_sampler(run_id, model, sampler)
     classes = model.spec.n_classes
     y = None
@@ -133,6 +140,21 @@ def sample(run_id: str, count: int, output: str | Path, label: int | None = None
         title = f"{count} samples of run {run_id[:8]}" + (f", class {label}" if label is not None else "")
         figures.sample_grid(out, shape, title).savefig(grid, dpi=100)
     return Written(output, count, "samples", tuple(values.shape), grid)
+
+
+def check_sample_count(count: int, code_dim: int, input_dim: int, device: Any) -> None:
+    """Refuse ``-n count`` where the samples would not fit what this process may allocate: the
+    codes and the decoded samples (float32) on ``device``; their float32, float64 and unscaled
+    float64 copies in the host's memory (:func:`aepipe.limits.memory_budget`, both on a CPU)."""
+    from aepipe.limits import check_fits
+
+    on_device, on_host = count * (code_dim + input_dim) * 4, count * input_dim * (4 + 8 + 8)
+    what, fix = f"-n {count}: {count:,} samples", "draw fewer (several commands, or a smaller -n)"
+    if getattr(device, "type", str(device)) == "cpu":
+        check_fits(on_device + on_host, what, device, fix)
+    else:
+        check_fits(on_device, what, device, fix)
+        check_fits(on_host, what + " copied to the host", "cpu", fix)
 
 
 def fit_sampler(run_id: str, name: str, overrides: tuple[str, ...] = (), device: str = "auto") -> dict[str, Any]:

@@ -104,13 +104,99 @@ def stack(images: list[np.ndarray], names: list[str], shape: tuple[int, ...], wh
     return np.stack(images) if images else np.empty((0, *shape), dtype=np.uint8)
 
 
+#: bytes per pixel Pillow holds for an image of each mode once decoded (bands of 8 bits are kept
+#: four to a 32-bit pixel); a mode not listed counts 4
+PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
+
+
+def decoded_bytes(width: int, height: int, mode: str, channels: int) -> int:
+    """The memory that decoding one ``width`` x ``height`` image of Pillow ``mode`` into
+    ``channels`` takes at its peak (:func:`to_chw`): the decoded image, its float64 rescaling
+    (16-bit, 32-bit and float modes), its conversion and the array made of it."""
+    pixels = width * height
+    rescale = 8 + 8 + 1 if mode in SIXTEEN_BIT + OWN_RANGE else 0
+    return pixels * (PIXEL_BYTES.get(mode, 4) + rescale + (4 if channels == 3 else 1) + channels)
+
+
+def header(path: Path) -> tuple[int, int, str]:
+    """The width, height and mode of the image file ``path``, from its header: nothing is
+    decoded. Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is one
+    DataError beyond twice the limit, as Pillow has it, and one ImageDataWarning beyond it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height, mode = *image.size, image.mode
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: {_bomb(exc)}; aepipe does not decode it (Pillow's decompression-bomb limit: "
+                        f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels, refused beyond twice that)") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: not a readable image: {exc}") from None
+    if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+        warnings.warn(f"{path}: a {width}x{height} image ({width * height:,} pixels), more than Pillow's decompression-bomb limit "
+                      f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,}; read as it is", ImageDataWarning, stacklevel=2)
+    return width, height, mode
+
+
+def _bomb(exc: BaseException) -> str:
+    """Pillow's DecompressionBombError in aepipe's words: ``an image of 400,000,000 pixels``."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return f"an image of {int(found.group(1)):,} pixels" if found else "an image larger than Pillow decodes"
+
+
 class ImageFiles(Rows):
-    """Image files read and decoded on demand, each ``(channels, H, W)`` uint8."""
+    """Image files read and decoded on demand, each ``(channels, H, W)`` uint8.
+
+    Every file's header is read first, none decoded: its size (without ``size``, each must be
+    the first one's), its mode, and what decoding it takes; an image whose decoding is more than
+    this process may allocate (:func:`aepipe.limits.memory_budget`) is refused naming the file and
+    the size. The rows' shape comes from the headers too, so the dataset's decoded size (``n``
+    rows of ``(channels, H, W)`` bytes) is known before any image is decoded: holding it in memory
+    is then checked against the same budget (:func:`aepipe.data.choose_path`), else it streams."""
 
     def __init__(self, files: list[Path], channels: int, size: tuple[int, int] | None, where: str):
         self.files, self.channels, self.size, self.where = files, channels, size, where
-        first = self._one(0)
-        self.shape, self.dtype = (len(files), *first.shape), np.dtype(np.uint8)
+        heads = [header(path) for path in files]
+        width, height, _ = heads[0]
+        h, w = size if size is not None else (height, width)
+        self.shape, self.dtype = (len(files), channels, h, w), np.dtype(np.uint8)
+        if size is None:
+            for path, (pw, ph, _) in zip(files, heads):
+                if (pw, ph) != (width, height):
+                    raise DataError(f"{where}: {path} is {ph}x{pw}, the first image {height}x{width}; "
+                                    "set data.image_size = [H, W] to resize them all")
+        self._check_budget(heads)
+
+    def _check_budget(self, heads: list[tuple[int, int, str]]) -> None:
+        from aepipe.files import size_text
+        from aepipe.limits import memory_budget
+
+        costs = [decoded_bytes(pw, ph, mode, self.channels) for pw, ph, mode in heads]
+        largest = int(np.argmax(costs))
+        self.largest = costs[largest]
+        budget = memory_budget("cpu")
+        if budget.bytes is not None and costs[largest] > budget.bytes:
+            pw, ph, mode = heads[largest]
+            raise DataError(f"{self.files[largest]}: a {pw}x{ph} image (Pillow mode '{mode}') takes {size_text(costs[largest])} to decode, "
+                            f"more than the {size_text(budget.bytes)} this process may allocate ({budget.limit})")
+
+    def _check_batch(self, n: int) -> None:
+        """Refuse reading ``n`` rows at once (a streamed batch) that would not fit: their decoded
+        rows and the largest image's decoding."""
+        from aepipe.files import size_text
+        from aepipe.limits import memory_budget
+
+        need = n * int(np.prod(self.shape[1:])) + self.largest
+        budget = memory_budget("cpu")
+        if budget.bytes is not None and need > budget.bytes:
+            c, h, w = self.shape[1:]
+            raise DataError(f"{self.where}: reading {n:,} images of {c}x{h}x{w} at once takes {size_text(need)}, more than the "
+                            f"{size_text(budget.bytes)} this process may allocate ({budget.limit}); lower train.batch_size, "
+                            "or set data.image_size = [H, W] to make them smaller")
 
     def _one(self, i: int) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -119,10 +205,13 @@ class ImageFiles(Rows):
         try:
             with Image.open(path) as image:
                 return to_chw(image, self.channels, self.size, str(path))
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"{path}: {_bomb(exc)}, beyond Pillow's decompression-bomb limit") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{path}: not a readable image: {exc}") from None
 
     def read(self, indices: np.ndarray) -> np.ndarray:
+        self._check_batch(len(indices))
         out = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
         for k, i in enumerate(indices):
             image = self._one(int(i))
@@ -130,22 +219,6 @@ class ImageFiles(Rows):
                 stack([image], [str(self.files[int(i)])], self.shape[1:], self.where)  # the error naming it
             out[k] = image
         return out
-
-    def check_sizes(self) -> None:
-        """Without a resize, every file's size from its header (no decoding): one error naming
-        the first that differs, before any training."""
-        from PIL import Image, UnidentifiedImageError
-
-        h, w = self.shape[2:]
-        for path in self.files:
-            try:
-                with Image.open(path) as image:
-                    size = image.size
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"{path}: not a readable image: {exc}") from None
-            if size != (w, h):
-                raise DataError(f"{self.where}: {path} is {size[1]}x{size[0]}, the first image {h}x{w}; "
-                                "set data.image_size = [H, W] to resize them all")
 
 
 class ImageFolderConfig(ImageConfig):
@@ -184,8 +257,6 @@ class ImageFolder(Dataset):
         if c.limit:
             files = files[: c.limit]
         x = ImageFiles([f for f, _ in files], c.channels, c.image_size, f"dataset 'imagefolder' in {root}")
-        if c.image_size is None:
-            x.check_sizes()
         y = np.array([label for _, label in files], dtype=np.int64) if classes else None
         return RawData(x, y, (0.0, 255.0), tuple(x.shape[1:]), len(classes), source=str(root))
 
@@ -240,12 +311,23 @@ class TableImages(Rows):
 
     def __init__(self, table: Any, column: str, n: int, channels: int, size: tuple[int, int] | None, where: str):
         self.table, self.column, self.channels, self.size, self.where = table.select_columns([column]), column, channels, size, where
-        first = to_chw(self.table[0][column], channels, size, f"{where} row 0")
+        first = to_chw(self._rows([0])[0], channels, size, f"{where} row 0")
         self.shape, self.dtype = (n, *first.shape), np.dtype(np.uint8)
+
+    def _rows(self, rows: list[int]) -> list[Any]:
+        """The images of ``rows``, decoded by the datasets library (with Pillow): an image beyond
+        Pillow's decompression-bomb limit is one DataError naming the rows."""
+        from PIL import Image
+
+        try:
+            return self.table[rows][self.column] if rows else []
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"{self.where} rows {rows[0]}..{rows[-1]}: {_bomb(exc)}, beyond Pillow's decompression-bomb limit "
+                            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels, refused beyond twice that)") from None
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         rows = [int(i) for i in indices]
-        images = self.table[rows][self.column] if rows else []
+        images = self._rows(rows)
         return stack([to_chw(image, self.channels, self.size, f"{self.where} row {i}") for i, image in zip(rows, images)],
                      [f"row {i}" for i in rows], self.shape[1:], self.where)
 

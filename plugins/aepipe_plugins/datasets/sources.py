@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
-from aepipe.arrays import check_labels, check_values, finite_range, load_npy
+from aepipe.arrays import check_claim, check_labels, check_npz_member, check_values, finite_range, load_npy
 from aepipe.components import ComponentConfig, Dataset, RawData
 from aepipe.errors import DataError
 
@@ -127,13 +127,35 @@ def read_idx(path: Path) -> np.ndarray:
             if ndim == 0 or len(sizes) != 4 * ndim:
                 raise DataError(f"{path}: a truncated IDX header ({ndim} dimensions, {len(sizes)} bytes of sizes)")
             dims = struct.unpack(f">{ndim}i", sizes)
-            data = np.frombuffer(fh.read(), dtype=np.uint8)
+            if min(dims) < 0:
+                raise DataError(f"{path}: an IDX header with a negative size {dims}")
+            check_claim(dims, np.dtype(np.uint8), str(path))
+            expected = int(np.prod(dims, dtype=object))
+            data = np.frombuffer(fh.read(expected + 1), dtype=np.uint8)  # one byte more tells a longer file
     except (OSError, EOFError) as exc:  # gzip's errors for a damaged or truncated archive included
         raise DataError(f"{path}: cannot read: {exc}") from None
-    expected = int(np.prod(dims))
     if data.size != expected:
         raise DataError(f"{path}: header says {dims} ({expected} values) but the file holds {data.size}")
     return data.reshape(dims)
+
+
+#: float64 bytes numpy's text reader may make of one byte of a CSV file: a value takes at least
+#: two characters ("0,"), read as a float64 in a list of rows before the array is made
+CSV_BYTES_PER_BYTE = 8
+
+
+def check_text_table(path: Path) -> None:
+    """Refuse a CSV file whose values could not be held: its size on disk times
+    :data:`CSV_BYTES_PER_BYTE` is more than this process may allocate."""
+    from aepipe.files import size_text
+    from aepipe.limits import memory_budget
+
+    size = path.stat().st_size
+    budget = memory_budget("cpu")
+    if budget.bytes is not None and size * CSV_BYTES_PER_BYTE > budget.bytes:
+        raise DataError(f"{path}: a CSV file of {size_text(size)}, which takes up to {size_text(size * CSV_BYTES_PER_BYTE)} to read, "
+                        f"more than the {size_text(budget.bytes)} this process may allocate ({budget.limit}); save it as .npy, "
+                        "which aepipe reads as it is used")
 
 
 class IdxConfig(ComponentConfig):
@@ -224,9 +246,13 @@ class ArrayFile(Dataset):
                 with np.load(path, allow_pickle=False) as npz:
                     if c.x_key not in npz:
                         raise DataError(f"{path}: no array '{c.x_key}' (has: {', '.join(npz.files) or 'none'}); set data.x_key")
+                    check_npz_member(npz, c.x_key, str(path), extra_per_value=8)  # and its float64 copy
+                    if c.y_key and c.y_key in npz:
+                        check_npz_member(npz, c.y_key, str(path), extra_per_value=8)
                     x = npz[c.x_key]
                     y = npz[c.y_key] if c.y_key and c.y_key in npz else None
             elif suffix == ".csv":
+                check_text_table(path)
                 table = np.loadtxt(path, delimiter=c.delimiter, skiprows=c.skip_header, ndmin=2)
                 if c.label_column is not None:
                     if not -table.shape[1] <= c.label_column < table.shape[1]:
