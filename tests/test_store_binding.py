@@ -268,6 +268,16 @@ def test_a_checkpoint_whose_digest_is_not_the_logged_pipelines_is_refused(runs):
     with pytest.raises(ConfigError, match=rf"^--resume {b}: its checkpoint was written for another pipeline than run {b}'s "
                                           rf"logged pipeline.toml \(digest {other[:12]}, the run's [0-9a-f]{{12}}\)"):
         train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
+    # without the logged pipeline there is nothing to check a checkpoint against: refused too
+    logged = tracker.root / b / "artifacts" / "pipeline.toml"
+    text = logged.read_text()
+    logged.unlink()
+    try:
+        with pytest.raises(ConfigError, match=rf"^--resume {b}: run {b} has no logged pipeline.toml \(the pipeline it was started "
+                                              r"with\), so its checkpoint cannot be checked against it; start the run again$"):
+            train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
+    finally:
+        logged.write_text(text)
 
 
 def test_the_logged_pipeline_is_the_runs_and_old_checkpoints_of_the_run_resume(runs):

@@ -84,11 +84,16 @@ def check_binding(state: TrainState, run_id: str, logged: str, where: str) -> No
     if found != expected:
         ours, theirs = _identity(loads_pipeline(logged, LOGGED)), _identity(loads_pipeline(state.pipeline, CHECKPOINT))
         differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-        at = (f" (first at {differ[0]}: run has {ours.get(differ[0])!r}, checkpoint {theirs.get(differ[0])!r})" if differ
-              else f" (digest {found[:12]}, the run's {expected[:12]})")
+        at = (f" (first at {differ[0]}: run has {_value(ours.get(differ[0]))}, checkpoint {_value(theirs.get(differ[0]))})"
+              if differ else f" (digest {found[:12]}, the run's {expected[:12]})")
         raise ConfigError(f"{where}: its checkpoint was written for another pipeline than run {run_id}'s logged "
                           f"{LOGGED}{at}; refusing to continue the run from it")
     state.run_id, state.pipeline_digest = run_id, expected
+
+
+def _value(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width]}..."
 
 
 def read_checkpoint(tracker: Any, run_id: str) -> tuple[TrainState, dict[str, Any], str]:
