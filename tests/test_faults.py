@@ -132,7 +132,7 @@ def test_a_checkpoint_that_fails_half_way_ends_the_run_failed_and_leaves_nothing
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and "could not write" in run.data.tags["aepipe.error"]
     assert not _partial_files(store), "the half-written checkpoint is removed"
-    state, _ = read_checkpoint(default_tracker(), run_id)
+    state, *_ = read_checkpoint(default_tracker(), run_id)
     assert state.epoch == 2, "the last whole checkpoint is kept"
 
     monkeypatch.setattr(torch, "save", real_save)  # the disk has room again; the store fixture's patches stay
@@ -204,7 +204,7 @@ def test_a_full_disk_under_the_store_is_one_line_and_the_run_is_ended(small_disk
     assert run.info.status == "FAILED", "not left RUNNING"
     reason = run.data.tags["aepipe.error"]
     assert reason.startswith("could not write") and f"its checkpoint stays at {found.group(1)}" in reason
-    state, _ = read_checkpoint(default_tracker(), run_id)
+    state, *_ = read_checkpoint(default_tracker(), run_id)
     assert state.epoch == 1
     # space freed, the run continues from there, every epoch logged once
     filler.unlink()

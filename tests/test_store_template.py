@@ -1,6 +1,6 @@
 """A new local store starts as a copy of the empty store MLflow created first on this machine
 (MLflow's schema migrations take seconds: most of a short run's fixed cost), and is the same
-store: it takes runs, and its ``Default`` experiment points where MLflow would put it."""
+store: it takes runs, and its ``Default`` experiment keeps its artifacts in the new store."""
 
 from __future__ import annotations
 
@@ -39,10 +39,11 @@ def test_the_first_store_becomes_the_template_and_the_next_is_a_copy(cache, tmp_
     copies = []
     real = store._from_template
     monkeypatch.setattr(store, "_from_template", lambda m, db: copies.append((db, real(m, db))) or copies[-1][1])
-    monkeypatch.chdir(tmp_path / "a")  # MLflow's Default experiment follows the creating process's folder
+    assert _default_location(tmp_path / "a" / "mlflow.db") == (tmp_path / "a" / "artifacts").as_uri()
+    monkeypatch.chdir(tmp_path / "a")  # MLflow would point Default at the creating process's ./mlruns/0
     _open(monkeypatch, tmp_path / "b")
     assert copies == [(tmp_path / "b" / "mlflow.db", True)]
-    assert _default_location(tmp_path / "b" / "mlflow.db") == str(tmp_path / "a" / "mlruns" / "0")
+    assert _default_location(tmp_path / "b" / "mlflow.db") == (tmp_path / "b" / "artifacts").as_uri()
     from aepipe.tracking import default_tracker
 
     tracker = default_tracker()  # the copy is a working store: runs, metrics, the registry
@@ -65,3 +66,5 @@ def test_a_template_mlflow_does_not_take_is_replaced_by_a_store_created_the_usua
     _open(monkeypatch, tmp_path / "c")
     with sqlite3.connect(tmp_path / "c" / "mlflow.db") as con:
         assert con.execute("SELECT name FROM experiments").fetchall() == [("Default",)]
+    with sqlite3.connect(template) as con:  # and the template is replaced by that store, marked as aepipe's
+        assert con.execute(f"SELECT count(*) FROM {store.MARKER}").fetchone()[0] == 1

@@ -25,7 +25,7 @@ from aepipe.training.device import autocast, prepare_for_device, seed_everything
 from aepipe.training.epoch import StopRequest, Stopped, train_epoch
 from aepipe.training.setup import load_data, make_optimizer, sanity_check
 from aepipe.training.measure import check_finite, component_metrics, evaluate_tensors, fit_sampler, read_back
-from aepipe.training.resume import CHECKPOINT, pipeline_for_resume, read_checkpoint
+from aepipe.training.resume import CHECKPOINT, bind, pipeline_for_resume, read_checkpoint
 from aepipe.training.schedules import LRSchedule, regularizer_weights, steps_per_epoch
 from aepipe.training.state import TrainState, save_checkpoint
 
@@ -148,6 +148,7 @@ class Trainer:
             state = TrainState(pipeline=p.to_toml())
             tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name, {**report.tags(p, self.pm, device, data), **(tags or {})},
                                          system_metrics=report.system_metrics(s.tracking))
+            bind(state, tracked.run_id, state.pipeline)  # the text report.log_start logs as the run's pipeline.toml
         elif not world.leader:  # a resumed run's other processes: rank 0's state, their own noise, nothing tracked
             _load_parts(parts, model, optimizer, schedule)
             tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name, tags)
@@ -231,8 +232,8 @@ class Trainer:
         """Log the figures, model and dataset of finished run ``run_id``, rebuilt from its stored
         checkpoint (the weights it was evaluated with), as its own end would have: a study's best
         trials get theirs when the study ends. The run keeps its status and end time."""
-        state, parts = read_checkpoint(self.tracker, run_id)
-        p = pipeline_for_resume(self.pm, run_id, state, None)
+        state, parts, logged = read_checkpoint(self.tracker, run_id)
+        p = pipeline_for_resume(self.pm, run_id, state, logged, None)
         device = select_device(self.device_name or p.settings.train.device)
         data = self._load_data(p, device)
         model = build_model(p, data).to(device)
@@ -261,8 +262,8 @@ class Trainer:
         if not (world.enabled and not world.leader):
             check_lease(record, "--resume")  # before anything is read or written
             remove_partial(store.checkpoint_dir(run_id))  # what a write of its dead process left half-done
-        state, parts = read_checkpoint(store, run_id)
-        self.pipeline = pipeline_for_resume(self.pm, run_id, state, self.pipeline, self.overrides)
+        state, parts, logged = read_checkpoint(store, run_id)  # refused unless it is this run's, of its logged pipeline
+        self.pipeline = pipeline_for_resume(self.pm, run_id, state, logged, self.pipeline, self.overrides)
         epochs = self.pipeline.settings.train.epochs
         # a run killed after its last checkpoint but before it was FINISHED ends now: resumed, it
         # trains no epoch and finishes (its test metrics, figures and model are logged again)

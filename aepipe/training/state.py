@@ -3,7 +3,8 @@
 :class:`TrainState` holds everything that decides what the next epoch computes besides the
 weights: the epochs done, the best validation value and its weights, epochs without improvement,
 the metric history, the random generators and, when a run was stopped between two batches, the
-position inside the epoch. :func:`save_checkpoint` writes it with the model's, optimizers' and
+position inside the epoch; and what binds it to its run: the run's id and the digest of the
+pipeline the run logged (:mod:`aepipe.training.resume` checks both before a run continues). :func:`save_checkpoint` writes it with the model's, optimizers' and
 schedule's state; :func:`load_checkpoint` reads it back with ``torch.load(weights_only=True)``,
 so a checkpoint can never run code.
 """
@@ -41,6 +42,8 @@ class TrainState:
     """Everything but the weights that the rest of a run depends on."""
 
     pipeline: str  # the resolved pipeline, as TOML
+    run_id: str = ""  # the run this state belongs to ("": a checkpoint older than this field)
+    pipeline_digest: str = ""  # resume.pipeline_digest of the pipeline the run logged when it started
     epoch: int = 0  # epochs completed
     best: float = math.inf
     best_epoch: int = 0
