@@ -37,6 +37,19 @@ def test_each_interval_holds_its_estimate_and_is_repeatable():
     assert all(lo == v == hi for v, lo, hi in none.values())
 
 
+def test_wide_features_get_no_fid_interval(monkeypatch):
+    """FID's resamples cost F^3 each: wider than FID_BOOTSTRAP_WIDTH, FID has no interval (NaN)."""
+    import math
+
+    from aepipe.evaluation import generation
+
+    monkeypatch.setattr(generation, "FID_BOOTSTRAP_WIDTH", 4)
+    real, fake, _ = _sets(100, 2)
+    out = generation_metrics_with_intervals(real, fake, resamples=10)
+    assert math.isnan(out["fid"][1]) and math.isnan(out["fid"][2]) and out["fid"][0] > 0
+    assert out["kid"][1] <= out["kid"][0] <= out["kid"][2] and not math.isnan(out["precision"][1])
+
+
 def test_intervals_narrow_as_the_sets_grow():
     def intervals(n: int):
         real, fake, train = _sets(n, 1)

@@ -136,7 +136,7 @@ def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names
             for m, (v, lo, hi) in values.items():
                 if m in names:
                     out[key(m, features, name)] = float(v)
-                    if s.bootstrap:
+                    if s.bootstrap and lo == lo:  # NaN: no interval (FID in a wide space)
                         out.update({key(m, features, name, "lo"): float(lo), key(m, features, name, "hi"): float(hi)})
     return out
 
