@@ -53,9 +53,9 @@ def test_wide_features_get_no_fid_interval(monkeypatch):
 def test_intervals_narrow_as_the_sets_grow():
     def intervals(n: int):
         real, fake, train = _sets(n, 1)
-        return generation_metrics_with_intervals(real, fake, train=train, resamples=60)
+        return generation_metrics_with_intervals(real, fake, train=train, resamples=40)
 
-    small, large = intervals(150), intervals(1200)
+    small, large = intervals(100), intervals(800)
     for name in NAMES:
         if name == "data_copying":  # a z score: its spread does not shrink with n (it is n-normalised)
             continue

@@ -186,8 +186,8 @@ def test_dci_is_close_to_disentanglement_libs_boosted_trees():
     """On entangled codes (each factor's code mixed with the next factor); the boosted trees cost
     seconds, so one small case (codes that copy the factors score 1, 1, 1 under both:
     tests/test_disentanglement.py)."""
-    codes, factors, _ = _shapes_like(500, 4, 0.05, 0.7)
-    test_codes, test_factors, _ = _shapes_like(300, 5, 0.05, 0.7)
+    codes, factors, _ = _shapes_like(400, 4, 0.05, 0.7)
+    test_codes, test_factors, _ = _shapes_like(200, 5, 0.05, 0.7)
     keep = [0, 1]  # factors of 3 and 6 values: the boosted trees fit one tree per class and round
     ours = dis.dci(codes, factors[:, keep], test=(test_codes, test_factors[:, keep]))
     theirs = _reference_dci(codes, factors[:, keep], test_codes, test_factors[:, keep])

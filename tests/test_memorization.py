@@ -31,7 +31,7 @@ def test_copies_are_flagged_held_out_rows_are_not_and_noised_copies_sit_between(
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(10, 16)) * 3
     draw = lambda n: centres[rng.integers(0, 10, n)] + rng.normal(size=(n, 16))  # noqa: E731
-    train, test, held_out = draw(2000), draw(600), draw(600)
+    train, test, held_out = draw(1500), draw(500), draw(500)
     out = _ladder(train, test, held_out, noise=0.7)
     a = {name: v["authenticity"] for name, v in out.items()}
     c = {name: v["data_copying"] for name, v in out.items()}
