@@ -488,12 +488,14 @@ def ui(host: str, port: int, expose: bool, allowed_hosts: tuple[str, ...], worke
 @click.option("--sampler", "samplers", multiple=True, metavar="NAME",
               help="Also measure generation through this sampler (repeatable; fitted on the training codes if the run has none).")
 @click.option("--iw-samples", type=click.IntRange(1, 100_000), default=None, help="Importance samples K for eval_iw_nll (default 1000).")
+@click.option("--bootstrap", type=click.IntRange(0, 10_000), default=None,
+              help="Resamples of each generation metric's 95% bootstrap interval, logged as eval_<metric>_lo/_hi (default 100; 0: none).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Seed of every random draw (default 0).")
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics of every run as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def evaluate(targets: tuple[str, ...], metrics: str | None, samples: int | None, features: str | None, samplers: tuple[str, ...],
-             iw_samples: int | None, seed: int | None, device: str, as_json: bool, quiet: bool) -> None:
+             iw_samples: int | None, bootstrap: int | None, seed: int | None, device: str, as_json: bool, quiet: bool) -> None:
     """Compute the eval_* metrics of finished runs (a study's trials, an experiment's runs) and log them to each run.
 
     Results are kept with the run by settings: the same call again reads them back."""
@@ -503,7 +505,7 @@ def evaluate(targets: tuple[str, ...], metrics: str | None, samples: int | None,
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
     s = settings(metrics=items(metrics), samples=samples, features=items(features), samplers=list(samplers) or None,
-                 iw_samples=iw_samples, seed=seed)
+                 iw_samples=iw_samples, bootstrap=bootstrap, seed=seed)
     results = run_evaluation(list(targets), s, device=device, progress=not quiet and not as_json and sys.stderr.isatty())
     if as_json:
         click.echo(json.dumps({r.run_id: r.metrics for r in results}, indent=2, sort_keys=True))

@@ -218,6 +218,8 @@ class EvaluateSettings(_Section):
     samplers: list[str] = Field([], description="samplers evaluated besides the model's own (prior, gmm, ...; "
                                 "a sampler the run does not hold is fitted on its training codes first)")
     iw_samples: int = Field(1000, ge=1, le=100_000, description="importance samples K per example for eval_iw_nll")
+    bootstrap: int = Field(100, ge=0, le=10_000, description="resamples of the 95% bootstrap interval of each generation "
+                           "metric over samples (eval_<metric>_lo and eval_<metric>_hi); 0: no intervals")
     seed: int = Field(0, ge=0, description="seed of every random draw of the evaluation")
 
     @field_validator("metrics")

@@ -74,13 +74,20 @@ def test_a_feature_space_that_cannot_take_the_data_is_skipped(at_store):
 
 
 def test_generation_reads_a_streamed_test_split(at_store):
-    """A streamed split has no whole tensor (``.x``): generation reads it in batches (it failed)."""
+    """A streamed split has no whole tensor (``.x``): generation reads it in batches (it failed),
+    the training split too (authenticity); each metric comes with its bootstrap interval."""
     import math
 
+    from aepipe.evaluation import bounds
     from aepipe.evaluation.run import evaluate
 
-    (result,) = evaluate([at_store["streamed"].run_id], _settings(metrics=["fid", "precision"], samples=50))
-    assert set(result.metrics) == {"eval_fid", "eval_precision"} and math.isfinite(result.metrics["eval_fid"])
+    names = ["fid", "precision", "authenticity"]
+    (result,) = evaluate([at_store["streamed"].run_id], _settings(metrics=names, samples=50, bootstrap=20))
+    assert set(result.metrics) == {k for n in names for k in (f"eval_{n}", *bounds(f"eval_{n}"))}
+    for n in names:
+        lo, hi = bounds(f"eval_{n}")
+        assert result.metrics[lo] <= result.metrics[f"eval_{n}"] <= result.metrics[hi]
+    assert math.isfinite(result.metrics["eval_fid"]) and 0 <= result.metrics["eval_authenticity"] <= 1
 
 
 def test_evaluate_section_names_are_checked_before_training(at_store):

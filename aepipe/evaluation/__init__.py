@@ -10,7 +10,10 @@ that computes, logs and caches them for runs is :mod:`aepipe.evaluation.run`.
 Logged names: ``eval_<metric>``. Generation metrics are computed in a feature space (a ``feature``
 component): ``domain`` (the default) gives ``eval_fid``, any other space adds its name
 (``eval_fid_inception``); a sampler named with ``--sampler`` adds ``.<sampler>``
-(``eval_fid.gmm``, ``eval_fid_inception.gmm``).
+(``eval_fid.gmm``, ``eval_fid_inception.gmm``). A generation metric's 95% bootstrap interval
+over samples is logged beside it with ``_lo`` and ``_hi`` after the feature space, before the
+sampler (``eval_fid_lo``, ``eval_fid_inception_hi.gmm``): :func:`bound_of` and :func:`bounds`
+pair them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "reconstruction": ("mse", "bce", "psnr", "ssim"),
     "likelihood": ("iw_nll", "neg_elbo", "kl", "active_units"),
     "representation": ("probe_accuracy", "kmeans_nmi"),
-    "generation": ("fid", "kid", "precision", "recall", "density", "coverage"),
+    "generation": ("fid", "kid", "precision", "recall", "density", "coverage", "authenticity", "data_copying"),
     "disentanglement": ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score"),
 }
 #: the groups cheap enough for the end of every training run on small data
@@ -28,6 +31,7 @@ CHEAP = ("reconstruction", "representation")
 #: metrics where a higher value is better (the rest: lower is better)
 HIGHER_IS_BETTER = frozenset({
     "psnr", "ssim", "active_units", "probe_accuracy", "kmeans_nmi", "precision", "recall", "density", "coverage",
+    "authenticity", "data_copying",
     "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score",
 })
 #: the feature space whose metrics carry no suffix
@@ -46,18 +50,45 @@ def metric_of(key: str) -> str:
 
 
 def higher_is_better(key: str) -> bool:
-    """Whether a larger value of logged metric ``key`` (``eval_*`` or ``test_*``) is better."""
+    """Whether a larger value of logged metric ``key`` (``eval_*`` or ``test_*``) is better
+    (``data_copying``: negative means copying, positive samples off the data; higher is
+    counted better, as copying is what it is there to show)."""
     return metric_of(key) in HIGHER_IS_BETTER
 
 
-def key(metric: str, features: str | None = None, sampler: str | None = None) -> str:
-    """The logged name of ``metric`` (in feature space ``features``, through ``sampler``)."""
+#: the suffixes of a bootstrap interval's bounds
+BOUNDS = ("lo", "hi")
+
+
+def key(metric: str, features: str | None = None, sampler: str | None = None, bound: str | None = None) -> str:
+    """The logged name of ``metric`` (in feature space ``features``, through ``sampler``; ``bound``
+    ``lo`` or ``hi``: its bootstrap interval's lower or upper bound)."""
     name = PREFIX + metric
     if features and features != DEFAULT_FEATURES:
         name += f"_{features}"
+    if bound:
+        if bound not in BOUNDS:
+            raise ValueError(f"bound {bound!r}; choose lo or hi")
+        name += f"_{bound}"
     if sampler:
         name += f".{sampler}"
     return name
+
+
+def bound_of(key: str) -> tuple[str, str | None]:
+    """A logged generation key without its interval bound, and the bound (``lo``, ``hi`` or None):
+    ``eval_fid_inception_lo.gmm`` -> (``eval_fid_inception.gmm``, ``lo``)."""
+    base, dot, sampler = key.partition(".")
+    for bound in BOUNDS:
+        if base.endswith("_" + bound) and metric_of(base) in GROUPS["generation"] and metric_of(base) != base[len(PREFIX):]:
+            return base[: -len(bound) - 1] + dot + sampler, bound
+    return key, None
+
+
+def bounds(key: str) -> tuple[str, str]:
+    """The logged names of the lower and upper bound of logged generation metric ``key``'s interval."""
+    base, dot, sampler = key.partition(".")
+    return base + "_lo" + dot + sampler, base + "_hi" + dot + sampler
 
 
 def order(keys: list[str] | set[str]) -> list[str]:
@@ -66,8 +97,8 @@ def order(keys: list[str] | set[str]) -> list[str]:
     rank = {m: i for i, m in enumerate(m for ms in GROUPS.values() for m in ms)}
 
     def sort_key(k: str) -> tuple:
-        metric = metric_of(k)
-        return (rank.get(metric, len(rank)), "." in k, k)
+        base, bound = bound_of(k)
+        return (rank.get(metric_of(k), len(rank)), "." in k, base, (None, *BOUNDS).index(bound))
 
     return sorted(keys, key=sort_key)
 

@@ -8,8 +8,30 @@
   kernel ``k(a, b) = (a.b / F + 1)^3``, averaged over 100 random subsets of
   ``min(1000, N, M)`` rows of each set (seeded, so repeatable).
 - **precision, recall** (Kynkäänniemi et al. 2019) and **density, coverage** (Naeem et al. 2020)
-  with k nearest neighbours (k = 5), by the ``prdc`` package, on at most 10,000 rows of each
-  set (a seeded subset beyond that: its distance matrices grow with the square of the rows).
+  with k nearest neighbours (k = 5), on at most 10,000 rows of each set (a seeded subset beyond
+  that), computed as the ``prdc`` package does (Euclidean distances, a row inside a ball when
+  its distance is strictly below the radius; tested equal to ``prdc`` on sets without repeated
+  rows) with one difference: each row's radius is the distance to its k-th nearest *distinct*
+  row. ``prdc`` counts a repeated row's copies as its neighbours, so a row repeated more than k
+  times gets a radius of 0 and two identical sets of repeated rows score precision and recall 0;
+  here they score 1 (and coverage 1; density counts the balls of every copy, so it grows with
+  the repeats).
+- **memorization**, where the training set's features are given (``aepipe evaluate``: the
+  training split, at most 20,000 rows; the real rows are then the held-out test split):
+  **authenticity** (Alaa et al. 2022) is the share of generated rows that lie farther from their
+  nearest training row than that row lies from its own nearest distinct training row: 0 for
+  copies of training images; held-out real images score the real-data level (0.56 on digits,
+  0.54 on mnist5k in the ``domain`` space), and so does a model that does not copy. **data_copying** is the C_T
+  statistic of Meehan et al. (2020): the training set cut into (up to 20) k-means cells, per cell
+  a z-scored Mann-Whitney test of the generated rows' distances to the nearest training row
+  against the held-out rows' ones, averaged over the cells weighted by their share of the held-out
+  rows: near 0 for a model that generalises, strongly negative (below -3) for one that copies its
+  training data, positive for samples farther from the data than real ones are.
+- **intervals** (:func:`generation_metrics_with_intervals`; ``aepipe evaluate`` logs them as
+  ``eval_<metric>_lo`` and ``eval_<metric>_hi``): a 95% bootstrap interval over samples (100
+  resamples of the generated and the real rows, seeded), computed from the feature matrices and
+  per-row terms already at hand (FID's only where the features are at most 512 wide); its
+  conventions are in that function's docstring.
 
 The feature space decides what the figures mean: ``inception`` (Inception-v3 pool features)
 gives figures comparable with published ones, ``domain`` (a small classifier trained on the
@@ -19,8 +41,7 @@ dataset itself) compares runs on the same dataset with each other. See
 
 from __future__ import annotations
 
-import contextlib
-import io
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,9 +131,165 @@ def _subset(f: np.ndarray, rows: int, seed: int) -> np.ndarray:
     return f[np.sort(np.random.default_rng(seed).choice(len(f), rows, replace=False))]
 
 
-def generation_metrics(real: Any, fake: Any, k: int = 5) -> dict[str, float]:
-    """``fid, kid, precision, recall, density, coverage`` between real and generated features
-    (``(N, F)`` and ``(M, F)`` tensors or arrays; the conventions are in this module's docstring)."""
+# --- k-nearest-neighbour metrics --------------------------------------------------------------
+
+#: query rows per block of a distance computation (a block is ``BLOCK x N`` float64 values)
+BLOCK = 1024
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of ``a`` and ``b`` (``scikit-learn``'s, as ``prdc``)."""
+    from sklearn.metrics import pairwise_distances
+
+    return pairwise_distances(a, b, metric="euclidean")
+
+
+def knn_radii(f: np.ndarray, k: int) -> np.ndarray:
+    """Each row's distance to its ``k``-th nearest *distinct* row of ``f``.
+
+    Rows are deduplicated first: a row repeated more than ``k`` times would otherwise have a
+    radius of 0 (its nearest neighbours are its own copies) and a k-NN ball that holds nothing,
+    so that two identical sets with repeated rows would score precision and recall 0. On sets
+    without repeated rows this is ``prdc``'s radius (the ``k + 1``-th smallest distance, the row
+    itself being the first)."""
+    unique, inverse = np.unique(f, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if len(unique) <= k:
+        raise ConfigError(f"generation metrics with k = {k} neighbours need more than {k} distinct rows "
+                          f"in each set, got {len(unique)}")
+    radii = np.empty(len(unique))
+    for lo in range(0, len(unique), BLOCK):
+        block = _distances(unique[lo: lo + BLOCK], unique)
+        radii[lo: lo + BLOCK] = np.partition(block, k, axis=1)[:, k]  # the row itself is the 0-th
+    return radii[inverse]
+
+
+def prdc_rows(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, np.ndarray]:
+    """The per-row terms whose means are precision, density (one per generated row), recall and
+    coverage (one per real row), with the k-NN radii of :func:`knn_radii` and ``prdc``'s strict
+    ``distance < radius``:
+
+    - ``precision[j]``: generated row j lies inside some real row's k-NN ball;
+    - ``density[j]``: the number of real balls that hold it, divided by k;
+    - ``recall[i]``: real row i lies inside some generated row's k-NN ball;
+    - ``coverage[i]``: real row i's own ball holds some generated row."""
+    r_real, r_fake = knn_radii(real, k), knn_radii(fake, k)
+    precision, density = np.empty(len(fake)), np.empty(len(fake))
+    recall, nearest_fake = np.zeros(len(real), dtype=bool), np.full(len(real), np.inf)
+    for lo in range(0, len(fake), BLOCK):
+        d = _distances(fake[lo: lo + BLOCK], real)  # (block, N)
+        inside = d < r_real[None, :]
+        precision[lo: lo + BLOCK] = inside.any(axis=1)
+        density[lo: lo + BLOCK] = inside.sum(axis=1) / k
+        recall |= (d < r_fake[lo: lo + BLOCK, None]).any(axis=0)
+        np.minimum(nearest_fake, d.min(axis=0), out=nearest_fake)
+    return {"precision": precision, "recall": recall.astype(np.float64), "density": density,
+            "coverage": (nearest_fake < r_real).astype(np.float64)}
+
+
+def _nearest(query: np.ndarray, ref: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``query``, the distance to its nearest row of ``ref`` and that row's index;
+    ``skip``: per query row, an index of ``ref`` left out (the row itself)."""
+    dist, index = np.empty(len(query)), np.empty(len(query), dtype=np.int64)
+    for lo in range(0, len(query), BLOCK):
+        d = _distances(query[lo: lo + BLOCK], ref)
+        if skip is not None:
+            d[np.arange(len(d)), skip[lo: lo + BLOCK]] = np.inf
+        index[lo: lo + BLOCK] = d.argmin(axis=1)
+        dist[lo: lo + BLOCK] = d[np.arange(len(d)), index[lo: lo + BLOCK]]
+    return dist, index
+
+
+def authenticity_rows(train: np.ndarray, fake: np.ndarray) -> np.ndarray:
+    """Whether each generated row is *authentic* (Alaa et al. 2022, "How faithful is your synthetic
+    data?"): farther from its nearest training row than that training row is from its own
+    nearest distinct training row (repeated training rows count once). A copy of a training
+    row (distance 0) is never authentic; the authenticity is the mean of these flags."""
+    unique = np.unique(train, axis=0)
+    if len(unique) < 2:
+        raise ConfigError("authenticity needs at least 2 distinct training rows")
+    to_train, nearest = _nearest(fake, unique)
+    used = np.unique(nearest)
+    radius = np.empty(len(unique))
+    radius[used] = _nearest(unique[used], unique, skip=used)[0]
+    return (to_train > radius[nearest]).astype(np.float64)
+
+
+#: cells of the data-copying test's partition of the training set (fewer where the real rows are few)
+COPYING_CELLS = 20
+#: real (held-out) rows per cell at least: fewer real rows make fewer cells
+COPYING_ROWS_PER_CELL = 40
+
+
+def copying_cells(train: np.ndarray, real: np.ndarray, fake: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """What the data-copying test needs per row: the training set partitioned into cells by
+    k-means (``min(20, N_real // 40)`` cells, at least 1), each real and generated row's cell (its
+    nearest centre) and its distance to the nearest training row of that cell."""
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    cells = max(1, min(COPYING_CELLS, len(real) // COPYING_ROWS_PER_CELL, len(train)))
+    if cells > 1:
+        with threadpool_limits(1, user_api="openmp"):  # its OpenMP threads spin: 15x slower on a busy machine
+            km = KMeans(n_clusters=cells, n_init=1, random_state=seed).fit(train)
+        train_cell, real_cell, fake_cell = km.labels_, km.predict(real), km.predict(fake)
+    else:
+        train_cell, real_cell, fake_cell = (np.zeros(len(a), dtype=np.int64) for a in (train, real, fake))
+    real_d, fake_d = np.full(len(real), np.inf), np.full(len(fake), np.inf)
+    for c in range(cells):
+        members = train[train_cell == c]
+        for rows, cell_of, out in ((real, real_cell, real_d), (fake, fake_cell, fake_d)):
+            which = np.flatnonzero(cell_of == c)
+            if len(which) and len(members):
+                out[which] = _nearest(rows[which], members)[0]
+    return {"real_cell": real_cell, "real_d": real_d, "fake_cell": fake_cell, "fake_d": fake_d, "cells": cells}
+
+
+def copying_statistic(real_cell: np.ndarray, real_d: np.ndarray, fake_cell: np.ndarray, fake_d: np.ndarray,
+                      cells: int) -> float:
+    """Meehan et al. (2020)'s data-copying statistic C_T from :func:`copying_cells`' rows: per cell,
+    the Mann-Whitney U of the generated rows' distances to the cell's training rows against the
+    real (held-out) rows' ones, z-scored under the null (``(U - nm/2 + 1/2) / sqrt(nm(n+m+1)/12)``
+    with the reference code's continuity correction; ties count half); C_T is their average
+    weighted by each cell's share of the real rows, over the cells that hold real rows and more
+    than 20/M of the M generated rows (the paper's tau). Near 0: the samples lie as far from the
+    training set as unseen data does; strongly negative (below -3, say): closer, i.e. copies;
+    strongly positive: farther (samples off the data, which FID sees too)."""
+    from scipy.stats import rankdata
+
+    m, n = len(fake_d), len(real_d)
+    tau = 20 / m
+    total = weight = 0.0
+    for c in range(int(cells)):
+        q, p = fake_d[fake_cell == c], real_d[real_cell == c]
+        if len(p) == 0 or len(q) / m <= tau:
+            continue
+        ranks = rankdata(np.concatenate([q, p]))
+        u = ranks[: len(q)].sum() - len(q) * (len(q) + 1) / 2  # pairs in which the generated row is farther
+        mean, std = len(q) * len(p) / 2 - 0.5, np.sqrt(len(q) * len(p) * (len(q) + len(p) + 1) / 12)
+        share = len(p) / n
+        total += share * (u - mean) / std
+        weight += share
+    return float(total / weight) if weight else 0.0
+
+
+# --- the metrics, with their bootstrap intervals ------------------------------------------------
+
+#: resamples of the bootstrap interval unless told otherwise, and its level
+RESAMPLES, LEVEL = 100, 0.95
+#: rows of each set KID's bootstrap reads (its kernel matrices are computed once, on these)
+KID_BOOTSTRAP_ROWS = 2_000
+#: features at most for FID's interval: each resample takes covariances and eigenvalues of F x F
+#: matrices (64 wide: milliseconds; 2048, Inception's: about 10 s on a CPU, so none)
+FID_BOOTSTRAP_WIDTH = 512
+#: training rows the memorization metrics compare the samples with, at most (a seeded subset beyond)
+MEMORIZATION_ROWS = 20_000
+#: the range of each metric that has one: interval bounds are clipped to it
+RANGES = {"fid": (0.0, np.inf), "precision": (0.0, 1.0), "recall": (0.0, 1.0), "density": (0.0, np.inf),
+          "coverage": (0.0, 1.0), "authenticity": (0.0, 1.0)}
+
+
+def _checked(real: Any, fake: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     x, y = _numpy(real), _numpy(fake)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ConfigError(f"real features {x.shape} and generated features {y.shape} must be (N, F) and (M, F)")
@@ -121,13 +298,132 @@ def generation_metrics(real: Any, fake: Any, k: int = 5) -> dict[str, float]:
                           f"got {len(x)} and {len(y)}")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ConfigError("generation metrics: the features hold NaN or infinite values")
-    out = {"fid": frechet_distance(*gaussian_stats(x), *gaussian_stats(y)), "kid": kernel_inception_distance(x, y)}
-    from prdc import compute_prdc
+    return x, y
 
-    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
-        found = compute_prdc(_subset(x, PRDC_ROWS, 1), _subset(y, PRDC_ROWS, 2), k)  # float64: sklearn's fast path
-    out.update({key: float(found[key]) for key in ("precision", "recall", "density", "coverage")})
+
+def _training(train: Any, width: int) -> np.ndarray:
+    t = _numpy(train)
+    if t.ndim != 2 or t.shape[1] != width or len(t) < 2:
+        raise ConfigError(f"training features {t.shape} must be (T, {width}) with T >= 2")
+    if not np.isfinite(t).all():
+        raise ConfigError("generation metrics: the training features hold NaN or infinite values")
+    return _subset(t, MEMORIZATION_ROWS, 3)
+
+
+class _Parts:
+    """What the metrics and their bootstrap resamples share: the feature matrices and the per-row
+    terms, computed once."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, t: np.ndarray | None, k: int):
+        self.x, self.y, self.t, self.k = x, y, t, k
+        self.px, self.py = _subset(x, PRDC_ROWS, 1), _subset(y, PRDC_ROWS, 2)
+        self.rows = prdc_rows(self.px, self.py, k)
+        if t is not None:
+            self.authentic = authenticity_rows(t, y)
+            self.copying = copying_cells(t, x, y)  # its k-means seeded as the estimate's: fixed
+
+    def point(self) -> dict[str, float]:
+        out = {"fid": frechet_distance(*gaussian_stats(self.x), *gaussian_stats(self.y)),
+               "kid": kernel_inception_distance(self.x, self.y)}
+        out.update({name: float(v.mean()) for name, v in self.rows.items()})
+        if self.t is not None:
+            out["authenticity"] = float(self.authentic.mean())
+            out["data_copying"] = copying_statistic(**self.copying)
+        return out
+
+
+def generation_metrics(real: Any, fake: Any, k: int = 5, train: Any = None) -> dict[str, float]:
+    """``fid, kid, precision, recall, density, coverage`` between real and generated features
+    (``(N, F)`` and ``(M, F)`` tensors or arrays; the conventions are in this module's docstring)
+    and, given ``train`` (the training set's features, ``(T, F)``; the real rows are then
+    held-out data), the memorization metrics ``authenticity`` and ``data_copying``."""
+    x, y = _checked(real, fake, k)
+    t = None if train is None else _training(train, x.shape[1])
+    return _Parts(x, y, t, k).point()
+
+
+def generation_metrics_with_intervals(real: Any, fake: Any, k: int = 5, train: Any = None, resamples: int = RESAMPLES,
+                                      level: float = LEVEL, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """:func:`generation_metrics` with a bootstrap interval over samples: ``{metric: (estimate, lo, hi)}``.
+
+    Each of ``resamples`` resamples draws the generated rows and the real rows with replacement
+    (seeded by ``seed``: repeatable) and recomputes each metric from what was computed once:
+
+    - FID from the resampled rows' weighted means and covariances, where the features are at
+      most 512 wide (:data:`FID_BOOTSTRAP_WIDTH`); wider ones (Inception's 2048) get no FID
+      interval (``lo`` and ``hi`` are NaN): a resample would cost about 10 s on a CPU;
+    - KID as the unbiased MMD^2 of the resampled rows, on kernel matrices computed once on at
+      most 2,000 rows of each set (beyond 2,000 rows its interval is a little too wide);
+    - precision, density, authenticity (per generated row) and recall, coverage (per real row)
+      as the means of their per-row terms over the resampled rows, the k-NN balls of the whole
+      sets held fixed: the interval says how much the figure depends on which rows were drawn,
+      not how much the balls' radii would move;
+    - the data-copying statistic from the resampled rows' distances, its cells held fixed.
+
+    The interval is the resamples' ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles moved by
+    the resamples' bias (their median minus the estimate), so that it is centred where the
+    estimate is (a resample repeats rows, which by itself raises FID and KID), widened to hold
+    the estimate and clipped to the metric's range. ``resamples = 0``: ``lo = hi = estimate``."""
+    x, y = _checked(real, fake, k)
+    t = None if train is None else _training(train, x.shape[1])
+    parts = _Parts(x, y, t, k)
+    point = parts.point()
+    if resamples <= 0:
+        return {name: (v, v, v) for name, v in point.items()}
+    draws = _bootstrap(parts, resamples, np.random.default_rng(seed))
+    out = {}
+    for name, v in point.items():
+        if name not in draws:
+            out[name] = (v, math.nan, math.nan)
+            continue
+        values = np.asarray(draws[name])
+        bias = float(np.median(values)) - v
+        lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2]) - bias
+        low, high = RANGES.get(name, (-np.inf, np.inf))
+        out[name] = (v, float(np.clip(min(lo, v), low, high)), float(np.clip(max(hi, v), low, high)))
     return out
+
+
+def _bootstrap(parts: _Parts, resamples: int, rng: np.random.Generator) -> dict[str, list[float]]:
+    """Each metric over ``resamples`` resamples of the rows (see :func:`generation_metrics_with_intervals`)."""
+    x, y = parts.x, parts.y
+    kx, ky = _subset(x, KID_BOOTSTRAP_ROWS, 4), _subset(y, KID_BOOTSTRAP_ROWS, 5)
+    width = x.shape[1]
+    k_xx, k_yy, k_xy = (_cubic(a @ b.T / width + 1.0) for a, b in ((kx, kx), (ky, ky), (kx, ky)))
+    d_xx, d_yy = np.diag(k_xx), np.diag(k_yy)
+    nx, ny = len(kx), len(ky)
+    out: dict[str, list[float]] = {}
+
+    def counts(n: int) -> np.ndarray:
+        return np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+
+    for _ in range(resamples):
+        values = {}
+        if width <= FID_BOOTSTRAP_WIDTH:
+            values["fid"] = frechet_distance(*_weighted_stats(x, counts(len(x))), *_weighted_stats(y, counts(len(y))))
+        vx, vy = counts(nx), counts(ny)  # pairs of distinct positions: a row drawn twice pairs with itself
+        values["kid"] = ((vx @ k_xx @ vx - vx @ d_xx) / (nx * (nx - 1)) + (vy @ k_yy @ vy - vy @ d_yy) / (ny * (ny - 1))
+                         - 2.0 * (vx @ k_xy @ vy) / (nx * ny))
+        rx, ry = rng.integers(0, len(parts.px), len(parts.px)), rng.integers(0, len(parts.py), len(parts.py))
+        for name, per_row in parts.rows.items():
+            values[name] = per_row[ry if name in ("precision", "density") else rx].mean()
+        if parts.t is not None:
+            gx, gy = rng.integers(0, len(x), len(x)), rng.integers(0, len(y), len(y))
+            values["authenticity"] = parts.authentic[gy].mean()
+            c = parts.copying
+            values["data_copying"] = copying_statistic(c["real_cell"][gx], c["real_d"][gx], c["fake_cell"][gy],
+                                                       c["fake_d"][gy], c["cells"])
+        for name, v in values.items():
+            out.setdefault(name, []).append(float(v))
+    return out
+
+
+def _weighted_stats(f: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (``N - 1``) of the rows of ``f`` each repeated ``w`` times (a resample)."""
+    n = w.sum()
+    mean = w @ f / n
+    centred = f - mean
+    return mean, (centred * w[:, None]).T @ centred / (n - 1)
 
 
 def feature_space(name: str, data: DataBundle | None, device: Any, pm: Any = None, spec: Any = None,

@@ -92,13 +92,16 @@ def _not_applicable(group: str, model: AutoEncoder, data: DataBundle) -> str | N
 def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names: tuple[str, ...],
                 samplers: dict[str, Any], pm: Any, skipped: dict[str, str]) -> dict[str, float]:
     """FID, KID, precision/recall and density/coverage of ``s.samples`` generated images against
-    the test split, in each feature space, through the model's own sampler and each of ``samplers``.
+    the test split, and the memorization metrics against the training split (at most
+    :data:`~aepipe.evaluation.generation.MEMORIZATION_ROWS` rows, a seeded subset), in each
+    feature space, through the model's own sampler and each of ``samplers``; with each, its
+    bootstrap interval (``s.bootstrap`` resamples; ``eval_<metric>_lo``, ``eval_<metric>_hi``).
     A feature space that cannot take the data (``domain`` without labels, ``inception`` without
     images) is noted in ``skipped`` as ``generation (<space>)``; an unknown one is an error."""
     import torch
 
     from aepipe.errors import ConfigError
-    from aepipe.evaluation.generation import feature_space, generation_metrics
+    from aepipe.evaluation.generation import MEMORIZATION_ROWS, feature_space, generation_metrics_with_intervals
     from aepipe.plugins import get_plugin_manager
 
     pm = pm or get_plugin_manager()
@@ -108,6 +111,10 @@ def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names
     device = next(model.parameters()).device
     check_sample_count(s.samples, len(samplers) + 1, data, device)
     real = torch.cat([x for x, _ in data.test.batches(4096)])  # a streamed split (data.in_memory) has no .x
+    train = None
+    if {"authenticity", "data_copying"} & set(names):
+        rows = torch.as_tensor(_rows(len(data.train), MEMORIZATION_ROWS, s.seed), dtype=torch.long)
+        train = torch.cat([data.train.take(rows[i: i + 4096])[0] for i in range(0, len(rows), 4096)])
     draws: dict[str | None, torch.Tensor] = {}
     for name, sampler in [(None, None), *samplers.items()]:
         torch.manual_seed(s.seed)
@@ -123,9 +130,15 @@ def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names
             skipped[f"generation ({features})"] = str(exc)
             continue
         real_f = space.features(real)
+        train_f = None if train is None else space.features(train)
         for name, fake in draws.items():
-            values = generation_metrics(real_f, space.features(fake.clamp(0, 1)))
-            out.update({key(m, features, name): float(v) for m, v in values.items() if m in names})
+            values = generation_metrics_with_intervals(real_f, space.features(fake.clamp(0, 1)), k=NEIGHBOURS,
+                                                       train=train_f, resamples=s.bootstrap, seed=s.seed)
+            for m, (v, lo, hi) in values.items():
+                if m in names:
+                    out[key(m, features, name)] = float(v)
+                    if s.bootstrap and lo == lo:  # NaN: no interval (FID in a wide space)
+                        out.update({key(m, features, name, "lo"): float(lo), key(m, features, name, "hi"): float(hi)})
     return out
 
 
@@ -139,6 +152,15 @@ def check_sample_count(samples: int, draws: int, data: DataBundle, device: Any) 
     need = (draws + 1) * samples * values + len(data.test) * values
     check_fits(need, f"--samples {samples}: {samples:,} generated images through each of {draws} sampler{'s' if draws > 1 else ''}",
                device, "ask for fewer (--samples, or [evaluate] samples)")
+
+
+def _rows(n: int, most: int, seed: int):
+    """``range(n)``, or a sorted seeded subset of ``most`` of its positions."""
+    import numpy as np
+
+    if n <= most:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, most, replace=False))
 
 
 def _chunks(n: int, size: int):

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from aepipe.model import AutoEncoder
 
 #: bumped when a metric's definition changes: cached results of older definitions are not reused
-VERSION = 1
+VERSION = 2
 FOLDER = "evaluation"
 
 
