@@ -414,6 +414,26 @@ _STRING_RUN = {'"""': re.compile(r'[^"\\]*'), "'''": re.compile(r"[^']*"),
                '"': re.compile(r'[^"\\\n]*'), "'": re.compile(r"[^'\n]*")}
 
 
+_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))", re.DOTALL)
+_ESCAPED = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", "e": "\x1b", '"': '"', "\\": "\\"}
+
+
+def _unescape(match: re.Match) -> str:
+    code = match.group(1) or match.group(2)
+    if code is None:
+        return _ESCAPED.get(match.group(3), match.group())
+    return chr(int(code, 16)) if int(code, 16) <= 0x10FFFF else match.group()
+
+
+def _key_name(text: str, start: int, stop: int) -> str:
+    """The name a key's part ``text[start:stop]`` (bare, or a one-line string) stands for."""
+    if text[start] == "'":
+        return text[start + 1:stop - 1]
+    if text[start] == '"':
+        return _ESCAPE.sub(_unescape, text[start + 1:stop - 1])
+    return text[start:stop]
+
+
 def _string_end(text: str, pos: int) -> int:
     """Where the TOML string that starts at ``text[pos]`` (a quote) ends, as TOML reads it: a
     multi-line one (``\"\"\"`` or ``'''``) at its closing delimiter (with up to two more quotes
@@ -464,6 +484,10 @@ def check_nesting(text: str, where: str, base: int = 0) -> int:
     dots, aot = 0, False  # dots of the key or table name being read; whether it names an array of tables
 
     deepest = base
+    # the arrays of tables declared so far ([[a.b]]), as a tree of their names' parts: a header
+    # under one ([a.b.c]) is an array's level deeper than its parts count. Node: [is an array, parts]
+    tables: list[Any] = [False, {}]
+    node, arrays, part = tables, 0, ""
 
     def deeper(levels: int) -> int:
         nonlocal deepest
@@ -480,6 +504,7 @@ def check_nesting(text: str, where: str, base: int = 0) -> int:
                 pos = skipped.end()
                 if pos >= end:
                     break
+        start = pos
         if text[pos] in "\"'":
             stop = _string_end(text, pos)
             kind, value = "string", text[pos]
@@ -500,14 +525,21 @@ def check_nesting(text: str, where: str, base: int = 0) -> int:
             if value == "[":
                 mode, dots, aot = "header", 0, text.startswith("[", pos)
                 pos += aot
+                node, arrays, part = tables, 0, ""
             else:
                 mode, key_base, dots = ("key" if kind in ("word", "string") else "value"), table, 0
         elif mode == "header":
-            if value == ".":
+            if kind in ("word", "string"):
+                part = _key_name(text, start, pos)
+            elif value == ".":  # a part of the name: one level, two where an array of tables holds it
+                node = node[1].setdefault(part, [False, {}]) if aot else (node[1].get(part) if node else None)
+                arrays += bool(node and node[0])
                 dots += 1
-                deeper(base + dots + 1 + aot)
+                deeper(base + dots + 1 + aot + arrays)
             elif value == "]":
-                table = depth = deeper(base + dots + 1 + aot)
+                table = depth = deeper(base + dots + 1 + aot + arrays)
+                if aot:
+                    node[1].setdefault(part, [False, {}])[0] = True
                 pos += aot and text.startswith("]", pos)
                 mode = "value"  # the rest of the line: a comment, or an error tomllib reports
         elif mode == "key":

@@ -72,3 +72,13 @@ def test_the_pre_scan_uses_no_possessive_repeats_or_atomic_groups():
         for pattern in patterns:
             if isinstance(pattern, re.Pattern):
                 assert not re.search(r"(?<!\\)(?:[*+?}]\+|\(\?>)", pattern.pattern), (name, pattern.pattern)
+
+
+@pytest.mark.parametrize("text", [
+    '[[""]]\n\n["".""]\n"" = 0\n',  # found by test_input_limits' property on 3.11.2: 3 counted, 4 deep
+    '[[a]]\n[[a.b]]\nc = 1\n[a.b.d]\ne = [1]\n',
+    '[["a\\u0062"]]\n[ ab . "c" ]\nx = 1\n',  # the same name written two ways
+    "[[a]]\n[b.a]\nx = 1\n",  # another table's part of the same name
+])
+def test_a_table_under_an_array_of_tables_counts_the_array(text):
+    assert check_nesting(text, "f") == tree_depth(tomllib.loads(text))
