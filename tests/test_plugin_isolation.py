@@ -195,3 +195,37 @@ def test_a_components_metric_name_a_store_refuses_names_the_component():
     with pytest.raises(PluginError, match=r"the regularizers.ranker 'ranker' \(from test_plugin_isolation\) returned the metric "
                                           r"'rank<3' from epoch_metrics, a name a tracking store refuses"):
         component_metrics(Model(), "epoch", None)
+
+
+def test_a_users_ctrl_c_while_a_plugins_hook_runs_is_still_the_users(tmp_path, monkeypatch):
+    """A second Ctrl-C comes through the run's signal handler, whatever code it lands in: the run is
+    KILLED by the user (the README's stop and resume), not blamed on the plugin."""
+    import signal
+    import time
+    import types
+
+    from aepipe import hookimpl
+    from aepipe.config import resolve
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.tracking.memory import MemoryTracker
+    from aepipe.training import Interrupted, epoch, train
+
+    monkeypatch.setattr(epoch, "ECHO_SECONDS", 0.0)
+    plugin = types.ModuleType("impatient")
+
+    @hookimpl
+    def aepipe_epoch_end(run, epoch, metrics):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)  # the second: interrupts at once, inside this hook
+            time.sleep(1)
+
+    plugin.aepipe_epoch_end = aepipe_epoch_end
+    pm = get_plugin_manager()
+    pm.register(plugin, name="impatient")
+    tracker = MemoryTracker(tmp_path)
+    with pytest.raises(Interrupted, match="interrupted at epoch"):
+        train(resolve(pm, PIPELINES / "vanilla.toml", QUIET), pm, tracker=tracker)
+    [run] = tracker.runs.values()
+    assert run.status == "KILLED"
