@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import posixpath
 import re
 import signal
 import sys
@@ -144,7 +145,7 @@ def plugin_output():
 
 
 #: the metric names a tracking store accepts (MLflow's rule: letters, digits, ``_ - . / :``
-#: and spaces, not starting with ``/`` and without a ``..`` part)
+#: and spaces, and a name that is its own normal path: not ``/a``, ``a/``, ``a//b`` or ``a/../b``)
 _METRIC_NAME = re.compile(r"[\w\-. /:]+")
 
 
@@ -156,8 +157,9 @@ def bad_metric_name(name: Any) -> str | None:
         return "longer than 250 characters"
     if not _METRIC_NAME.fullmatch(name):
         return "only letters, digits, spaces and _ - . / : may be used"
-    if name.startswith("/") or ".." in name.split("/") or name != name.strip():
-        return "it may not start with '/', hold a '..' part or start or end with a space"
+    normal = posixpath.normpath(name)
+    if normal != name or normal == "." or normal.startswith(("..", "/")):
+        return "a name read as a path must be that path ('a/b', not '/a', 'a/', 'a//b' or 'a/../b')"
     return None
 
 

@@ -164,9 +164,9 @@ def test_a_metric_name_a_store_refuses_names_the_plugin(tmp_path, monkeypatch, s
 def test_metric_names_are_checked_as_a_store_checks_them():
     from aepipe.plugins import bad_metric_name
 
-    for good in ("val_loss", "a.b/c-d e:f", "x" * 250):
+    for good in ("val_loss", "a.b/c-d e:f", " spaced ", "x" * 250):
         assert bad_metric_name(good) is None, good
-    for bad in ("a<b", "", "/abs", "a/../b", " lead", "x" * 251, "tab\t", 3):
+    for bad in ("a<b", "", "/abs", "a/../b", "a//b", "a/", ".", "x" * 251, "tab\t", 3):
         assert bad_metric_name(bad), bad
 
 
