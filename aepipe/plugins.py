@@ -471,7 +471,7 @@ class AepipePluginManager(pluggy.PluginManager):
             for impl in getattr(self.hook, hook_name).get_hookimpls():
                 if impl.plugin_name != plugin_name or impl.hookwrapper or getattr(impl, "wrapper", False):
                     continue
-                if getattr(impl.function, "__wrapped__", None) is not None:
+                if hasattr(impl.function, "_aepipe_plugin_function"):  # tagged already
                     continue
 
                 def tagged(*args: Any, _function: Any = impl.function, _plugin: str = plugin_name) -> Any:
@@ -481,7 +481,7 @@ class AepipePluginManager(pluggy.PluginManager):
                         out.plugin = _plugin
                     return out
 
-                tagged.__wrapped__ = impl.function  # type: ignore[attr-defined]
+                tagged._aepipe_plugin_function = impl.function  # type: ignore[attr-defined]
                 impl.function = tagged
 
     def _raised_by(self, hook_name: str, exc: BaseException) -> str | None:
@@ -489,7 +489,8 @@ class AepipePluginManager(pluggy.PluginManager):
         ``exc``'s traceback."""
         owners = {}
         for impl in getattr(self.hook, hook_name).get_hookimpls():
-            code = getattr(getattr(impl.function, "__wrapped__", impl.function), "__code__", None)
+            function = getattr(impl.function, "_aepipe_plugin_function", impl.function)  # not the tagging wrapper
+            code = getattr(function, "__code__", None)
             if code is not None:
                 owners[code] = impl.plugin_name
         found = None
