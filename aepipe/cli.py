@@ -179,7 +179,9 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
         train_on_processes(nproc, pipeline, overrides, device, resume, as_json, quiet)
         return
     leader = is_leader()  # under a launcher, one process reports
-    with _Reporter(not quiet and leader) as reporter, _notes(not quiet and leader):
+    # with --json, stdout holds the JSON alone: whatever a plugin or library prints goes to stderr
+    with _Reporter(not quiet and leader) as reporter, _notes(not quiet and leader), \
+            contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         result = run_training(pipeline, overrides=overrides, device=device, resume=resume, reporter=reporter)
     if not leader:
         return
@@ -531,8 +533,12 @@ def _add_plugin_commands(group: click.Group) -> None:
 
 
 def main() -> None:
-    from aepipe import secrets
+    import signal
 
+    from aepipe import plugins, secrets
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Ctrl-C as ever, told from a plugin's raise
+        signal.signal(signal.SIGINT, plugins.interrupt)
     secrets.remember_environment()
     secrets.install()
     _one_line_warnings()

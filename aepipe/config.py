@@ -394,25 +394,80 @@ MAX_FILE_BYTES = 1 << 20
 #: before ``tomllib`` reads it: deeper input is one error line, never a deep recursion.
 MAX_DEPTH = 64
 
-# The tokens of TOML that nesting depends on; a string or a comment is one token, so that a
-# bracket, a dot or a ``#`` inside one counts for nothing. Possessive repeats: linear, no
-# backtracking state however long a string is. An unterminated string runs to its end (of the
-# line, or of the text for a multi-line one): tomllib then reports it.
+# The tokens of TOML that nesting depends on, but strings (see :func:`_string_end`); a comment
+# is one token, so that a bracket, a dot or a ``#`` inside one counts for nothing. Each repeat is
+# of one character class with nothing after it that could fail: linear, nothing to backtrack.
+# No possessive repeats or atomic groups: CPython before 3.11.5 (Debian 12's 3.11.2) mis-matches
+# them, and ``requires-python`` is 3.11.
 _TOKEN = re.compile(r'''
      (?P<space>[ \t\r]+)
     |(?P<newline>\n)
     |(?P<comment>\#[^\n]*)
-    |(?P<string>"""(?:[^"\\]++|\\[\s\S]|"(?!""))*+(?:"""(?:"{0,2})|\Z)
-        |'\'\'(?:[^']++|'(?!''))*+(?:'\'\'(?:'{0,2})|\Z)
-        |"(?:[^"\\\n]++|\\.)*+"?
-        |'[^'\n]*+'?)
     |(?P<punct>[\[\]{}=,.])
-    |(?P<word>[^\s"'\#\[\]{}=,.]++)
+    |(?P<word>[^\s"'\#\[\]{}=,.]+)
 ''', re.VERBOSE)
 # A value's run of characters that change nothing: in an array (commas and newlines included),
 # at the top level (to the end of the line), in an inline table (to the next comma).
-_SKIP = {"[": re.compile(r"""[^"'\#\[\]{}]++"""), None: re.compile(r"""[^"'\#\[\]{}\n]++"""),
-         "{": re.compile(r"""[^"'\#\[\]{},\n]++""")}
+_SKIP = {"[": re.compile(r"""[^"'\#\[\]{}]+"""), None: re.compile(r"""[^"'\#\[\]{}\n]+"""),
+         "{": re.compile(r"""[^"'\#\[\]{},\n]+""")}
+# The characters that end a run inside each kind of string (a closing quote, an escape, the end
+# of a one-line string's line).
+_STRING_RUN = {'"""': re.compile(r'[^"\\]*'), "'''": re.compile(r"[^']*"),
+               '"': re.compile(r'[^"\\\n]*'), "'": re.compile(r"[^'\n]*")}
+
+
+_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))", re.DOTALL)
+_ESCAPED = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", "e": "\x1b", '"': '"', "\\": "\\"}
+
+
+def _unescape(match: re.Match) -> str:
+    code = match.group(1) or match.group(2)
+    if code is None:
+        return _ESCAPED.get(match.group(3), match.group())
+    return chr(int(code, 16)) if int(code, 16) <= 0x10FFFF else match.group()
+
+
+def _key_name(text: str, start: int, stop: int) -> str:
+    """The name a key's part ``text[start:stop]`` (bare, or a one-line string) stands for."""
+    if text[start] == "'":
+        return text[start + 1:stop - 1]
+    if text[start] == '"':
+        return _ESCAPE.sub(_unescape, text[start + 1:stop - 1])
+    return text[start:stop]
+
+
+def _string_end(text: str, pos: int) -> int:
+    """Where the TOML string that starts at ``text[pos]`` (a quote) ends, as TOML reads it: a
+    multi-line one (``\"\"\"`` or ``'''``) at its closing delimiter (with up to two more quotes
+    of its kind, which belong to it), a one-line one at its closing quote; a backslash escapes
+    the next character in basic strings. An unterminated string runs to the end of its line (or
+    of the text, for a multi-line one): tomllib then reports it. One pass, no backtracking."""
+    quote, end = text[pos], len(text)
+    multi = text.startswith(quote * 3, pos)
+    opener = quote * 3 if multi else quote
+    run = _STRING_RUN[opener]
+    p = pos + len(opener)
+    while True:
+        p = run.match(text, p).end()
+        if p >= end:
+            return end
+        ch = text[p]
+        if ch == "\\":  # basic strings only (the runs of literal strings stop at quotes alone)
+            if p + 1 >= end or (not multi and text[p + 1] == "\n"):
+                return p + 1 if p + 1 >= end else p  # a one-line string ends at its line
+            p += 2
+        elif ch == "\n":  # a one-line string that is not closed
+            return p
+        elif not multi:
+            return p + 1
+        elif text.startswith(opener, p):
+            p += 3
+            for _ in range(2):  # ''''' : two quotes inside, then the delimiter
+                if p < end and text[p] == quote:
+                    p += 1
+            return p
+        else:
+            p += 1  # one or two quotes inside a multi-line string
 
 
 def _too_deep(where: str, line: int) -> ConfigError:
@@ -431,6 +486,10 @@ def check_nesting(text: str, where: str, base: int = 0) -> int:
     dots, aot = 0, False  # dots of the key or table name being read; whether it names an array of tables
 
     deepest = base
+    # the arrays of tables declared so far ([[a.b]]), as a tree of their names' parts: a header
+    # under one ([a.b.c]) is an array's level deeper than its parts count. Node: [is an array, parts]
+    tables: list[Any] = [False, {}]
+    node, arrays, part = tables, 0, ""
 
     def deeper(levels: int) -> int:
         nonlocal deepest
@@ -447,9 +506,16 @@ def check_nesting(text: str, where: str, base: int = 0) -> int:
                 pos = skipped.end()
                 if pos >= end:
                     break
-        token = _TOKEN.match(text, pos)
-        kind, value = token.lastgroup, token.group()
-        pos = token.end()
+        start = pos
+        if text[pos] in "\"'":
+            stop = _string_end(text, pos)
+            kind, value = "string", text[pos]
+            line += text.count("\n", pos, stop)
+            pos = stop
+        else:
+            token = _TOKEN.match(text, pos)
+            kind, value = token.lastgroup, token.group()
+            pos = token.end()
         if kind in ("space", "comment"):
             continue
         if kind == "newline":
@@ -457,20 +523,25 @@ def check_nesting(text: str, where: str, base: int = 0) -> int:
             if not stack:  # the end of a top-level line (an array may span lines)
                 mode, depth = "start", table
             continue
-        if kind == "string":
-            line += value.count("\n")
         if mode == "start":
             if value == "[":
                 mode, dots, aot = "header", 0, text.startswith("[", pos)
                 pos += aot
+                node, arrays, part = tables, 0, ""
             else:
                 mode, key_base, dots = ("key" if kind in ("word", "string") else "value"), table, 0
         elif mode == "header":
-            if value == ".":
+            if kind in ("word", "string"):
+                part = _key_name(text, start, pos)
+            elif value == ".":  # a part of the name: one level, two where an array of tables holds it
+                node = node[1].setdefault(part, [False, {}]) if aot else (node[1].get(part) if node else None)
+                arrays += bool(node and node[0])
                 dots += 1
-                deeper(base + dots + 1 + aot)
+                deeper(base + dots + 1 + aot + arrays)
             elif value == "]":
-                table = depth = deeper(base + dots + 1 + aot)
+                table = depth = deeper(base + dots + 1 + aot + arrays)
+                if aot:
+                    node[1].setdefault(part, [False, {}])[0] = True
                 pos += aot and text.startswith("]", pos)
                 mode = "value"  # the rest of the line: a comment, or an error tomllib reports
         elif mode == "key":

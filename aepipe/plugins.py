@@ -9,19 +9,32 @@ alike. Environment switches:
 * ``AEPIPE_TRACE_HOOKS=1``: print every hook call and its result to stderr.
 * ``AEPIPE_STRICT_PLUGINS=1``: a plugin that fails to load, register or validate is an error
   (exit 2) instead of being skipped with a warning (for a plugin author's CI).
+* ``AEPIPE_SLOW_PLUGIN_SECONDS=3``: a plugin whose import takes longer is named in a warning.
 
 A plugin that fails is skipped: one :class:`PluginWarning` line names its distribution, entry
 point and cause, ``pm.failures`` keeps it, and everything else works. Entry points load in a
 fixed order, aepipe's own first, so a third party's clash never knocks out a first-party plugin.
+
+A plugin cannot end or silence a command: whatever its import or its hooks raise, ``SystemExit``,
+``KeyboardInterrupt`` and any other ``BaseException`` included, is that plugin's failure (its
+import: skipped; a hook: a :class:`PluginError` naming it). Only a real signal (a user's Ctrl-C,
+raised by a Python signal handler: see :func:`raised_by_signal`) passes through as itself. What a
+plugin prints while it is imported or its hooks run goes to stderr: stdout is the command's.
 
 Importing this module imports neither torch nor any plugin.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import posixpath
+import re
+import signal
 import sys
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -38,6 +51,9 @@ ENV_NO_AUTOLOAD = "AEPIPE_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "AEPIPE_PLUGINS"
 ENV_TRACE = "AEPIPE_TRACE_HOOKS"
 ENV_STRICT = "AEPIPE_STRICT_PLUGINS"
+ENV_SLOW = "AEPIPE_SLOW_PLUGIN_SECONDS"
+#: a plugin import slower than this many seconds is named in a warning (``AEPIPE_SLOW_PLUGIN_SECONDS``)
+SLOW_IMPORT_SECONDS = 3.0
 
 #: Registration hook of each component kind (from the one table in aepipe.kinds).
 KIND_HOOKS = kinds.HOOKS
@@ -65,6 +81,92 @@ class PluginInfo:
 
 class PluginWarning(UserWarning):
     """A plugin failed and was skipped (``AEPIPE_STRICT_PLUGINS=1`` makes it an error)."""
+
+
+class SlowPluginWarning(UserWarning):
+    """A plugin took more than ``AEPIPE_SLOW_PLUGIN_SECONDS`` to import (every command waits for it)."""
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """SIGINT's handler while the CLI runs: Python's own behaviour (``KeyboardInterrupt``), raised
+    from a Python frame, so that :func:`raised_by_signal` tells a user's Ctrl-C from a plugin's
+    ``raise KeyboardInterrupt``."""
+    raise KeyboardInterrupt
+
+
+def raised_by_signal(exc: BaseException) -> bool:
+    """Whether ``exc`` is a signal's ``KeyboardInterrupt`` (a user's Ctrl-C) rather than one some
+    code raised: the innermost frame of its traceback is a signal handler installed now (the
+    CLI's :func:`interrupt`, a training run's stop handler), or it has no frame at all. With
+    C's default handler installed a signal leaves no frame of its own, and the exception is
+    taken as raised where it stood."""
+    if not isinstance(exc, KeyboardInterrupt):
+        return False
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return True
+    code = last.tb_frame.f_code
+    handlers = [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)] + [interrupt]
+    return any(getattr(getattr(h, "__func__", h), "__code__", None) is code for h in handlers)
+
+
+def _describe_exception(exc: BaseException) -> str:
+    """``exc`` in words, on one line; a ``SystemExit`` says that it would have ended the command."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}) (a plugin may not end the command)"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_stdout_lock = threading.Lock()
+_stdout_depth = 0
+_stdout_saved: Any = None
+
+
+@contextlib.contextmanager
+def plugin_output():
+    """While a plugin's code runs (its import, its hooks), what it prints to ``sys.stdout`` goes
+    to stderr: stdout carries the command's result (``--json``). Nested and threaded calls
+    share one redirection, undone when the last one ends."""
+    global _stdout_depth, _stdout_saved
+    with _stdout_lock:
+        if _stdout_depth == 0:
+            _stdout_saved, sys.stdout = sys.stdout, sys.stderr
+        _stdout_depth += 1
+    try:
+        yield
+    finally:
+        with _stdout_lock:
+            _stdout_depth -= 1
+            if _stdout_depth == 0:
+                sys.stdout, _stdout_saved = _stdout_saved, None
+
+
+#: the metric names a tracking store accepts (MLflow's rule: letters, digits, ``_ - . / :``
+#: and spaces, and a name that is its own normal path: not ``/a``, ``a/``, ``a//b`` or ``a/../b``)
+_METRIC_NAME = re.compile(r"[\w\-. /:]+")
+
+
+def bad_metric_name(name: Any) -> str | None:
+    """Why ``name`` cannot be a tracked metric's name, or None when it can."""
+    if not isinstance(name, str) or not name:
+        return "a metric name must be a non-empty string"
+    if len(name) > 250:
+        return "longer than 250 characters"
+    if not _METRIC_NAME.fullmatch(name):
+        return "only letters, digits, spaces and _ - . / : may be used"
+    normal = posixpath.normpath(name)
+    if normal != name or normal == "." or normal.startswith(("..", "/")):
+        return "a name read as a path must be that path ('a/b', not '/a', 'a/', 'a//b' or 'a/../b')"
+    return None
+
+
+class _Metrics(dict):
+    """A hook's metrics, with the plugin whose implementation returned them."""
+
+    plugin: str = ""
 
 
 @dataclass
@@ -179,6 +281,13 @@ class AepipePluginManager(pluggy.PluginManager):
         self.failures: dict[str, PluginFailure] = {}
         self._registry: Registry | None = None
 
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """pluggy's ``register``, with the metrics the plugin's hooks return tagged with its name."""
+        registered = super().register(plugin, name=name)
+        if registered is not None:
+            self._tag_metrics(registered)
+        return registered
+
     def fail(self, info: PluginInfo, stage: str, cause: str, error: PluginError, registered: bool = True) -> None:
         """Skip a plugin that failed: unregister it (when ``registered``), remember why, warn in
         one line; with ``AEPIPE_STRICT_PLUGINS=1`` raise ``error`` instead."""
@@ -230,15 +339,24 @@ class AepipePluginManager(pluggy.PluginManager):
                 version=dist.version if dist else None,
                 entry_point=f"{ep.name} = {ep.value}",
             )
+            started = time.perf_counter()
             try:
-                plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
-                cause = f"{type(exc).__name__}: {exc}"
+                with plugin_output():
+                    plugin = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - any import failure, SystemExit included, is the plugin's
+                if raised_by_signal(exc):
+                    raise
+                cause = _describe_exception(exc)
                 self.fail(info, "load", cause, PluginError(
                     f"plugin '{ep.name}' failed to load (entry point '{info.entry_point}' of "
                     f"{info.dist or 'an unknown distribution'} {info.version or ''}): "
                     f"{cause}; block it with {ENV_BLOCK}={ep.name}", plugin=ep.name), registered=False)
                 continue
+            seconds = time.perf_counter() - started
+            if seconds > _slow_import_seconds():
+                warnings.warn(f"{info.describe()}, entry point '{info.entry_point}', took {seconds:.1f} s to import "
+                              f"(every aepipe command waits for it; block it with {ENV_BLOCK}={ep.name})",
+                              SlowPluginWarning, stacklevel=2)
             try:
                 self.register_plugin(plugin, name=ep.name, info=info)
             except PluginError as exc:
@@ -290,12 +408,15 @@ class AepipePluginManager(pluggy.PluginManager):
                     return registry.add(_kind, obj, _info)
 
                 try:
-                    caller(register=register)
-                except Exception as exc:  # noqa: BLE001 - a failed plugin is skipped, whatever it raised
+                    with plugin_output():
+                        caller(register=register)
+                except BaseException as exc:  # noqa: BLE001 - a failed plugin is skipped, whatever it raised
+                    if raised_by_signal(exc):
+                        raise
                     if isinstance(exc, PluginError):
                         error = exc
                     else:
-                        error = PluginError(f"{info.describe()} failed in {hook_name}: {type(exc).__name__}: {exc}",
+                        error = PluginError(f"{info.describe()} failed in {hook_name}: {_describe_exception(exc)}",
                                             plugin=info.name)
                     registry.drop_plugin(info.name)
                     self.fail(info, "register", str(error), error)
@@ -309,24 +430,67 @@ class AepipePluginManager(pluggy.PluginManager):
         """Call a hook as pluggy intends (wrappers around every implementation); an exception is
         re-raised as a PluginError naming the plugin in whose hook code it was raised.
         aepipe's own implementations raise their errors as they are."""
+        hook = getattr(self.hook, hook_name)
+        theirs = any(impl.plugin_name != CORE_PLUGIN for impl in hook.get_hookimpls())
         try:
-            return getattr(self.hook, hook_name)(**kwargs)
-        except Exception as exc:  # noqa: BLE001
+            with plugin_output() if theirs else contextlib.nullcontext():
+                result = hook(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and the like too: a plugin never ends the command
+            if raised_by_signal(exc):
+                raise
             plugin = self._raised_by(hook_name, exc)
             if plugin is None or plugin == CORE_PLUGIN or isinstance(exc, PluginError):
                 raise
             info = self.infos.get(plugin) or PluginInfo(plugin, plugin)
             raise PluginError(
-                f"{info.describe()} raised in {hook_name}: {type(exc).__name__}: {exc}",
+                f"{info.describe()} raised in {hook_name}: {_describe_exception(exc)}",
                 plugin=info.name,
             ) from exc
+        if hook_name in _METRIC_HOOKS:
+            self._check_metrics(hook_name, result)
+        return result
+
+    def _check_metrics(self, hook_name: str, results: list[Any]) -> None:
+        """Every metric name a hook returned can be tracked; otherwise one error naming the
+        plugin that returned it (tagged by :meth:`_tag_metrics`) and the name."""
+        for metrics in results or ():
+            for name in metrics or {}:
+                prefixed = _METRIC_HOOKS[hook_name] + name if isinstance(name, str) else name
+                why = bad_metric_name(prefixed)
+                if why is None:
+                    continue
+                plugin = getattr(metrics, "plugin", "") or "?"
+                info = self.infos.get(plugin) or PluginInfo(plugin, plugin)
+                raise PluginError(f"{info.describe()} returned the metric {name!r} from {hook_name}, a name a tracking "
+                                  f"store refuses: {why}", plugin=info.name)
+
+    def _tag_metrics(self, plugin_name: str) -> None:
+        """Wrap ``plugin_name``'s implementations of the hooks that return metrics, so that each
+        dict they return says which plugin returned it (pluggy's results do not)."""
+        for hook_name in _METRIC_HOOKS:
+            for impl in getattr(self.hook, hook_name).get_hookimpls():
+                if impl.plugin_name != plugin_name or impl.hookwrapper or getattr(impl, "wrapper", False):
+                    continue
+                if hasattr(impl.function, "_aepipe_plugin_function"):  # tagged already
+                    continue
+
+                def tagged(*args: Any, _function: Any = impl.function, _plugin: str = plugin_name) -> Any:
+                    out = _function(*args)
+                    if isinstance(out, dict):
+                        out = _Metrics(out)
+                        out.plugin = _plugin
+                    return out
+
+                tagged._aepipe_plugin_function = impl.function  # type: ignore[attr-defined]
+                impl.function = tagged
 
     def _raised_by(self, hook_name: str, exc: BaseException) -> str | None:
         """The plugin whose implementation of ``hook_name`` (plain or wrapper) was innermost on
         ``exc``'s traceback."""
         owners = {}
         for impl in getattr(self.hook, hook_name).get_hookimpls():
-            code = getattr(impl.function, "__code__", None)
+            function = getattr(impl.function, "_aepipe_plugin_function", impl.function)  # not the tagging wrapper
+            code = getattr(function, "__code__", None)
             if code is not None:
                 owners[code] = impl.plugin_name
         found = None
@@ -335,6 +499,17 @@ class AepipePluginManager(pluggy.PluginManager):
             found = owners.get(tb.tb_frame.f_code, found)
             tb = tb.tb_next
         return found
+
+
+#: the hooks that return metrics, and the prefix aepipe logs their names under
+_METRIC_HOOKS = {"aepipe_epoch_end": "val_", "aepipe_run_end": "test_"}
+
+
+def _slow_import_seconds() -> float:
+    try:
+        return float(os.environ.get(ENV_SLOW, SLOW_IMPORT_SECONDS))
+    except ValueError:
+        return SLOW_IMPORT_SECONDS
 
 
 def _ordered(entry_points: Iterable[Any]) -> list[Any]:

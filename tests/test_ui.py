@@ -40,11 +40,16 @@ def test_mlflow_ui_shows_runs_metrics_and_images(store, tmp_path):
     port = free_port()
     env = {**os.environ, "AEPIPE_HOME": str(store)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    server = subprocess.Popen([sys.executable, "-m", "aepipe.cli", "ui", "--port", str(port)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # the server's output goes to a file: a pipe nobody reads fills (64 KiB: MLflow logs every request,
+    # and tracebacks of its own assistant endpoints) and then blocks the server mid-page, so
+    # Chromium waits for it until its timeout (it did with a fresh HOME, which logs more)
+    log = tmp_path / "ui.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "aepipe.cli", "ui", "--port", str(port)], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{base}/health", server)
+        wait_for_http(f"{base}/health", server, log=log)
         # the run's page lists its name, params and metrics
         dom = _chromium(f"{base}/#/experiments/{exp_id}/runs/{run_id}", tmp_path / "p1", "--dump-dom").stdout
         for text in ("ui-check-run", "val_loss", "test_mse", "model.code_dim"):

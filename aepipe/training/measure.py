@@ -53,13 +53,29 @@ def component_metrics(model: AutoEncoder, when: str, data: Any) -> dict[str, Any
     out: dict[str, Any] = {}
     try:
         with torch.no_grad():
-            for part in model.components().values():
+            for place, part in model.components().items():
                 method = getattr(part, "epoch_metrics" if when == "epoch" else "final_metrics", None)
                 if method is not None:
-                    out.update(method(model, data) or {})
+                    metrics = method(model, data) or {}
+                    _check_names(metrics, "val_" if when == "epoch" else "test_", place, part, method.__name__)
+                    out.update(metrics)
     finally:
         model.train(was)
     return out
+
+
+def _check_names(metrics: dict[str, Any], prefix: str, place: str, part: Any, method: str) -> None:
+    """A component's metric names are ones a tracking store takes: otherwise one error naming
+    the component, its module (its plugin's) and the name, before anything is logged."""
+    from aepipe.errors import PluginError
+    from aepipe.plugins import bad_metric_name
+
+    for name in metrics:
+        why = bad_metric_name(prefix + name if isinstance(name, str) else name)
+        if why is not None:
+            module = type(part).__module__
+            raise PluginError(f"the {place} '{getattr(part, 'name', '?')}' (from {module}) returned the metric {name!r} "
+                              f"from {method}, a name a tracking store refuses: {why}", plugin=module)
 
 
 def fit_sampler(model: AutoEncoder, sampler: Any, split: Any) -> dict[str, float]:
