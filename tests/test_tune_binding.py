@@ -213,7 +213,8 @@ def test_a_failure_while_registering_leaves_nothing_running(bound, monkeypatch):
         raise StoreError("the tracking store refused a write: registry down")
 
     monkeypatch.setattr(MlflowTracker, "register_model", refuse)
-    line = _one_line(_tune_here(str(a), "--study", "regfail"), progress=True)
+    # no model files to log (the registration is what fails): a cheaper trial
+    line = _one_line(_tune_here(str(a), "--study", "regfail", "--set", "tracking.log_model=false"), progress=True)
     assert "registry down" in line
     runs = _runs(home)
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
@@ -222,7 +223,7 @@ def test_a_failure_while_registering_leaves_nothing_running(bound, monkeypatch):
     assert not [v for v in MlflowClient().search_model_versions(max_results=1000) if v.name == "regfail"]
 
 
-def test_a_study_from_before_fingerprints_takes_one_with_a_note(bound, monkeypatch):
+def test_a_study_from_before_fingerprints_takes_one_with_a_note(bound, monkeypatch, tmp_path):
     import optuna
     from optuna.distributions import FloatDistribution
 
@@ -240,6 +241,10 @@ def test_a_study_from_before_fingerprints_takes_one_with_a_note(bound, monkeypat
     assert optuna.load_study(study_name="older", storage=storage).user_attrs[FINGERPRINT_ATTR] == st.fingerprint
     with pytest.raises(Exception, match="never joins"):
         open_study(a, ("tune.metric=\"val_recon\"",), study_name="older")
+    # a study named by the old default (the file's name) is pointed to when the new default is new
+    optuna.create_study(study_name="pipeline", storage=storage)
+    hinted = open_study(_pipeline(tmp_path / "h", "vanilla", "hint"))
+    assert hinted.name == "hint-pipeline" and "--study pipeline goes on with it" in " ".join(hinted.hints)
 
 
 def test_a_changed_space_goes_on_only_when_allowed_and_is_recorded(bound, monkeypatch, tmp_path):
