@@ -278,7 +278,11 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled
 @cli.command(context_settings=CONTEXT)
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting for every trial.")
-@click.option("--study", "study_name", default=None, help="Study name (default: the pipeline file's name).")
+@click.option("--study", "study_name", default=None,
+              help="Study name, also its best model's in the Model Registry (default: [tune] study, else the experiment and "
+                   "the file's name, e.g. 'myexp-pipeline', or the file's name alone where the experiment is named like it).")
+@click.option("--allow-new-space", is_flag=True, help="Go on with an existing study whose [tune.space] changed (recorded on its "
+                                                      "parent run); a changed objective or pipeline never joins a study.")
 @click.option("--storage", default=None, metavar="URL", envvar="AEPIPE_STORAGE", show_envvar=True,
               help="Optuna storage: journal:///path (default: ./mlruns/optuna.journal) or postgresql+psycopg://user:password@host/db "
                    "(prefer the environment variable, or PGPASSWORD, to keep a password out of the process list).")
@@ -289,18 +293,20 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled
 @click.option("--summary", is_flag=True, help="Print the best trials of the study and exit; runs nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--worker", is_flag=True, hidden=True, help="Run as one of --n-workers' processes.")
-def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, storage: str | None, n_trials: int | None,
-         n_workers: int, timeout: float | None, device: str | None, summary: bool, as_json: bool, worker: bool) -> None:
+def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, allow_new_space: bool, storage: str | None,
+         n_trials: int | None, n_workers: int, timeout: float | None, device: str | None, summary: bool, as_json: bool,
+         worker: bool) -> None:
     """Tune PIPELINE's [tune] search space with Optuna; every trial is an MLflow run nested
     under the study's parent run. Running it again resumes the study."""
     from aepipe.usecases import tune as tuning
 
     if summary:
         st = tuning.open_study(pipeline, overrides, study_name, storage, n_trials, timeout,
-                               shared=True if (worker or n_workers > 1) else None)
+                               shared=True if (worker or n_workers > 1) else None, allow_new_space=allow_new_space)
     else:
         echo = (lambda line: None) if as_json and not worker else (lambda line: click.echo(line, err=True))
-        st = tuning.tune(pipeline, overrides, study_name, storage, n_trials, n_workers, timeout, device, worker, echo)
+        st = tuning.tune(pipeline, overrides, study_name, storage, n_trials, n_workers, timeout, device, worker, echo,
+                         allow_new_space=allow_new_space)
     if st is not None:
         _print_study(tuning.summary(st), as_json)
 
@@ -314,11 +320,14 @@ def _print_study(summary: dict, as_json: bool) -> None:
 
     rows = summary["best"]
     table = Table(title=f"study '{summary['study']}': " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary["states"].items())))
-    columns = list(rows[0]) if rows else ["trial"]
+    # trials of a space with choices hold different parameters: a column for each key of any row, blank where a row lacks it
+    columns = list(dict.fromkeys(key for row in rows for key in row)) or ["trial"]
+    columns = [c for c in columns if c not in ("seconds", "run_id")] + [c for c in ("seconds", "run_id") if c in columns]
     for col in columns:
         table.add_column(col, justify="right" if col not in ("run_id",) else "left")
     for row in rows:
-        table.add_row(*(f"{v:.5g}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*("" if row.get(c) is None else f"{row[c]:.5g}" if isinstance(row[c], float) else str(row[c])
+                        for c in columns))
     Console(width=200).print(table)
 
 

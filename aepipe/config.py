@@ -140,7 +140,39 @@ class TrackingSettings(_Section):
                 raise ValueError("has spaces at its start or end")
             if not value.isprintable():
                 raise ValueError("has a control character (a newline, a tab)")
+            if _RUN_ID_LIKE.fullmatch(value):
+                raise ValueError("looks like a run id (32 hexadecimal digits): compare and report would take it for one")
         return value
+
+
+#: what `compare`, `evaluate` and `report` take for a run id (any case): no study, experiment or
+#: registered model may be named so, or it would shadow the run
+_RUN_ID_LIKE = re.compile(r"[0-9a-fA-F]{32}")
+#: characters MLflow's Model Registry refuses in a name (a study's best model is registered under its name)
+_NOT_IN_MODEL_NAMES = "/:%\\"
+STUDY_NAME_MAX = 200
+
+
+def name_problem(value: str, max_length: int = STUDY_NAME_MAX, registry: bool = True) -> str | None:
+    """Why ``value`` cannot name a study, an experiment or a registered model (None: it can):
+    empty, too long, spaces at either end, a control character, a character the Model Registry
+    refuses, or the look of a run id (which `compare`, `evaluate` and `report` would resolve to
+    the study instead of the run)."""
+    if not isinstance(value, str) or not value:
+        return "is empty"
+    if len(value) > max_length:
+        return f"is {len(value)} characters long (at most {max_length})"
+    if value != value.strip():
+        return "has spaces at its start or end"
+    if not value.isprintable():
+        return "has a control character (a newline, a tab)"
+    if registry and (bad := sorted({c for c in value if c in _NOT_IN_MODEL_NAMES})):
+        return f"has {' '.join(repr(c) for c in bad)}, which the Model Registry refuses in a name"
+    if registry and (value == "." or value.startswith("..")):
+        return "is '.' or starts with '..', which the Model Registry refuses (a name read as a path)"
+    if _RUN_ID_LIKE.fullmatch(value):
+        return "looks like a run id (32 hexadecimal digits): compare, evaluate and report would take it for one"
+    return None
 
 
 class _StrictTune(StrictModel):
@@ -177,6 +209,16 @@ class TuneSettings(_StrictTune):
         "best", description="which trials log their figures, model and dataset: 'best' (the study's best trial, or its "
         "Pareto front, when the study ends, rebuilt from their checkpoints) or 'all' (every trial as it ends)")
     space: dict[str, ParamSpec] = {}
+    study: Optional[str] = Field(None, description="the study's name, and its best model's in the Model Registry "
+                                 "(default: the experiment and the file's name, e.g. 'myexp-pipeline'; just the "
+                                 "file's name where the experiment is named like the file)")
+
+    @field_validator("study")
+    @classmethod
+    def _study_name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (problem := name_problem(value)):
+            raise ValueError(f"study name {value!r} {problem}")
+        return value
 
     @model_validator(mode="after")
     def _space_keys(self) -> "TuneSettings":

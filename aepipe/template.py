@@ -130,6 +130,7 @@ FILES = {
         experiment = "{short}"
 
         [tune]
+        study = "{short}"           # the study and its registered model: its own, whatever the file is called
         n_trials = 10
         metric = "val_recon"
 

@@ -223,7 +223,7 @@ def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
     assert summary["states"].get("PRUNED", 0) >= 1 and summary["states"]["COMPLETE"] + summary["states"]["PRUNED"] == 5
-    study = _load("t", f"journal:///{home / 'optuna.journal'}")
+    study = _load("prune-t", f"journal:///{home / 'optuna.journal'}")
     client = _client(home)
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     run = client.get_run(pruned[0].user_attrs["aepipe.mlflow_run_id"])
@@ -233,7 +233,7 @@ def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
     parent = study.user_attrs["aepipe.mlflow_parent_run_id"]
     again = _tune_here(str(path), "--n-trials", "6", "--json")
     assert again.returncode == 0, again.stderr[-3000:]
-    study = _load("t", f"journal:///{home / 'optuna.journal'}")
+    study = _load("prune-t", f"journal:///{home / 'optuna.journal'}")
     assert len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) == 6
     assert study.user_attrs["aepipe.mlflow_parent_run_id"] == parent
     assert json.loads(again.stdout)["parent_run_id"] == parent
@@ -244,8 +244,8 @@ def test_pruning_study_prunes_and_marks_runs(home, tmp_path):
     from aepipe.cli import cli
 
     summ = CliRunner().invoke(cli, ["tune", str(path), "--summary"])
-    assert summ.exit_code == 0 and "study 't'" in summ.stdout and "train.lr" in summ.stdout
-    assert len(_load("t", f"journal:///{home / 'optuna.journal'}").trials) == before
+    assert summ.exit_code == 0 and "study 'prune-t'" in summ.stdout and "train.lr" in summ.stdout
+    assert len(_load("prune-t", f"journal:///{home / 'optuna.journal'}").trials) == before
 
 
 def test_failing_trials_are_recorded_and_the_study_goes_on(home, tmp_path):
@@ -272,7 +272,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(home, tmp_path):
     """)
     out = _tune_here(str(path), "--json")
     assert out.returncode == 0, out.stderr[-3000:]
-    study = _load("t", f"journal:///{home / 'optuna.journal'}")
+    study = _load("fail-t", f"journal:///{home / 'optuna.journal'}")
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
     reasons = " | ".join(t.user_attrs.get("aepipe.fail_reason", "") for t in failed)
@@ -334,7 +334,7 @@ def test_unknown_objective_metric_stops_the_study(home, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("Error: ") and "metric 'val_accuracy' is not a per-epoch metric" in out.stderr
     # the first trial is recorded as failed with the reason, and no further trial is started
-    trials = _load("t", f"journal:///{home / 'optuna.journal'}").trials
+    trials = _load("aepipe-t", f"journal:///{home / 'optuna.journal'}").trials
     assert [t.state.name for t in trials] == ["FAIL"]
     assert "metric 'val_accuracy'" in trials[0].user_attrs["aepipe.fail_reason"]
 
@@ -564,6 +564,7 @@ def _long_study(tmp_path: Path, experiment: str) -> Path:
         log_images = false
         log_dataset = false
         [tune]
+        study = "t"
         n_trials = 2
         sampler = "random"
         pruner = "none"

@@ -165,7 +165,10 @@ class MemoryTracker:
     def checkpoint_dir(self, run_id: str) -> Path:
         return inside(self.root / "checkpoints", check_run_id(run_id))
 
-    def register_model(self, name: str, run_id: str) -> None:
+    def register_model(self, name: str, run_id: str, tags: dict[str, str] | None = None) -> None:
         versions = self.registered.setdefault(name, [])
         if run_id not in versions:
             versions.append(run_id)
+
+    def registered_runs(self, name: str) -> list[str]:
+        return list(self.registered.get(name, []))

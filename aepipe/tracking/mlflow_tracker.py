@@ -418,9 +418,10 @@ class MlflowTracker:
 
     # --- the model registry ---------------------------------------------------------------
 
-    def register_model(self, name: str, run_id: str) -> None:
-        """Register ``run_id``'s pyfunc model under ``name`` unless that run already is a
-        version of it; a version registered twice at once (two machines) is kept once."""
+    def register_model(self, name: str, run_id: str, tags: dict[str, str] | None = None) -> None:
+        """Register ``run_id``'s pyfunc model under ``name`` (the version tagged with ``tags``)
+        unless that run already is a version of it; a version registered twice at once (two
+        machines) is kept once."""
         import mlflow
 
         if any(v.run_id == run_id for v in self.model_versions(name)):
@@ -429,8 +430,12 @@ class MlflowTracker:
         if not run.outputs.model_outputs:
             return  # the run logged no model (tracking.log_model = false)
         # the pyfunc model: what `mlflow models serve -m models:/NAME/VERSION` and any MLflow client use
-        mlflow.register_model(f"runs:/{run_id}/pyfunc", name)
+        mlflow.register_model(f"runs:/{run_id}/pyfunc", name, tags=tags)
         self.drop_duplicate_versions(name, run_id)
+
+    def registered_runs(self, name: str) -> list[str]:
+        """The runs of the versions registered under ``name``."""
+        return [v.run_id for v in self.model_versions(name)]
 
     def model_versions(self, name: str) -> list[Any]:
         """Every version registered under ``name`` (the name is data: no filter is built from it)."""

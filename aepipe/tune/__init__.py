@@ -2,8 +2,9 @@
 
 Optuna does the sampling, pruning and storing. One owner per concern:
 
-- :mod:`.study`: the ``[tune]`` section and its search space, checked before any trial runs, and
-  the study's identity;
+- :mod:`.study`: the ``[tune]`` section, its search space and the study's name, checked before any
+  trial runs, and the study's identity: the fingerprint of what it tunes, which a study reopened
+  with another pipeline, objective or space is refused on;
 - :mod:`.worker`: the worker loop (claiming trials so that the study holds exactly ``n_trials``
   finished ones across any number of workers, failing and retrying the trials of dead workers);
 - :mod:`.supervise`: the worker processes of one command (placement on GPUs, restarts, stopping
@@ -18,18 +19,23 @@ from __future__ import annotations
 import time  # noqa: F401 - tests pause the retries through aepipe.tune.time
 
 from aepipe.tune.optuna_adapter import make_storage, open_study
-from aepipe.tune.record import best_trials, end_trial_run, ensure_parent_run, finish, heal, records_results, summary_rows
+from aepipe.tune.record import (best_trials, check_registry, end_trial_run, ensure_parent_run, finish, heal, model_name,
+                                records_results, summary_rows)
 from aepipe.tune.study import (
     COMMAND_ATTR,
     COMMAND_ENV,
     FAIL_ATTR,
+    FINGERPRINT_ATTR,
     PARENT_ATTR,
     RUN_ATTR,
     WORKER_ATTR,
     ParamSpec,
     Study,
     TuneSettings,
+    bind,
     command_id,
+    default_name,
+    fingerprint,
     default_storage_url,
     finished_count,
     mask_url,
@@ -43,4 +49,5 @@ __all__ = ["prepare", "open_study", "ensure_parent_run", "run_worker", "start_wo
            "stop_with_parent", "summary_rows", "best_trials", "worker_placement", "Placement", "Study", "TuneSettings",
            "ParamSpec", "make_storage", "default_storage_url", "mask_url", "command_id", "recover_dead_trials",
            "end_trial_run", "finished_count", "ObjectiveError", "COMMAND_ATTR", "COMMAND_ENV", "FAIL_ATTR", "PARENT_ATTR", "RUN_ATTR",
-           "WORKER_ATTR", "retrying"]
+           "WORKER_ATTR", "retrying", "FINGERPRINT_ATTR", "bind", "fingerprint", "default_name", "check_registry",
+           "model_name"]

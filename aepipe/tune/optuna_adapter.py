@@ -262,5 +262,14 @@ def open_study(st: Study, epochs: int, shared: bool | None = None) -> Any:
         raise ConfigError(f"study '{st.name}' in {mask_url(st.storage_url)}: {exc}") from None
     existing = [d.name.lower() for d in st.study.directions]
     if existing != directions:
-        raise ConfigError(f"study '{st.name}' exists with directions {existing}; this pipeline asks for {directions}")
+        raise ConfigError(f"study '{st.name}' in {mask_url(st.storage_url)} optimises in the directions {existing}; this "
+                          f"pipeline asks for {directions}: a changed objective never joins a study; run it as a new study "
+                          "with --study NEW_NAME (or [tune] study)")
     return st.study
+
+
+def has_study(study: Any, name: str) -> bool:
+    """Whether the storage of ``study`` holds a study named ``name``."""
+    import optuna
+
+    return name in optuna.get_all_study_names(storage=study._storage)

@@ -7,8 +7,9 @@ import json
 import time
 from typing import Any
 
-from aepipe.errors import AepipeError
-from aepipe.tune.study import COMMAND_ATTR, PARENT_ATTR, RUN_ATTR, Study, command_id, finished_count, mask_url, retrying
+from aepipe.errors import AepipeError, ConfigError
+from aepipe.tune.study import (COMMAND_ATTR, FINGERPRINT_TAG, PARENT_ATTR, RUN_ATTR, Study, command_id, digest, finished_count,
+                               mask_url, retrying)
 
 
 def ensure_parent_run(st: Study) -> str:
@@ -24,6 +25,8 @@ def ensure_parent_run(st: Study) -> str:
         st.experiment_id = record.experiment_id
         if record.status in ("KILLED", "FAILED"):  # its command was stopped: the study goes on
             tracker.reopen(run_id)
+        if st.binding_notes or record.tags.get(FINGERPRINT_TAG) != digest(st.fingerprint):
+            record_binding(st, tracker.open(run_id))
         return run_id
     parent = tracker.start(st.experiment, run_name=f"study {st.name}", lease=False, tags={
         "aepipe.study": st.name,
@@ -46,7 +49,53 @@ def ensure_parent_run(st: Study) -> str:
     parent.log_params({f"tune.{key}": value for key, value in {
         "n_trials": st.settings.n_trials, "sampler": st.settings.sampler, "pruner": st.settings.pruner,
         "metrics": ",".join(st.settings.objective_metrics)}.items()})
+    record_binding(st, parent)
     return chosen
+
+
+def record_binding(st: Study, parent) -> None:
+    """The study's fingerprint on its parent run (tag ``aepipe.fingerprint``: its digest;
+    ``study/fingerprint.json``: the whole), and what :func:`aepipe.tune.study.bind` noted (a
+    search space changed by ``--allow-new-space``, a study older than fingerprints): tags
+    ``aepipe.binding`` and ``aepipe.binding.note``, the space as ``study/space.json``."""
+    parent.log_text(json.dumps(st.fingerprint, indent=2), "study/fingerprint.json")
+    tags = {FINGERPRINT_TAG: digest(st.fingerprint)}
+    if st.binding_notes:
+        what, note = st.binding_notes[-1]
+        tags.update({"aepipe.binding": what, "aepipe.binding.note": note[:5000]})
+        if what == "space changed":
+            space = {k: v.model_dump(exclude_none=True) for k, v in st.settings.space.items()}
+            parent.log_text(json.dumps({"space": space, "metrics": st.settings.objective_metrics,
+                                        "directions": st.settings.objective_directions}, indent=2), "study/space.json")
+    parent.set_tags(tags)
+    st.binding_notes.clear()
+
+
+def model_name(st: Study) -> str:
+    """The registered model of the study's best trial: named after the study."""
+    return st.name
+
+
+def check_registry(st: Study) -> None:
+    """Refuse a study whose registered model (:func:`model_name`) holds versions of another
+    study's trials (another study of that name elsewhere, or runs registered by hand): a
+    registered model holds the versions of one study. Called before any trial, and again
+    before the best model is registered."""
+    from aepipe.errors import RunNotFoundError
+    from aepipe.tracking import default_tracker
+
+    tracker = default_tracker()
+    name = model_name(st)
+    parent = st.parent_run_id or st.study.user_attrs.get(PARENT_ATTR)
+    for run_id in tracker.registered_runs(name):
+        try:
+            tags = tracker.get_run(run_id).tags
+        except (RunNotFoundError, ConfigError):
+            tags = {}
+        if not parent or tags.get("aepipe.study") != st.name or tags.get("mlflow.parentRunId") != parent:
+            raise ConfigError(f"registered model '{name}' holds a version of run {run_id}, which is not a trial of study "
+                              f"'{st.name}'{f' (parent run {parent})' if parent else ''}: a registered model holds one "
+                              "study's models; tune under another --study name, or delete that registered model")
 
 
 def heal(st: Study) -> int:
@@ -99,15 +148,31 @@ def finish(st: Study, pm: Any = None, device: str | None = None, register: bool 
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    import optuna.visualization.matplotlib as ovm
     from mlflow.exceptions import MlflowException
-    from optuna.trial import TrialState
 
     from aepipe.tracking import default_tracker
 
     tracker = default_tracker()
     parent = tracker.open(st.parent_run_id)
+    try:
+        _record(st, tracker, parent, pm, device, register, echo)
+        retrying(lambda: parent.finish("FINISHED"), (MlflowException, AepipeError))
+    except BaseException as exc:  # the parent run never stays RUNNING: it ends FAILED with the reason
+        why = str(exc) if isinstance(exc, AepipeError) else f"{type(exc).__name__}: {exc}"
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        try:
+            tracker.end_run(st.parent_run_id, status, f"recording the study's results failed: {' '.join(why.split())[:2000]}")
+        except Exception:  # noqa: BLE001 - the store itself may be what failed: the first error is the one to tell
+            pass
+        raise
+
+
+def _record(st: Study, tracker, parent, pm, device, register, echo) -> None:
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+    from mlflow.exceptions import MlflowException
+    from optuna.trial import TrialState
+
     study = st.study
     best = best_trials(study)
     metrics = st.settings.objective_metrics
@@ -148,8 +213,9 @@ def finish(st: Study, pm: Any = None, device: str | None = None, register: bool 
         plt.close(fig)
     missing = log_best_artifacts(st, best, pm, device, echo) if st.settings.log_models == "best" else set()
     if register and best and best[0].user_attrs.get(RUN_ATTR) and best[0].user_attrs[RUN_ATTR] not in missing:
-        tracker.register_model(st.name, best[0].user_attrs[RUN_ATTR])
-    retrying(lambda: parent.finish("FINISHED"), (MlflowException, AepipeError))
+        check_registry(st)
+        tracker.register_model(model_name(st), best[0].user_attrs[RUN_ATTR],
+                               tags={"aepipe.study": st.name, "aepipe.study_run_id": st.parent_run_id})
 
 
 def log_best_artifacts(st: Study, best: list, pm: Any, device: str | None, echo=print) -> set[str]:

@@ -5,15 +5,18 @@ that several processes race to make. Light: imports no Optuna at module level.""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
+import re
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aepipe.config import ParamSpec, TuneSettings
+from aepipe.config import ParamSpec, TuneSettings, name_problem
 from aepipe.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,6 +29,15 @@ COMMAND_ENV = "AEPIPE_TUNE_COMMAND"  # tells a worker process which command star
 RUN_ATTR = "aepipe.mlflow_run_id"
 PARENT_ATTR = "aepipe.mlflow_parent_run_id"
 FAIL_ATTR = "aepipe.fail_reason"
+FINGERPRINT_ATTR = "aepipe.fingerprint"  # what makes the study's trials comparable (see fingerprint)
+FINGERPRINT_TAG = "aepipe.fingerprint"  # its digest, on the parent run
+
+#: settings that say how much of a study to run (its budgets: trials, time, epochs), where, how
+#: fast and what to log, not what its trials are: they may change between two commands of one
+#: study (prefixes of dotted keys), but for :data:`BOUND_SETTINGS`
+FREE_SETTINGS = ("tune.", "description", "train.device", "train.epochs", "train.checkpoint_", "train.compile", "tracking.")
+#: where the trials' runs go: never changed under a study
+BOUND_SETTINGS = ("tracking.experiment",)
 
 
 def _distribution(key: str, spec: ParamSpec, where: str):
@@ -75,6 +87,12 @@ class Study:
     base: Any = None
     #: the data this process's trials train on, read once (see :class:`aepipe.training.Trainer`)
     data_cache: dict = field(default_factory=dict)
+    #: what makes the trials comparable (see :func:`fingerprint`)
+    fingerprint: dict = field(default_factory=dict)
+    #: what :func:`bind` found to record on the parent run: (tag value, note), empty if nothing
+    binding_notes: list = field(default_factory=list)
+    #: lines for the user that nothing records (see :func:`aepipe.usecases.tune.open_study`)
+    hints: list = field(default_factory=list)
 
 
 def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...] = (), study_name: str | None = None,
@@ -109,8 +127,102 @@ def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...
             if key not in probe.flat() and key not in flat:
                 raise ConfigError(f"{path}: [tune.space] '{key}' is not a setting of this pipeline")
         distributions[key] = dist
-    return Study(path, tuple(overrides), settings, distributions, study_name or path.stem, storage_url or default_storage_url(),
-                 experiment=base.settings.tracking.experiment, base=base)
+    experiment = base.settings.tracking.experiment
+    if study_name is not None:
+        if problem := name_problem(study_name):
+            shown = repr(study_name) if len(study_name) <= 80 else f"{study_name[:60]!r}..."
+            raise ConfigError(f"--study {shown} {problem}")
+        name = study_name
+    else:
+        name = settings.study or default_name(experiment, path)
+    st = Study(path, tuple(overrides), settings, distributions, name, storage_url or default_storage_url(),
+               experiment=experiment, base=base)
+    st.fingerprint = fingerprint(st)
+    return st
+
+
+def default_name(experiment: str, path: Path) -> str:
+    """The study of ``path`` when neither ``--study`` nor ``[tune] study`` names it: the file's
+    name where the experiment is named like the file (pipelines/vae.toml in experiment "vae"),
+    else ``EXPERIMENT-FILE`` (two plugins' pipeline.toml in their own experiments), made a
+    valid study name."""
+    stem = path.stem
+    name = stem if experiment == stem else f"{experiment}-{stem}"
+    name = re.sub(r"[/:%\\\s]+", "-", name).strip("-")[:150] or "study"
+    if name_problem(name):  # the look of a run id
+        name = f"study-{name}"
+    return name
+
+
+def fingerprint(st: Study) -> dict[str, Any]:
+    """What makes a study's trials comparable: the resolved pipeline but for the tuned keys and
+    the settings of how much to run, where and what to log (:data:`FREE_SETTINGS`); the
+    objective metrics and directions; the search space."""
+    pipeline = {key: value for key, value in st.base.flat().items()
+                if key not in st.distributions and (key in BOUND_SETTINGS or not key.startswith(FREE_SETTINGS))}
+    space = {key: spec.model_dump(exclude_none=True) for key, spec in st.settings.space.items()}
+    found = {"pipeline": pipeline, "objective": {"metrics": list(st.settings.objective_metrics),
+                                                 "directions": list(st.settings.objective_directions)}, "space": space}
+    return json.loads(json.dumps(found, sort_keys=True, default=str))  # as the storage gives it back
+
+
+def digest(found: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
+    """The keys whose values differ, as ``key old -> new``: the variant, the data and the
+    components' names before their settings."""
+    unset = object()
+    order = sorted(set(old) | set(new), key=lambda k: (k.count("."), not k.endswith(".name"), k))
+    keys = [k for k in order if old.get(k, unset) != new.get(k, unset)]
+    shown = [f"{k} {_shown(old.get(k, unset), unset)} -> {_shown(new.get(k, unset), unset)}" for k in keys[:limit]]
+    return ", ".join(shown) + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _shown(value: Any, unset: object) -> str:
+    if value is unset:
+        return "(unset)"
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def bind(st: Study, allow_new_space: bool = False) -> None:
+    """Hold the opened study to what it tunes: a study records its :func:`fingerprint` when it
+    is created; reopened with another one, it is refused in one line naming what differs and
+    how to go on (a new ``--study`` name; ``--allow-new-space`` for a changed search space
+    alone, which is then recorded on the parent run). A changed objective or pipeline never
+    joins. A study made before fingerprints were kept takes this one, with a note."""
+    from aepipe.secrets import mask
+
+    old = st.study.user_attrs.get(FINGERPRINT_ATTR)
+    new = st.fingerprint
+    where = f"study '{st.name}' in {mask(st.storage_url)}"
+    new_name = "run it as a new study with --study NEW_NAME (or [tune] study)"
+    if not old:
+        if st.study.trials:
+            st.binding_notes.append(("recorded on reopen", f"{where} was made before aepipe recorded what a study tunes; "
+                                     "its trials are taken to tune this pipeline, whose fingerprint it holds from now on"))
+        st.study.set_user_attr(FINGERPRINT_ATTR, new)
+        return
+    if old.get("objective") != new["objective"]:
+        raise ConfigError(f"{where} optimises {_objective(old['objective'])}; this pipeline asks for "
+                          f"{_objective(new['objective'])}: trials of another objective are not comparable, so a changed "
+                          f"objective never joins a study; {new_name}")
+    if old.get("pipeline") != new["pipeline"]:
+        raise ConfigError(f"{where} tunes another pipeline: {_differences(old.get('pipeline', {}), new['pipeline'])}; "
+                          f"its trials are not comparable with this pipeline's; {new_name}")
+    if old.get("space") != new["space"]:
+        changed = _differences(old.get("space", {}), new["space"])
+        if not allow_new_space:
+            raise ConfigError(f"{where} searched another space: {changed}; pass --allow-new-space to go on with this "
+                              f"space (recorded on the study's parent run), or {new_name}")
+        st.binding_notes.append(("space changed", f"search space changed: {changed}"))
+        st.study.set_user_attr(FINGERPRINT_ATTR, new)
+
+
+def _objective(objective: dict[str, Any]) -> str:
+    return ", ".join(f"{m} ({d})" for m, d in zip(objective.get("metrics", []), objective.get("directions", [])))
 
 
 def default_storage_url() -> str:

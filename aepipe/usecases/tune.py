@@ -11,12 +11,14 @@ from aepipe.errors import ConfigError
 
 
 def open_study(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None = None, storage: str | None = None,
-               n_trials: int | None = None, timeout: float | None = None, shared: bool | None = None, pm: Any = None):
-    """The study of ``pipeline``, its settings checked and its Optuna study opened (created if new)."""
+               n_trials: int | None = None, timeout: float | None = None, shared: bool | None = None, pm: Any = None,
+               allow_new_space: bool = False):
+    """The study of ``pipeline``, its settings and name checked, its Optuna study opened (created
+    if new) and held to what it tunes (:func:`aepipe.tune.study.bind`)."""
     from aepipe import secrets
     from aepipe.plugins import get_plugin_manager
     from aepipe.tune import optuna_adapter
-    from aepipe.tune.study import prepare
+    from aepipe.tune.study import bind, prepare
 
     secrets.remember(url=storage)
     secrets.check_url(storage, "--storage")
@@ -24,15 +26,22 @@ def open_study(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str 
     if timeout is not None:
         st.settings.timeout = timeout
     optuna_adapter.open_study(st, st.base.settings.train.epochs, shared=shared)
+    bind(st, allow_new_space)
+    stem = Path(pipeline).stem
+    if (study_name is None and st.settings.study is None and st.name != stem and not st.study.trials
+            and optuna_adapter.has_study(st.study, stem)):
+        st.hints.append(f"the study of {pipeline} is now named '{st.name}' (its experiment and its file's name); the "
+                        f"study '{stem}' in the same storage may be its study from before: --study {stem} goes on with it")
     return st
 
 
 def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None = None, storage: str | None = None,
          n_trials: int | None = None, n_workers: int = 1, timeout: float | None = None, device: str | None = None,
-         worker: bool = False, echo: Callable[[str], None] = print, pm: Any = None):
+         worker: bool = False, echo: Callable[[str], None] = print, pm: Any = None, allow_new_space: bool = False):
     """Run the study of ``pipeline`` until it holds its ``n_trials`` finished trials (or ``timeout``
     seconds pass): every trial a tracked run nested under the study's parent run. ``worker``: this
-    process is one of the workers another ``tune`` started. Returns the study (None for a worker)."""
+    process is one of the workers another ``tune`` started. ``allow_new_space``: an existing study
+    goes on with a changed search space. Returns the study (None for a worker)."""
     from aepipe import secrets
     from aepipe import tune as tuning
     from aepipe.plugins import get_plugin_manager
@@ -50,7 +59,11 @@ def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None
     # a command with workers opens the store (importing MLflow) once they started: their start-up overlaps its own
     check_writable("tune", open_store=not spawn)
     pm = pm or get_plugin_manager()
-    st = open_study(pipeline, overrides, study_name, storage, n_trials, timeout, True if (worker or spawn) else None, pm)
+    st = open_study(pipeline, overrides, study_name, storage, n_trials, timeout, True if (worker or spawn) else None, pm,
+                    allow_new_space)
+    if not worker:
+        for note in [note for _, note in st.binding_notes] + st.hints:
+            echo(f"note: {note}")
     placed_on = device or st.base.settings.train.device  # where the trials train, and the best trials' files are rebuilt
     workers = tuning.start_workers(st, pipeline, overrides, n_workers, timeout, device, placed_on, echo) if spawn else None
     try:
@@ -60,6 +73,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None
             import torch
 
             torch.set_num_threads(int(threads))
+        tuning.check_registry(st)  # before any run starts: a refusal leaves nothing RUNNING
         tuning.ensure_parent_run(st)
         if not worker:
             healed = tuning.heal(st)
