@@ -49,6 +49,15 @@ class AepipeGroup(click.Group):
             if not getattr(exc, "reported", False):  # told already: by --nproc's processes, or by rank 0
                 click.echo(f"Error: {_masked(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
+        except (SystemExit, GeneratorExit) as exc:  # aepipe's commands never end this way: a plugin's code did
+            if ctx.obj and ctx.obj.get("debug") or ctx.invoked_subcommand in _PLUGIN_COMMANDS:
+                raise  # a plugin's own command may end as it likes
+            from aepipe.plugins import describe_exception
+
+            info = _plugin_manager().blame(exc)
+            who = info.describe() if info else "code called by the command"
+            click.echo(f"Error: {_masked(who)} raised {describe_exception(exc)}", err=True)
+            ctx.exit(2)
         except click.UsageError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -534,11 +543,17 @@ def _add_plugin_commands(group: click.Group) -> None:
     """Let plugins add commands; a broken plugin is reported by the command that needs it."""
     from aepipe.errors import PluginError
 
+    before = set(group.commands)
     try:
         pm = _plugin_manager()
         pm.call_plugin_hook("aepipe_cli_commands", cli=group)
     except PluginError:
         pass
+    _PLUGIN_COMMANDS.update(set(group.commands) - before)
+
+
+#: the commands plugins added (``aepipe_cli_commands``): theirs to end as they like
+_PLUGIN_COMMANDS: set[str] = set()
 
 
 def main() -> None:

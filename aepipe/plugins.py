@@ -112,7 +112,7 @@ def raised_by_signal(exc: BaseException) -> bool:
     return any(getattr(getattr(h, "__func__", h), "__code__", None) is code for h in handlers)
 
 
-def _describe_exception(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
     """``exc`` in words, on one line; a ``SystemExit`` says that it would have ended the command."""
     text = " ".join(str(exc).split())
     if isinstance(exc, SystemExit):
@@ -346,7 +346,7 @@ class AepipePluginManager(pluggy.PluginManager):
             except BaseException as exc:  # noqa: BLE001 - any import failure, SystemExit included, is the plugin's
                 if raised_by_signal(exc):
                     raise
-                cause = _describe_exception(exc)
+                cause = describe_exception(exc)
                 self.fail(info, "load", cause, PluginError(
                     f"plugin '{ep.name}' failed to load (entry point '{info.entry_point}' of "
                     f"{info.dist or 'an unknown distribution'} {info.version or ''}): "
@@ -416,7 +416,7 @@ class AepipePluginManager(pluggy.PluginManager):
                     if isinstance(exc, PluginError):
                         error = exc
                     else:
-                        error = PluginError(f"{info.describe()} failed in {hook_name}: {_describe_exception(exc)}",
+                        error = PluginError(f"{info.describe()} failed in {hook_name}: {describe_exception(exc)}",
                                             plugin=info.name)
                     registry.drop_plugin(info.name)
                     self.fail(info, "register", str(error), error)
@@ -443,7 +443,7 @@ class AepipePluginManager(pluggy.PluginManager):
                 raise
             info = self.infos.get(plugin) or PluginInfo(plugin, plugin)
             raise PluginError(
-                f"{info.describe()} raised in {hook_name}: {_describe_exception(exc)}",
+                f"{info.describe()} raised in {hook_name}: {describe_exception(exc)}",
                 plugin=info.name,
             ) from exc
         if hook_name in _METRIC_HOOKS:
@@ -483,6 +483,20 @@ class AepipePluginManager(pluggy.PluginManager):
 
                 tagged._aepipe_plugin_function = impl.function  # type: ignore[attr-defined]
                 impl.function = tagged
+
+    def blame(self, exc: BaseException) -> PluginInfo | None:
+        """The plugin whose module holds the innermost frame of ``exc``'s traceback (a
+        component's code, called by the training loop rather than through a hook); None where no
+        plugin's code is on it."""
+        found = None
+        tb = exc.__traceback__
+        while tb is not None:
+            module = tb.tb_frame.f_globals.get("__name__", "")
+            for info in self.infos.values():
+                if info.name != CORE_PLUGIN and (module == info.module or module.startswith(info.module + ".")):
+                    found = info
+            tb = tb.tb_next
+        return found
 
     def _raised_by(self, hook_name: str, exc: BaseException) -> str | None:
         """The plugin whose implementation of ``hook_name`` (plain or wrapper) was innermost on

@@ -229,3 +229,44 @@ def test_a_users_ctrl_c_while_a_plugins_hook_runs_is_still_the_users(tmp_path, m
         train(resolve(pm, PIPELINES / "vanilla.toml", QUIET), pm, tracker=tracker)
     [run] = tracker.runs.values()
     assert run.status == "KILLED"
+
+
+COMPONENT = '''
+import sys
+from aepipe import hookimpl
+from aepipe.components import Regularizer
+
+CALLS = [0]
+
+
+class Quit(Regularizer):
+    name = "quit-after"
+
+    def penalty(self, step):
+        CALLS[0] += 1
+        if CALLS[0] > {after}:
+            sys.exit(0)
+        return None
+
+
+@hookimpl
+def aepipe_register_regularizers(register):
+    register(Quit)
+'''
+
+
+@pytest.mark.parametrize("after", [0, 30])
+def test_a_component_that_exits_fails_the_run_and_the_command(tmp_path, monkeypatch, store, after):
+    """A component's own code (not a hook) calling ``sys.exit(0)``: before the run starts (the
+    first-step check, ``after = 0``) or during it: exit 2 naming the plugin, nothing RUNNING."""
+    _install(tmp_path, monkeypatch, "exiter", COMPONENT.format(after=after))
+    experiment = f"component-exit-{tmp_path.name}"
+    out = _cli("train", str(PIPELINES / "vanilla.toml"), *SETS, "--set", f'tracking.experiment="{experiment}"',
+               "--set", 'model.regularizers.quit-after={}', "-q")
+    assert out.exit_code == 2, out.output
+    [line] = _errors(out.stderr)
+    assert "plugin 'exiter'" in line and "SystemExit(0)" in line, line
+    assert all(run.info.status != "RUNNING" for run in _runs(experiment))
+    if after:
+        [run] = _runs(experiment)
+        assert run.info.status == "FAILED" and "exiter" in run.data.tags["aepipe.error"]

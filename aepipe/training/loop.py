@@ -18,7 +18,7 @@ import torch
 from aepipe.config import Pipeline
 from aepipe.context import RunContext
 from aepipe.data import DataBundle
-from aepipe.errors import AepipeError, ConfigError, TrainingError
+from aepipe.errors import AepipeError, ConfigError, PluginError, TrainingError
 from aepipe.model import AutoEncoder, build_model, check_model_fits
 from aepipe.training import distributed, report
 from aepipe.training.device import autocast, prepare_for_device, seed_everything, select_device
@@ -227,6 +227,14 @@ class Trainer:
                 detail = str(exc) if status != "FAILED" else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
                 self._end(run, checkpoint, status, detail)
                 raise
+            except BaseException as exc:  # SystemExit, GeneratorExit...: component code never ends the command
+                from aepipe.plugins import describe_exception
+
+                info = self.pm.blame(exc)
+                who = info.describe() if info else "a component"
+                reason = f"{who} raised {describe_exception(exc)} during the run"
+                self._end(run, checkpoint, "FAILED", reason)
+                raise PluginError(reason, plugin=info.name if info else None) from exc
 
     def log_artifacts(self, run_id: str) -> None:
         """Log the figures, model and dataset of finished run ``run_id``, rebuilt from its stored
