@@ -169,12 +169,18 @@ class _Reporter:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--nproc", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="Processes that train this one model together (torch.distributed: gloo on CPU, NCCL with one GPU each).")
+@click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Train the pipeline this many times, train.seed = its seed, seed + 1, ... (one run each, tagged "
+                   "aepipe.seed and aepipe.group; compare and report show them as one row).")
 def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool, quiet: bool,
-          nproc: int) -> None:
+          nproc: int, seeds: int) -> None:
     """Train PIPELINE (a TOML file) as one MLflow run; prints the run id. Ctrl-C or SIGTERM stops
     it between two batches with a checkpoint, and prints the command that continues it."""
     from aepipe.usecases.train import is_leader, train as run_training, train_on_processes
 
+    if seeds > 1:
+        _train_seeds(pipeline, overrides, device, resume, as_json, quiet, nproc, seeds)
+        return
     if nproc > 1:
         train_on_processes(nproc, pipeline, overrides, device, resume, as_json, quiet)
         return
@@ -193,6 +199,27 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
             err=True,
         )
         click.echo(result.run_id)
+
+
+def _train_seeds(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool,
+                 quiet: bool, nproc: int, seeds: int) -> None:
+    """``train --seeds N``: the pipeline trained once per seed, one run each; prints their ids."""
+    from aepipe.errors import ConfigError
+    from aepipe.usecases.train import seed_overrides, train as run_training
+
+    if resume is not None or nproc > 1:
+        raise ConfigError(f"--seeds {seeds}: trains new runs on this process; it does not go with --resume or --nproc")
+    results = []
+    for extra in seed_overrides(pipeline, overrides, seeds, _plugin_manager()):
+        with _Reporter(not quiet) as reporter, _notes(not quiet):
+            result = run_training(pipeline, overrides=extra, device=device, reporter=reporter)
+        if not as_json:
+            click.echo(f"seed {extra[-1].split('=', 1)[1]}: finished {result.epochs} epochs"
+                       f"{' (stopped early)' if result.stopped_early else ''} in {result.seconds:.1f}s", err=True)
+            click.echo(result.run_id)
+        results.append(result.summary())
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
 
 
 @cli.command(name="new-plugin", context_settings=CONTEXT)
@@ -394,11 +421,17 @@ def fid(a: Path, b: Path, features: str, dataset: str | None, pipeline_file: Pat
 @click.option("--columns", default=None, metavar="LIST",
               help="Comma-separated columns to show, in order (variant, dataset, run_id, test_*, eval_*, train_seconds, epochs); "
                    "default: the fixed ones and every eval_ metric the runs have.")
-def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, columns: str | None) -> None:
-    """Runs side by side: given runs, each study's best trial, or the latest run of each variant."""
+@click.option("--per-run", is_flag=True, help="One row per run: runs of one pipeline over seeds are not merged into mean ± interval.")
+@click.option("--no-reference", is_flag=True, help="No reference row (real data against real data) under generation metrics.")
+def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, columns: str | None, per_run: bool, no_reference: bool) -> None:
+    """Runs side by side: given runs, each study's best trial, or the latest run of each variant
+    (with its other seeds). Runs that differ only in their seed are one row: mean ± the half-width
+    of the 95% interval over seeds. Under generation metrics, a reference row: real test data
+    against as many other real rows, in the same feature space (the floor a perfect generator would score)."""
     from aepipe.compare import collect, render
 
-    rows = collect(list(targets), list(experiments))
+    rows = collect(list(targets), list(experiments), group=not per_run, references=not no_reference,
+                   pm=None if no_reference else _plugin_manager(), echo=lambda line: click.echo(line, err=True))
     if not rows:
         from aepipe.errors import RunNotFoundError
 
@@ -416,21 +449,29 @@ def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, co
 @click.option("--device", default="auto", help="auto, cpu, cuda, ... (to draw the figures).")
 @click.option("--no-log", "no_log", is_flag=True, help="Only write the file; keep no copy in MLflow.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@click.option("--per-run", is_flag=True, help="One table row per run: runs of one pipeline over seeds are not merged.")
+@click.option("--no-reference", is_flag=True, help="No reference row (real data against real data) in the table.")
 def report(targets: tuple[str, ...], output: Path, experiments: tuple[str, ...], pareto: str | None, device: str, no_log: bool,
-           quiet: bool) -> None:
+           quiet: bool, per_run: bool, no_reference: bool) -> None:
     """One self-contained HTML page comparing runs: runs by id, every finished trial of a study, the
     latest run of each variant of an experiment. Also logged to MLflow (a study's parent run, else
     a run named 'report' in the experiment)."""
     from aepipe.evaluation.report import build_report
 
     echo = (lambda line: None) if quiet else (lambda line: click.echo(_masked(line), err=True))
-    path = build_report(targets, output, experiments, pareto=pareto, device=device, log=not no_log, echo=echo)
+    path = build_report(targets, output, experiments, pareto=pareto, device=device, log=not no_log, echo=echo,
+                        group=not per_run, references=not no_reference)
     click.echo(str(path))
 
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--data", "dataset", default="digits", show_default=True, help="Dataset every variant trains on.")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1), help="Epochs for every variant.")
+@click.option("--epochs", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Most epochs for every variant: each trains until its validation loss stops improving (--patience).")
+@click.option("--patience", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Epochs without improvement of the validation loss before a variant stops (0: always --epochs).")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="Runs per variant, seeds train.seed, train.seed + 1, ...; the table shows mean ± 95% interval over them.")
 @click.option("--experiment", default="zoo", show_default=True)
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="A setting for every variant.")
 @click.option("--only", default=None, metavar="LIST", help="Comma-separated variants (default: every registered one).")
@@ -439,9 +480,11 @@ def report(targets: tuple[str, ...], output: Path, experiments: tuple[str, ...],
 @click.option("--samples", type=click.IntRange(10, 1_000_000), default=None, help="With --evaluate: generated images per run (default 2000).")
 @click.option("--iw-samples", type=click.IntRange(1, 100_000), default=None, help="With --evaluate: importance samples K (default 1000).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
-def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], only: str | None, evaluate_: bool,
-        features: str | None, samples: int | None, iw_samples: int | None, fmt: str) -> None:
-    """Train every registered variant on the same data and budget, then compare them."""
+def zoo(dataset: str, epochs: int, patience: int, seeds: int, experiment: str, overrides: tuple[str, ...], only: str | None,
+        evaluate_: bool, features: str | None, samples: int | None, iw_samples: int | None, fmt: str) -> None:
+    """Train every registered variant on the same data until it stops improving (early stopping,
+    at most --epochs), over --seeds seeds, then compare them (with the reference row under
+    generation metrics)."""
     from aepipe.compare import collect, render
     from aepipe.zoo import run_zoo
 
@@ -453,13 +496,14 @@ def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], 
                               samples=samples, iw_samples=iw_samples)
     variants = [v.strip() for v in only.split(",") if v.strip()] if only else None
     result = run_zoo(dataset, epochs, experiment, overrides, variants, evaluation, _plugin_manager(),
-                     echo=lambda line: click.echo(line, err=True))
+                     echo=lambda line: click.echo(line, err=True), patience=patience, seeds=seeds)
     click.echo(f"{len(result.runs)} variants in {result.seconds:.0f}s", err=True)
     if not result.runs:  # collect([]) would show the store's other runs
         from aepipe.errors import ConfigError
 
         raise ConfigError(f"no variant trained on dataset '{dataset}': each was skipped (the reasons are above)")
-    click.echo(render(collect(list(result.runs.values()), []), fmt), nl=False)
+    ids = [r for runs in result.seed_runs.values() for r in runs]
+    click.echo(render(collect(ids, [], pm=_plugin_manager(), echo=lambda line: click.echo(line, err=True)), fmt), nl=False)
 
 
 @cli.command(context_settings=CONTEXT)

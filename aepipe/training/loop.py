@@ -304,7 +304,9 @@ class Trainer:
         if state.best_weights is not None:
             model.load_state_dict(state.best_weights)  # evaluate the best epoch's weights
         test = read_back(evaluate_tensors(model, data.test), prefixes=("test_",))
-        test.update(train_seconds=state.train_seconds, epochs_trained=float(state.epoch))
+        # the epochs used, the epoch whose weights are kept, and whether early stopping ended training
+        test.update(train_seconds=state.train_seconds, epochs_trained=float(state.epoch), best_epoch=float(state.best_epoch),
+                    stopped_early=float(state.stopped_early))
         test.update(read_back(component_metrics(model, "final", data), prefixes=("test_",)))
         if model.sampler is not None:  # the second stage: fitted on the training codes
             fit = fit_sampler(model, model.sampler, data.train)
