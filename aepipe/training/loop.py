@@ -266,6 +266,9 @@ class Trainer:
         epochs = self.pipeline.settings.train.epochs
         # a run killed after its last checkpoint but before it was FINISHED ends now: resumed, it
         # trains no epoch and finishes (its test metrics, figures and model are logged again)
+        if state.done and state.stopped_early and record.status == "FINISHED":  # more epochs would not change that
+            raise ConfigError(f"--resume {run_id}: the run already finished ({state.epoch} epochs, stopped early: its "
+                              f"val_loss stopped improving); train a new run with a larger train.patience to train on")
         if state.done and state.epoch >= epochs and record.status == "FINISHED":
             raise ConfigError(f"--resume {run_id}: the run already finished ({state.epoch} epochs"
                               f"{', stopped early' if state.stopped_early else ''}); raise train.epochs to train on")
