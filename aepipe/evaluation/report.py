@@ -2,7 +2,10 @@
 
 The page holds a sortable table of every run's ``test_*`` and ``eval_*`` metrics and its
 ``train_seconds`` (the best value of each column marked; :func:`aepipe.evaluation.higher_is_better`
-says which way is better), a Pareto plot of two metrics, and per run its reconstructions, samples
+says which way is better; runs that differ only in their seed are one row, their mean and 95%
+interval over seeds, and a value whose interval overlaps the best one's is marked as within noise
+of it; a reference row holds what real data scores against real data in the same feature space,
+with a paragraph on how to read it), a Pareto plot of two metrics, and per run its reconstructions, samples
 (through the model's default sampler and every sampler ``fit-sampler`` logged), interpolations
 between test codes, a map of its test codes and its training curves. Everything is inside the file:
 images are PNG ``data:`` URIs, the one script (sorting) is inline, nothing is fetched.
