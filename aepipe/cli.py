@@ -176,50 +176,26 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
           nproc: int, seeds: int) -> None:
     """Train PIPELINE (a TOML file) as one MLflow run; prints the run id. Ctrl-C or SIGTERM stops
     it between two batches with a checkpoint, and prints the command that continues it."""
-    from aepipe.usecases.train import is_leader, train as run_training, train_on_processes
+    from aepipe.usecases.train import is_leader, seed_overrides, train as run_training, train_on_processes
 
-    if seeds > 1:
-        _train_seeds(pipeline, overrides, device, resume, as_json, quiet, nproc, seeds)
-        return
-    if nproc > 1:
+    if nproc > 1 and seeds == 1:
         train_on_processes(nproc, pipeline, overrides, device, resume, as_json, quiet)
         return
-    leader = is_leader()  # under a launcher, one process reports
-    with _Reporter(not quiet and leader) as reporter, _notes(not quiet and leader):
-        result = run_training(pipeline, overrides=overrides, device=device, resume=resume, reporter=reporter)
-    if not leader:
-        return
-    if as_json:
-        click.echo(json.dumps(result.summary(), indent=2))
-    else:
-        shown = {k: v for k, v in result.metrics.items() if k in ("test_loss", "test_recon", "test_mse")}
-        click.echo(
-            f"finished {result.epochs} epochs{' (stopped early)' if result.stopped_early else ''} in "
-            f"{result.seconds:.1f}s: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()),
-            err=True,
-        )
-        click.echo(result.run_id)
-
-
-def _train_seeds(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool,
-                 quiet: bool, nproc: int, seeds: int) -> None:
-    """``train --seeds N``: the pipeline trained once per seed, one run each; prints their ids."""
-    from aepipe.errors import ConfigError
-    from aepipe.usecases.train import seed_overrides, train as run_training
-
-    if resume is not None or nproc > 1:
-        raise ConfigError(f"--seeds {seeds}: trains new runs on this process; it does not go with --resume or --nproc")
-    results = []
-    for extra in seed_overrides(pipeline, overrides, seeds, _plugin_manager()):
-        with _Reporter(not quiet) as reporter, _notes(not quiet):
-            result = run_training(pipeline, overrides=extra, device=device, reporter=reporter)
+    leader, summaries = is_leader(), []  # under a launcher, one process reports
+    for extra in seed_overrides(pipeline, overrides, seeds, resume, nproc, _plugin_manager()) if seeds > 1 else [overrides]:
+        with _Reporter(not quiet and leader) as reporter, _notes(not quiet and leader):
+            result = run_training(pipeline, overrides=tuple(extra), device=device, resume=resume, reporter=reporter)
+        if not leader:
+            return
+        summaries.append(result.summary())
         if not as_json:
-            click.echo(f"seed {extra[-1].split('=', 1)[1]}: finished {result.epochs} epochs"
-                       f"{' (stopped early)' if result.stopped_early else ''} in {result.seconds:.1f}s", err=True)
+            shown = {k: v for k, v in result.metrics.items() if k in ("test_loss", "test_recon", "test_mse")}
+            click.echo(f"{f'seed {extra[-1][11:]}: ' if seeds > 1 else ''}finished {result.epochs} epochs"
+                       f"{' (stopped early)' if result.stopped_early else ''} in {result.seconds:.1f}s: "
+                       + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()), err=True)
             click.echo(result.run_id)
-        results.append(result.summary())
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(json.dumps(summaries if seeds > 1 else summaries[0], indent=2))
 
 
 @cli.command(name="new-plugin", context_settings=CONTEXT)
