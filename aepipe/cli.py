@@ -12,20 +12,13 @@ import click
 
 from aepipe.version import __version__
 from aepipe.errors import AepipeError
+from aepipe.console import Reporter as _Reporter, masked as _masked, notes as _notes, one_line_warnings as _one_line_warnings
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 #: the libraries between aepipe and a tracking store: their errors mean the store failed
 STORE_LIBRARIES = {"mlflow", "sqlalchemy", "requests", "urllib3", "psycopg", "alembic"}
-
-
-def _masked(text: str) -> str:
-    """``text`` with its secrets masked, on one line: a control character a user's input put in
-    it (a newline, a carriage return) is shown escaped."""
-    from aepipe.secrets import mask
-
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in mask(text))
 
 
 class AepipeGroup(click.Group):
@@ -93,81 +86,6 @@ def _plugin_manager():
     return get_plugin_manager()
 
 
-def _one_line_warnings() -> None:
-    """aepipe's own warnings (a skipped plugin) as one line on stderr, each once per command;
-    other warnings as Python shows them."""
-    import warnings
-
-    shown: set[str] = set()
-    default = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if category.__module__.startswith("aepipe"):
-            text = _masked(str(message))
-            if text not in shown:
-                shown.add(text)
-                click.echo(f"Warning: {text}", err=True)
-            return
-        default(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-
-
-@contextlib.contextmanager
-def _notes(enabled: bool):
-    """aepipe's INFO notes (for example how the data is fed) on stderr while a command runs."""
-    import logging
-
-    if not enabled:
-        yield
-        return
-    logger, handler = logging.getLogger("aepipe"), logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-class _Reporter:
-    """A live progress bar on a terminal, one plain line per epoch otherwise."""
-
-    def __init__(self, enabled: bool, total: int | None = None):
-        self.enabled = enabled
-        self.progress = None
-        self.task = None
-        if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]epoch"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), transient=False,
-            )
-            self.task = self.progress.add_task("train", total=total, info="")
-
-    def __enter__(self):
-        if self.progress:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress:
-            self.progress.__exit__(*exc)
-
-    def __call__(self, epoch: int, total: int, metrics: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        info = f"loss {metrics['loss']:.4g}  val_loss {metrics['val_loss']:.4g}"
-        if self.progress:
-            self.progress.update(self.task, completed=epoch, total=total, info=info)
-        else:
-            click.echo(f"epoch {epoch}/{total}  {info}", err=True)
-
-
 @cli.command(context_settings=CONTEXT)
 @click.argument("pipeline", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. train.epochs=5 (repeatable).")
@@ -178,32 +96,35 @@ class _Reporter:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--nproc", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="Processes that train this one model together (torch.distributed: gloo on CPU, NCCL with one GPU each).")
+@click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Train the pipeline this many times, train.seed = its seed, seed + 1, ... (one run each, tagged "
+                   "aepipe.seed and aepipe.group; compare and report show them as one row).")
 def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool, quiet: bool,
-          nproc: int) -> None:
+          nproc: int, seeds: int) -> None:
     """Train PIPELINE (a TOML file) as one MLflow run; prints the run id. Ctrl-C or SIGTERM stops
     it between two batches with a checkpoint, and prints the command that continues it."""
-    from aepipe.usecases.train import is_leader, train as run_training, train_on_processes
+    from aepipe.usecases.train import is_leader, seed_overrides, train as run_training, train_on_processes
 
-    if nproc > 1:
+    if nproc > 1 and seeds == 1:
         train_on_processes(nproc, pipeline, overrides, device, resume, as_json, quiet)
         return
-    leader = is_leader()  # under a launcher, one process reports
-    # with --json, stdout holds the JSON alone: whatever a plugin or library prints goes to stderr
-    with _Reporter(not quiet and leader) as reporter, _notes(not quiet and leader), \
-            contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        result = run_training(pipeline, overrides=overrides, device=device, resume=resume, reporter=reporter)
-    if not leader:
-        return
+    leader, summaries = is_leader(), []  # under a launcher, one process reports
+    for extra in seed_overrides(pipeline, overrides, seeds, resume, nproc, _plugin_manager()) if seeds > 1 else [overrides]:
+        # with --json, stdout holds the JSON alone: whatever a plugin or library prints goes to stderr
+        with _Reporter(not quiet and leader) as reporter, _notes(not quiet and leader), \
+                contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            result = run_training(pipeline, overrides=tuple(extra), device=device, resume=resume, reporter=reporter)
+        if not leader:
+            return
+        summaries.append(result.summary())
+        if not as_json:
+            shown = {k: v for k, v in result.metrics.items() if k in ("test_loss", "test_recon", "test_mse")}
+            click.echo(f"{f'seed {extra[-1][11:]}: ' if seeds > 1 else ''}finished {result.epochs} epochs"
+                       f"{' (stopped early)' if result.stopped_early else ''} in {result.seconds:.1f}s: "
+                       + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()), err=True)
+            click.echo(result.run_id)
     if as_json:
-        click.echo(json.dumps(result.summary(), indent=2))
-    else:
-        shown = {k: v for k, v in result.metrics.items() if k in ("test_loss", "test_recon", "test_mse")}
-        click.echo(
-            f"finished {result.epochs} epochs{' (stopped early)' if result.stopped_early else ''} in "
-            f"{result.seconds:.1f}s: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()),
-            err=True,
-        )
-        click.echo(result.run_id)
+        click.echo(json.dumps(summaries if seeds > 1 else summaries[0], indent=2))
 
 
 @cli.command(name="new-plugin", context_settings=CONTEXT)
@@ -414,11 +335,17 @@ def fid(a: Path, b: Path, features: str, dataset: str | None, pipeline_file: Pat
 @click.option("--columns", default=None, metavar="LIST",
               help="Comma-separated columns to show, in order (variant, dataset, run_id, test_*, eval_*, train_seconds, epochs); "
                    "default: the fixed ones and every eval_ metric the runs have.")
-def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, columns: str | None) -> None:
-    """Runs side by side: given runs, each study's best trial, or the latest run of each variant."""
+@click.option("--per-run", is_flag=True, help="One row per run: runs of one pipeline over seeds are not merged into mean ± interval.")
+@click.option("--no-reference", is_flag=True, help="No reference row (real data against real data) under generation metrics.")
+def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, columns: str | None, per_run: bool, no_reference: bool) -> None:
+    """Runs side by side: given runs, each study's best trial, or the latest run of each variant
+    (with its other seeds). Runs that differ only in their seed are one row: mean ± the half-width
+    of the 95% interval over seeds. Under generation metrics, a reference row: real test data
+    against as many other real rows, in the same feature space (the floor a perfect generator would score)."""
     from aepipe.compare import collect, render
 
-    rows = collect(list(targets), list(experiments))
+    rows = collect(list(targets), list(experiments), group=not per_run, references=not no_reference,
+                   pm=None if no_reference else _plugin_manager(), echo=lambda line: click.echo(line, err=True))
     if not rows:
         from aepipe.errors import RunNotFoundError
 
@@ -436,21 +363,29 @@ def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, co
 @click.option("--device", default="auto", help="auto, cpu, cuda, ... (to draw the figures).")
 @click.option("--no-log", "no_log", is_flag=True, help="Only write the file; keep no copy in MLflow.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@click.option("--per-run", is_flag=True, help="One table row per run: runs of one pipeline over seeds are not merged.")
+@click.option("--no-reference", is_flag=True, help="No reference row (real data against real data) in the table.")
 def report(targets: tuple[str, ...], output: Path, experiments: tuple[str, ...], pareto: str | None, device: str, no_log: bool,
-           quiet: bool) -> None:
+           quiet: bool, per_run: bool, no_reference: bool) -> None:
     """One self-contained HTML page comparing runs: runs by id, every finished trial of a study, the
     latest run of each variant of an experiment. Also logged to MLflow (a study's parent run, else
     a run named 'report' in the experiment)."""
     from aepipe.evaluation.report import build_report
 
     echo = (lambda line: None) if quiet else (lambda line: click.echo(_masked(line), err=True))
-    path = build_report(targets, output, experiments, pareto=pareto, device=device, log=not no_log, echo=echo)
+    path = build_report(targets, output, experiments, pareto=pareto, device=device, log=not no_log, echo=echo,
+                        group=not per_run, references=not no_reference)
     click.echo(str(path))
 
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--data", "dataset", default="digits", show_default=True, help="Dataset every variant trains on.")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1), help="Epochs for every variant.")
+@click.option("--epochs", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Most epochs for every variant: each trains until its validation loss stops improving (--patience).")
+@click.option("--patience", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Epochs without improvement of the validation loss before a variant stops (0: always --epochs).")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="Runs per variant, seeds train.seed, train.seed + 1, ...; the table shows mean ± 95% interval over them.")
 @click.option("--experiment", default="zoo", show_default=True)
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="A setting for every variant.")
 @click.option("--only", default=None, metavar="LIST", help="Comma-separated variants (default: every registered one).")
@@ -459,9 +394,11 @@ def report(targets: tuple[str, ...], output: Path, experiments: tuple[str, ...],
 @click.option("--samples", type=click.IntRange(10, 1_000_000), default=None, help="With --evaluate: generated images per run (default 2000).")
 @click.option("--iw-samples", type=click.IntRange(1, 100_000), default=None, help="With --evaluate: importance samples K (default 1000).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
-def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], only: str | None, evaluate_: bool,
-        features: str | None, samples: int | None, iw_samples: int | None, fmt: str) -> None:
-    """Train every registered variant on the same data and budget, then compare them."""
+def zoo(dataset: str, epochs: int, patience: int, seeds: int, experiment: str, overrides: tuple[str, ...], only: str | None,
+        evaluate_: bool, features: str | None, samples: int | None, iw_samples: int | None, fmt: str) -> None:
+    """Train every registered variant on the same data until it stops improving (early stopping,
+    at most --epochs), over --seeds seeds, then compare them (with the reference row under
+    generation metrics)."""
     from aepipe.compare import collect, render
     from aepipe.zoo import run_zoo
 
@@ -473,13 +410,14 @@ def zoo(dataset: str, epochs: int, experiment: str, overrides: tuple[str, ...], 
                               samples=samples, iw_samples=iw_samples)
     variants = [v.strip() for v in only.split(",") if v.strip()] if only else None
     result = run_zoo(dataset, epochs, experiment, overrides, variants, evaluation, _plugin_manager(),
-                     echo=lambda line: click.echo(line, err=True))
+                     echo=lambda line: click.echo(line, err=True), patience=patience, seeds=seeds)
     click.echo(f"{len(result.runs)} variants in {result.seconds:.0f}s", err=True)
     if not result.runs:  # collect([]) would show the store's other runs
         from aepipe.errors import ConfigError
 
         raise ConfigError(f"no variant trained on dataset '{dataset}': each was skipped (the reasons are above)")
-    click.echo(render(collect(list(result.runs.values()), []), fmt), nl=False)
+    ids = [r for runs in result.seed_runs.values() for r in runs]
+    click.echo(render(collect(ids, [], pm=_plugin_manager(), echo=lambda line: click.echo(line, err=True)), fmt), nl=False)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aepipe"
 LAYERS: list[tuple[str, str, bool, list[str]]] = [
     ("base", "types, errors and helpers every layer may use", True, [
         "aepipe.version", "aepipe.lazy", "aepipe.errors", "aepipe.strict", "aepipe.kinds", "aepipe.variant", "aepipe.files",
-        "aepipe.secrets", "aepipe.arrays", "aepipe.figures", "aepipe.limits",
+        "aepipe.secrets", "aepipe.arrays", "aepipe.figures", "aepipe.limits", "aepipe.seeds",
     ]),
     ("contract: hooks", "the hooks a plugin implements and the run context they receive", True, [
         "aepipe.hookspecs", "aepipe.context",
@@ -53,11 +53,12 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
     ]),
     ("use cases", "what a user asks for, as plain functions: the API the CLI and notebooks call", False, [
         "aepipe.usecases", "aepipe.usecases.train", "aepipe.usecases.tune", "aepipe.usecases.arrays",
-        "aepipe.usecases.plugins", "aepipe.usecases.fid", "aepipe.evaluation.run", "aepipe.evaluation.report", "aepipe.zoo", "aepipe.compare",
+        "aepipe.usecases.plugins", "aepipe.usecases.fid", "aepipe.evaluation.run", "aepipe.evaluation.report",
+        "aepipe.evaluation.reference", "aepipe.zoo", "aepipe.compare",
         "aepipe.ui", "aepipe.template", "aepipe.testing", "aepipe.guide",
     ]),
     ("cli", "parses options, calls one use case, prints, maps errors to exit codes", True, [
-        "aepipe.cli",
+        "aepipe.console", "aepipe.cli",
     ]),
     ("api", "the package root: the plugin marker and version; every other name is a lazy facade", True, [
         "aepipe",
@@ -79,7 +80,7 @@ TYPE_ONLY_UP: set[tuple[str, str]] = {
 
 HEAVY = ("torch", "mlflow", "optuna")
 #: the CLI's imports: use cases, and what it needs to print and map errors
-CLI_MAY_IMPORT = {"aepipe.errors", "aepipe.secrets", "aepipe.version", "aepipe.tracking.store", "aepipe.plugins"}
+CLI_MAY_IMPORT = {"aepipe.errors", "aepipe.secrets", "aepipe.version", "aepipe.tracking.store", "aepipe.plugins", "aepipe.console"}
 CLI_MAX_LINES = 600
 
 LAYER_OF = {module: i for i, (_, _, _, modules) in enumerate(LAYERS) for module in modules}

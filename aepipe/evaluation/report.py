@@ -2,7 +2,10 @@
 
 The page holds a sortable table of every run's ``test_*`` and ``eval_*`` metrics and its
 ``train_seconds`` (the best value of each column marked; :func:`aepipe.evaluation.higher_is_better`
-says which way is better), a Pareto plot of two metrics, and per run its reconstructions, samples
+says which way is better; runs that differ only in their seed are one row, their mean and 95%
+interval over seeds, and a value whose interval overlaps the best one's is marked as within noise
+of it; a reference row holds what real data scores against real data in the same feature space,
+with a paragraph on how to read it), a Pareto plot of two metrics, and per run its reconstructions, samples
 (through the model's default sampler and every sampler ``fit-sampler`` logged), interpolations
 between test codes, a map of its test codes and its training curves. Everything is inside the file:
 images are PNG ``data:`` URIs, the one script (sorting) is inline, nothing is fetched.
@@ -61,16 +64,72 @@ class RunPage:
     study: str | None = None
     notes: list[str] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    group: str = ""  # the key of the runs of the same pipeline over seeds (aepipe.seeds)
+    seed: str = ""
+
+
+@dataclass
+class TableRow:
+    """One row of the table: a run, the runs of one pipeline over seeds (each value their mean,
+    ``intervals`` the 95% t-interval over seeds), or a reference row (real against real data)."""
+
+    label: str
+    dataset: str
+    run_ids: list[str]
+    metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float, str]] = field(default_factory=dict)  # (lo, hi, "seeds" or "samples")
+    seeds: list[str] = field(default_factory=list)
+    reference: bool = False
+
+    @property
+    def row_id(self) -> str:
+        import hashlib
+
+        return self.run_ids[0] if self.run_ids else "reference-" + hashlib.sha256(self.label.encode()).hexdigest()[:8]
+
+
+def table_rows(pages: Sequence[RunPage], group: bool = True) -> list[TableRow]:
+    """The table's rows of ``pages``: with ``group``, the runs with one group key (differing only in
+    their seed) as one row, in the place of the first; otherwise one row per run. A value's
+    interval: over seeds for a group, else the bootstrap interval over samples the run logged
+    (``eval_<metric>_lo``, ``eval_<metric>_hi``) where there is one."""
+    from aepipe.compare import bound_names, is_bound
+    from aepipe.seeds import summarize
+
+    grouped: dict[str, list[RunPage]] = {}
+    for p in pages:
+        grouped.setdefault(p.group if group and p.group else p.run_id, []).append(p)
+    rows = []
+    for key_, members in grouped.items():
+        first = members[0]
+        label = first.variant + (f" (study {first.study})" if first.study else "")
+        if len(members) == 1:
+            metrics = {k: v for k, v in first.metrics.items() if not is_bound(k)}
+            intervals = {}
+            for k, v in metrics.items():
+                lo, hi = (first.metrics.get(b) for b in bound_names(k))
+                if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+                    intervals[k] = (lo, hi, "samples")
+            rows.append(TableRow(label, first.dataset, [first.run_id], metrics, intervals, [first.seed] if first.seed else []))
+            continue
+        summary = summarize(key_, [(p.run_id, p.seed, {k: v for k, v in p.metrics.items() if not is_bound(k)}) for p in members])
+        intervals = {k: (lo, hi, "seeds") for k, (lo, hi) in summary.intervals.items() if math.isfinite(lo)}
+        rows.append(TableRow(f"{label} ({len(members)} seeds)", first.dataset, summary.run_ids, summary.metrics, intervals,
+                             summary.seeds))
+    return rows
 
 
 def build_report(targets: Sequence[str], output: Path, experiments: Sequence[str] = (), pareto: str | None = None,
                  device: str = "auto", log: bool = True, echo: Callable[[str], None] | None = None,
-                 pm: Any = None) -> Path:
+                 pm: Any = None, group: bool = True, references: bool = True) -> Path:
     """Write the report of ``targets`` (run ids, study names: every finished trial, experiment
     names: the latest finished run of each variant; none: the latest of each variant in
     ``experiments``) to ``output`` and, with ``log``, keep it in MLflow (see the module's
     docstring). ``pareto``: ``"X,Y"``, two metrics to plot against each other (default: the
-    first of :data:`PARETO_PAIRS` that two runs have). Returns ``output``."""
+    first of :data:`PARETO_PAIRS` that two runs have). ``group``: runs that differ only in their
+    seed are one row of the table (mean and 95% interval over seeds); ``references``: a reference
+    row (real against real data, :mod:`aepipe.evaluation.reference`) under generation metrics.
+    Returns ``output``."""
     from aepipe.compare import pick
     from aepipe.files import write_text
     from aepipe.limits import check_output
@@ -94,8 +153,11 @@ def build_report(targets: Sequence[str], output: Path, experiments: Sequence[str
             chosen.append(p)
     if not chosen:
         raise RunNotFoundError("no finished aepipe runs to report")
+    from aepipe.seeds import run_group
+
     pages = [RunPage(p.run.info.run_id, p.run.data.tags.get("aepipe.variant", ""), p.run.data.tags.get("aepipe.dataset", ""),
-                     p.run.info.status, dict(p.run.data.metrics), p.study) for p in chosen]
+                     p.run.info.status, dict(p.run.data.metrics), p.study, group=run_group(p.run)[0], seed=run_group(p.run)[1])
+             for p in chosen]
     columns = metric_columns(pages)
     pair = choose_pareto(pages, wanted)
     pm = pm or get_plugin_manager()
@@ -103,6 +165,12 @@ def build_report(targets: Sequence[str], output: Path, experiments: Sequence[str
     from aepipe.training.device import select_device
 
     dev = select_device(device)
+    rows = table_rows(pages, group)
+    if references:
+        from aepipe.evaluation.reference import reference_rows
+
+        for ref in reference_rows([p.run for p in chosen], dev, pm, echo):
+            rows.append(TableRow(ref.label, ref.dataset, [], ref.metrics, reference=True))
     data_cache: dict[str, Any] = {}
     for i, page in enumerate(pages, 1):
         started = time.perf_counter()
@@ -112,7 +180,7 @@ def build_report(targets: Sequence[str], output: Path, experiments: Sequence[str
     front = pareto_front(pages, pair) if pair else []
     pareto_figure = _pareto_figure(pages, pair, front) if pair else None
     title = "aepipe report: " + (", ".join(targets) if targets else ", ".join(experiments) or "latest runs")
-    text = render_html(title, pages, columns, pair, front, pareto_figure)
+    text = render_html(title, pages, columns, pair, front, pareto_figure, rows)
     write_text(output, text)
     if log:
         for where in _log(text, chosen, tracker):
@@ -138,8 +206,11 @@ def _probe(output: Path) -> None:
 
 
 def metric_columns(pages: Sequence[RunPage]) -> list[str]:
-    """Every ``test_*`` metric the runs have, then every ``eval_*``, then ``train_seconds``."""
-    keys = {k for p in pages for k in p.metrics}
+    """Every ``test_*`` metric the runs have, then every ``eval_*`` (not the bounds of intervals:
+    they are shown in their metric's cell), then ``train_seconds``."""
+    from aepipe.compare import is_bound
+
+    keys = {k for p in pages for k in p.metrics if not is_bound(k)}
     columns = sorted(k for k in keys if k.startswith("test_")) + sorted(k for k in keys if k.startswith("eval_"))
     return columns + (["train_seconds"] if "train_seconds" in keys else [])
 
@@ -157,6 +228,29 @@ def best_runs(pages: Sequence[RunPage], column: str) -> set[str]:
         return set()
     best = max(values.values()) if higher_better(column) else min(values.values())
     return {run for run, v in values.items() if v == best}
+
+
+def best_rows(rows: Sequence[TableRow], column: str) -> tuple[set[str], set[str]]:
+    """The rows (by :attr:`TableRow.row_id`; reference rows never count) holding the best finite
+    value of ``column``, and the others within noise of it: their interval (over seeds, or over
+    samples) overlaps a best row's interval (or holds its value, where the best has none)."""
+    from aepipe.seeds import overlaps
+
+    values = {r.row_id: r.metrics[column] for r in rows
+              if not r.reference and column in r.metrics and math.isfinite(r.metrics[column])}
+    if not values:
+        return set(), set()
+    best_value = max(values.values()) if higher_better(column) else min(values.values())
+    best = {row for row, v in values.items() if v == best_value}
+    spans = {r.row_id: r.intervals[column][:2] for r in rows if column in r.intervals}
+    near = set()
+    for row in values:
+        if row in best or row not in spans and not any(b in spans for b in best):
+            continue
+        mine = spans.get(row, (values[row], values[row]))
+        if any(overlaps(mine, spans.get(b, (best_value, best_value))) for b in best):
+            near.add(row)
+    return best, near
 
 
 # --- the Pareto plot ------------------------------------------------------------------------
@@ -445,7 +539,8 @@ h1{font-size:1.4em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #c
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;cursor:pointer;user-select:none}th[data-type=text]{text-align:left}th[aria-sort=ascending]::after{content:" \\25B2"}
 th[aria-sort=descending]::after{content:" \\25BC"}td.text{text-align:left}
-td.best{background:#d8f5d0;font-weight:bold}.note{color:#8a5a00}
+td.best{background:#d8f5d0;font-weight:bold}td.near{background:#eefaea}.note{color:#8a5a00}
+tr.reference td{background:#f4f4f4;color:#555;font-style:italic}
 .figures{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}figure{margin:0;max-width:640px}
 figcaption{font-size:13px;color:#444}figure img{width:100%;height:auto}.muted{color:#777;font-size:12px}
 """
@@ -502,39 +597,70 @@ def _shown(value: float) -> str:
     return f"{value:.5g}" if math.isfinite(value) else repr(value)
 
 
+#: how to read the table's reference rows and its marks (one paragraph of the page)
+READING = ("<b>Reading the table.</b> A <i>reference</i> row (grey, italic) holds what real data scores against real "
+           "data: the test split, which every run's samples are compared with, against as many other real rows of the "
+           "same dataset (from its training and validation splits) as the runs drew samples, in the same feature space. "
+           "It is the floor a perfect generator would score: FID and KID near it, precision, recall, density and "
+           "coverage near its values; a run far from it is far from the data, whatever the other rows score. A row of "
+           "several seeds shows the mean over them and &plusmn; the half-width of its 95% t-interval over seeds; "
+           "[lo, hi] after a value is its 95% bootstrap interval over samples. The best value of each column is in "
+           "bold green; a value whose interval overlaps the best one's is within noise of it (pale green, marked "
+           "&asymp;): the table does not tell them apart.")
+
+
 def render_html(title: str, pages: Sequence[RunPage], columns: list[str], pair: tuple[str, str] | None, front: list[str],
-                pareto_figure: Figure | None) -> str:
+                pareto_figure: Figure | None, rows: Sequence[TableRow] | None = None) -> str:
     """The page: every value of the table exactly as logged in ``data-value`` (``repr``: it reads
-    back as the same float) and rounded in the cell; ``sort=COLUMN`` (or ``-COLUMN``) in the URL's
-    fragment sorts the table on load, as a click on the column's header does."""
+    back as the same float; a group's mean, its interval in ``data-lo``, ``data-hi``) and rounded
+    in the cell; ``sort=COLUMN`` (or ``-COLUMN``) in the URL's fragment sorts the table on load, as
+    a click on the column's header does. ``rows``: the table's rows (default: one per page)."""
     from aepipe.version import __version__
 
-    best = {c: best_runs(pages, c) for c in columns}
+    rows = list(rows) if rows is not None else table_rows(pages, group=False)
+    marks = {c: best_rows(rows, c) for c in columns}
     head = "".join(f'<th data-col="{c}" data-type="text">{c.replace("_", " ")}</th>' for c in TEXT_COLUMNS)
     for c in columns:
         way = "higher" if higher_better(c) else "lower"
         head += f'<th data-col="{_e(c)}" data-type="num" data-better="{way}" title="{way} is better">{_e(c)}</th>'
     body = []
-    for p in pages:
-        variant = p.variant + (f" (study {p.study})" if p.study else "")
-        cells = [f'<td class="text" data-col="variant" data-value="{_e(variant)}">{_e(variant)}</td>',
-                 f'<td class="text" data-col="dataset" data-value="{_e(p.dataset)}">{_e(p.dataset)}</td>',
-                 f'<td class="text" data-col="run_id" data-value="{p.run_id}"><a href="#run-{p.run_id}">{p.run_id}</a></td>']
+    for r in rows:
+        if r.reference:
+            run_cell = '<td class="text" data-col="run_id" data-value="">reference</td>'
+        elif len(r.run_ids) == 1:
+            run_cell = f'<td class="text" data-col="run_id" data-value="{r.run_ids[0]}"><a href="#run-{r.run_ids[0]}">{r.run_ids[0]}</a></td>'
+        else:
+            links = " ".join(f'<a href="#run-{i}" title="seed {_e(s)}">{i[:8]}</a>' for i, s in zip(r.run_ids, r.seeds))
+            run_cell = f'<td class="text" data-col="run_id" data-value="{r.run_ids[0]}">{links}</td>'
+        cells = [f'<td class="text" data-col="variant" data-value="{_e(r.label)}">{_e(r.label)}</td>',
+                 f'<td class="text" data-col="dataset" data-value="{_e(r.dataset)}">{_e(r.dataset)}</td>', run_cell]
         for c in columns:
-            if c not in p.metrics:
+            if c not in r.metrics:
                 cells.append(f'<td data-col="{_e(c)}" data-value=""></td>')
                 continue
-            v = p.metrics[c]
-            mark = ' class="best"' if p.run_id in best[c] else ""
-            cells.append(f'<td{mark} data-col="{_e(c)}" data-value="{v!r}" title="{v!r}">{_shown(v)}</td>')
-        body.append(f'<tr data-run="{p.run_id}">{"".join(cells)}</tr>')
+            v = r.metrics[c]
+            best, near = marks[c]
+            mark = ' class="best"' if r.row_id in best else ' class="near"' if r.row_id in near else ""
+            shown, extra = _shown(v), ""
+            if c in r.intervals:
+                lo, hi, kind = r.intervals[c]
+                extra = f' data-lo="{lo!r}" data-hi="{hi!r}" data-interval="{kind}"'
+                shown += f" &plusmn; {(hi - lo) / 2:.2g}" if kind == "seeds" else f" [{lo:.3g}, {hi:.3g}]"
+            if r.row_id in near:
+                shown = "&asymp; " + shown
+            cells.append(f'<td{mark} data-col="{_e(c)}" data-value="{v!r}" title="{v!r}"{extra}>{shown}</td>')
+        attrs = ' class="reference" data-reference="1"' if r.reference else \
+            f' data-run="{r.run_ids[0]}"' + (f' data-runs="{" ".join(r.run_ids)}" data-seeds="{_e(",".join(r.seeds))}"'
+                                             if len(r.run_ids) > 1 else "")
+        body.append(f'<tr{attrs}>{"".join(cells)}</tr>')
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
              f"<style>{STYLE}</style></head><body>",
              f"<h1>{_e(title)}</h1>",
              f'<p class="muted">{len(pages)} run(s); written {time.strftime("%Y-%m-%d %H:%M:%S %Z")} by aepipe {_e(__version__)}. '
              "Best value of each column in bold green; click a header to sort.</p>",
              '<h2 id="table">Metrics</h2><div class="scroll"><table id="metrics"><thead><tr>' + head + "</tr></thead><tbody>"
-             + "".join(body) + "</tbody></table></div>"]
+             + "".join(body) + "</tbody></table></div>",
+             f'<p id="reading">{READING}</p>']
     parts.append('<h2 id="pareto">Pareto plot</h2>')
     if pair and pareto_figure is not None:
         parts.append(_figure_html(pareto_figure))
@@ -544,8 +670,9 @@ def render_html(title: str, pages: Sequence[RunPage], columns: list[str], pair: 
         parts.append('<p class="note">no two runs share a pair of metrics to plot (give one with --pareto X,Y)</p>')
     for p in pages:
         status = "" if p.status == "FINISHED" else f" &middot; {_e(p.status)}"
+        seed = f" &middot; seed {_e(p.seed)}" if p.seed else ""
         parts.append(f'<section class="run" id="run-{p.run_id}"><h2>{_e(p.variant)} on {_e(p.dataset)} &middot; '
-                     f"<code>{p.run_id}</code>{status}</h2>")
+                     f"<code>{p.run_id}</code>{seed}{status}</h2>")
         parts += [f'<p class="note">{_e(n)}</p>' for n in p.notes]
         parts.append('<div class="figures">' + "".join(_figure_html(f) for f in p.figures) + "</div>")
         parts.append("</section>")

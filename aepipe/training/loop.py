@@ -275,6 +275,9 @@ class Trainer:
         epochs = self.pipeline.settings.train.epochs
         # a run killed after its last checkpoint but before it was FINISHED ends now: resumed, it
         # trains no epoch and finishes (its test metrics, figures and model are logged again)
+        if state.done and state.stopped_early and record.status == "FINISHED":  # more epochs would not change that
+            raise ConfigError(f"--resume {run_id}: the run already finished ({state.epoch} epochs, stopped early: its "
+                              f"val_loss stopped improving); train a new run with a larger train.patience to train on")
         if state.done and state.epoch >= epochs and record.status == "FINISHED":
             raise ConfigError(f"--resume {run_id}: the run already finished ({state.epoch} epochs"
                               f"{', stopped early' if state.stopped_early else ''}); raise train.epochs to train on")
@@ -313,7 +316,9 @@ class Trainer:
         if state.best_weights is not None:
             model.load_state_dict(state.best_weights)  # evaluate the best epoch's weights
         test = read_back(evaluate_tensors(model, data.test), prefixes=("test_",))
-        test.update(train_seconds=state.train_seconds, epochs_trained=float(state.epoch))
+        # the epochs used, the epoch whose weights are kept, and whether early stopping ended training
+        test.update(train_seconds=state.train_seconds, epochs_trained=float(state.epoch), best_epoch=float(state.best_epoch),
+                    stopped_early=float(state.stopped_early))
         test.update(read_back(component_metrics(model, "final", data), prefixes=("test_",)))
         if model.sampler is not None:  # the second stage: fitted on the training codes
             fit = fit_sampler(model, model.sampler, data.train)

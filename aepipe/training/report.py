@@ -65,9 +65,13 @@ def system_metrics(s: TrackingSettings) -> float | bool:
 
 
 def log_start(run: RunContext, dataset: bool = True) -> None:
-    """The run's parameters (dotted keys), its resolved pipeline and (``dataset``) its training data."""
+    """The run's parameters (dotted keys), its seed and group tags, its resolved pipeline and (``dataset``) its training data."""
+    from aepipe.seeds import tags as seed_tags
+
     p = run.config
-    run.tracked.log_params(p.flat())
+    flat = p.flat()
+    run.tracked.log_params(flat)
+    run.tracked.set_tags(seed_tags(flat))  # runs of this pipeline over seeds: one group (aepipe.seeds)
     run.tracked.log_text(p.to_toml(), "pipeline.toml")
     if dataset:
         _dataset(run)

@@ -37,6 +37,22 @@ def train(pipeline: str | Path | Any | None, pm: Any = None, overrides: tuple[st
                         overrides=tuple(overrides) if pipeline is None else (), **options)
 
 
+def seed_overrides(pipeline: str | Path | None, overrides: tuple[str, ...] | list[str], seeds: int, resume: str | None = None,
+                   nproc: int = 1, pm: Any = None) -> list[list[str]]:
+    """The ``--set`` overrides of each of ``seeds`` runs of ``pipeline``: ``overrides`` and
+    ``train.seed`` = the resolved pipeline's seed, that seed + 1, ... (the runs then share a group
+    key, :mod:`aepipe.seeds`). New runs on this process only: no ``resume``, no ``nproc``."""
+    from aepipe.config import resolve
+    from aepipe.plugins import get_plugin_manager
+
+    if resume is not None or nproc > 1:
+        raise ConfigError(f"--seeds {seeds}: trains new runs on this process; it does not go with --resume or --nproc")
+    if pipeline is None:
+        raise ConfigError("--seeds: give a PIPELINE file to train")
+    base = resolve(pm or get_plugin_manager(), Path(pipeline), tuple(overrides)).settings.train.seed
+    return [[*overrides, f"train.seed={seed}"] for seed in range(base, base + seeds)]
+
+
 def _prepare(pipeline: Any, overrides: tuple[str, ...], resume: str | None, pm: Any) -> tuple[Any, Any]:
     from aepipe.config import resolve
     from aepipe.plugins import get_plugin_manager
