@@ -127,10 +127,14 @@ QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_
 def _stopper(at_epoch: int) -> types.ModuleType:
     plugin = types.ModuleType("stopper")
 
+    def ctrl_c(signum, frame):  # Python's own answer to Ctrl-C, as a handler: a user's, not the plugin's
+        raise KeyboardInterrupt
+
     @hookimpl
     def aepipe_epoch_end(run, epoch, metrics):
-        if epoch == at_epoch:
-            raise KeyboardInterrupt
+        if epoch == at_epoch:  # the user presses Ctrl-C at this epoch's end
+            signal.signal(signal.SIGINT, ctrl_c)
+            signal.raise_signal(signal.SIGINT)
 
     plugin.aepipe_epoch_end = aepipe_epoch_end
     return plugin
