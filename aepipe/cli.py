@@ -406,8 +406,7 @@ def calibrate(dataset: str, features: str | None, n: int, seed: int, device: str
     Each rung (other real images, blur, noise, the mean image, one class only, a few images
     repeated, training copies, shuffled pixels) is compared with held-out reference images in a
     feature space; the real-against-real row is the floor any model's figure should be read against."""
-    from aepipe.evaluation.ladder import DESCRIPTIONS, ladder_table
-    from aepipe.usecases.fid import calibrate as run_calibrate
+    from aepipe.usecases.fid import DESCRIPTIONS, calibrate as run_calibrate, ladder_table
 
     result = run_calibrate(dataset, features, n, device, seed, pm=_plugin_manager())
     if as_json:
@@ -417,9 +416,7 @@ def calibrate(dataset: str, features: str | None, n: int, seed: int, device: str
                f"features: {result['features']}; blur sigma s = {result['blur_sigma']:.3g} pixels")
     click.echo(ladder_table(result["rungs"], fmt))
     if fmt == "text":
-        click.echo("")
-        for name, text in DESCRIPTIONS.items():
-            click.echo(f"  {name:<13} {text}")
+        click.echo("\n" + "\n".join(f"  {name:<13} {text}" for name, text in DESCRIPTIONS.items()))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -10,8 +10,9 @@ from typing import Any
 from aepipe.errors import ConfigError, DataError
 from aepipe.evaluation import DEFAULT_FEATURES
 from aepipe.evaluation.generation import METRICS
+from aepipe.evaluation.ladder import DESCRIPTIONS, ladder_table
 
-__all__ = ["DEFAULT_FEATURES", "METRICS", "calibrate", "compare_image_sets", "fid"]
+__all__ = ["DEFAULT_FEATURES", "DESCRIPTIONS", "METRICS", "calibrate", "compare_image_sets", "fid", "ladder_table"]
 
 
 def fid(a: str | Path, b: str | Path, features: str = DEFAULT_FEATURES, dataset: str | None = None, pipeline: Path | None = None,
