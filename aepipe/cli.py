@@ -300,9 +300,10 @@ def fit_sampler(run_id: str, sampler_name: str, overrides: tuple[str, ...], devi
 @cli.command(context_settings=CONTEXT)
 @click.argument("a", metavar="A", type=click.Path(path_type=Path))
 @click.argument("b", metavar="B", type=click.Path(path_type=Path))
-@click.option("--features", default="inception", show_default=True,
-              help="Feature space: inception (Inception-v3, comparable with published FIDs; needs aepipe[fid]) or domain "
-                   "(the classifier aepipe trains on --dataset's training split, cached; compares runs, not papers).")
+@click.option("--features", default=None,
+              help="Feature space: domain (the default, as for evaluate: the feature network aepipe trains on --dataset's "
+                   "training split, cached; compares runs, not papers) or inception (Inception-v3, comparable with "
+                   "published FIDs; needs aepipe[fid]).")
 @click.option("--dataset", default=None, metavar="NAME",
               help="With --features domain: the dataset whose classifier gives the features (its default settings and "
                    "split); the images must have its shape.")
@@ -311,12 +312,14 @@ def fit_sampler(run_id: str, sampler_name: str, overrides: tuple[str, ...], devi
                    "instead of --dataset.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def fid(a: Path, b: Path, features: str, dataset: str | None, pipeline_file: Path | None, device: str, as_json: bool) -> None:
+def fid(a: Path, b: Path, features: str | None, dataset: str | None, pipeline_file: Path | None, device: str, as_json: bool) -> None:
     """FID, KID, precision, recall, density and coverage between two sets of images, offline.
 
     A and B are folders of image files (PNG, JPEG, ...) or .npy arrays of values in [0, 1], shaped
     (N, C, H, W) or (N, H, W); A is taken as the real set."""
-    from aepipe.usecases.fid import METRICS, fid as run_fid
+    from aepipe.usecases.fid import DEFAULT_FEATURES, METRICS, fid as run_fid
+
+    features = features or DEFAULT_FEATURES
 
     result = run_fid(a, b, features, dataset, pipeline_file, device, pm=_plugin_manager())
     if as_json:
@@ -326,6 +329,35 @@ def fid(a: Path, b: Path, features: str, dataset: str | None, pipeline_file: Pat
                + (f" (classifier of dataset '{result['dataset']}')" if result["dataset"] else ""))
     for name in METRICS:
         click.echo(f"{name:<10} {result[name]:.6g}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("dataset", metavar="DATASET")
+@click.option("--features", "--space", "features", default=None, metavar="SPACE",
+              help="Feature space to check (default: the one evaluate and fid use).")
+@click.option("--n", "n", type=click.IntRange(20, 100_000), default=500, show_default=True,
+              help="Images per rung and in the reference (at most half the held-out images).")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seed of the draws and degradations.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def calibrate(dataset: str, features: str | None, n: int, seed: int, device: str, fmt: str, as_json: bool) -> None:
+    """The judge's ladder: DATASET's held-out images, degraded in known ways, scored like samples.
+
+    Each rung (other real images, blur, noise, the mean image, one class only, a few images
+    repeated, training copies, shuffled pixels) is compared with held-out reference images in a
+    feature space; the real-against-real row is the floor any model's figure should be read against."""
+    from aepipe.usecases.fid import DESCRIPTIONS, calibrate as run_calibrate, ladder_table
+
+    result = run_calibrate(dataset, features, n, device, seed, pm=_plugin_manager())
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['n']} images per rung against {result['n']} held-out images of '{result['dataset']}'; "
+               f"features: {result['features']}; blur sigma s = {result['blur_sigma']:.3g} pixels")
+    click.echo(ladder_table(result["rungs"], fmt))
+    if fmt == "text":
+        click.echo("\n" + "\n".join(f"  {name:<13} {text}" for name, text in DESCRIPTIONS.items()))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -70,7 +70,7 @@ def test_the_domain_classifier_trains_once_and_is_reused_from_the_store(home, di
     assert not again.trained and again.path == trained.path and again.accuracy == trained.accuracy
     x = digits.x_test
     assert torch.equal(again.features(x), trained.features(x))
-    assert again.features(x).shape == (len(x), 64)
+    assert again.features(x).shape == (len(x), 64 + 2 * (32 + 64 + 128)) == (len(x), again.dim)  # classifier + probe
     # another split of the same dataset is other data: its own classifier (here: the refused retraining)
     other = load_dataset({"name": "digits", "split_seed": 1}, "cpu")
     with pytest.raises(AssertionError, match="trained again"):
@@ -108,7 +108,7 @@ def test_the_domain_space_uses_a_conv_net_for_larger_images(tmp_path):
     space = domain_module.DomainFeatures(domain_module.DomainConfig(steps=60, width=16), feature_space_spec(data))
     space.prepare(data, "cpu", tmp_path)
     assert any(isinstance(m, torch.nn.Conv2d) for m in space.net.modules())
-    assert space.accuracy > 0.9 and space.features(data.x_test).shape == (len(data.test), 16)
+    assert space.accuracy > 0.9 and space.features(data.x_test).shape == (len(data.test), 16 + 2 * (32 + 64 + 128))
 
 
 def test_the_domain_space_needs_labels_and_the_right_width(digits, tmp_path):
@@ -163,7 +163,7 @@ def test_inception_refuses_what_it_cannot_take(digits, monkeypatch, tmp_path):
     np.save(a, digits.x_test[:10].numpy().reshape(-1, 8, 8))
     from aepipe import cli as cli_module
 
-    out = CliRunner().invoke(cli_module.cli, ["fid", str(a), str(a)])
+    out = CliRunner().invoke(cli_module.cli, ["fid", str(a), str(a), "--features", "inception"])
     assert out.exit_code == 2 and out.stderr.strip().count("\n") == 0
     assert "pip install 'aepipe[fid]'" in out.stderr
 

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.training.device", "aepipe.training.setup", "aepipe.training.measure", "aepipe.training.state",
         "aepipe.training.distributed", "aepipe.training.schedules", "aepipe.training.resume",
         "aepipe.evaluation.basic", "aepipe.evaluation.disentanglement", "aepipe.evaluation.generation",
-        "aepipe.evaluation.measure",
+        "aepipe.evaluation.ladder", "aepipe.evaluation.measure",
     ]),
     ("storage", "model files, the pyfunc flavour, the run store and its trackers, runs read back", False, [
         "aepipe.artifacts", "aepipe.serving", "aepipe.tracking", "aepipe.tracking.base", "aepipe.tracking.store",

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from aepipe.model import AutoEncoder
 
 #: bumped when a metric's definition changes: cached results of older definitions are not reused
-VERSION = 2
+VERSION = 3  # 3: the domain feature space joined by its random probe (issue 31)
 FOLDER = "evaluation"
 
 

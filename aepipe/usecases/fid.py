@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from aepipe.errors import ConfigError, DataError
+from aepipe.evaluation import DEFAULT_FEATURES
 from aepipe.evaluation.generation import METRICS
+from aepipe.evaluation.ladder import DESCRIPTIONS, ladder_table
 
-__all__ = ["METRICS", "compare_image_sets", "fid"]
+__all__ = ["DEFAULT_FEATURES", "DESCRIPTIONS", "METRICS", "calibrate", "compare_image_sets", "fid", "ladder_table"]
 
 
-def fid(a: str | Path, b: str | Path, features: str = "inception", dataset: str | None = None, pipeline: Path | None = None,
+def fid(a: str | Path, b: str | Path, features: str = DEFAULT_FEATURES, dataset: str | None = None, pipeline: Path | None = None,
         device: str = "auto", pm: Any = None) -> dict[str, Any]:
     """:func:`compare_image_sets` with the dataset of a learned space named by ``dataset`` (its
     default settings and split) or by ``pipeline``'s ``[data]`` table."""
@@ -29,7 +31,7 @@ def fid(a: str | Path, b: str | Path, features: str = "inception", dataset: str 
     return compare_image_sets(a, b, features=features, dataset=table, device=device, pm=pm)
 
 
-def compare_image_sets(a: str | Path, b: str | Path, features: str = "inception", dataset: dict[str, Any] | None = None,
+def compare_image_sets(a: str | Path, b: str | Path, features: str = DEFAULT_FEATURES, dataset: dict[str, Any] | None = None,
                        device: str = "auto", pm: Any = None, k: int = 5) -> dict[str, Any]:
     """``fid, kid, precision, recall, density, coverage`` between
     the images of ``a`` (the real ones) and ``b`` (``.npy`` arrays or folders; see
@@ -73,3 +75,29 @@ def compare_image_sets(a: str | Path, b: str | Path, features: str = "inception"
     out: dict[str, Any] = generation_metrics(f_a, f_b, k=k)
     out.update(n_a=len(x_a), n_b=len(x_b), features=features, dataset=data.name if data is not None else None)
     return out
+
+
+def calibrate(dataset: str | dict[str, Any], features: str | None = None, n: int = 500, device: str = "auto",
+              seed: int = 0, pm: Any = None) -> dict[str, Any]:
+    """The judge's ladder (:mod:`aepipe.evaluation.ladder`) for ``dataset`` (a name or a
+    ``[data]`` table) in feature space ``features`` (default: :data:`DEFAULT_FEATURES`):
+    ``{"dataset", "features", "n", "blur_sigma", "rungs": {rung: {metric: value}}}``, every rung
+    of ``n`` images scored against ``n`` held-out reference images."""
+    from aepipe.evaluation.generation import feature_space, load_dataset
+    from aepipe.evaluation.ladder import build_ladder, score_ladder
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.training.device import select_device
+
+    pm = pm or get_plugin_manager()
+    features = features or DEFAULT_FEATURES
+    pm.registry.get("feature", features)  # an unknown space fails before the data loads
+    try:
+        dev = select_device(device)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("train.device:", "--device:")) from None
+    table = {"name": dataset} if isinstance(dataset, str) else dict(dataset)
+    data = load_dataset(table, dev, pm=pm)
+    ladder = build_ladder(data, n, seed=seed)
+    space = feature_space(features, data, dev, pm=pm)
+    return {"dataset": data.name, "features": features, "n": ladder.n, "blur_sigma": ladder.blur_sigma,
+            "rungs": score_ladder(ladder, space)}

@@ -1,4 +1,7 @@
-"""The ``domain`` feature space: a small classifier trained on the dataset's own training split."""
+"""The ``domain`` feature space: a small classifier trained on the dataset's own training split,
+joined (for images) by a fixed random convolutional probe whose global max and mean responses at
+three depths tell sharp, clean images from blurred, noisy or averaged ones (the classifier alone
+gave the mean digit precision 1.00: see docs/judge.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from aepipe.training.device import one_cpu_thread
 log = logging.getLogger("aepipe.features")
 
 #: bumped whenever the classifier or its training changes, so that old caches are not reused
-VERSION = 1
+VERSION = 2
 
 
 class DomainConfig(ComponentConfig):
@@ -35,6 +38,11 @@ class DomainConfig(ComponentConfig):
     lr: float = Field(3e-3, gt=0.0, description="Adam's learning rate")
     batch_size: int = Field(512, ge=1, le=65536, description="rows per batch when computing features")
     seed: int = Field(0, description="seed of the classifier's initialisation and batch order")
+    probe: list[int] = Field([32, 64, 128], max_length=8, description="channels of the random probe's 3x3 convolutions "
+                             "(images only; [] for the classifier alone)")
+    probe_seed: int = Field(0, ge=0, description="seed of the probe's weights (numpy's PCG64: the same on every machine)")
+    semantic_weight: float = Field(1.3, ge=0.0, description="weight of the classifier's block against each probe "
+                                   "layer's (every block is scaled to unit spread on the training rows first)")
 
 
 class _Classifier(nn.Module):
@@ -68,6 +76,37 @@ class _Classifier(nn.Module):
         return self.head(self.embed(x))
 
 
+class _Probe(nn.Module):
+    """A fixed random conv net: 3x3 convolutions with ReLU (the first one strided unless the image
+    is under 16 pixels a side, the others strided), weights and biases drawn uniformly in
+    ``+-1/sqrt(fan_in)`` (PyTorch's default bounds) from numpy's PCG64 with ``seed``, so the same
+    on every machine and version. Its features: each layer's global max and global mean per channel."""
+
+    def __init__(self, shape: tuple[int, ...], channels: list[int], seed: int):
+        super().__init__()
+        self.shape = tuple(shape)
+        rng = np.random.default_rng(seed)
+        cin, small = shape[0], min(shape[1:]) < 16
+        self.convs = nn.ModuleList()
+        for i, cout in enumerate(channels):
+            conv = nn.Conv2d(cin, cout, 3, stride=1 if (small and i == 0) else 2, padding=1)
+            bound = 1.0 / np.sqrt(cin * 9)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(rng.uniform(-bound, bound, tuple(conv.weight.shape)).astype(np.float32)))
+                conv.bias.copy_(torch.from_numpy(rng.uniform(-bound, bound, cout).astype(np.float32)))
+            conv.requires_grad_(False)
+            self.convs.append(conv)
+            cin = cout
+
+    def blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x.reshape(x.shape[0], *self.shape)
+        out = []
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+            out.append(torch.cat([x.amax((2, 3)), x.mean((2, 3))], 1))
+        return out
+
+
 def _digest(data, limit: int) -> tuple[str, int]:
     """A SHA-256 of the first ``limit`` training rows (as the model sees them) and their labels,
     and how many rows that is: the cache key's part that names the data exactly."""
@@ -91,11 +130,20 @@ def default_cache() -> Path:
 
 
 class DomainFeatures(FeatureSpace):
-    """Features of a small classifier trained once per dataset on that dataset's own training split.
+    """Features of a small classifier trained once per dataset on that dataset's own training
+    split, joined for images by a fixed random convolutional probe.
 
-    A conv net (two strided 3x3 convolutions) for images of 16 pixels a side or more, an MLP for
-    smaller images and flat data, trained for ``steps`` Adam steps with cross-entropy on the labels; the features are its penultimate layer (``width``
-    values, before the ReLU). It is trained once per dataset and cached in the store's
+    The classifier: a conv net (two strided 3x3 convolutions) for images of 16 pixels a side or
+    more, an MLP for smaller images and flat data, trained for ``steps`` Adam steps with
+    cross-entropy on the labels; its block is its penultimate layer (``width`` values, before the
+    ReLU). It tells classes apart (so a set of one class only scores a low recall and coverage)
+    but maps blurred, noisy or averaged images among the real ones (the mean digit alone scored
+    precision 1.00). The probe (images only; ``probe`` channels): three random 3x3 convolutions
+    with ReLU, seeded, never trained; its blocks are each layer's global max and mean per channel,
+    which fall for blurred or averaged images and rise for noisy ones. Every block is scaled to
+    unit spread (the root mean squared distance to its mean) on the first 1,000 training rows, and
+    the classifier's block weighted by ``semantic_weight``. Why this design: docs/judge.md, where
+    each space's ladder of known degradations is written. It is trained once per dataset and cached in the store's
     ``features/`` folder, keyed by the dataset's name, the shape of its inputs, the number of
     classes, a SHA-256 of the training rows it learns from and their labels (so the dataset's
     settings and its split seed) and these settings; the next call loads it. Works offline for any
@@ -113,10 +161,16 @@ class DomainFeatures(FeatureSpace):
         self.accuracy: float | None = None  # on the validation split, once trained
         self.trained = False  # whether the last prepare() trained (False: loaded from the cache)
         self.path: Path | None = None
+        shape = spec.image_shape
+        self.probe: _Probe | None = None
+        if config.probe and shape is not None and len(shape) == 3:
+            with torch.random.fork_rng(devices=[]):  # its layers' default initialisation, overwritten, draws from torch's generator
+                self.probe = _Probe(tuple(shape), list(config.probe), config.probe_seed)
+        self.scales: list[float] | None = None  # one per block, from the training rows
 
     @property
     def dim(self) -> int:
-        return self.config.width
+        return self.config.width + (2 * sum(self.config.probe) if self.probe is not None else 0)
 
     def _key(self, data, digest: str, rows: int) -> str:
         facts = {"version": VERSION, "dataset": data.name, "input_dim": data.input_dim,
@@ -150,9 +204,29 @@ class DomainFeatures(FeatureSpace):
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
             self.net.load_state_dict(saved["state"])
             self.accuracy = float(saved["accuracy"])
-        else:
-            self._save()
+            self.scales = [float(v) for v in saved["scales"]]
         self.net.to(self.device).eval()
+        if self.probe is not None:
+            self.probe.to(self.device).eval()
+        if not cached:
+            self.scales = self._spread(data)
+            self._save()
+
+    def _blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        blocks = [self.net.embed(x)]  # type: ignore[union-attr]
+        if self.probe is not None:
+            blocks += self.probe.blocks(x)
+        return blocks
+
+    def _spread(self, data) -> list[float]:
+        """Per block: 1 / the root mean squared distance of the first 1,000 training rows' block to its mean."""
+        rows = []
+        for x, _ in data.train.batches(1000):
+            rows.append(x.to(self.device, torch.float32))
+            break
+        with torch.inference_mode(), one_cpu_thread(self.device):
+            blocks = self._blocks(rows[0])
+        return [1.0 / max(float((b - b.mean(0)).pow(2).sum(1).mean().sqrt()), 1e-12) for b in blocks]
 
     def _train(self, data, rows: int) -> None:
         c = self.config
@@ -195,7 +269,7 @@ class DomainFeatures(FeatureSpace):
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
         os.close(fd)
         try:
-            torch.save({"state": state, "accuracy": float(self.accuracy or 0.0)}, tmp)
+            torch.save({"state": state, "accuracy": float(self.accuracy or 0.0), "scales": list(self.scales or [])}, tmp)
             os.replace(tmp, self.path)
         finally:
             if os.path.exists(tmp):
@@ -209,5 +283,7 @@ class DomainFeatures(FeatureSpace):
         out = []
         with torch.inference_mode(), one_cpu_thread(self.device):
             for i in range(0, x.shape[0], self.config.batch_size):
-                out.append(self.net.embed(x[i: i + self.config.batch_size].to(self.device, torch.float32)).float().cpu())
+                blocks = self._blocks(x[i: i + self.config.batch_size].to(self.device, torch.float32))
+                weights = [self.config.semantic_weight] + [1.0] * (len(blocks) - 1)
+                out.append(torch.cat([b * s * w for b, s, w in zip(blocks, self.scales, weights)], 1).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.dim)
