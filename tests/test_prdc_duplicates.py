@@ -39,14 +39,25 @@ def test_identical_sets_with_repeated_rows_score_precision_and_recall_one():
     assert mixed["precision"] == 1.0 and mixed["recall"] == 1.0 and mixed["coverage"] == 1.0
 
 
-def test_radii_are_taken_over_distinct_rows():
+def test_radii_count_copies_and_a_balls_edge_is_inside():
     rows = np.arange(10, dtype=np.float64)[:, None]  # 0, 1, ..., 9 on a line
     plain = knn_radii(rows, 2)
     assert plain[0] == 2.0 and plain[5] == 1.0  # the second nearest other row
     doubled = knn_radii(np.repeat(rows, 4, axis=0), 2)
-    assert np.array_equal(doubled, np.repeat(plain, 4))
-    with pytest.raises(ConfigError, match="more than 5 distinct rows"):
-        generation_metrics(np.repeat(rows[:5], 3, axis=0), np.repeat(rows[:5], 3, axis=0))
+    assert (doubled == 0).all()  # three copies nearer than any other row
+    with pytest.raises(ConfigError, match="more than 5 rows"):
+        generation_metrics(rows[:5], rows[:5])
+
+
+def test_a_few_images_repeated_keep_a_low_recall():
+    """Mode collapse onto 10 images, each repeated: their balls have radius 0, so real rows are
+    not inside them (recall near 0; coverage only near those 10), while precision stays high."""
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(400, 8))
+    repeated = np.repeat(real[:10] + 0.01, 40, axis=0)
+    ours = generation_metrics(real, repeated)
+    assert ours["recall"] <= 0.05 and ours["coverage"] <= 0.2, ours  # the real rows near the 10 images: 0.11
+    assert ours["precision"] >= 0.9, ours
 
 
 @pytest.mark.parametrize("shift, scale", [(0.0, 1.0), (0.4, 1.0), (0.0, 0.6), (1.5, 2.0)])

@@ -9,13 +9,14 @@
   ``min(1000, N, M)`` rows of each set (seeded, so repeatable).
 - **precision, recall** (Kynkäänniemi et al. 2019) and **density, coverage** (Naeem et al. 2020)
   with k nearest neighbours (k = 5), on at most 10,000 rows of each set (a seeded subset beyond
-  that), computed as the ``prdc`` package does (Euclidean distances, a row inside a ball when
-  its distance is strictly below the radius; tested equal to ``prdc`` on sets without repeated
-  rows) with one difference: each row's radius is the distance to its k-th nearest *distinct*
-  row. ``prdc`` counts a repeated row's copies as its neighbours, so a row repeated more than k
-  times gets a radius of 0 and two identical sets of repeated rows score precision and recall 0;
-  here they score 1 (and coverage 1; density counts the balls of every copy, so it grows with
-  the repeats).
+  that), computed as the ``prdc`` package does (Euclidean distances; each row's radius the distance to
+  its k-th nearest other row, copies included; tested equal to ``prdc`` on sets without repeated
+  rows) with one difference: a row is inside a ball when its distance is *at most* the radius
+  (``prdc``: strictly below). A row repeated more than k times has a radius of 0, and ``prdc``
+  then finds nothing in its ball, so two identical sets of repeated rows score precision and
+  recall 0; here its copies are in it, so identical sets score precision, recall and coverage 1
+  (density counts the balls of every copy, so it grows with the repeats), while a set of a few
+  images repeated (mode collapse) keeps balls of radius 0 and a recall near 0.
 - **memorization**, where the training set's features are given (``aepipe evaluate``: the
   training split, at most 20,000 rows; the real rows are then the held-out test split):
   **authenticity** (Alaa et al. 2022) is the share of generated rows that lie farther from their
@@ -145,29 +146,23 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def knn_radii(f: np.ndarray, k: int) -> np.ndarray:
-    """Each row's distance to its ``k``-th nearest *distinct* row of ``f``.
-
-    Rows are deduplicated first: a row repeated more than ``k`` times would otherwise have a
-    radius of 0 (its nearest neighbours are its own copies) and a k-NN ball that holds nothing,
-    so that two identical sets with repeated rows would score precision and recall 0. On sets
-    without repeated rows this is ``prdc``'s radius (the ``k + 1``-th smallest distance, the row
-    itself being the first)."""
-    unique, inverse = np.unique(f, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    if len(unique) <= k:
-        raise ConfigError(f"generation metrics with k = {k} neighbours need more than {k} distinct rows "
-                          f"in each set, got {len(unique)}")
-    radii = np.empty(len(unique))
-    for lo in range(0, len(unique), BLOCK):
-        block = _distances(unique[lo: lo + BLOCK], unique)
+    """Each row's distance to its ``k``-th nearest other row of ``f`` (``prdc``'s radius: the
+    ``k + 1``-th smallest distance, the row itself being the first); a row's copies count, so a
+    row repeated more than ``k`` times has a radius of 0 (and :func:`prdc_rows` takes a ball's
+    edge as inside it)."""
+    if len(f) <= k:
+        raise ConfigError(f"generation metrics with k = {k} neighbours need more than {k} rows in each set, got {len(f)}")
+    radii = np.empty(len(f))
+    for lo in range(0, len(f), BLOCK):
+        block = _distances(f[lo: lo + BLOCK], f)
         radii[lo: lo + BLOCK] = np.partition(block, k, axis=1)[:, k]  # the row itself is the 0-th
-    return radii[inverse]
+    return radii
 
 
 def prdc_rows(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, np.ndarray]:
     """The per-row terms whose means are precision, density (one per generated row), recall and
-    coverage (one per real row), with the k-NN radii of :func:`knn_radii` and ``prdc``'s strict
-    ``distance < radius``:
+    coverage (one per real row), with the k-NN radii of :func:`knn_radii` and ``distance <=
+    radius`` (``prdc``: ``<``; the same but on ties, which repeated rows make):
 
     - ``precision[j]``: generated row j lies inside some real row's k-NN ball;
     - ``density[j]``: the number of real balls that hold it, divided by k;
@@ -178,13 +173,13 @@ def prdc_rows(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, np.nd
     recall, nearest_fake = np.zeros(len(real), dtype=bool), np.full(len(real), np.inf)
     for lo in range(0, len(fake), BLOCK):
         d = _distances(fake[lo: lo + BLOCK], real)  # (block, N)
-        inside = d < r_real[None, :]
+        inside = d <= r_real[None, :]
         precision[lo: lo + BLOCK] = inside.any(axis=1)
         density[lo: lo + BLOCK] = inside.sum(axis=1) / k
-        recall |= (d < r_fake[lo: lo + BLOCK, None]).any(axis=0)
+        recall |= (d <= r_fake[lo: lo + BLOCK, None]).any(axis=0)
         np.minimum(nearest_fake, d.min(axis=0), out=nearest_fake)
     return {"precision": precision, "recall": recall.astype(np.float64), "density": density,
-            "coverage": (nearest_fake < r_real).astype(np.float64)}
+            "coverage": (nearest_fake <= r_real).astype(np.float64)}
 
 
 def _nearest(query: np.ndarray, ref: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
