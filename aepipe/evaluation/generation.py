@@ -21,8 +21,8 @@
   training split, at most 20,000 rows; the real rows are then the held-out test split):
   **authenticity** (Alaa et al. 2022) is the share of generated rows that lie farther from their
   nearest training row than that row lies from its own nearest distinct training row: 0 for
-  copies of training images; held-out real images score the real-data level (0.56 on digits,
-  0.54 on mnist5k in the ``domain`` space), and so does a model that does not copy. **data_copying** is the C_T
+  copies of training images; held-out real images score the real-data level (0.52 on digits,
+  0.62 on mnist5k in the ``domain`` space), and so does a model that does not copy. **data_copying** is the C_T
   statistic of Meehan et al. (2020): the training set cut into (up to 20) k-means cells, per cell
   a z-scored Mann-Whitney test of the generated rows' distances to the nearest training row
   against the held-out rows' ones, averaged over the cells weighted by their share of the held-out
