@@ -39,7 +39,11 @@ def postgres_url():
     if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
         pw = pwd.getpwnam("postgres")
         os.chown(root, pw.pw_uid, pw.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
+        # runuser lives in /usr/sbin, which a minimal PATH (env -i ... PATH=/usr/local/bin:/usr/bin:/bin) lacks
+        runuser = shutil.which("runuser") or next((p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)), None)
+        if runuser is None:
+            pytest.skip("runuser is not installed: PostgreSQL cannot be started as the postgres user")
+        run_as = [runuser, "-u", "postgres", "--"]
     (root / "pw").write_text(PASSWORD)
     if run_as:
         os.chown(root / "pw", pwd.getpwnam("postgres").pw_uid, -1)
