@@ -47,8 +47,8 @@ from aepipe.config.tree import flatten, tree_depth, unflatten
 
 __all__ = [
     "MAX_DEPTH", "MAX_FILE_BYTES", "MODEL_COMPONENTS", "REGULARIZERS", "REGULARIZER_CORE_KEYS", "STUDY_NAME_MAX",
-    "ComponentChoice", "DataSettings", "EvaluateSettings", "LRScheduleSettings", "ModelSettings", "ParamSpec", "Pipeline",
-    "PipelineSettings", "StoredPipeline", "TrackingSettings", "TrainSettings", "TuneSettings", "check_nesting", "dump",
-    "flatten", "loads_pipeline", "name_problem", "parse_override", "read_pipeline_file", "read_stored", "read_stored_file",
-    "resolve", "tree_depth", "unflatten",
+    "ComponentChoice", "DataSettings", "EvaluateSettings", "LRScheduleSettings", "ModelSettings", "ParamSpec",
+    "Pipeline", "PipelineSettings", "StoredPipeline", "TrackingSettings", "TrainSettings", "TuneSettings",
+    "check_nesting", "dump", "flatten", "loads_pipeline", "name_problem", "parse_override", "read_pipeline_file",
+    "read_stored", "read_stored_file", "resolve", "tree_depth", "unflatten",
 ]

@@ -63,7 +63,8 @@ def _read_layers(path: str | Path | None, tree: dict[str, Any] | None, overrides
         raise ConfigError(f"{source}: nested {tree_depth(tree)} levels deep; aepipe reads at most {MAX_DEPTH}")
     for key in values or {}:
         if key.count(".") >= MAX_DEPTH:
-            raise ConfigError(f"{values_origin} {short(key)}: a key of {key.count('.') + 1} parts; aepipe reads at most {MAX_DEPTH} levels")
+            raise ConfigError(f"{values_origin} {short(key)}: a key of {key.count('.') + 1} parts; "
+                              f"aepipe reads at most {MAX_DEPTH} levels")
     file_tree = read_pipeline_file(path) if path is not None else copy.deepcopy(tree or {})
     upper = [(f"--set {text}", parse_override(text)) for text in overrides]
     upper += [(f"{values_origin} {key}", unflatten({key: value})) for key, value in (values or {}).items()]
@@ -82,7 +83,8 @@ def _merge_layers(registry: Any, file_tree: dict[str, Any], upper: list[tuple[st
     if variant_name is not None and not stored:
         merged = _variant_defaults(registry, variant_name, source)
         # a bad default is the registering plugin's, not the one that owns the component
-        origins.update(origins_of(merged, f"variant '{variant_name}' of {registry.source('variant', variant_name).describe()}"))
+        plugin = registry.source("variant", variant_name).describe()
+        origins.update(origins_of(merged, f"variant '{variant_name}' of {plugin}"))
     origins.update(origins_of(file_tree, source))
     for label, st in upper:
         origins.update(origins_of(st, label))
@@ -135,7 +137,8 @@ def _model_components(registry: Any, model_section: dict[str, Any], source: str,
         path_ = f"model.{section}"
         if not isinstance(sub, dict) or "name" not in sub:
             raise ConfigError(f"{origin_for(path_, origins)}: [{path_}] needs a 'name'")
-        components[section] = _choose(registry, kind, sub["name"], {k: v for k, v in sub.items() if k != "name"}, path_, origins)
+        settings = {k: v for k, v in sub.items() if k != "name"}
+        components[section] = _choose(registry, kind, sub["name"], settings, path_, origins)
     return components
 
 
@@ -144,7 +147,8 @@ def _regularizers(registry: Any, model_section: dict[str, Any], origins: dict[st
     regularizers: dict[str, ComponentChoice] = {}
     regs = model_section.get(REGULARIZERS, {})
     if not isinstance(regs, dict):
-        raise ConfigError(f"{origin_for('model.regularizers', origins)}: [model.regularizers] must be a table of tables")
+        where = origin_for("model.regularizers", origins)
+        raise ConfigError(f"{where}: [model.regularizers] must be a table of tables")
     for key, sub in regs.items():
         path_ = f"model.{REGULARIZERS}.{key}"
         if not isinstance(sub, dict):
@@ -175,7 +179,8 @@ def _check_evaluate_names(registry: Any, settings: PipelineSettings, origins: di
                 raise ConfigError(f"{origin_for(f'evaluate.{field_}', origins)}: evaluate.{field_}: {exc}") from None
 
 
-def _choose(registry: Any, kind: str, name: Any, settings: dict[str, Any], path: str, origins: dict[str, str]) -> ComponentChoice:
+def _choose(registry: Any, kind: str, name: Any, settings: dict[str, Any], path: str, origins: dict[str, str]
+            ) -> ComponentChoice:
     name_key = f"{path}.name"
     if not isinstance(name, str):
         raise ConfigError(f"{origin_for(name_key, origins)}: '{name_key}' must be a string, got {name!r}")
@@ -183,6 +188,9 @@ def _choose(registry: Any, kind: str, name: Any, settings: dict[str, Any], path:
         cls = registry.get(kind, name)
     except ConfigError as exc:
         raise ConfigError(f"{origin_for(name_key, origins)}: {name_key}: {exc}") from None
-    core_keys = tuple(DataSettings.model_fields) if path == "data" else ("name",) if kind != "regularizer" else tuple(REGULARIZER_CORE_KEYS)
+    if path == "data":
+        core_keys = tuple(DataSettings.model_fields)
+    else:
+        core_keys = ("name",) if kind != "regularizer" else tuple(REGULARIZER_CORE_KEYS)
     config = validate(cls.Config, settings, path, origins, f"{kind} '{name}'", core_keys)
     return ComponentChoice(kind, name, cls, config, path)
