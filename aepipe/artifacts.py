@@ -11,7 +11,6 @@ classes, and no class is ever unpickled. Every aepipe verb (``encode``, ``recons
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -33,10 +32,11 @@ DEFAULT_PARAMS = {"mode": "encode", "scaled": False, "label": -1, "n": 10, "seed
 def write_model_dir(model: AutoEncoder, pipeline: Pipeline, pm: AepipePluginManager, dst: Path) -> Path:
     """Write ``model`` as weights, pipeline and meta into folder ``dst``, each file atomically
     (:func:`aepipe.files.atomic_write`)."""
+    from aepipe.config.stored import dump
     from aepipe.files import save_tensors, write_text
 
     save_tensors(dst / "weights.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
-    write_text(dst / "pipeline.toml", pipeline.to_toml())
+    write_text(dst / "pipeline.toml", dump(pipeline))
     registry = pm.registry
     components = []
     for choice in [pipeline.dataset, *pipeline.components.values(), *pipeline.regularizers.values()]:
@@ -50,8 +50,9 @@ def write_model_dir(model: AutoEncoder, pipeline: Pipeline, pm: AepipePluginMana
 
 def load_model_dir(path: Path, pm: AepipePluginManager | None = None, device: str = "cpu", where: str = "") -> AutoEncoder:
     """Rebuild the model in folder ``path`` through the plugin registry and load its weights. A
-    damaged ``weights.pt`` (empty, truncated) is one ConfigError naming it."""
-    from aepipe.config import resolve
+    damaged ``weights.pt`` (empty, truncated), or a ``pipeline.toml`` beyond the bounds of a pipeline
+    file, is one ConfigError naming it."""
+    from aepipe.config.stored import StoredPipeline
     from aepipe.files import load_tensors
     from aepipe.model import build_model
     from aepipe.plugins import get_plugin_manager
@@ -59,9 +60,10 @@ def load_model_dir(path: Path, pm: AepipePluginManager | None = None, device: st
     where = where or str(path)
     try:
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        tree = tomllib.loads((path / "pipeline.toml").read_text(encoding="utf-8"))
+        (path / "pipeline.toml").stat()  # read below, within the bounds of a pipeline file
     except (OSError, ValueError) as exc:
         raise RunNotFoundError(f"{where}: not an aepipe model ({exc})") from None
+    stored = StoredPipeline.read(path / "pipeline.toml", f"{where}: {DIR}/pipeline.toml")
     pm = pm or get_plugin_manager()
     registry = pm.registry
     for c in meta.get("components", []):
@@ -69,7 +71,7 @@ def load_model_dir(path: Path, pm: AepipePluginManager | None = None, device: st
             origin = f"plugin '{c['plugin']}'" + (f" ({c['distribution']} {c['version']})" if c.get("distribution") else "")
             raise ConfigError(f"{where}: its {c['kind']} '{c['name']}' ({c['path']}) came from {origin}, which no longer "
                               f"registers it; install that plugin to load this model")
-    pipeline = resolve(pm, tree=tree, stored=True)
+    pipeline = stored.resolve(pm)
     pipeline.source = where
     info = SimpleNamespace(input_dim=meta["input_dim"], n_classes=meta["n_classes"], value_range=tuple(meta["value_range"]),
                            image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None)

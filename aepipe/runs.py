@@ -41,7 +41,8 @@ def fit_sampler(run_id: str, name: str, overrides: tuple[str, ...] = (), device:
     ``run_id``'s training codes and log it to the run; returns the fit's metrics."""
     import torch
 
-    from aepipe.config import parse_override, resolve
+    from aepipe.config import parse_override
+    from aepipe.config.stored import read_stored_file
     from aepipe.plugins import get_plugin_manager
     from aepipe.sampling import build_sampler
     from aepipe.tracking import default_tracker
@@ -59,7 +60,7 @@ def fit_sampler(run_id: str, name: str, overrides: tuple[str, ...] = (), device:
         found = tracker.download(run_id, "aepipe-model/pipeline.toml", Path(tmp))
         if found is None:
             raise RunNotFoundError(f"run {run_id}: its model's pipeline.toml is missing")
-        pipeline = resolve(pm, tree=tomllib.loads(found.read_text(encoding="utf-8")), stored=True)
+        pipeline = read_stored_file(pm, found, f"run {run_id}: aepipe-model/pipeline.toml")
     data = load_data(pipeline, torch.device(device))  # the same split: data.split_seed is the run's
     metrics = fit(model, sampler, data.train)
     _log(run_id, name, sampler, tracker)

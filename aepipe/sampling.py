@@ -19,7 +19,7 @@ FOLDER = "samplers"
 
 def build_sampler(model: AutoEncoder, name: str, settings: dict[str, Any] | None = None, pm: Any = None) -> Any:
     """Sampler ``name`` with ``settings`` (validated as its ``Config``), built for ``model``."""
-    from aepipe.config import _validate
+    from aepipe.config.validation import validate
     from aepipe.plugins import get_plugin_manager
 
     pm = pm or get_plugin_manager()
@@ -27,7 +27,7 @@ def build_sampler(model: AutoEncoder, name: str, settings: dict[str, Any] | None
         cls = pm.registry.get("sampler", name)
     except ConfigError as exc:
         raise ConfigError(f"--sampler: {exc}") from None
-    config = _validate(cls.Config, dict(settings or {}), "sampler", {"": "--set"}, f"sampler '{name}'")
+    config = validate(cls.Config, dict(settings or {}), "sampler", {"": "--set"}, f"sampler '{name}'")
     sampler = cls(config, model.spec)
     try:
         sampler.setup(model)

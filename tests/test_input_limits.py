@@ -17,8 +17,9 @@ import tracemalloc
 import pytest
 from click.testing import CliRunner
 
-from aepipe.config import (MAX_DEPTH, MAX_FILE_BYTES, _all_prefixes, check_nesting, flatten, parse_override, read_pipeline_file,
+from aepipe.config import (MAX_DEPTH, MAX_FILE_BYTES, check_nesting, flatten, parse_override, read_pipeline_file,
                            resolve, tree_depth)
+from aepipe.config.tree import all_prefixes
 from aepipe.errors import ConfigError
 from aepipe.strict import out_of_int64
 
@@ -203,7 +204,7 @@ def test_the_helpers_that_walk_a_tree_are_iterative():
     tree = flatten_to(5 * DEEP, 7)
     key = ".".join(["a"] * 5 * DEEP)
     assert flatten(tree) == {key: 7}
-    prefixes = _all_prefixes(tree)
+    prefixes = all_prefixes(tree)
     assert len(prefixes) == 5 * DEEP and prefixes[-1] == key and prefixes[0] == "a"
     assert tree_depth(tree) == 5 * DEEP
     nested: list = [2**64]
@@ -211,4 +212,4 @@ def test_the_helpers_that_walk_a_tree_are_iterative():
         nested = [1, nested, {"k": True}]
     assert out_of_int64(nested) == 2**64 and out_of_int64([1, [2, {"a": [2**63 - 1, -(2**63)]}]]) is None
     assert flatten({"a": {"b": 1, "c": {}, "d": {"e": [1]}}, "f": 2}) == {"a.b": 1, "a.d.e": [1], "f": 2}
-    assert _all_prefixes({"a": {"b": 1, "c": {}}, "f": 2}) == ["a", "a.b", "a.c", "f"]
+    assert all_prefixes({"a": {"b": 1, "c": {}}, "f": 2}) == ["a", "a.b", "a.c", "f"]

@@ -33,7 +33,8 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.plugins", "aepipe.defaults",
     ]),
     ("configuration", "the pipeline file as typed settings; the metric vocabulary", True, [
-        "aepipe.config", "aepipe.evaluation",
+        "aepipe.config", "aepipe.config.schema", "aepipe.config.tree", "aepipe.config.pipeline", "aepipe.config.prescan",
+        "aepipe.config.reading", "aepipe.config.validation", "aepipe.config.resolve", "aepipe.config.stored", "aepipe.evaluation",
     ]),
     ("assembly", "models, data, devices, optimizers, samplers and the measurements of a model in memory", False, [
         "aepipe.likelihoods", "aepipe.model", "aepipe.data", "aepipe.stats", "aepipe.sampling",

@@ -63,11 +63,17 @@ def test_nesting_after_a_multi_line_string_is_still_counted():
 
 
 def test_the_pre_scan_uses_no_possessive_repeats_or_atomic_groups():
-    """They are what CPython before 3.11.5 mis-matches: a pattern of config.py holding one would
-    pass here on 3.11.7 and fail on Debian's 3.11.2."""
-    import aepipe.config as config
+    """They are what CPython before 3.11.5 mis-matches: a pattern of aepipe.config holding one
+    would pass here on 3.11.7 and fail on Debian's 3.11.2."""
+    import importlib
+    import pkgutil
 
-    for name, value in vars(config).items():
+    import aepipe.config
+
+    found = {f"{info.name}.{name}": value for info in pkgutil.iter_modules(aepipe.config.__path__, "aepipe.config.")
+             for name, value in vars(importlib.import_module(info.name)).items()}
+    assert any(isinstance(v, re.Pattern) for v in found.values())
+    for name, value in found.items():
         patterns = value.values() if isinstance(value, dict) else [value]
         for pattern in patterns:
             if isinstance(pattern, re.Pattern):

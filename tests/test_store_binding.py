@@ -297,6 +297,44 @@ def test_the_logged_pipeline_is_the_runs_and_old_checkpoints_of_the_run_resume(r
     assert torch.load(ckpt[b], weights_only=True)["state"]["run_id"] == b
 
 
+#: a TOML value nested deeper than a pipeline may be (aepipe.config.MAX_DEPTH is 64)
+DEEP = "x = " + "[" * 70 + "]" * 70 + "\n"
+TOO_DEEP = "nested more than 64 levels deep"
+
+
+def test_a_runs_oversized_or_over_nested_logged_pipeline_is_refused_in_one_line(runs):
+    """The run's artifact pipeline.toml is read within the bounds of a pipeline file, before the
+    run is touched."""
+    pm, tracker, a, b, ckpt, _ = runs
+    logged = tracker.root / b / "artifacts" / "pipeline.toml"
+    text = logged.read_text()
+    before = copy.deepcopy(tracker.runs[b])
+    try:
+        logged.write_text(text + DEEP)
+        with pytest.raises(ConfigError, match=rf"^--resume {b}: run {b}'s logged pipeline.toml: line \d+: {TOO_DEEP}[^\n]*$"):
+            train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
+        logged.write_text(text + "#" * (1 << 20))
+        with pytest.raises(ConfigError, match=rf"^--resume {b}: run {b}'s logged pipeline.toml: {len(text) + (1 << 20)} bytes; "
+                                              r"a pipeline file may hold at most 1048576 \(1 MiB\)$"):
+            train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
+    finally:
+        logged.write_text(text)
+    assert tracker.runs[b] == before, "nothing was written to run B"
+
+
+@pytest.mark.parametrize("bad", ["deep", "large"])
+def test_a_checkpoints_oversized_or_over_nested_pipeline_is_refused_in_one_line(runs, bad):
+    """The pipeline inside a checkpoint (its digest still the run's, so only reading it tells) is
+    read within the bounds of a pipeline file too."""
+    pm, tracker, a, b, ckpt, _ = runs
+    inside = torch.load(ckpt[b], weights_only=True)["state"]["pipeline"]
+    _edit(ckpt[b], pipeline=inside + (DEEP if bad == "deep" else "#" * (1 << 20)))
+    expected = rf"line \d+: {TOO_DEEP}[^\n]*" if bad == "deep" else \
+        rf"{len(inside) + (1 << 20)} characters; a pipeline may hold at most 1048576 \(1 MiB\)"
+    with pytest.raises(ConfigError, match=rf"^--resume {b}: the pipeline inside its checkpoint: {expected}$"):
+        train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
+
+
 def test_a_foreign_checkpoint_is_one_line_and_exit_2_on_the_command_line(store):
     """The report's case through the CLI and MLflow: run A's checkpoint copied into run B's
     artifacts; `--resume B` is refused in one line naming both, and B is left as it was."""
@@ -325,3 +363,10 @@ def test_a_foreign_checkpoint_is_one_line_and_exit_2_on_the_command_line(store):
     assert (after.info.status, after.info.end_time, after.data.metrics, after.data.params) == \
         (before.info.status, before.info.end_time, before.data.metrics, before.data.params)
     assert [m.step for m in client.get_metric_history(b, "loss")] == [1]
+    # run A's logged pipeline over-nested: one line naming the run and the file, exit 2
+    logged = folder[a].parent / "pipeline.toml"
+    logged.write_text(logged.read_text() + DEEP)
+    out = CliRunner().invoke(cli, ["train", "--resume", a, "--set", "train.epochs=2"])
+    assert out.exit_code == 2, out.output
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(rf"Error: --resume {a}: run {a}'s logged pipeline.toml: line \d+: {TOO_DEEP}.*", lines[0])

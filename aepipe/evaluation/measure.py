@@ -19,11 +19,12 @@ NEIGHBOURS = 5
 
 def settings(base: EvaluateSettings | None = None, **changes: Any) -> EvaluateSettings:
     """``base`` (default: the defaults) with the non-None ``changes`` applied and validated."""
-    from aepipe.config import EvaluateSettings, _validate
+    from aepipe.config import EvaluateSettings
+    from aepipe.config.validation import validate
 
     data = (base or EvaluateSettings()).model_dump()
     data.update({k: v for k, v in changes.items() if v is not None})
-    return _validate(EvaluateSettings, data, "evaluate", {"": "aepipe evaluate"}, "[evaluate]")
+    return validate(EvaluateSettings, data, "evaluate", {"": "aepipe evaluate"}, "[evaluate]")
 
 
 def chosen_groups(s: EvaluateSettings, everything: bool) -> dict[str, tuple[str, ...]]:

@@ -22,7 +22,6 @@ import math
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -157,11 +156,14 @@ class ReferenceRow:
 def _run_spec(run: Any, client: Any) -> tuple[dict[str, Any], int] | None:
     """The ``[data]`` table of ``run`` (its logged ``pipeline.toml``) and the sample count of its
     generation metrics as logged (the ``aepipe evaluate`` record whose figures are the run's, else
-    the pipeline's ``[evaluate] samples``); None where the run logged no pipeline."""
+    the pipeline's ``[evaluate] samples``); None where the run logged no pipeline (or one beyond the
+    bounds of a pipeline file)."""
+    from aepipe.config.stored import StoredPipeline
+
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            text = Path(client.download_artifacts(run.info.run_id, "pipeline.toml", tmp)).read_text(encoding="utf-8")
-            tree = tomllib.loads(text)
+            found = client.download_artifacts(run.info.run_id, "pipeline.toml", tmp)
+            tree = StoredPipeline.read(found, f"run {run.info.run_id}: pipeline.toml").tree
         except Exception:  # noqa: BLE001 - a run without its pipeline simply gets no reference
             return None
         samples = int(tree.get("evaluate", {}).get("samples", 2000))

@@ -28,7 +28,6 @@ import io
 import math
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -362,14 +361,14 @@ def _run_figures(page: RunPage, device: Any, tracker: Any, pm: Any, data_cache: 
 
 def _data(run_id: str, tracker: Any, pm: Any, device: Any, cache: dict[str, Any]) -> Any:
     """The run's data, split as it was (the pipeline stored with its model); one load per dataset."""
-    from aepipe.config import resolve
+    from aepipe.config.stored import read_stored_file
     from aepipe.training.setup import load_data
 
     with tempfile.TemporaryDirectory() as tmp:
         found = tracker.download(run_id, "aepipe-model/pipeline.toml", Path(tmp))
         if found is None:
             raise RunNotFoundError(f"run {run_id}: its model's pipeline.toml is missing")
-        pipeline = resolve(pm, tree=tomllib.loads(found.read_text(encoding="utf-8")), stored=True)
+        pipeline = read_stored_file(pm, found, f"run {run_id}: aepipe-model/pipeline.toml")
     key = "\n".join([pipeline.dataset.name, pipeline.dataset.config.model_dump_json(), pipeline.settings.data.model_dump_json()])
     if key not in cache:
         cache[key] = load_data(pipeline, device)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -109,7 +108,7 @@ def run_ids(targets: list[str]) -> list[str]:
 def _load(run_id: str, device: Any, tracker: Any, pm: Any) -> tuple[AutoEncoder, DataBundle]:
     """Run ``run_id``'s model and its data, split as it was."""
     from aepipe.artifacts import DIR, load_model_dir
-    from aepipe.config import resolve
+    from aepipe.config.stored import read_stored_file
     from aepipe.tracking.store import missing_artifact
     from aepipe.training.setup import load_data
 
@@ -122,7 +121,7 @@ def _load(run_id: str, device: Any, tracker: Any, pm: Any) -> tuple[AutoEncoder,
             location = tracker.artifact_location(run_id) if hasattr(tracker, "artifact_location") else None
             raise RunNotFoundError(missing_artifact(record, DIR, location) + " (trained with tracking.log_model = false?)")
         model = load_model_dir(local, pm, str(device), where=f"run {run_id}")
-        pipeline = resolve(pm, tree=tomllib.loads((local / "pipeline.toml").read_text(encoding="utf-8")), stored=True)
+        pipeline = read_stored_file(pm, local / "pipeline.toml", f"run {run_id}: {DIR}/pipeline.toml")
     return model, load_data(pipeline, device)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from aepipe.config import Pipeline, TrackingSettings
+from aepipe.config.stored import dump
 from aepipe.context import RunContext
 from aepipe.data import DataBundle, unscale
 from aepipe.errors import ConfigError
@@ -72,7 +73,7 @@ def log_start(run: RunContext, dataset: bool = True) -> None:
     flat = p.flat()
     run.tracked.log_params(flat)
     run.tracked.set_tags(seed_tags(flat))  # runs of this pipeline over seeds: one group (aepipe.seeds)
-    run.tracked.log_text(p.to_toml(), "pipeline.toml")
+    run.tracked.log_text(dump(p), "pipeline.toml")
     if dataset:
         _dataset(run)
 

@@ -23,7 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aepipe.config import MAX_FILE_BYTES, Pipeline, flatten, loads_pipeline, resolve, unflatten
+from aepipe.config import Pipeline, flatten, unflatten
+from aepipe.config.reading import read_text
+from aepipe.config.stored import StoredPipeline
 from aepipe.errors import ConfigError
 from aepipe.training.state import TrainState, load_checkpoint
 
@@ -45,7 +47,7 @@ def _identity(tree: dict[str, Any]) -> dict[str, Any]:
 def pipeline_digest(text: str, where: str = "the pipeline") -> str:
     """SHA-256 of the resolved pipeline in TOML ``text``: every dotted key and value but those
     a resumed run may change (:data:`CHANGEABLE`), in a canonical order."""
-    canonical = json.dumps(_identity(loads_pipeline(text, where)), sort_keys=True, default=str, ensure_ascii=False)
+    canonical = json.dumps(_identity(StoredPipeline.loads(text, where).tree), sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -55,20 +57,14 @@ def bind(state: TrainState, run_id: str, text: str) -> None:
 
 
 def logged_pipeline(tracker: Any, run_id: str, where: str) -> str:
-    """The TOML text of the pipeline run ``run_id`` logged when it started."""
+    """The TOML text of the pipeline run ``run_id`` logged when it started, read within the bounds
+    of a pipeline file."""
     with tempfile.TemporaryDirectory() as tmp:
         path = tracker.download(run_id, LOGGED, Path(tmp))
         if path is None or not path.is_file():
             raise ConfigError(f"{where}: run {run_id} has no logged {LOGGED} (the pipeline it was started with), "
                               "so its checkpoint cannot be checked against it; start the run again")
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(f"{where}: run {run_id}'s logged {LOGGED} is larger than a pipeline may be ({MAX_FILE_BYTES} bytes)")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: run {run_id}'s logged {LOGGED} is not UTF-8 text") from None
+        return read_text(path, f"{where}: run {run_id}'s logged {LOGGED}")
 
 
 def check_binding(state: TrainState, run_id: str, logged: str, where: str) -> None:
@@ -79,16 +75,25 @@ def check_binding(state: TrainState, run_id: str, logged: str, where: str) -> No
     if state.run_id and state.run_id != run_id:
         raise ConfigError(f"{where}: its checkpoint is run {state.run_id}'s, not run {run_id}'s (copied from another run?); "
                           f"refusing to continue run {run_id} from it")
-    expected = pipeline_digest(logged, f"run {run_id}'s logged {LOGGED}")
-    found = state.pipeline_digest or pipeline_digest(state.pipeline, f"{where}: the pipeline inside its checkpoint")
+    expected = pipeline_digest(logged, _logged(where, run_id))
+    found = state.pipeline_digest or pipeline_digest(state.pipeline, _inside(where))
     if found != expected:
-        ours, theirs = _identity(loads_pipeline(logged, LOGGED)), _identity(loads_pipeline(state.pipeline, CHECKPOINT))
+        ours = _identity(StoredPipeline.loads(logged, _logged(where, run_id)).tree)
+        theirs = _identity(StoredPipeline.loads(state.pipeline, _inside(where)).tree)
         differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
         at = (f" (first at {differ[0]}: run has {_value(ours.get(differ[0]))}, checkpoint {_value(theirs.get(differ[0]))})"
               if differ else f" (digest {found[:12]}, the run's {expected[:12]})")
         raise ConfigError(f"{where}: its checkpoint was written for another pipeline than run {run_id}'s logged "
                           f"{LOGGED}{at}; refusing to continue the run from it")
     state.run_id, state.pipeline_digest = run_id, expected
+
+
+def _logged(where: str, run_id: str) -> str:
+    return f"{where}: run {run_id}'s logged {LOGGED}"
+
+
+def _inside(where: str) -> str:
+    return f"{where}: the pipeline inside its checkpoint"
 
 
 def _value(value: Any, width: int = 60) -> str:
@@ -120,14 +125,15 @@ def pipeline_for_resume(pm: Any, run_id: str, state: TrainState, logged: str, as
     settings its checkpoint ``state`` ran with (an earlier ``--resume`` may have changed them),
     with ``train.epochs`` raised (and the free settings changed) where ``asked`` (a pipeline file
     with its ``--set``), or ``overrides`` over the run's own pipeline, do so."""
-    own_tree = loads_pipeline(logged, f"run {run_id}'s logged {LOGGED}")
-    ran = flatten(loads_pipeline(state.pipeline, CHECKPOINT))
+    where = f"--resume {run_id}"
+    own_tree = StoredPipeline.loads(logged, _logged(where, run_id)).tree
+    ran = flatten(StoredPipeline.loads(state.pipeline, _inside(where)).tree)
     for key, value in unflatten({k: ran[k] for k in CHANGEABLE if k in ran}).items():
         own_tree[key] = {**own_tree.get(key, {}), **value}
-    own = resolve(pm, tree=own_tree, stored=True)
+    own = StoredPipeline(own_tree, f"run {run_id}").resolve(pm)
     own.source = asked.source if asked is not None else f"run {run_id}"
     if asked is None and overrides:
-        asked = resolve(pm, tree=own_tree, overrides=overrides, stored=True)
+        asked = StoredPipeline(own_tree, f"run {run_id}").resolve(pm, overrides)
         asked.source = f"run {run_id} with --set"
     if asked is None:
         return own
