@@ -1,7 +1,7 @@
 """Adversarial autoencoders (Makhzani et al. 2015): a discriminator tells prior samples from
 codes and the encoder learns to fool it; works with any prior that can be sampled."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

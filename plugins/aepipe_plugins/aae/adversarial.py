@@ -7,9 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from aepipe.components import ComponentConfig, Regularizer, activation
-from aepipe.errors import ConfigError
-from aepipe.stats import mmd_rbf
+from aepipe.plugin import ComponentConfig, ConfigError, Regularizer, activation, mmd_rbf
 
 
 class AdversarialConfig(ComponentConfig):

@@ -1,7 +1,7 @@
 """The code's family, separate from the network: a deterministic code, and a diagonal Gaussian
 posterior with the reparameterization (the VAE's). Any encoder composes with either."""
 
-from aepipe import hookimpl
+from aepipe.plugin import hookimpl
 
 
 @hookimpl

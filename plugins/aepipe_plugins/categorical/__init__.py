@@ -2,7 +2,7 @@
 temperature, Jang et al. 2017; Maddison et al. 2017), the ``categorical-uniform`` prior over the
 codes of a discrete bottleneck, and the ``categorical-vae`` variant that composes them."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from aepipe.components import Bottleneck, Code, ComponentConfig, Encoding, ModelSpec, Prior, require
-from aepipe.errors import ConfigError
+from aepipe.plugin import Bottleneck, Code, ComponentConfig, ConfigError, Encoding, ModelSpec, Prior, require
 
 
 class CategoricalConfig(ComponentConfig):

@@ -1,7 +1,7 @@
 """Contractive autoencoders: lambda * ||dh/dx||_F^2, by closed form, exact autograd or an
 unbiased random-projection estimate; the Jacobian norm is logged on validation data."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch.func import jacrev, jvp, vmap
 
-from aepipe.components import ComponentConfig, Regularizer
+from aepipe.plugin import ComponentConfig, Regularizer
 
 
 def jacobian_frobenius_sq(encoder, x: torch.Tensor, y_onehot: torch.Tensor | None = None,
@@ -64,7 +64,7 @@ class Contractive(Regularizer):
     weight_setting = "lam"
 
     def setup(self, model) -> None:
-        from aepipe.errors import ConfigError
+        from aepipe.plugin import ConfigError
 
         if self.config.method == "closed-form" and getattr(model.encoder, "jacobian_frobenius_sq", None) is None:
             raise ConfigError(f"contractive: method 'closed-form' needs an encoder with one; '{model.encoder.name}' has none (use autograd or projection)")

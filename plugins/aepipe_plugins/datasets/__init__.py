@@ -3,7 +3,7 @@ MNIST and Fashion-MNIST from local IDX files, a user's .npy/.npz/.csv file, a fo
 a Hugging Face dataset of images, and ``shapes``, dSprites-like images drawn from a seed with
 their ground-truth factors."""
 
-from aepipe import hookimpl
+from aepipe.plugin import hookimpl
 
 
 @hookimpl

@@ -1,7 +1,7 @@
 """Denoising autoencoders: Gaussian, masking and salt-and-pepper corruptions (training only),
 and a denoising score: the error of reconstructing clean inputs from corrupted ones."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

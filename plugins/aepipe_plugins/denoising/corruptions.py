@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from aepipe.components import ComponentConfig, Corruption
-from aepipe.data import batches
+from aepipe.plugin import ComponentConfig, Corruption, batches
 
 
 class GaussianConfig(ComponentConfig):

@@ -6,7 +6,7 @@ DIP-VAE I and II (``dip``: the covariance of the codes pushed to the identity, K
 2018) and the capacity-annealed beta-VAE (``capacity``: the KL pushed towards a growing capacity
 C, Burgess et al. 2018)."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

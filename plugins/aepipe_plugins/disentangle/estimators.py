@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from aepipe.stats import LOG_2PI
+from aepipe.plugin import LOG_2PI
 
 
 def log_density_matrix(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

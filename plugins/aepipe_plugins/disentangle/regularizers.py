@@ -10,10 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from aepipe.components import ComponentConfig, Regularizer
-from aepipe.data import batches
-from aepipe.errors import ConfigError
-from aepipe.stats import DiagNormal, kl_monte_carlo
+from aepipe.plugin import ComponentConfig, ConfigError, DiagNormal, Regularizer, batches, kl_monte_carlo
 from aepipe_plugins.disentangle import estimators as est
 
 

@@ -4,12 +4,10 @@ regularized deterministic autoencoders: the ``prior-mmd`` (RBF or inverse multiq
 ``info-vae`` (Zhao et al.), ``wae-mmd`` (Tolstikhin et al.), ``swae`` (Kolouri et al.),
 ``rae-l2`` and ``rae-gp`` (Ghosh et al. 2020, sampled through the ``gmm`` sampler)."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 #: InfoVAE's alpha and lambda: the KL is weighted 1 - alpha (alpha = 0: the ELBO's KL) and the
-#: MMD alpha + lambda - 1. lambda = 10 halves the VAE's test-split MMD to the prior for about 3
-#: nats of ELBO on mnist5k; at 1000 the MMD term collapses the posterior onto the prior on the
-#: digits and on mnist5k (KL 0.005 and 2.0 nats, against the VAE's 2.0 and 9.3, 15 and 8 epochs)
+#: MMD alpha + lambda - 1; why lambda = 10: docs/variants.md, "InfoVAE's alpha and lambda"
 INFO_ALPHA, INFO_LAMBDA = 0.0, 10.0
 
 

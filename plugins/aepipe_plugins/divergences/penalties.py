@@ -10,9 +10,7 @@ from typing import Literal
 import torch
 from pydantic import Field, PositiveFloat
 
-from aepipe.components import ComponentConfig, Regularizer
-from aepipe.errors import ConfigError
-from aepipe.stats import mmd_rbf
+from aepipe.plugin import ComponentConfig, ConfigError, Regularizer, mmd_rbf
 from aepipe_plugins.divergences.kernels import kernel_scale, mmd, sliced_wasserstein
 
 #: the seed of the prior samples that validation and test metrics compare codes against

@@ -3,7 +3,7 @@ K invertible steps whose log-determinants enter the KL), the ``vae-planar`` and 
 variants that put them in the VAE, and the ``flow`` sampler (a masked autoregressive flow,
 zuko's, fitted on the training codes)."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from aepipe.components import Code, Encoding, ModelSpec, require
-from aepipe.stats import DiagNormal
+from aepipe.plugin import Code, DiagNormal, Encoding, ModelSpec, require
 from aepipe_plugins.bottlenecks.basic import Gaussian, GaussianConfig
 
 #: added to the IAF gate's pre-activation so that each step starts near the identity

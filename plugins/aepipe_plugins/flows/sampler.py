@@ -6,9 +6,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field, PositiveInt
 
-from aepipe.components import ComponentConfig, ModelSpec, Sampler
-from aepipe.errors import ConfigError
-from aepipe.training.measure import code_tensor
+from aepipe.plugin import ComponentConfig, ConfigError, ModelSpec, Sampler, code_tensor
 
 
 class FlowSamplerConfig(ComponentConfig):

@@ -3,7 +3,7 @@ a discriminator's features as the similarity, the discriminator with its own opt
 MS-SSIM VAE (1 - MS-SSIM, for images) and the log-cosh VAE (PyTorch-VAE's). Each loss is a
 regularizer that replaces the likelihood's term (see :mod:`aepipe_plugins.perceptual.losses`)."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl
@@ -16,10 +16,8 @@ def aepipe_register_regularizers(register):
     register(LogCosh)
 
 
-#: the variants' own settings of each loss, measured on the digits (30 epochs, against the VAE of
-#: the same MLPs): at the components' defaults (weight 1; the discriminator's last layer) the KL
-#: outweighs these losses there (log-cosh: test KL 1.1 nats, squared error 1.6x the VAE's; the
-#: VAE-GAN's code collapses); with these the KL is 4-8 nats, as the VAE's 3
+#: the variants' own settings of each loss, chosen by measurement: docs/variants.md, "The
+#: perceptual losses' weights"
 MEASURED = {
     "msssim": {"weight": 3.0},
     "logcosh": {"weight": 3.0},

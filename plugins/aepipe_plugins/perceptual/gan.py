@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
-from aepipe.components import ModelSpec, activation
-from aepipe.errors import ConfigError
+from aepipe.plugin import ConfigError, ModelSpec, activation
 from aepipe_plugins.perceptual.losses import ReconstructionLoss, ReconstructionLossConfig, image_chw
 
 

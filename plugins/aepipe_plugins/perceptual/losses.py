@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt, field_validator
 
-from aepipe.components import ComponentConfig, ModelSpec, Regularizer
-from aepipe.errors import ConfigError
+from aepipe.plugin import ComponentConfig, ConfigError, ModelSpec, Regularizer
 
 #: the five scales' exponents of Wang, Simoncelli and Bovik (2003), finest first
 MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)

@@ -2,7 +2,7 @@
 10-component 2-D ring as a preset; fixed, or with learned means and scales), a swiss roll, and
 the VampPrior (a mixture of the model's posteriors at learned pseudo-inputs)."""
 
-from aepipe import hookimpl
+from aepipe.plugin import hookimpl
 
 
 @hookimpl

@@ -6,7 +6,7 @@ is that composition), ``model.conditional = true`` (CVAE), or the adversarial re
 (AAE). ``pipelines/resnet-dae-images.toml`` and ``pipelines/resnet-vae-hf.toml`` are two of them.
 """
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 RESNET = {"encoder": {"name": "resnet"}, "decoder": {"name": "resnet"}}
 

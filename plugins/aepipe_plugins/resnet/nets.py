@@ -18,8 +18,8 @@ import torch
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from aepipe.components import ComponentConfig, Decoder, Encoding, ModelSpec, activation, require
-from aepipe_plugins.vanilla.nets import Activation, EncoderConfig, _conv_sizes, _HeadEncoder
+from aepipe.plugin import (Activation, ComponentConfig, Decoder, EncoderConfig, Encoding, HeadEncoder, ModelSpec,
+                           activation, conv_sizes, require)
 
 Norm = Literal["group", "batch", "none"]
 
@@ -63,7 +63,7 @@ class ResNetShape(ComponentConfig):
         require(spec.image_shape is not None, f"the resnet {part} needs image data (the dataset gives no image_shape)")
         c, h, w = spec.image_shape
         stages = len(self.widths) - 1
-        return c, _conv_sizes(h, stages), _conv_sizes(w, stages)
+        return c, conv_sizes(h, stages), conv_sizes(w, stages)
 
 
 class ResNetEncoderConfig(EncoderConfig, ResNetShape):
@@ -80,7 +80,7 @@ _CONFORMANCE = {"variant": "resnet", "model": {"encoder": {"name": "resnet", "wi
                                                "decoder": {"name": "resnet", "widths": [8, 16, 16]}}}
 
 
-class ResNetEncoder(_HeadEncoder):
+class ResNetEncoder(HeadEncoder):
     """Residual convolutional encoder for images (see the module's description)."""
 
     name = "resnet"

@@ -2,7 +2,7 @@
 ``prior`` (the model's own prior, or N(0, I) for a model without one) and ``gmm`` (a Gaussian
 mixture, fitted by scikit-learn and drawn from in torch)."""
 
-from aepipe import hookimpl
+from aepipe.plugin import hookimpl
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 code statistics (mean activation, share of near-zero units) that each sparse component logs
 every epoch as ``val_code.mean_activation`` and ``val_code.near_zero_share``."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

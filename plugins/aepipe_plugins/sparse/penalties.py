@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from aepipe.components import ComponentConfig, Regularizer
-from aepipe.errors import ConfigError
-from aepipe.stats import NEAR_ZERO, code_statistics  # noqa: F401 - part of this plugin's API
+from aepipe.plugin import NEAR_ZERO, ComponentConfig, ConfigError, Regularizer, code_statistics  # noqa: F401 - its API
 
 
 class CodeStatistics:

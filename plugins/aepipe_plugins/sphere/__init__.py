@@ -3,7 +3,7 @@ posterior on the unit sphere, reparameterised through Wood's rejection sampler a
 Householder reflection), the ``spherical-uniform`` prior (its KL to a vMF in closed form, with
 Bessel functions) and the ``svae`` variant that composes them with the ``kl`` regularizer."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

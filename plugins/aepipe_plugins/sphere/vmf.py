@@ -44,8 +44,7 @@ from scipy import special
 from torch.distributions import Distribution, constraints
 from torch.distributions.kl import register_kl
 
-from aepipe.components import Bottleneck, Code, ComponentConfig, Encoding, ModelSpec, Prior, require
-from aepipe.errors import ConfigError
+from aepipe.plugin import Bottleneck, Code, ComponentConfig, ConfigError, Encoding, ModelSpec, Prior, require
 
 #: Wood's sampler gives up after this many rounds (its acceptance rate is above one half)
 MAX_ROUNDS = 1000

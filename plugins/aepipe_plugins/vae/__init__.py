@@ -5,7 +5,7 @@ CIWAE and PIWAE of Rainforth et al. 2018 (the ``miwae-bound``, ``ciwae-bound`` a
 ``piwae-bound`` regularizers: bounds between the ELBO and the IWAE's, or one for each network)
 and the VAE with a VampPrior."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

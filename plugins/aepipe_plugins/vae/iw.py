@@ -16,9 +16,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from aepipe.components import ComponentConfig, Regularizer
-from aepipe.errors import ConfigError
-from aepipe.stats import importance_weighted_bound, log_mean_exp
+from aepipe.plugin import ComponentConfig, ConfigError, Regularizer, importance_weighted_bound, log_mean_exp
 from aepipe_plugins.vae.kl import _closed_form, importance_weighted_nll
 
 

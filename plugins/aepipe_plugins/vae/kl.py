@@ -7,10 +7,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from aepipe.components import ComponentConfig, Regularizer
-from aepipe.data import batches
-from aepipe.errors import ConfigError
-from aepipe.stats import DiagNormal, kl_analytic, kl_monte_carlo
+from aepipe.plugin import ComponentConfig, ConfigError, DiagNormal, Regularizer, batches, kl_analytic, kl_monte_carlo
 
 
 class KLConfig(ComponentConfig):
@@ -114,6 +111,6 @@ def importance_weighted_nll(model, x, y: torch.Tensor | None, k: int, batch: int
 def iw_log_likelihood(model, x: torch.Tensor, y: torch.Tensor | None, k: int) -> torch.Tensor:
     """The importance-weighted lower bound of log p(x) per example, with K samples (aepipe's
     own estimator, :func:`aepipe.evaluation.basic.importance_terms`)."""
-    from aepipe.evaluation.basic import importance_terms
+    from aepipe.plugin import importance_terms
 
     return importance_terms(model, x, y, k)[0]

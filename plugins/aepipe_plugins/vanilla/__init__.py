@@ -1,8 +1,7 @@
 """The vanilla autoencoder family: one-layer (the notes' h = g(W1 x + b1), x^ = o(W2 h + b2)),
 deep MLP and small convolutional encoders and decoders, and the variants built from them."""
 
-from aepipe import hookimpl
-from aepipe import Variant
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

@@ -1,79 +1,18 @@
 """Encoders and decoders: one-layer, MLP and convolutional.
 
-Every encoder ends in a head that gives either a deterministic code (``distribution =
-"none"``) or a diagonal Gaussian q(z | x) = N(mu, diag sigma^2) (``"gaussian"``), whose mean is
-the code.
+Every encoder ends in the shared code head (:class:`aepipe.plugin.HeadEncoder`), which gives
+either a deterministic code (``distribution = "none"``) or a diagonal Gaussian
+q(z | x) = N(mu, diag sigma^2) (``"gaussian"``), whose mean is the code.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Literal, Optional
-
 import torch
 from pydantic import Field, PositiveInt
 from torch import nn
-from torch.distributions import Independent, Normal
 
-from aepipe.components import ComponentConfig, Decoder, Encoder, Encoding, ModelSpec, activation, require
-
-Activation = Literal["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus"]
-
-
-class EncoderConfig(ComponentConfig):
-    """``distribution``: ``none`` for a deterministic code, ``gaussian`` for q(z|x) with a
-    reparameterized sample; ``min_std`` floors the Gaussian's standard deviation; ``top_k``
-    keeps only the k largest units of a deterministic code per input (a k-sparse code)."""
-
-    distribution: Literal["none", "gaussian"] = "none"
-    min_std: float = Field(1e-4, gt=0.0)
-    top_k: Optional[int] = Field(None, ge=1)
-
-
-CODE_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "relu": (0.0, math.inf), "softplus": (0.0, math.inf)}
-
-
-class _HeadEncoder(Encoder):
-    """Shared head: features -> code, or -> (mu, log sigma^2)."""
-
-    Config = EncoderConfig
-
-    def _make_head(self, features: int, code_activation: str) -> None:
-        gaussian = self.config.distribution == "gaussian"
-        require(self.config.top_k is None or not gaussian, "top_k applies to deterministic codes (distribution = 'none')")
-        require(
-            self.config.top_k is None or self.config.top_k <= self.spec.code_dim,
-            f"top_k = {self.config.top_k} exceeds code_dim = {self.spec.code_dim}",
-        )
-        self.head = nn.Linear(features, self.spec.code_dim * (2 if gaussian else 1))
-        self.code_activation = "identity" if gaussian else code_activation
-        self.code_act = activation(self.code_activation)
-
-    def code_range(self) -> tuple[float, float] | None:
-        if self.config.distribution != "none":
-            return None
-        return CODE_RANGES.get(self.code_activation)
-
-    def epoch_metrics(self, model, split) -> dict[str, float]:
-        """A k-sparse code (``top_k``) logs the code's statistics, as the sparse plugin's
-        regularizers do: ``val_code.mean_activation``, ``val_code.near_zero_share``."""
-        if self.config.top_k is None:
-            return {}
-        from aepipe.stats import code_statistics
-
-        return code_statistics(model, split, prefix="code.")
-
-    def _encode(self, feats: torch.Tensor) -> Encoding:
-        out = self.head(feats)
-        if self.config.distribution == "gaussian":
-            mu, logvar = out.chunk(2, dim=-1)
-            std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) + self.config.min_std
-            return Encoding(mu, Independent(Normal(mu, std), 1))
-        code = self.code_act(out)
-        if self.config.top_k is not None and self.config.top_k < code.shape[-1]:
-            keep = code.topk(self.config.top_k, dim=-1).indices
-            code = code * torch.zeros_like(code).scatter_(-1, keep, 1.0)
-        return Encoding(code)
+from aepipe.plugin import (Activation, ComponentConfig, Decoder, EncoderConfig, Encoding, HeadEncoder, ModelSpec,
+                           activation, conv_sizes, require)
 
 
 class OneLayerEncoderConfig(EncoderConfig):
@@ -82,7 +21,7 @@ class OneLayerEncoderConfig(EncoderConfig):
     activation: Activation = "sigmoid"
 
 
-class OneLayerEncoder(_HeadEncoder):
+class OneLayerEncoder(HeadEncoder):
     """One layer, h = g(W1 x + b1) (the notes' encoder)."""
 
     name = "one-layer"
@@ -128,7 +67,7 @@ def _mlp(sizes: list[int], act: str, dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(_HeadEncoder):
+class MLPEncoder(HeadEncoder):
     """A multilayer perceptron encoder."""
 
     name = "mlp"
@@ -152,14 +91,7 @@ class ConvConfig(EncoderConfig):
     code_activation: Activation = "identity"
 
 
-def _conv_sizes(size: int, layers: int) -> list[int]:
-    sizes = [size]
-    for _ in range(layers):
-        sizes.append((sizes[-1] + 2 - 3) // 2 + 1)
-    return sizes
-
-
-class ConvEncoder(_HeadEncoder):
+class ConvEncoder(HeadEncoder):
     """Stride-2 3x3 convolutions, then a linear head (labels join at the head)."""
 
     name = "conv"
@@ -175,7 +107,7 @@ class ConvEncoder(_HeadEncoder):
             layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), activation(config.activation)]
             c = out
         self.body = nn.Sequential(*layers, nn.Flatten())
-        hs, ws = _conv_sizes(h, len(config.channels)), _conv_sizes(w, len(config.channels))
+        hs, ws = conv_sizes(h, len(config.channels)), conv_sizes(w, len(config.channels))
         self._make_head(c * hs[-1] * ws[-1] + spec.cond_dim, config.code_activation)
 
     def forward(self, x: torch.Tensor, y_onehot: torch.Tensor | None = None) -> Encoding:
@@ -245,7 +177,7 @@ class ConvDecoder(Decoder):
         require(len(config.channels) >= 1, "channels must list at least one layer")
         c, h, w = spec.image_shape
         n = len(config.channels)
-        hs, ws = _conv_sizes(h, n), _conv_sizes(w, n)
+        hs, ws = conv_sizes(h, n), conv_sizes(w, n)
         self.start = (config.channels[0], hs[-1], ws[-1])
         self.fc = nn.Sequential(nn.Linear(self.in_features, config.channels[0] * hs[-1] * ws[-1]), activation(config.activation))
         layers: list[nn.Module] = []

@@ -4,7 +4,7 @@ losses, optional moving-average codebook updates and restarts of dead codewords)
 ``index-ar`` sampler (an autoregressive prior over codeword indices, fitted after training) and
 the ``vq-vae`` variant."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

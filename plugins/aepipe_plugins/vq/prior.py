@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from aepipe.components import ComponentConfig, ModelSpec, Sampler
-from aepipe.errors import ConfigError
+from aepipe.plugin import ComponentConfig, ConfigError, ModelSpec, Sampler
 
 
 class MaskedLinear(nn.Linear):
@@ -96,7 +95,7 @@ class IndexAutoregressive(Sampler):
         return F.cross_entropy(logits.reshape(-1, self.choices), indices.reshape(-1), reduction="none").reshape(indices.shape).sum(1)
 
     def fit(self, model, split) -> dict[str, float]:
-        from aepipe.training.measure import code_tensor
+        from aepipe.plugin import code_tensor
 
         self.setup(model)
         c = self.config

@@ -20,8 +20,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from aepipe.components import Bottleneck, Code, ComponentConfig, Encoding, ModelSpec, require
-from aepipe.errors import ConfigError
+from aepipe.plugin import Bottleneck, Code, ComponentConfig, ConfigError, Encoding, ModelSpec, require
 
 #: additive smoothing of the moving-average cluster sizes (Laplace), as in the paper's appendix
 EPS = 1e-5
@@ -85,11 +84,9 @@ class Quantized(Bottleneck):
     what = ("indices",)
     discrete = True
     loss_names = ("codebook", "commitment")
-    #: the suite's "30 Adam steps lower the loss" check takes plain Adam steps at lr 1e-3 and no
-    #: ``after_step``: there a codebook trained by its loss trails the encoder's outputs, which
-    #: Adam moves fast, and its loss grows faster than the reconstruction falls (the vq-vae
-    #: composition on digits: 42.3 -> 60.7 nats from the paper's uniform start, 42.3 -> 49.5 from
-    #: data), so the suite checks the moving-average codebook, the vq-vae variant's default
+    #: the conformance suite checks the moving-average codebook, the vq-vae variant's default: a
+    #: codebook trained by its loss under the suite's plain Adam steps raises the loss (figures:
+    #: docs/variants.md, "The quantized bottleneck under the conformance suite")
     conformance = {"model": {"encoder": {"name": "conv", "channels": [16, 32]}, "decoder": {"name": "conv", "channels": [32, 16]},
                              "bottleneck": {"name": "quantized", "codebook_size": 16, "groups": 4, "ema": True}}}
 
@@ -213,7 +210,7 @@ class Quantized(Bottleneck):
     def usage(self, model, split) -> dict[str, torch.Tensor]:
         """``codebook_perplexity`` and ``codebook_used`` of the codes of ``split`` (see the
         module's docstring)."""
-        from aepipe.training.measure import code_tensor
+        from aepipe.plugin import code_tensor
 
         index = code_tensor(model, split, what="indices").reshape(-1)
         counts = torch.bincount(index, minlength=self.config.codebook_size).double()

@@ -1,7 +1,6 @@
 """Weight-regularized autoencoders: L1 (lambda sum |W|) and L2 (lambda sum W^2) penalties."""
 
-from aepipe import hookimpl
-from aepipe import Variant
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from aepipe.components import ComponentConfig, Regularizer
+from aepipe.plugin import ComponentConfig, Regularizer
 
 
 class WeightPenaltyConfig(ComponentConfig):
