@@ -132,6 +132,46 @@ def api_table() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def _relative(path: str | None) -> str:
+    if not path:
+        return "?"
+    path = Path(path).resolve()
+    root = GUIDE.parent.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+
+
+def variants_table(pm: Any = None) -> str:
+    """Markdown: every first-party variant with the components its preset names and the file
+    that defines it (its plugin's module), then every first-party component with its file."""
+    import importlib
+    import inspect
+
+    from aepipe.kinds import BY_NAME, NAMES
+    from aepipe.plugins import get_plugin_manager
+
+    pm = pm or get_plugin_manager()
+    reg = pm.registry
+    sections = [k for k in NAMES if BY_NAME[k].model_section]
+    out = ["| variant | components | file |", "| --- | --- | --- |"]
+    for name in reg.names("variant"):
+        source = reg.source("variant", name)
+        if source.dist != "aepipe":
+            continue
+        model = reg.get("variant", name).defaults.get("model", {})
+        parts = [f"{BY_NAME[k].model_section} `{model[BY_NAME[k].model_section]['name']}`" for k in sections
+                 if isinstance(model.get(BY_NAME[k].model_section), dict) and "name" in model[BY_NAME[k].model_section]]
+        parts += [f"regularizer `{table.get('name', key)}`" for key, table in model.get("regularizers", {}).items()]
+        out.append(f"| `{name}` | {', '.join(parts)} | `{_relative(importlib.import_module(source.module).__file__)}` |")
+    out += ["", "| kind | component | file |", "| --- | --- | --- |"]
+    for kind in NAMES:
+        if BY_NAME[kind].instance:
+            continue
+        for name in reg.names(kind):
+            if reg.source(kind, name).dist == "aepipe":
+                out.append(f"| {kind} | `{name}` | `{_relative(inspect.getsourcefile(reg.get(kind, name)))}` |")
+    return "\n".join(out) + "\n"
+
+
 def render(text: str, tables: str, start: str = START, end: str = END) -> str:
     """``text`` (the guide) with the part between the markers ``start`` and ``end`` replaced by ``tables``."""
     head, found_start, rest = text.partition(start)
@@ -144,6 +184,7 @@ def render(text: str, tables: str, start: str = START, end: str = END) -> str:
 def render_all(text: str, pm: Any = None) -> str:
     """The guide with every generated part rewritten."""
     text = render(text, api_table(), API_START, API_END)
+    text = render(text, variants_table(pm), VARIANTS_START, VARIANTS_END)
     return render(text, settings_tables(pm))
 
 
