@@ -314,28 +314,32 @@ def test_below_the_lifecycle_heavy_libraries_only_where_their_classes_are_subcla
     assert wrong == []
 
 
-def plugin_imports() -> list[tuple[str, int, str, list[str]]]:
-    """Every import of aepipe by a plugin under :data:`PLUGIN_TREES`: (file, line, module, names)."""
+def plugin_imports(trees: list[Path] | None = None) -> list[tuple[str, int, str, list[str]]]:
+    """Every import of aepipe by a plugin under ``trees`` (default :data:`PLUGIN_TREES`): (file, line,
+    module, names)."""
     found = []
-    for tree_root in PLUGIN_TREES:
+    for tree_root in trees or PLUGIN_TREES:
         for path in sorted(tree_root.rglob("*.py")):
             tree = ast.parse(path.read_text(), str(path))
             for node in ast.walk(tree):
                 if isinstance(node, ast.Import):
-                    found += [(str(path.relative_to(PACKAGE.parent)), node.lineno, a.name, []) for a in node.names]
+                    found += [(str(path.relative_to(tree_root.parent)), node.lineno, a.name, []) for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and not node.level:
-                    found.append((str(path.relative_to(PACKAGE.parent)), node.lineno, node.module or "",
+                    found.append((str(path.relative_to(tree_root.parent)), node.lineno, node.module or "",
                                   [a.name for a in node.names]))
     return [(f, n, m, names) for f, n, m, names in found if m.split(".")[0] == "aepipe"]
 
 
-def test_plugins_and_examples_import_only_the_plugin_api():
-    """A plugin, first-party or an example of a third party's, imports aepipe's plugin API
-    (``aepipe.plugin``) and the package root's public names, nothing else of aepipe."""
+def test_plugins_and_examples_import_only_the_plugin_api(tmp_path):
+    """A plugin, first-party, an example of a third party's, or what ``aepipe new-plugin`` writes,
+    imports aepipe's plugin API (``aepipe.plugin``) and the package root's public names, nothing
+    else of aepipe."""
     import aepipe
+    from aepipe.template import write
 
+    new = write("aepipe-layered", tmp_path)
     wrong = []
-    for path, line, module, names in plugin_imports():
+    for path, line, module, names in plugin_imports() + plugin_imports([new]):
         if module == "aepipe.plugin" or (module == "aepipe" and names and set(names) <= set(aepipe.__all__)):
             continue
         wrong.append(f"{path}:{line} imports {module} {names or ''}".rstrip())
