@@ -1,4 +1,4 @@
-"""Base classes of every component kind, and the small types they exchange.
+"""Base classes of every component kind (the types they exchange are in :mod:`aepipe.datatypes`).
 
 A component is a class with a class-level ``name`` and a ``Config`` (a pydantic model derived
 from :class:`ComponentConfig`). aepipe builds it as ``cls(config, spec)`` (datasets as
@@ -7,20 +7,24 @@ from :class:`ComponentConfig`). aepipe builds it as ``cls(config, spec)`` (datas
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
+from aepipe.datatypes import Code, Encoding, ModelSpec, RawData, Rows
 from aepipe.errors import ConfigError, PluginError
 from aepipe.strict import StrictModel
 from aepipe.variant import Variant
 
-if TYPE_CHECKING:  # pragma: no cover
-    from aepipe.model import AutoEncoder
-    from aepipe.plugins import PluginInfo
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from aepipe.protocols import Model, PluginSource
+
+#: the data types defined in :mod:`aepipe.datatypes` are part of this module's names too
+__all__ = ["ACTIVATIONS", "Bottleneck", "Code", "Component", "ComponentConfig", "Corruption", "Dataset", "Decoder",
+           "Encoder", "Encoding", "FeatureSpace", "ModelComponent", "ModelSpec", "Prior", "RawData", "Regularizer",
+           "Rows", "Sampler", "Step", "Variant", "activation", "check_component_class", "require"]
 
 
 class ComponentConfig(StrictModel):
@@ -45,145 +49,6 @@ ACTIVATIONS = {
 def activation(name: str) -> nn.Module:
     """An activation module by name (see :data:`ACTIVATIONS`)."""
     return ACTIVATIONS[name]()
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a model component needs to know about its inputs and code."""
-
-    input_dim: int
-    code_dim: int
-    image_shape: tuple[int, ...] | None = None  # (channels, height, width)
-    n_classes: int = 0
-    conditional: bool = False
-    #: examples in the training split (0 where the model is built without its data, e.g. to load
-    #: saved weights): estimators that need the dataset size N read it here
-    train_size: int = 0
-
-    @property
-    def cond_dim(self) -> int:
-        """Width of the one-hot label appended to inputs of conditional models."""
-        return self.n_classes if self.conditional else 0
-
-
-@dataclass
-class Encoding:
-    """What an encoder returns: its output features, which the run's bottleneck turns into
-    the code the decoder sees.
-
-    ``code`` has the width the bottleneck asks for (``spec.code_dim`` unless the bottleneck's
-    :meth:`Bottleneck.features` says otherwise: the ``gaussian`` bottleneck asks for
-    ``2 * code_dim``, a mean and a log-variance). An encoder may instead give a posterior of its
-    own in ``dist`` (q(z | x), batch shape ``(n,)``, event shape ``(code_dim,)``, ``code`` its
-    mean): the ``distribution = "gaussian"`` setting of the first-party encoders, kept for
-    pipelines and runs written before bottlenecks existed.
-    """
-
-    code: torch.Tensor
-    dist: torch.distributions.Distribution | None = None
-
-    @property
-    def stochastic(self) -> bool:
-        return self.dist is not None
-
-
-@dataclass
-class Code:
-    """What a bottleneck returns for a batch of n inputs, everything in one value.
-
-    - ``code``: the deterministic code, shape ``(n, code_dim)`` (a posterior's mean, the
-      nearest codeword, the most likely category): what ``aepipe encode`` writes by default.
-    - ``z``: what the decoder sees in training, shape ``(samples * n, code_dim)`` (sample-major:
-      rows ``l * n .. (l + 1) * n`` are the l-th draw); ``code`` itself for a deterministic code.
-    - ``samples``: L, the draws per input in ``z``.
-    - ``dist``: q(z | x) where the code is stochastic and has a density: anything with
-      ``rsample``/``sample``/``log_prob`` (a :class:`aepipe.stats.DiagNormal`, a
-      ``torch.distributions`` object); ``None`` for a deterministic code.
-    - ``log_q``: log q(z | x) of each row of ``z``, shape ``(samples, n)``, where the bottleneck
-      knows it better than ``dist`` does (a flow: the base density less the log-determinants).
-    - ``losses``: the bottleneck's own loss terms by name, scalars already weighted; aepipe adds
-      them to the loss and logs each as ``penalty.<name>`` (``val_penalty.<name>``...).
-    - ``outputs``: what ``aepipe encode --what`` may ask for besides ``code``: ``mean``,
-      ``sample``, ``indices``..., each ``(n, ...)``.
-    """
-
-    code: torch.Tensor
-    z: torch.Tensor
-    samples: int = 1
-    dist: Any = None
-    log_q: torch.Tensor | None = None
-    losses: dict[str, torch.Tensor] = field(default_factory=dict)
-    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def stochastic(self) -> bool:
-        return self.dist is not None or self.log_q is not None
-
-    def log_q_of_z(self) -> torch.Tensor:
-        """log q(z | x) of every draw in ``z``, shape ``(samples, n)``."""
-        if self.log_q is not None:
-            return self.log_q
-        if self.dist is None:
-            raise ValueError("a deterministic code has no density")
-        n = self.code.shape[0]
-        return self.dist.log_prob(self.z.reshape(self.samples, n, -1))
-
-
-class Rows:
-    """Inputs a dataset reads on demand instead of holding them (files on disk, a Hugging Face
-    table): ``shape`` ``(n, ...)`` and ``dtype`` as a numpy array's, and :meth:`read`, the rows
-    at some indices as one array. aepipe reads them in batches, from DataLoader worker
-    processes when it streams (``data.in_memory``), so a ``Rows`` must survive a fork and hold
-    no open handle it cannot share. A numpy array or ``np.load(..., mmap_mode="r")`` serves too.
-    """
-
-    shape: tuple[int, ...] = (0,)
-    dtype: np.dtype = np.dtype(np.uint8)
-
-    def __len__(self) -> int:
-        return int(self.shape[0])
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        """The rows at ``indices`` (int64, any order, maybe repeated), shape ``(len(indices), *shape[1:])``."""
-        raise NotImplementedError
-
-    def __getitem__(self, index) -> np.ndarray:
-        if isinstance(index, (int, np.integer)):
-            return self.read(np.array([index], dtype=np.int64))[0]
-        return self.read(np.arange(len(self), dtype=np.int64)[index])
-
-
-@dataclass
-class RawData:
-    """What a dataset returns: raw inputs (any shape ``(n, ...)``) and labels.
-
-    ``x`` is a numpy array (memory-mapped or not) or :class:`Rows` read on demand. ``value_range``
-    (low, high) maps raw values to [0, 1]; the same map is applied to the inputs of
-    ``aepipe encode``. uint8 inputs stay uint8 in memory and are scaled batch by batch.
-    ``x_test``/``y_test``, when given, are the dataset's own test split; otherwise aepipe
-    splits one off.
-
-    ``factors``: ground-truth factors of variation where the dataset knows them (``shapes``),
-    integer indices ``(n, K)``, one column per factor, named by ``factor_names``;
-    ``factors_test`` the same for ``x_test``. Each split exposes its rows' factors as
-    ``split.factors`` (the disentanglement metrics read them); ``None`` where there are none.
-    """
-
-    x: np.ndarray | Rows
-    y: np.ndarray | None
-    value_range: tuple[float, float]
-    image_shape: tuple[int, ...] | None = None
-    n_classes: int = 0
-    x_test: np.ndarray | Rows | None = None
-    y_test: np.ndarray | None = None
-    source: str = ""
-    factors: np.ndarray | None = None
-    factor_names: tuple[str, ...] = ()
-    factors_test: np.ndarray | None = None
 
 
 class Component:
@@ -222,7 +87,7 @@ class ModelComponent(Component, nn.Module):
     #: component instead of its default composition (see :func:`aepipe.testing.check_component`)
     conformance: ClassVar[dict[str, Any] | None] = None
 
-    def setup(self, model: AutoEncoder) -> None:
+    def setup(self, model: Model) -> None:
         """Check the assembled model and prepare (override; raise ConfigError on misuse)."""
 
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -235,13 +100,13 @@ class ModelComponent(Component, nn.Module):
         """Update state after every optimizer step of the model (an exponential moving average,
         a temperature schedule). Called in training only, under ``torch.no_grad()``."""
 
-    def epoch_metrics(self, model: AutoEncoder, split: Any) -> dict[str, Any]:
+    def epoch_metrics(self, model: Model, split: Any) -> dict[str, Any]:
         """Metrics of this component on the validation split at the end of every epoch, by bare
         name (floats or 0-d tensors); aepipe logs each as ``val_<name>``. Called only for the
         components of the run."""
         return {}
 
-    def final_metrics(self, model: AutoEncoder, data: Any) -> dict[str, Any]:
+    def final_metrics(self, model: Model, data: Any) -> dict[str, Any]:
         """Metrics of this component once the run has trained, on ``data.test`` (``data`` is
         the run's :class:`aepipe.data.DataBundle`), by bare name; aepipe logs each as
         ``test_<name>``. Called only for the components of the run."""
@@ -376,7 +241,7 @@ class Sampler(ModelComponent):
         super().__init__(config, spec)
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
-    def fit(self, model: AutoEncoder, split: Any) -> dict[str, float]:  # pragma: no cover
+    def fit(self, model: Model, split: Any) -> dict[str, float]:  # pragma: no cover
         """Fit on the codes of ``split`` (the training split; iterate it with
         :func:`aepipe.data.batches`); returns metrics of the fit by bare name (logged as
         ``sampler.<name>``)."""
@@ -391,7 +256,7 @@ class Sampler(ModelComponent):
 class Step:
     """One forward pass, as regularizers see it."""
 
-    model: AutoEncoder
+    model: Model  # the assembled model (aepipe.model.AutoEncoder)
     x: torch.Tensor  # clean inputs (n, d)
     x_tilde: torch.Tensor  # corrupted inputs the encoder saw
     y: torch.Tensor | None  # integer labels (n,) where they exist
@@ -447,7 +312,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'aepipe.components' has no attribute {name!r}")
 
 
-def check_component_class(cls: type, source: PluginInfo) -> None:
+def check_component_class(cls: type, source: PluginSource) -> None:
     """Reject a component class whose ``Config`` is not a :class:`ComponentConfig`."""
     config = getattr(cls, "Config", None)
     if not (isinstance(config, type) and issubclass(config, ComponentConfig)):

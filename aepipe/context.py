@@ -9,11 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
-    from aepipe.config import Pipeline
-    from aepipe.data import DataBundle
-    from aepipe.model import AutoEncoder
-    from aepipe.tracking.base import TrackedRun
-    from aepipe.training.state import TrainState
+    from aepipe.protocols import Data, Model, Pipeline, State, Tracked
 
 
 @dataclass
@@ -28,12 +24,12 @@ class RunContext:
     (``world.rank``, ``world.size``; one process: size 1).
     """
 
-    config: Pipeline
-    model: AutoEncoder
-    data: DataBundle
+    config: Pipeline  #: an aepipe.config.Pipeline
+    model: Model  #: an aepipe.model.AutoEncoder
+    data: Data  #: an aepipe.data.DataBundle
     device: torch.device
-    tracked: TrackedRun
-    state: TrainState
+    tracked: Tracked  #: an aepipe.tracking.base.TrackedRun
+    state: State  #: an aepipe.training.state.TrainState
     optimizer: Any = None
     schedule: Any = None
     stop: Any = None

@@ -59,7 +59,7 @@ FILES = {
         """The hook implementations, loaded through the ``aepipe`` entry point. Keep imports light:
         components are imported inside the registration hooks."""
 
-        from aepipe import Variant, hookimpl
+        from aepipe.plugin import Variant, hookimpl
 
 
         @hookimpl
@@ -90,7 +90,7 @@ FILES = {
         import torch
         from pydantic import Field
 
-        from aepipe.components import ComponentConfig, Regularizer
+        from aepipe.plugin import ComponentConfig, Regularizer
 
 
         class CodeL2Config(ComponentConfig):
@@ -144,7 +144,7 @@ FILES = {
 
         import pytest
 
-        from aepipe.testing import check_component, registered_components
+        from aepipe.plugin import check_component, registered_components
 
         PIPELINE = Path(__file__).resolve().parent.parent / "{package}" / "pipeline.toml"
 
@@ -160,8 +160,7 @@ FILES = {
 
 
         def test_trains(aepipe_pm, aepipe_store):
-            from aepipe.config import resolve
-            from aepipe.training import train
+            from aepipe import resolve, train
 
             pipeline = resolve(aepipe_pm, PIPELINE, ["train.epochs=3", "tracking.log_model=false"])
             result = train(pipeline, aepipe_pm)

@@ -15,7 +15,7 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data, train
-from aepipe_plugins.categorical.gumbel import CategoricalBottleneck, CategoricalConfig
+from aepipe_plugins.bottlenecks.gumbel import CategoricalBottleneck, CategoricalConfig
 
 from conftest import PIPELINES, store_at, use_store
 

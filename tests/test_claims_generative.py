@@ -11,7 +11,7 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.stats import kl_monte_carlo, mmd_rbf
 from aepipe.training import train
-from aepipe_plugins.vae.kl import importance_weighted_nll
+from aepipe_plugins.regularizers.kl import importance_weighted_nll
 
 from conftest import PIPELINES
 

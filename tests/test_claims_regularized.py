@@ -7,9 +7,9 @@ import pytest
 
 from aepipe.config import resolve
 from aepipe.training import train
-from aepipe_plugins.contractive.penalty import jacobian_frobenius_sq
-from aepipe_plugins.denoising.corruptions import denoising_mse
-from aepipe_plugins.sparse.penalties import code_statistics
+from aepipe_plugins.regularizers.contractive import jacobian_frobenius_sq
+from aepipe_plugins.corruptions.noise import denoising_mse
+from aepipe_plugins.regularizers.sparsity import code_statistics
 
 from conftest import PIPELINES
 

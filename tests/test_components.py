@@ -11,7 +11,7 @@ from aepipe.components import ModelSpec
 from aepipe.errors import ConfigError
 from aepipe.likelihoods import Bernoulli, Gaussian
 
-from aepipe_plugins.vanilla import nets
+from aepipe_plugins.networks import basic as nets
 
 
 @pytest.mark.parametrize("image", [(1, 8, 8), (1, 28, 28), (1, 7, 5), (3, 9, 12)])

@@ -23,7 +23,7 @@ def test_the_suite_catches_a_broken_component(aepipe_pm, aepipe_plugin):
 
     @hookimpl
     def aepipe_register_decoders(register):
-        from aepipe_plugins.vanilla.nets import OneLayerDecoder
+        from aepipe_plugins.networks.basic import OneLayerDecoder
 
         class Short(OneLayerDecoder):
             name = "short"
@@ -50,7 +50,7 @@ def test_the_suite_catches_a_component_that_cannot_learn(aepipe_pm, aepipe_plugi
 
     @hookimpl
     def aepipe_register_decoders(register):
-        from aepipe_plugins.vanilla.nets import OneLayerDecoder
+        from aepipe_plugins.networks.basic import OneLayerDecoder
 
         class Stuck(OneLayerDecoder):
             name = "stuck"

@@ -17,7 +17,7 @@ from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data, train
 from aepipe_plugins.bottlenecks.basic import Gaussian, GaussianConfig
-from aepipe_plugins.flows.bottlenecks import IAF, IAFConfig, Planar, PlanarConfig, planar_step
+from aepipe_plugins.bottlenecks.flows import IAF, IAFConfig, Planar, PlanarConfig, planar_step
 
 from conftest import PIPELINES, store_at, use_store
 
@@ -257,7 +257,7 @@ def test_flow_vaes_on_held_out_digits(aepipe_pm, store):
     nearly Gaussian: with the decoder of a trained VAE held fixed, refitting the encoder gives the
     same gap (0.24) with and without flows. Where the posterior is curved the flows do lower it:
     see test_flows_lower_the_gap_where_the_posterior_is_not_gaussian."""
-    from aepipe_plugins.vae.kl import importance_weighted_nll
+    from aepipe_plugins.regularizers.kl import importance_weighted_nll
 
     budget = ["tracking.log_model=false", *QUIET, "train.epochs=40", "model.regularizers.kl.warmup_epochs=10"]
     plain = train(resolve(aepipe_pm, PIPELINES / "vae.toml", budget), aepipe_pm).metrics

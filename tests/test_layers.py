@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "aepipe"
+#: where plugins live: first-party ones and the example of a third-party distribution
+PLUGIN_TREES = [PACKAGE.parent / "plugins", PACKAGE.parent / "examples"]
 
 #: bottom to top: (layer, what it holds, light: no torch/MLflow/Optuna at module level, modules)
 LAYERS: list[tuple[str, str, bool, list[str]]] = [
@@ -23,11 +25,12 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.version", "aepipe.lazy", "aepipe.errors", "aepipe.strict", "aepipe.kinds", "aepipe.variant", "aepipe.files",
         "aepipe.secrets", "aepipe.arrays", "aepipe.figures", "aepipe.limits", "aepipe.seeds",
     ]),
+    ("contract: components", "the component base classes (torch modules), the data types they exchange and the protocols "
+     "naming what they receive of the layers above", False, [
+        "aepipe.components", "aepipe.datatypes", "aepipe.protocols",
+    ]),
     ("contract: hooks", "the hooks a plugin implements and the run context they receive", True, [
         "aepipe.hookspecs", "aepipe.context",
-    ]),
-    ("contract: components", "the component base classes (torch modules) and the data types they exchange", False, [
-        "aepipe.components",
     ]),
     ("registry", "plugins found through entry points, components by kind and name", True, [
         "aepipe.plugins", "aepipe.defaults",
@@ -37,7 +40,7 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.config.reading", "aepipe.config.validation", "aepipe.config.resolve", "aepipe.config.stored", "aepipe.evaluation",
     ]),
     ("assembly", "models, data, devices, optimizers, samplers and the measurements of a model in memory", False, [
-        "aepipe.likelihoods", "aepipe.model", "aepipe.data", "aepipe.stats", "aepipe.sampling",
+        "aepipe.likelihoods", "aepipe.networks", "aepipe.model", "aepipe.data", "aepipe.stats", "aepipe.sampling",
         "aepipe.training.device", "aepipe.training.setup", "aepipe.training.measure", "aepipe.training.state",
         "aepipe.training.distributed", "aepipe.training.schedules", "aepipe.training.resume",
         "aepipe.evaluation.basic", "aepipe.evaluation.disentanglement", "aepipe.evaluation.generation",
@@ -56,7 +59,7 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.usecases", "aepipe.usecases.train", "aepipe.usecases.tune", "aepipe.usecases.arrays",
         "aepipe.usecases.plugins", "aepipe.usecases.fid", "aepipe.evaluation.run", "aepipe.evaluation.report",
         "aepipe.evaluation.reference", "aepipe.zoo", "aepipe.compare",
-        "aepipe.ui", "aepipe.template", "aepipe.testing", "aepipe.guide",
+        "aepipe.ui", "aepipe.template", "aepipe.testing", "aepipe.plugin", "aepipe.guide",
     ]),
     ("cli", "parses options, calls one use case, prints, maps errors to exit codes", True, [
         "aepipe.console", "aepipe.cli",
@@ -66,18 +69,9 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
     ]),
 ]
 
-#: type-only imports (under ``if TYPE_CHECKING``) allowed to point upward: the contract names the
-#: types its hooks receive and return
-TYPE_ONLY_UP: set[tuple[str, str]] = {
-    ("aepipe.components", "aepipe.model"),
-    ("aepipe.components", "aepipe.plugins"),
-    ("aepipe.context", "aepipe.config"),
-    ("aepipe.context", "aepipe.data"),
-    ("aepipe.context", "aepipe.model"),
-    ("aepipe.context", "aepipe.tracking.base"),
-    ("aepipe.context", "aepipe.training.state"),
-    ("aepipe.hookspecs", "aepipe.context"),
-}
+#: type-only imports (under ``if TYPE_CHECKING``) allowed to point upward: none. The contract names
+#: what it receives of the layers above through the protocols of :mod:`aepipe.protocols`.
+TYPE_ONLY_UP: set[tuple[str, str]] = set()
 
 HEAVY = ("torch", "mlflow", "optuna")
 #: the CLI's imports: use cases, and what it needs to print and map errors
@@ -169,11 +163,10 @@ def test_no_module_imports_a_higher_layer():
 
 
 def test_no_import_cycles():
-    """Cycles among modules (type-only imports aside), through function-local imports too."""
+    """Cycles among modules, through function-local and type-only imports too."""
     graph: dict[str, set[str]] = defaultdict(set)
     for imp in imports():
-        if imp.kind != "type":
-            graph[imp.src].add(imp.dst)
+        graph[imp.src].add(imp.dst)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -320,3 +313,48 @@ def test_below_the_lifecycle_heavy_libraries_only_where_their_classes_are_subcla
             if i.dst not in allowed:
                 wrong.append(f"{i.src}:{i.line} imports {i.dst} at module level")
     assert wrong == []
+
+
+def plugin_imports(trees: list[Path] | None = None) -> list[tuple[str, int, str, list[str]]]:
+    """Every import of aepipe by a plugin under ``trees`` (default :data:`PLUGIN_TREES`): (file, line,
+    module, names)."""
+    found = []
+    for tree_root in trees or PLUGIN_TREES:
+        for path in sorted(tree_root.rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    found += [(str(path.relative_to(tree_root.parent)), node.lineno, a.name, []) for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    found.append((str(path.relative_to(tree_root.parent)), node.lineno, node.module or "",
+                                  [a.name for a in node.names]))
+    return [(f, n, m, names) for f, n, m, names in found if m.split(".")[0] == "aepipe"]
+
+
+def test_plugins_and_examples_import_only_the_plugin_api(tmp_path):
+    """A plugin, first-party, an example of a third party's, or what ``aepipe new-plugin`` writes,
+    imports aepipe's plugin API (``aepipe.plugin``) and the package root's public names, nothing
+    else of aepipe."""
+    import aepipe
+    from aepipe.template import write
+
+    new = write("aepipe-layered", tmp_path)
+    wrong = []
+    for path, line, module, names in plugin_imports() + plugin_imports([new]):
+        if module == "aepipe.plugin" or (module == "aepipe" and names and set(names) <= set(aepipe.__all__)):
+            continue
+        wrong.append(f"{path}:{line} imports {module} {names or ''}".rstrip())
+    assert wrong == []
+    assert any(module == "aepipe.plugin" for _, _, module, _ in plugin_imports())  # the walk sees them
+
+
+def test_the_plugin_api_is_defined_below_the_cli():
+    """What :mod:`aepipe.plugin` offers is defined in the layers a plugin may lean on (use cases at
+    most: the testing helpers), and the facade itself imports nothing but the lazy loader (it sits
+    with the use cases, beside the testing helpers it names and the guide that documents it)."""
+    import aepipe.plugin
+
+    assert {i.dst for i in imports() if i.src == "aepipe.plugin"} == {"aepipe.lazy"}
+    for name, target in aepipe.plugin.NAMES.items():
+        module = target.partition(":")[0]
+        assert LAYER_OF[module] <= NAME.index("use cases"), f"{name} comes from {module} ({NAME[LAYER_OF[module]]})"

@@ -333,7 +333,7 @@ def _plugin_with_encoder_in(module_name: str) -> types.ModuleType:
     """A plugin registering encoder 'wide' whose class lives in module ``module_name``."""
     module = types.ModuleType(module_name)
     exec(
-        "from aepipe_plugins.vanilla.nets import MLPEncoder\n"
+        "from aepipe_plugins.networks.basic import MLPEncoder\n"
         "class WideEncoder(MLPEncoder):\n"
         "    '''An MLP encoder (third party).'''\n"
         "    name = 'wide'\n",

@@ -70,7 +70,7 @@ from aepipe import hookimpl
 
 @hookimpl
 def aepipe_register_encoders(register):
-    from aepipe_plugins.vanilla.nets import MLPEncoder
+    from aepipe_plugins.networks.basic import MLPEncoder
 
     class Other(MLPEncoder):
         name = "mlp"
@@ -171,7 +171,7 @@ def test_registering_a_non_component_skips_the_plugin(aepipe_pm, aepipe_plugin):
 
 
 def test_a_registration_hook_that_raises_skips_the_plugin_and_what_it_registered(aepipe_pm, aepipe_plugin, monkeypatch):
-    from aepipe_plugins.vanilla.nets import MLPEncoder
+    from aepipe_plugins.networks.basic import MLPEncoder
 
     class Half(MLPEncoder):
         name = "half"

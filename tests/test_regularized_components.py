@@ -10,10 +10,10 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data
-from aepipe_plugins.contractive.penalty import jacobian_frobenius_sq
-from aepipe_plugins.denoising.corruptions import GaussianNoise, Masking, SaltAndPepper
-from aepipe_plugins.sparse.penalties import bernoulli_kl
-from aepipe_plugins.vanilla import nets
+from aepipe_plugins.regularizers.contractive import jacobian_frobenius_sq
+from aepipe_plugins.corruptions.noise import GaussianNoise, Masking, SaltAndPepper
+from aepipe_plugins.regularizers.sparsity import bernoulli_kl
+from aepipe_plugins.networks import basic as nets
 
 from conftest import PIPELINES
 

@@ -105,7 +105,7 @@ def test_new_plugin_template_works_without_edits(tmp_path, monkeypatch):
     for name, why in (("aepipe", "clashes with the installed distribution 'aepipe'"),
                       ("Aepipe_Plugins", "its package 'aepipe_plugins' would shadow a module that already exists here"),
                       ("click", "clashes with the installed distribution 'click'"),
-                      ("aepipe-vanilla", "its plugin name 'vanilla' is taken by aepipe's entry point 'vanilla = aepipe_plugins.vanilla'"),
+                      ("aepipe-vanilla", "its plugin name 'vanilla' is taken by aepipe's entry point 'vanilla = aepipe_plugins.families.vanilla'"),
                       ("numpy-tools", None)):
         clash = CliRunner().invoke(cli, ["new-plugin", name, "--dir", str(tmp_path)])
         if why is None:
@@ -135,7 +135,7 @@ from aepipe import hookimpl
 
 @hookimpl
 def aepipe_register_encoders(register):
-    from aepipe_plugins.vanilla.nets import MLPEncoder
+    from aepipe_plugins.networks.basic import MLPEncoder
     from aepipe.components import Encoding
 
     class Wide(MLPEncoder):

@@ -236,7 +236,7 @@ def test_a_component_failing_the_first_step_is_named(aepipe_pm, aepipe_plugin, s
 
     @hookimpl
     def aepipe_register_encoders(register):
-        from aepipe_plugins.vanilla.nets import MLPEncoder
+        from aepipe_plugins.networks.basic import MLPEncoder
 
         class Broken(MLPEncoder):
             name = "broken"

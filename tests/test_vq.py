@@ -15,7 +15,7 @@ from aepipe.model import build_model
 from aepipe.testing import check_component
 from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import Interrupted, load_data, make_optimizer, train
-from aepipe_plugins.vq.quantize import EPS, Quantized
+from aepipe_plugins.bottlenecks.quantize import EPS, Quantized
 
 from conftest import PIPELINES
 from helpers import sigint_at_epoch_end

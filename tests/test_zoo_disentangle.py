@@ -16,8 +16,8 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data
-from aepipe_plugins.disentangle import estimators as est
-from aepipe_plugins.disentangle.regularizers import Capacity, TCDiscriminator
+from aepipe_plugins.regularizers import tc_estimators as est
+from aepipe_plugins.regularizers.disentangle import Capacity, TCDiscriminator
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,8 +17,8 @@ from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data, train
 from aepipe.training.measure import evaluate
-from aepipe_plugins.divergences.kernels import kernel_matrix, kernel_scale, mmd, sliced_wasserstein
-from aepipe_plugins.divergences.penalties import EVAL_SEED, decoder_gradient_sq
+from aepipe_plugins.regularizers.kernels import kernel_matrix, kernel_scale, mmd, sliced_wasserstein
+from aepipe_plugins.regularizers.divergences import EVAL_SEED, decoder_gradient_sq
 
 from conftest import PIPELINES
 
@@ -152,7 +152,7 @@ def test_rae_l2_penalises_the_code_and_the_decoder_weights_only(aepipe_pm):
 
 def test_info_vae_weights_the_kl_and_the_mmd_as_zhao_et_al(aepipe_pm):
     """KL weight 1 - alpha, MMD weight alpha + lambda - 1 (alpha = 0, lambda = 10)."""
-    from aepipe_plugins.divergences import INFO_ALPHA, INFO_LAMBDA
+    from aepipe_plugins.families.divergences import INFO_ALPHA, INFO_LAMBDA
 
     assert (INFO_ALPHA, INFO_LAMBDA) == (0.0, 10.0)
     for pipeline in (resolve(aepipe_pm, tree={"variant": "info-vae", "data": {"name": "digits"}}),

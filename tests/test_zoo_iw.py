@@ -14,7 +14,7 @@ from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.stats import importance_weighted_bound
 from aepipe.training import load_data, train
-from aepipe_plugins.vae.iw import miwae_bound
+from aepipe_plugins.regularizers.iw import miwae_bound
 
 from conftest import PIPELINES
 

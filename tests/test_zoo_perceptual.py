@@ -14,7 +14,7 @@ from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import load_data, train
-from aepipe_plugins.perceptual.losses import log_cosh, ms_ssim, msssim_betas, msssim_window
+from aepipe_plugins.regularizers.perceptual import log_cosh, ms_ssim, msssim_betas, msssim_window
 
 from conftest import PIPELINES
 from zoo_shared import DIGITS_VAE

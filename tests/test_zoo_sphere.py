@@ -16,7 +16,7 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data, train
-from aepipe_plugins.sphere.vmf import (HypersphericalUniform, VMFBottleneck, VMFConfig, VonMisesFisher, bessel_ratio,
+from aepipe_plugins.bottlenecks.vmf import (HypersphericalUniform, VMFBottleneck, VMFConfig, VonMisesFisher, bessel_ratio,
                                        log_bessel, log_sphere_area)
 
 from conftest import PIPELINES
@@ -150,7 +150,7 @@ def _pipeline(pm, **model):
 
 
 def test_the_svae_composition_uses_the_closed_form_kl(aepipe_pm):
-    from aepipe_plugins.vae.kl import _closed_form
+    from aepipe_plugins.regularizers.kl import _closed_form
 
     p = _pipeline(aepipe_pm)
     data = load_data(p, torch.device("cpu"))

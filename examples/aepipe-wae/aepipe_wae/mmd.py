@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from aepipe import ConfigError
-from aepipe.components import ComponentConfig, Regularizer
-from aepipe.stats import mmd_rbf
+from aepipe.plugin import ComponentConfig, ConfigError, Regularizer, mmd_rbf
 
 
 class MMDConfig(ComponentConfig):

@@ -1,6 +1,6 @@
 """The aepipe plugin: the ``mmd`` regularizer and the ``wae`` variant (imports stay light)."""
 
-from aepipe import Variant, hookimpl
+from aepipe.plugin import Variant, hookimpl
 
 
 @hookimpl

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from aepipe.testing import check_component, registered_components
+from aepipe.plugin import check_component, registered_components
 
 
 @pytest.mark.parametrize("kind,name", registered_components(plugin="wae"))
@@ -17,9 +17,8 @@ def test_registered_through_the_entry_point(aepipe_pm):
 
 
 def test_mmd_pulls_codes_to_the_prior(aepipe_pm, aepipe_store):
-    from aepipe.config import resolve
-    from aepipe.stats import mmd_rbf
-    from aepipe.training import train
+    from aepipe import resolve, train
+    from aepipe.plugin import mmd_rbf
 
     quiet = {"tracking.log_model": False, "tracking.log_images": False, "train.epochs": 8}
     wae = train(resolve(aepipe_pm, tree={"variant": "wae"}, values=quiet), aepipe_pm)

@@ -1,12 +1,4 @@
-"""The code's family, separate from the network: a deterministic code, and a diagonal Gaussian
-posterior with the reparameterization (the VAE's). Any encoder composes with either."""
+"""Bottlenecks: the code's family (deterministic, Gaussian, flows, quantized, categorical, von Mises-Fisher),
+with the priors that belong to one family of codes (the uniform categorical and spherical priors).
 
-from aepipe import hookimpl
-
-
-@hookimpl
-def aepipe_register_bottlenecks(register):
-    from aepipe_plugins.bottlenecks import basic
-
-    register(basic.Deterministic)
-    register(basic.Gaussian)
+Parts only: the plugins that register them are the family modules of :mod:`aepipe_plugins.families`."""

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from aepipe.components import Bottleneck, Code, ComponentConfig, Encoding, ModelSpec
-from aepipe.errors import ConfigError
-from aepipe.stats import DiagNormal
+from aepipe.plugin import Bottleneck, Code, ComponentConfig, ConfigError, DiagNormal, Encoding, ModelSpec
 
 
 class Deterministic(Bottleneck):

@@ -25,8 +25,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from aepipe.components import ComponentConfig, Dataset, RawData, Rows
-from aepipe.errors import DataError
+from aepipe.plugin import ComponentConfig, DataError, Dataset, RawData, Rows
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 #: Pillow's modes of 16-bit greyscale samples, scaled from 0-65535 (65535 / 255 = 257)
@@ -172,8 +171,8 @@ class ImageFiles(Rows):
         self._check_budget(heads)
 
     def _check_budget(self, heads: list[tuple[int, int, str]]) -> None:
-        from aepipe.files import size_text
-        from aepipe.limits import memory_budget
+        from aepipe.plugin import size_text
+        from aepipe.plugin import memory_budget
 
         costs = [decoded_bytes(pw, ph, mode, self.channels) for pw, ph, mode in heads]
         largest = int(np.argmax(costs))
@@ -187,8 +186,8 @@ class ImageFiles(Rows):
     def _check_batch(self, n: int) -> None:
         """Refuse reading ``n`` rows at once (a streamed batch) that would not fit: their decoded
         rows and the largest image's decoding."""
-        from aepipe.files import size_text
-        from aepipe.limits import memory_budget
+        from aepipe.plugin import size_text
+        from aepipe.plugin import memory_budget
 
         need = n * int(np.prod(self.shape[1:])) + self.largest
         budget = memory_budget("cpu")

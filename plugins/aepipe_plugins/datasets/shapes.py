@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from aepipe.components import ComponentConfig, Dataset, RawData
+from aepipe.plugin import ComponentConfig, Dataset, RawData
 
 SHAPES = ("square", "ellipse", "heart", "triangle")
 #: the colours of the ``colour`` factor, in order (RGB 0-255)

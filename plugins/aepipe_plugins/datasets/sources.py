@@ -16,9 +16,8 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
-from aepipe.arrays import check_claim, check_labels, check_npz_member, check_values, finite_range, load_npy
-from aepipe.components import ComponentConfig, Dataset, RawData
-from aepipe.errors import DataError
+from aepipe.plugin import (ComponentConfig, DataError, Dataset, RawData, check_claim, check_labels, check_npz_member,
+                           check_values, finite_range, load_npy)
 
 
 #: a cell numpy quotes in its error ("could not convert string 'x' to float64 at row 0, column 1")
@@ -27,7 +26,7 @@ _CELL = re.compile(r"""string (?P<cell>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
 def _quoted_cells(message: str) -> str:
     """numpy's error ``message`` with every cell it quotes from the file shortened and masked."""
-    from aepipe.secrets import excerpt, mask
+    from aepipe.plugin import excerpt, mask
 
     def short(match: re.Match) -> str:
         try:
@@ -147,8 +146,8 @@ CSV_BYTES_PER_BYTE = 8
 def check_text_table(path: Path) -> None:
     """Refuse a CSV file whose values could not be held: its size on disk times
     :data:`CSV_BYTES_PER_BYTE` is more than this process may allocate."""
-    from aepipe.files import size_text
-    from aepipe.limits import memory_budget
+    from aepipe.plugin import size_text
+    from aepipe.plugin import memory_budget
 
     size = path.stat().st_size
     budget = memory_budget("cpu")

@@ -2,7 +2,7 @@
 per dataset on its own training split, cached in the store; offline for any labelled dataset) and
 ``inception`` (Inception-v3 pool features, the space published FIDs use; needs the ``fid`` extra)."""
 
-from aepipe import hookimpl
+from aepipe.plugin import hookimpl
 
 
 @hookimpl

@@ -18,9 +18,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from aepipe.components import ComponentConfig, FeatureSpace, ModelSpec
-from aepipe.errors import ConfigError
-from aepipe.training.device import one_cpu_thread
+from aepipe.plugin import ComponentConfig, ConfigError, FeatureSpace, ModelSpec, one_cpu_thread
 
 log = logging.getLogger("aepipe.features")
 
@@ -124,7 +122,7 @@ def _digest(data, limit: int) -> tuple[str, int]:
 
 def default_cache() -> Path:
     """The local store's folder for what feature spaces learn."""
-    from aepipe.tracking.store import local_root
+    from aepipe.plugin import local_root
 
     return local_root() / "features"
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
-from aepipe.components import ComponentConfig, FeatureSpace, ModelSpec
-from aepipe.errors import ConfigError
+from aepipe.plugin import ComponentConfig, ConfigError, FeatureSpace, ModelSpec
 
 INSTALL = "pip install 'aepipe[fid]'"
 #: the package's preprocessing: 299x299, bilinear (its ``nv_bilinear_float`` mode), inputs in [-1, 0.9921875]

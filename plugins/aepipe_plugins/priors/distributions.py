@@ -10,7 +10,7 @@ from pydantic import Field
 from torch import nn
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
-from aepipe.components import ComponentConfig, ModelSpec, Prior, require
+from aepipe.plugin import ComponentConfig, ModelSpec, Prior, require
 
 
 class StandardNormal(Prior):

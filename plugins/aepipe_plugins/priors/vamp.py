@@ -9,8 +9,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from aepipe.components import ComponentConfig, ModelSpec, Prior
-from aepipe.errors import ConfigError
+from aepipe.plugin import ComponentConfig, ConfigError, ModelSpec, Prior
 
 
 class VampConfig(ComponentConfig):

@@ -1,13 +1,4 @@
-"""Ex-post samplers, fitted on the training codes after training (Pythae's "samplers"):
-``prior`` (the model's own prior, or N(0, I) for a model without one) and ``gmm`` (a Gaussian
-mixture, fitted by scikit-learn and drawn from in torch)."""
+"""Samplers fitted on the training codes after training: the prior, a GMM, a flow, an autoregressive prior over
+codeword indices.
 
-from aepipe import hookimpl
-
-
-@hookimpl
-def aepipe_register_samplers(register):
-    from aepipe_plugins.samplers import basic
-
-    register(basic.PriorSampler)
-    register(basic.GMMSampler)
+Parts only: the plugins that register them are the family modules of :mod:`aepipe_plugins.families`."""

@@ -8,9 +8,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from aepipe.components import ComponentConfig, ModelSpec, Sampler
-from aepipe.errors import ConfigError
-from aepipe.training.measure import code_tensor
+from aepipe.plugin import ComponentConfig, ConfigError, ModelSpec, Sampler, code_tensor
 
 
 class PriorSampler(Sampler):

@@ -1,0 +1,13 @@
+"""Ex-post samplers, fitted on the training codes after training (Pythae's "samplers"):
+``prior`` (the model's own prior, or N(0, I) for a model without one) and ``gmm`` (a Gaussian
+mixture, fitted by scikit-learn and drawn from in torch)."""
+
+from aepipe.plugin import hookimpl
+
+
+@hookimpl
+def aepipe_register_samplers(register):
+    from aepipe_plugins.samplers import basic
+
+    register(basic.PriorSampler)
+    register(basic.GMMSampler)
