@@ -54,6 +54,8 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
     ("use cases", "what a user asks for, as plain functions: the API the CLI and notebooks call", False, [
         "aepipe.usecases", "aepipe.usecases.train", "aepipe.usecases.tune", "aepipe.usecases.arrays",
         "aepipe.usecases.plugins", "aepipe.usecases.fid", "aepipe.evaluation.run", "aepipe.evaluation.report",
+        "aepipe.evaluation.report.table", "aepipe.evaluation.report.pareto", "aepipe.evaluation.report.figures",
+        "aepipe.evaluation.report.page", "aepipe.evaluation.report.publish",
         "aepipe.evaluation.reference", "aepipe.zoo", "aepipe.compare",
         "aepipe.ui", "aepipe.template", "aepipe.testing", "aepipe.guide",
     ]),
@@ -319,3 +321,19 @@ def test_below_the_lifecycle_heavy_libraries_only_where_their_classes_are_subcla
             if i.dst not in allowed:
                 wrong.append(f"{i.src}:{i.line} imports {i.dst} at module level")
     assert wrong == []
+
+
+def test_a_non_editable_install_holds_every_package_and_resource():
+    """pyproject names its packages one by one: each package folder of aepipe is among them, and
+    each file that is not Python (the report's page template) is package data of its package."""
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {".".join(p.relative_to(PACKAGE.parent).parts) for p in [PACKAGE, *PACKAGE.rglob("*")]
+                if p.is_dir() and (p / "__init__.py").exists()}
+    assert sorted(packages - set(project["packages"])) == []
+    data = project.get("package-data", {})
+    resources = [p for p in PACKAGE.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    missing = [str(p.relative_to(PACKAGE.parent)) for p in resources
+               if not any(p.match(g) for g in data.get(".".join(p.parent.relative_to(PACKAGE.parent).parts), []))]
+    assert missing == []

@@ -16,7 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from aepipe.cli import cli
-from aepipe.evaluation.report import RunPage, best_runs, interpolation_pairs, pareto_front, render_html
+from aepipe.evaluation.report.figures import interpolation_pairs
+from aepipe.evaluation.report.page import render_html
+from aepipe.evaluation.report.pareto import pareto_front
+from aepipe.evaluation.report.table import RunPage, best_runs
 
 from conftest import PIPELINES, store_at, use_store
 
