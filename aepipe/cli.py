@@ -61,7 +61,9 @@ class AepipeGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - the tracking store's libraries, failing to reach it
             if ctx.obj and ctx.obj.get("debug") or type(exc).__module__.split(".")[0] not in STORE_LIBRARIES:
                 raise
-            from aepipe.tracking.store import DAMAGED, error_line, recovery_hint, tracking_uri
+            from aepipe.tracking.error_line import error_line
+            from aepipe.tracking.health import DAMAGED, recovery_hint
+            from aepipe.tracking.store import tracking_uri
 
             line = error_line(exc)[:600]  # the root cause, not SQLAlchemy's framing
             hint = f"; {recovery_hint()}" if DAMAGED.search(line) else ""

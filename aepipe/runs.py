@@ -22,7 +22,8 @@ def load_model(run_id: str, device: str = "cpu", tracker: Any = None, pm: Aepipe
     """Run ``run_id``'s trained model, rebuilt from its logged weights and pipeline."""
     from aepipe.artifacts import DIR, load_model_dir
     from aepipe.tracking import default_tracker
-    from aepipe.tracking.store import check_run_id, missing_artifact
+    from aepipe.tracking.lookup import missing_artifact
+    from aepipe.tracking.store import check_run_id
 
     check_run_id(run_id, "run")
     tracker = tracker or default_tracker()

@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
     ]),
     ("storage", "model files, the pyfunc flavour, the run store and its trackers, runs read back", False, [
         "aepipe.artifacts", "aepipe.serving", "aepipe.tracking", "aepipe.tracking.base", "aepipe.tracking.store",
+        "aepipe.tracking.template", "aepipe.tracking.health", "aepipe.tracking.lookup", "aepipe.tracking.error_line",
+        "aepipe.tracking.git",
         "aepipe.tracking.sweep", "aepipe.tracking.memory", "aepipe.tracking.mlflow_tracker", "aepipe.runs",
     ]),
     ("lifecycle", "a training run from start to end; a study's workers and records", False, [
@@ -82,7 +84,8 @@ TYPE_ONLY_UP: set[tuple[str, str]] = {
 
 HEAVY = ("torch", "mlflow", "optuna")
 #: the CLI's imports: use cases, and what it needs to print and map errors
-CLI_MAY_IMPORT = {"aepipe.errors", "aepipe.secrets", "aepipe.version", "aepipe.tracking.store", "aepipe.plugins", "aepipe.console"}
+CLI_MAY_IMPORT = {"aepipe.errors", "aepipe.secrets", "aepipe.version", "aepipe.tracking.store", "aepipe.tracking.health",
+                  "aepipe.tracking.error_line", "aepipe.plugins", "aepipe.console"}
 CLI_MAX_LINES = 600
 
 LAYER_OF = {module: i for i, (_, _, _, modules) in enumerate(LAYERS) for module in modules}

@@ -88,7 +88,7 @@ def test_a_url_secret_in_a_runs_settings_never_reaches_the_store(tmp_path, monke
 
     monkeypatch.setenv("AEPIPE_HOME", str(tmp_path / "mlruns"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    tracking.store.forget()
     pm = get_plugin_manager()
     pipeline = resolve(pm, tree={"variant": "vanilla", "description": "data from postgresql://bob:hunter22@db/x?token=abc",
                                  "train": {"epochs": 1, "optimizer": "adam"},

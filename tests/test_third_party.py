@@ -41,7 +41,7 @@ def run_here(args: list[str], site: Path, home: Path, monkeypatch: pytest.Monkey
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("AEPIPE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    tracking.store.forget()
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         _one_line_warnings()

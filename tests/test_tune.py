@@ -81,7 +81,7 @@ def _client(home: Path):
 
     os.environ["AEPIPE_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    tracking.store._set_by_us = None
+    tracking.store.forget()
     tracking.setup()
     from mlflow import MlflowClient
 

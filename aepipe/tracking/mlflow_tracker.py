@@ -22,6 +22,9 @@ from typing import Any, Callable
 from aepipe.errors import RunNotFoundError
 from aepipe.secrets import mask
 from aepipe.tracking import store
+from aepipe.tracking.error_line import error_line
+from aepipe.tracking.health import writable_and_sound
+from aepipe.tracking.lookup import experiment_id
 from aepipe.tracking.base import HEARTBEAT_SECONDS, LEASE_BEAT, LEASE_OWNER, RunRecord, check_lease, lease_owner
 
 log = logging.getLogger("aepipe.tracking")
@@ -40,14 +43,14 @@ def open_store():
 
     mlflow = store.setup()
     uri = store.tracking_uri()
-    if uri not in sweep._swept and store.writable_and_sound(uri):
+    if uri not in sweep._swept and writable_and_sound(uri):
         sweep.once(uri, MlflowTracker)
     return mlflow
 
 
 def _first_line(exc: BaseException) -> str:
-    """A store error in one line, with its root cause (see :func:`store.error_line`)."""
-    return store.error_line(exc)
+    """A store error in one line, with its root cause (see :func:`~aepipe.tracking.error_line.error_line`)."""
+    return error_line(exc)
 
 
 def _batches(items: list[list[tuple]], limit: int = 1000) -> list[list[tuple]]:
@@ -284,7 +287,7 @@ class MlflowTracker:
     # --- opening runs ---------------------------------------------------------------------
 
     def experiment_id(self, name: str) -> str:
-        return store.experiment_id(name)
+        return experiment_id(name)
 
     def experiment_name(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).name

@@ -56,7 +56,7 @@ def seed_overrides(pipeline: str | Path | None, overrides: tuple[str, ...] | lis
 def _prepare(pipeline: Any, overrides: tuple[str, ...], resume: str | None, pm: Any) -> tuple[Any, Any]:
     from aepipe.config import resolve
     from aepipe.plugins import get_plugin_manager
-    from aepipe.tracking.store import check_writable
+    from aepipe.tracking.health import check_writable
 
     if pipeline is None and resume is None:
         raise ConfigError("give a PIPELINE file to train, or --resume RUN_ID to continue a run")

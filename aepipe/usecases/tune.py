@@ -45,7 +45,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None
     from aepipe import secrets
     from aepipe import tune as tuning
     from aepipe.plugins import get_plugin_manager
-    from aepipe.tracking.store import check_writable
+    from aepipe.tracking.health import check_writable
     from aepipe.training.loop import Interrupted
 
     secrets.remember(url=storage)  # masked in every message from here on

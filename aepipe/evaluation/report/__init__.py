@@ -63,7 +63,7 @@ def build_report(targets: Sequence[str], output: Path, experiments: Sequence[str
     _probe(output)
     wanted = parse_pareto(pareto)
     if log:
-        from aepipe.tracking.store import check_writable
+        from aepipe.tracking.health import check_writable
 
         check_writable("report")
     picked = pick(list(targets), list(experiments), trials=True, experiment_targets=True)
