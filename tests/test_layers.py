@@ -46,7 +46,7 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.artifacts", "aepipe.serving", "aepipe.tracking", "aepipe.tracking.base", "aepipe.tracking.store",
         "aepipe.tracking.template", "aepipe.tracking.health", "aepipe.tracking.lookup", "aepipe.tracking.error_line",
         "aepipe.tracking.git",
-        "aepipe.tracking.sweep", "aepipe.tracking.memory", "aepipe.tracking.mlflow_tracker", "aepipe.runs",
+        "aepipe.tracking.sweep", "aepipe.tracking.memory", "aepipe.tracking.mlflow_tracker", "aepipe.tracking.mlflow_run", "aepipe.runs",
     ]),
     ("lifecycle", "a training run from start to end; a study's workers and records", False, [
         "aepipe.training", "aepipe.training.epoch", "aepipe.training.loop", "aepipe.training.report",
