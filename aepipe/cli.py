@@ -45,7 +45,7 @@ class AepipeGroup(click.Group):
         except (SystemExit, GeneratorExit) as exc:  # aepipe's commands never end this way: a plugin's code did
             if ctx.obj and ctx.obj.get("debug") or ctx.invoked_subcommand in _PLUGIN_COMMANDS:
                 raise  # a plugin's own command may end as it likes
-            from aepipe.plugins import describe_exception
+            from aepipe.plugin_isolation import describe_exception
 
             info = _plugin_manager().blame(exc)
             who = info.describe() if info else "code called by the command"
@@ -531,10 +531,10 @@ _PLUGIN_COMMANDS: set[str] = set()
 def main() -> None:
     import signal
 
-    from aepipe import plugins, secrets
+    from aepipe import plugin_isolation, secrets
 
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Ctrl-C as ever, told from a plugin's raise
-        signal.signal(signal.SIGINT, plugins.interrupt)
+        signal.signal(signal.SIGINT, plugin_isolation.interrupt)
     secrets.remember_environment()
     secrets.install()
     _one_line_warnings()

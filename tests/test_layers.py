@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.components",
     ]),
     ("registry", "plugins found through entry points, components by kind and name", True, [
-        "aepipe.plugins", "aepipe.defaults",
+        "aepipe.plugins", "aepipe.defaults", "aepipe.registry", "aepipe.plugin_isolation", "aepipe.metric_names",
     ]),
     ("configuration", "the pipeline file as typed settings; the metric vocabulary", True, [
         "aepipe.config", "aepipe.evaluation",
@@ -85,7 +85,7 @@ TYPE_ONLY_UP: set[tuple[str, str]] = {
 HEAVY = ("torch", "mlflow", "optuna")
 #: the CLI's imports: use cases, and what it needs to print and map errors
 CLI_MAY_IMPORT = {"aepipe.errors", "aepipe.secrets", "aepipe.version", "aepipe.tracking.store", "aepipe.tracking.health",
-                  "aepipe.tracking.error_line", "aepipe.plugins", "aepipe.console"}
+                  "aepipe.tracking.error_line", "aepipe.plugins", "aepipe.plugin_isolation", "aepipe.console"}
 CLI_MAX_LINES = 600
 
 LAYER_OF = {module: i for i, (_, _, _, modules) in enumerate(LAYERS) for module in modules}

@@ -67,7 +67,8 @@ def _runs(experiment: str) -> list:
 
 def test_a_plugin_that_exits_on_import_is_skipped_and_named_never_exit_0(tmp_path, monkeypatch):
     from aepipe.errors import PluginError
-    from aepipe.plugins import PluginWarning, get_plugin_manager
+    from aepipe.plugin_isolation import PluginWarning
+    from aepipe.plugins import get_plugin_manager
 
     _install(tmp_path, monkeypatch, "quitter", EXIT_ON_IMPORT, only=True)
     with pytest.warns(PluginWarning, match=r"plugin 'quitter' \(quitter-dist 0.3\), entry point 'quitter = quitter_plugin' "
@@ -132,7 +133,8 @@ def test_what_a_plugin_prints_stays_off_the_json(tmp_path, monkeypatch, store):
 
 
 def test_a_slow_plugin_import_is_named(tmp_path, monkeypatch):
-    from aepipe.plugins import SlowPluginWarning, get_plugin_manager
+    from aepipe.plugin_isolation import SlowPluginWarning
+    from aepipe.plugins import get_plugin_manager
 
     _install(tmp_path, monkeypatch, "sloth", "import time\ntime.sleep(0.3)\n", only=True)
     monkeypatch.setenv("AEPIPE_SLOW_PLUGIN_SECONDS", "0.2")
@@ -162,7 +164,7 @@ def test_a_metric_name_a_store_refuses_names_the_plugin(tmp_path, monkeypatch, s
 
 
 def test_metric_names_are_checked_as_a_store_checks_them():
-    from aepipe.plugins import bad_metric_name
+    from aepipe.metric_names import bad_metric_name
 
     for good in ("val_loss", "a.b/c-d e:f", " spaced ", "x" * 250):
         assert bad_metric_name(good) is None, good
