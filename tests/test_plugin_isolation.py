@@ -45,11 +45,12 @@ def _install(tmp_path, monkeypatch, name: str, source: str, *, only: bool = Fals
 def _cli(*args: str):
     import warnings
 
-    from aepipe.cli import _one_line_warnings, cli
+    from aepipe.cli import cli
+    from aepipe.console import one_line_warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        _one_line_warnings()
+        one_line_warnings()
         return CliRunner().invoke(cli, list(args))
 
 
