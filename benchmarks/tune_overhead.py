@@ -167,7 +167,7 @@ def timed(module, name, label):
 
 timed(aepipe.tracking.health, "check_writable", "store set-up (MLflow imported, store opened)")
 timed(aepipe.plugins, "get_plugin_manager", "plugin manager")
-timed(aepipe.usecases.tune, "open_study", "Optuna study opened")
+timed(aepipe.usecases.tune, "open_pipeline_study", "Optuna study opened")
 timed(aepipe.tune, "ensure_parent_run", "the study's parent run")
 timed(aepipe.tune, "run_worker", "the trials (the worker's loop)")
 timed(aepipe.training.loop, "train", "  of which the trial runs (train())")

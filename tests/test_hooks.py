@@ -147,7 +147,7 @@ def test_every_hook_is_called(aepipe_pm, aepipe_plugin, store, tmp_path, monkeyp
     path = tmp_path / "t.toml"
     path.write_text('variant = "recorded"\n[train]\nepochs = 2\n[tracking]\nlog_model = false\nlog_images = false\nlog_dataset = false\n'
                     '[tune]\nn_trials = 2\npruner = "none"\n[tune.space]\n"train.lr" = { type = "float", low = 0.001, high = 0.01 }\n')
-    st = tune.prepare(aepipe_pm, path)
+    st = tune.prepare_study(aepipe_pm, path)
     tune.open_study(st, epochs=2)
     tune.ensure_parent_run(st)
     tune.run_worker(aepipe_pm, st, echo=lambda line: None)

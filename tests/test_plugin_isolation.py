@@ -175,7 +175,7 @@ def test_metric_names_are_checked_as_a_store_checks_them():
 
 def test_a_components_metric_name_a_store_refuses_names_the_component():
     from aepipe.errors import PluginError
-    from aepipe.training.measure import component_metrics
+    from aepipe.training.metrics import component_metrics
 
     class Ranker:
         name = "ranker"

@@ -203,8 +203,8 @@ def test_every_command_refuses_an_ambiguous_store_url_in_one_line(tmp_path, wher
 
 def test_tuning_from_python_refuses_it_too(aepipe_pm):
     from aepipe.errors import ConfigError
-    from aepipe.tune.study import prepare
+    from aepipe.tune.study import prepare_study
 
     with pytest.raises(ConfigError, match=r"^--storage: the user name or password .*the URL is not shown$") as exc:
-        prepare(aepipe_pm, "pipelines/vanilla.toml", storage_url=RAW_AT)
+        prepare_study(aepipe_pm, "pipelines/vanilla.toml", storage_url=RAW_AT)
     assert not any(fragment in str(exc.value) for fragment in FRAGMENTS)

@@ -36,7 +36,7 @@ def _open(monkeypatch, home: Path):
     from aepipe.tracking import store
 
     use_store(monkeypatch, home)
-    return store.setup()
+    return store.connect()
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:

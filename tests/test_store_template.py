@@ -24,7 +24,7 @@ def _open(monkeypatch, home):
     from conftest import use_store
 
     use_store(monkeypatch, home)
-    return store.setup()
+    return store.connect()
 
 
 def _default_location(db):

@@ -24,13 +24,13 @@ def _with_io_options(fn):
     return fn
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("encode", context_settings=CONTEXT)
 @_with_io_options
 @click.option("--what", default="code", show_default=True, metavar="WHAT",
               help="code (the deterministic code), or what the run's bottleneck offers: mean, sample (one posterior draw), "
                    "indices (codeword or category indices)...")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1), help="Random seed (--what sample).")
-def encode(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None, what: str, seed: int) -> None:
+def encode_command(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None, what: str, seed: int) -> None:
     """Encode INPUT.npy (raw units, as the dataset stores them) with RUN_ID's model; writes codes."""
     from aepipe.usecases.arrays import encode as run_encode
 
@@ -38,9 +38,9 @@ def encode(run_id: str, input_path: Path, output: Path, device: str, scaled: boo
     click.echo(f"wrote {out.count} {what} of size {out.shape[1] if len(out.shape) > 1 else 1} to {output}", err=True)
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("reconstruct", context_settings=CONTEXT)
 @_with_io_options
-def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None) -> None:
+def reconstruct_command(run_id: str, input_path: Path, output: Path, device: str, scaled: bool, labels: Path | None) -> None:
     """Reconstruct INPUT.npy with RUN_ID's model; output in the input's shape and units."""
     from aepipe.usecases.arrays import reconstruct as run_reconstruct
 
@@ -48,7 +48,7 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled
     click.echo(f"wrote {out.count} reconstructions to {output}", err=True)
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("sample", context_settings=CONTEXT)
 @click.argument("run_id")
 @click.option("-n", "count", default=10, show_default=True, type=click.IntRange(min=1), help="How many samples.")
 @click.option("--label", type=int, default=None, help="Class to draw (conditional models; default: cycle through the classes).")
@@ -60,7 +60,7 @@ def reconstruct(run_id: str, input_path: Path, output: Path, device: str, scaled
 @click.option("--sampler", "sampler_name", default=None, metavar="NAME",
               help="prior, the run's own [model.sampler], or one fitted by fit-sampler (default: the run's own, else its prior, "
                    "else N(0, I)).")
-def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path | None, seed: int, device: str, scaled: bool,
+def sample_command(run_id: str, count: int, label: int | None, output: Path, grid: Path | None, seed: int, device: str, scaled: bool,
            sampler_name: str | None) -> None:
     """Draw codes through RUN_ID's sampler (its prior by default) and decode them."""
     from aepipe.usecases.arrays import sample as run_sample
@@ -74,7 +74,7 @@ def sample(run_id: str, count: int, label: int | None, output: Path, grid: Path 
 @click.option("--sampler", "sampler_name", required=True, metavar="NAME", help="A registered sampler (aepipe plugins lists them).")
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="A setting of the sampler (components=20).")
 @click.option("--device", default="auto", help="auto, cpu, cuda, ...")
-def fit_sampler(run_id: str, sampler_name: str, overrides: tuple[str, ...], device: str) -> None:
+def fit_sampler_command(run_id: str, sampler_name: str, overrides: tuple[str, ...], device: str) -> None:
     """Fit a sampler on RUN_ID's training codes and log it to the run (samplers/NAME/)."""
     from aepipe.usecases.arrays import fit_sampler as run_fit
 

@@ -11,7 +11,7 @@ from aepipe.cli.group import CONTEXT, cli, plugin_manager
 from aepipe.console import masked
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("compare", context_settings=CONTEXT)
 @click.argument("targets", nargs=-1, metavar="[RUN_ID|STUDY]...")
 @click.option("--experiment", "-e", "experiments", multiple=True, help="Only runs of this experiment (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
@@ -20,7 +20,7 @@ from aepipe.console import masked
                    "default: the fixed ones and every eval_ metric the runs have.")
 @click.option("--per-run", is_flag=True, help="One row per run: runs of one pipeline over seeds are not merged into mean ± interval.")
 @click.option("--no-reference", is_flag=True, help="No reference row (real data against real data) under generation metrics.")
-def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, columns: str | None, per_run: bool, no_reference: bool) -> None:
+def compare_command(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, columns: str | None, per_run: bool, no_reference: bool) -> None:
     """Runs side by side: given runs, each study's best trial, or the latest run of each variant
     (with its other seeds). Runs that differ only in their seed are one row: mean ± the half-width
     of the 95% interval over seeds. Under generation metrics, a reference row: real test data
@@ -37,7 +37,7 @@ def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, co
     click.echo(render(rows, fmt, chosen), nl=False)
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("report", context_settings=CONTEXT)
 @click.argument("targets", nargs=-1, metavar="[RUN_ID|STUDY|EXPERIMENT]...")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HTML file to write.")
 @click.option("--experiment", "-e", "experiments", multiple=True, help="With no TARGET: the latest run of each variant here (repeatable).")
@@ -48,7 +48,7 @@ def compare(targets: tuple[str, ...], experiments: tuple[str, ...], fmt: str, co
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @click.option("--per-run", is_flag=True, help="One table row per run: runs of one pipeline over seeds are not merged.")
 @click.option("--no-reference", is_flag=True, help="No reference row (real data against real data) in the table.")
-def report(targets: tuple[str, ...], output: Path, experiments: tuple[str, ...], pareto: str | None, device: str, no_log: bool,
+def report_command(targets: tuple[str, ...], output: Path, experiments: tuple[str, ...], pareto: str | None, device: str, no_log: bool,
            quiet: bool, per_run: bool, no_reference: bool) -> None:
     """One self-contained HTML page comparing runs: runs by id, every finished trial of a study, the
     latest run of each variant of an experiment. Also logged to MLflow (a study's parent run, else
@@ -61,7 +61,7 @@ def report(targets: tuple[str, ...], output: Path, experiments: tuple[str, ...],
     click.echo(str(path))
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("zoo", context_settings=CONTEXT)
 @click.option("--data", "dataset", default="digits", show_default=True, help="Dataset every variant trains on.")
 @click.option("--epochs", default=200, show_default=True, type=click.IntRange(min=1),
               help="Most epochs for every variant: each trains until its validation loss stops improving (--patience).")
@@ -77,7 +77,7 @@ def report(targets: tuple[str, ...], output: Path, experiments: tuple[str, ...],
 @click.option("--samples", type=click.IntRange(10, 1_000_000), default=None, help="With --evaluate: generated images per run (default 2000).")
 @click.option("--iw-samples", type=click.IntRange(1, 100_000), default=None, help="With --evaluate: importance samples K (default 1000).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
-def zoo(dataset: str, epochs: int, patience: int, seeds: int, experiment: str, overrides: tuple[str, ...], only: str | None,
+def zoo_command(dataset: str, epochs: int, patience: int, seeds: int, experiment: str, overrides: tuple[str, ...], only: str | None,
         evaluate_: bool, features: str | None, samples: int | None, iw_samples: int | None, fmt: str) -> None:
     """Train every registered variant on the same data until it stops improving (early stopping,
     at most --epochs), over --seeds seeds, then compare them (with the reference row under

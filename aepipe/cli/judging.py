@@ -12,7 +12,7 @@ import click
 from aepipe.cli.group import CONTEXT, cli, plugin_manager
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("fid", context_settings=CONTEXT)
 @click.argument("a", metavar="A", type=click.Path(path_type=Path))
 @click.argument("b", metavar="B", type=click.Path(path_type=Path))
 @click.option("--features", default=None,
@@ -27,7 +27,7 @@ from aepipe.cli.group import CONTEXT, cli, plugin_manager
                    "instead of --dataset.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def fid(a: Path, b: Path, features: str | None, dataset: str | None, pipeline_file: Path | None, device: str, as_json: bool) -> None:
+def fid_command(a: Path, b: Path, features: str | None, dataset: str | None, pipeline_file: Path | None, device: str, as_json: bool) -> None:
     """FID, KID, precision, recall, density and coverage between two sets of images, offline.
 
     A and B are folders of image files (PNG, JPEG, ...) or .npy arrays of values in [0, 1], shaped
@@ -46,7 +46,7 @@ def fid(a: Path, b: Path, features: str | None, dataset: str | None, pipeline_fi
         click.echo(f"{name:<10} {result[name]:.6g}")
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("calibrate", context_settings=CONTEXT)
 @click.argument("dataset", metavar="DATASET")
 @click.option("--features", "--space", "features", default=None, metavar="SPACE",
               help="Feature space to check (default: the one evaluate and fid use).")
@@ -56,7 +56,7 @@ def fid(a: Path, b: Path, features: str | None, dataset: str | None, pipeline_fi
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def calibrate(dataset: str, features: str | None, n: int, seed: int, device: str, fmt: str, as_json: bool) -> None:
+def calibrate_command(dataset: str, features: str | None, n: int, seed: int, device: str, fmt: str, as_json: bool) -> None:
     """The judge's ladder: DATASET's held-out images, degraded in known ways, scored like samples.
 
     Each rung (other real images, blur, noise, the mean image, one class only, a few images
@@ -75,7 +75,7 @@ def calibrate(dataset: str, features: str | None, n: int, seed: int, device: str
         click.echo("\n" + "\n".join(f"  {name:<13} {text}" for name, text in DESCRIPTIONS.items()))
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("evaluate", context_settings=CONTEXT)
 @click.argument("targets", nargs=-1, required=True, metavar="RUN_ID|STUDY|EXPERIMENT...")
 @click.option("--metrics", default=None, metavar="LIST",
               help="Comma-separated groups (reconstruction, likelihood, representation, generation, disentanglement) "
@@ -91,7 +91,7 @@ def calibrate(dataset: str, features: str | None, n: int, seed: int, device: str
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics of every run as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def evaluate(targets: tuple[str, ...], metrics: str | None, samples: int | None, features: str | None, samplers: tuple[str, ...],
+def evaluate_command(targets: tuple[str, ...], metrics: str | None, samples: int | None, features: str | None, samplers: tuple[str, ...],
              iw_samples: int | None, bootstrap: int | None, seed: int | None, device: str, as_json: bool, quiet: bool) -> None:
     """Compute the eval_* metrics of finished runs (a study's trials, an experiment's runs) and log them to each run.
 

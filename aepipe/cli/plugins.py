@@ -10,11 +10,11 @@ import click
 from aepipe.cli.group import CONTEXT, cli, plugin_manager
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("plugins", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--check", is_flag=True, help="Validate every plugin: hooks known, components pass the conformance suite.")
 @click.option("--plugin", "only", default=None, help="With --check: only this plugin (entry-point name).")
-def plugins(as_json: bool, check: bool, only: str | None) -> None:
+def plugins_command(as_json: bool, check: bool, only: str | None) -> None:
     """List installed plugins: distribution, version, hooks and components."""
     from aepipe.usecases.plugins import check as check_plugins, listing
 
@@ -39,7 +39,7 @@ def plugins(as_json: bool, check: bool, only: str | None) -> None:
 @cli.command(name="new-plugin", context_settings=CONTEXT)
 @click.argument("name")
 @click.option("--dir", "parent", default=".", type=click.Path(file_okay=False, path_type=Path), help="Where to create it.")
-def new_plugin(name: str, parent: Path) -> None:
+def new_plugin_command(name: str, parent: Path) -> None:
     """Write a ready plugin distribution NAME (pyproject with the entry point, a component, a
     variant, a pipeline file and tests using aepipe.testing)."""
     from aepipe.template import write

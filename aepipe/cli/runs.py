@@ -13,7 +13,7 @@ from aepipe.cli.group import CONTEXT, cli, plugin_manager
 from aepipe.console import Reporter, notes
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("train", context_settings=CONTEXT)
 @click.argument("pipeline", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. train.epochs=5 (repeatable).")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: train.device).")
@@ -26,11 +26,11 @@ from aepipe.console import Reporter, notes
 @click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="Train the pipeline this many times, train.seed = its seed, seed + 1, ... (one run each, tagged "
                    "aepipe.seed and aepipe.group; compare and report show them as one row).")
-def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool, quiet: bool,
+def train_command(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool, quiet: bool,
           nproc: int, seeds: int) -> None:
     """Train PIPELINE (a TOML file) as one MLflow run; prints the run id. Ctrl-C or SIGTERM stops
     it between two batches with a checkpoint, and prints the command that continues it."""
-    from aepipe.usecases.train import is_leader, seed_overrides, train as run_training, train_on_processes
+    from aepipe.usecases.train import is_leader, seed_overrides, train_on_processes, train_pipeline
 
     if nproc > 1 and seeds == 1:
         train_on_processes(nproc, pipeline, overrides, device, resume, as_json, quiet)
@@ -40,7 +40,7 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
         # with --json, stdout holds the JSON alone: whatever a plugin or library prints goes to stderr
         with Reporter(not quiet and leader) as reporter, notes(not quiet and leader), \
                 contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-            result = run_training(pipeline, overrides=tuple(extra), device=device, resume=resume, reporter=reporter)
+            result = train_pipeline(pipeline, overrides=tuple(extra), device=device, resume=resume, reporter=reporter)
         if not leader:
             return
         summaries.append(result.summary())
@@ -54,7 +54,7 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
         click.echo(json.dumps(summaries if seeds > 1 else summaries[0], indent=2))
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("tune", context_settings=CONTEXT)
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting for every trial.")
 @click.option("--study", "study_name", default=None,
@@ -72,7 +72,7 @@ def train(pipeline: Path | None, overrides: tuple[str, ...], device: str | None,
 @click.option("--summary", is_flag=True, help="Print the best trials of the study and exit; runs nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--worker", is_flag=True, hidden=True, help="Run as one of --n-workers' processes.")
-def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, allow_new_space: bool, storage: str | None,
+def tune_command(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, allow_new_space: bool, storage: str | None,
          n_trials: int | None, n_workers: int, timeout: float | None, device: str | None, summary: bool, as_json: bool,
          worker: bool) -> None:
     """Tune PIPELINE's [tune] search space with Optuna; every trial is an MLflow run nested
@@ -80,7 +80,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, all
     from aepipe.usecases import tune as tuning
 
     if summary:
-        st = tuning.open_study(pipeline, overrides, study_name, storage, n_trials, timeout,
+        st = tuning.open_pipeline_study(pipeline, overrides, study_name, storage, n_trials, timeout,
                                shared=True if (worker or n_workers > 1) else None, allow_new_space=allow_new_space)
     else:
         echo = (lambda line: None) if as_json and not worker else (lambda line: click.echo(line, err=True))

@@ -9,7 +9,7 @@ from aepipe.cli.group import CONTEXT, cli
 from aepipe.console import masked
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command("ui", context_settings=CONTEXT)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind: loopback unless --expose.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--expose", is_flag=True, help="Allow a --host beyond loopback: turns on MLflow's login (basic-auth; first start: "
@@ -18,7 +18,7 @@ from aepipe.console import masked
               help="With --expose: a name or IP clients use to reach the UI (repeatable; needed for --host 0.0.0.0).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Server processes (default: one per two CPUs, at most 4).")
 @click.pass_context
-def ui(ctx: click.Context, host: str, port: int, expose: bool, allowed_hosts: tuple[str, ...], workers: int | None) -> None:
+def ui_command(ctx: click.Context, host: str, port: int, expose: bool, allowed_hosts: tuple[str, ...], workers: int | None) -> None:
     """Start the MLflow UI over aepipe's tracking store (on this machine only, unless --expose)."""
     from aepipe import ui as server
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from aepipe.errors import StoreError
-from aepipe.tracking.store import local_root, memory, setup, tracking_uri, uses_local_store
+from aepipe.tracking.store import connect, local_root, memory, tracking_uri, uses_local_store
 
 log = logging.getLogger("aepipe.tracking")
 
@@ -67,7 +67,7 @@ def check_writable(what: str = "this command", open_store: bool = True) -> None:
     if db is None:
         return
     if open_store:
-        setup()  # creates a new store where it can; reads an existing one
+        connect()  # creates a new store where it can; reads an existing one
     local = uses_local_store()
     paths = [db.parent, db] + ([local_root() / "artifacts", local_root() / "checkpoints"] if local else [])
     for path in paths:

@@ -9,7 +9,7 @@ from aepipe.errors import RunNotFoundError
 from aepipe.secrets import mask
 from aepipe.tracking.error_line import error_line
 from aepipe.tracking.health import check_writable
-from aepipe.tracking.store import artifact_root, setup, tracking_uri, uses_local_store
+from aepipe.tracking.store import artifact_root, connect, tracking_uri, uses_local_store
 
 #: Makes the MLflow UI open aepipe's experiments in its model-training view (runs, metrics,
 #: charts) rather than the GenAI view (traces) it defaults to since MLflow 3.
@@ -18,7 +18,7 @@ KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 def experiment_id(name: str) -> str:
     """The id of experiment ``name``, created (with an explicit artifact location) if missing."""
-    mlflow = setup()
+    mlflow = connect()
     check_writable()
     found = mlflow.get_experiment_by_name(name)
     if found is None:
@@ -37,7 +37,7 @@ def experiment_id(name: str) -> str:
 
 
 def get_run(run_id: str):
-    mlflow = setup()
+    mlflow = connect()
     try:
         return mlflow.get_run(run_id)
     except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing run

@@ -31,7 +31,7 @@ _STOP = object()
 FLUSH_SECONDS = float(os.environ.get("AEPIPE_TRACKING_FLUSH_SECONDS", "2"))
 
 
-def _batches(items: list[list[tuple]], limit: int = 1000) -> list[list[tuple]]:
+def _metric_batches(items: list[list[tuple]], limit: int = 1000) -> list[list[tuple]]:
     """Queued metrics (one list per ``log_metrics`` call: an epoch) in batches of at most
     ``limit`` (MLflow's most per call) that never split an epoch unless it alone is larger: each
     batch is one transaction, so a process killed between two leaves every epoch stored whole or
@@ -101,7 +101,7 @@ class MlflowRun:
                     break
             stop = any(item is _STOP for item in items)
             try:
-                for batch in _batches([item for item in items if item is not _STOP]):
+                for batch in _metric_batches([item for item in items if item is not _STOP]):
                     self.client.log_batch(self.run_id, metrics=[Metric(*m) for m in batch], synchronous=True)
                 last_write = time.time()
                 if self.lease and not stop and time.time() - last_beat >= HEARTBEAT_SECONDS:

@@ -26,12 +26,12 @@ _SAFE = re.compile(r"[A-Za-z0-9_.:\- ]*")  # values that may sit inside an MLflo
 
 
 def open_store():
-    """:func:`~aepipe.tracking.store.setup`, then, once per process, the end of the runs that dead
+    """:func:`~aepipe.tracking.store.connect`, then, once per process, the end of the runs that dead
     processes left RUNNING (:mod:`~aepipe.tracking.sweep`); nothing is written into a read-only or
     damaged store. Returns the mlflow module."""
     from aepipe.tracking import sweep
 
-    mlflow = store.setup()
+    mlflow = store.connect()
     uri = store.tracking_uri()
     if uri not in sweep._swept and writable_and_sound(uri):
         sweep.once(uri, MlflowTracker)

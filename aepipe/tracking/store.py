@@ -106,7 +106,7 @@ def checkpoint_dir(run_id: str) -> Path:
     return inside(local_root() / "checkpoints", check_run_id(run_id))
 
 
-def setup():
+def connect():
     """Point MLflow at the store; returns the mlflow module. Creates and migrates a new local
     store; an existing read-only one is only read. (:func:`aepipe.tracking.setup` also ends the
     runs that dead processes left RUNNING.)"""

@@ -16,8 +16,9 @@ def is_leader() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def train(pipeline: str | Path | Any | None, pm: Any = None, overrides: tuple[str, ...] | list[str] = (), device: str | None = None,
-          resume: str | None = None, reporter: Callable[[int, int, dict[str, float]], None] | None = None, **options: Any) -> Any:
+def train_pipeline(pipeline: str | Path | Any | None, pm: Any = None, overrides: tuple[str, ...] | list[str] = (), device: str | None = None,
+                   resume: str | None = None, reporter: Callable[[int, int, dict[str, float]], None] | None = None,
+                   **options: Any) -> Any:
     """Train ``pipeline`` (a TOML file with ``--set`` ``overrides``, or a pipeline
     :func:`aepipe.resolve` returned) as a new tracked run, or continue run ``resume`` from its
     checkpoint (``pipeline`` None: its own pipeline, ``overrides`` over it; only ``train.epochs``

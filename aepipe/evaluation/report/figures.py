@@ -78,7 +78,7 @@ def _model_figures(page: RunPage, model: Any, data: Any, tracker: Any, pm: Any) 
     import torch
 
     from aepipe import figures
-    from aepipe.training.measure import codes
+    from aepipe.training.metrics import codes
 
     name = f"{page.variant} ({page.run_id[:8]})"
     shape = data.image_shape

@@ -31,7 +31,7 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _shown(value: float) -> str:
+def _rounded(value: float) -> str:
     return f"{value:.5g}" if math.isfinite(value) else repr(value)
 
 
@@ -79,7 +79,7 @@ def render_html(title: str, pages: Sequence[RunPage], columns: list[str], pair: 
             v = r.metrics[c]
             best, near = marks[c]
             mark = ' class="best"' if r.row_id in best else ' class="near"' if r.row_id in near else ""
-            shown, extra = _shown(v), ""
+            shown, extra = _rounded(v), ""
             if c in r.intervals:
                 lo, hi, kind = r.intervals[c]
                 extra = f' data-lo="{lo!r}" data-hi="{hi!r}" data-interval="{kind}"'

@@ -8,7 +8,7 @@ from pydantic import Field, PositiveInt
 
 from aepipe.components import ComponentConfig, ModelSpec, Sampler
 from aepipe.errors import ConfigError
-from aepipe.training.measure import code_tensor
+from aepipe.training.metrics import code_tensor
 
 
 class FlowSamplerConfig(ComponentConfig):

@@ -20,7 +20,7 @@ def aepipe_register_regularizers(register):
 #: the same MLPs): at the components' defaults (weight 1; the discriminator's last layer) the KL
 #: outweighs these losses there (log-cosh: test KL 1.1 nats, squared error 1.6x the VAE's; the
 #: VAE-GAN's code collapses); with these the KL is 4-8 nats, as the VAE's 3
-MEASURED = {
+VARIANT_LOSS_SETTINGS = {
     "msssim": {"weight": 3.0},
     "logcosh": {"weight": 3.0},
     "learned-similarity": {"weight": 10.0, "feature_layer": 1},
@@ -34,7 +34,7 @@ def _vae(loss: str) -> dict:
         "decoder": {"name": "mlp", "hidden": [128, 256]},
         "prior": {"name": "standard-normal"},
         "likelihood": "bernoulli",  # its mean (a sigmoid) gives the reconstruction; its NLL stays logged as recon
-        "regularizers": {"kl": {"beta": 1.0}, loss: dict(MEASURED[loss])},
+        "regularizers": {"kl": {"beta": 1.0}, loss: dict(VARIANT_LOSS_SETTINGS[loss])},
     }}
 
 

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from aepipe.components import ComponentConfig, ModelSpec, Sampler
 from aepipe.errors import ConfigError
-from aepipe.training.measure import code_tensor
+from aepipe.training.metrics import code_tensor
 
 
 class PriorSampler(Sampler):

@@ -96,7 +96,7 @@ class IndexAutoregressive(Sampler):
         return F.cross_entropy(logits.reshape(-1, self.choices), indices.reshape(-1), reduction="none").reshape(indices.shape).sum(1)
 
     def fit(self, model, split) -> dict[str, float]:
-        from aepipe.training.measure import code_tensor
+        from aepipe.training.metrics import code_tensor
 
         self.setup(model)
         c = self.config

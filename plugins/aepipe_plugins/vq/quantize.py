@@ -213,7 +213,7 @@ class Quantized(Bottleneck):
     def usage(self, model, split) -> dict[str, torch.Tensor]:
         """``codebook_perplexity`` and ``codebook_used`` of the codes of ``split`` (see the
         module's docstring)."""
-        from aepipe.training.measure import code_tensor
+        from aepipe.training.metrics import code_tensor
 
         index = code_tensor(model, split, what="indices").reshape(-1)
         counts = torch.bincount(index, minlength=self.config.codebook_size).double()
