@@ -156,11 +156,11 @@ def test_every_hook_is_called(aepipe_pm, aepipe_plugin, store, tmp_path, monkeyp
     assert set(ends[0]["params"]) == {"train.lr"}
 
     # the CLI hook adds a command
-    from aepipe import cli as cli_module
+    from aepipe.cli import group as cli_group
 
-    monkeypatch.setattr(cli_module, "_plugin_manager", lambda: aepipe_pm)
+    monkeypatch.setattr(cli_group, "plugin_manager", lambda: aepipe_pm)
     group = click.Group(name="aepipe")
-    cli_module._add_plugin_commands(group)
+    cli_group.add_plugin_commands(group)
     out = CliRunner().invoke(group, ["recorded-hello"])
     assert out.exit_code == 0 and "hello from the recorder" in out.output
 

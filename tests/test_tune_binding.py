@@ -272,7 +272,7 @@ def test_the_summary_puts_each_value_under_its_own_parameter(capsys):
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    from aepipe.cli import _print_study
+    from aepipe.cli.runs import _print_study
     from aepipe.tune import summary_rows
 
     study = optuna.create_study()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from aepipe.cli.group import CONTEXT, cli, plugin_manager
+from aepipe.cli import group as cli_group
+from aepipe.cli.group import CONTEXT, cli
 from aepipe.console import masked
 
 
@@ -28,7 +29,7 @@ def compare_command(targets: tuple[str, ...], experiments: tuple[str, ...], fmt:
     from aepipe.compare import collect, render
 
     rows = collect(list(targets), list(experiments), group=not per_run, references=not no_reference,
-                   pm=None if no_reference else plugin_manager(), echo=lambda line: click.echo(line, err=True))
+                   pm=None if no_reference else cli_group.plugin_manager(), echo=lambda line: click.echo(line, err=True))
     if not rows:
         from aepipe.errors import RunNotFoundError
 
@@ -92,7 +93,7 @@ def zoo_command(dataset: str, epochs: int, patience: int, seeds: int, experiment
         evaluation = settings(features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
                               samples=samples, iw_samples=iw_samples)
     variants = [v.strip() for v in only.split(",") if v.strip()] if only else None
-    result = run_zoo(dataset, epochs, experiment, overrides, variants, evaluation, plugin_manager(),
+    result = run_zoo(dataset, epochs, experiment, overrides, variants, evaluation, cli_group.plugin_manager(),
                      echo=lambda line: click.echo(line, err=True), patience=patience, seeds=seeds)
     click.echo(f"{len(result.runs)} variants in {result.seconds:.0f}s", err=True)
     if not result.runs:  # collect([]) would show the store's other runs
@@ -100,4 +101,4 @@ def zoo_command(dataset: str, epochs: int, patience: int, seeds: int, experiment
 
         raise ConfigError(f"no variant trained on dataset '{dataset}': each was skipped (the reasons are above)")
     ids = [r for runs in result.seed_runs.values() for r in runs]
-    click.echo(render(collect(ids, [], pm=plugin_manager(), echo=lambda line: click.echo(line, err=True)), fmt), nl=False)
+    click.echo(render(collect(ids, [], pm=cli_group.plugin_manager(), echo=lambda line: click.echo(line, err=True)), fmt), nl=False)

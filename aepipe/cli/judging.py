@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from aepipe.cli.group import CONTEXT, cli, plugin_manager
+from aepipe.cli import group as cli_group
+from aepipe.cli.group import CONTEXT, cli
 
 
 @cli.command("fid", context_settings=CONTEXT)
@@ -36,7 +37,7 @@ def fid_command(a: Path, b: Path, features: str | None, dataset: str | None, pip
 
     features = features or DEFAULT_FEATURES
 
-    result = run_fid(a, b, features, dataset, pipeline_file, device, pm=plugin_manager())
+    result = run_fid(a, b, features, dataset, pipeline_file, device, pm=cli_group.plugin_manager())
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -64,7 +65,7 @@ def calibrate_command(dataset: str, features: str | None, n: int, seed: int, dev
     feature space; the real-against-real row is the floor any model's figure should be read against."""
     from aepipe.usecases.fid import DESCRIPTIONS, calibrate as run_calibrate, ladder_table
 
-    result = run_calibrate(dataset, features, n, device, seed, pm=plugin_manager())
+    result = run_calibrate(dataset, features, n, device, seed, pm=cli_group.plugin_manager())
     if as_json:
         click.echo(json.dumps(result))
         return

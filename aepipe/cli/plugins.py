@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from aepipe.cli.group import CONTEXT, cli, plugin_manager
+from aepipe.cli import group as cli_group
+from aepipe.cli.group import CONTEXT, cli
 
 
 @cli.command("plugins", context_settings=CONTEXT)
@@ -18,7 +19,7 @@ def plugins_command(as_json: bool, check: bool, only: str | None) -> None:
     """List installed plugins: distribution, version, hooks and components."""
     from aepipe.usecases.plugins import check as check_plugins, listing
 
-    pm = plugin_manager()
+    pm = cli_group.plugin_manager()
     if check:
         click.echo(check_plugins(pm, only, echo=lambda line: click.echo(line, err=True)), err=True)
         return

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from aepipe.cli.group import CONTEXT, cli, plugin_manager
+from aepipe.cli import group as cli_group
+from aepipe.cli.group import CONTEXT, cli
 from aepipe.console import Reporter, notes
 
 
@@ -36,7 +37,7 @@ def train_command(pipeline: Path | None, overrides: tuple[str, ...], device: str
         train_on_processes(nproc, pipeline, overrides, device, resume, as_json, quiet)
         return
     leader, summaries = is_leader(), []  # under a launcher, one process reports
-    for extra in seed_overrides(pipeline, overrides, seeds, resume, nproc, plugin_manager()) if seeds > 1 else [overrides]:
+    for extra in seed_overrides(pipeline, overrides, seeds, resume, nproc, cli_group.plugin_manager()) if seeds > 1 else [overrides]:
         # with --json, stdout holds the JSON alone: whatever a plugin or library prints goes to stderr
         with Reporter(not quiet and leader) as reporter, notes(not quiet and leader), \
                 contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():

@@ -32,7 +32,7 @@ from aepipe.tune.study import (
     ParamSpec,
     Study,
     TuneSettings,
-    bind,
+    hold_to_fingerprint,
     command_id,
     default_name,
     fingerprint,
@@ -49,5 +49,5 @@ __all__ = ["prepare_study", "open_study", "ensure_parent_run", "run_worker", "st
            "stop_with_parent", "summary_rows", "best_trials", "worker_placement", "Placement", "Study", "TuneSettings",
            "ParamSpec", "make_storage", "default_storage_url", "mask_url", "command_id", "recover_dead_trials",
            "end_trial_run", "finished_count", "ObjectiveError", "COMMAND_ATTR", "COMMAND_ENV", "FAIL_ATTR", "PARENT_ATTR", "RUN_ATTR",
-           "WORKER_ATTR", "retrying", "FINGERPRINT_ATTR", "bind", "fingerprint", "default_name", "check_registry",
+           "WORKER_ATTR", "retrying", "FINGERPRINT_ATTR", "hold_to_fingerprint", "fingerprint", "default_name", "check_registry",
            "model_name"]

@@ -89,7 +89,7 @@ class Study:
     data_cache: dict = field(default_factory=dict)
     #: what makes the trials comparable (see :func:`fingerprint`)
     fingerprint: dict = field(default_factory=dict)
-    #: what :func:`bind` found to record on the parent run: (tag value, note), empty if nothing
+    #: what :func:`hold_to_fingerprint` found to record on the parent run: (tag value, note), empty if nothing
     binding_notes: list = field(default_factory=list)
     #: lines for the user that nothing records (see :func:`aepipe.usecases.tune.open_pipeline_study`)
     hints: list = field(default_factory=list)
