@@ -10,6 +10,7 @@ module-level one: what the table forbids cannot hide inside a function."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -387,7 +388,8 @@ def test_no_two_module_level_functions_share_a_name():
     assert shared == {}, "rename by what each does"
 
 
-def _defined(path: Path) -> set[str]:
+@functools.cache
+def _defined(path: Path) -> frozenset[str]:
     """The names a module defines or imports at module level (``if`` blocks included), and those
     its lazy facade offers (the keys of ``_LAZY`` or ``_NAMES``)."""
     found: set[str] = set()
@@ -401,7 +403,7 @@ def _defined(path: Path) -> set[str]:
             found.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
             if any(isinstance(t, ast.Name) and t.id in ("_LAZY", "_NAMES") for t in targets) and isinstance(node.value, ast.Dict):
                 found.update(k.value for k in node.value.keys if isinstance(k, ast.Constant))
-    return found
+    return frozenset(found)
 
 
 def test_docstrings_name_modules_and_names_that_exist():
