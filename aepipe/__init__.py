@@ -45,7 +45,7 @@ _LAZY = {
     "Variant": ("aepipe.variant", "Variant"),
     "get_plugin_manager": ("aepipe.plugins", "get_plugin_manager"),
     "resolve": ("aepipe.config", "resolve"),
-    "train": ("aepipe.usecases.train", "train"),
+    "train": ("aepipe.usecases.train", "train_pipeline"),
     "evaluate": ("aepipe.evaluation.run", "evaluate"),
     "evaluation_settings": ("aepipe.evaluation.run", "settings"),
     "compare_image_sets": ("aepipe.usecases.fid", "compare_image_sets"),

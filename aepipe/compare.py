@@ -114,9 +114,10 @@ def pick(targets: list[str], experiments: list[str], trials: bool = False, exper
     from aepipe import tracking
     from aepipe.errors import RunNotFoundError
     from aepipe.secrets import mask
+    from aepipe.tracking.health import warn_if_damaged
 
     tracking.setup()
-    tracking.store.warn_if_damaged()  # a damaged page of runs reads as no runs: say why
+    warn_if_damaged()  # a damaged page of runs reads as no runs: say why
     client = MlflowClient()
     tracker = tracking.default_tracker()
     active = client.search_experiments(view_type=ViewType.ACTIVE_ONLY)

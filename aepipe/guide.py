@@ -50,21 +50,21 @@ def _default(field: Any) -> str:
     return f"`{field.default!r}`"
 
 
-def _cell(text: str) -> str:
+def _guide_cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+def _settings_rows(model: type[BaseModel], prefix: str) -> list[str]:
     from aepipe.tune.study import TuneSettings
 
     rows = []
     for name, field in model.model_fields.items():
         annotation = TuneSettings if (prefix, name) == ("", "tune") else field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows += _rows(annotation, f"{prefix}{name}.")
+            rows += _settings_rows(annotation, f"{prefix}{name}.")
             continue
-        rows.append(f"| `{prefix}{name}` | `{_cell(_type(annotation))}` | {_default(field)} | {_bounds(field)} | "
-                    f"{_cell(field.description or '')} |")
+        rows.append(f"| `{prefix}{name}` | `{_guide_cell(_type(annotation))}` | {_default(field)} | {_bounds(field)} | "
+                    f"{_guide_cell(field.description or '')} |")
     return rows
 
 
@@ -80,7 +80,7 @@ def settings_tables(pm: Any = None) -> str:
     pm = pm or get_plugin_manager()
     reg = pm.registry
     out = ["### Core settings", "", "Every pipeline has these sections (`aepipe train --set key=value` sets any of them).", "",
-           *HEADER, *_rows(PipelineSettings, ""), ""]
+           *HEADER, *_settings_rows(PipelineSettings, ""), ""]
     for kind in NAMES:
         spec = BY_NAME[kind]
         if spec.instance:
@@ -98,7 +98,7 @@ def settings_tables(pm: Any = None) -> str:
             cls = reg.get(kind, name)
             doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
             out += [f"#### {kind} `{name}` ({reg.source(kind, name).name})", "", doc, ""]
-            rows = _rows(cls.Config, f"{where}." if where else "")
+            rows = _settings_rows(cls.Config, f"{where}." if where else "")
             out += [*HEADER, *rows, ""] if rows else ["No settings.", ""]
     return "\n".join(out).rstrip() + "\n"
 
@@ -172,7 +172,7 @@ def variants_table(pm: Any = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def render(text: str, tables: str, start: str = START, end: str = END) -> str:
+def render_guide(text: str, tables: str, start: str = START, end: str = END) -> str:
     """``text`` (the guide) with the part between the markers ``start`` and ``end`` replaced by ``tables``."""
     head, found_start, rest = text.partition(start)
     _, found_end, tail = rest.partition(end)
@@ -183,9 +183,9 @@ def render(text: str, tables: str, start: str = START, end: str = END) -> str:
 
 def render_all(text: str, pm: Any = None) -> str:
     """The guide with every generated part rewritten."""
-    text = render(text, api_table(), API_START, API_END)
-    text = render(text, variants_table(pm), VARIANTS_START, VARIANTS_END)
-    return render(text, settings_tables(pm))
+    text = render_guide(text, api_table(), API_START, API_END)
+    text = render_guide(text, variants_table(pm), VARIANTS_START, VARIANTS_END)
+    return render_guide(text, settings_tables(pm))
 
 
 def main() -> None:

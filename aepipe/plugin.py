@@ -67,7 +67,7 @@ API: dict[str, dict[str, str]] = {
     },
     "codes and batches": {
         "batches": "aepipe.data",
-        "code_tensor": "aepipe.training.measure",
+        "code_tensor": "aepipe.training.metrics",
         "code_statistics": "aepipe.stats",
         "importance_terms": "aepipe.evaluation.basic",
     },

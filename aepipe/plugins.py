@@ -21,6 +21,10 @@ import: skipped; a hook: a :class:`PluginError` naming it). Only a real signal (
 raised by a Python signal handler: see :func:`raised_by_signal`) passes through as itself. What a
 plugin prints while it is imported or its hooks run goes to stderr: stdout is the command's.
 
+The registry the manager builds is :mod:`aepipe.registry`; what keeps a plugin from ending,
+silencing or printing into a command is :mod:`aepipe.plugin_isolation`; the metric names a hook may
+return, :mod:`aepipe.metric_names`.
+
 Importing this module imports neither torch nor any plugin.
 """
 
@@ -29,21 +33,26 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
-import posixpath
-import re
-import signal
 import sys
-import threading
 import time
 import warnings
-from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Iterable
 
 import pluggy
 
 from aepipe import hookspecs, kinds
-from aepipe.errors import ConfigError, PluginError
+from aepipe.errors import PluginError
+from aepipe.metric_names import bad_metric_name
+from aepipe.plugin_isolation import (
+    PluginFailure,
+    PluginWarning,
+    SlowPluginWarning,
+    describe_exception,
+    plugin_output,
+    raised_by_signal,
+)
+from aepipe.registry import PluginInfo, Registry
 
 GROUP = "aepipe"
 ENV_BLOCK = "AEPIPE_BLOCK_PLUGINS"
@@ -62,126 +71,10 @@ KINDS = kinds.NAMES
 CORE_PLUGIN = "aepipe.defaults"
 
 
-@dataclass
-class PluginInfo:
-    """Where a plugin came from."""
-
-    name: str
-    module: str
-    dist: str | None = None
-    version: str | None = None
-    entry_point: str | None = None
-
-    def describe(self) -> str:
-        where = f"plugin '{self.name}'"
-        if self.dist:
-            where += f" ({self.dist} {self.version})"
-        return where
-
-
-class PluginWarning(UserWarning):
-    """A plugin failed and was skipped (``AEPIPE_STRICT_PLUGINS=1`` makes it an error)."""
-
-
-class SlowPluginWarning(UserWarning):
-    """A plugin took more than ``AEPIPE_SLOW_PLUGIN_SECONDS`` to import (every command waits for it)."""
-
-
-def interrupt(signum: int, frame: Any) -> None:
-    """SIGINT's handler while the CLI runs: Python's own behaviour (``KeyboardInterrupt``), raised
-    from a Python frame, so that :func:`raised_by_signal` tells a user's Ctrl-C from a plugin's
-    ``raise KeyboardInterrupt``."""
-    raise KeyboardInterrupt
-
-
-def raised_by_signal(exc: BaseException) -> bool:
-    """Whether ``exc`` is a signal's ``KeyboardInterrupt`` (a user's Ctrl-C) rather than one some
-    code raised: the innermost frame of its traceback is a signal handler installed now (the
-    CLI's :func:`interrupt`, a training run's stop handler), or it has no frame at all. With
-    C's default handler installed a signal leaves no frame of its own, and the exception is
-    taken as raised where it stood."""
-    if not isinstance(exc, KeyboardInterrupt):
-        return False
-    tb, last = exc.__traceback__, None
-    while tb is not None:
-        last, tb = tb, tb.tb_next
-    if last is None:
-        return True
-    code = last.tb_frame.f_code
-    handlers = [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)] + [interrupt]
-    return any(getattr(getattr(h, "__func__", h), "__code__", None) is code for h in handlers)
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``exc`` in words, on one line; a ``SystemExit`` says that it would have ended the command."""
-    text = " ".join(str(exc).split())
-    if isinstance(exc, SystemExit):
-        return f"SystemExit({exc.code!r}) (a plugin may not end the command)"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-_stdout_lock = threading.Lock()
-_stdout_depth = 0
-_stdout_saved: Any = None
-
-
-@contextlib.contextmanager
-def plugin_output():
-    """While a plugin's code runs (its import, its hooks), what it prints to ``sys.stdout`` goes
-    to stderr: stdout carries the command's result (``--json``). Nested and threaded calls
-    share one redirection, undone when the last one ends."""
-    global _stdout_depth, _stdout_saved
-    with _stdout_lock:
-        if _stdout_depth == 0:
-            _stdout_saved, sys.stdout = sys.stdout, sys.stderr
-        _stdout_depth += 1
-    try:
-        yield
-    finally:
-        with _stdout_lock:
-            _stdout_depth -= 1
-            if _stdout_depth == 0:
-                sys.stdout, _stdout_saved = _stdout_saved, None
-
-
-#: the metric names a tracking store accepts (MLflow's rule: letters, digits, ``_ - . / :``
-#: and spaces, and a name that is its own normal path: not ``/a``, ``a/``, ``a//b`` or ``a/../b``)
-_METRIC_NAME = re.compile(r"[\w\-. /:]+")
-
-
-def bad_metric_name(name: Any) -> str | None:
-    """Why ``name`` cannot be a tracked metric's name, or None when it can."""
-    if not isinstance(name, str) or not name:
-        return "a metric name must be a non-empty string"
-    if len(name) > 250:
-        return "longer than 250 characters"
-    if not _METRIC_NAME.fullmatch(name):
-        return "only letters, digits, spaces and _ - . / : may be used"
-    normal = posixpath.normpath(name)
-    if normal != name or normal == "." or normal.startswith(("..", "/")):
-        return "a name read as a path must be that path ('a/b', not '/a', 'a/', 'a//b' or 'a/../b')"
-    return None
-
-
 class _Metrics(dict):
     """A hook's metrics, with the plugin whose implementation returned them."""
 
     plugin: str = ""
-
-
-@dataclass
-class PluginFailure:
-    """A plugin that was skipped: where it came from, what it failed at, and why."""
-
-    info: PluginInfo
-    stage: str  #: "load", "register" or "validate"
-    cause: str
-
-    def describe(self) -> str:
-        where = self.info.describe()
-        if self.info.entry_point:
-            where += f", entry point '{self.info.entry_point}'"
-        return f"{where} failed to {self.stage}: {self.cause}"
 
 
 def _split_env(name: str) -> list[str]:
@@ -190,85 +83,6 @@ def _split_env(name: str) -> list[str]:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-
-
-@dataclass
-class _Entry:
-    obj: Any
-    source: PluginInfo
-
-
-class Registry:
-    """Components by kind and name, each remembered with the plugin that registered it."""
-
-    def __init__(self, failures: dict[str, PluginFailure] | None = None) -> None:
-        self._entries: dict[str, dict[str, _Entry]] = {kind: {} for kind in KINDS}
-        self.failures = failures if failures is not None else {}
-
-    def add(self, kind: str, obj: Any, source: PluginInfo) -> Any:
-        from aepipe import components
-
-        spec = kinds.BY_NAME[kind]
-        base = spec.base_class()
-        if spec.instance:
-            ok = isinstance(obj, base)
-        else:
-            ok = isinstance(obj, type) and issubclass(obj, base)
-        if not ok:
-            raise PluginError(
-                f"{source.describe()} registered {obj!r} as a {kind}; expected "
-                f"{'an instance' if spec.instance else 'a subclass'} of {spec.base.replace(':', '.')}",
-                plugin=source.name,
-            )
-        name = getattr(obj, "name", "")
-        if not isinstance(name, str) or not name:
-            raise PluginError(
-                f"{source.describe()} registered a {kind} ({obj!r}) without a 'name'",
-                plugin=source.name,
-            )
-        if not spec.instance:
-            components.check_component_class(obj, source)
-        existing = self._entries[kind].get(name)
-        if existing is not None:
-            raise PluginError(
-                f"duplicate {kind} name '{name}': registered by {existing.source.describe()} "
-                f"and by {source.describe()}",
-                plugin=source.name,
-            )
-        self._entries[kind][name] = _Entry(obj, source)
-        return obj
-
-    def get(self, kind: str, name: str) -> Any:
-        try:
-            return self._entries[kind][name].obj
-        except KeyError:
-            available = ", ".join(sorted(self._entries[kind])) or "(none registered)"
-            failed = "; ".join(f"{f.info.describe()}: {f.cause}" for f in self.failures.values())
-            hint = f"; plugins that failed and might provide it: {failed}" if failed else ""
-            raise ConfigError(f"unknown {kind} '{name}'; available: {available}{hint}") from None
-
-    def source(self, kind: str, name: str) -> PluginInfo:
-        return self._entries[kind][name].source
-
-    def names(self, kind: str) -> list[str]:
-        return sorted(self._entries[kind])
-
-    def items(self, kind: str) -> Iterable[tuple[str, Any]]:
-        return ((name, entry.obj) for name, entry in sorted(self._entries[kind].items()))
-
-    def drop_plugin(self, plugin: str) -> None:
-        """Forget every component ``plugin`` registered (it failed part way)."""
-        for entries in self._entries.values():
-            for name in [n for n, e in entries.items() if e.source.name == plugin]:
-                del entries[name]
-
-    def by_plugin(self, plugin: str) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        for kind, entries in self._entries.items():
-            for name, entry in sorted(entries.items()):
-                if entry.source.name == plugin:
-                    found.setdefault(kind, []).append(name)
-        return found
 
 
 class AepipePluginManager(pluggy.PluginManager):

@@ -22,7 +22,8 @@ def load_model(run_id: str, device: str = "cpu", tracker: Any = None, pm: Aepipe
     """Run ``run_id``'s trained model, rebuilt from its logged weights and pipeline."""
     from aepipe.artifacts import DIR, load_model_dir
     from aepipe.tracking import default_tracker
-    from aepipe.tracking.store import check_run_id, missing_artifact
+    from aepipe.tracking.lookup import missing_artifact
+    from aepipe.tracking.store import check_run_id
 
     check_run_id(run_id, "run")
     tracker = tracker or default_tracker()
@@ -35,8 +36,8 @@ def load_model(run_id: str, device: str = "cpu", tracker: Any = None, pm: Aepipe
         return load_model_dir(local, pm, device, where=f"run {run_id}")
 
 
-def fit_sampler(run_id: str, name: str, overrides: tuple[str, ...] = (), device: str = "cpu", tracker: Any = None,
-                pm: Any = None) -> dict[str, float]:
+def fit_run_sampler(run_id: str, name: str, overrides: tuple[str, ...] = (), device: str = "cpu", tracker: Any = None,
+                    pm: Any = None) -> dict[str, float]:
     """Fit sampler ``name`` (``--set`` overrides of its settings, ``key=value``) on run
     ``run_id``'s training codes and log it to the run; returns the fit's metrics."""
     import torch
@@ -46,7 +47,7 @@ def fit_sampler(run_id: str, name: str, overrides: tuple[str, ...] = (), device:
     from aepipe.plugins import get_plugin_manager
     from aepipe.sampling import build_sampler
     from aepipe.tracking import default_tracker
-    from aepipe.training.measure import fit_sampler as fit
+    from aepipe.training.metrics import fit_on_codes
     from aepipe.training.setup import load_data
 
     pm = pm or get_plugin_manager()
@@ -62,7 +63,7 @@ def fit_sampler(run_id: str, name: str, overrides: tuple[str, ...] = (), device:
             raise RunNotFoundError(f"run {run_id}: its model's pipeline.toml is missing")
         pipeline = read_stored_file(pm, found, f"run {run_id}: aepipe-model/pipeline.toml")
     data = load_data(pipeline, torch.device(device))  # the same split: data.split_seed is the run's
-    metrics = fit(model, sampler, data.train)
+    metrics = fit_on_codes(model, sampler, data.train)
     _log(run_id, name, sampler, tracker)
     return metrics
 
@@ -109,10 +110,10 @@ def load_sampler(run_id: str, model: AutoEncoder, name: str | None, tracker: Any
         folder = tracker.download(run_id, f"{FOLDER}/{name}", Path(tmp))
         if folder is None:
             if fit_on is not None:  # fitted here, for this call only (aepipe evaluate --sampler)
-                from aepipe.training.measure import fit_sampler as fit
+                from aepipe.training.metrics import fit_on_codes
 
                 sampler = build_sampler(model, name, pm=pm)
-                fit(model, sampler, fit_on)
+                fit_on_codes(model, sampler, fit_on)
                 return sampler
             raise ConfigError(f"run {run_id} has no fitted sampler '{name}'; fit one with: aepipe fit-sampler {run_id} --sampler {name}")
         try:

@@ -38,7 +38,7 @@ def group_key(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def tags(params: dict[str, Any]) -> dict[str, str]:
+def seed_tags(params: dict[str, Any]) -> dict[str, str]:
     """The seed and group tags of a run with flat settings ``params``."""
     return {SEED_TAG: str(params.get(SEED_KEY, "")), GROUP_TAG: group_key(params)}
 

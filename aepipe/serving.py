@@ -74,14 +74,14 @@ def _cut(text: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _shown(value: Any) -> str:
+def _shown_value(value: Any) -> str:
     return _cut(repr(value))
 
 
 def _whole(params: dict[str, Any], key: str, low: int, high: int, why: str) -> int:
     value = params[key]
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise DataError(f"params.{key}: {_shown(value)} is not a whole number")
+        raise DataError(f"params.{key}: {_shown_value(value)} is not a whole number")
     if not low <= int(value) <= high:
         raise DataError(f"params.{key}: {int(value)} is out of range; {why}")
     return int(value)
@@ -94,9 +94,9 @@ def check_params(model: Any, params: dict[str, Any] | None, limit: int) -> dict[
         raise DataError(f"params: expected an object of settings, got {type(params).__name__}")
     p = {**DEFAULT_PARAMS, **(params or {})}
     if p["mode"] not in MODES:
-        raise DataError(f"params.mode: {_shown(p['mode'])} is not one of {', '.join(MODES)}")
+        raise DataError(f"params.mode: {_shown_value(p['mode'])} is not one of {', '.join(MODES)}")
     if not isinstance(p["scaled"], (bool, np.bool_)):
-        raise DataError(f"params.scaled: {_shown(p['scaled'])} is not true or false")
+        raise DataError(f"params.scaled: {_shown_value(p['scaled'])} is not true or false")
     _whole(p, "seed", 0, 2**63 - 1, "seeds are 0 .. 2**63 - 1")
     if p["mode"] == "sample":
         _whole(p, "n", 1, limit, f"this server draws 1 .. {limit} samples a request ({MAX_ROWS_ENV})")
@@ -107,7 +107,7 @@ def check_params(model: Any, params: dict[str, Any] | None, limit: int) -> dict[
         raise DataError(f"params.label: {label} is not a class of this model (0..{classes - 1}, or -1 for none)")
     offers = model.offers() if hasattr(model, "offers") else None
     if p["mode"] == "encode" and offers is not None and p.get("what", offers[0]) not in offers:
-        raise DataError(f"params.what: {_shown(p['what'])} is not one of {', '.join(offers)} (what this model's bottleneck offers)")
+        raise DataError(f"params.what: {_shown_value(p['what'])} is not one of {', '.join(offers)} (what this model's bottleneck offers)")
     if label < 0 and model.spec.conditional and p["mode"] != "sample":
         raise DataError(f"params.label: this model is conditional; give each request's class (0..{classes - 1})")
     return p

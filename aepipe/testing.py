@@ -76,7 +76,7 @@ def aepipe_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "mlruns"
     monkeypatch.setenv("AEPIPE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    tracking.store.forget()
     return home
 
 
@@ -146,7 +146,7 @@ def _variant_for(pm, kind: str, name: str) -> dict[str, Any]:
     return tree
 
 
-def _build(pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None = None, data: dict[str, Any] | None = None):
+def _build_component_model(pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None = None, data: dict[str, Any] | None = None):
     import torch
 
     from aepipe.config import resolve
@@ -305,7 +305,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
 
     # shape contracts
     table = data
-    pipeline, model, data = _build(pm, kind, name, data=table)
+    pipeline, model, data = _build_component_model(pm, kind, name, data=table)
     part = _component(model, kind, name)
     x, y = data.train.head(16)
     y1 = model.one_hot(y)
@@ -341,11 +341,11 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
                     f"{who}: indices must be (n, {positions}) integers in [0, {choices})"
                 assert part.from_indices(indices).shape == (n, k), f"{who}: from_indices must give (n, code_dim)"
         elif kind == "sampler":
-            from aepipe.training.measure import fit_sampler
+            from aepipe.training.metrics import fit_on_codes
 
             torch.manual_seed(0)
             with torch.enable_grad():
-                fit_sampler(model, part, data.train)
+                fit_on_codes(model, part, data.train)
             assert bool(part.fitted), f"{who}: not marked fitted after fit"
             torch.manual_seed(3)
             z = part.sample(n)
@@ -366,7 +366,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
     assert loss.dim() == 0 and torch.isfinite(loss), f"{who}: loss {loss}"
 
     # determinism under a seed
-    _, again, _ = _build(pm, kind, name, data=table)
+    _, again, _ = _build_component_model(pm, kind, name, data=table)
     torch.manual_seed(1)
     a = model.step(x, y)[0].detach()
     torch.manual_seed(1)
@@ -386,7 +386,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
     # seeded evaluation each time, drawn aside from the training's random stream); most
     # components get there in the first 5, so the rest is not run
     torch.manual_seed(0)
-    _, model, _ = _build(pm, kind, name, data=table)
+    _, model, _ = _build_component_model(pm, kind, name, data=table)
     opt = torch.optim.Adam(model.parameter_groups(), lr=1e-3)  # the component's own groups keep their options
     owned = [r for r in model.regularizers.values() if r.owns_parameters]
     after = model.after_step_parts()

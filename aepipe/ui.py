@@ -62,7 +62,7 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to any interface
 
 
-def default_workers() -> int:
+def default_server_workers() -> int:
     """One worker per two CPUs this process may run on (the UI serves a few people; each worker
     loads MLflow whole), at least one and at most :data:`MAX_WORKERS`."""
     try:
@@ -120,7 +120,7 @@ def plan(host: str, port: int, expose: bool = False, allowed_hosts: tuple[str, .
     hosts = allowed_addresses(host, port, expose, allowed_hosts)
     auth, db = _auth_environment() if expose else ({}, None)  # before the store is touched
     origins = [f"http://{h}" for h in hosts if h.endswith(f":{port}")]
-    n = workers or default_workers()
+    n = workers or default_server_workers()
     # the store's URL travels in the environment: a password never shows in the process list
     env = {"MLFLOW_BACKEND_STORE_URI": uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     args = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(n),

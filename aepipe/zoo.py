@@ -33,7 +33,7 @@ def run_zoo(dataset: str = "digits", epochs: int = 200, experiment: str = "zoo",
     from aepipe.config import resolve
     from aepipe.errors import AepipeError, ConfigError
     from aepipe.plugins import get_plugin_manager
-    from aepipe.tracking.store import check_writable
+    from aepipe.tracking.health import check_writable
     from aepipe.training import train
 
     check_writable("zoo")

@@ -147,7 +147,7 @@ PHASES = r'''
 import json, sys, time
 T0 = time.perf_counter()
 import aepipe.cli as cli
-import aepipe.plugins, aepipe.tracking.store, aepipe.training.loop, aepipe.tune, aepipe.tune.record, aepipe.usecases.tune
+import aepipe.plugins, aepipe.tracking.health, aepipe.tracking.store, aepipe.training.loop, aepipe.tune, aepipe.tune.record, aepipe.usecases.tune
 
 spent = {"imports (aepipe, torch: the timed modules)": time.perf_counter() - T0}
 
@@ -165,9 +165,9 @@ def timed(module, name, label):
     setattr(module, name, wrapper)
 
 
-timed(aepipe.tracking.store, "check_writable", "store set-up (MLflow imported, store opened)")
+timed(aepipe.tracking.health, "check_writable", "store set-up (MLflow imported, store opened)")
 timed(aepipe.plugins, "get_plugin_manager", "plugin manager")
-timed(aepipe.usecases.tune, "open_study", "Optuna study opened")
+timed(aepipe.usecases.tune, "open_pipeline_study", "Optuna study opened")
 timed(aepipe.tune, "ensure_parent_run", "the study's parent run")
 timed(aepipe.tune, "run_worker", "the trials (the worker's loop)")
 timed(aepipe.training.loop, "train", "  of which the trial runs (train())")

@@ -76,7 +76,7 @@ def main() -> None:
     os.environ["AEPIPE_HOME"] = tempfile.mkdtemp(prefix="aepipe-bench-")
     from aepipe.config import resolve
     from aepipe.plugins import get_plugin_manager
-    from aepipe.training import evaluate, train
+    from aepipe.training import split_metrics, train
 
     pm = get_plugin_manager()
     rows = []
@@ -87,7 +87,7 @@ def main() -> None:
         wall = time.perf_counter() - t0
         data = result.data
         torch.manual_seed(1234)
-        ours = evaluate(result.model, data.x_test, None)["neg_elbo"]
+        ours = split_metrics(result.model, data.x_test, None)["neg_elbo"]
         theirs, their_seconds = hand_written(data.x_train.cpu(), data.x_test.cpu(), seed)
         rows.append((seed, ours, theirs, result.metrics["train_seconds"], their_seconds, wall))
         print(f"seed {seed}: aepipe {ours:.2f}  hand-written {theirs:.2f}  ratio {ours / theirs:.4f}  "

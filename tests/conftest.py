@@ -29,7 +29,7 @@ def store(shared_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     monkeypatch.setenv("AEPIPE_HOME", str(shared_store))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    tracking.store.forget()
     return shared_store
 
 
@@ -39,7 +39,7 @@ def use_store(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
 
     monkeypatch.setenv("AEPIPE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    tracking.store.forget()
     return home
 
 

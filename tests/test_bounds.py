@@ -100,9 +100,9 @@ def test_the_budget_honours_a_lowered_address_space_limit():
         resource.setrlimit(resource.RLIMIT_AS, (mapped + 300_000_000, resource.RLIM_INFINITY))
         after = memory_budget()
         print(before.bytes, after.bytes, after.limit)
-        from aepipe.usecases.arrays import check_sample_count
+        from aepipe.usecases.arrays import check_draw_count
         try:
-            check_sample_count(1_000_000, 8, 64, "cpu")  # 1.6 GB
+            check_draw_count(1_000_000, 8, 64, "cpu")  # 1.6 GB
         except ConfigError as exc:
             print("refused:", exc)
     """)

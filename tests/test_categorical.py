@@ -162,7 +162,7 @@ def test_the_categorical_vae_reconstructs_and_its_codes_know_the_digit(aepipe_pm
     We see squared error 0.046 against 0.073, and 0.87 accuracy (nearest neighbours: 0.84)."""
     from sklearn.linear_model import LogisticRegression
 
-    from aepipe.training.measure import code_tensor
+    from aepipe.training.metrics import code_tensor
 
     r = train(resolve(aepipe_pm, PIPELINES / "categorical-vae.toml", ["tracking.log_model=false", *QUIET, "train.epochs=60"]), aepipe_pm)
     d = r.data

@@ -30,7 +30,7 @@ def vanilla64(tmp_path_factory):
     from aepipe.plugins import get_plugin_manager
 
     os.environ["AEPIPE_HOME"] = str(tmp_path_factory.mktemp("v64") / "mlruns")
-    tracking.store._set_by_us = None
+    tracking.store.forget()
     try:
         return _train(get_plugin_manager(), "vanilla", "model.code_dim=64")
     finally:

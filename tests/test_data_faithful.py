@@ -130,10 +130,10 @@ def test_an_empty_class_folder_keeps_every_label_and_is_named(aepipe_pm, tmp_pat
 def test_the_warning_is_one_line_on_the_command_line(monkeypatch, capsys):
     import warnings
 
-    from aepipe.cli import _one_line_warnings
+    from aepipe.console import one_line_warnings
 
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
-    _one_line_warnings()
+    one_line_warnings()
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn("dataset 'imagefolder': class folder 'b' (label 1) in x holds no images", ImageDataWarning)

@@ -64,7 +64,7 @@ def test_two_processes_train_one_run_that_matches_one_process(tmp_path, monkeypa
     # the one-process reference needs no process of its own: it trains in this one
     monkeypatch.setenv("AEPIPE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    tracking.store.forget()
     one = CliRunner().invoke(cli, [*args, "--set", "tracking.experiment='single'"])
     assert one.exit_code == 0, one.output[-3000:]
     runs = _runs(home, "ddp")

@@ -37,9 +37,9 @@ def test_every_hookspec_has_a_docstring(aepipe_pm):
 def test_the_settings_tables_are_generated_from_the_code(aepipe_pm):
     """Every core and first-party setting, with its type and default, as the models define them:
     `python -m aepipe.guide` rewrites them; this fails when the guide is out of date."""
-    from aepipe.guide import render, settings_tables
+    from aepipe.guide import render_guide, settings_tables
 
-    assert render(GUIDE, settings_tables(aepipe_pm)) == GUIDE, "docs/plugins.md is out of date: run python -m aepipe.guide"
+    assert render_guide(GUIDE, settings_tables(aepipe_pm)) == GUIDE, "docs/plugins.md is out of date: run python -m aepipe.guide"
     for row in ("| `train.epochs` | `int` | `30` | >= 1 |", "| `model.regularizers.KEY.lam` | `float` |",
                 "| `model.encoder.hidden` | `list[int > 0]` |", "| `tune.n_trials` | `int` | `20` | >= 1 |"):
         assert row in GUIDE, row

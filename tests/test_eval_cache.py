@@ -17,21 +17,21 @@ def run(shared_store):
     fitted by ``fit-sampler``."""
     from aepipe.config import resolve
     from aepipe.plugins import get_plugin_manager
-    from aepipe.runs import fit_sampler
+    from aepipe.runs import fit_run_sampler
     from aepipe.training import train
 
     pm = get_plugin_manager()
     home = shared_store
     with store_at(home):
         result = train(resolve(pm, tree={"variant": "vanilla"}, overrides=[*QUIET, "train.epochs=1"]), pm)
-        fit_sampler(result.run_id, "gmm", ("components=2",))
+        fit_run_sampler(result.run_id, "gmm", ("components=2",))
     return {"home": home, "run_id": result.run_id, "pm": pm}
 
 
 def test_a_refitted_sampler_is_measured_again_and_an_unchanged_one_is_read_back(run, monkeypatch):
     from aepipe.evaluation import run as module
     from aepipe.evaluation.run import evaluate, settings, state_digests
-    from aepipe.runs import fit_sampler
+    from aepipe.runs import fit_run_sampler
     from aepipe.tracking import default_tracker
 
     use_store(monkeypatch, run["home"])
@@ -42,7 +42,7 @@ def test_a_refitted_sampler_is_measured_again_and_an_unchanged_one_is_read_back(
     assert not first.cached and again.cached and again.metrics == first.metrics
     before = state_digests(run_id, ["gmm"], default_tracker())
 
-    fit_sampler(run_id, "gmm", ("components=6", "covariance=diag"))  # the same name, another fit
+    fit_run_sampler(run_id, "gmm", ("components=6", "covariance=diag"))  # the same name, another fit
     after = state_digests(run_id, ["gmm"], default_tracker())
     assert after["model"] == before["model"] and after["sampler gmm"] != before["sampler gmm"]
     (refit,) = evaluate([run_id], s)

@@ -359,10 +359,10 @@ def test_every_checkpoint_claims_only_epochs_whose_metrics_are_stored(store, mon
     from mlflow import MlflowClient
 
     from aepipe import tracking
-    from aepipe.tracking import mlflow_tracker
+    from aepipe.tracking import mlflow_run
     from aepipe.training import state as state_module
 
-    monkeypatch.setattr(mlflow_tracker, "FLUSH_SECONDS", 60.0)
+    monkeypatch.setattr(mlflow_run, "FLUSH_SECONDS", 60.0)
     tracking.setup()
     client, real, seen = MlflowClient(), state_module.save_tensors, []
 

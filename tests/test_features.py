@@ -257,7 +257,7 @@ def test_plugins_check_runs_the_feature_space_checks(aepipe_pm, aepipe_plugin, m
 
     aepipe_plugin(_plugin(_Pixels), name="plugin-pixels")
     aepipe_plugin(_plugin(Centred), name="plugin-centred")
-    monkeypatch.setattr(cli_module, "_plugin_manager", lambda: aepipe_pm)
+    monkeypatch.setattr(cli_module.group, "plugin_manager", lambda: aepipe_pm)
     out = CliRunner().invoke(cli_module.cli, ["plugins", "--check", "--plugin", "plugin-pixels"])
     assert out.exit_code == 0 and "plugin plugin-pixels: every component passes" in out.stderr
     out = CliRunner().invoke(cli_module.cli, ["plugins", "--check", "--plugin", "plugin-centred"])

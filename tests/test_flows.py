@@ -213,7 +213,7 @@ def test_the_flow_fits_held_out_codes_better_than_a_gaussian(flow_run):
     """The MAF's log-likelihood of the test codes is above that of a full-covariance Gaussian
     fitted on the same training codes: an autoencoder's codes are not Gaussian (we see -7.34
     against -8.01 nats per code)."""
-    from aepipe.training.measure import code_tensor
+    from aepipe.training.metrics import code_tensor
 
     result, _ = flow_run
     model, data = result.model, result.data

@@ -147,7 +147,7 @@ def test_every_hook_is_called(aepipe_pm, aepipe_plugin, store, tmp_path, monkeyp
     path = tmp_path / "t.toml"
     path.write_text('variant = "recorded"\n[train]\nepochs = 2\n[tracking]\nlog_model = false\nlog_images = false\nlog_dataset = false\n'
                     '[tune]\nn_trials = 2\npruner = "none"\n[tune.space]\n"train.lr" = { type = "float", low = 0.001, high = 0.01 }\n')
-    st = tune.prepare(aepipe_pm, path)
+    st = tune.prepare_study(aepipe_pm, path)
     tune.open_study(st, epochs=2)
     tune.ensure_parent_run(st)
     tune.run_worker(aepipe_pm, st, echo=lambda line: None)
@@ -156,11 +156,11 @@ def test_every_hook_is_called(aepipe_pm, aepipe_plugin, store, tmp_path, monkeyp
     assert set(ends[0]["params"]) == {"train.lr"}
 
     # the CLI hook adds a command
-    from aepipe import cli as cli_module
+    from aepipe.cli import group as cli_group
 
-    monkeypatch.setattr(cli_module, "_plugin_manager", lambda: aepipe_pm)
+    monkeypatch.setattr(cli_group, "plugin_manager", lambda: aepipe_pm)
     group = click.Group(name="aepipe")
-    cli_module._add_plugin_commands(group)
+    cli_group.add_plugin_commands(group)
     out = CliRunner().invoke(group, ["recorded-hello"])
     assert out.exit_code == 0 and "hello from the recorder" in out.output
 

@@ -160,7 +160,7 @@ def test_aepipe_train_on_an_image_folder_logs_colour_figures(folder, tmp_path, m
 
     monkeypatch.setenv("AEPIPE_HOME", str(tmp_path / "mlruns"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    tracking.store.forget()
     argv = ["train", str(PIPELINES / "resnet-dae-images.toml"), "-q", "--set", f"data.path='{folder}'", "--set", "train.epochs=1",
             "--set", "model.encoder.widths=[8, 16]", "--set", "model.decoder.widths=[8, 16]", "--set", "tracking.log_model=false"]
     out = CliRunner().invoke(cli, argv)

@@ -10,6 +10,7 @@ module-level one: what the table forbids cannot hide inside a function."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.hookspecs", "aepipe.context",
     ]),
     ("registry", "plugins found through entry points, components by kind and name", True, [
-        "aepipe.plugins", "aepipe.defaults",
+        "aepipe.plugins", "aepipe.defaults", "aepipe.registry", "aepipe.plugin_isolation", "aepipe.metric_names",
     ]),
     ("configuration", "the pipeline file as typed settings; the metric vocabulary", True, [
         "aepipe.config", "aepipe.config.schema", "aepipe.config.tree", "aepipe.config.pipeline", "aepipe.config.prescan",
@@ -41,28 +42,33 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
     ]),
     ("assembly", "models, data, devices, optimizers, samplers and the measurements of a model in memory", False, [
         "aepipe.likelihoods", "aepipe.networks", "aepipe.model", "aepipe.data", "aepipe.stats", "aepipe.sampling",
-        "aepipe.training.device", "aepipe.training.setup", "aepipe.training.measure", "aepipe.training.state",
+        "aepipe.training.device", "aepipe.training.setup", "aepipe.training.metrics", "aepipe.training.state",
         "aepipe.training.distributed", "aepipe.training.schedules", "aepipe.training.resume",
         "aepipe.evaluation.basic", "aepipe.evaluation.disentanglement", "aepipe.evaluation.generation",
         "aepipe.evaluation.ladder", "aepipe.evaluation.measure",
     ]),
     ("storage", "model files, the pyfunc flavour, the run store and its trackers, runs read back", False, [
         "aepipe.artifacts", "aepipe.serving", "aepipe.tracking", "aepipe.tracking.base", "aepipe.tracking.store",
-        "aepipe.tracking.sweep", "aepipe.tracking.memory", "aepipe.tracking.mlflow_tracker", "aepipe.runs",
+        "aepipe.tracking.template", "aepipe.tracking.health", "aepipe.tracking.lookup", "aepipe.tracking.error_line",
+        "aepipe.tracking.git",
+        "aepipe.tracking.sweep", "aepipe.tracking.memory", "aepipe.tracking.mlflow_tracker", "aepipe.tracking.mlflow_run", "aepipe.runs",
     ]),
     ("lifecycle", "a training run from start to end; a study's workers and records", False, [
-        "aepipe.training", "aepipe.training.epoch", "aepipe.training.loop", "aepipe.training.report",
+        "aepipe.training", "aepipe.training.epoch", "aepipe.training.loop", "aepipe.training.run_log",
         "aepipe.training.launch", "aepipe.tune", "aepipe.tune.study", "aepipe.tune.optuna_adapter", "aepipe.tune.record",
         "aepipe.tune.worker", "aepipe.tune.supervise",
     ]),
     ("use cases", "what a user asks for, as plain functions: the API the CLI and notebooks call", False, [
         "aepipe.usecases", "aepipe.usecases.train", "aepipe.usecases.tune", "aepipe.usecases.arrays",
         "aepipe.usecases.plugins", "aepipe.usecases.fid", "aepipe.evaluation.run", "aepipe.evaluation.report",
+        "aepipe.evaluation.report.table", "aepipe.evaluation.report.pareto", "aepipe.evaluation.report.figures",
+        "aepipe.evaluation.report.page", "aepipe.evaluation.report.publish",
         "aepipe.evaluation.reference", "aepipe.zoo", "aepipe.compare",
         "aepipe.ui", "aepipe.template", "aepipe.testing", "aepipe.plugin", "aepipe.guide",
     ]),
     ("cli", "parses options, calls one use case, prints, maps errors to exit codes", True, [
-        "aepipe.console", "aepipe.cli",
+        "aepipe.console", "aepipe.cli", "aepipe.cli.group", "aepipe.cli.runs", "aepipe.cli.arrays", "aepipe.cli.judging",
+        "aepipe.cli.comparing", "aepipe.cli.plugins", "aepipe.cli.ui", "aepipe.cli.exit", "aepipe.cli.main", "aepipe.cli.__main__",
     ]),
     ("api", "the package root: the plugin marker and version; every other name is a lazy facade", True, [
         "aepipe",
@@ -75,8 +81,9 @@ TYPE_ONLY_UP: set[tuple[str, str]] = set()
 
 HEAVY = ("torch", "mlflow", "optuna")
 #: the CLI's imports: use cases, and what it needs to print and map errors
-CLI_MAY_IMPORT = {"aepipe.errors", "aepipe.secrets", "aepipe.version", "aepipe.tracking.store", "aepipe.plugins", "aepipe.console"}
-CLI_MAX_LINES = 600
+CLI_MAY_IMPORT = {"aepipe.errors", "aepipe.secrets", "aepipe.version", "aepipe.tracking.store", "aepipe.tracking.health",
+                  "aepipe.tracking.error_line", "aepipe.plugins", "aepipe.plugin_isolation", "aepipe.console"}
+CLI_MAX_LINES = 200  # each module of the cli package
 
 LAYER_OF = {module: i for i, (_, _, _, modules) in enumerate(LAYERS) for module in modules}
 NAME = [name for name, _, _, _ in LAYERS]
@@ -240,15 +247,22 @@ def test_the_root_imports_only_the_marker_and_version_and_lazy_names_exist():
                                     NAME.index("configuration"), NAME.index("storage"), NAME.index("lifecycle")), name
 
 
+def _cli_modules() -> list[str]:
+    return [m for m in modules() if m == "aepipe.cli" or m.startswith("aepipe.cli.")]
+
+
 def test_the_cli_is_thin():
-    path = modules()["aepipe.cli"]
-    lines = len(path.read_text().splitlines())
-    assert lines <= CLI_MAX_LINES, f"aepipe/cli.py has {lines} lines"
-    allowed = CLI_MAY_IMPORT | {m for m in LAYER_OF if LAYER_OF[m] == NAME.index("use cases")}
-    reached = sorted({f"{i.dst} (line {i.line})" for i in imports() if i.src == "aepipe.cli" and i.dst not in allowed
-                      and i.dst != "aepipe.cli"})
+    """Each module of the ``aepipe.cli`` package: short, and reaching only the use cases and what it
+    needs to print and map errors."""
+    cli = _cli_modules()
+    assert len(cli) > 1, "the CLI is the package aepipe.cli"
+    for module in cli:
+        lines = len(modules()[module].read_text().splitlines())
+        assert lines <= CLI_MAX_LINES, f"{module} has {lines} lines"
+    allowed = CLI_MAY_IMPORT | set(cli) | {m for m in LAYER_OF if LAYER_OF[m] == NAME.index("use cases")}
+    reached = sorted({f"{i.src} imports {i.dst} (line {i.line})" for i in imports() if i.src in cli and i.dst not in allowed})
     assert reached == [], "the CLI calls use cases only"
-    external = {i.dst for i in imports(external=True) if i.src == "aepipe.cli" and not i.dst.startswith("aepipe")}
+    external = {i.dst for i in imports(external=True) if i.src in cli and not i.dst.startswith("aepipe")}
     assert not external & {"torch", "numpy", "mlflow", "optuna"}, "array and model work belongs to the use cases"
 
 
@@ -358,3 +372,104 @@ def test_the_plugin_api_is_defined_below_the_cli():
     for name, target in aepipe.plugin.NAMES.items():
         module = target.partition(":")[0]
         assert LAYER_OF[module] <= NAME.index("use cases"), f"{name} comes from {module} ({NAME[LAYER_OF[module]]})"
+
+
+def test_a_non_editable_install_holds_every_package_and_resource():
+    """pyproject names its packages one by one: each package folder of aepipe is among them, and
+    each file that is not Python (the report's page template) is package data of its package."""
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {".".join(p.relative_to(PACKAGE.parent).parts) for p in [PACKAGE, *PACKAGE.rglob("*")]
+                if p.is_dir() and (p / "__init__.py").exists()}
+    assert sorted(packages - set(project["packages"])) == []
+    data = project.get("package-data", {})
+    resources = [p for p in PACKAGE.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    missing = [str(p.relative_to(PACKAGE.parent)) for p in resources
+               if not any(p.match(g) for g in data.get(".".join(p.parent.relative_to(PACKAGE.parent).parts), []))]
+    assert missing == []
+
+
+#: the most lines a module of aepipe holds: one concern each
+MAX_LINES = 450
+#: modules over :data:`MAX_LINES` that other work is splitting, and their size today: the list only
+#: shrinks (a module listed here that fits is an error: take it off), and none may grow
+LONG_MODULES = {
+    "aepipe.config": 887,  # becoming the package aepipe.config
+    "aepipe.components": 508,  # the plugin API's split
+    "aepipe.evaluation.generation": 547,  # the judge's split
+}
+
+
+def test_no_module_is_over_the_line_limit():
+    sizes = {m: len(p.read_text().splitlines()) for m, p in modules().items()}
+    over = {m: n for m, n in sizes.items() if n > MAX_LINES and n > LONG_MODULES.get(m, 0)}
+    assert over == {}, f"modules over {MAX_LINES} lines (split them by concern)"
+    fits = sorted(m for m in LONG_MODULES if sizes.get(m, 0) <= MAX_LINES)
+    assert fits == [], "these fit now: take them off LONG_MODULES"
+
+
+#: module-level functions that may share a name, and why
+SHARED_FUNCTION_NAMES = {
+    "main": "a program's entry point (console script, python -m): the name Python's tools look for",
+    "aepipe_train_epoch": "a hook: pluggy matches the implementation (defaults) to its spec (hookspecs) by name",
+}
+
+
+def test_no_two_module_level_functions_share_a_name():
+    """One function per name across the package, so that a name says which function it is."""
+    where: dict[str, list[str]] = defaultdict(list)
+    for module, path in modules().items():
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                where[node.name].append(module)
+    shared = {name: places for name, places in where.items() if len(places) > 1 and name not in SHARED_FUNCTION_NAMES}
+    assert shared == {}, "rename by what each does"
+
+
+@functools.cache
+def _defined(path: Path) -> frozenset[str]:
+    """The names a module defines or imports at module level (``if`` blocks included), and those
+    its lazy facade offers (the keys of ``_LAZY`` or ``_NAMES``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+            if any(isinstance(t, ast.Name) and t.id in ("_LAZY", "_NAMES") for t in targets) and isinstance(node.value, ast.Dict):
+                found.update(k.value for k in node.value.keys if isinstance(k, ast.Constant))
+    return frozenset(found)
+
+
+def test_docstrings_name_modules_and_names_that_exist():
+    """A cross-reference (``:mod:`aepipe.x```, ``:func:`~aepipe.x.f```...) names a module of the
+    package and, after it, something that module defines."""
+    mods = modules()
+    role = re.compile(r":(mod|class|func|data|meth|attr|exc):`~?(aepipe(?:\.\w+)+)`")
+    wrong = []
+    for module, path in mods.items():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for kind, ref in role.findall(line):
+                parts = ref.split(".")
+                i = len(parts)
+                while ".".join(parts[:i]) not in mods:
+                    i -= 1
+                rest = parts[i:]
+                if (kind == "mod" and rest) or (rest and rest[0] not in _defined(mods[".".join(parts[:i])])):
+                    wrong.append(f"{module}:{n}: {ref}")
+    assert wrong == []
+
+
+def test_the_use_cases_package_names_the_use_cases_that_live_elsewhere():
+    """``aepipe.usecases`` holds some of the use-case layer; its docstring names each other module of
+    the layer (a package's modules through the package), so that its layout reads as it is."""
+    import aepipe.usecases
+
+    doc = aepipe.usecases.__doc__
+    layer = [m for m in LAYERS[NAME.index("use cases")][3] if not m.startswith("aepipe.usecases")]
+    tops = [m for m in layer if not any(m.startswith(other + ".") for other in layer)]
+    assert [m for m in tops if f":mod:`{m}`" not in doc] == []

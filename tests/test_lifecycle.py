@@ -322,7 +322,7 @@ def test_schedules_can_be_tuned(aepipe_pm, tmp_path):
     path.write_text('variant = "vae"\n[tune]\nn_trials = 2\n[tune.space]\n'
                     '"train.lr_schedule.name" = { type = "categorical", choices = ["cosine", "step", "none"] }\n'
                     '"model.regularizers.kl.warmup_epochs" = { type = "int", low = 0, high = 10 }\n')
-    st = tune.prepare(aepipe_pm, path)
+    st = tune.prepare_study(aepipe_pm, path)
     assert set(st.distributions) == {"train.lr_schedule.name", "model.regularizers.kl.warmup_epochs"}
 
 

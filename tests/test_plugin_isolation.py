@@ -45,11 +45,12 @@ def _install(tmp_path, monkeypatch, name: str, source: str, *, only: bool = Fals
 def _cli(*args: str):
     import warnings
 
-    from aepipe.cli import _one_line_warnings, cli
+    from aepipe.cli import cli
+    from aepipe.console import one_line_warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        _one_line_warnings()
+        one_line_warnings()
         return CliRunner().invoke(cli, list(args))
 
 
@@ -67,7 +68,8 @@ def _runs(experiment: str) -> list:
 
 def test_a_plugin_that_exits_on_import_is_skipped_and_named_never_exit_0(tmp_path, monkeypatch):
     from aepipe.errors import PluginError
-    from aepipe.plugins import PluginWarning, get_plugin_manager
+    from aepipe.plugin_isolation import PluginWarning
+    from aepipe.plugins import get_plugin_manager
 
     _install(tmp_path, monkeypatch, "quitter", EXIT_ON_IMPORT, only=True)
     with pytest.warns(PluginWarning, match=r"plugin 'quitter' \(quitter-dist 0.3\), entry point 'quitter = quitter_plugin' "
@@ -132,7 +134,8 @@ def test_what_a_plugin_prints_stays_off_the_json(tmp_path, monkeypatch, store):
 
 
 def test_a_slow_plugin_import_is_named(tmp_path, monkeypatch):
-    from aepipe.plugins import SlowPluginWarning, get_plugin_manager
+    from aepipe.plugin_isolation import SlowPluginWarning
+    from aepipe.plugins import get_plugin_manager
 
     _install(tmp_path, monkeypatch, "sloth", "import time\ntime.sleep(0.3)\n", only=True)
     monkeypatch.setenv("AEPIPE_SLOW_PLUGIN_SECONDS", "0.2")
@@ -162,7 +165,7 @@ def test_a_metric_name_a_store_refuses_names_the_plugin(tmp_path, monkeypatch, s
 
 
 def test_metric_names_are_checked_as_a_store_checks_them():
-    from aepipe.plugins import bad_metric_name
+    from aepipe.metric_names import bad_metric_name
 
     for good in ("val_loss", "a.b/c-d e:f", " spaced ", "x" * 250):
         assert bad_metric_name(good) is None, good
@@ -172,7 +175,7 @@ def test_metric_names_are_checked_as_a_store_checks_them():
 
 def test_a_components_metric_name_a_store_refuses_names_the_component():
     from aepipe.errors import PluginError
-    from aepipe.training.measure import component_metrics
+    from aepipe.training.metrics import component_metrics
 
     class Ranker:
         name = "ranker"

@@ -13,7 +13,8 @@ import pytest
 
 from aepipe import hookimpl
 from aepipe.errors import ConfigError, PluginError
-from aepipe.plugins import PluginWarning, get_plugin_manager
+from aepipe.plugin_isolation import PluginWarning
+from aepipe.plugins import get_plugin_manager
 
 from helpers import GOOD_PLUGIN, make_distribution
 

@@ -16,7 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from aepipe.cli import cli
-from aepipe.evaluation.report import RunPage, best_runs, interpolation_pairs, pareto_front, render_html
+from aepipe.evaluation.report.figures import interpolation_pairs
+from aepipe.evaluation.report.page import render_html
+from aepipe.evaluation.report.pareto import pareto_front
+from aepipe.evaluation.report.table import RunPage, best_runs
 
 from conftest import PIPELINES, store_at, use_store
 
@@ -81,7 +84,7 @@ def made(tmp_path_factory):
     from aepipe.config import resolve
     from aepipe.evaluation.report import build_report
     from aepipe.plugins import get_plugin_manager
-    from aepipe.runs import fit_sampler as fit_for_run
+    from aepipe.runs import fit_run_sampler
     from aepipe.tracking import default_tracker
     from aepipe.training import train
 
@@ -101,7 +104,7 @@ def made(tmp_path_factory):
         parent.finish("FINISHED")
         cvae = train(resolve(pm, PIPELINES / "cvae.toml", [*FAST, "tracking.log_images=false", 'tracking.experiment="report-runs"']),
                      pm).run_id
-        fit_for_run(trials[0], "gmm", ("components=3",), pm=pm)
+        fit_run_sampler(trials[0], "gmm", ("components=3",), pm=pm)
         client = MlflowClient()
         # values with every digit significant: the page must give them back exactly
         for run, (fid, mse, acc) in zip([trials[0], cvae], [(0.1 + 0.2, 1 / 3, 0.7123456789012345), (2.5, 0.25, 0.9)]):

@@ -88,7 +88,7 @@ def test_a_url_secret_in_a_runs_settings_never_reaches_the_store(tmp_path, monke
 
     monkeypatch.setenv("AEPIPE_HOME", str(tmp_path / "mlruns"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    tracking.store.forget()
     pm = get_plugin_manager()
     pipeline = resolve(pm, tree={"variant": "vanilla", "description": "data from postgresql://bob:hunter22@db/x?token=abc",
                                  "train": {"epochs": 1, "optimizer": "adam"},
@@ -203,8 +203,8 @@ def test_every_command_refuses_an_ambiguous_store_url_in_one_line(tmp_path, wher
 
 def test_tuning_from_python_refuses_it_too(aepipe_pm):
     from aepipe.errors import ConfigError
-    from aepipe.tune.study import prepare
+    from aepipe.tune.study import prepare_study
 
     with pytest.raises(ConfigError, match=r"^--storage: the user name or password .*the URL is not shown$") as exc:
-        prepare(aepipe_pm, "pipelines/vanilla.toml", storage_url=RAW_AT)
+        prepare_study(aepipe_pm, "pipelines/vanilla.toml", storage_url=RAW_AT)
     assert not any(fragment in str(exc.value) for fragment in FRAGMENTS)

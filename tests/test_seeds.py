@@ -86,7 +86,8 @@ def test_the_group_key_ignores_the_seed_and_tracking_but_not_the_model():
 
 
 def test_the_report_marks_differences_within_noise():
-    from aepipe.evaluation.report import RunPage, TableRow, best_rows, render_html
+    from aepipe.evaluation.report.page import render_html
+    from aepipe.evaluation.report.table import RunPage, TableRow, best_rows
 
     rows = [TableRow("a (3 seeds)", "d", ["a" * 32, "a" * 31 + "b"], {"eval_fid": 10.0}, {"eval_fid": (8.0, 12.0, "seeds")}, ["0", "1"]),
             TableRow("b (3 seeds)", "d", ["b" * 32, "b" * 31 + "c"], {"eval_fid": 11.5}, {"eval_fid": (11.0, 12.5, "seeds")}, ["0", "1"]),

@@ -44,7 +44,7 @@ def served(shared_store):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AEPIPE_HOME", str(shared_store))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.setattr(tracking.store, "_set_by_us", None)
+        tracking.store.forget()
         mp.setenv("AEPIPE_SERVE_MAX_ROWS", str(LIMIT))
         mp.delenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)  # scoring_server.init sets it; undone after
         out = CliRunner().invoke(cli, ["train", str(PIPELINES / "vanilla.toml"), "-q", "--set", "train.epochs=1",

@@ -19,6 +19,8 @@ import torch
 from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.tracking.memory import MemoryTracker
+from aepipe.tracking.store import artifact_root
+from aepipe.tracking.template import MARKER, from_template, template_path
 from aepipe.training import train
 
 from conftest import PIPELINES, use_store
@@ -34,8 +36,7 @@ def _open(monkeypatch, home: Path):
     from aepipe.tracking import store
 
     use_store(monkeypatch, home)
-    store._created.discard(store.default_tracking_uri())
-    return store.setup()
+    return store.connect()
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:
@@ -49,13 +50,13 @@ def used(tmp_path_factory):
     aepipe keeps (valid: made from the machine's, as every store of the suite is) and its name."""
     from mlflow import MlflowClient
 
-    from aepipe.tracking import default_tracker, store
+    from aepipe.tracking import default_tracker
 
     root = tmp_path_factory.mktemp("binding")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mlflow = _open(mp, root / "used")
-        template = store._template(mlflow)
+        template = template_path(mlflow)
         if not template.is_file() or template.is_symlink():
             pytest.skip(f"no store template could be kept at {template}")
         good = shutil.copyfile(template, root / "good.db")
@@ -69,11 +70,9 @@ def used(tmp_path_factory):
 
 def _mark(db: Path) -> None:
     """Give ``db`` aepipe's template marker, as a forger copying a used store would."""
-    from aepipe.tracking import store
-
     with sqlite3.connect(db) as con:
-        con.execute(f"CREATE TABLE {store.MARKER} (filled TEXT NOT NULL)")
-        con.execute(f"INSERT INTO {store.MARKER} VALUES ('alembic_version,experiments')")
+        con.execute(f"CREATE TABLE {MARKER} (filled TEXT NOT NULL)")
+        con.execute(f"INSERT INTO {MARKER} VALUES ('alembic_version,experiments')")
 
 
 def _place(kind: str, cache: Path, name: str, used_db: Path, good: Path) -> Path:
@@ -122,16 +121,14 @@ REFUSED = {
 def test_a_template_aepipe_did_not_make_or_that_is_not_empty_is_ignored(kind, used, tmp_path, monkeypatch, caplog):
     import mlflow
 
-    from aepipe.tracking import store
-
     used_db, good, name = used
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     use_store(monkeypatch, tmp_path / "new")
     (tmp_path / "new").mkdir()
     template = _place(kind, tmp_path / "cache" / "aepipe", name, used_db, good)
-    assert template == store._template(mlflow)
+    assert template == template_path(mlflow)
     with caplog.at_level(logging.WARNING, logger="aepipe.tracking"):
-        assert store._from_template(mlflow, tmp_path / "new" / "mlflow.db") is False
+        assert from_template(mlflow, tmp_path / "new" / "mlflow.db", artifact_root()) is False
     assert not (tmp_path / "new" / "mlflow.db").exists()
     assert [r.getMessage() for r in caplog.records] == [
         f"the tracking store template {template} was ignored: {REFUSED[kind]}; the new store is created by MLflow "
@@ -142,17 +139,15 @@ def test_a_template_aepipe_did_not_make_or_that_is_not_empty_is_ignored(kind, us
 def test_the_template_aepipe_made_is_copied_unmarked_and_points_into_the_new_store(used, tmp_path, monkeypatch):
     import mlflow
 
-    from aepipe.tracking import store
-
     _, good, name = used
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "cache" / "aepipe").mkdir(parents=True)
     shutil.copyfile(good, tmp_path / "cache" / "aepipe" / name)
     use_store(monkeypatch, tmp_path / "new")
     (tmp_path / "new").mkdir()
-    assert store._from_template(mlflow, tmp_path / "new" / "mlflow.db") is True
+    assert from_template(mlflow, tmp_path / "new" / "mlflow.db", artifact_root()) is True
     db = tmp_path / "new" / "mlflow.db"
-    assert _rows(db, f"SELECT name FROM sqlite_master WHERE name = '{store.MARKER}'") == []
+    assert _rows(db, f"SELECT name FROM sqlite_master WHERE name = '{MARKER}'") == []
     assert _rows(db, "SELECT artifact_location FROM experiments") == [((tmp_path / "new" / "artifacts").as_uri(),)]
 
 
@@ -162,7 +157,7 @@ def test_a_new_store_takes_nothing_from_a_used_store_posing_as_the_template(used
     it, and the link is replaced by a good template; what it pointed to is left as it was."""
     from mlflow import MlflowClient
 
-    from aepipe.tracking import default_tracker, store
+    from aepipe.tracking import default_tracker
 
     used_db, good, name = used
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -186,7 +181,7 @@ def test_a_new_store_takes_nothing_from_a_used_store_posing_as_the_template(used
     assert client.get_run(run.run_id).info.artifact_uri.startswith(inside + "/")
     # the template now is aepipe's own, a regular file; a link's target is untouched
     assert not template.is_symlink() and template.stat().st_nlink == 1
-    assert _rows(template, f"SELECT count(*) FROM {store.MARKER}") == [(1,)]
+    assert _rows(template, f"SELECT count(*) FROM {MARKER}") == [(1,)]
     assert _rows(template, "SELECT count(*) FROM runs") == [(0,)]
     assert pointed.read_bytes() == before
 

@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from aepipe.cli import cli
-from aepipe.tracking import store
+from aepipe.tracking import health, store
+from aepipe.tracking.error_line import error_line
 
 from conftest import PIPELINES
 
@@ -30,10 +31,7 @@ def _use(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     """Point aepipe at the local store ``home`` as a new command would find it."""
     monkeypatch.setenv("AEPIPE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(store, "_set_by_us", None)
-    monkeypatch.setattr(store, "_created", set())
-    monkeypatch.setattr(store, "_read_only", set())
-    monkeypatch.setattr(store, "_checked", {})
+    store.forget()
 
 
 def _train(home: Path, *overrides: str) -> str:
@@ -184,7 +182,8 @@ def test_a_store_whose_folder_cannot_be_written_is_read_but_not_written(trained,
     def no_temp_file(*args, dir=None, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
 
-    monkeypatch.setattr(store, "open", denied, raising=False)  # store.py's own open(): the lock, the probes
+    monkeypatch.setattr(store, "open", denied, raising=False)  # store.py's own open(): the lock
+    monkeypatch.setattr(health, "open", denied, raising=False)  # health.py's: the probes
     monkeypatch.setattr("tempfile.TemporaryFile", no_temp_file)
     compare = CliRunner().invoke(cli, ["compare", "--format", "csv"])
     assert compare.exit_code == 0 and run_id in compare.stdout, compare.output
@@ -241,7 +240,7 @@ def test_train_refuses_a_damaged_store_before_writing_with_a_recovery_hint(train
     assert f"the tracking store {home / 'mlflow.db'} is damaged (PRAGMA quick_check: " in line, line
     assert "nothing was written" in line and ".recover" in line and "Restore a backup" in line, line
     assert _files(home) == before
-    with pytest.warns(store.StoreWarning, match=r"is damaged \(PRAGMA quick_check: .*what it shows may be incomplete"):
+    with pytest.warns(health.StoreWarning, match=r"is damaged \(PRAGMA quick_check: .*what it shows may be incomplete"):
         CliRunner().invoke(cli, ["compare"])
 
 
@@ -257,9 +256,9 @@ def test_a_damaged_row_is_missed_by_mlflow_and_found_by_the_check_within_its_bou
     client = mlflow.MlflowClient(f"sqlite:///{db}")
     run = client.create_run(client.get_experiment_by_name("vanilla").experiment_id)
     client.set_terminated(run.info.run_id)  # accepted
-    assert store.quick_check(db) == "CHECK constraint failed in runs"
+    assert health.quick_check(db) == "CHECK constraint failed in runs"
     with caplog.at_level("WARNING", logger="aepipe.tracking"):
-        assert store.quick_check(db, seconds=0) is None
+        assert health.quick_check(db, seconds=0) is None
     assert "was not checked" in caplog.text
 
 
@@ -286,7 +285,7 @@ def test_store_error_line_is_the_root_cause_not_sqlalchemys_framing(tmp_path):
         session.add(Row(id=1))
         session.query(Row).all()  # the autoflush writes, and fails
     assert str(info.value).startswith("(raised as a result of Query-invoked autoflush")
-    line = store.error_line(info.value)
+    line = error_line(info.value)
     assert line == "(sqlite3.OperationalError) attempt to write a readonly database", line
 
     class Wrapped(Exception):
@@ -295,7 +294,7 @@ def test_store_error_line_is_the_root_cause_not_sqlalchemys_framing(tmp_path):
     try:  # a wrapper that says something else: the root cause is added
         raise Wrapped("the store refused") from info.value
     except Wrapped as exc:
-        assert store.error_line(exc) == "the store refused (cause: sqlite3.OperationalError: attempt to write a readonly database)"
+        assert error_line(exc) == "the store refused (cause: sqlite3.OperationalError: attempt to write a readonly database)"
 
 
 def test_a_write_refused_by_a_read_only_store_shows_the_root_cause(trained, tmp_path, monkeypatch):

@@ -8,6 +8,9 @@ import sqlite3
 
 import pytest
 
+from aepipe.tracking import template as template_module
+from aepipe.tracking.template import MARKER, template_path
+
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
@@ -21,8 +24,7 @@ def _open(monkeypatch, home):
     from conftest import use_store
 
     use_store(monkeypatch, home)
-    store._created.discard(store.default_tracking_uri())
-    return store.setup()
+    return store.connect()
 
 
 def _default_location(db):
@@ -31,14 +33,12 @@ def _default_location(db):
 
 
 def test_the_first_store_becomes_the_template_and_the_next_is_a_copy(cache, tmp_path, monkeypatch):
-    from aepipe.tracking import store
-
     mlflow = _open(monkeypatch, tmp_path / "a")
-    template = store._template(mlflow)
+    template = template_path(mlflow)
     assert template.parent == cache and template.is_file()
     copies = []
-    real = store._from_template
-    monkeypatch.setattr(store, "_from_template", lambda m, db: copies.append((db, real(m, db))) or copies[-1][1])
+    real = template_module.from_template
+    monkeypatch.setattr(template_module, "from_template", lambda m, db, a: copies.append((db, real(m, db, a))) or copies[-1][1])
     assert _default_location(tmp_path / "a" / "mlflow.db") == (tmp_path / "a" / "artifacts").as_uri()
     monkeypatch.chdir(tmp_path / "a")  # MLflow would point Default at the creating process's ./mlruns/0
     _open(monkeypatch, tmp_path / "b")
@@ -58,13 +58,11 @@ def test_the_first_store_becomes_the_template_and_the_next_is_a_copy(cache, tmp_
 def test_a_template_mlflow_does_not_take_is_replaced_by_a_store_created_the_usual_way(cache, tmp_path, monkeypatch):
     import mlflow as mlflow_module
 
-    from aepipe.tracking import store
-
-    template = store._template(mlflow_module)
+    template = template_path(mlflow_module)
     template.parent.mkdir(parents=True)
     template.write_bytes(b"not a database")
     _open(monkeypatch, tmp_path / "c")
     with sqlite3.connect(tmp_path / "c" / "mlflow.db") as con:
         assert con.execute("SELECT name FROM experiments").fetchall() == [("Default",)]
     with sqlite3.connect(template) as con:  # and the template is replaced by that store, marked as aepipe's
-        assert con.execute(f"SELECT count(*) FROM {store.MARKER}").fetchone()[0] == 1
+        assert con.execute(f"SELECT count(*) FROM {MARKER}").fetchone()[0] == 1

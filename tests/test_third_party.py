@@ -36,15 +36,16 @@ def run_here(args: list[str], site: Path, home: Path, monkeypatch: pytest.Monkey
     from click.testing import CliRunner
 
     from aepipe import tracking
-    from aepipe.cli import _one_line_warnings, cli
+    from aepipe.cli import cli
+    from aepipe.console import one_line_warnings
 
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("AEPIPE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking.store, "_set_by_us", None)
+    tracking.store.forget()
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        _one_line_warnings()
+        one_line_warnings()
         result = CliRunner().invoke(cli, args)
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 

@@ -81,7 +81,7 @@ def _client(home: Path):
 
     os.environ["AEPIPE_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    tracking.store._set_by_us = None
+    tracking.store.forget()
     tracking.setup()
     from mlflow import MlflowClient
 
@@ -296,28 +296,28 @@ BAD_SPACES = [
 @pytest.mark.parametrize("line,pattern", BAD_SPACES)
 def test_bad_search_space_is_one_line_before_any_trial(aepipe_pm, home, tmp_path, line, pattern):
     from aepipe.errors import ConfigError
-    from aepipe.tune import prepare
+    from aepipe.tune import prepare_study
 
     path = _write(tmp_path, f'variant = "vanilla"\n[tune]\nn_trials = 2\n[tune.space]\n{line}\n')
     with pytest.raises(ConfigError, match=pattern) as exc:
-        prepare(aepipe_pm, path)
+        prepare_study(aepipe_pm, path)
     assert "\n" not in str(exc.value)
     assert not (home / "optuna.journal").exists()
 
 
 def test_bad_tune_settings(aepipe_pm, tmp_path):
     from aepipe.errors import ConfigError
-    from aepipe.tune import prepare
+    from aepipe.tune import prepare_study
 
     path = _write(tmp_path, 'variant = "vanilla"\n[tune]\nmetrics = ["val_loss"]\ndirections = ["minimize", "maximize"]\n[tune.space]\n"train.lr" = { type = "float", low = 0.001, high = 0.01 }\n')
     with pytest.raises(ConfigError, match="metrics and directions must be lists of the same length"):
-        prepare(aepipe_pm, path)
+        prepare_study(aepipe_pm, path)
     path = _write(tmp_path, 'variant = "vanilla"\n[tune]\nsampler = "grid"\n')
     with pytest.raises(ConfigError, match=r"'tune\.sampler' = 'grid': .*Input should be 'tpe', 'random'"):
-        prepare(aepipe_pm, path)
+        prepare_study(aepipe_pm, path)
     path = _write(tmp_path, 'variant = "vanilla"\n')
     with pytest.raises(ConfigError, match=r"no \[tune\] section"):
-        prepare(aepipe_pm, path)
+        prepare_study(aepipe_pm, path)
 
 
 def test_unknown_objective_metric_stops_the_study(home, tmp_path):
@@ -698,7 +698,7 @@ def test_a_stop_while_a_trial_finishes_stops_the_worker_before_the_next(aepipe_p
         [tune.space]
         "train.lr" = { type = "float", low = 0.001, high = 0.01 }
     """)
-    st = tune.prepare(aepipe_pm, path)
+    st = tune.prepare_study(aepipe_pm, path)
     tune.open_study(st, epochs=2)
     tune.ensure_parent_run(st)
     with pytest.raises(Interrupted, match=r"stopped by SIGINT between trials; run the same `aepipe tune` command again"):
@@ -721,7 +721,7 @@ def test_a_worker_waits_for_trials_running_elsewhere_briefly_at_first(aepipe_pm,
         [tune.space]
         "train.lr" = { type = "float", low = 0.001, high = 0.01 }
     """)
-    st = tune.prepare(aepipe_pm, path)
+    st = tune.prepare_study(aepipe_pm, path)
     tune.open_study(st, epochs=2)
     elsewhere = st.study.ask()
     elsewhere.set_user_attr(tune.WORKER_ATTR, f"{socket.gethostname()}:{os.getppid()}")  # a live process

@@ -228,7 +228,7 @@ def test_a_study_from_before_fingerprints_takes_one_with_a_note(bound, monkeypat
     from optuna.distributions import FloatDistribution
 
     from aepipe.tune import FINGERPRINT_ATTR, make_storage
-    from aepipe.usecases.tune import open_study
+    from aepipe.usecases.tune import open_pipeline_study
 
     home, a, _ = bound
     use_store(monkeypatch, home)
@@ -236,14 +236,14 @@ def test_a_study_from_before_fingerprints_takes_one_with_a_note(bound, monkeypat
     old = optuna.create_study(study_name="older", storage=storage)
     old.add_trial(optuna.trial.create_trial(params={"train.lr": 3e-3}, distributions={"train.lr": FloatDistribution(1e-3, 1e-2, log=True)},
                                             value=40.0))
-    st = open_study(a, study_name="older")
+    st = open_pipeline_study(a, study_name="older")
     assert [what for what, _ in st.binding_notes] == ["recorded on reopen"]
     assert optuna.load_study(study_name="older", storage=storage).user_attrs[FINGERPRINT_ATTR] == st.fingerprint
     with pytest.raises(Exception, match="never joins"):
-        open_study(a, ("tune.metric=\"val_recon\"",), study_name="older")
+        open_pipeline_study(a, ("tune.metric=\"val_recon\"",), study_name="older")
     # a study named by the old default (the file's name) is pointed to when the new default is new
     optuna.create_study(study_name="pipeline", storage=storage)
-    hinted = open_study(_pipeline(tmp_path / "h", "vanilla", "hint"))
+    hinted = open_pipeline_study(_pipeline(tmp_path / "h", "vanilla", "hint"))
     assert hinted.name == "hint-pipeline" and "--study pipeline goes on with it" in " ".join(hinted.hints)
 
 
@@ -272,7 +272,7 @@ def test_the_summary_puts_each_value_under_its_own_parameter(capsys):
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    from aepipe.cli import _print_study
+    from aepipe.cli.runs import _print_study
     from aepipe.tune import summary_rows
 
     study = optuna.create_study()

@@ -42,7 +42,7 @@ def test_only_the_best_trial_logs_figures_model_and_dataset_when_the_study_ends(
     from optuna.trial import TrialState
 
     import aepipe
-    from aepipe.training.measure import evaluate_tensors
+    from aepipe.training.metrics import evaluate_tensors
     from aepipe.tune import finish
 
     st, loads = _study(tmp_path, monkeypatch, "best")

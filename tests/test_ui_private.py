@@ -96,7 +96,7 @@ def test_the_worker_count_suits_the_machine(monkeypatch, cpus, workers):
     from aepipe import ui
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
-    assert ui.default_workers() == workers
+    assert ui.default_server_workers() == workers
 
 
 def _alive(pid: int) -> bool:

@@ -154,9 +154,9 @@ def test_conv_encoder_and_quantized_bottleneck_compose_on_colour_images(aepipe_p
 
 def test_with_one_group_the_sampler_is_the_empirical_distribution_of_codewords(aepipe_pm):
     model, data = _model(aepipe_pm, {"codebook_size": 8, "groups": 1}, sampler={"name": "index-ar", "hidden": 16, "steps": 20})
-    from aepipe.training.measure import code_tensor, fit_sampler
+    from aepipe.training.metrics import code_tensor, fit_on_codes
 
-    fit_sampler(model, model.sampler, data.train)
+    fit_on_codes(model, model.sampler, data.train)
     counts = torch.bincount(code_tensor(model, data.train, what="indices").reshape(-1), minlength=8).float()
     with torch.no_grad():
         p = torch.softmax(model.sampler.logits(torch.zeros(1, 1, dtype=torch.long))[0, 0], -1)

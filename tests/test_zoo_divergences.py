@@ -16,7 +16,7 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data, train
-from aepipe.training.measure import evaluate
+from aepipe.training.metrics import split_metrics
 from aepipe_plugins.regularizers.kernels import kernel_matrix, kernel_scale, mmd, sliced_wasserstein
 from aepipe_plugins.regularizers.divergences import EVAL_SEED, decoder_gradient_sq
 
@@ -167,21 +167,21 @@ def test_info_vae_weights_the_kl_and_the_mmd_as_zhao_et_al(aepipe_pm):
 def test_the_mmd_regularizer_logs_its_own_mmd_against_fixed_prior_draws(aepipe_pm, kernel):
     model, data = _model(aepipe_pm, {"bottleneck": {"name": "deterministic"}, "prior": {"name": "standard-normal"},
                                      "regularizers": {"prior-mmd": {"lam": 3.0, "kernel": kernel, "scales": [0.5, 2.0]}}})
-    metrics = evaluate(model, data.val)  # one batch: the whole validation split
+    metrics = split_metrics(model, data.val)  # one batch: the whole validation split
     with torch.no_grad():
         codes = model.encode(data.val.x).code
     torch.manual_seed(EVAL_SEED)
     draws = torch.randn(len(codes), 3)
     expected = float(mmd(codes, draws, kernel, kernel_scale(3), (0.5, 2.0)))
     assert metrics["mmd"] == pytest.approx(expected, rel=1e-4)
-    assert metrics["mmd"] == pytest.approx(evaluate(model, data.val)["mmd"])  # the same draws each time
+    assert metrics["mmd"] == pytest.approx(split_metrics(model, data.val)["mmd"])  # the same draws each time
     assert metrics["penalty.prior-mmd"] > 0 and "prior_mmd" in metrics
 
 
 def test_swae_logs_the_sliced_wasserstein_distance(aepipe_pm):
     model, data = _model(aepipe_pm, {"bottleneck": {"name": "deterministic"}, "prior": {"name": "standard-normal"},
                                      "regularizers": {"sliced-wasserstein": {"lam": 2.0, "projections": 10}}})
-    metrics = evaluate(model, data.val)
+    metrics = split_metrics(model, data.val)
     with torch.no_grad():
         codes = model.encode(data.val.x).code
     torch.manual_seed(EVAL_SEED)

@@ -143,7 +143,7 @@ def importance_terms(model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None
 
 
 def _codes(model: AutoEncoder, split: Any, batch: int = 4096) -> np.ndarray:
-    from aepipe.training.measure import code_tensor
+    from aepipe.training.metrics import code_tensor
 
     return code_tensor(model, split, batch=batch).float().cpu().numpy()
 

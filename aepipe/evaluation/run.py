@@ -109,7 +109,7 @@ def _load(run_id: str, device: Any, tracker: Any, pm: Any) -> tuple[AutoEncoder,
     """Run ``run_id``'s model and its data, split as it was."""
     from aepipe.artifacts import DIR, load_model_dir
     from aepipe.config.stored import read_stored_file
-    from aepipe.tracking.store import missing_artifact
+    from aepipe.tracking.lookup import missing_artifact
     from aepipe.training.setup import load_data
 
     record = tracker.get_run(run_id)
@@ -190,7 +190,7 @@ def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any 
     settings ``s`` (default: every group that applies, ``[evaluate]``'s defaults otherwise)."""
     from aepipe import tracking
     from aepipe.plugins import get_plugin_manager
-    from aepipe.tracking.store import check_writable
+    from aepipe.tracking.health import check_writable
     from aepipe.training.device import select_device
 
     if tracker is None:

@@ -1,6 +1,6 @@
 """The tracker seam: what training and tuning need of a run store.
 
-:class:`Tracker` opens runs, :class:`TrackedRun` writes one. :class:`~aepipe.tracking.mlflow.MlflowTracker`
+:class:`Tracker` opens runs, :class:`TrackedRun` writes one. :class:`~aepipe.tracking.mlflow_tracker.MlflowTracker`
 is the only code that opens, writes and ends MLflow runs; :class:`~aepipe.tracking.memory.MemoryTracker`
 keeps runs in memory, for tests of the loop without a store.
 

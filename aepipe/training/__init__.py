@@ -1,7 +1,7 @@
 """Training one run: the loop (:mod:`.loop`), one epoch (:mod:`.epoch`), the run's state and
 checkpoints (:mod:`.state`), schedules (:mod:`.schedules`), resuming (:mod:`.resume`), what a run
-records (:mod:`.report`), devices (:mod:`.device`), what a run is set up with (:mod:`.setup`:
-data, first-step check, optimizer) and what it measures (:mod:`.measure`).
+records (:mod:`.run_log`), devices (:mod:`.device`), what a run is set up with (:mod:`.setup`:
+data, first-step check, optimizer) and what it measures (:mod:`.metrics`).
 
 The names below load on first use: importing one of the light modules here does not import the loop."""
 
@@ -9,7 +9,7 @@ from aepipe.lazy import facade
 
 _NAMES = {
     "train": "aepipe.training.loop", "Trainer": "aepipe.training.loop", "RunResult": "aepipe.training.loop",
-    "Interrupted": "aepipe.training.loop", "TrainState": "aepipe.training.state", "evaluate": "aepipe.training.measure",
+    "Interrupted": "aepipe.training.loop", "TrainState": "aepipe.training.state", "split_metrics": "aepipe.training.metrics",
     "load_data": "aepipe.training.setup", "make_optimizer": "aepipe.training.setup", "sanity_check": "aepipe.training.setup",
     "select_device": "aepipe.training.device", "autocast": "aepipe.training.device",
     "prepare_for_device": "aepipe.training.device", "seed_everything": "aepipe.training.device",

@@ -20,11 +20,11 @@ from aepipe.context import RunContext
 from aepipe.data import DataBundle
 from aepipe.errors import AepipeError, ConfigError, PluginError, TrainingError
 from aepipe.model import AutoEncoder, build_model, check_model_fits
-from aepipe.training import distributed, report
+from aepipe.training import distributed, run_log as report
 from aepipe.training.device import autocast, prepare_for_device, seed_everything, select_device
 from aepipe.training.epoch import StopRequest, Stopped, train_epoch
 from aepipe.training.setup import load_data, make_optimizer, sanity_check
-from aepipe.training.measure import check_finite, component_metrics, evaluate_tensors, fit_sampler, read_back
+from aepipe.training.metrics import check_finite, component_metrics, evaluate_tensors, fit_on_codes as fit_sampler, read_back
 from aepipe.training.resume import CHECKPOINT, bind, pipeline_for_resume, read_checkpoint
 from aepipe.training.schedules import LRSchedule, regularizer_weights, steps_per_epoch
 from aepipe.training.state import TrainState, save_checkpoint

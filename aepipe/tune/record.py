@@ -55,7 +55,7 @@ def ensure_parent_run(st: Study) -> str:
 
 def record_binding(st: Study, parent) -> None:
     """The study's fingerprint on its parent run (tag ``aepipe.fingerprint``: its digest;
-    ``study/fingerprint.json``: the whole), and what :func:`aepipe.tune.study.bind` noted (a
+    ``study/fingerprint.json``: the whole), and what :func:`aepipe.tune.study.hold_to_fingerprint` noted (a
     search space changed by ``--allow-new-space``, a study older than fingerprints): tags
     ``aepipe.binding`` and ``aepipe.binding.note``, the space as ``study/space.json``."""
     parent.log_text(json.dumps(st.fingerprint, indent=2), "study/fingerprint.json")

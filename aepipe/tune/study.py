@@ -89,13 +89,13 @@ class Study:
     data_cache: dict = field(default_factory=dict)
     #: what makes the trials comparable (see :func:`fingerprint`)
     fingerprint: dict = field(default_factory=dict)
-    #: what :func:`bind` found to record on the parent run: (tag value, note), empty if nothing
+    #: what :func:`hold_to_fingerprint` found to record on the parent run: (tag value, note), empty if nothing
     binding_notes: list = field(default_factory=list)
-    #: lines for the user that nothing records (see :func:`aepipe.usecases.tune.open_study`)
+    #: lines for the user that nothing records (see :func:`aepipe.usecases.tune.open_pipeline_study`)
     hints: list = field(default_factory=list)
 
 
-def prepare(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...] = (), study_name: str | None = None,
+def prepare_study(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...] = (), study_name: str | None = None,
             storage_url: str | None = None, n_trials: int | None = None) -> Study:
     """Validate the ``[tune]`` section and every search-space entry against the pipeline, before
     any trial runs."""
@@ -176,18 +176,18 @@ def _differences(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> st
     unset = object()
     order = sorted(set(old) | set(new), key=lambda k: (k.count("."), not k.endswith(".name"), k))
     keys = [k for k in order if old.get(k, unset) != new.get(k, unset)]
-    shown = [f"{k} {_shown(old.get(k, unset), unset)} -> {_shown(new.get(k, unset), unset)}" for k in keys[:limit]]
+    shown = [f"{k} {_shown_setting(old.get(k, unset), unset)} -> {_shown_setting(new.get(k, unset), unset)}" for k in keys[:limit]]
     return ", ".join(shown) + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _shown(value: Any, unset: object) -> str:
+def _shown_setting(value: Any, unset: object) -> str:
     if value is unset:
         return "(unset)"
     text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def bind(st: Study, allow_new_space: bool = False) -> None:
+def hold_to_fingerprint(st: Study, allow_new_space: bool = False) -> None:
     """Hold the opened study to what it tunes: a study records its :func:`fingerprint` when it
     is created; reopened with another one, it is refused in one line naming what differs and
     how to go on (a new ``--study`` name; ``--allow-new-space`` for a changed search space

@@ -9,7 +9,13 @@ exit codes; a notebook or another tool calls the same functions (``aepipe.train(
 - :mod:`.plugins`: the installed plugins, and their conformance check;
 - :mod:`.fid`: FID and its companions between two sets of images.
 
-Elsewhere in this layer: :mod:`aepipe.evaluation.run` (``evaluate``), :mod:`aepipe.evaluation.report`
-(``report``), :mod:`aepipe.compare` (``compare``), :mod:`aepipe.zoo` (``zoo``), :mod:`aepipe.ui`
-(``ui``) and :mod:`aepipe.template` (``new-plugin``).
+The use-case layer (``tests/test_layers.py``'s ``LAYERS``, ``docs/architecture.md``) is wider than
+this package: a use case that is the whole of one domain lives with it, where a reader looks for it
+first, and this package holds those whose domain is spread over the layers below. Elsewhere in the
+layer: :mod:`aepipe.evaluation.run` (``evaluate``), :mod:`aepipe.evaluation.report` (``report``),
+:mod:`aepipe.evaluation.reference` (the reference rows), :mod:`aepipe.compare` (``compare``),
+:mod:`aepipe.zoo` (``zoo``), :mod:`aepipe.ui` (``ui``), :mod:`aepipe.template` (``new-plugin``),
+:mod:`aepipe.guide` (the plugin guide's tables) and :mod:`aepipe.testing` (the plugin authors' test
+helpers). Every use case the package root offers (``aepipe.train``, ``aepipe.evaluate``...) is named
+in its ``_LAZY`` table.
 """

@@ -115,7 +115,7 @@ def sample(run_id: str, count: int, output: str | Path, label: int | None = None
     check_output(grid, "--grid")
     dev = select_device(device)
     model = load_model(run_id, device=str(dev))
-    check_sample_count(count, model.spec.code_dim, model.meta["input_dim"], dev)
+    check_draw_count(count, model.spec.code_dim, model.meta["input_dim"], dev)
     drawn_by = load_sampler(run_id, model, sampler)
     classes = model.spec.n_classes
     y = None
@@ -142,7 +142,7 @@ def sample(run_id: str, count: int, output: str | Path, label: int | None = None
     return Written(output, count, "samples", tuple(values.shape), grid)
 
 
-def check_sample_count(count: int, code_dim: int, input_dim: int, device: Any) -> None:
+def check_draw_count(count: int, code_dim: int, input_dim: int, device: Any) -> None:
     """Refuse ``-n count`` where the samples would not fit what this process may allocate: the
     codes and the decoded samples (float32) on ``device``; their float32, float64 and unscaled
     float64 copies in the host's memory (:func:`aepipe.limits.memory_budget`, both on a CPU)."""
@@ -159,9 +159,9 @@ def check_sample_count(count: int, code_dim: int, input_dim: int, device: Any) -
 
 def fit_sampler(run_id: str, name: str, overrides: tuple[str, ...] = (), device: str = "auto") -> dict[str, Any]:
     """Fit sampler ``name`` on ``run_id``'s training codes and log it to the run; its metrics."""
-    from aepipe.runs import fit_sampler as fit
+    from aepipe.runs import fit_run_sampler
     from aepipe.tracking.store import check_run_id
     from aepipe.training.device import select_device
 
     check_run_id(run_id)
-    return fit(run_id, name, overrides, device=str(select_device(device)))
+    return fit_run_sampler(run_id, name, overrides, device=str(select_device(device)))

@@ -16,8 +16,9 @@ def is_leader() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def train(pipeline: str | Path | Any | None, pm: Any = None, overrides: tuple[str, ...] | list[str] = (), device: str | None = None,
-          resume: str | None = None, reporter: Callable[[int, int, dict[str, float]], None] | None = None, **options: Any) -> Any:
+def train_pipeline(pipeline: str | Path | Any | None, pm: Any = None, overrides: tuple[str, ...] | list[str] = (), device: str | None = None,
+                   resume: str | None = None, reporter: Callable[[int, int, dict[str, float]], None] | None = None,
+                   **options: Any) -> Any:
     """Train ``pipeline`` (a TOML file with ``--set`` ``overrides``, or a pipeline
     :func:`aepipe.resolve` returned) as a new tracked run, or continue run ``resume`` from its
     checkpoint (``pipeline`` None: its own pipeline, ``overrides`` over it; only ``train.epochs``
@@ -56,7 +57,7 @@ def seed_overrides(pipeline: str | Path | None, overrides: tuple[str, ...] | lis
 def _prepare(pipeline: Any, overrides: tuple[str, ...], resume: str | None, pm: Any) -> tuple[Any, Any]:
     from aepipe.config import resolve
     from aepipe.plugins import get_plugin_manager
-    from aepipe.tracking.store import check_writable
+    from aepipe.tracking.health import check_writable
 
     if pipeline is None and resume is None:
         raise ConfigError("give a PIPELINE file to train, or --resume RUN_ID to continue a run")

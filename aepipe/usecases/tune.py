@@ -10,23 +10,23 @@ from typing import Any, Callable
 from aepipe.errors import ConfigError
 
 
-def open_study(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None = None, storage: str | None = None,
-               n_trials: int | None = None, timeout: float | None = None, shared: bool | None = None, pm: Any = None,
-               allow_new_space: bool = False):
+def open_pipeline_study(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None = None, storage: str | None = None,
+                        n_trials: int | None = None, timeout: float | None = None, shared: bool | None = None, pm: Any = None,
+                        allow_new_space: bool = False):
     """The study of ``pipeline``, its settings and name checked, its Optuna study opened (created
-    if new) and held to what it tunes (:func:`aepipe.tune.study.bind`)."""
+    if new) and held to what it tunes (:func:`aepipe.tune.study.hold_to_fingerprint`)."""
     from aepipe import secrets
     from aepipe.plugins import get_plugin_manager
     from aepipe.tune import optuna_adapter
-    from aepipe.tune.study import bind, prepare
+    from aepipe.tune.study import hold_to_fingerprint, prepare_study
 
     secrets.remember(url=storage)
     secrets.check_url(storage, "--storage")
-    st = prepare(pm or get_plugin_manager(), pipeline, overrides, study_name, storage, n_trials)
+    st = prepare_study(pm or get_plugin_manager(), pipeline, overrides, study_name, storage, n_trials)
     if timeout is not None:
         st.settings.timeout = timeout
     optuna_adapter.open_study(st, st.base.settings.train.epochs, shared=shared)
-    bind(st, allow_new_space)
+    hold_to_fingerprint(st, allow_new_space)
     stem = Path(pipeline).stem
     if (study_name is None and st.settings.study is None and st.name != stem and not st.study.trials
             and optuna_adapter.has_study(st.study, stem)):
@@ -45,7 +45,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None
     from aepipe import secrets
     from aepipe import tune as tuning
     from aepipe.plugins import get_plugin_manager
-    from aepipe.tracking.store import check_writable
+    from aepipe.tracking.health import check_writable
     from aepipe.training.loop import Interrupted
 
     secrets.remember(url=storage)  # masked in every message from here on
@@ -59,7 +59,7 @@ def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None
     # a command with workers opens the store (importing MLflow) once they started: their start-up overlaps its own
     check_writable("tune", open_store=not spawn)
     pm = pm or get_plugin_manager()
-    st = open_study(pipeline, overrides, study_name, storage, n_trials, timeout, True if (worker or spawn) else None, pm,
+    st = open_pipeline_study(pipeline, overrides, study_name, storage, n_trials, timeout, True if (worker or spawn) else None, pm,
                     allow_new_space)
     if not worker:
         for note in [note for _, note in st.binding_notes] + st.hints:

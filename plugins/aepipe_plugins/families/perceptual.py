@@ -19,7 +19,7 @@ def aepipe_register_regularizers(register):
 
 #: the variants' own settings of each loss, chosen by measurement: docs/variants.md, "The
 #: perceptual losses' weights"
-MEASURED = {
+VARIANT_LOSS_SETTINGS = {
     "msssim": {"weight": 3.0},
     "logcosh": {"weight": 3.0},
     "learned-similarity": {"weight": 10.0, "feature_layer": 1},
@@ -28,7 +28,7 @@ MEASURED = {
 
 def _vae(loss: str) -> dict:
     # the Bernoulli likelihood's mean (a sigmoid) gives the reconstruction; its NLL stays logged as recon
-    return standard_vae(regularizers={**KL, loss: dict(MEASURED[loss])})
+    return standard_vae(regularizers={**KL, loss: dict(VARIANT_LOSS_SETTINGS[loss])})
 
 
 @hookimpl

@@ -78,7 +78,7 @@ def _check_names(metrics: dict[str, Any], prefix: str, place: str, part: Any, me
                               f"from {method}, a name a tracking store refuses: {why}", plugin=module)
 
 
-def fit_sampler(model: AutoEncoder, sampler: Any, split: Any) -> dict[str, float]:
+def fit_on_codes(model: AutoEncoder, sampler: Any, split: Any) -> dict[str, float]:
     """Fit ``sampler`` on the codes of ``split`` (the training split) and mark it fitted."""
     was = model.training
     model.eval()
@@ -90,7 +90,7 @@ def fit_sampler(model: AutoEncoder, sampler: Any, split: Any) -> dict[str, float
     return {k: float(v) for k, v in metrics.items()}
 
 
-def evaluate(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1024) -> dict[str, float]:
+def split_metrics(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1024) -> dict[str, float]:
     """:func:`evaluate_tensors`, read back as floats."""
     return read_back(evaluate_tensors(model, x, y, batch_size))
 

@@ -17,7 +17,7 @@ from aepipe.config.stored import dump
 from aepipe.context import RunContext
 from aepipe.data import DataBundle, unscale
 from aepipe.errors import ConfigError
-from aepipe.training.measure import codes, prior_samples
+from aepipe.training.metrics import codes, prior_samples
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import AepipePluginManager
@@ -67,7 +67,7 @@ def system_metrics(s: TrackingSettings) -> float | bool:
 
 def log_start(run: RunContext, dataset: bool = True) -> None:
     """The run's parameters (dotted keys), its seed and group tags, its resolved pipeline and (``dataset``) its training data."""
-    from aepipe.seeds import tags as seed_tags
+    from aepipe.seeds import seed_tags
 
     p = run.config
     flat = p.flat()
