@@ -107,11 +107,11 @@ def _summary(name: str, obj: Any) -> str:
     from aepipe.plugin import NOTES
 
     if name in NOTES:
-        return _cell(NOTES[name])
+        return _guide_cell(NOTES[name])
     doc = getattr(obj, "__doc__", None) if callable(obj) or isinstance(obj, type) else None
     first = " ".join((doc or "").strip().split("\n\n")[0].split())
     sentence = re.split(r"(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z`:(])", first)[0]
-    return _cell(sentence.rstrip(".") + ".") if first else ""
+    return _guide_cell(sentence.rstrip(".") + ".") if first else ""
 
 
 def api_table() -> str:

@@ -49,10 +49,10 @@ def test_what_plugins_receive_satisfies_the_contracts_protocols(aepipe_pm, aepip
 def test_the_guide_lists_the_api_as_generated():
     """docs/plugins.md's API section is what ``python -m aepipe.guide`` writes from
     :data:`aepipe.plugin.API`: one row per name, and the stability promise above it."""
-    from aepipe.guide import API_END, API_START, GUIDE, api_table, render
+    from aepipe.guide import API_END, API_START, GUIDE, api_table, render_guide
 
     text = GUIDE.read_text()
-    assert render(text, api_table(), API_START, API_END) == text, "docs/plugins.md is out of date: run python -m aepipe.guide"
+    assert render_guide(text, api_table(), API_START, API_END) == text, "docs/plugins.md is out of date: run python -m aepipe.guide"
     section = text.partition(API_START)[2].partition(API_END)[0]
     assert sorted(line.split("`")[1] for line in section.splitlines() if line.startswith("| `")) == sorted(api.NAMES)
     assert "These\nnames are the stable surface" in text.partition(API_START)[0]
@@ -60,10 +60,10 @@ def test_the_guide_lists_the_api_as_generated():
 
 def test_the_guide_lists_every_variant_with_its_components_and_file(aepipe_pm):
     """docs/plugins.md's table of variants (components, file) is what the registry says now."""
-    from aepipe.guide import GUIDE, VARIANTS_END, VARIANTS_START, render, variants_table
+    from aepipe.guide import GUIDE, VARIANTS_END, VARIANTS_START, render_guide, variants_table
 
     text = GUIDE.read_text()
-    assert render(text, variants_table(aepipe_pm), VARIANTS_START, VARIANTS_END) == text, \
+    assert render_guide(text, variants_table(aepipe_pm), VARIANTS_START, VARIANTS_END) == text, \
         "docs/plugins.md is out of date: run python -m aepipe.guide"
     assert ("| `factor-vae` | encoder `mlp`, bottleneck `gaussian`, decoder `mlp`, prior `standard-normal`, regularizer `kl`, "
             "regularizer `tc-discriminator` | `plugins/aepipe_plugins/families/disentangle.py` |") in text
