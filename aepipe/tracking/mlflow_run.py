@@ -15,16 +15,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from aepipe.errors import RunNotFoundError
 from aepipe.secrets import mask
 from aepipe.tracking import store
 from aepipe.tracking.base import HEARTBEAT_SECONDS, LEASE_BEAT
 from aepipe.tracking.error_line import error_line
-
-if TYPE_CHECKING:
-    from aepipe.tracking.mlflow_tracker import MlflowTracker
 
 _STOP = object()
 #: metrics are written at most this often (seconds): one database write for several epochs
@@ -55,7 +52,8 @@ def _metric_batches(items: list[list[tuple]], limit: int = 1000) -> list[list[tu
 class MlflowRun:
     """One MLflow run, written through the tracker's client."""
 
-    def __init__(self, tracker: "MlflowTracker", run_id: str, lease: bool = False, system_metrics: Any = None):
+    def __init__(self, tracker: Any, run_id: str, lease: bool = False, system_metrics: Any = None):
+        # tracker: the MlflowTracker that opened the run (not imported here: it imports this module)
         self.tracker, self.client, self.run_id = tracker, tracker.client, run_id
         self.lease = lease
         self._queue: queue.Queue = queue.Queue()
