@@ -24,7 +24,8 @@ from aepipe.training.device import one_cpu_thread
 
 log = logging.getLogger("aepipe.features")
 
-#: bumped whenever the classifier or its training changes, so that old caches are not reused
+#: bumped whenever the space's features change (the classifier, its training, the probe): the
+#: class's ``version``, part of the key of its trained network and of every cached evaluation using it
 VERSION = 2
 
 
@@ -154,6 +155,7 @@ class DomainFeatures(FeatureSpace):
     name = "domain"
     Config = DomainConfig
     needs_data = True
+    version = VERSION
 
     def __init__(self, config: DomainConfig, spec: ModelSpec):
         super().__init__(config, spec)
@@ -173,7 +175,7 @@ class DomainFeatures(FeatureSpace):
         return self.config.width + (2 * sum(self.config.probe) if self.probe is not None else 0)
 
     def _key(self, data, digest: str, rows: int) -> str:
-        facts = {"version": VERSION, "dataset": data.name, "input_dim": data.input_dim,
+        facts = {"version": self.version, "dataset": data.name, "input_dim": data.input_dim,
                  "image_shape": list(data.image_shape or ()), "classes": data.n_classes,
                  "rows": rows, "data": digest, "settings": self.config.model_dump()}
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
