@@ -16,6 +16,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_feature_cache(tmp_path_factory):
+    """One cache of trained feature networks (``AEPIPE_CACHE_DIR``) for the whole session: the
+    ``domain`` space's classifier of a dataset is trained once, not once per store."""
+    folder = tmp_path_factory.mktemp("aepipe-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AEPIPE_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def shared_store(tmp_path_factory) -> Path:
     """One tracking store for the tests that only read back their own runs (saves MLflow's

@@ -80,3 +80,31 @@ def test_evaluate_samples_are_checked_against_the_budget_before_any_is_drawn(run
                                           r"0\.01 GB is free on cpu \(a test\): ask for fewer"):
         evaluate([run["run_id"]], settings(metrics=["fid"], samplers=["gmm"], samples=20_000, seed=7))
     assert not drawn
+
+
+def test_a_feature_spaces_version_keys_only_the_evaluations_that_use_it(run, monkeypatch):
+    """Each feature space's ``version`` class attribute is part of the key of the evaluations that
+    use it: bumping one space's recomputes those, while entries of other spaces (and of groups that
+    use no space) are still read back."""
+    from aepipe.evaluation import run as module
+    from aepipe.evaluation.run import evaluate, settings
+    from aepipe_plugins.features.domain import DomainFeatures
+    from aepipe_plugins.features.inception import InceptionFeatures
+
+    use_store(monkeypatch, run["home"])
+    run_id = run["run_id"]
+    fid = settings(metrics=["fid"], samples=40, seed=5)
+    mse = settings(metrics=["reconstruction"], seed=5)
+    for s in (fid, mse):
+        evaluate([run_id], s)
+
+    def boom(*a, **k):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(module, "compute", boom)
+    monkeypatch.setattr(InceptionFeatures, "version", InceptionFeatures.version + 1)  # a space this evaluation does not use
+    assert all(r.cached for s in (fid, mse) for r in evaluate([run_id], s))
+    monkeypatch.setattr(DomainFeatures, "version", DomainFeatures.version + 1)  # the space it uses
+    assert evaluate([run_id], mse)[0].cached  # no feature space in it
+    with pytest.raises(AssertionError, match="computed again"):
+        evaluate([run_id], fid)

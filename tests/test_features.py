@@ -36,8 +36,9 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(home, digits):
-    """The digits classifier, trained once into ``home``'s store."""
-    with store_at(home):
+    """The digits classifier, trained once into ``home``'s store (not the session's shared cache)."""
+    with store_at(home) as _, pytest.MonkeyPatch.context() as mp:
+        mp.delenv("AEPIPE_CACHE_DIR", raising=False)
         space = feature_space("domain", digits, "cpu")
     return space
 
@@ -59,6 +60,7 @@ def test_feature_spaces_are_a_component_kind_without_a_pipeline_section(aepipe_p
 
 def test_the_domain_classifier_trains_once_and_is_reused_from_the_store(home, digits, trained, monkeypatch):
     use_store(monkeypatch, home)
+    monkeypatch.delenv("AEPIPE_CACHE_DIR", raising=False)
     assert trained.trained and trained.accuracy > 0.9  # on the validation split
     assert trained.path.parent == home.resolve() / "features" and trained.path.is_file()
 
@@ -80,6 +82,38 @@ def test_the_domain_classifier_trains_once_and_is_reused_from_the_store(home, di
         feature_space("domain", digits, "cpu", settings={"width": 32})
     with pytest.raises(ConfigError, match="feature space 'domain': width: Input should be greater than 0"):
         feature_space("domain", digits, "cpu", settings={"width": 0})
+
+
+def test_the_shared_cache_serves_every_store_and_a_damaged_or_foreign_file_is_trained_again(digits, trained, tmp_path,
+                                                                                             monkeypatch, caplog):
+    """``AEPIPE_CACHE_DIR`` holds the networks for every store; a file that is not this space's
+    network (damaged, or another key's) is refused in one warning line and trained again."""
+    shared = tmp_path / "cache"
+    monkeypatch.setenv("AEPIPE_CACHE_DIR", str(shared))
+    with store_at(tmp_path / "one" / "mlruns"):
+        first = feature_space("domain", digits, "cpu")
+    assert first.trained and first.path.parent == shared / "features"
+    monkeypatch.setattr(domain_module.DomainFeatures, "_train", lambda self, data, rows: (_ for _ in ()).throw(AssertionError("trained again")))
+    with store_at(tmp_path / "two" / "mlruns"):  # another store: read from the shared cache
+        second = feature_space("domain", digits, "cpu")
+    assert not second.trained and torch.equal(second.features(digits.x_test), trained.features(digits.x_test))
+    monkeypatch.undo()
+    monkeypatch.setenv("AEPIPE_CACHE_DIR", str(shared))
+    good = first.path.read_bytes()
+    valid = torch.load(first.path, weights_only=True)
+    for case in ("half a file", "not a torch file", "another key's network"):
+        if case == "another key's network":
+            torch.save({**valid, "key": "0" * 24}, first.path)
+        else:
+            first.path.write_bytes(good[: len(good) // 2] if case == "half a file" else b"not a torch file")
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="aepipe.features"), store_at(tmp_path / "three" / "mlruns"):
+            again = feature_space("domain", digits, "cpu")
+        assert again.trained, case
+        lines = [r.getMessage() for r in caplog.records if "ignoring the cached network" in r.getMessage()]
+        assert len(lines) == 1 and "\n" not in lines[0] and str(first.path) in lines[0], (case, lines)
+        assert torch.equal(again.features(digits.x_test), trained.features(digits.x_test))  # the same network again
+        assert torch.load(first.path, weights_only=True)["key"] == valid["key"]  # and written back whole
 
 
 def test_preparing_the_domain_space_leaves_the_callers_random_state_alone(digits, tmp_path):

@@ -15,7 +15,13 @@ Rungs (all drawn from data disjoint from the reference, seeded):
   clipped to [0, 1];
 - ``mean``: the mean training image plus Gaussian noise of standard deviation 0.02, clipped
   (the output of a model that learned only the average);
-- ``one-class``: images of one class only (the most frequent training class; mode collapse);
+- ``one-class``: images of one mode only (mode collapse): the training images of the most
+  frequent class; where the dataset has ground-truth factors and that class still holds more
+  than :data:`MODE_SHARE` of the training images, those that also share the most frequent value
+  of the next factors in the dataset's order, until at most that share is left (see
+  :func:`one_mode`). Digits: one digit. ``shapes``: one shape at one scale (a shape alone, at
+  every scale, position, rotation and colour, is a quarter of the data and overlaps every other
+  shape drawn at the same place and size: that is a missing factor value, not a collapse);
 - ``repeated``: 10 held-out images, each repeated ``n / 10`` times;
 - ``train-copies``: training images, copied exactly (FID cannot see memorization; a
   memorization measure must);
@@ -50,12 +56,14 @@ DESCRIPTIONS = {
     "noise-1": "additive noise, std 0.1",
     "noise-2": "additive noise, std 0.3",
     "mean": "the mean image (+ noise 0.02)",
-    "one-class": "one class only",
+    "one-class": "one mode only (one class; factor sets: one value of further factors)",
     "repeated": "10 images repeated",
     "train-copies": "copies of training images",
     "shuffled": "pixel positions shuffled",
 }
 NOISE = (0.1, 0.3)
+#: the one-class rung keeps at most this share of the training images (one digit of ten)
+MODE_SHARE = 0.1
 MEAN_NOISE = 0.02
 REPEATED = 10
 
@@ -98,6 +106,25 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+def one_mode(labels: np.ndarray, factors: np.ndarray | None, share: float = MODE_SHARE) -> tuple[np.ndarray, list[int]]:
+    """The rows of one mode of the training data, and the factor columns fixed beyond the label:
+    the most frequent label; then, while more than ``share`` of the rows are left and factors are
+    given, the most frequent value (among the rows left) of each factor in turn that still varies."""
+    labels = np.asarray(labels)
+    values, counts = np.unique(labels, return_counts=True)
+    mask = labels == values[np.argmax(counts)]
+    fixed: list[int] = []
+    if factors is not None:
+        for j in range(factors.shape[1]):
+            if mask.mean() <= share:
+                break
+            values, counts = np.unique(factors[mask, j], return_counts=True)
+            if len(values) > 1:
+                mask &= factors[:, j] == values[np.argmax(counts)]
+                fixed.append(j)
+    return mask, fixed
+
+
 def build_ladder(data: DataBundle, n: int = 500, seed: int = 0) -> Ladder:
     """The reference set and every rung of :data:`RUNGS` for ``data`` (a labelled image
     dataset), ``n`` images each (fewer where the held-out splits hold fewer than ``2 n``)."""
@@ -127,8 +154,8 @@ def build_ladder(data: DataBundle, n: int = 500, seed: int = 0) -> Ladder:
         rungs[f"noise-{i}"] = (real + std * torch.randn(real.shape, generator=g)).clamp(0, 1)
     mean = x_train.mean(0, keepdim=True)
     rungs["mean"] = (mean + MEAN_NOISE * torch.randn((n, real.shape[1]), generator=g)).clamp(0, 1)
-    label = int(torch.bincount(y_train.long()).argmax())
-    of_class = x_train[y_train.long() == label]
+    mode, _ = one_mode(y_train.numpy(), data.train.factors)
+    of_class = x_train[torch.from_numpy(mode)]
     pick = torch.randperm(len(of_class), generator=g)[:n] if len(of_class) >= n else torch.randint(len(of_class), (n,), generator=g)
     rungs["one-class"] = of_class[pick]
     few = real[torch.randperm(n, generator=g)[:REPEATED]]

@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from aepipe.data import DataBundle
     from aepipe.model import AutoEncoder
 
-#: bumped when a metric's definition changes: cached results of older definitions are not reused
+#: bumped when a metric's definition changes: cached results of older definitions are not reused.
+#: A feature space that changes bumps its own ``version`` class attribute instead (part of the key
+#: of every evaluation that uses it: :func:`space_versions`), which leaves the others' entries valid.
 VERSION = 3  # 3: the domain feature space joined by its random probe (issue 31)
 FOLDER = "evaluation"
 
@@ -51,13 +53,23 @@ TRAINED = ("epochs_trained", "train_seconds")
 
 
 def cache_key(s: EvaluateSettings, groups: dict[str, tuple[str, ...]], trained: dict[str, float] | None = None,
-              states: dict[str, str] | None = None) -> str:
+              states: dict[str, str] | None = None, spaces: dict[str, Any] | None = None) -> str:
     """A digest of everything that decides the results: the settings, the groups, ``trained``
-    (the run's :data:`TRAINED` metrics, which change when the model is trained further) and
-    ``states`` (:func:`state_digests`: the model's and the samplers' files)."""
+    (the run's :data:`TRAINED` metrics, which change when the model is trained further),
+    ``states`` (:func:`state_digests`: the model's and the samplers' files) and ``spaces``
+    (:func:`space_versions`: each feature space the generation group uses, with its version)."""
     text = json.dumps({"version": VERSION, "groups": groups, **s.model_dump(exclude={"metrics"}),
-                       **({"trained": trained} if trained else {}), **({"states": states} if states else {})}, sort_keys=True)
+                       **({"trained": trained} if trained else {}), **({"states": states} if states else {}),
+                       **({"spaces": spaces} if spaces else {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def space_versions(s: EvaluateSettings, groups: dict[str, tuple[str, ...]], pm: Any) -> dict[str, Any]:
+    """``{name: version}`` of the feature spaces the evaluation uses (none without the generation
+    group): each registered class's ``version`` attribute (None where it has none)."""
+    if "generation" not in groups:
+        return {}
+    return {name: getattr(pm.registry.get("feature", name), "version", None) for name in s.features}
 
 
 def _files_digest(folder: Path) -> str:
@@ -158,7 +170,8 @@ def evaluate_run(run_id: str, s: EvaluateSettings, groups: dict[str, tuple[str, 
             except ConfigError as exc:
                 raise ConfigError(f"--sampler: {exc}") from None
     states = state_digests(run_id, names, tracker)
-    digest = cache_key(s, groups, {k: record.metrics[k] for k in TRAINED if k in record.metrics}, states)
+    digest = cache_key(s, groups, {k: record.metrics[k] for k in TRAINED if k in record.metrics}, states,
+                       space_versions(s, groups, pm))
     hit = _cached(run_id, digest, tracker)
     if hit is not None:
         if hit["metrics"]:  # the run shows what this call reports, whatever another call logged since
@@ -226,4 +239,5 @@ def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any 
     return results
 
 
-__all__ = ["Evaluation", "compute", "evaluate", "evaluate_run", "settings", "run_ids", "cache_key", "chosen_groups", "state_digests"]
+__all__ = ["Evaluation", "compute", "evaluate", "evaluate_run", "settings", "run_ids", "cache_key", "chosen_groups", "state_digests",
+           "space_versions"]

@@ -22,7 +22,8 @@ from aepipe.plugin import ComponentConfig, ConfigError, FeatureSpace, ModelSpec,
 
 log = logging.getLogger("aepipe.features")
 
-#: bumped whenever the classifier or its training changes, so that old caches are not reused
+#: bumped whenever the space's features change (the classifier, its training, the probe): the
+#: class's ``version``, part of the key of its trained network and of every cached evaluation using it
 VERSION = 2
 
 
@@ -120,8 +121,17 @@ def _digest(data, limit: int) -> tuple[str, int]:
     return h.hexdigest(), seen
 
 
+#: environment variable naming a folder shared by every store for what feature spaces learn
+CACHE_ENV = "AEPIPE_CACHE_DIR"
+
+
 def default_cache() -> Path:
-    """The local store's folder for what feature spaces learn."""
+    """Where trained feature networks are kept: ``$AEPIPE_CACHE_DIR/features`` where that variable
+    is set (one cache for every store of the user, or of a test session), else the local store's
+    ``features/`` folder."""
+    shared = os.environ.get(CACHE_ENV)
+    if shared:
+        return Path(shared).expanduser() / "features"
     from aepipe.plugin import local_root
 
     return local_root() / "features"
@@ -141,8 +151,10 @@ class DomainFeatures(FeatureSpace):
     which fall for blurred or averaged images and rise for noisy ones. Every block is scaled to
     unit spread (the root mean squared distance to its mean) on the first 1,000 training rows, and
     the classifier's block weighted by ``semantic_weight``. Why this design: docs/judge.md, where
-    each space's ladder of known degradations is written. It is trained once per dataset and cached in the store's
-    ``features/`` folder, keyed by the dataset's name, the shape of its inputs, the number of
+    each space's ladder of known degradations is written. It is trained once per dataset and cached
+    (:func:`default_cache`: ``$AEPIPE_CACHE_DIR/features`` where set, else the store's
+    ``features/`` folder; written atomically; a damaged or foreign file is trained again, with
+    one warning line), keyed by the space's ``version``, the dataset's name, the shape of its inputs, the number of
     classes, a SHA-256 of the training rows it learns from and their labels (so the dataset's
     settings and its split seed) and these settings; the next call loads it. Works offline for any
     labelled dataset, 8x8 digits included. Figures in this space compare runs on the same
@@ -152,6 +164,7 @@ class DomainFeatures(FeatureSpace):
     name = "domain"
     Config = DomainConfig
     needs_data = True
+    version = VERSION
 
     def __init__(self, config: DomainConfig, spec: ModelSpec):
         super().__init__(config, spec)
@@ -171,7 +184,7 @@ class DomainFeatures(FeatureSpace):
         return self.config.width + (2 * sum(self.config.probe) if self.probe is not None else 0)
 
     def _key(self, data, digest: str, rows: int) -> str:
-        facts = {"version": VERSION, "dataset": data.name, "input_dim": data.input_dim,
+        facts = {"version": self.version, "dataset": data.name, "input_dim": data.input_dim,
                  "image_shape": list(data.image_shape or ()), "classes": data.n_classes,
                  "rows": rows, "data": digest, "settings": self.config.model_dump()}
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
@@ -189,26 +202,43 @@ class DomainFeatures(FeatureSpace):
         digest, rows = _digest(data, self.config.max_train)
         folder = Path(cache) if cache is not None else default_cache()
         self.path = folder / f"domain-{re.sub(r'[^A-Za-z0-9_.-]', '_', data.name)[:40]}-{self._key(data, digest, rows)}.pt"
-        cached = self.path.is_file()
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # seeded, without touching the caller's generators
             torch.manual_seed(self.config.seed)
             self.net = _Classifier(self.spec, self.config.width, data.n_classes)
+            initial = {k: v.clone() for k, v in self.net.state_dict().items()}
+            cached = self.path.is_file() and self._load()
             if not cached:
+                self.net.load_state_dict(initial)  # a refused file may have been half loaded
                 with one_cpu_thread(self.device):
                     self._train(data, rows)
         self.trained = not cached
-        if cached:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-            self.net.load_state_dict(saved["state"])
-            self.accuracy = float(saved["accuracy"])
-            self.scales = [float(v) for v in saved["scales"]]
         self.net.to(self.device).eval()
         if self.probe is not None:
             self.probe.to(self.device).eval()
         if not cached:
             self.scales = self._spread(data)
             self._save()
+
+    def _load(self) -> bool:
+        """Read the cached classifier back; False (and one warning line) where the file is damaged
+        or is not this space's (another key, other tensors): it is then trained again and replaced."""
+        assert self.path is not None and self.net is not None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            if not isinstance(saved, dict) or saved.get("key") != self.path.stem.rsplit("-", 1)[-1]:
+                raise ValueError("not a network of this space and data (its key differs)")
+            scales = [float(v) for v in saved["scales"]]
+            if len(scales) != 1 + (len(self.probe.convs) if self.probe is not None else 0):
+                raise ValueError(f"{len(scales)} block scales")
+            self.net.load_state_dict(saved["state"])
+            self.accuracy = float(saved["accuracy"])
+            self.scales = scales
+            return True
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, it is trained again
+            log.warning("feature space 'domain': ignoring the cached network %s (%s: %s); training it again",
+                        self.path, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+            return False
 
     def _blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
         blocks = [self.net.embed(x)]  # type: ignore[union-attr]
@@ -267,7 +297,8 @@ class DomainFeatures(FeatureSpace):
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
         os.close(fd)
         try:
-            torch.save({"state": state, "accuracy": float(self.accuracy or 0.0), "scales": list(self.scales or [])}, tmp)
+            torch.save({"state": state, "accuracy": float(self.accuracy or 0.0), "scales": list(self.scales or []),
+                        "key": self.path.stem.rsplit("-", 1)[-1]}, tmp)
             os.replace(tmp, self.path)
         finally:
             if os.path.exists(tmp):

@@ -47,6 +47,7 @@ class InceptionFeatures(FeatureSpace):
     """
 
     name = "inception"
+    version = 1  # part of the evaluation cache's key: bumped when its features change
     Config = InceptionConfig
     needs_data = False
 
