@@ -29,14 +29,15 @@ FORMAT = 1
 DEFAULT_PARAMS = {"mode": "encode", "scaled": False, "label": -1, "n": 10, "seed": 0, "what": "code"}
 
 
-def write_model_dir(model: AutoEncoder, pipeline: Pipeline, pm: AepipePluginManager, dst: Path) -> Path:
+def write_model_dir(model: AutoEncoder, pipeline: Pipeline, pm: AepipePluginManager, dst: Path, toml: str | None = None) -> Path:
     """Write ``model`` as weights, pipeline and meta into folder ``dst``, each file atomically
-    (:func:`aepipe.files.atomic_write`)."""
+    (:func:`aepipe.files.atomic_write`); ``toml``: the pipeline as TOML where the caller has it
+    already (a run's, serialised once when it was assembled)."""
     from aepipe.config.stored import dump
     from aepipe.files import save_tensors, write_text
 
     save_tensors(dst / "weights.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
-    write_text(dst / "pipeline.toml", dump(pipeline))
+    write_text(dst / "pipeline.toml", dump(pipeline) if toml is None else toml)
     registry = pm.registry
     components = []
     for choice in [pipeline.dataset, *pipeline.components.values(), *pipeline.regularizers.values()]:

@@ -217,7 +217,16 @@ class AutoEncoder(nn.Module):
 
 
 def build_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
-    """Build every component of ``pipeline`` for ``data`` and let each check the whole."""
+    """Build every component of ``pipeline`` for ``data`` and let each check the whole (its
+    ``setup``)."""
+    model = construct_model(pipeline, data)
+    setup_model(pipeline, model)
+    return model
+
+
+def construct_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
+    """Every component of ``pipeline`` built for ``data`` and composed, before any ``setup``:
+    what sizing the model on the meta device needs (:func:`model_parameters`)."""
     m = pipeline.settings.model
     if m.conditional and data.n_classes < 2:
         raise ConfigError(
@@ -270,10 +279,16 @@ def build_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
     if clash:
         raise ConfigError(f"{pipeline.source}: bottleneck '{bottleneck.name}' logs {clash[0]} and so does the regularizer of that key; "
                           "rename the regularizer's key")
-    every = [*pipeline.components.values(), *pipeline.regularizers.values()]
-    for choice, part in zip(every, [*built.values(), *regs.values()]):
-        _in_context(choice, pipeline, part.setup, model)
     return model
+
+
+def setup_model(pipeline: Pipeline, model: AutoEncoder) -> None:
+    """Let each component of ``model`` check the assembled whole and prepare (its ``setup``:
+    once per model), in the pipeline's order; a ConfigError names the component's section."""
+    every = [*((choice, getattr(model, section)) for section, choice in pipeline.components.items()),
+             *((choice, model.regularizers[key]) for key, choice in pipeline.regularizers.items())]
+    for choice, part in every:
+        _in_context(choice, pipeline, part.setup, model)
 
 
 def _in_context(choice: Any, pipeline: Pipeline, fn: Any, *args: Any) -> Any:
@@ -289,20 +304,27 @@ def _build(choice: Any, spec: ModelSpec, pipeline: Pipeline) -> nn.Module:
 
 
 def model_parameters(pipeline: Any, data: Any) -> dict[str, int] | None:
-    """Parameters of each part of the model ``pipeline`` builds (``model.encoder``, ...),
-    counted on torch's meta device: no memory is allocated however large the settings. None if
-    a component cannot be built there (it reads its data while building)."""
+    """Parameters of each part of the model ``pipeline`` builds (``model.encoder``, ...), and
+    the bytes of its buffers (``buffer_bytes``), counted on a construction on torch's meta
+    device: no memory is allocated however large the settings, the random generators are left
+    as they were (the model the run trains draws the same weights), and no component's ``setup``
+    runs (it runs once, on the model the run trains). None if a component cannot be built there
+    (it reads its data while building)."""
+    import numpy as np
+
     validate = torch.distributions.Distribution._validate_args
     torch.distributions.Distribution.set_default_validate_args(False)  # its checks read values
+    drawn = np.random.get_state()
     try:
-        with torch.device("meta"):
-            model = build_model(pipeline, data)
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = construct_model(pipeline, data)
     except ConfigError:
         raise
     except Exception:  # noqa: BLE001 - a component that needs real tensors to build: not measured
         return None
     finally:
         torch.distributions.Distribution.set_default_validate_args(validate)
+        np.random.set_state(drawn)
     counts: dict[str, int] = {}
     parts = {**{c.path: getattr(model, c.path.rsplit(".", 1)[-1], None) for c in pipeline.components.values()},
              **{c.path: model.regularizers[key] for key, c in pipeline.regularizers.items()}}
@@ -310,18 +332,19 @@ def model_parameters(pipeline: Any, data: Any) -> dict[str, int] | None:
         if isinstance(part, torch.nn.Module):
             counts[path] = sum(p.numel() for p in part.parameters())
     counts["total"] = sum(p.numel() for p in model.parameters())
+    counts["buffer_bytes"] = sum(b.numel() * b.element_size() for b in model.buffers())
     return counts
 
 
 def check_model_fits(pipeline: Any, data: Any, device: Any) -> None:
     """Refuse, before building it, a model whose weights, gradients and optimizer state (four
-    float32 copies) and one batch's activations do not fit ``device``'s free memory."""
+    float32 copies), buffers and one batch's activations do not fit ``device``'s free memory."""
     counts = model_parameters(pipeline, data)
     if counts is None:
         return
     m = pipeline.settings.model
     batch = min(pipeline.settings.train.batch_size, max(1, len(data.train)))
-    need = 16 * counts["total"] + 4 * 8 * batch * m.samples * (data.input_dim + m.code_dim)
-    largest = max((k for k in counts if k != "total"), key=lambda k: counts[k], default="model")
+    need = 16 * counts["total"] + counts["buffer_bytes"] + 4 * 8 * batch * m.samples * (data.input_dim + m.code_dim)
+    largest = max((k for k in counts if k not in ("total", "buffer_bytes")), key=lambda k: counts[k], default="model")
     check_fits(need, f"{pipeline.source}: the model ({counts['total']:,} parameters, most in {largest})", device,
                f"lower the sizes of [{largest}] or model.code_dim")

@@ -185,6 +185,7 @@ def check_variant(name: str, pm=None, data: dict[str, Any] | None = None) -> Non
     from aepipe.model import build_model
     from aepipe.plugins import get_plugin_manager
     from aepipe.training import load_data, make_optimizer
+    from aepipe.training.step import optimizer_step
 
     pm = pm or get_plugin_manager()
     variant = pm.registry.get("variant", name)
@@ -211,12 +212,7 @@ def check_variant(name: str, pm=None, data: dict[str, Any] | None = None) -> Non
     before = [p.detach().clone() for p in params]
     loss, _, step = model.step(x, y)
     assert loss.dim() == 0 and torch.isfinite(loss), f"{who}: the loss of one batch is {loss}"
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    for reg in model.regularizers.values():
-        if reg.owns_parameters:
-            reg.update(step)
+    optimizer_step(model, optimizer, loss, step)  # as a run's epoch takes it
     assert any(not torch.equal(b, p.detach()) for b, p in zip(before, params)), f"{who}: one batch of training changed no parameter"
 
 
@@ -265,6 +261,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
     from pydantic import ValidationError
 
     from aepipe.plugins import get_plugin_manager
+    from aepipe.training.step import optimizer_step, owned_regularizers
 
     pm = pm or get_plugin_manager()
     if kind == "variant":
@@ -388,8 +385,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
     torch.manual_seed(0)
     _, model, _ = _build_component_model(pm, kind, name, data=table)
     opt = torch.optim.Adam(model.parameter_groups(), lr=1e-3)  # the component's own groups keep their options
-    owned = [r for r in model.regularizers.values() if r.owns_parameters]
-    after = model.after_step_parts()
+    owned, after = owned_regularizers(model), model.after_step_parts()
     batch = data.train.head(64)
 
     def batch_loss() -> float:
@@ -401,14 +397,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
     torch.manual_seed(0)
     for done in range(1, _LOSS_STEPS + 1):
         loss, _, step = model.step(*batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for part in after:
-                part.after_step()
-        for reg in owned:
-            reg.update(step)
+        optimizer_step(model, opt, loss, step, after=after, owned=owned)
         if done % 5 == 0 or done == _LOSS_STEPS:
             last = batch_loss()
             if last < first:

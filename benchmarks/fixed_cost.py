@@ -67,12 +67,13 @@ from aepipe.tracking import default_tracker
 tracker = default_tracker(); mark("tracker: import mlflow, open the store")
 import torch
 from aepipe.training.device import select_device, seed_everything
-from aepipe.training.setup import load_data, make_optimizer, sanity_check
-from aepipe.model import build_model
+from aepipe.training.setup import first_step_check, load_data, make_optimizer
+from aepipe.model import build_model, check_model_fits
 device = select_device("auto"); seed_everything(0)
 data = load_data(p, device); mark("load the dataset")
-sanity_check(build_model(p, data), data, 64, ""); model = build_model(p, data); mark("build the model, first-step check")
-make_optimizer(model.model_parameters(), "adam", 1e-3, 0.0); mark("first optimizer (torch imports its compiler)")
+check_model_fits(p, data, device); model = build_model(p, data); mark("size on the meta device, build the model once")
+optimizer = make_optimizer(model.parameter_groups(), "adam", 1e-3, 0.0); mark("first optimizer (torch imports its compiler)")
+first_step_check(model, optimizer, data, 64, ""); mark("first-step check (and the model restored)")
 result = loop.train(p, pm, tracker=tracker); mark("the run: start, 20 epochs, test, figures, model, end")
 print(f"  of which train_seconds: {result.metrics['train_seconds']:.2f}s")
 prev = t[0][1]

@@ -43,7 +43,8 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
     ("assembly", "models, data, devices, optimizers, samplers and the measurements of a model in memory", False, [
         "aepipe.likelihoods", "aepipe.networks", "aepipe.model", "aepipe.data", "aepipe.stats", "aepipe.sampling",
         "aepipe.training.device", "aepipe.training.setup", "aepipe.training.metrics", "aepipe.training.state",
-        "aepipe.training.distributed", "aepipe.training.schedules", "aepipe.training.resume",
+        "aepipe.training.distributed", "aepipe.training.schedules", "aepipe.training.resume", "aepipe.training.step",
+        "aepipe.training.assemble",
         "aepipe.evaluation.basic", "aepipe.evaluation.disentanglement", "aepipe.evaluation.generation",
         "aepipe.evaluation.ladder", "aepipe.evaluation.measure",
     ]),

@@ -14,6 +14,7 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data, train
+from aepipe.training.step import optimizer_step
 
 from conftest import PIPELINES
 from zoo_shared import DIGITS_VAE
@@ -126,10 +127,8 @@ def _train_steps(model, data, steps: int = 15) -> None:
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.model_parameters(), lr=1e-2)
     for _ in range(steps):
-        loss, _, _ = model.step(*data.train.head(64))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss, _, step = model.step(*data.train.head(64))
+        optimizer_step(model, opt, loss, step)
 
 
 def test_a_fixed_mixture_keeps_its_buffers_and_does_not_train(aepipe_pm):

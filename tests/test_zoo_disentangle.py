@@ -16,6 +16,7 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data
+from aepipe.training.step import optimizer_step
 from aepipe_plugins.regularizers import tc_estimators as est
 from aepipe_plugins.regularizers.disentangle import Capacity, TCDiscriminator
 
@@ -145,15 +146,7 @@ def _train_steps(model, data, steps: int, batch: int = 50):
     for i in range(steps):
         x, y = data.train.take(torch.arange(i * batch, (i + 1) * batch) % len(data.train))
         loss, _, step = model.step(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for part in after:
-                part.after_step()
-        for reg in model.regularizers.values():
-            if reg.owns_parameters:
-                reg.update(step)
+        optimizer_step(model, opt, loss, step, after=after)
 
 
 def test_capacity_counts_steps_or_epochs_and_resumes(aepipe_pm):

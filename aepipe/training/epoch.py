@@ -12,12 +12,14 @@ import functools
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from aepipe.training import distributed
 from aepipe.training.state import Position
+from aepipe.training.step import optimizer_step, owned_regularizers
 
 
 class Stopped(Exception):
@@ -83,33 +85,43 @@ class StopRequest:
         self._previous.clear()
 
 
+@dataclass
+class EpochPass:
+    """Where one pass over the training batches starts: the epoch's shuffled order ``perm``, the
+    ``first`` batch to train of ``batches``, the metric names (``keys``) and their sums so far
+    (``total``; None: none yet) and the clock's start (``started``, less the seconds a stopped
+    epoch had run)."""
+
+    perm: torch.Tensor
+    first: int
+    batches: int
+    keys: list[str] | None
+    total: torch.Tensor | None
+    started: float
+
+
 def train_epoch(run: Any, epoch: int) -> dict[str, torch.Tensor]:
     """One pass over the training data in shuffled batches (continuing from where a stopped
     epoch left off); returns the epoch's mean metrics as 0-d tensors on the device."""
-    model, data, optimizer, schedule = run.model, run.data, run.optimizer, run.schedule
-    s = run.config.settings.train
+    data, s = run.data, run.config.settings.train
     n, bs = len(data.train), s.batch_size
     position, run.state.position = run.state.position, None
     world = run.world or distributed.SINGLE
     # a streamed split's loader reads the order on the CPU; a held one indexes on the device
     where = torch.device("cpu") if data.train.streamed else run.device
+    started = time.perf_counter() - (position.seconds if position else 0.0)
+    batches = -(-n // bs)
     if position is None and world.enabled:  # one order on every process, whatever each one's noise drew
         order = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch)
-        perm, first, keys, total = torch.randperm(n, generator=order).to(where), 0, None, None
+        at = EpochPass(torch.randperm(n, generator=order).to(where), 0, batches, None, None, started)
     elif position is None:
-        perm, first, keys, total = torch.randperm(n, device=where), 0, None, None
+        at = EpochPass(torch.randperm(n, device=where), 0, batches, None, None, started)
     else:
-        perm, first = position.perm.to(where), position.batch
-        keys = position.keys or None
         total = None if position.sums is None else position.sums.to(run.device)
-    started = time.perf_counter() - (position.seconds if position else 0.0)
-    owned = [r for r in model.regularizers.values() if r.owns_parameters]
-    params = model.model_parameters() if s.max_grad_norm else None
-    batches = -(-n // bs)
-    model.train()
+        at = EpochPass(position.perm.to(where), position.batch, batches, position.keys or None, total, started)
+    run.model.train()
     with _unchecked_distributions():
-        means = _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params, world)
-    return means
+        return _batches(run, at)
 
 
 @contextlib.contextmanager
@@ -127,13 +139,18 @@ def _unchecked_distributions():
         Distribution.set_default_validate_args(before)
 
 
-def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, keys, total, started, owned, params, world):
-    n, bs = len(data.train), s.batch_size
+def _batches(run: Any, at: EpochPass) -> dict[str, torch.Tensor]:
+    model, data, optimizer, schedule = run.model, run.data, run.optimizer, run.schedule
+    s = run.config.settings.train
+    world = run.world or distributed.SINGLE
+    n, bs, perm, keys, total = len(data.train), s.batch_size, at.perm, at.keys, at.total
     step_of = run.train_step or functools.partial(model.step, training=True)
     after = model.after_step_parts()  # components that update state after every step (EMA codebooks...)
+    owned = owned_regularizers(model)
+    params = model.model_parameters() if s.max_grad_norm else None
     # this process's share of each batch, read (a streamed split: ahead, by its workers) in order
-    feed = data.train.ordered(distributed.shard(world, perm[b * bs: (b + 1) * bs]) for b in range(first, batches))
-    for b in range(first, batches):
+    feed = data.train.ordered(distributed.shard(world, perm[b * bs: (b + 1) * bs]) for b in range(at.first, at.batches))
+    for b in range(at.first, at.batches):
         asked = run.stop is not None and run.stop.requested
         if distributed.any_true(world, asked, run.device) if world.enabled else asked:  # all processes stop together
             if not asked and run.stop is not None:  # a terminal's Ctrl-C reaches every process: wait a moment for
@@ -142,23 +159,14 @@ def _batches(run, model, data, optimizer, schedule, s, perm, first, batches, key
                     time.sleep(0.01)
                 asked = run.stop.requested
             name = (run.stop.signal_name if asked else None) or "a stop on another process"
-            raise Stopped(name, Position(b, perm, keys or [], total, time.perf_counter() - started), batches)
+            raise Stopped(name, Position(b, perm, keys or [], total, time.perf_counter() - at.started), at.batches)
         xb, yb = next(feed)
         with run.amp:
-            loss, terms, step = step_of(xb, yb)  # on several processes, DistributedDataParallel's
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # ... which averages the gradients over the processes here
-        if params is not None:
-            torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
-        optimizer.step()
-        if after:
-            with torch.no_grad():
-                for part in after:
-                    part.after_step()
+            loss, terms, step = step_of(xb, yb)  # on several processes, DistributedDataParallel's ...
+        # ... which averages the gradients over the processes in the step's backward()
+        own = optimizer_step(model, optimizer, loss, step, s.max_grad_norm, params, after, owned)
         schedule.after_batch()
-        values = {"loss": loss, **terms}
-        for reg in owned:
-            values.update(reg.update(step))  # on several processes its optimizers average gradients first
+        values = {"loss": loss, **terms, **own}
         if keys is None:
             keys = list(values)
         vec = torch.stack([values[k].detach().float().reshape(()) for k in keys]) * xb.shape[0]

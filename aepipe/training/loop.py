@@ -19,14 +19,15 @@ from aepipe.config import Pipeline
 from aepipe.context import RunContext
 from aepipe.data import DataBundle
 from aepipe.errors import AepipeError, ConfigError, PluginError, TrainingError
-from aepipe.model import AutoEncoder, build_model, check_model_fits
+from aepipe.model import AutoEncoder, build_model
 from aepipe.training import distributed, run_log as report
-from aepipe.training.device import autocast, prepare_for_device, seed_everything, select_device
+from aepipe.training.assemble import assemble
+from aepipe.training.device import select_device
 from aepipe.training.epoch import StopRequest, Stopped, train_epoch
-from aepipe.training.setup import load_data, make_optimizer, sanity_check
+from aepipe.training.setup import load_data
 from aepipe.training.metrics import check_finite, component_metrics, evaluate_tensors, fit_on_codes as fit_sampler, read_back
 from aepipe.training.resume import CHECKPOINT, bind, pipeline_for_resume, read_checkpoint
-from aepipe.training.schedules import LRSchedule, regularizer_weights, steps_per_epoch
+from aepipe.training.schedules import LRSchedule, regularizer_weights
 from aepipe.training.state import TrainState, save_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,39 +129,29 @@ class Trainer:
             distributed.stop(world)
 
     def _run(self, resume: str | None, tags: dict[str, str] | None, world: Any) -> RunResult:
-        state, parts = self._restore(resume, world) if resume else (None, {})
+        state, saved = self._restore(resume, world) if resume else (None, {})
         p = self.pipeline
         assert p is not None, "a pipeline, or a run to resume"
         s = p.settings
-        device = distributed.start(world, select_device(self.device_name or s.train.device))
-        seed_everything(s.train.seed)
-        data = self._load_data(p, device)
-        check_model_fits(p, data, device)
-        unused = sanity_check(build_model(p, data).to(device), data, s.train.batch_size, p.source)
-        seed_everything(s.train.seed)
-        model = prepare_for_device(build_model(p, data).to(device), device, s.train.compile)  # the same weights whatever the check drew
-        if world.enabled:  # the same weights on every process, then each its own noise
-            torch.manual_seed(s.train.seed + 7919 * world.rank + 104_729 * (state.epoch if state else 0))
-        optimizer = make_optimizer(model.parameter_groups(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
-        train_step = distributed.training_step(world, model, device, bool(unused))  # DistributedDataParallel joins every process here
-        schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(len(data.train), s.train.batch_size))
+        parts = assemble(p, self.device_name, world, self._load_data, state.epoch if state else 0)
+        model, data, device, optimizer, schedule = parts.model, parts.data, parts.device, parts.optimizer, parts.schedule
         if state is None:
-            state = TrainState(pipeline=p.to_toml())
+            state = TrainState(pipeline=parts.toml)
             tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name, {**report.tags(p, self.pm, device, data), **(tags or {})},
                                          system_metrics=report.system_metrics(s.tracking))
-            bind(state, tracked.run_id, state.pipeline)  # the text report.log_start logs as the run's pipeline.toml
+            bind(state, tracked.run_id, parts.toml)  # the text report.log_start logs as the run's pipeline.toml
         elif not world.leader:  # a resumed run's other processes: rank 0's state, their own noise, nothing tracked
-            _load_parts(parts, model, optimizer, schedule)
+            _load_parts(saved, model, optimizer, schedule)
             tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name, tags)
         else:
-            _load_parts(parts, model, optimizer, schedule)
+            _load_parts(saved, model, optimizer, schedule)
             state.restore_rng()
             tracked = self.tracker.resume(resume)
             tracked.set_tags({k: v for k, v in report.tags(p, self.pm, device, data).items() if k.startswith("aepipe.data.")})
-            state.pipeline = p.to_toml()  # with train.epochs raised, where it was
+            state.pipeline = parts.toml  # with train.epochs raised, where it was
         logged = max(tracked.logged_steps("loss"), default=0) if resume else 0  # epochs a killed process had logged
-        run = RunContext(p, model, data, device, tracked, state, optimizer, schedule, StopRequest(), autocast(device, s.train.amp),
-                         world=world, train_step=train_step, default_epoch=train_epoch)
+        run = RunContext(p, model, data, device, tracked, state, optimizer, schedule, StopRequest(), parts.amp,
+                         world=world, train_step=parts.train_step, default_epoch=train_epoch)
         if self.on_start is not None:
             self.on_start(tracked.run_id)
         checkpoint = self.tracker.checkpoint_dir(tracked.run_id) / CHECKPOINT

@@ -73,7 +73,7 @@ def log_start(run: RunContext, dataset: bool = True) -> None:
     flat = p.flat()
     run.tracked.log_params(flat)
     run.tracked.set_tags(seed_tags(flat))  # runs of this pipeline over seeds: one group (aepipe.seeds)
-    run.tracked.log_text(dump(p), "pipeline.toml")
+    run.tracked.log_text(run.state.pipeline, "pipeline.toml")  # the TOML the run was assembled with (and its checkpoint holds)
     if dataset:
         _dataset(run)
 
@@ -149,5 +149,5 @@ def _model(run: RunContext, pm: AepipePluginManager, pytorch_flavor: bool) -> No
         torch_model = {"model": cpu_model, "example": example.cpu().numpy(), "output": out.numpy(),
                        "requirements": requirements, "conditional": conditional}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_model_dir(model, run.config, pm, Path(tmp) / DIR)
+        folder = write_model_dir(model, run.config, pm, Path(tmp) / DIR, toml=run.state.pipeline)
         run.tracked.log_model(folder, pyfunc, torch_model)

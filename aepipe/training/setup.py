@@ -1,5 +1,5 @@
 """What a run is set up with before its first epoch: its data loaded and split, the first-step
-check of the model, and the optimizer."""
+check of the model (on the run's own model, restored afterwards), and the optimizer."""
 
 from __future__ import annotations
 
@@ -61,6 +61,34 @@ def sanity_check(model: AutoEncoder, data: DataBundle, batch_size: int, source: 
     if not torch.isfinite(loss):
         raise TrainingError(f"{source}: the loss of the first batch is {loss.item()} before any update")
     return unused
+
+
+def first_step_check(model: AutoEncoder, optimizer: torch.optim.Optimizer, data: DataBundle, batch_size: int,
+                     source: str = "") -> list[str]:
+    """:func:`sanity_check` on the run's own model, after which the model's parameters and
+    buffers (batch norm's running statistics, a codebook set from its first batch...), its
+    optimizers' state (``optimizer`` and the regularizers' own) and the random generators (torch's
+    on the CPU and on the model's CUDA device, NumPy's) are as they were: the run trains as if the
+    check had not run, bit for bit. The copy of the weights it keeps while it runs takes less than
+    the optimizer's moments will (they do not exist before the first step)."""
+    import copy
+
+    import numpy as np
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    optimizers = [optimizer, *(o for r in model.regularizers.values() for o in getattr(r, "optimizers", {}).values())]
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    states = [copy.deepcopy(o.state_dict()) for o in optimizers]
+    drawn = np.random.get_state()
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            return sanity_check(model, data, batch_size, source)
+        finally:
+            model.load_state_dict(weights)
+            for o, state in zip(optimizers, states):
+                o.load_state_dict(state)
+            np.random.set_state(drawn)
 
 
 #: torch's optimizers by ``train.optimizer``, and whether torch has a fused kernel for each
