@@ -42,6 +42,7 @@ def test_compare_reads_runs_back(aepipe_pm, aepipe_store):
     assert missing.exit_code == 2 and "not found" in missing.stderr
 
 
+@pytest.mark.slow
 def test_zoo_trains_every_variant_on_the_same_budget(aepipe_pm, aepipe_store):
     out = CliRunner().invoke(cli, ["zoo", "--epochs", "1", "--set", "tracking.log_images=false", "--set", "tracking.log_dataset=false",
                                    "--format", "csv"])

@@ -50,6 +50,7 @@ def _runs(home, experiment: str):
     return client.search_runs([found.experiment_id]) if found else []
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_run_that_matches_one_process(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -107,6 +108,7 @@ def _training_ranks(proc: subprocess.Popen, home, experiment: str, timeout: floa
     raise AssertionError(f"two ranks never trained: {proc.communicate()[1][-3000:]}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["ctrl-c", "kill-a-rank"])
 def test_a_stopped_or_killed_process_never_leaves_the_run_running(tmp_path, how):
     home = tmp_path / "mlruns"
@@ -176,6 +178,7 @@ norm = "batch"
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline,in_memory", [("aae.toml", "true"), ("contractive.toml", "false"), ("resnet-batch-norm", "true")])
 def test_every_process_ends_with_the_same_model(tmp_path, pipeline, in_memory):
     """Through DistributedDataParallel the gradients are averaged, so the two processes' models

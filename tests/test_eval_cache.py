@@ -28,6 +28,7 @@ def run(shared_store):
     return {"home": home, "run_id": result.run_id, "pm": pm}
 
 
+@pytest.mark.slow
 def test_a_refitted_sampler_is_measured_again_and_an_unchanged_one_is_read_back(run, monkeypatch):
     from aepipe.evaluation import run as module
     from aepipe.evaluation.run import evaluate, settings, state_digests

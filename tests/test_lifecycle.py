@@ -81,6 +81,7 @@ def test_a_pickled_object_in_a_checkpoint_is_refused(aepipe_pm, tmp_path):
 # --- a run being trained is leased --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_live_run_cannot_be_resumed_and_is_not_damaged(aepipe_pm, store):
     """`aepipe train` in another process holds its run: `--resume` of it is refused naming that
     process; the run goes on unharmed, stops on Ctrl-C with a checkpoint, and the printed command

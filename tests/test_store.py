@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import PIPELINES
 
 QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false", "train.epochs=1"]
 
 
+@pytest.mark.slow
 def test_processes_started_at_once_on_a_new_store_all_succeed(aepipe_store):
     """Three `aepipe train` at once on a store that does not exist yet (a shell loop with `&`):
     without the store's lock, two of three crashed in MLflow's schema migration."""

@@ -112,6 +112,7 @@ def _tune_here(*args: str):
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_postgres_study_exactly(postgres_url, home):
     # trials long enough (about 3 s each) that the second worker, starting later, gets some
     out = _tune(home, str(PIPELINES / "vanilla.toml"), "--study", "pg-two", "--storage", postgres_url,
@@ -149,6 +150,7 @@ def test_two_workers_share_a_postgres_study_exactly(postgres_url, home):
     assert [v.run_id for v in versions] == [study.best_trial.user_attrs["aepipe.mlflow_run_id"]]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, home):
     from optuna.trial import TrialState
 
@@ -406,6 +408,7 @@ def test_a_worker_whose_command_died_before_it_watched_stops_at_once():
     assert out.returncode == 0 and "alive" in out.stdout
 
 
+@pytest.mark.slow
 def test_workers_on_two_machines_share_an_mlflow_server(postgres_url, tmp_path):
     """Two machines, simulated by two folders with nothing in common but the URLs: the same
     `aepipe tune` command on each, an `mlflow server` (PostgreSQL backend store, artifacts served
@@ -595,6 +598,7 @@ def _training_workers(storage: str, want: int = 2, timeout: float = 120) -> set[
     raise AssertionError(f"{want} workers never trained at once")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path, how):
     """Ctrl-C to `aepipe tune` (the terminal signals the command and its workers), or SIGTERM to
@@ -636,6 +640,7 @@ def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path, 
     assert all(r.info.status != "RUNNING" for r in client.search_runs([exp]))
 
 
+@pytest.mark.slow
 def test_a_killed_command_stops_its_workers_and_running_it_again_heals_the_study(home, tmp_path):
     """SIGKILL of `aepipe tune` itself: its worker notices within seconds and stops (its run
     KILLED); the same command again ends the dead command's run, completes the study to exactly

@@ -29,6 +29,7 @@ def _chromium(url: str, profile, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_mlflow_ui_shows_runs_metrics_and_images(store, tmp_path):
     out = CliRunner().invoke(cli, ["train", str(PIPELINES / "vanilla.toml"), "-q", "--set", "train.epochs=3",
                                    "--set", "tracking.log_model=false", "--set", "tracking.run_name=ui-check-run"])
