@@ -141,7 +141,7 @@ def test_a_legitimate_pipeline_with_brackets_dots_and_quotes_in_strings_is_accep
 def test_the_scan_agrees_with_tomllib_on_every_tree_tomli_w_writes():
     """Property: for any tree (keys and strings full of brackets, dots, quotes, '#' and
     newlines), the depth counted on its TOML text is the depth of the tree tomllib reads back."""
-    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis")
     import tomllib
 
     import tomli_w

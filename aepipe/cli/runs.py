@@ -67,7 +67,8 @@ def train_command(pipeline: Path | None, overrides: tuple[str, ...], device: str
               help="Optuna storage: journal:///path (default: ./mlruns/optuna.journal) or postgresql+psycopg://user:password@host/db "
                    "(prefer the environment variable, or PGPASSWORD, to keep a password out of the process list).")
 @click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Finished trials the study should hold (default: [tune] n_trials).")
-@click.option("--n-workers", type=click.IntRange(1, 256), default=1, show_default=True, help="Worker processes on this machine (one per GPU where there are GPUs).")
+@click.option("--n-workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Worker processes on this machine (one per GPU where there are GPUs).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds after which no new trial starts.")
 @click.option("--device", default=None, help="Device for every trial (default: train.device).")
 @click.option("--summary", is_flag=True, help="Print the best trials of the study and exit; runs nothing.")

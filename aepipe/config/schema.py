@@ -48,7 +48,8 @@ class ModelSettings(_Section):
     """``[model]``: code size, likelihood and Monte Carlo samples; components are sub-tables."""
 
     code_dim: int = Field(16, ge=1, description="size of the code (latent) layer")
-    likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="reconstruction loss: Bernoulli cross-entropy or Gaussian negative log-likelihood")
+    likelihood: Literal["bernoulli", "gaussian"] = Field(
+        "bernoulli", description="reconstruction loss: Bernoulli cross-entropy or Gaussian negative log-likelihood")
     sigma: float = Field(1.0, gt=0.0, description="standard deviation of the Gaussian likelihood")
     samples: int = Field(1, ge=1, le=1000, description="Monte Carlo samples of z per input (L)")
     conditional: bool = Field(False, description="encoder and decoder also see the one-hot label (needs a labelled dataset)")

@@ -51,8 +51,6 @@ import numpy as np
 from aepipe.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from aepipe.data import DataBundle
 
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from aepipe.config import Pipeline, TrackingSettings
-from aepipe.config.stored import dump
 from aepipe.context import RunContext
 from aepipe.data import DataBundle, unscale
 from aepipe.errors import ConfigError

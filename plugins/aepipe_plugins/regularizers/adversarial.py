@@ -47,7 +47,8 @@ class Adversarial(Regularizer):
             if model.spec.n_classes < 2:
                 raise ConfigError("adversarial: supervised = true needs a labelled dataset")
             if not model.prior.class_conditional:
-                raise ConfigError(f"adversarial: supervised = true needs a class-conditional prior; prior '{model.prior.name}' is not (set class_conditional = true)")
+                raise ConfigError(f"adversarial: supervised = true needs a class-conditional prior; prior "
+                                  f"'{model.prior.name}' is not (set class_conditional = true)")
         betas = (0.5, 0.999)
         self.optimizers = {
             "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=betas),
