@@ -15,6 +15,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # 15x slower with two under load). Tests that are about threads or processes set their own.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+#: the overrides that keep a test's run to what it checks: no model, images or dataset logged
+QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
+#: the same, the model logged (for tests that read it back)
+QUIET_KEEP_MODEL = ["tracking.log_images=false", "tracking.log_dataset=false"]
+
+
+def cli_sets(overrides: list[str]) -> list[str]:
+    """``overrides`` as the command line's ``--set`` options."""
+    return [arg for override in overrides for arg in ("--set", override)]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_feature_cache(tmp_path_factory):

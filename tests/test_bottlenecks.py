@@ -22,9 +22,9 @@ from aepipe.config import resolve
 from aepipe.model import build_model
 from aepipe.training import load_data, train
 
-from conftest import store_at, use_store
+from conftest import store_at, use_store, QUIET_KEEP_MODEL
 
-QUIET = ["tracking.log_images=false", "tracking.log_dataset=false"]
+QUIET = QUIET_KEEP_MODEL
 SMALL = {"data": {"name": "digits"}, "train": {"epochs": 4, "batch_size": 64, "patience": 0},
          "model": {"code_dim": 8, "encoder": {"name": "mlp", "hidden": [64]}, "decoder": {"name": "mlp", "hidden": [64]}}}
 

@@ -17,12 +17,12 @@ from aepipe.model import build_model
 from aepipe.training import load_data, train
 from aepipe_plugins.bottlenecks.gumbel import CategoricalBottleneck, CategoricalConfig
 
-from conftest import PIPELINES, store_at, use_store
+from conftest import PIPELINES, store_at, use_store, QUIET_KEEP_MODEL
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_images=false", "tracking.log_dataset=false"]
+QUIET = QUIET_KEEP_MODEL
 
 
 def _bottleneck(code_dim: int = 12, **settings) -> CategoricalBottleneck:

@@ -13,12 +13,11 @@ from aepipe.stats import kl_monte_carlo, mmd_rbf
 from aepipe.training import train
 from aepipe_plugins.regularizers.kl import importance_weighted_nll
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def _train(pm, name, *overrides):

@@ -11,9 +11,8 @@ from aepipe_plugins.regularizers.contractive import jacobian_frobenius_sq
 from aepipe_plugins.corruptions.noise import denoising_mse
 from aepipe_plugins.regularizers.sparsity import code_statistics
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 BUDGET = "train.epochs=40"
 
 

@@ -10,9 +10,8 @@ from sklearn.decomposition import PCA
 from aepipe.config import resolve
 from aepipe.training import train
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def _train(pm, name, *overrides):

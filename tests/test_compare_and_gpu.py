@@ -14,12 +14,11 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.training import autocast, prepare_for_device, train
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def test_compare_reads_runs_back(aepipe_pm, aepipe_store):

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from conftest import PIPELINES
+from conftest import PIPELINES, cli_sets, QUIET as QUIET_ALL
 
 CLI = [sys.executable, "-m", "aepipe.cli"]
-QUIET = ["--set", "tracking.log_images=false", "--set", "tracking.log_dataset=false", "--set", "tracking.log_model=false"]
+QUIET = cli_sets(QUIET_ALL)
 
 
 def _env(home) -> dict[str, str]:

@@ -10,11 +10,10 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.training import train
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 #: a plateau by decree: no epoch improves the validation loss by 1000, so every epoch after the first is a bad one
 PLATEAU = ["train.min_delta=1000"]
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import store_at, use_store
+from conftest import store_at, use_store, QUIET_KEEP_MODEL
 
-QUIET = ["tracking.log_images=false", "tracking.log_dataset=false"]
+QUIET = QUIET_KEEP_MODEL
 K = 50  # the KL regularizer's importance samples for test_iw_nll, and eval's
 
 

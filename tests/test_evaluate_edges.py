@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import store_at, use_store
+from conftest import store_at, use_store, QUIET_KEEP_MODEL
 
-QUIET = ["tracking.log_images=false", "tracking.log_dataset=false"]
+QUIET = QUIET_KEEP_MODEL
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from aepipe.tracking.base import LEASE_BEAT, LEASE_OWNER, lease_owner
 from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import train
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET as QUIET_ALL
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false", "train.patience=0"]
+QUIET = [*QUIET_ALL, "train.patience=0"]
 SETS = sum((["--set", q] for q in QUIET), [])
 
 

@@ -19,12 +19,12 @@ from aepipe.training import load_data, train
 from aepipe_plugins.bottlenecks.basic import Gaussian, GaussianConfig
 from aepipe_plugins.bottlenecks.flows import IAF, IAFConfig, Planar, PlanarConfig, planar_step
 
-from conftest import PIPELINES, store_at, use_store
+from conftest import PIPELINES, store_at, use_store, QUIET_KEEP_MODEL
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_images=false", "tracking.log_dataset=false"]
+QUIET = QUIET_KEEP_MODEL
 
 
 def _log_abs_det_by_autograd(fn, z: torch.Tensor) -> torch.Tensor:

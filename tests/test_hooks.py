@@ -15,9 +15,9 @@ from aepipe.config import resolve
 from aepipe.errors import PluginError
 from aepipe.training import train
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET as QUIET_ALL
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false", "train.epochs=2"]
+QUIET = [*QUIET_ALL, "train.epochs=2"]
 
 
 class Recorder:

@@ -22,10 +22,9 @@ from aepipe.errors import ConfigError
 from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import Interrupted, train
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 from helpers import sigint_at_epoch_end
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def _evil_pickle(marker) -> bytes:

@@ -13,11 +13,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET as QUIET_ALL
 from helpers import make_distribution
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false", "train.epochs=2",
-         "train.patience=0", 'tracking.experiment="plugin-isolation"']
+QUIET = [*QUIET_ALL, "train.epochs=2", "train.patience=0", 'tracking.experiment="plugin-isolation"']
 SETS = sum((["--set", q] for q in QUIET), [])
 
 EXIT_ON_IMPORT = "import sys\nsys.exit(0)\n"

@@ -16,11 +16,11 @@ from click.testing import CliRunner
 
 from aepipe.cli import cli
 
-from conftest import PIPELINES, store_at, use_store
+from conftest import PIPELINES, store_at, use_store, QUIET as QUIET_ALL
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false", "train.epochs=1"]
+QUIET = [*QUIET_ALL, "train.epochs=1"]
 
 
 def _direct(space_name: str = "domain") -> dict[str, float]:

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 
 from aepipe.cli import cli
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET as QUIET_ALL
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false", "train.epochs=1"]
+QUIET = [*QUIET_ALL, "train.epochs=1"]
 #: Student's t quantiles t(0.975, df), from printed tables (not computed by the code under test)
 T975 = {1: 12.7062, 2: 4.3027}
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET as QUIET_ALL
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false", "train.epochs=1"]
+QUIET = [*QUIET_ALL, "train.epochs=1"]
 
 
 @pytest.mark.slow

@@ -23,10 +23,9 @@ from aepipe.tracking.store import artifact_root
 from aepipe.tracking.template import MARKER, from_template, template_path
 from aepipe.training import train
 
-from conftest import PIPELINES, use_store
+from conftest import PIPELINES, use_store, QUIET as QUIET_ALL
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false", "train.patience=0",
-         "train.epochs=1"]
+QUIET = [*QUIET_ALL, "train.patience=0", "train.epochs=1"]
 
 
 # --- the store template ------------------------------------------------------------------------

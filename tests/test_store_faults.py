@@ -21,9 +21,9 @@ from aepipe.cli import cli
 from aepipe.tracking import health, store
 from aepipe.tracking.error_line import error_line
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET_KEEP_MODEL
 
-QUIET = ["tracking.log_images=false", "tracking.log_dataset=false", "train.epochs=1"]
+QUIET = [*QUIET_KEEP_MODEL, "train.epochs=1"]
 TRAIN = ["train", str(PIPELINES / "vanilla.toml"), "-q", *sum((["--set", q] for q in QUIET), [])]
 
 

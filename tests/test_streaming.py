@@ -17,8 +17,8 @@ from aepipe.data import scale, split_indices
 from aepipe.errors import ConfigError, DataError
 from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import load_data, train
+from conftest import QUIET
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 @pytest.fixture(scope="module")

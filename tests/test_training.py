@@ -18,7 +18,7 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError, TrainingError
 from aepipe.training import Interrupted, select_device, train
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 from helpers import sigint_at_epoch_end
 
 
@@ -121,7 +121,6 @@ def test_cli_train_records_everything_in_mlflow(store, tmp_path):
     assert r4.exit_code == 2 and f"run '{'0' * 32}' not found" in r4.stderr
 
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def _stopper(at_epoch: int) -> types.ModuleType:

@@ -17,13 +17,12 @@ from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import Interrupted, load_data, make_optimizer, train
 from aepipe_plugins.bottlenecks.quantize import EPS, Quantized
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 from helpers import sigint_at_epoch_end
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def _model(pm, bottleneck: dict, code_dim: int = 8, **model):

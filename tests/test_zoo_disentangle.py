@@ -19,11 +19,11 @@ from aepipe.training import load_data
 from aepipe.training.step import optimizer_step
 from aepipe_plugins.regularizers import tc_estimators as est
 from aepipe_plugins.regularizers.disentangle import Capacity, TCDiscriminator
+from conftest import QUIET
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def _posteriors(correlated: bool, m: int = 256, d: int = 4, seed: int = 0):

@@ -20,12 +20,11 @@ from aepipe.training.metrics import split_metrics
 from aepipe_plugins.regularizers.kernels import kernel_matrix, kernel_scale, mmd, sliced_wasserstein
 from aepipe_plugins.regularizers.divergences import EVAL_SEED, decoder_gradient_sq
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def _model(pm, model: dict, code_dim: int = 3):

@@ -16,12 +16,11 @@ from aepipe.stats import importance_weighted_bound
 from aepipe.training import load_data, train
 from aepipe_plugins.regularizers.iw import miwae_bound
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def _terms(s: int = 6, n: int = 5, seed: int = 0):

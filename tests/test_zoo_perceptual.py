@@ -16,13 +16,12 @@ from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import load_data, train
 from aepipe_plugins.regularizers.perceptual import log_cosh, ms_ssim, msssim_betas, msssim_window
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 from zoo_shared import DIGITS_VAE
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def _model(pm, name: str, *overrides: str):

@@ -19,12 +19,11 @@ from aepipe.training import load_data, train
 from aepipe_plugins.bottlenecks.vmf import (HypersphericalUniform, VMFBottleneck, VMFConfig, VonMisesFisher, bessel_ratio,
                                        log_bessel, log_sphere_area)
 
-from conftest import PIPELINES
+from conftest import PIPELINES, QUIET
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 
 def _vmf(m: int, kappa: float, dtype=torch.float64, seed: int = 0) -> VonMisesFisher:

@@ -4,8 +4,8 @@ plain digits VAE that several of them compare their variants against (trained on
 from __future__ import annotations
 
 from pathlib import Path
+from conftest import QUIET
 
-QUIET = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
 
 #: the baseline's budget: vae.toml for 30 epochs, test_iw_nll with K = 100 (the claims of
 #: test_zoo_perceptual and test_learned_priors train their variants at the same 30 epochs)
