@@ -227,7 +227,7 @@ def _check_feature_space(cls, config, who: str, table: dict[str, Any] | None) ->
 
     from aepipe.components import ModelSpec
     from aepipe.errors import ConfigError
-    from aepipe.evaluation.generation import load_dataset
+    from aepipe.evaluation.image_sets import load_dataset
 
     data = load_dataset(dict(table or _CHECK_DATA), torch.device("cpu"))
     spec = ModelSpec(input_dim=data.input_dim, code_dim=0, image_shape=data.image_shape, n_classes=data.n_classes)

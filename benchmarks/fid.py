@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from aepipe.evaluation.generation import load_dataset
+    from aepipe.evaluation.image_sets import load_dataset
 
     results: dict = {"device": args.device, "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory() as home:

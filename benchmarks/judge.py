@@ -34,7 +34,8 @@ def _cpu() -> float:
 
 
 def _time(space_name: str, table: dict, n_fake: int, n_real: int | None, cache: str) -> dict:
-    from aepipe.evaluation.generation import feature_space, generation_metrics, load_dataset
+    from aepipe.evaluation.generation import feature_space, generation_metrics
+    from aepipe.evaluation.image_sets import load_dataset
 
     data = load_dataset(table, "cpu")
     t, c = time.perf_counter(), _cpu()

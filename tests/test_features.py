@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from aepipe import hookimpl
 from aepipe.components import FeatureSpace, ModelSpec
 from aepipe.errors import ConfigError
-from aepipe.evaluation.generation import feature_space, load_dataset
+from aepipe.evaluation.generation import feature_space
+from aepipe.evaluation.image_sets import load_dataset
 from aepipe.testing import check_component
 from aepipe_plugins.features import domain as domain_module
 from aepipe_plugins.features import inception as inception_module

@@ -18,7 +18,8 @@ from aepipe import cli as cli_module
 from aepipe.errors import ConfigError
 from aepipe.usecases.fid import compare_image_sets
 from aepipe.evaluation.generation import (METRICS, feature_space, frechet_distance, gaussian_stats,
-                                          generation_metrics, kernel_inception_distance, load_dataset)
+                                          generation_metrics, kernel_inception_distance)
+from aepipe.evaluation.image_sets import load_dataset
 
 from conftest import store_at, use_store
 

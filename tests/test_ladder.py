@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from aepipe import cli as cli_module
 from aepipe.evaluation import DEFAULT_FEATURES
-from aepipe.evaluation.generation import feature_space, load_dataset
+from aepipe.evaluation.generation import feature_space
+from aepipe.evaluation.image_sets import load_dataset
 from aepipe.evaluation.ladder import RUNGS, build_ladder, ladder_table, one_mode, score_ladder
 
 from conftest import store_at

@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.training.distributed", "aepipe.training.schedules", "aepipe.training.resume", "aepipe.training.step",
         "aepipe.training.assemble",
         "aepipe.evaluation.basic", "aepipe.evaluation.disentanglement", "aepipe.evaluation.generation",
+        "aepipe.evaluation.neighbours", "aepipe.evaluation.memorization", "aepipe.evaluation.image_sets",
         "aepipe.evaluation.ladder", "aepipe.evaluation.measure",
     ]),
     ("storage", "model files, the pyfunc flavour, the run store and its trackers, runs read back", False, [
@@ -401,9 +402,7 @@ def test_a_non_editable_install_holds_every_package_and_resource():
 MAX_LINES = 450
 #: modules over :data:`MAX_LINES` that other work is splitting, and their size today: the list only
 #: shrinks (a module listed here that fits is an error: take it off), and none may grow
-LONG_MODULES = {
-    "aepipe.evaluation.generation": 547,  # the judge's split
-}
+LONG_MODULES: dict[str, int] = {}
 
 
 def test_no_module_is_over_the_line_limit():

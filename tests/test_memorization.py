@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from aepipe.errors import ConfigError
-from aepipe.evaluation.generation import (authenticity_rows, copying_statistic, feature_space, generation_metrics,
-                                          load_dataset)
+from aepipe.evaluation.generation import feature_space, generation_metrics
+from aepipe.evaluation.image_sets import load_dataset
+from aepipe.evaluation.memorization import authenticity_rows, copying_statistic
 
 from conftest import store_at
 

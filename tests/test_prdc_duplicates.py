@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from aepipe.errors import ConfigError
-from aepipe.evaluation.generation import generation_metrics, knn_radii, prdc_rows
+from aepipe.evaluation.generation import generation_metrics, prdc_rows
+from aepipe.evaluation.neighbours import knn_radii
 
 
 def _prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:

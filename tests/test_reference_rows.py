@@ -26,7 +26,8 @@ QUIET = [*QUIET_ALL, "train.epochs=1"]
 def _direct(space_name: str = "domain") -> dict[str, float]:
     """The reference of the digits at a sample count beyond their training and validation rows,
     computed here from the pieces: the test split against every training and validation row."""
-    from aepipe.evaluation.generation import feature_space, generation_metrics, load_dataset
+    from aepipe.evaluation.generation import feature_space, generation_metrics
+    from aepipe.evaluation.image_sets import load_dataset
 
     data = load_dataset({"name": "digits"}, "cpu")
     space = feature_space(space_name, data, "cpu")
@@ -101,7 +102,7 @@ def test_the_reference_follows_the_sample_count_of_the_runs_evaluation_record(ma
 
 
 def test_the_reference_is_cached_in_the_store_and_logged_to_no_run(made, monkeypatch):
-    from aepipe.evaluation import generation
+    from aepipe.evaluation import image_sets
     from aepipe.evaluation.reference import reference_metrics
 
     use_store(monkeypatch, made.home)
@@ -111,7 +112,7 @@ def test_the_reference_is_cached_in_the_store_and_logged_to_no_run(made, monkeyp
     def no_load(*args, **kwargs):
         raise AssertionError("a cached reference loads no data")
 
-    monkeypatch.setattr(generation, "load_dataset", no_load)
+    monkeypatch.setattr(image_sets, "load_dataset", no_load)
     again = reference_metrics({"name": "digits"}, "domain", 2000)
     assert again["metrics"]["fid"] == pytest.approx(made.direct["fid"], rel=1e-9) and again["n"] == made.direct["rows"]
     # compare and report wrote nothing to the run: the same metrics, no new artifact

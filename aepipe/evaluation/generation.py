@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aepipe.errors import ConfigError
+from aepipe.evaluation.memorization import authenticity_rows, copying_cells, copying_statistic
+from aepipe.evaluation.neighbours import BLOCK, distances, knn_radii
 
 if TYPE_CHECKING:  # pragma: no cover
     from aepipe.data import DataBundle
@@ -132,31 +134,6 @@ def _subset(f: np.ndarray, rows: int, seed: int) -> np.ndarray:
 
 # --- k-nearest-neighbour metrics --------------------------------------------------------------
 
-#: query rows per block of a distance computation (a block is ``BLOCK x N`` float64 values)
-BLOCK = 1024
-
-
-def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Euclidean distances between the rows of ``a`` and ``b`` (``scikit-learn``'s, as ``prdc``)."""
-    from sklearn.metrics import pairwise_distances
-
-    return pairwise_distances(a, b, metric="euclidean")
-
-
-def knn_radii(f: np.ndarray, k: int) -> np.ndarray:
-    """Each row's distance to its ``k``-th nearest other row of ``f`` (``prdc``'s radius: the
-    ``k + 1``-th smallest distance, the row itself being the first); a row's copies count, so a
-    row repeated more than ``k`` times has a radius of 0 (and :func:`prdc_rows` takes a ball's
-    edge as inside it)."""
-    if len(f) <= k:
-        raise ConfigError(f"generation metrics with k = {k} neighbours need more than {k} rows in each set, got {len(f)}")
-    radii = np.empty(len(f))
-    for lo in range(0, len(f), BLOCK):
-        block = _distances(f[lo: lo + BLOCK], f)
-        radii[lo: lo + BLOCK] = np.partition(block, k, axis=1)[:, k]  # the row itself is the 0-th
-    return radii
-
-
 def prdc_rows(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, np.ndarray]:
     """The per-row terms whose means are precision, density (one per generated row), recall and
     coverage (one per real row), with the k-NN radii of :func:`knn_radii` and ``distance <=
@@ -170,7 +147,7 @@ def prdc_rows(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, np.nd
     precision, density = np.empty(len(fake)), np.empty(len(fake))
     recall, nearest_fake = np.zeros(len(real), dtype=bool), np.full(len(real), np.inf)
     for lo in range(0, len(fake), BLOCK):
-        d = _distances(fake[lo: lo + BLOCK], real)  # (block, N)
+        d = distances(fake[lo: lo + BLOCK], real)  # (block, N)
         inside = d <= r_real[None, :]
         precision[lo: lo + BLOCK] = inside.any(axis=1)
         density[lo: lo + BLOCK] = inside.sum(axis=1) / k
@@ -178,92 +155,6 @@ def prdc_rows(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, np.nd
         np.minimum(nearest_fake, d.min(axis=0), out=nearest_fake)
     return {"precision": precision, "recall": recall.astype(np.float64), "density": density,
             "coverage": (nearest_fake <= r_real).astype(np.float64)}
-
-
-def _nearest(query: np.ndarray, ref: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of ``query``, the distance to its nearest row of ``ref`` and that row's index;
-    ``skip``: per query row, an index of ``ref`` left out (the row itself)."""
-    dist, index = np.empty(len(query)), np.empty(len(query), dtype=np.int64)
-    for lo in range(0, len(query), BLOCK):
-        d = _distances(query[lo: lo + BLOCK], ref)
-        if skip is not None:
-            d[np.arange(len(d)), skip[lo: lo + BLOCK]] = np.inf
-        index[lo: lo + BLOCK] = d.argmin(axis=1)
-        dist[lo: lo + BLOCK] = d[np.arange(len(d)), index[lo: lo + BLOCK]]
-    return dist, index
-
-
-def authenticity_rows(train: np.ndarray, fake: np.ndarray) -> np.ndarray:
-    """Whether each generated row is *authentic* (Alaa et al. 2022, "How faithful is your synthetic
-    data?"): farther from its nearest training row than that training row is from its own
-    nearest distinct training row (repeated training rows count once). A copy of a training
-    row (distance 0) is never authentic; the authenticity is the mean of these flags."""
-    unique = np.unique(train, axis=0)
-    if len(unique) < 2:
-        raise ConfigError("authenticity needs at least 2 distinct training rows")
-    to_train, nearest = _nearest(fake, unique)
-    used = np.unique(nearest)
-    radius = np.empty(len(unique))
-    radius[used] = _nearest(unique[used], unique, skip=used)[0]
-    return (to_train > radius[nearest]).astype(np.float64)
-
-
-#: cells of the data-copying test's partition of the training set (fewer where the real rows are few)
-COPYING_CELLS = 20
-#: real (held-out) rows per cell at least: fewer real rows make fewer cells
-COPYING_ROWS_PER_CELL = 40
-
-
-def copying_cells(train: np.ndarray, real: np.ndarray, fake: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """What the data-copying test needs per row: the training set partitioned into cells by
-    k-means (``min(20, N_real // 40)`` cells, at least 1), each real and generated row's cell (its
-    nearest centre) and its distance to the nearest training row of that cell."""
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
-    cells = max(1, min(COPYING_CELLS, len(real) // COPYING_ROWS_PER_CELL, len(train)))
-    if cells > 1:
-        with threadpool_limits(1, user_api="openmp"):  # its OpenMP threads spin: 15x slower on a busy machine
-            km = KMeans(n_clusters=cells, n_init=1, random_state=seed).fit(train)
-        train_cell, real_cell, fake_cell = km.labels_, km.predict(real), km.predict(fake)
-    else:
-        train_cell, real_cell, fake_cell = (np.zeros(len(a), dtype=np.int64) for a in (train, real, fake))
-    real_d, fake_d = np.full(len(real), np.inf), np.full(len(fake), np.inf)
-    for c in range(cells):
-        members = train[train_cell == c]
-        for rows, cell_of, out in ((real, real_cell, real_d), (fake, fake_cell, fake_d)):
-            which = np.flatnonzero(cell_of == c)
-            if len(which) and len(members):
-                out[which] = _nearest(rows[which], members)[0]
-    return {"real_cell": real_cell, "real_d": real_d, "fake_cell": fake_cell, "fake_d": fake_d, "cells": cells}
-
-
-def copying_statistic(real_cell: np.ndarray, real_d: np.ndarray, fake_cell: np.ndarray, fake_d: np.ndarray,
-                      cells: int) -> float:
-    """Meehan et al. (2020)'s data-copying statistic C_T from :func:`copying_cells`' rows: per cell,
-    the Mann-Whitney U of the generated rows' distances to the cell's training rows against the
-    real (held-out) rows' ones, z-scored under the null (``(U - nm/2 + 1/2) / sqrt(nm(n+m+1)/12)``
-    with the reference code's continuity correction; ties count half); C_T is their average
-    weighted by each cell's share of the real rows, over the cells that hold real rows and more
-    than 20/M of the M generated rows (the paper's tau). Near 0: the samples lie as far from the
-    training set as unseen data does; strongly negative (below -3, say): closer, i.e. copies;
-    strongly positive: farther (samples off the data, which FID sees too)."""
-    from scipy.stats import rankdata
-
-    m, n = len(fake_d), len(real_d)
-    tau = 20 / m
-    total = weight = 0.0
-    for c in range(int(cells)):
-        q, p = fake_d[fake_cell == c], real_d[real_cell == c]
-        if len(p) == 0 or len(q) / m <= tau:
-            continue
-        ranks = rankdata(np.concatenate([q, p]))
-        u = ranks[: len(q)].sum() - len(q) * (len(q) + 1) / 2  # pairs in which the generated row is farther
-        mean, std = len(q) * len(p) / 2 - 0.5, np.sqrt(len(q) * len(p) * (len(q) + len(p) + 1) / 12)
-        share = len(p) / n
-        total += share * (u - mean) / std
-        weight += share
-    return float(total / weight) if weight else 0.0
 
 
 # --- the metrics, with their bootstrap intervals ------------------------------------------------
@@ -451,95 +342,3 @@ def feature_space(name: str, data: DataBundle | None, device: Any, pm: Any = Non
 
 
 # --- `aepipe fid`: two sets of images, from files --------------------------------------------
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def read_images(path: str | Path, what: str) -> np.ndarray:
-    """Images ``(N, C, H, W)`` float32 in [0, 1] from a ``.npy`` array (values in [0, 1], shaped
-    ``(N, C, H, W)`` or ``(N, H, W)``) or a folder of image files (PNG, JPEG..., searched
-    recursively, one size; 8-bit values / 255; greyscale files give one channel, else RGB).
-    ``what`` names the input in the one-line :class:`aepipe.errors.DataError` of a bad one."""
-    from aepipe.arrays import check_values, load_npy
-    from aepipe.errors import DataError
-
-    path = Path(path)
-    if path.is_dir():
-        return _read_folder(path, what)
-    if not path.exists():
-        raise DataError(f"{what}: {path} does not exist (give a .npy array or a folder of images)")
-    x = check_values(load_npy(path, what), what, min_ndim=1)
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4:
-        raise DataError(f"{what}: an array of shape {x.shape}; expected images (N, C, H, W) or (N, H, W)")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        hint = "; divide 8-bit values by 255" if hi <= 255 and lo >= 0 else ""
-        raise DataError(f"{what}: values in [{lo:g}, {hi:g}]; expected images with values in [0, 1]{hint}")
-    return x.astype(np.float32)
-
-
-def _read_folder(folder: Path, what: str) -> np.ndarray:
-    import PIL.Image
-
-    from aepipe.errors import DataError
-
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"{what}: the folder {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-    images = []
-    for file in files:
-        try:
-            with PIL.Image.open(file) as im:
-                grey = im.mode in ("1", "L")
-                images.append(np.asarray(im.convert("L" if grey else "RGB")))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{what}: cannot read the image {file}: {exc}") from None
-        if images[-1].shape[:2] != images[0].shape[:2]:
-            raise DataError(f"{what}: {file} is {images[-1].shape[1]}x{images[-1].shape[0]}, {files[0]} "
-                            f"{images[0].shape[1]}x{images[0].shape[0]}; the images of a folder must share one size")
-    if any(im.ndim == 3 for im in images):  # some in colour: all in colour
-        images = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
-        x = np.stack(images).transpose(0, 3, 1, 2)
-    else:
-        x = np.stack(images)[:, None]
-    return x.astype(np.float32) / 255.0
-
-
-def load_dataset(table: dict[str, Any], device: Any, where: str = "--dataset", pm: Any = None) -> DataBundle:
-    """The dataset a pipeline's ``[data]`` table names (``{"name": "mnist5k"}``, with its settings
-    and split), loaded and split on ``device`` as a run would see it."""
-    import torch
-    from pydantic import ValidationError
-
-    from aepipe.config import DataSettings
-    from aepipe.data import Feed, prepare
-    from aepipe.errors import DataError
-    from aepipe.plugins import get_plugin_manager
-
-    pm = pm or get_plugin_manager()
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: the [data] table must be a table, got {table!r}")
-    table = {"name": DataSettings.model_fields["name"].default, **table}
-    core = {k: v for k, v in table.items() if k in DataSettings.model_fields}
-    try:
-        settings = DataSettings.model_validate(core)
-        cls = pm.registry.get("dataset", settings.name)
-        config = cls.Config.model_validate({k: v for k, v in table.items() if k not in DataSettings.model_fields})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{where}: data.{key}: {err['msg']}") from None
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    try:
-        raw = cls(config).load()
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"dataset '{settings.name}' failed to load: {type(exc).__name__}: {exc}") from exc
-    device = torch.device(device)
-    return prepare(raw, settings.name, settings.val_fraction, settings.test_fraction, settings.split_seed, device,
-                   in_memory=settings.in_memory, memory_fraction=settings.memory_fraction,
-                   feed=Feed.for_device(settings.workers, settings.prefetch, device))

@@ -74,7 +74,8 @@ def reference_metrics(table: dict[str, Any], space: str, n: int, device: Any = "
     import numpy as np
     import torch
 
-    from aepipe.evaluation.generation import feature_space, generation_metrics, load_dataset
+    from aepipe.evaluation.generation import feature_space, generation_metrics
+    from aepipe.evaluation.image_sets import load_dataset
     from aepipe.files import write_text
     from aepipe.plugins import get_plugin_manager
 

@@ -42,7 +42,8 @@ def compare_image_sets(a: str | Path, b: str | Path, features: str = DEFAULT_FEA
     import numpy as np
 
     from aepipe.components import ModelSpec
-    from aepipe.evaluation.generation import feature_space, generation_metrics, load_dataset, read_images
+    from aepipe.evaluation.generation import feature_space, generation_metrics
+    from aepipe.evaluation.image_sets import load_dataset, read_images
     from aepipe.plugins import get_plugin_manager
     from aepipe.training.device import select_device
 
@@ -83,7 +84,8 @@ def calibrate(dataset: str | dict[str, Any], features: str | None = None, n: int
     ``[data]`` table) in feature space ``features`` (default: :data:`DEFAULT_FEATURES`):
     ``{"dataset", "features", "n", "blur_sigma", "rungs": {rung: {metric: value}}}``, every rung
     of ``n`` images scored against ``n`` held-out reference images."""
-    from aepipe.evaluation.generation import feature_space, load_dataset
+    from aepipe.evaluation.generation import feature_space
+    from aepipe.evaluation.image_sets import load_dataset
     from aepipe.evaluation.ladder import build_ladder, score_ladder
     from aepipe.plugins import get_plugin_manager
     from aepipe.training.device import select_device
