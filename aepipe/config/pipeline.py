@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aepipe.config.schema import REGULARIZERS, PipelineSettings
+from aepipe.config.schema import REGULARIZERS_SECTION, PipelineSettings
 from aepipe.config.tree import flatten
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +41,7 @@ class Pipeline:
         out["data"].update(self.dataset.config.model_dump(exclude_none=True))
         for section, choice in self.components.items():
             out["model"][section] = {"name": choice.name, **choice.config.model_dump(exclude_none=True)}
-        out["model"][REGULARIZERS] = {
+        out["model"][REGULARIZERS_SECTION] = {
             key: ({"name": choice.name} if choice.name != key else {})
             | {"warmup_epochs": choice.warmup_epochs}
             | choice.config.model_dump(exclude_none=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aepipe.config.pipeline import ComponentChoice, Pipeline
 from aepipe.config.prescan import MAX_DEPTH
 from aepipe.config.reading import parse_override, read_pipeline_file, short
-from aepipe.config.schema import MODEL_COMPONENTS, REGULARIZER_CORE_KEYS, REGULARIZERS, DataSettings, PipelineSettings
+from aepipe.config.schema import MODEL_COMPONENTS, REGULARIZER_CORE_KEYS, REGULARIZERS_SECTION, DataSettings, PipelineSettings
 from aepipe.config.tree import merge, origins_of, tree_depth, unflatten
 from aepipe.config.validation import origin_for, validate
 from aepipe.errors import ConfigError
@@ -116,7 +116,7 @@ def _core_settings(merged: dict[str, Any], data_section: dict[str, Any], model_s
     beside ``[data]``'s, the component tables of ``[model]``)."""
     core = dict(merged)
     core["data"] = {k: v for k, v in data_section.items() if k in DataSettings.model_fields}
-    core["model"] = {k: v for k, v in model_section.items() if k not in MODEL_COMPONENTS and k != REGULARIZERS}
+    core["model"] = {k: v for k, v in model_section.items() if k not in MODEL_COMPONENTS and k != REGULARIZERS_SECTION}
     return validate(PipelineSettings, core, "", origins, "the pipeline")
 
 
@@ -145,12 +145,12 @@ def _model_components(registry: Any, model_section: dict[str, Any], source: str,
 def _regularizers(registry: Any, model_section: dict[str, Any], origins: dict[str, str]) -> dict[str, ComponentChoice]:
     """The enabled ``[model.regularizers.<key>]`` tables, each with its warm-up."""
     regularizers: dict[str, ComponentChoice] = {}
-    regs = model_section.get(REGULARIZERS, {})
+    regs = model_section.get(REGULARIZERS_SECTION, {})
     if not isinstance(regs, dict):
         where = origin_for("model.regularizers", origins)
         raise ConfigError(f"{where}: [model.regularizers] must be a table of tables")
     for key, sub in regs.items():
-        path_ = f"model.{REGULARIZERS}.{key}"
+        path_ = f"model.{REGULARIZERS_SECTION}.{key}"
         if not isinstance(sub, dict):
             raise ConfigError(f"{origin_for(path_, origins)}: [{path_}] must be a table")
         enabled = sub.get("enabled", True)

@@ -269,6 +269,7 @@ class PipelineSettings(_Section):
 
 #: Component sections under ``[model]`` and the component kind each holds (from aepipe.kinds).
 MODEL_COMPONENTS = MODEL_SECTIONS
-REGULARIZERS = next(iter(MANY_SECTIONS))
+#: the name of the `[model]` section that holds the regularizers ("regularizers")
+REGULARIZERS_SECTION = next(iter(MANY_SECTIONS))
 #: keys of a ``[model.regularizers.<key>]`` table that aepipe reads, not the regularizer
 REGULARIZER_CORE_KEYS = {"name", "enabled", "warmup_epochs"}

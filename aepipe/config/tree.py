@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from aepipe.config.schema import MODEL_COMPONENTS, REGULARIZER_CORE_KEYS, REGULARIZERS, DataSettings
+from aepipe.config.schema import MODEL_COMPONENTS, REGULARIZER_CORE_KEYS, REGULARIZERS_SECTION, DataSettings
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -50,7 +50,7 @@ def merge(lower: dict[str, Any], upper: dict[str, Any], path: str = "") -> dict[
 def is_component(dotted: str) -> bool:
     parts = dotted.split(".")
     return dotted == "data" or (len(parts) == 2 and parts[0] == "model" and parts[1] in MODEL_COMPONENTS) or (
-        len(parts) == 3 and parts[:2] == ["model", REGULARIZERS]
+        len(parts) == 3 and parts[:2] == ["model", REGULARIZERS_SECTION]
     )
 
 
