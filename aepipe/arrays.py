@@ -49,8 +49,11 @@ def load_npy(path: Path, what: str, mmap: bool = False, extra_per_value: int = 0
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
-        if "pickled" in str(exc) or "Object arrays" in str(exc) or "Python objects" in str(exc):  # the last: memory-mapped
-            raise DataError(f"{what}: holds Python objects (dtype object), which aepipe does not unpickle; save numbers") from None
+        # the last: memory-mapped
+        if "pickled" in str(exc) or "Object arrays" in str(exc) or "Python objects" in str(exc):
+            raise DataError(
+                f"{what}: holds Python objects (dtype object), which aepipe does not unpickle; save numbers"
+            ) from None
         raise DataError(f"{what}: a damaged .npy file: {exc}") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{what}: a damaged .npy file: {exc}") from None
@@ -111,7 +114,11 @@ def _position(index: tuple[int, ...]) -> str:
     if len(index) == 1:
         return f"value {index[0]}"
     rest = index[1:]
-    return f"row {index[0]}, column {rest[0]}" if len(rest) == 1 else f"row {index[0]}, position {tuple(int(i) for i in rest)}"
+    return (
+        f"row {index[0]}, column {rest[0]}"
+        if len(rest) == 1
+        else f"row {index[0]}, position {tuple(int(i) for i in rest)}"
+    )
 
 
 def _not_numbers(a: np.ndarray) -> str | None:
@@ -159,7 +166,8 @@ def _check_finite(x: np.ndarray, what: str, first_row: int) -> None:
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])
         value = x[index]
-        raise DataError(f"{what}: {_position((index[0] + first_row, *index[1:]))} is {value} (NaN and infinite values are not accepted)")
+        raise DataError(f"{what}: {_position((index[0] + first_row, *index[1:]))} is {value} (NaN and infinite values "
+                        "are not accepted)")
 
 
 #: values read at a time by :func:`finite_range`
@@ -200,5 +208,7 @@ def check_labels(y: np.ndarray, what: str, n_rows: int | None = None, n_classes:
     if low < 0:
         raise DataError(f"{what}: label {int(np.argmin(y))} is {low}; labels are 0, 1, 2, ...")
     if n_classes is not None and int(y.max()) >= n_classes:
-        raise DataError(f"{what}: label {int(np.argmax(y))} is {int(y.max())}; this model has classes 0..{n_classes - 1}")
+        raise DataError(
+            f"{what}: label {int(np.argmax(y))} is {int(y.max())}; this model has classes 0..{n_classes - 1}"
+        )
     return y

@@ -29,7 +29,9 @@ FORMAT = 1
 DEFAULT_PARAMS = {"mode": "encode", "scaled": False, "label": -1, "n": 10, "seed": 0, "what": "code"}
 
 
-def write_model_dir(model: AutoEncoder, pipeline: Pipeline, pm: AepipePluginManager, dst: Path, toml: str | None = None) -> Path:
+def write_model_dir(
+    model: AutoEncoder, pipeline: Pipeline, pm: AepipePluginManager, dst: Path, toml: str | None = None
+) -> Path:
     """Write ``model`` as weights, pipeline and meta into folder ``dst``, each file atomically
     (:func:`aepipe.files.atomic_write`); ``toml``: the pipeline as TOML where the caller has it
     already (a run's, serialised once when it was assembled)."""
@@ -49,7 +51,9 @@ def write_model_dir(model: AutoEncoder, pipeline: Pipeline, pm: AepipePluginMana
     return dst
 
 
-def load_model_dir(path: Path, pm: AepipePluginManager | None = None, device: str = "cpu", where: str = "") -> AutoEncoder:
+def load_model_dir(
+    path: Path, pm: AepipePluginManager | None = None, device: str = "cpu", where: str = ""
+) -> AutoEncoder:
     """Rebuild the model in folder ``path`` through the plugin registry and load its weights. A
     damaged ``weights.pt`` (empty, truncated), or a ``pipeline.toml`` beyond the bounds of a pipeline
     file, is one ConfigError naming it."""
@@ -69,13 +73,21 @@ def load_model_dir(path: Path, pm: AepipePluginManager | None = None, device: st
     registry = pm.registry
     for c in meta.get("components", []):
         if c["name"] not in registry.names(c["kind"]):
-            origin = f"plugin '{c['plugin']}'" + (f" ({c['distribution']} {c['version']})" if c.get("distribution") else "")
-            raise ConfigError(f"{where}: its {c['kind']} '{c['name']}' ({c['path']}) came from {origin}, which no longer "
-                              f"registers it; install that plugin to load this model")
+            origin = f"plugin '{c['plugin']}'" + (
+                f" ({c['distribution']} {c['version']})" if c.get("distribution") else ""
+            )
+            raise ConfigError(
+                f"{where}: its {c['kind']} '{c['name']}' ({c['path']}) came from {origin}, which no longer "
+                f"registers it; install that plugin to load this model"
+            )
     pipeline = stored.resolve(pm)
     pipeline.source = where
-    info = SimpleNamespace(input_dim=meta["input_dim"], n_classes=meta["n_classes"], value_range=tuple(meta["value_range"]),
-                           image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None)
+    info = SimpleNamespace(
+        input_dim=meta["input_dim"],
+        n_classes=meta["n_classes"],
+        value_range=tuple(meta["value_range"]),
+        image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None,
+    )
     model = build_model(pipeline, info)
     state = load_tensors(path / "weights.pt", where, f"{DIR}/weights.pt")
     if not isinstance(state, dict):

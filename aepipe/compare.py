@@ -37,8 +37,8 @@ def _row(run) -> dict[str, Any]:
     return row
 
 
-def collect(targets: list[str], experiments: list[str], group: bool = True, references: bool = True, device: Any = "cpu",
-            pm: Any = None, echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def collect(targets: list[str], experiments: list[str], group: bool = True, references: bool = True,
+            device: Any = "cpu", pm: Any = None, echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Rows for run ids and study names in ``targets`` (a study contributes its best trial), or,
     with no targets, the latest finished run of each variant in ``experiments`` (default: all;
     with the runs of the same pipeline that differ from it only in their seed). With ``group``,
@@ -81,15 +81,16 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(members) == 1:
             out.append({**members[0], "seeds": str(members[0].get("_seed", ""))})
             continue
-        numbers = [(m["run_id"], str(m.get("_seed", "")), {k: float(v) for k, v in m.items()
-                                                          if not k.startswith("_") and isinstance(v, (int, float)) and not isinstance(v, bool)})
+        numbers = [(m["run_id"], str(m.get("_seed", "")),
+                    {k: float(v) for k, v in m.items()
+                     if not k.startswith("_") and isinstance(v, (int, float)) and not isinstance(v, bool)})
                    for m in members]
         summary = summarize(name, numbers)
         first = members[0]
         merged = {k: v for k, v in first.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
         merged.update(summary.metrics)
-        merged.update(seeds=",".join(summary.seeds), run_id=f"{first['run_id']} +{len(members) - 1}", _runs=summary.run_ids,
-                      _ci=summary.intervals, _n=len(members))
+        merged.update(seeds=",".join(summary.seeds), run_id=f"{first['run_id']} +{len(members) - 1}",
+                      _runs=summary.run_ids, _ci=summary.intervals, _n=len(members))
         out.append(merged)
     return out
 
@@ -103,7 +104,9 @@ class Picked:
     study_run_id: str | None = None
 
 
-def pick(targets: list[str], experiments: list[str], trials: bool = False, experiment_targets: bool = False) -> list[Picked]:
+def pick(
+    targets: list[str], experiments: list[str], trials: bool = False, experiment_targets: bool = False
+) -> list[Picked]:
     """The runs that ``targets`` name: run ids; study names (the best trial, or with ``trials``
     every finished trial); with ``experiment_targets``, experiment names (the latest finished run
     of each variant there). No targets: the latest finished run of each variant in
@@ -127,7 +130,9 @@ def pick(targets: list[str], experiments: list[str], trials: bool = False, exper
     picked: list[Picked] = []
     for target in targets:
         # a study's name is data: never pasted into a filter (quotes, any Unicode)
-        studies = [r for eid in exp_ids for r in tracker.find_runs(eid, {"aepipe.study": target, "aepipe.role": "study"})]
+        studies = [
+            r for eid in exp_ids for r in tracker.find_runs(eid, {"aepipe.study": target, "aepipe.role": "study"})
+        ]
         if studies:
             parent = studies[0]
             if trials:
@@ -151,7 +156,9 @@ def pick(targets: list[str], experiments: list[str], trials: bool = False, exper
             picked += [Picked(run) for run in found]
             continue
         if experiment_targets and not tracking.store.RUN_ID.fullmatch(target):
-            raise RunNotFoundError(f"{target!r}: no run id, study or experiment of that name in {mask(tracking.tracking_uri())}")
+            raise RunNotFoundError(
+                f"{target!r}: no run id, study or experiment of that name in {mask(tracking.tracking_uri())}"
+            )
         picked.append(Picked(tracking.get_run(target)))
     if not targets:
         picked += [Picked(run) for run in _latest_per_variant(client, exp_ids)]
@@ -165,7 +172,9 @@ def _latest_per_variant(client: Any, exp_ids: list[str]) -> list[Any]:
 
     chosen: dict[tuple, tuple[str, set[str]]] = {}
     found = []
-    runs = client.search_runs(exp_ids, "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=5000)
+    runs = client.search_runs(
+        exp_ids, "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=5000
+    )
     for run in runs:
         tags = run.data.tags
         key = (run.info.experiment_id, tags.get("aepipe.variant"), tags.get("aepipe.dataset"))
@@ -249,7 +258,9 @@ def columns(rows: list[dict[str, Any]]) -> list[str]:
     return names
 
 
-_MD = str.maketrans({"|": "\\|", "\\": "\\\\", "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " ", "`": "\\`"})
+_MD = str.maketrans(
+    {"|": "\\|", "\\": "\\\\", "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " ", "`": "\\`"}
+)
 
 
 def md(text: str) -> str:
@@ -311,7 +322,9 @@ def render(rows: list[dict[str, Any]], fmt: str, chosen: list[str] | None = None
 
     table = Table(title="aepipe runs (lower is better; ↑: higher is better)")
     for n in names:
-        table.add_column(escape(arrows[n]), justify="left" if n in ("variant", "dataset", "run_id", "seeds") else "right")
+        table.add_column(
+            escape(arrows[n]), justify="left" if n in ("variant", "dataset", "run_id", "seeds") else "right"
+        )
     for r in rows:
         table.add_row(*(escape(_cell(r, n)) for n in names))
     console = Console(width=220, file=io.StringIO(), force_terminal=False)
@@ -328,6 +341,8 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
     if any(spread(r, n) and spread(r, n)[0] == "samples" for r in rows for n in r if isinstance(r.get(n), float)):
         out.append("a [lo, hi]: a run's value and its 95% bootstrap interval over samples.")
     if any(r.get("_reference") for r in rows):
-        out.append("reference: the real test split against as many other real rows as the runs drew samples, in the same "
-                   "feature space: the floor a perfect generator would score.")
+        out.append(
+            "reference: the real test split against as many other real rows as the runs drew samples, in the same "
+            "feature space: the floor a perfect generator would score."
+        )
     return out

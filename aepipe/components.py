@@ -214,7 +214,9 @@ class Bottleneck(ModelComponent):
         """The width of the encoder's output this bottleneck takes (default ``spec.code_dim``)."""
         return spec.code_dim
 
-    def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1) -> Code:  # pragma: no cover
+    def forward(
+        self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1
+    ) -> Code:  # pragma: no cover
         raise NotImplementedError
 
     def from_indices(self, indices: torch.Tensor) -> torch.Tensor:

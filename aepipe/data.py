@@ -26,6 +26,7 @@ import torch
 
 from aepipe.components import RawData, Rows
 from aepipe.errors import ConfigError, DataError
+from aepipe.factors import checked_factors
 
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]
 #: rows read per chunk when a split is loaded into memory
@@ -113,7 +114,8 @@ class Split:
 class HeldSplit(Split):
     """A split held as one tensor on the device; uint8 rows are scaled batch by batch."""
 
-    def __init__(self, rows: torch.Tensor, y: torch.Tensor | None, value_range: tuple[float, float], device: torch.device):
+    def __init__(self, rows: torch.Tensor, y: torch.Tensor | None, value_range: tuple[float, float],
+                 device: torch.device):
         super().__init__(y, value_range, device)
         self.rows = rows
         self.prescaled = rows.dtype == torch.float32  # scaled once, when loaded
@@ -187,7 +189,8 @@ class StreamedSplit(Split):
 
     streamed = True
 
-    def __init__(self, rows: np.ndarray | Rows, index: np.ndarray, y: torch.Tensor | None, value_range: tuple[float, float],
+    def __init__(self, rows: np.ndarray | Rows, index: np.ndarray, y: torch.Tensor | None,
+                 value_range: tuple[float, float],
                  device: torch.device, feed: Feed, name: str, keep_workers: bool = False):
         super().__init__(y, value_range, device)
         self.rows, self.index, self.feed, self.name = rows, index, feed, name
@@ -214,8 +217,9 @@ class StreamedSplit(Split):
             f = self.feed
             extra = {"prefetch_factor": f.prefetch, "persistent_workers": self.keep_workers} if f.workers else {}
             # its own generator: workers' seeds are not drawn from the training random stream
-            self._loader = torch.utils.data.DataLoader(_Reader(self.rows, self.index), batch_size=None, sampler=self._sampler,
-                                                       num_workers=f.workers, pin_memory=f.pin, generator=torch.Generator(), **extra)
+            self._loader = torch.utils.data.DataLoader(_Reader(self.rows, self.index), batch_size=None,
+                                                       sampler=self._sampler, num_workers=f.workers, pin_memory=f.pin,
+                                                       generator=torch.Generator(), **extra)
         return self._loader
 
     def ordered(self, groups: Iterable[torch.Tensor]) -> Iterator[Batch]:
@@ -303,7 +307,8 @@ def unscale(x: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
     return lo + np.asarray(x) * (hi - lo)
 
 
-def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(n: int, val_fraction: float, test_fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A seeded random split of ``range(n)`` into train, validation and test indices."""
     perm = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test_fraction))
@@ -323,7 +328,8 @@ def choose_path(in_memory: str | bool, need: int, device: torch.device, fraction
     from aepipe.limits import available_bytes, check_fits, gb
 
     if in_memory is True:
-        check_fits(need, f"data.in_memory = true: the data ({gb(need)})", device, 'set data.in_memory = false (or "auto") to stream it')
+        check_fits(need, f"data.in_memory = true: the data ({gb(need)})", device,
+                   'set data.in_memory = false (or "auto") to stream it')
         return True, "data.in_memory = true"
     if in_memory is False:
         return False, "data.in_memory = false"
@@ -334,7 +340,8 @@ def choose_path(in_memory: str | bool, need: int, device: torch.device, fraction
     return need <= fraction * free, f"auto: {gb(need)} {verdict} {fraction:g} of the {gb(free)} free on {device.type}"
 
 
-def _rows_in_memory(x: np.ndarray | Rows, index: np.ndarray, value_range: tuple[float, float], feed: Feed, name: str) -> np.ndarray:
+def _rows_in_memory(x: np.ndarray | Rows, index: np.ndarray, value_range: tuple[float, float], feed: Feed,
+                    name: str) -> np.ndarray:
     """The rows ``index`` of ``x`` as one array: uint8 kept, anything else scaled to float32.
     An array in memory is indexed at once; a memory-mapped array or :class:`Rows` are read in
     chunks of ascending index (through workers for Rows), never holding more than the result."""
@@ -349,7 +356,8 @@ def _rows_in_memory(x: np.ndarray | Rows, index: np.ndarray, value_range: tuple[
     lazy = not isinstance(x, np.ndarray)
     workers = feed.workers if lazy and len(index) > CHUNK else 0
     loader = torch.utils.data.DataLoader(_Reader(x, index), batch_size=None, sampler=chunks, num_workers=workers,
-                                         generator=torch.Generator(), **({"prefetch_factor": feed.prefetch} if workers else {}))
+                                         generator=torch.Generator(),
+                                         **({"prefetch_factor": feed.prefetch} if workers else {}))
     for item in loader:
         if isinstance(item, _Failed):
             raise item.error(name)
@@ -372,12 +380,14 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
     if len(x) < 3:
         raise DataError(f"dataset '{name}': only {len(x)} examples")
     if raw.x_test is not None and tuple(raw.x_test.shape[1:]) != tuple(x.shape[1:]):
-        raise DataError(f"dataset '{name}': test rows of shape {tuple(raw.x_test.shape[1:])}, training rows {tuple(x.shape[1:])}")
+        raise DataError(f"dataset '{name}': test rows of shape {tuple(raw.x_test.shape[1:])}, training rows "
+                        f"{tuple(x.shape[1:])}")
     y_test = None if raw.y_test is None else np.asarray(raw.y_test).astype(np.int64)
-    factors, factors_test, factor_names = _factors(raw, name)
+    factors, factors_test, factor_names = checked_factors(raw, name)
     if raw.x_test is not None:
         tr, va, _ = split_indices(len(x), val_fraction, 0.0, seed)
-        parts = [(x, tr, y, factors), (x, va, y, factors), (raw.x_test, np.arange(len(raw.x_test)), y_test, factors_test)]
+        parts = [(x, tr, y, factors), (x, va, y, factors),
+                 (raw.x_test, np.arange(len(raw.x_test)), y_test, factors_test)]
     else:
         parts = [(x, i, y, factors) for i in split_indices(len(x), val_fraction, test_fraction, seed)]
     need = _held_bytes(x) + (0 if raw.x_test is None else _held_bytes(raw.x_test))
@@ -394,15 +404,17 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
             continue
         if held:
             array = _rows_in_memory(rows, index, value_range, feed, name)
-            splits.append(HeldSplit(_to_device(torch.from_numpy(array), device), labels(ys, index), value_range, device))
+            splits.append(HeldSplit(_to_device(torch.from_numpy(array), device), labels(ys, index), value_range,
+                                    device))
         else:
-            splits.append(StreamedSplit(rows, np.asarray(index, dtype=np.int64), labels(ys, index), value_range, device, feed, name,
-                                        keep_workers=k == 0))
+            splits.append(StreamedSplit(rows, np.asarray(index, dtype=np.int64), labels(ys, index), value_range, device,
+                                        feed, name, keep_workers=k == 0))
         splits[-1].factors = None if fs is None else fs[index]
     n_classes = raw.n_classes or (int(y.max()) + 1 if y is not None else 0)
     # the streamed path is worth a line on the console (``aepipe train`` shows INFO); held, a debug note
     logging.getLogger("aepipe.data").log(logging.DEBUG if held else logging.INFO, "data '%s': %s (%s)", name,
-                                         "held in memory" if held else f"streamed by {feed.workers} DataLoader worker(s)" if feed.workers
+                                         "held in memory" if held
+                                         else f"streamed by {feed.workers} DataLoader worker(s)" if feed.workers
                                          else "streamed, read in the training process (data.workers = 0)", reason)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -410,38 +422,6 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
                       image_shape=tuple(raw.image_shape) if raw.image_shape else None, n_classes=n_classes,
                       input_dim=int(np.prod(x.shape[1:])), source=raw.source, streamed=not held, reason=reason,
                       factor_names=factor_names)
-
-
-def _factors(raw: RawData, name: str) -> tuple[np.ndarray | None, np.ndarray | None, tuple[str, ...]]:
-    """The dataset's ground-truth factors (training rows, its own test rows) as int64 ``(n, K)``
-    arrays and their names, checked against the rows; ``(None, None, ())`` where it has none."""
-    if raw.factors is None:
-        if raw.factors_test is not None:
-            raise DataError(f"dataset '{name}': factors_test given without factors")
-        return None, None, ()
-
-    def checked(a: np.ndarray, rows: Any, what: str) -> np.ndarray:
-        a = np.asarray(a)
-        if a.ndim == 1:
-            a = a[:, None]
-        if a.ndim != 2 or len(a) != len(rows):
-            raise DataError(f"dataset '{name}': {what} of shape {a.shape} for {len(rows)} rows (expected ({len(rows)}, K))")
-        if a.size and (not np.issubdtype(a.dtype, np.integer) or a.min() < 0):
-            raise DataError(f"dataset '{name}': {what} must be non-negative integer indices (found {a.dtype}, min {a.min()})")
-        return a.astype(np.int64)
-
-    factors = checked(raw.factors, raw.x, "factors")
-    names = tuple(raw.factor_names) or tuple(f"factor{i}" for i in range(factors.shape[1]))
-    if len(names) != factors.shape[1]:
-        raise DataError(f"dataset '{name}': {len(names)} factor_names for {factors.shape[1]} factor columns")
-    factors_test = None
-    if raw.x_test is not None:
-        if raw.factors_test is None:
-            raise DataError(f"dataset '{name}': factors given for the training rows but not for its test split (factors_test)")
-        factors_test = checked(raw.factors_test, raw.x_test, "factors_test")
-        if factors_test.shape[1] != factors.shape[1]:
-            raise DataError(f"dataset '{name}': factors_test has {factors_test.shape[1]} columns, factors {factors.shape[1]}")
-    return factors, factors_test, names
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -101,7 +101,8 @@ def loss_curves(history: list[dict[str, float]], title: str = ""):
     return fig
 
 
-def sample_grid(images: np.ndarray, image_shape: Sequence[int] | None, title: str, row_labels: Sequence[str] | None = None, cols: int = 10):
+def sample_grid(images: np.ndarray, image_shape: Sequence[int] | None, title: str,
+                row_labels: Sequence[str] | None = None, cols: int = 10):
     """Images in rows of ``cols``, each row optionally labelled (e.g. the class it was drawn for)."""
     imgs = _as_images(images, image_shape)
     rows = [imgs[start : start + cols] for start in range(0, len(imgs), cols)]
@@ -124,7 +125,9 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, title: str):
     if labels is not None:
         sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
         handles, names = sc.legend_elements()
-        ax.legend(handles, names, title="label", fontsize=7, title_fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.legend(
+            handles, names, title="label", fontsize=7, title_fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5)
+        )
     else:
         ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8)
     ax.set_xlabel(axis[0])

@@ -69,8 +69,10 @@ def write_error(path: Path, exc: BaseException, written: int = 0) -> WriteError 
         free = free_space(path.parent)
         left = "unknown space" if free is None else size_text(free)
         so_far = f"; {size_text(written)} of it had been written" if written else ""
-        return WriteError(f"could not write {path}: no space left on the device ({left} free in {path.parent}{so_far}); "
-                          "free some space and run the command again")
+        return WriteError(
+            f"could not write {path}: no space left on the device ({left} free in {path.parent}{so_far}); "
+            "free some space and run the command again"
+        )
     return WriteError(f"could not write {path}: {os_error.strerror or os_error}")
 
 

@@ -29,7 +29,11 @@ def _type(annotation: Any) -> str:
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
     text = str(annotation).replace("typing.", "").replace("NoneType", "None").replace("annotated_types.", "")
-    text = re.sub(r"Annotated\[(\w+), (Gt|Ge)\((?:gt|ge)=([^)]*)\)\]", lambda m: f"{m[1]} {'>' if m[2] == 'Gt' else '>='} {m[3]}", text)
+    text = re.sub(
+        r"Annotated\[(\w+), (Gt|Ge)\((?:gt|ge)=([^)]*)\)\]",
+        lambda m: f"{m[1]} {'>' if m[2] == 'Gt' else '>='} {m[3]}",
+        text,
+    )
     return re.sub(r"Optional\[(.*)\]", r"\1 | None", text)
 
 
@@ -79,7 +83,8 @@ def settings_tables(pm: Any = None) -> str:
 
     pm = pm or get_plugin_manager()
     reg = pm.registry
-    out = ["### Core settings", "", "Every pipeline has these sections (`aepipe train --set key=value` sets any of them).", "",
+    out = ["### Core settings", "",
+           "Every pipeline has these sections (`aepipe train --set key=value` sets any of them).", "",
            *HEADER, *_settings_rows(PipelineSettings, ""), ""]
     for kind in NAMES:
         spec = BY_NAME[kind]
@@ -91,7 +96,11 @@ def settings_tables(pm: Any = None) -> str:
         if spec.section is None:  # chosen on the command line, not in a pipeline file (feature spaces)
             where, title = "", f"### {kind.capitalize()}s (chosen on the command line, not in a pipeline file)"
         else:
-            where = "data" if kind == "dataset" else (f"model.{spec.model_section}" if spec.model_section else "model.regularizers.KEY")
+            where = (
+                "data"
+                if kind == "dataset"
+                else (f"model.{spec.model_section}" if spec.model_section else "model.regularizers.KEY")
+            )
             title = f"### {kind.capitalize()}s (`[{where}]`)"
         out += [title, ""]
         for name in names:
@@ -161,7 +170,9 @@ def variants_table(pm: Any = None) -> str:
         parts = [f"{BY_NAME[k].model_section} `{model[BY_NAME[k].model_section]['name']}`" for k in sections
                  if isinstance(model.get(BY_NAME[k].model_section), dict) and "name" in model[BY_NAME[k].model_section]]
         parts += [f"regularizer `{table.get('name', key)}`" for key, table in model.get("regularizers", {}).items()]
-        out.append(f"| `{name}` | {', '.join(parts)} | `{_relative(importlib.import_module(source.module).__file__)}` |")
+        out.append(
+            f"| `{name}` | {', '.join(parts)} | `{_relative(importlib.import_module(source.module).__file__)}` |"
+        )
     out += ["", "| kind | component | file |", "| --- | --- | --- |"]
     for kind in NAMES:
         if BY_NAME[kind].instance:

@@ -119,7 +119,9 @@ def aepipe_run_end(run: RunContext, metrics: dict[str, float]) -> dict[str, floa
 
 
 @hookspec
-def aepipe_trial_end(study: str, number: int, state: str, values: list[float] | None, params: dict[str, Any], run_id: str | None) -> None:
+def aepipe_trial_end(
+    study: str, number: int, state: str, values: list[float] | None, params: dict[str, Any], run_id: str | None
+) -> None:
     """Act after each ``aepipe tune`` trial has been told to Optuna.
 
     :param study: the study's name.

@@ -48,9 +48,9 @@ KINDS: tuple[Kind, ...] = (
                  ":class:`aepipe.components.Encoding`"),
     Kind("bottleneck", "aepipe_register_bottlenecks", "aepipe.components:Bottleneck", "model.bottleneck",
          summary="Register bottleneck components (the encoder's features -> the code the decoder sees).",
-         returns="an ``nn.Module`` built as ``cls(config, spec)``, whose ``forward(encoding, y_onehot, samples)`` returns an "
-                 ":class:`aepipe.components.Code`; the classmethod ``features(config, spec)`` gives the width of the "
-                 "encoder's output it takes"),
+         returns="an ``nn.Module`` built as ``cls(config, spec)``, whose ``forward(encoding, y_onehot, samples)`` "
+                 "returns an :class:`aepipe.components.Code`; the classmethod ``features(config, spec)`` gives the "
+                 "width of the encoder's output it takes"),
     Kind("decoder", "aepipe_register_decoders", "aepipe.components:Decoder", "model.decoder", required=True,
          summary="Register decoder components.",
          returns="an ``nn.Module`` built as ``cls(config, spec)``, whose ``forward(z, y)`` returns the likelihood's "
@@ -58,8 +58,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("corruption", "aepipe_register_corruptions", "aepipe.components:Corruption", "model.corruption",
          summary="Register corruption components (x -> x~, applied in training only).",
          returns="an ``nn.Module`` built as ``cls(config, spec)``, whose ``forward(x)`` returns x~ of x's shape"),
-    Kind("regularizer", "aepipe_register_regularizers", "aepipe.components:Regularizer", "model.regularizers", many=True,
-         summary="Register regularizer components (penalties added to the loss).",
+    Kind("regularizer", "aepipe_register_regularizers", "aepipe.components:Regularizer", "model.regularizers",
+         many=True, summary="Register regularizer components (penalties added to the loss).",
          returns="built as ``cls(config, spec)``; ``penalty(step)`` returns a scalar tensor; one that owns "
                  "parameters sets ``owns_parameters = True`` and takes its own optimisation step in ``update``"),
     Kind("prior", "aepipe_register_priors", "aepipe.components:Prior", "model.prior",
@@ -72,12 +72,14 @@ KINDS: tuple[Kind, ...] = (
     Kind("feature", "aepipe_register_feature_spaces", "aepipe.components:FeatureSpace", None,
          summary="Register feature spaces (images -> feature vectors) that generation metrics (FID...) compare in; "
                  "chosen by ``aepipe evaluate --features`` and ``aepipe fid --features``, not by a pipeline section.",
-         returns="built as ``cls(config, spec)``; ``prepare(data, device, cache)`` makes it ready for a dataset (training "
-                 "what it learns from the training split), then ``features(x)`` gives ``(n, dim)`` features of flat inputs in [0, 1]"),
+         returns="built as ``cls(config, spec)``; ``prepare(data, device, cache)`` makes it ready for a dataset "
+                 "(training what it learns from the training split), then ``features(x)`` gives ``(n, dim)`` features "
+                 "of flat inputs in [0, 1]"),
     Kind("variant", "aepipe_register_variants", "aepipe.variant:Variant", None, instance=True,
          summary="Register variants: named compositions of components with default settings.",
          returns="an :class:`aepipe.Variant` instance; ``defaults`` is a partial pipeline (for example "
-                 "``{\"model\": {\"encoder\": {\"name\": \"mlp\"}}}``) that a pipeline file naming the variant starts from"),
+                 "``{\"model\": {\"encoder\": {\"name\": \"mlp\"}}}``) that a pipeline file naming the variant starts "
+                 "from"),
 )
 
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}

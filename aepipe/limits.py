@@ -115,7 +115,9 @@ def _cgroup(root: Path) -> Budget | None:
             if limit.isdigit() and int(limit) < _UNLIMITED:
                 usage = (_read(folder / usage_file) or "").strip()
                 used = (int(usage) if usage.isdigit() else 0) - (_field(_read(folder / "memory.stat"), cache) or 0)
-                room = Budget(max(0, int(limit) - max(0, used)), f"in the cgroup limit {folder / limit_file} of {gb(int(limit))}")
+                room = Budget(
+                    max(0, int(limit) - max(0, used)), f"in the cgroup limit {folder / limit_file} of {gb(int(limit))}"
+                )
                 best = room if best is None or room.bytes < best.bytes else best
             if folder == top or top not in folder.parents:
                 break
@@ -132,8 +134,10 @@ def check_fits(nbytes: float, what: str, device: Any, fix: str) -> None:
     ``fix`` which setting or option to lower."""
     budget = memory_budget(device)
     if budget.bytes is not None and nbytes > budget.bytes:
-        raise ConfigError(f"{what} needs about {gb(nbytes)}; {gb(budget.bytes)} is free on {getattr(device, 'type', device)} "
-                          f"({budget.limit}): {fix}")
+        raise ConfigError(
+            f"{what} needs about {gb(nbytes)}; {gb(budget.bytes)} is free on {getattr(device, 'type', device)} "
+            f"({budget.limit}): {fix}"
+        )
 
 
 def check_output(path: Path | None, option: str) -> None:

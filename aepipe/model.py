@@ -151,7 +151,9 @@ class AutoEncoder(nn.Module):
         sampler = sampler if sampler is not None else self.sampler
         if sampler is not None:
             if not bool(sampler.fitted):
-                raise ConfigError(f"sampler '{sampler.name}' was not fitted (aepipe fit-sampler RUN --sampler {sampler.name})")
+                raise ConfigError(
+                    f"sampler '{sampler.name}' was not fitted (aepipe fit-sampler RUN --sampler {sampler.name})"
+                )
             return sampler.sample(n, y)
         if self.prior is not None:
             return self.prior.sample(n, y)
@@ -192,7 +194,9 @@ class AutoEncoder(nn.Module):
 
     # --- the step ---------------------------------------------------------------------------
 
-    def step(self, x: torch.Tensor, y: torch.Tensor | None = None, training: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor], Step]:
+    def step(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, training: bool = True
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Step]:
         """One forward pass: the loss, its terms (``recon`` and ``penalty.<key>``) and the step."""
         y1 = self.one_hot(y)
         x_tilde = self.corruption(x) if (training and self.corruption is not None) else x
@@ -277,8 +281,8 @@ def construct_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
     losses = getattr(model.bottleneck, "loss_names", ())
     clash = sorted(penalties & {f"penalty.{name}" for name in losses})
     if clash:
-        raise ConfigError(f"{pipeline.source}: bottleneck '{bottleneck.name}' logs {clash[0]} and so does the regularizer of that key; "
-                          "rename the regularizer's key")
+        raise ConfigError(f"{pipeline.source}: bottleneck '{bottleneck.name}' logs {clash[0]} and so does the "
+                          "regularizer of that key; rename the regularizer's key")
     return model
 
 

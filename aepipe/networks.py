@@ -42,7 +42,9 @@ class HeadEncoder(Encoder):
 
     def _make_head(self, features: int, code_activation: str) -> None:
         gaussian = self.config.distribution == "gaussian"
-        require(self.config.top_k is None or not gaussian, "top_k applies to deterministic codes (distribution = 'none')")
+        require(
+            self.config.top_k is None or not gaussian, "top_k applies to deterministic codes (distribution = 'none')"
+        )
         require(
             self.config.top_k is None or self.config.top_k <= self.spec.code_dim,
             f"top_k = {self.config.top_k} exceeds code_dim = {self.spec.code_dim}",

@@ -112,7 +112,9 @@ class AepipePluginManager(pluggy.PluginManager):
             self.unregister(name=info.name)
         self.infos.pop(info.name, None)
         self.failures[info.name] = failure
-        warnings.warn(f"{failure.describe()}; skipped (block it with {ENV_BLOCK}={info.name})", PluginWarning, stacklevel=2)
+        warnings.warn(
+            f"{failure.describe()}; skipped (block it with {ENV_BLOCK}={info.name})", PluginWarning, stacklevel=2
+        )
 
     def register_plugin(self, plugin: Any, name: str | None = None, info: PluginInfo | None = None) -> str:
         """Register ``plugin`` (a module or object with hookimpls), validating its hooks."""

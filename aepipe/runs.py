@@ -18,7 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from aepipe.plugins import AepipePluginManager
 
 
-def load_model(run_id: str, device: str = "cpu", tracker: Any = None, pm: AepipePluginManager | None = None) -> AutoEncoder:
+def load_model(
+    run_id: str, device: str = "cpu", tracker: Any = None, pm: AepipePluginManager | None = None
+) -> AutoEncoder:
     """Run ``run_id``'s trained model, rebuilt from its logged weights and pipeline."""
     from aepipe.artifacts import DIR, load_model_dir
     from aepipe.tracking import default_tracker
@@ -76,14 +78,17 @@ def _log(run_id: str, name: str, sampler: Any, tracker: Any) -> None:
         folder = Path(tmp) / name
         folder.mkdir()
         torch.save({k: v.detach().cpu() for k, v in sampler.state_dict().items()}, folder / "weights.pt")
-        (folder / "sampler.toml").write_text(tomli_w.dumps({"name": name, **sampler.config.model_dump(exclude_none=True)}),
-                                             encoding="utf-8")
+        (folder / "sampler.toml").write_text(
+            tomli_w.dumps({"name": name, **sampler.config.model_dump(exclude_none=True)}), encoding="utf-8"
+        )
         run = tracker.open(run_id)
         for file in sorted(folder.iterdir()):
             run.log_artifact(file, f"{FOLDER}/{name}")
 
 
-def load_sampler(run_id: str, model: AutoEncoder, name: str | None, tracker: Any = None, pm: Any = None, fit_on: Any = None) -> Any:
+def load_sampler(
+    run_id: str, model: AutoEncoder, name: str | None, tracker: Any = None, pm: Any = None, fit_on: Any = None
+) -> Any:
     """The sampler ``name`` of run ``run_id``: the model's own (``[model.sampler]``), ``prior``
     (always), or one that ``fit-sampler`` logged; None (``name`` None): the model's default. A
     sampler the run does not hold is fitted on split ``fit_on`` when one is given (not logged)."""
@@ -115,16 +120,21 @@ def load_sampler(run_id: str, model: AutoEncoder, name: str | None, tracker: Any
                 sampler = build_sampler(model, name, pm=pm)
                 fit_on_codes(model, sampler, fit_on)
                 return sampler
-            raise ConfigError(f"run {run_id} has no fitted sampler '{name}'; fit one with: aepipe fit-sampler {run_id} --sampler {name}")
+            raise ConfigError(f"run {run_id} has no fitted sampler '{name}'; fit one with: aepipe fit-sampler {run_id} "
+                              f"--sampler {name}")
         try:
             settings = tomllib.loads((folder / "sampler.toml").read_text(encoding="utf-8"))
             state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a damaged file of any kind
-            raise ConfigError(f"run {run_id}: sampler '{name}' is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+            raise ConfigError(
+                f"run {run_id}: sampler '{name}' is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            ) from None
         settings.pop("name", None)
         sampler = build_sampler(model, name, settings, pm)
         try:
             sampler.load_state_dict(state)
         except RuntimeError as exc:
-            raise ConfigError(f"run {run_id}: sampler '{name}' no longer fits its class: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(
+                f"run {run_id}: sampler '{name}' no longer fits its class: {str(exc).splitlines()[0]}"
+            ) from None
         return sampler.to(next(model.parameters()).device)

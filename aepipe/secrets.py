@@ -27,12 +27,14 @@ from urllib.parse import unquote
 
 MASK = "***"
 #: query parameters whose values are secrets
-SECRET_PARAMS = ("password", "passwd", "pwd", "pass", "secret", "token", "access_token", "auth_token", "api_key", "apikey",
-                 "sslpassword", "sslkey", "client_secret", "key")
+SECRET_PARAMS = ("password", "passwd", "pwd", "pass", "secret", "token", "access_token", "auth_token", "api_key",
+                 "apikey", "sslpassword", "sslkey", "client_secret", "key")
 
 # scheme://user:password@host  (the password runs to the last "@" before the host)
 _USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*:)(?P<secret>[^\s]*)@(?P<host>[^\s@/?#]*)")
-_PARAMS = re.compile(r"(?P<head>[?&;](?:%s)=)(?P<secret>[^&#;\s]*)" % "|".join(map(re.escape, SECRET_PARAMS)), re.IGNORECASE)
+_PARAMS = re.compile(
+    r"(?P<head>[?&;](?:%s)=)(?P<secret>[^&#;\s]*)" % "|".join(map(re.escape, SECRET_PARAMS)), re.IGNORECASE
+)
 
 
 #: what a URL's user name and password may hold raw (RFC 3986's unreserved characters, sub-delims
@@ -65,9 +67,10 @@ def check_url(url: str | None, where: str) -> None:
         from aepipe.errors import ConfigError
 
         raise ConfigError(
-            f"{where}: the user name or password of this {url.partition('://')[0]}:// URL holds a character that URL parsers "
-            "read differently (@ : / ? # [ ] %, a space); percent-encode it (@ as %40, : as %3A, / as %2F, % as %25, "
-            "e.g. urllib.parse.quote(password, safe='')); the URL is not shown")
+            f"{where}: the user name or password of this {url.partition('://')[0]}:// URL holds a character that URL "
+            "parsers read differently (@ : / ? # [ ] %, a space); percent-encode it (@ as %40, : as %3A, / as %2F, % "
+            "as %25, e.g. urllib.parse.quote(password, safe='')); the URL is not shown"
+        )
 
 
 def check_environment() -> None:
@@ -115,7 +118,9 @@ def mask(text: str, secrets: Iterable[str] = (), remembered: bool = True) -> str
     it) where it stands as a whole word."""
     out = _USERINFO.sub(lambda m: f"{m.group('head')}{MASK}@{m.group('host')}", text)
     out = _PARAMS.sub(lambda m: m.group("head") + (MASK if m.group("secret") else ""), out)
-    for secret in sorted({s for s in (*secrets, *(_KNOWN if remembered else ())) if s and s != MASK}, key=len, reverse=True):
+    for secret in sorted(
+        {s for s in (*secrets, *(_KNOWN if remembered else ())) if s and s != MASK}, key=len, reverse=True
+    ):
         out = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", MASK, out)
     return out
 

@@ -107,7 +107,8 @@ def check_params(model: Any, params: dict[str, Any] | None, limit: int) -> dict[
         raise DataError(f"params.label: {label} is not a class of this model (0..{classes - 1}, or -1 for none)")
     offers = model.offers() if hasattr(model, "offers") else None
     if p["mode"] == "encode" and offers is not None and p.get("what", offers[0]) not in offers:
-        raise DataError(f"params.what: {_shown_value(p['what'])} is not one of {', '.join(offers)} (what this model's bottleneck offers)")
+        raise DataError(f"params.what: {_shown_value(p['what'])} is not one of {', '.join(offers)} (what this model's "
+                        "bottleneck offers)")
     if label < 0 and model.spec.conditional and p["mode"] != "sample":
         raise DataError(f"params.label: this model is conditional; give each request's class (0..{classes - 1})")
     return p
@@ -153,10 +154,14 @@ class AepipePyfunc(mlflow.pyfunc.PythonModel):
             raise RequestError(str(exc).splitlines()[0], error_code=INVALID_PARAMETER_VALUE) from None
         except Exception:  # noqa: BLE001 - told on the server; the client gets one line, no traceback
             _log.exception("aepipe model: predict failed")
-            raise RequestError("the model failed on this request; the server's log tells why", error_code=INTERNAL_ERROR) from None
+            raise RequestError(
+                "the model failed on this request; the server's log tells why", error_code=INTERNAL_ERROR
+            ) from None
 
 
-def log_pyfunc(model_dir: Path, raw: np.ndarray, output: np.ndarray, requirements: list[str], conditional: bool) -> None:
+def log_pyfunc(
+    model_dir: Path, raw: np.ndarray, output: np.ndarray, requirements: list[str], conditional: bool
+) -> None:
     """Log the model in ``model_dir`` as the active run's ``pyfunc`` model; ``raw`` is an input
     example in raw units and ``output`` what ``predict`` gives for it."""
     from mlflow.models import ModelSignature, infer_signature

@@ -100,7 +100,9 @@ NEAR_ZERO = 0.05
 
 
 @torch.no_grad()
-def code_statistics(model: Any, x: Any, y: torch.Tensor | None = None, prefix: str = "", batch: int = 2048) -> dict[str, float]:
+def code_statistics(
+    model: Any, x: Any, y: torch.Tensor | None = None, prefix: str = "", batch: int = 2048
+) -> dict[str, float]:
     """Mean activation and share of near-zero units (|h| < 0.05) of the deterministic code
     (the posterior mean for stochastic codes), over a split (or tensors ``x`` and ``y``).
     One read-back."""

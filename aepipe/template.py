@@ -195,13 +195,18 @@ def check_clashes(values: dict[str, str]) -> None:
     dist, package, short = values["dist"], values["package"], values["short"]
     installed = {_normal(d.metadata["Name"] or ""): d.metadata["Name"] for d in metadata.distributions()}
     if _normal(dist) in installed or _normal(dist) == "aepipe":
-        raise ConfigError(f"new-plugin {dist!r}: clashes with the installed distribution '{installed.get(_normal(dist), 'aepipe')}'")
+        raise ConfigError(
+            f"new-plugin {dist!r}: clashes with the installed distribution '{installed.get(_normal(dist), 'aepipe')}'"
+        )
     if package in ("aepipe", "aepipe_plugins") or importlib.util.find_spec(package) is not None:
-        raise ConfigError(f"new-plugin {dist!r}: its package '{package}' would shadow a module that already exists here")
+        raise ConfigError(
+            f"new-plugin {dist!r}: its package '{package}' would shadow a module that already exists here"
+        )
     for ep in metadata.entry_points(group=GROUP):
         if ep.name == short:
             owner = ep.dist.name if getattr(ep, "dist", None) else "another distribution"
-            raise ConfigError(f"new-plugin {dist!r}: its plugin name '{short}' is taken by {owner}'s entry point '{ep.name} = {ep.value}'")
+            raise ConfigError(f"new-plugin {dist!r}: its plugin name '{short}' is taken by {owner}'s entry point "
+                              f"'{ep.name} = {ep.value}'")
 
 
 def write(dist: str, parent: Path) -> Path:

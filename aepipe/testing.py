@@ -89,7 +89,9 @@ _CHECK_DATA = {"name": "digits"}
 _LOSS_STEPS = 30
 
 
-def registered_components(pm=None, plugin: str | None = None, kinds: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+def registered_components(
+    pm=None, plugin: str | None = None, kinds: tuple[str, ...] | None = None
+) -> list[tuple[str, str]]:
     """``(kind, name)`` of every registered component and variant (optionally of one plugin),
     for ``pytest.mark.parametrize`` over :func:`check_component`."""
     from aepipe.kinds import NAMES
@@ -126,7 +128,9 @@ def _variant_for(pm, kind: str, name: str) -> dict[str, Any]:
             return {"variant": vname}
         if kind == "regularizer" and name in model.get("regularizers", {}):
             return {"variant": vname}
-    tree: dict[str, Any] = {"model": {"encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]}}}
+    tree: dict[str, Any] = {
+        "model": {"encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]}}
+    }
     if section:
         tree["model"][section] = {"name": name}
     if kind == "regularizer":
@@ -146,7 +150,9 @@ def _variant_for(pm, kind: str, name: str) -> dict[str, Any]:
     return tree
 
 
-def _build_component_model(pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None = None, data: dict[str, Any] | None = None):
+def _build_component_model(
+    pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None = None, data: dict[str, Any] | None = None
+):
     import torch
 
     from aepipe.config import resolve
@@ -213,7 +219,9 @@ def check_variant(name: str, pm=None, data: dict[str, Any] | None = None) -> Non
     loss, _, step = model.step(x, y)
     assert loss.dim() == 0 and torch.isfinite(loss), f"{who}: the loss of one batch is {loss}"
     optimizer_step(model, optimizer, loss, step)  # as a run's epoch takes it
-    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, params)), f"{who}: one batch of training changed no parameter"
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, params)), (
+        f"{who}: one batch of training changed no parameter"
+    )
 
 
 def _check_feature_space(cls, config, who: str, table: dict[str, Any] | None) -> None:
@@ -241,10 +249,14 @@ def _check_feature_space(cls, config, who: str, table: dict[str, Any] | None) ->
                 raise CheckSkipped(f"{who}: {exc}") from None
             raise
         f = space.features(x)
-        assert tuple(f.shape) == (len(x), space.dim), f"{who}: features of shape {tuple(f.shape)}, expected {(len(x), space.dim)}"
+        assert tuple(f.shape) == (len(x), space.dim), (
+            f"{who}: features of shape {tuple(f.shape)}, expected {(len(x), space.dim)}"
+        )
         assert torch.isfinite(f).all(), f"{who}: features hold NaN or infinite values"
         g = space.features(x[:2])
-        assert torch.allclose(g, f[:2], rtol=1e-4, atol=1e-5), f"{who}: a row's features change with the rest of its batch (or between calls)"
+        assert torch.allclose(g, f[:2], rtol=1e-4, atol=1e-5), (
+            f"{who}: a row's features change with the rest of its batch (or between calls)"
+        )
         if cls.needs_data:
             again = cls(config, spec)
             again.prepare(data, torch.device("cpu"), cache)
@@ -277,7 +289,9 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
         missing = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "missing"]
         if kind == "dataset" and missing:
             raise CheckSkipped(f"{who} needs settings to load: {', '.join(missing)}") from None
-        raise AssertionError(f"{who}: Config() must work with defaults alone ({exc.errors()[0]['msg']}: {missing})") from None
+        raise AssertionError(
+            f"{who}: Config() must work with defaults alone ({exc.errors()[0]['msg']}: {missing})"
+        ) from None
     assert cls.Config.model_validate(config.model_dump()) == config, f"{who}: Config does not round-trip"
     try:
         cls.Config.model_validate({"__not_a_setting__": 1})
@@ -293,7 +307,9 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
             raw = cls(config).load()
         except DataError as exc:
             raise CheckSkipped(f"{who} needs data: {exc}") from None
-        assert len(raw.x) == (len(raw.y) if raw.y is not None else len(raw.x)), f"{who}: inputs and labels differ in length"
+        assert len(raw.x) == (len(raw.y) if raw.y is not None else len(raw.x)), (
+            f"{who}: inputs and labels differ in length"
+        )
         assert raw.value_range[1] > raw.value_range[0], f"{who}: empty value_range"
         return
     if kind == "feature":
@@ -317,18 +333,26 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
         elif kind == "corruption":
             torch.manual_seed(0)
             out = part(x)
-            assert out.shape == x.shape and torch.isfinite(out).all(), f"{who}: corruption changed the shape or gave NaN"
+            assert out.shape == x.shape and torch.isfinite(out).all(), (
+                f"{who}: corruption changed the shape or gave NaN"
+            )
         elif kind == "bottleneck":
             enc = model.encoder(x, y1)
             for samples in (1, 3):
                 code = part(enc, y1, samples)
                 assert code.code.shape == (n, k), f"{who}: code shape {tuple(code.code.shape)}, expected {(n, k)}"
-                assert code.z.shape == (code.samples * n, k), f"{who}: z shape {tuple(code.z.shape)}, expected {(code.samples * n, k)}"
+                assert code.z.shape == (code.samples * n, k), (
+                    f"{who}: z shape {tuple(code.z.shape)}, expected {(code.samples * n, k)}"
+                )
                 assert code.samples in (1, samples), f"{who}: {code.samples} draws for samples = {samples}"
                 for what in part.what:
-                    assert what in code.outputs and code.outputs[what].shape[0] == n, f"{who}: output '{what}' missing or not (n, ...)"
+                    assert what in code.outputs and code.outputs[what].shape[0] == n, (
+                        f"{who}: output '{what}' missing or not (n, ...)"
+                    )
                 if code.log_q is not None:
-                    assert code.log_q.shape == (code.samples, n), f"{who}: log_q shape {tuple(code.log_q.shape)}, expected {(code.samples, n)}"
+                    assert code.log_q.shape == (code.samples, n), (
+                        f"{who}: log_q shape {tuple(code.log_q.shape)}, expected {(code.samples, n)}"
+                    )
                 for key, value in code.losses.items():
                     assert value.dim() == 0, f"{who}: loss '{key}' is not a scalar"
             if part.discrete:
@@ -346,12 +370,16 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
             assert bool(part.fitted), f"{who}: not marked fitted after fit"
             torch.manual_seed(3)
             z = part.sample(n)
-            assert z.shape == (n, k) and torch.isfinite(z).all(), f"{who}: sample shape {tuple(z.shape)}, expected {(n, k)}, finite"
+            assert z.shape == (n, k) and torch.isfinite(z).all(), (
+                f"{who}: sample shape {tuple(z.shape)}, expected {(n, k)}, finite"
+            )
             rebuilt = type(part)(part.config, part.spec)
             rebuilt.setup(model)
             rebuilt.load_state_dict(part.state_dict())  # its fitted state is data: buffers and parameters
             torch.manual_seed(3)
-            assert torch.allclose(rebuilt.sample(n), z), f"{who}: a sampler rebuilt from its state_dict draws other samples"
+            assert torch.allclose(rebuilt.sample(n), z), (
+                f"{who}: a sampler rebuilt from its state_dict draws other samples"
+            )
         elif kind == "prior":
             z = part.sample(n)
             assert z.shape == (n, k), f"{who}: sample shape {tuple(z.shape)}, expected {(n, k)}"
@@ -372,7 +400,9 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
 
     # device and dtype moves
     moved = again.to(torch.float64)
-    assert all(p.dtype == torch.float64 for p in moved.parameters()), f"{who}: parameters stayed in float32 after .to(float64)"
+    assert all(p.dtype == torch.float64 for p in moved.parameters()), (
+        f"{who}: parameters stayed in float32 after .to(float64)"
+    )
     out64 = moved.step(x.double(), y)[0]
     assert out64.dtype == torch.float64 and torch.isfinite(out64), f"{who}: float64 step failed"
     if torch.cuda.is_available():
@@ -402,4 +432,6 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
             last = batch_loss()
             if last < first:
                 break
-    assert last < first, f"{who}: {_LOSS_STEPS} training steps on one batch did not lower the loss ({first:.4g} -> {last:.4g})"
+    assert last < first, (
+        f"{who}: {_LOSS_STEPS} training steps on one batch did not lower the loss ({first:.4g} -> {last:.4g})"
+    )

@@ -106,9 +106,11 @@ def plan(host: str, port: int, expose: bool = False, allowed_hosts: tuple[str, .
 
     _check_address(host, "--host")
     if not is_loopback(host) and not expose:
-        raise ConfigError(f"--host {host}: not a loopback address; the UI would give everyone who can reach this machine "
-                          "read and write access to the tracking store with no login. Add --expose to serve it there "
-                          "behind MLflow's login (basic-auth), or keep the default 127.0.0.1")
+        raise ConfigError(
+            f"--host {host}: not a loopback address; the UI would give everyone who can reach this machine "
+            "read and write access to the tracking store with no login. Add --expose to serve it there "
+            "behind MLflow's login (basic-auth), or keep the default 127.0.0.1"
+        )
     if expose and host in _WILDCARD and not allowed_hosts:
         raise ConfigError(f"--host {host} --expose: name the address(es) clients will use (this machine's name or IP) "
                           "with --allowed-host; only those pass the server's Host and CORS checks")
@@ -116,7 +118,9 @@ def plan(host: str, port: int, expose: bool = False, allowed_hosts: tuple[str, .
         raise ConfigError("--allowed-host: only with --expose (a loopback UI allows localhost, 127.0.0.1 and [::1])")
     uri = tracking.tracking_uri()
     if uri.startswith(("http://", "https://", "databricks")):
-        raise ConfigError(f"MLFLOW_TRACKING_URI={mask(uri)} is an MLflow tracking server: its UI is served at that address already")
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={mask(uri)} is an MLflow tracking server: its UI is served at that address already"
+        )
     hosts = allowed_addresses(host, port, expose, allowed_hosts)
     auth, db = _auth_environment() if expose else ({}, None)  # before the store is touched
     origins = [f"http://{h}" for h in hosts if h.endswith(f":{port}")]
@@ -131,16 +135,18 @@ def plan(host: str, port: int, expose: bool = False, allowed_hosts: tuple[str, .
         args += ["--default-artifact-root", tracking.artifact_root()]
     shown = f"http://{_bracketed(host)}:{port}"
     if not expose:
-        notice = (f"MLflow UI on {shown} over {mask(uri)} ({n} worker(s)); an experiment's runs: {shown}/#/experiments/ID/runs "
-                  "(switch the top-left toggle to 'Model training')")
+        notice = (f"MLflow UI on {shown} over {mask(uri)} ({n} worker(s)); an experiment's runs: "
+                  f"{shown}/#/experiments/ID/runs (switch the top-left toggle to 'Model training')")
         return Plan(args, env, notice, hosts)
     env.update(auth)
     args += ["--app-name", "basic-auth"]
     reach = ", ".join(f"http://{h}" for h in hosts if h.endswith(f":{port}"))
-    notice = (f"EXPOSED: MLflow UI and REST API bound to {shown} ({n} worker(s)), reachable as {reach} only: the whole "
-              f"tracking store {mask(uri)} (runs, params, metrics, artifacts, models; read and write) to every user who "
-              f"logs in (MLflow basic-auth; users in {db}, new users read only). Plain HTTP: put "
-              "TLS in front of it beyond a trusted network")
+    notice = (
+        f"EXPOSED: MLflow UI and REST API bound to {shown} ({n} worker(s)), reachable as {reach} only: the whole "
+        f"tracking store {mask(uri)} (runs, params, metrics, artifacts, models; read and write) to every user who "
+        f"logs in (MLflow basic-auth; users in {db}, new users read only). Plain HTTP: put "
+        "TLS in front of it beyond a trusted network"
+    )
     return Plan(args, env, notice, hosts)
 
 
@@ -156,21 +162,27 @@ def _auth_environment() -> tuple[dict[str, str], Path]:
     except ImportError:
         raise ConfigError("--expose needs MLflow's auth app: pip install 'mlflow[auth]'") from None
     if not hasattr(mlflow_env, "MLFLOW_AUTH_ADMIN_PASSWORD"):  # older auth apps fall back to a published password
-        raise ConfigError(f"--expose: this MLflow's auth app does not read {PASSWORD_ENV}; upgrade MLflow (pip install -U 'mlflow[auth]')")
+        raise ConfigError(f"--expose: this MLflow's auth app does not read {PASSWORD_ENV}; upgrade MLflow (pip install "
+                          "-U 'mlflow[auth]')")
     root = local_root()
     db = root / AUTH_DB
     password = os.environ.get(PASSWORD_ENV, "")
     masking.remember(secret=password or None)
     if not db.exists() and not password:
         user = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
-        raise ConfigError(f"--expose: the first start creates the UI's admin user '{user}' in {db}: set its password in "
-                          f"{PASSWORD_ENV} (the environment, not the command line)")
+        raise ConfigError(
+            f"--expose: the first start creates the UI's admin user '{user}' in {db}: set its password in "
+            f"{PASSWORD_ENV} (the environment, not the command line)"
+        )
     try:
         root.mkdir(parents=True, exist_ok=True)
         ini = root / AUTH_INI
-        ini.write_text("[mlflow]\ndefault_permission = READ\n"
-                       f"database_uri = sqlite:///{db}\nadmin_username = admin\n"
-                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n", encoding="utf-8")
+        ini.write_text(
+            "[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = sqlite:///{db}\nadmin_username = admin\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+            encoding="utf-8",
+        )
     except OSError as exc:
         raise ConfigError(f"{root}: cannot write the UI's auth settings: {exc.strerror or exc} "
                           "(set AEPIPE_HOME to a writable folder)") from None

@@ -20,7 +20,8 @@ class ZooResult:
     seconds: float = 0.0
 
 
-def run_zoo(dataset: str = "digits", epochs: int = 200, experiment: str = "zoo", overrides: tuple[str, ...] | list[str] = (),
+def run_zoo(dataset: str = "digits", epochs: int = 200, experiment: str = "zoo",
+            overrides: tuple[str, ...] | list[str] = (),
             variants: list[str] | None = None, evaluate: Any = None, pm: Any = None,
             echo: Callable[[str], None] = lambda line: None, patience: int = 10, seeds: int = 1) -> ZooResult:
     """Train each variant (all registered ones, or ``variants``) on ``dataset`` into

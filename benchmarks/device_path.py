@@ -160,13 +160,15 @@ def overhead(pm, device, epochs: int, tracker, kind: str) -> None:
         pipeline = resolve(pm, ROOT / "pipelines" / "vae-mnist5k.toml",
                            [*QUIET, f"train.epochs={epochs}", "model.regularizers.kl.iw_samples=5",
                             f"train.checkpoint_every={every}", f"train.checkpoint_seconds={seconds}"])
-        result = attempt(f"  train.checkpoint_every = {every:<2}, checkpoint_seconds = {seconds:<2}:", pipeline, pm, device, tracker)
+        result = attempt(
+            f"  train.checkpoint_every = {every:<2}, checkpoint_seconds = {seconds:<2}:", pipeline, pm, device, tracker
+        )
         if result is None:
             continue
         compute = sum(h["epoch_seconds"] for h in result.history)
         extra = (result.metrics["train_seconds"] - compute) / len(result.history)
-        print(f"  train.checkpoint_every = {every:<2}, checkpoint_seconds = {seconds:<2}: {extra * 1000:.1f} ms per epoch "
-              f"({compute / len(result.history) * 1000:.0f} ms compute)")
+        print(f"  train.checkpoint_every = {every:<2}, checkpoint_seconds = {seconds:<2}: {extra * 1000:.1f} ms per "
+              f"epoch ({compute / len(result.history) * 1000:.0f} ms compute)")
 
 
 def system_metrics(pm, device, epochs: int) -> None:

@@ -62,7 +62,8 @@ def domain(data, n: int, device: str) -> dict:
     t2 = time.perf_counter()
     metrics = generation_metrics(f_real, f_fake)
     t3 = time.perf_counter()
-    out.update(features_s=t2 - t1, metrics_s=t3 - t2, warm_total_s=t3 - t0, warm_total_cpu_s=_cpu() - c0, images=2 * n, **metrics)
+    out.update(features_s=t2 - t1, metrics_s=t3 - t2, warm_total_s=t3 - t0, warm_total_cpu_s=_cpu() - c0, images=2 * n,
+               **metrics)
     return out
 
 
@@ -80,8 +81,8 @@ def inception(data, n: int, n_target: int, device: str) -> dict:
     metrics = generation_metrics(f_real, f_fake)
     t3 = time.perf_counter()
     rate = 2 * n / (t2 - t1)
-    out = dict(load_s=t1 - t0, features_s=t2 - t1, images_per_s=rate, metrics_s=t3 - t2, total_s=t3 - t0, total_cpu_s=_cpu() - c0,
-               images=2 * n, **metrics)
+    out = dict(load_s=t1 - t0, features_s=t2 - t1, images_per_s=rate, metrics_s=t3 - t2, total_s=t3 - t0,
+               total_cpu_s=_cpu() - c0, images=2 * n, **metrics)
     if n_target > n:
         out[f"extrapolated_features_s_for_{n_target}+{n_target}"] = 2 * n_target / rate
     return out
@@ -102,7 +103,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10000, help="images per set (domain: measured; inception: the target)")
     ap.add_argument("--inception-n", type=int, default=500, help="images per set measured in Inception space (0: skip)")
-    ap.add_argument("--metrics-n", type=int, default=0, help="also time the metrics alone on this many 2048-wide rows per set")
+    ap.add_argument(
+        "--metrics-n", type=int, default=0, help="also time the metrics alone on this many 2048-wide rows per set"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dataset", default="mnist5k")
     ap.add_argument("--skip-domain", action="store_true")

@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMAND = ["-m", "aepipe.cli", "train", str(ROOT / "pipelines" / "vanilla.toml"), "--set", "train.epochs=20", "--json", "-q"]
+COMMAND = ["-m", "aepipe.cli", "train", str(ROOT / "pipelines" / "vanilla.toml"), "--set", "train.epochs=20", "--json",
+           "-q"]
 
 
 def whole_command(rounds: int, env: dict[str, str]) -> None:
@@ -72,7 +73,8 @@ from aepipe.model import build_model, check_model_fits
 device = select_device("auto"); seed_everything(0)
 data = load_data(p, device); mark("load the dataset")
 check_model_fits(p, data, device); model = build_model(p, data); mark("size on the meta device, build the model once")
-optimizer = make_optimizer(model.parameter_groups(), "adam", 1e-3, 0.0); mark("first optimizer (torch imports its compiler)")
+optimizer = make_optimizer(model.parameter_groups(), "adam", 1e-3, 0.0)
+mark("first optimizer (torch imports its compiler)")
 first_step_check(model, optimizer, data, 64, ""); mark("first-step check (and the model restored)")
 result = loop.train(p, pm, tracker=tracker); mark("the run: start, 20 epochs, test, figures, model, end")
 print(f"  of which train_seconds: {result.metrics['train_seconds']:.2f}s")
@@ -146,7 +148,9 @@ def against_hand(rounds: int, store: str, epochs: int) -> dict:
 
     def hand(home: Path) -> tuple[float, float]:
         home.mkdir(parents=True, exist_ok=True)
-        return timed([sys.executable, "-c", script, f"sqlite:///{home / 'mlflow.db'}", str(epochs)], aepipe_env(home), home)
+        return timed(
+            [sys.executable, "-c", script, f"sqlite:///{home / 'mlflow.db'}", str(epochs)], aepipe_env(home), home
+        )
 
     def ours(home: Path) -> tuple[float, float]:
         home.mkdir(parents=True, exist_ok=True)
@@ -178,11 +182,15 @@ def against_hand(rounds: int, store: str, epochs: int) -> dict:
 
 
 #: import-time buckets, most specific first: (prefix of the module name, bucket)
-BUCKETS = [("torch._dynamo", "torch compiler"), ("torch._inductor", "torch compiler"), ("torch.compiler", "torch compiler"),
+BUCKETS = [("torch._dynamo", "torch compiler"), ("torch._inductor", "torch compiler"),
+           ("torch.compiler", "torch compiler"),
            ("torch._functorch", "torch compiler"), ("torch.fx", "torch compiler"), ("torch._export", "torch compiler"),
-           ("torch.export", "torch compiler"), ("torch.onnx", "torch compiler"), ("torch._higher_order_ops", "torch compiler"),
-           ("torch._subclasses", "torch compiler"), ("torch._prims", "torch compiler"), ("torch._refs", "torch compiler"),
-           ("torch._decomp", "torch compiler"), ("sympy", "torch compiler (sympy)"), ("mpmath", "torch compiler (sympy)")]
+           ("torch.export", "torch compiler"), ("torch.onnx", "torch compiler"),
+           ("torch._higher_order_ops", "torch compiler"),
+           ("torch._subclasses", "torch compiler"), ("torch._prims", "torch compiler"),
+           ("torch._refs", "torch compiler"),
+           ("torch._decomp", "torch compiler"), ("sympy", "torch compiler (sympy)"),
+           ("mpmath", "torch compiler (sympy)")]
 
 
 def bucket(module: str) -> str:
@@ -227,8 +235,9 @@ def import_breakdown(epochs: int, top: int) -> dict:
     train_seconds = json.loads(out.stdout)["metrics"]["train_seconds"]
     everything = sum(own.values())
     ranked = sorted(via.items(), key=lambda kv: -kv[1])
-    print(f"imports of `aepipe train` (-X importtime, which slows imports itself): {everything:.2f}s of {wall:.2f}s wall, "
-          f"train_seconds {train_seconds:.2f}s; by the package aepipe imports (with what it pulls in) and its own time")
+    print(f"imports of `aepipe train` (-X importtime, which slows imports itself): {everything:.2f}s of {wall:.2f}s "
+          f"wall, train_seconds {train_seconds:.2f}s; by the package aepipe imports (with what it pulls in) and its "
+          "own time")
     for name, seconds in ranked[:top]:
         print(f"  {name:28s} {seconds:6.2f}s  own {own.get(name, 0.0):6.2f}s")
     rest = sum(sec for _, sec in ranked[top:])
@@ -239,8 +248,11 @@ def import_breakdown(epochs: int, top: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--against-hand", action="store_true", help="aepipe train against the hand-tracked script, then its imports")
-    parser.add_argument("--store", choices=["fresh", "warm"], default="fresh", help="--against-hand: a new store each round, or one each")
+    parser.add_argument(
+        "--against-hand", action="store_true", help="aepipe train against the hand-tracked script, then its imports"
+    )
+    parser.add_argument("--store", choices=["fresh", "warm"], default="fresh",
+                        help="--against-hand: a new store each round, or one each")
     parser.add_argument("--epochs", type=int, default=20, help="--against-hand: epochs of both")
     parser.add_argument("--top", type=int, default=12, help="--against-hand: packages listed in the import breakdown")
     parser.add_argument("--json", type=Path, default=None, help="--against-hand: also write the figures here")

@@ -60,7 +60,11 @@ def _time(space_name: str, table: dict, n_fake: int, n_real: int | None, cache: 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default=None, help="feature space (default: aepipe's default)")
-    p.add_argument("--ladder", default="digits,mnist5k,shapes,shapes-colour", help=f"datasets for the ladder tables: {', '.join(TABLES)} ('' for none)")
+    p.add_argument(
+        "--ladder",
+        default="digits,mnist5k,shapes,shapes-colour",
+        help=f"datasets for the ladder tables: {', '.join(TABLES)} ('' for none)",
+    )
     p.add_argument("--n", type=int, default=None, help="images per rung (default: as tests/test_ladder.py)")
     p.add_argument("--skip-timing", action="store_true")
     args = p.parse_args()
@@ -70,12 +74,14 @@ def main() -> None:
     print(f"space: {space}; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f}")
     if not args.skip_timing:
         with tempfile.TemporaryDirectory() as cache:
-            for label, table, n_fake, n_real in (("2,000 28x28 (mnist5k)", TABLES["mnist5k"], 2000, None),
-                                                 ("10,000 32x32 colour (shapes)", {"name": "shapes", "colour": True}, 10000, 10000)):
+            for label, table, n_fake, n_real in (
+                ("2,000 28x28 (mnist5k)", TABLES["mnist5k"], 2000, None),
+                ("10,000 32x32 colour (shapes)", {"name": "shapes", "colour": True}, 10000, 10000),
+            ):
                 r = _time(space, table, n_fake, n_real, cache)
-                print(f"{label}: prepare cold {r['cold'][0]:.1f} s ({r['cold'][1]:.1f} CPU-s), warm {r['warm'][0]:.2f} s; "
-                      f"scoring {r['n_fake']} against {r['n_real']}: {r['score'][0]:.1f} s ({r['score'][1]:.1f} CPU-s; "
-                      f"features {r['features_s']:.1f} s); cold total {r['cold'][0] + r['score'][0]:.1f} s; "
+                print(f"{label}: prepare cold {r['cold'][0]:.1f} s ({r['cold'][1]:.1f} CPU-s), warm {r['warm'][0]:.2f} "
+                      f"s; scoring {r['n_fake']} against {r['n_real']}: {r['score'][0]:.1f} s ({r['score'][1]:.1f} "
+                      f"CPU-s; features {r['features_s']:.1f} s); cold total {r['cold'][0] + r['score'][0]:.1f} s; "
                       f"load average {os.getloadavg()[0]:.1f}")
     from aepipe.evaluation.ladder import ladder_table
     from aepipe.usecases.fid import calibrate

@@ -49,7 +49,9 @@ class Net(nn.Module):
     def __init__(self, vae: bool, d: int = 784, k: int = 16):
         super().__init__()
         self.vae = vae
-        self.enc = nn.Sequential(nn.Linear(d, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 2 * k if vae else k))
+        self.enc = nn.Sequential(
+            nn.Linear(d, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 2 * k if vae else k)
+        )
         self.dec = nn.Sequential(nn.Linear(k, 256), nn.ReLU(), nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, d))
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,8 +112,9 @@ def main() -> None:
             result = train(fused, pm)
             rows["aepipe_fused"].append(x.shape[0] * result.epochs / result.metrics["train_seconds"])
         med = {k: statistics.median(v) for k, v in rows.items()}
-        print(f"{variant}: samples/s, median of {args.rounds}: hand-written {med['hand']:,.0f}, aepipe {med['aepipe']:,.0f}; "
-              f"with fused Adam: hand-written {med['hand_fused']:,.0f}, aepipe {med['aepipe_fused']:,.0f}")
+        print(f"{variant}: samples/s, median of {args.rounds}: hand-written {med['hand']:,.0f}, aepipe "
+              f"{med['aepipe']:,.0f}; with fused Adam: hand-written {med['hand_fused']:,.0f}, aepipe "
+              f"{med['aepipe_fused']:,.0f}")
         for label, mine, theirs in (("Adam", "aepipe", "hand"), ("fused Adam", "aepipe_fused", "hand_fused")):
             ratio = [a / h for a, h in zip(rows[mine], rows[theirs])]
             print(f"    {label}: aepipe / hand-written median {statistics.median(ratio):.3f} "

@@ -59,7 +59,8 @@ def train_images(folder: Path, variant: str, held: bool, epochs: int, extra: dic
     from aepipe.training import train
 
     pm = get_plugin_manager()
-    model = {**extra.get("model", {}), "regularizers": {"kl": {"iw_samples": 1}}}  # the end-of-run IW bound is not what is timed
+    # the end-of-run IW bound is not what is timed
+    model = {**extra.get("model", {}), "regularizers": {"kl": {"iw_samples": 1}}}
     data = {"name": "imagefolder", "path": str(folder), "in_memory": held, **extra.get("data", {})}
     tree = {"variant": variant, "data": data, "model": model,
             "train": {"epochs": epochs, "patience": 0, "batch_size": 128, "checkpoint_seconds": 1e9}}
@@ -80,23 +81,30 @@ def images(n: int, epochs: int) -> None:
         folder = Path(tmp) / "images"
         seconds = make_images(folder, n)
         size = sum(f.stat().st_size for f in folder.rglob("*.png"))
-        print(f"{n} PNGs, 32x32 RGB, {size / 1e6:.1f} MB on disk, written in {seconds:.1f} s; {os.cpu_count()} CPU cores")
-        models = {"vae (MLP 256-128)": ("vae", {}),
-                  "resnet-vae (widths 16, 32, 1 block)": ("resnet-vae", {"model": {"encoder": {"widths": [16, 32], "blocks": 1},
-                                                                                    "decoder": {"widths": [16, 32], "blocks": 1}}})}
+        print(
+            f"{n} PNGs, 32x32 RGB, {size / 1e6:.1f} MB on disk, written in {seconds:.1f} s; {os.cpu_count()} CPU cores"
+        )
+        models = {
+            "vae (MLP 256-128)": ("vae", {}),
+            "resnet-vae (widths 16, 32, 1 block)": (
+                "resnet-vae",
+                {"model": {"encoder": {"widths": [16, 32], "blocks": 1}, "decoder": {"widths": [16, 32], "blocks": 1}}},
+            ),
+        }
         for label, (variant, extra) in models.items():
             held = train_images(folder, variant, True, epochs, extra)
             streamed = train_images(folder, variant, False, epochs, extra)
             print(f"{label}: held {held['images_per_second']:.0f} images/s (first epoch {held['first_epoch_s']:.1f} s, "
-                  f"test_loss {held['test_loss']:.2f}); streamed {streamed['images_per_second']:.0f} images/s (first epoch "
-                  f"{streamed['first_epoch_s']:.1f} s, test_loss {streamed['test_loss']:.2f}); held/streamed "
+                  f"test_loss {held['test_loss']:.2f}); streamed {streamed['images_per_second']:.0f} images/s (first "
+                  f"epoch {streamed['first_epoch_s']:.1f} s, test_loss {streamed['test_loss']:.2f}); held/streamed "
                   f"{held['images_per_second'] / streamed['images_per_second']:.2f}x (target <= 1.5x)")
         from aepipe_plugins.datasets.images import ImageFiles
 
         rows = ImageFiles(sorted(folder.rglob("*.png"))[:4000], 3, None, "bench")
         decode = time.perf_counter()
         rows.read(np.arange(len(rows)))
-        print(f"reading and decoding alone: {(time.perf_counter() - decode) / len(rows) * 1e6:.0f} us per image on one core")
+        print(f"reading and decoding alone: {(time.perf_counter() - decode) / len(rows) * 1e6:.0f} us per image on one "
+              "core")
 
 
 def rss_anon(pid: int) -> int:
@@ -130,13 +138,15 @@ def mmap(gb: float | None, where: Path) -> None:
     array.flush()
     del array
     nbytes = path.stat().st_size
-    print(f"{path}: {rows:,} rows x {d} float32 = {nbytes / 1e9:.2f} GB, written in {time.perf_counter() - started:.0f} s; "
-          f"MemAvailable before writing {free / 1e9:.2f} GB (half: {free / 2e9:.2f} GB)")
+    print(f"{path}: {rows:,} rows x {d} float32 = {nbytes / 1e9:.2f} GB, written in "
+          f"{time.perf_counter() - started:.0f} s; MemAvailable before writing {free / 1e9:.2f} GB (half: "
+          f"{free / 2e9:.2f} GB)")
     home = where / "mlruns"
     args = [sys.executable, "-m", "aepipe.cli", "train", "--json", "-q", str(ROOT / "pipelines" / "vanilla.toml"),
             "--set", "data.name='file'", "--set", f"data.path='{path}'", "--set", "data.val_fraction=0.02",
             "--set", "data.test_fraction=0.02", "--set", "train.epochs=1", "--set", "train.batch_size=512",
-            "--set", "tracking.log_images=false", "--set", "tracking.log_dataset=false", "--set", "tracking.log_model=false"]
+            "--set", "tracking.log_images=false", "--set", "tracking.log_dataset=false", "--set",
+            "tracking.log_model=false"]
     env = {**os.environ, "AEPIPE_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     started = time.perf_counter()
@@ -167,8 +177,8 @@ def mmap(gb: float | None, where: Path) -> None:
     import mlflow
 
     tags = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_run(summary["run_id"]).data.tags
-    print(f"aepipe train (vanilla, 1 epoch, batch 512): {wall:.0f} s, train_seconds {summary['metrics']['train_seconds']:.0f}, "
-          f"test_loss {summary['metrics']['test_loss']:.4f}")
+    print(f"aepipe train (vanilla, 1 epoch, batch 512): {wall:.0f} s, train_seconds "
+          f"{summary['metrics']['train_seconds']:.0f}, test_loss {summary['metrics']['test_loss']:.4f}")
     print(f"data path: {tags.get('aepipe.data.path')} ({tags.get('aepipe.data.reason')})")
     print(f"peak RssAnon: training process {peak['main'] / 1e9:.3f} GB = {peak['main'] / nbytes:.1%} of the array "
           f"(target < 25%); its DataLoader workers together {peak['workers'] / 1e9:.3f} GB")

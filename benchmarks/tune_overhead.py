@@ -17,12 +17,14 @@ trial, and aepipe's per-trial cost beyond training, read from the trial runs in 
 Targets (issue 22): ``aepipe tune`` <= 1.3x the hand-written study; two workers on two cores no
 slower than one.
 
-    python benchmarks/tune_overhead.py [--rounds 3] [--n-trials 12] [--epochs 10] [--threads 1] [--ablate] [--phases] [--json out.json]
+    python benchmarks/tune_overhead.py [--rounds 3] [--n-trials 12] [--epochs 10] [--threads 1] [--ablate] \
+        [--phases] [--json out.json]
 
 On a busy 2-core machine torch's default two threads stall on these tiny models (training took
 10-20x longer than with one, for both sides, and varied 5x between rounds); ``--threads 1`` sets
 OMP_NUM_THREADS=1 for every process measured (``--n-workers 2`` gives each worker one thread
-anyway). ``--phases`` then times one more one-worker study phase by phase. ``--ablate`` then runs the one-worker study once per tracking switch turned off
+anyway). ``--phases`` then times one more one-worker study phase by phase. ``--ablate`` then runs the
+one-worker study once per tracking switch turned off
 (figures, model, dataset, all three) to attribute the per-trial cost.
 
 aepipe is used only through its command line; the MLflow store is read with ``mlflow``.
@@ -143,11 +145,12 @@ direction = "minimize"
 #: one ``aepipe tune`` in this process with the wall time of its phases (argv: the pipeline file):
 #: aepipe's functions wrapped with a timer (no profiler, which inflates Python-heavy code); printed
 #: as JSON, seconds by phase
-PHASES = r'''
+PHASES = r"""
 import json, sys, time
 T0 = time.perf_counter()
 import aepipe.cli as cli
-import aepipe.plugins, aepipe.tracking.health, aepipe.tracking.store, aepipe.training.loop, aepipe.tune, aepipe.tune.record, aepipe.usecases.tune
+import aepipe.plugins, aepipe.tracking.health, aepipe.tracking.store, aepipe.training.loop, aepipe.tune
+import aepipe.tune.record, aepipe.usecases.tune
 
 spent = {"imports (aepipe, torch: the timed modules)": time.perf_counter() - T0}
 
@@ -183,7 +186,7 @@ total = time.perf_counter() - T0
 spent["the rest (the command parsed, output)"] = total - sum(v for k, v in spent.items() if not k.startswith("  "))
 spent["total"] = total
 print(json.dumps(spent))
-'''
+"""
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -205,7 +208,8 @@ def trial_costs(home: Path, study: str) -> list[tuple[float, float, float, float
     for run in runs:
         seconds = run.data.metrics.get("train_seconds")
         if seconds is not None and run.info.end_time:
-            out.append(((run.info.end_time - run.info.start_time) / 1000, seconds, run.info.start_time / 1000, run.info.end_time / 1000))
+            out.append(((run.info.end_time - run.info.start_time) / 1000, seconds, run.info.start_time / 1000,
+                        run.info.end_time / 1000))
     return sorted(out, key=lambda row: row[2])
 
 
@@ -278,8 +282,9 @@ def ablate(n_trials: int, epochs: int, wall: float, in_run: float) -> dict:
     for label, sets in ABLATIONS.items():
         row = aepipe_tune(n_trials, epochs, 1, sets)
         saved_run, saved_wall = in_run - row["beyond_training_in_run"], (wall - row["wall"]) / n_trials
-        print(f"  {label:18s} wall {row['wall']:7.2f}s  per trial run beyond training {row['beyond_training_in_run']:5.2f}s"
-              f"  saves {saved_run:5.2f}s/trial in the run, {saved_wall:5.2f}s/trial of wall")
+        print(f"  {label:18s} wall {row['wall']:7.2f}s  per trial run beyond training "
+              f"{row['beyond_training_in_run']:5.2f}s  saves {saved_run:5.2f}s/trial in the run, "
+              f"{saved_wall:5.2f}s/trial of wall")
         out[label] = {**row, "saved_per_trial_run": saved_run, "saved_per_trial_wall": saved_wall}
     return out
 
@@ -321,17 +326,23 @@ def main() -> None:
         return statistics.median(row[key] for row in rows[name])
 
     print(f"{n} trials x {args.epochs} epochs, median of {args.rounds} round(s); cores {os.cpu_count()}, "
-          f"OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS', 'unset')}, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS', 'unset')}, load "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'':26s} {'wall s':>8s} {'s/trial':>8s} {'train s':>8s} {'(wall-train)/trial s':>21s}")
-    result: dict = {"n_trials": n, "epochs": args.epochs, "rounds": args.rounds, "cores": os.cpu_count(), "threads": args.threads,
-                    "loadavg": os.getloadavg(), "raw": rows}
-    for name, label in (("hand", "hand-written Optuna"), ("aepipe", "aepipe tune"), ("aepipe-2w", "aepipe tune --n-workers 2")):
+    result: dict = {"n_trials": n, "epochs": args.epochs, "rounds": args.rounds, "cores": os.cpu_count(),
+                    "threads": args.threads, "loadavg": os.getloadavg(), "raw": rows}
+    for name, label in (
+        ("hand", "hand-written Optuna"),
+        ("aepipe", "aepipe tune"),
+        ("aepipe-2w", "aepipe tune --n-workers 2"),
+    ):
         if not rows[name]:
             continue
         wall, trained = med(name, "wall"), med(name, "train_seconds")
         per_trial = (wall - trained) / n
         print(f"{label:26s} {wall:8.2f} {wall / n:8.2f} {trained:8.2f} {per_trial:21.2f}")
-        result[name] = {"wall": wall, "per_trial": wall / n, "train_seconds": trained, "beyond_training_per_trial": per_trial}
+        result[name] = {"wall": wall, "per_trial": wall / n, "train_seconds": trained,
+                        "beyond_training_per_trial": per_trial}
     in_run = med("aepipe", "beyond_training_in_run")
     ratio = med("aepipe", "wall") / med("hand", "wall")
     result.update(ratio=ratio, beyond_training_in_trial_run=in_run)

@@ -63,7 +63,9 @@ def run_study(n: int, pruner: str, workers: int, data: str = "digits", epochs: i
 
     from aepipe.tune import make_storage
 
-    study = optuna.load_study(study_name="bench", storage=make_storage(f"journal:///{home / 'mlruns' / 'optuna.journal'}"))
+    study = optuna.load_study(
+        study_name="bench", storage=make_storage(f"journal:///{home / 'mlruns' / 'optuna.journal'}")
+    )
     epochs = sum(len(t.intermediate_values) for t in study.trials)
     best = min(t.value for t in study.trials if t.value is not None)
     states = {}

@@ -91,10 +91,12 @@ def main() -> None:
         theirs, their_seconds = hand_written(data.x_train.cpu(), data.x_test.cpu(), seed)
         rows.append((seed, ours, theirs, result.metrics["train_seconds"], their_seconds, wall))
         print(f"seed {seed}: aepipe {ours:.2f}  hand-written {theirs:.2f}  ratio {ours / theirs:.4f}  "
-              f"train s: aepipe {result.metrics['train_seconds']:.1f} (whole run {wall:.1f}), hand-written {their_seconds:.1f}", flush=True)
+              f"train s: aepipe {result.metrics['train_seconds']:.1f} (whole run {wall:.1f}), hand-written "
+              f"{their_seconds:.1f}", flush=True)
     ours = sum(r[1] for r in rows) / len(rows)
     theirs = sum(r[2] for r in rows) / len(rows)
-    print(f"mean over {len(rows)} seeds: aepipe {ours:.2f}  hand-written {theirs:.2f}  difference {100 * (ours - theirs) / theirs:+.2f}%")
+    print(f"mean over {len(rows)} seeds: aepipe {ours:.2f}  hand-written {theirs:.2f}  difference "
+          f"{100 * (ours - theirs) / theirs:+.2f}%")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import textwrap
 from pathlib import Path
 
 
-def make_distribution(site: Path, name: str, version: str, entry_points: dict[str, str], modules: dict[str, str]) -> Path:
+def make_distribution(
+    site: Path, name: str, version: str, entry_points: dict[str, str], modules: dict[str, str]
+) -> Path:
     """Write modules and ``<name>-<version>.dist-info`` (METADATA, entry_points.txt) into ``site``."""
     site.mkdir(parents=True, exist_ok=True)
     for module, source in modules.items():
@@ -77,7 +79,9 @@ def wait_for_http(url: str, proc, timeout: float = 120.0, log: Path | None = Non
             pass
         if proc.poll() is not None or time.time() > deadline:
             output = log.read_text() if log is not None else proc.stdout.read()
-            raise AssertionError(f"{url} did not answer ({'exited' if proc.poll() is not None else 'timed out'}): {output[-3000:]}")
+            raise AssertionError(
+                f"{url} did not answer ({'exited' if proc.poll() is not None else 'timed out'}): {output[-3000:]}"
+            )
         time.sleep(1)
 
 

@@ -72,7 +72,8 @@ def test_encode_reconstruct_and_sample_write_what_the_model_gives(at_store, tmp_
     run = at_store
     raw = run.data.x_test[:7].numpy() * 16.0  # the digits' raw units are 0..16
     np.save(tmp_path / "x.npy", raw)
-    written = aepipe.encode(run.run_id, str(tmp_path / "x.npy"), str(tmp_path / "codes.npy"))  # paths as text, as in the README
+    # paths as text, as in the README
+    written = aepipe.encode(run.run_id, str(tmp_path / "x.npy"), str(tmp_path / "codes.npy"))
     codes = np.load(tmp_path / "codes.npy")
     assert written.count == 7 and written.shape == codes.shape == (7, run.model.spec.code_dim)
     model = aepipe.load_model(run.run_id)  # the run's model, rebuilt from its files
@@ -82,7 +83,11 @@ def test_encode_reconstruct_and_sample_write_what_the_model_gives(at_store, tmp_
     recon = np.load(tmp_path / "recon.npy")
     assert recon.shape == raw.shape and recon.min() >= 0.0 and recon.max() <= 16.0
     out = aepipe.sample(run.run_id, 5, tmp_path / "s.npy", grid=tmp_path / "s.png", seed=3)
-    assert np.load(tmp_path / "s.npy").shape == (5, 1, 8, 8) and out.grid == tmp_path / "s.png" and out.grid.stat().st_size > 0
+    assert (
+        np.load(tmp_path / "s.npy").shape == (5, 1, 8, 8)
+        and out.grid == tmp_path / "s.png"
+        and out.grid.stat().st_size > 0
+    )
     aepipe.sample(run.run_id, 5, tmp_path / "t.npy", seed=3)
     assert np.array_equal(np.load(tmp_path / "s.npy"), np.load(tmp_path / "t.npy"))  # seeded
     with pytest.raises(aepipe.ConfigError, match="--what nope: run .* offers"):
@@ -116,5 +121,6 @@ def test_check_plugins_is_the_commands_check(aepipe_pm):
 def test_the_cli_holds_no_library_logic():
     """The commands' bodies call use cases: no array, model or study work left in the CLI."""
     text = "".join(p.read_text() for p in Path(__import__("aepipe.cli").cli.__file__).parent.glob("*.py"))
-    for needle in ("import torch", "import numpy", "np.", "load_model(", "select_device(", "resolve(", "check_writable("):
+    for needle in ("import torch", "import numpy", "np.", "load_model(", "select_device(", "resolve(",
+                   "check_writable("):
         assert needle not in text, needle

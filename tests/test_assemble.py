@@ -51,9 +51,13 @@ def _counting() -> types.ModuleType:
 
 
 def _pipeline(pm, tracking=None):
-    tree = {"variant": "denoising", "data": {"name": "digits"},
-            "model": {"code_dim": 4, "regularizers": {"counting": {}}},
-            "train": {"epochs": 2, "batch_size": 256, "device": "cpu", "patience": 0}, "tracking": {**QUIET, **(tracking or {})}}
+    tree = {
+        "variant": "denoising",
+        "data": {"name": "digits"},
+        "model": {"code_dim": 4, "regularizers": {"counting": {}}},
+        "train": {"epochs": 2, "batch_size": 256, "device": "cpu", "patience": 0},
+        "tracking": {**QUIET, **(tracking or {})},
+    }
     return resolve(pm, tree=tree)
 
 
@@ -79,7 +83,9 @@ def test_the_first_step_check_leaves_the_run_as_one_without_it(aepipe_pm, aepipe
     monkeypatch.setattr(assembly, "first_step_check", lambda *args, **kwargs: [])
     unchecked = train(pipeline, aepipe_pm, tracker=MemoryTracker(tmp_path / "b"))
     a, b = checked.model.state_dict(), unchecked.model.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [
+        k for k in a if not torch.equal(a[k], b[k])
+    ]
     assert float(a["regularizers.counting.seen"]) == 2 * -(-len(checked.data.train) // 256)  # the training steps only
     assert [h["loss"] for h in checked.history] == [h["loss"] for h in unchecked.history]
     assert checked.metrics["test_loss"] == unchecked.metrics["test_loss"]

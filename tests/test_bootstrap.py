@@ -79,7 +79,10 @@ def test_interval_keys_pair_with_their_metric():
     assert bound_of("eval_precision_inception_hi.gmm") == ("eval_precision_inception.gmm", "hi")
     assert bound_of("eval_fid") == ("eval_fid", None) and bound_of("eval_mse") == ("eval_mse", None)
     assert bounds("eval_fid_inception.gmm") == ("eval_fid_inception_lo.gmm", "eval_fid_inception_hi.gmm")
-    assert metric_of("eval_authenticity_lo") == "authenticity" and metric_of("eval_data_copying_hi.gmm") == "data_copying"
-    assert order(["eval_fid_hi", "eval_kid", "eval_fid", "eval_fid_lo"]) == ["eval_fid", "eval_fid_lo", "eval_fid_hi", "eval_kid"]
+    assert (
+        metric_of("eval_authenticity_lo") == "authenticity" and metric_of("eval_data_copying_hi.gmm") == "data_copying"
+    )
+    assert order(["eval_fid_hi", "eval_kid", "eval_fid", "eval_fid_lo"]) == ["eval_fid", "eval_fid_lo", "eval_fid_hi",
+                                                                             "eval_kid"]
     with pytest.raises(ValueError, match="choose lo or hi"):
         key("fid", bound="mid")

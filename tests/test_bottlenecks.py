@@ -25,8 +25,11 @@ from aepipe.training import load_data, train
 from conftest import store_at, use_store, QUIET_KEEP_MODEL
 
 QUIET = QUIET_KEEP_MODEL
-SMALL = {"data": {"name": "digits"}, "train": {"epochs": 4, "batch_size": 64, "patience": 0},
-         "model": {"code_dim": 8, "encoder": {"name": "mlp", "hidden": [64]}, "decoder": {"name": "mlp", "hidden": [64]}}}
+SMALL = {
+    "data": {"name": "digits"},
+    "train": {"epochs": 4, "batch_size": 64, "patience": 0},
+    "model": {"code_dim": 8, "encoder": {"name": "mlp", "hidden": [64]}, "decoder": {"name": "mlp", "hidden": [64]}},
+}
 
 
 def _tree(**model) -> dict:
@@ -40,8 +43,11 @@ def test_the_vae_path_moved_into_the_gaussian_bottleneck_gives_the_same_figures(
     losses as the encoder that gave its own posterior, epoch by epoch: the same weights, draws and
     KL, computed in closed form without distribution objects."""
     gaussian = resolve(aepipe_pm, tree={"variant": "vae", **_tree()}, overrides=["tracking.log_model=false", *QUIET])
-    legacy_tree = _tree(encoder={"name": "mlp", "hidden": [64], "distribution": "gaussian"}, prior={"name": "standard-normal"},
-                        regularizers={"kl": {}})
+    legacy_tree = _tree(
+        encoder={"name": "mlp", "hidden": [64], "distribution": "gaussian"},
+        prior={"name": "standard-normal"},
+        regularizers={"kl": {}},
+    )
     legacy = resolve(aepipe_pm, tree=legacy_tree, overrides=["tracking.log_model=false", *QUIET])
     assert "bottleneck" in gaussian.components and "bottleneck" not in legacy.components
     a, b = train(gaussian, aepipe_pm), train(legacy, aepipe_pm)
@@ -84,7 +90,9 @@ def vae_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("bottleneck-store") / "mlruns"
     pm = get_plugin_manager()
     with store_at(home):
-        pipeline = resolve(pm, tree={"variant": "vae", **_tree(sampler={"name": "gmm", "components": 4})}, overrides=QUIET)
+        pipeline = resolve(
+            pm, tree={"variant": "vae", **_tree(sampler={"name": "gmm", "components": 4})}, overrides=QUIET
+        )
         result = train(pipeline, pm)
         yield result, home
 
@@ -103,13 +111,17 @@ def test_encode_what_gives_what_the_bottleneck_offers(in_vae_store, tmp_path):
     runner = CliRunner()
     out = {}
     for what in ("code", "mean", "sample"):
-        r = runner.invoke(cli, ["encode", result.run_id, str(tmp_path / "x.npy"), "--what", what, "-o", str(tmp_path / f"{what}.npy")])
+        r = runner.invoke(
+            cli, ["encode", result.run_id, str(tmp_path / "x.npy"), "--what", what, "-o", str(tmp_path / f"{what}.npy")]
+        )
         assert r.exit_code == 0, r.output
         out[what] = np.load(tmp_path / f"{what}.npy")
         assert out[what].shape == (20, 8)
     assert np.array_equal(out["code"], out["mean"])  # the gaussian's code is its mean
     assert not np.allclose(out["sample"], out["mean"])  # a posterior draw is not its mean
-    r = runner.invoke(cli, ["encode", result.run_id, str(tmp_path / "x.npy"), "--what", "indices", "-o", str(tmp_path / "i.npy")])
+    r = runner.invoke(
+        cli, ["encode", result.run_id, str(tmp_path / "x.npy"), "--what", "indices", "-o", str(tmp_path / "i.npy")]
+    )
     assert r.exit_code == 2 and "--what indices: run" in r.stderr and "offers code, mean, sample" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -134,13 +146,19 @@ def test_a_sampler_is_fitted_logged_reloaded_and_used_by_sample_and_pyfunc(in_va
     # the pyfunc model serves the same draws
     assert np.allclose(predict(model, None, {"mode": "sample", "n": 6, "seed": 5}), expected, atol=1e-4)
     # --sampler prior draws from the prior instead
-    r = CliRunner().invoke(cli, ["sample", result.run_id, "-n", "6", "--seed", "5", "--sampler", "prior", "-o", str(tmp_path / "p.npy")])
+    r = CliRunner().invoke(
+        cli, ["sample", result.run_id, "-n", "6", "--seed", "5", "--sampler", "prior", "-o", str(tmp_path / "p.npy")]
+    )
     assert r.exit_code == 0, r.stderr
     assert not np.allclose(np.load(tmp_path / "p.npy").reshape(6, -1), expected, atol=1e-2)
-    r = CliRunner().invoke(cli, ["sample", result.run_id, "-n", "2", "--sampler", "flow", "-o", str(tmp_path / "q.npy")])
+    r = CliRunner().invoke(
+        cli, ["sample", result.run_id, "-n", "2", "--sampler", "flow", "-o", str(tmp_path / "q.npy")]
+    )
     assert r.exit_code == 2 and "has no fitted sampler 'flow'" in r.stderr
     # a name is checked against the registry before any artifact path is built from it
-    r = CliRunner().invoke(cli, ["sample", result.run_id, "-n", "2", "--sampler", "../../gmm", "-o", str(tmp_path / "q.npy")])
+    r = CliRunner().invoke(
+        cli, ["sample", result.run_id, "-n", "2", "--sampler", "../../gmm", "-o", str(tmp_path / "q.npy")]
+    )
     assert r.exit_code == 2 and "--sampler: unknown sampler '../../gmm'" in r.stderr
 
 
@@ -163,7 +181,9 @@ def test_fit_sampler_later_and_gmm_samples_are_closer_to_the_data_than_the_norma
         return float(d.mean())
 
     for name in ("gmm", "prior"):
-        r = runner.invoke(cli, ["sample", result.run_id, "-n", "200", "--sampler", name, "-o", str(tmp_path / f"{name}.npy")])
+        r = runner.invoke(
+            cli, ["sample", result.run_id, "-n", "200", "--sampler", name, "-o", str(tmp_path / f"{name}.npy")]
+        )
         assert r.exit_code == 0, r.output
     gmm, normal = nearest(tmp_path / "gmm.npy"), nearest(tmp_path / "prior.npy")
     assert gmm < 0.6 * normal, (gmm, normal)
@@ -171,7 +191,9 @@ def test_fit_sampler_later_and_gmm_samples_are_closer_to_the_data_than_the_norma
     r = runner.invoke(cli, ["fit-sampler", result.run_id, "--sampler", "nope"])
     assert r.exit_code == 2 and "unknown sampler 'nope'" in r.stderr
     r = runner.invoke(cli, ["fit-sampler", result.run_id, "--sampler", "gmm", "--set", "components=0"])
-    assert r.exit_code == 2 and "--set: 'sampler.components' = 0" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (
+        r.exit_code == 2 and "--set: 'sampler.components' = 0" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    )
 
 
 class _Counting(Bottleneck):
@@ -264,7 +286,9 @@ def test_the_guides_third_party_bottleneck_conforms_and_is_short(aepipe_pm, aepi
 
     aepipe_plugin(Plugin(), "tiny-vq")
     check_component("bottleneck", "tiny-vq", aepipe_pm)
-    _, model, data = __import__("aepipe.testing", fromlist=["_build_component_model"])._build_component_model(aepipe_pm, "bottleneck", "tiny-vq")
+    _, model, data = __import__("aepipe.testing", fromlist=["_build_component_model"])._build_component_model(
+        aepipe_pm, "bottleneck", "tiny-vq"
+    )
     groups = torch.optim.Adam(model.parameter_groups(), lr=1e-3).param_groups
     assert [g["lr"] for g in groups] == [1e-3, 1e-2]
     code = model.encode(data.train.head(8)[0])

@@ -33,7 +33,8 @@ def as_limit() -> int:
     """The address-space limit of the CLI runs: :data:`AS_LIMIT` (2 GiB), or more where torch
     alone maps more (a CUDA build of torch maps about 3 GB of libraries before any work: the limit
     is then what the imports mapped plus 2 GiB), so the command gets as far as reading the file."""
-    probe = "import torch, aepipe.cli; print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmSize')))"
+    probe = ("import torch, aepipe.cli; print(next(l.split()[1] for l in open('/proc/self/status') if "
+             "l.startswith('VmSize')))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     mapped = int(out.stdout.split()[-1]) * 1024 if out.returncode == 0 and out.stdout.split() else 0
     return AS_LIMIT if mapped + (768 << 20) <= AS_LIMIT else mapped + AS_LIMIT
@@ -80,7 +81,10 @@ def limited(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def one_line(out: subprocess.CompletedProcess) -> str:
     lines = out.stderr.strip().splitlines()
-    assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, (out.returncode, out.stderr[-3000:])
+    assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, (
+        out.returncode,
+        out.stderr[-3000:],
+    )
     return lines[0]
 
 
@@ -109,8 +113,12 @@ def test_the_budget_honours_a_lowered_address_space_limit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     first, second = out.stdout.strip().splitlines()
     before, after, limit = first.split(" ", 2)
-    assert int(after) <= 300_000_000 < int(before) and limit.startswith("under the address-space limit RLIMIT_AS"), out.stdout
-    assert second.startswith("refused: -n 1000000: 1,000,000 samples needs about 1.57 GB;") and "RLIMIT_AS" in second, second
+    assert int(after) <= 300_000_000 < int(before) and limit.startswith("under the address-space limit RLIMIT_AS"), (
+        out.stdout
+    )
+    assert second.startswith("refused: -n 1000000: 1,000,000 samples needs about 1.57 GB;") and "RLIMIT_AS" in second, (
+        second
+    )
 
 
 @pytest.mark.parametrize("version", ["v2", "v1"])
@@ -123,7 +131,8 @@ def test_the_budget_honours_a_cgroup_limit_less_what_the_group_holds(tmp_path, v
                                    "memory.stat": "anon 150000000\ninactive_file 100000000\n"}
         limit_file = "memory.max"
     else:
-        folder, files = tmp_path / "memory", {"memory.limit_in_bytes": "500000000\n", "memory.usage_in_bytes": "250000000\n",
+        folder, files = tmp_path / "memory", {"memory.limit_in_bytes": "500000000\n",
+                                              "memory.usage_in_bytes": "250000000\n",
                                               "memory.stat": "cache 1\ntotal_inactive_file 100000000\n"}
         limit_file = "memory.limit_in_bytes"
     folder.mkdir(exist_ok=True)
@@ -142,13 +151,21 @@ def test_a_budget_that_is_too_small_refuses_arrays_by_their_header(tmp_path, mon
     from aepipe import limits
     from aepipe.arrays import load_npy
 
-    monkeypatch.setattr(limits, "memory_budget", lambda device="cpu", cgroup_root=None: limits.Budget(1_000_000, "a test"))
+    monkeypatch.setattr(
+        limits, "memory_budget", lambda device="cpu", cgroup_root=None: limits.Budget(1_000_000, "a test")
+    )
     path = claiming_npy(tmp_path / "x.npy", (1000, 8, 8))  # 512 kB claimed, 1 kB held
-    with pytest.raises(DataError, match=r"^in: header claims shape \(1000, 8, 8\) float64 = 512 kB \(2\.05 MB with the copies made "
-                                        r"of it\), more than the 1 MB this process may allocate \(a test\)$"):
+    with pytest.raises(
+        DataError,
+        match=r"^in: header claims shape \(1000, 8, 8\) float64 = 512 kB \(2\.05 MB with the copies made "
+        r"of it\), more than the 1 MB this process may allocate \(a test\)$",
+    ):
         load_npy(path, "in", extra_per_value=24)
-    with pytest.raises(DataError, match=r"^in: a damaged \.npy file: its header claims shape \(1000, 8, 8\) float64 = 512 kB, "
-                                        r"but it holds 896 bytes of data$"):
+    with pytest.raises(
+        DataError,
+        match=r"^in: a damaged \.npy file: its header claims shape \(1000, 8, 8\) float64 = 512 kB, "
+        r"but it holds 896 bytes of data$",
+    ):
         load_npy(path, "in")
     with pytest.raises(DataError, match="but it holds 896 bytes"):
         load_npy(path, "in", mmap=True)
@@ -162,7 +179,9 @@ def test_a_budget_that_is_too_small_refuses_arrays_by_their_header(tmp_path, mon
         ArrayFile(ArrayFileConfig(path=str(tmp_path / "z.npz"))).load()
     idx = tmp_path / "train-images-idx3-ubyte"
     idx.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3i", 100_000, 28, 28))
-    with pytest.raises(DataError, match=r"idx3-ubyte: header claims shape \(100000, 28, 28\) uint8 = 78\.4 MB, more than the 1 MB"):
+    with pytest.raises(
+        DataError, match=r"idx3-ubyte: header claims shape \(100000, 28, 28\) uint8 = 78\.4 MB, more than the 1 MB"
+    ):
         read_idx(idx)
 
 
@@ -184,8 +203,11 @@ def test_images_are_bounded_from_their_headers_before_any_is_decoded(tmp_path, m
     monkeypatch.setattr(images, "to_chw", lambda *a, **k: decoded.append(a) or np.zeros((3, 30, 40), np.uint8))
     monkeypatch.setattr(limits, "memory_budget", lambda device="cpu", cgroup_root=None: limits.Budget(40_000, "a test"))
     # 200x30 grey into RGB: 6,000 pixels x (1 + 4 + 3) bytes = 48 kB
-    with pytest.raises(DataError, match=r"9-wide\.png: a 200x30 image \(Pillow mode '1'\) takes 48 kB to decode, more than the 40 kB "
-                                        r"this process may allocate \(a test\)$"):
+    with pytest.raises(
+        DataError,
+        match=r"9-wide\.png: a 200x30 image \(Pillow mode '1'\) takes 48 kB to decode, more than the 40 kB "
+        r"this process may allocate \(a test\)$",
+    ):
         images.ImageFolder(images.ImageFolderConfig(path=str(folder), image_size=(30, 40))).load()
     (folder / "9-wide.png").unlink()
     raw = images.ImageFolder(images.ImageFolderConfig(path=str(folder))).load()
@@ -193,15 +215,23 @@ def test_images_are_bounded_from_their_headers_before_any_is_decoded(tmp_path, m
     assert raw.x.read(np.arange(2)).shape == (2, 3, 30, 40) and len(decoded) == 2
     decoded.clear()
     monkeypatch.setattr(limits, "memory_budget", lambda device="cpu", cgroup_root=None: limits.Budget(10_000, "a test"))
-    with pytest.raises(DataError, match=r"reading 4 images of 3x30x40 at once takes 24 kB, more than the 10 kB .* lower train\.batch_size"):
+    with pytest.raises(
+        DataError,
+        match=r"reading 4 images of 3x30x40 at once takes 24 kB, more than the 10 kB .* lower train\.batch_size",
+    ):
         raw.x.read(np.arange(4))
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
-    with pytest.raises(DataError, match=r"0\.png: an image of 1,200 pixels; aepipe does not decode it \(Pillow's decompression-bomb "
-                                        r"limit: PIL\.Image\.MAX_IMAGE_PIXELS = 500 pixels, refused beyond twice that\)$"):
+    with pytest.raises(
+        DataError,
+        match=r"0\.png: an image of 1,200 pixels; aepipe does not decode it \(Pillow's decompression-bomb "
+        r"limit: PIL\.Image\.MAX_IMAGE_PIXELS = 500 pixels, refused beyond twice that\)$",
+    ):
         images.header(folder / "0.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1100)
-    with pytest.warns(images.ImageDataWarning, match=r"0\.png: a 40x30 image \(1,200 pixels\), more than Pillow's decompression-bomb"):
+    with pytest.warns(
+        images.ImageDataWarning, match=r"0\.png: a 40x30 image \(1,200 pixels\), more than Pillow's decompression-bomb"
+    ):
         assert images.header(folder / "0.png") == (40, 30, "L")
     assert not decoded
 
@@ -215,14 +245,18 @@ def test_a_npy_whose_header_claims_terabytes_is_one_line(tmp_path):
     before the run is even looked up."""
     claiming_npy(tmp_path / "x.npy", (10**12, 8, 8))
     line = one_line(limited(["encode", "0" * 32, "x.npy", "-o", "out.npy"], tmp_path))
-    assert line.startswith("Error: x.npy: header claims shape (1000000000000, 8, 8) float64 = 512 TB (") and \
-        f"this process may allocate (under the address-space limit RLIMIT_AS of {as_limit() / 1e9:.3g} GB)" in line, line
+    assert (
+        line.startswith("Error: x.npy: header claims shape (1000000000000, 8, 8) float64 = 512 TB (")
+        and f"this process may allocate (under the address-space limit RLIMIT_AS of {as_limit() / 1e9:.3g} GB)" in line
+    ), line
     assert not (tmp_path / "out.npy").exists()
 
 
 def _pipeline(folder: Path, name: str) -> Path:
     path = folder / f"{name}.toml"
-    path.write_text(f'variant = "vanilla"\n[data]\nname = "imagefolder"\npath = "{name}"\n[tracking]\nlog_images = false\n')
+    path.write_text(
+        f'variant = "vanilla"\n[data]\nname = "imagefolder"\npath = "{name}"\n[tracking]\nlog_images = false\n'
+    )
     return path
 
 
@@ -242,8 +276,11 @@ def test_a_folder_of_hard_linked_huge_blank_pngs_is_refused_before_decoding(tmp_
     out = limited(["train", str(_pipeline(tmp_path, "links"))], tmp_path)
     errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
     assert out.returncode == 2 and len(errors) == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
-    assert "(auto: 11.5 GB is more than 0.5 of the" in out.stderr and "is free on cpu (under the address-space limit RLIMIT_AS" \
-        in errors[0] and "6,336,000,016 parameters" in errors[0], out.stderr
+    assert (
+        "(auto: 11.5 GB is more than 0.5 of the" in out.stderr
+        and "is free on cpu (under the address-space limit RLIMIT_AS" in errors[0]
+        and "6,336,000,016 parameters" in errors[0]
+    ), out.stderr
 
 
 @needs_prlimit
@@ -252,5 +289,7 @@ def test_one_huge_png_is_pillows_bomb_limit_in_one_line(tmp_path, huge_png):
     folder.mkdir()
     shutil.copy(huge_png, folder / "huge.png")
     line = one_line(limited(["train", str(_pipeline(tmp_path, "huge"))], tmp_path))
-    assert line == (f"Error: {Path('huge') / 'huge.png'}: an image of 400,000,000 pixels; aepipe does not decode it (Pillow's "
-                    "decompression-bomb limit: PIL.Image.MAX_IMAGE_PIXELS = 89,478,485 pixels, refused beyond twice that)"), line
+    assert line == (
+        f"Error: {Path('huge') / 'huge.png'}: an image of 400,000,000 pixels; aepipe does not decode it (Pillow's "
+        "decompression-bomb limit: PIL.Image.MAX_IMAGE_PIXELS = 89,478,485 pixels, refused beyond twice that)"
+    ), line

@@ -82,14 +82,18 @@ def test_codes_draws_and_the_kl_to_the_uniform_prior():
 
 def _pipeline(pm, **model):
     tree = {"variant": "categorical-vae", "data": {"name": "digits"},
-            "model": {"code_dim": 20, "encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]}, **model}}
+            "model": {"code_dim": 20, "encoder": {"name": "mlp", "hidden": [32]},
+                      "decoder": {"name": "mlp", "hidden": [32]}, **model}}
     return resolve(pm, tree=tree)
 
 
 def test_bad_settings_are_one_line_errors(aepipe_pm):
     p = _pipeline(aepipe_pm, code_dim=15)
     data = load_data(p, torch.device("cpu"))
-    with pytest.raises(ConfigError, match=r"model.bottleneck \(bottleneck 'categorical'\): code_dim 15 is not a multiple of categories 10") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"model.bottleneck \(bottleneck 'categorical'\): code_dim 15 is not a multiple of categories 10",
+    ) as err:
         build_model(p, data)
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="min_temperature 2.0 exceeds the initial temperature 1.0"):
@@ -98,8 +102,13 @@ def test_bad_settings_are_one_line_errors(aepipe_pm):
     with pytest.raises(ConfigError, match="bottleneck 'categorical' logs penalty.kl and so does the regularizer"):
         build_model(_pipeline(aepipe_pm, regularizers={"kl": {}}), data)
     # the uniform prior draws the codes of a discrete bottleneck only
-    vae = resolve(aepipe_pm, tree={"variant": "vae", "data": {"name": "digits"}, "model": {"prior": {"name": "categorical-uniform"}}})
-    with pytest.raises(ConfigError, match="prior 'categorical-uniform' draws the codes of a discrete bottleneck .* bottleneck 'gaussian' gives continuous codes"):
+    vae = resolve(
+        aepipe_pm,
+        tree={"variant": "vae", "data": {"name": "digits"}, "model": {"prior": {"name": "categorical-uniform"}}},
+    )
+    with pytest.raises(ConfigError,
+                       match="prior 'categorical-uniform' draws the codes of a discrete bottleneck .* bottleneck "
+                             "'gaussian' gives continuous codes"):
         build_model(vae, data)
 
 
@@ -124,7 +133,8 @@ def categorical_run(tmp_path_factory):
     pm = get_plugin_manager()
     with store_at(home):
         tree = {"variant": "categorical-vae", "data": {"name": "digits"}, "train": {"epochs": 3, "patience": 0},
-                "model": {"code_dim": 40, "encoder": {"name": "mlp", "hidden": [64]}, "decoder": {"name": "mlp", "hidden": [64]},
+                "model": {"code_dim": 40, "encoder": {"name": "mlp", "hidden": [64]},
+                          "decoder": {"name": "mlp", "hidden": [64]},
                           "bottleneck": {"name": "categorical", "categories": 8, "anneal_rate": 0.01}}}
         yield train(resolve(pm, tree=tree, overrides=QUIET), pm), home
 
@@ -143,7 +153,9 @@ def test_encode_indices_and_the_logged_temperature(categorical_run, monkeypatch,
     runner = CliRunner()
     out = {}
     for what in ("indices", "code", "probs"):
-        r = runner.invoke(cli, ["encode", result.run_id, str(tmp_path / "x.npy"), "--what", what, "-o", str(tmp_path / f"{what}.npy")])
+        r = runner.invoke(
+            cli, ["encode", result.run_id, str(tmp_path / "x.npy"), "--what", what, "-o", str(tmp_path / f"{what}.npy")]
+        )
         assert r.exit_code == 0, r.output
         out[what] = np.load(tmp_path / f"{what}.npy")
     indices = out["indices"]
@@ -151,7 +163,9 @@ def test_encode_indices_and_the_logged_temperature(categorical_run, monkeypatch,
     assert indices.min() >= 0 and indices.max() < 8 and len(np.unique(indices)) > 1
     assert np.array_equal(np.eye(8)[indices].reshape(25, 40), out["code"])  # the code is their one-hot
     assert np.allclose(out["probs"].reshape(25, 5, 8).sum(-1), 1.0, atol=1e-5)
-    r = runner.invoke(cli, ["encode", result.run_id, str(tmp_path / "x.npy"), "--what", "mean", "-o", str(tmp_path / "m.npy")])
+    r = runner.invoke(
+        cli, ["encode", result.run_id, str(tmp_path / "x.npy"), "--what", "mean", "-o", str(tmp_path / "m.npy")]
+    )
     assert r.exit_code == 2 and "offers code, indices, probs" in r.stderr
 
 
@@ -164,7 +178,10 @@ def test_the_categorical_vae_reconstructs_and_its_codes_know_the_digit(aepipe_pm
 
     from aepipe.training.metrics import code_tensor
 
-    r = train(resolve(aepipe_pm, PIPELINES / "categorical-vae.toml", ["tracking.log_model=false", *QUIET, "train.epochs=60"]), aepipe_pm)
+    r = train(
+        resolve(aepipe_pm, PIPELINES / "categorical-vae.toml", ["tracking.log_model=false", *QUIET, "train.epochs=60"]),
+        aepipe_pm,
+    )
     d = r.data
     chance = float((d.x_test - d.x_train.mean(0)).pow(2).mean())
     assert r.metrics["test_mse"] < 0.75 * chance, (r.metrics["test_mse"], chance)

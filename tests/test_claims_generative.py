@@ -45,7 +45,9 @@ def test_vae_bounds_and_kl(aepipe_pm, store):
 
 @pytest.mark.slow
 def test_vae_with_a_mixture_prior_uses_the_monte_carlo_kl(aepipe_pm, store):
-    r = _train(aepipe_pm, "vae", "train.epochs=15", "model.prior.name=mixture", "model.prior.preset=random", "model.samples=4")
+    r = _train(
+        aepipe_pm, "vae", "train.epochs=15", "model.prior.name=mixture", "model.prior.preset=random", "model.samples=4"
+    )
     assert np.isfinite(r.metrics["test_neg_elbo"]) and r.metrics["test_iw_nll"] <= r.metrics["test_neg_elbo"]
 
 
@@ -79,7 +81,8 @@ def test_aae_codes_match_the_prior(aepipe_pm, store):
     """Aggregated test codes against N(0, I) samples: the AAE's MMD is far below that of the
     same autoencoder trained without the adversary, and of its untrained encoder."""
     aae = _train(aepipe_pm, "aae", "train.epochs=60")
-    plain = _train(aepipe_pm, "aae", "train.epochs=60", "model.regularizers.adversarial.enabled=false", "model.prior.name=standard-normal")
+    plain = _train(aepipe_pm, "aae", "train.epochs=60", "model.regularizers.adversarial.enabled=false",
+                   "model.prior.name=standard-normal")
     untrained = _train(aepipe_pm, "aae", "train.epochs=1", "train.lr=1e-9", "model.regularizers.adversarial.lr=1e-9")
     ours, theirs, fresh = _prior_mmd(aae), _prior_mmd(plain), _prior_mmd(untrained)
     # we see about 0.06 against 1.6 and 1.9
@@ -105,11 +108,16 @@ def test_supervised_aae_ties_each_class_to_its_component(aepipe_pm, store):
 
 BAD = [
     ("vae", ["model.samples=0"], r"'model\.samples' = 0: expected int: Input should be greater than or equal to 1"),
-    ("vae", ["model.regularizers.kl.iw_samples=0"], r"'model\.regularizers\.kl\.iw_samples' = 0: .*greater than or equal to 1"),
-    ("vae", ["model.prior.name=swiss-roll"], r"regularizer 'kl' needs the prior's log density; prior 'swiss-roll' has none"),
-    ("vae", ["model.prior.name=mixture", "model.regularizers.kl.method=analytic"], r"kl: method 'analytic' has no closed form for prior 'mixture'"),
-    ("vae", ["model.bottleneck.name=deterministic"], r"regularizer 'kl' needs a stochastic code: set \[model\.bottleneck\] name = \"gaussian\""),
-    ("vae", ["model.encoder.distribution=gaussian"], r"model\.bottleneck \(bottleneck 'gaussian'\): encoder 'mlp' gives a posterior of its own"),
+    ("vae", ["model.regularizers.kl.iw_samples=0"],
+     r"'model\.regularizers\.kl\.iw_samples' = 0: .*greater than or equal to 1"),
+    ("vae", ["model.prior.name=swiss-roll"],
+     r"regularizer 'kl' needs the prior's log density; prior 'swiss-roll' has none"),
+    ("vae", ["model.prior.name=mixture", "model.regularizers.kl.method=analytic"],
+     r"kl: method 'analytic' has no closed form for prior 'mixture'"),
+    ("vae", ["model.bottleneck.name=deterministic"],
+     r"regularizer 'kl' needs a stochastic code: set \[model\.bottleneck\] name = \"gaussian\""),
+    ("vae", ["model.encoder.distribution=gaussian"],
+     r"model\.bottleneck \(bottleneck 'gaussian'\): encoder 'mlp' gives a posterior of its own"),
     ("aae-mixture", ["model.prior.class_conditional=false"], r"supervised = true needs a class-conditional prior"),
 ]
 
@@ -133,10 +141,15 @@ def test_sample_command(store, tmp_path):
     from aepipe.cli import cli
 
     run = CliRunner()
-    out = run.invoke(cli, ["train", str(PIPELINES / "cvae.toml"), "-q", "--set", "train.epochs=3", "--set", "tracking.log_images=false"])
+    out = run.invoke(
+        cli,
+        ["train", str(PIPELINES / "cvae.toml"), "-q", "--set", "train.epochs=3", "--set", "tracking.log_images=false"],
+    )
     assert out.exit_code == 0, out.output
     run_id = out.stdout.strip().splitlines()[-1]
-    res = run.invoke(cli, ["sample", run_id, "-n", "12", "--label", "3", "-o", str(tmp_path / "s.npy"), "--grid", str(tmp_path / "s.png")])
+    res = run.invoke(cli,
+                     ["sample", run_id, "-n", "12", "--label", "3", "-o", str(tmp_path / "s.npy"), "--grid",
+                      str(tmp_path / "s.png")])
     assert res.exit_code == 0, res.output
     s = np.load(tmp_path / "s.npy")
     assert s.shape == (12, 1, 8, 8) and s.min() >= 0 and s.max() <= 16
@@ -148,11 +161,15 @@ def test_sample_command(store, tmp_path):
     enc = run.invoke(cli, ["encode", run_id, str(tmp_path / "in.npy"), "-o", str(tmp_path / "c.npy")])
     assert enc.exit_code == 2 and "is conditional: give --labels" in enc.stderr
     np.save(tmp_path / "y.npy", np.array([1, 2]))
-    enc = run.invoke(cli, ["encode", run_id, str(tmp_path / "in.npy"), "--labels", str(tmp_path / "y.npy"), "-o", str(tmp_path / "c.npy")])
+    enc = run.invoke(cli,
+                     ["encode", run_id, str(tmp_path / "in.npy"), "--labels", str(tmp_path / "y.npy"), "-o",
+                      str(tmp_path / "c.npy")])
     assert enc.exit_code == 0 and np.load(tmp_path / "c.npy").shape == (2, 8)
     # its pyfunc model carries an input example with the class as a param, and encodes by it
     import mlflow.pyfunc
 
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/pyfunc")
     assert model.metadata.saved_input_example_info["params"]
-    assert np.allclose(model.predict(np.zeros((2, 64)), params={"label": 1}), np.load(tmp_path / "c.npy")[:1], atol=1e-5)
+    assert np.allclose(
+        model.predict(np.zeros((2, 64)), params={"label": 1}), np.load(tmp_path / "c.npy")[:1], atol=1e-5
+    )

@@ -25,7 +25,9 @@ sys.exit(3)
 
 
 def _run(quick: bool) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", PROGRAM.format(quick=quick)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", PROGRAM.format(quick=quick)], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_a_quick_end_runs_the_exit_handlers_keeps_the_code_and_skips_the_teardown():

@@ -23,7 +23,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_compare_reads_runs_back(aepipe_pm, aepipe_store):
     a = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=2"]), aepipe_pm)
-    b = train(resolve(aepipe_pm, PIPELINES / "vae.toml", [*QUIET, "train.epochs=2", "model.regularizers.kl.iw_samples=5"]), aepipe_pm)
+    b = train(
+        resolve(aepipe_pm, PIPELINES / "vae.toml", [*QUIET, "train.epochs=2", "model.regularizers.kl.iw_samples=5"]),
+        aepipe_pm,
+    )
     runner = CliRunner()
     out = runner.invoke(cli, ["compare", "--format", "csv"])
     assert out.exit_code == 0, out.output
@@ -31,10 +34,13 @@ def test_compare_reads_runs_back(aepipe_pm, aepipe_store):
     assert set(rows) == {a.run_id, b.run_id}
     assert rows[a.run_id]["variant"] == "vanilla" and rows[a.run_id]["dataset"] == "digits"
     assert float(rows[a.run_id]["test_mse"]) == pytest.approx(a.metrics["test_mse"])
-    assert rows[a.run_id]["test_neg_elbo"] == "" and float(rows[b.run_id]["test_neg_elbo"]) == pytest.approx(b.metrics["test_neg_elbo"])
+    assert rows[a.run_id]["test_neg_elbo"] == "" and float(rows[b.run_id]["test_neg_elbo"]) == pytest.approx(
+        b.metrics["test_neg_elbo"]
+    )
     assert float(rows[b.run_id]["test_iw_nll"]) == pytest.approx(b.metrics["test_iw_nll"])
     md = runner.invoke(cli, ["compare", a.run_id, "--format", "markdown"])
-    assert md.exit_code == 0 and md.stdout.startswith("| variant | dataset | test_mse") and a.run_id in md.stdout and b.run_id not in md.stdout
+    assert md.exit_code == 0 and md.stdout.startswith("| variant | dataset | test_mse")
+    assert a.run_id in md.stdout and b.run_id not in md.stdout
     text = runner.invoke(cli, ["compare", "--experiment", "vae"])
     assert text.exit_code == 0 and b.run_id in text.stdout and a.run_id not in text.stdout
     missing = runner.invoke(cli, ["compare", "f" * 32])
@@ -43,8 +49,8 @@ def test_compare_reads_runs_back(aepipe_pm, aepipe_store):
 
 @pytest.mark.slow
 def test_zoo_trains_every_variant_on_the_same_budget(aepipe_pm, aepipe_store):
-    out = CliRunner().invoke(cli, ["zoo", "--epochs", "1", "--set", "tracking.log_images=false", "--set", "tracking.log_dataset=false",
-                                   "--format", "csv"])
+    out = CliRunner().invoke(cli, ["zoo", "--epochs", "1", "--set", "tracking.log_images=false", "--set",
+                                   "tracking.log_dataset=false", "--format", "csv"])
     assert out.exit_code == 0, out.output
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     variants = {r["variant"] for r in rows}
@@ -92,7 +98,9 @@ def test_cudnn_benchmark_only_for_convolutions_on_cuda(aepipe_pm, monkeypatch):
 
 
 def test_amp_setting_trains_on_cpu_and_system_metrics_need_psutil(aepipe_pm, aepipe_store, monkeypatch):
-    result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=1", "train.amp=bf16"]), aepipe_pm)
+    result = train(
+        resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=1", "train.amp=bf16"]), aepipe_pm
+    )
     assert result.status == "FINISHED"
     import builtins
 
@@ -105,7 +113,10 @@ def test_amp_setting_trains_on_cpu_and_system_metrics_need_psutil(aepipe_pm, aep
 
     monkeypatch.setattr(builtins, "__import__", no_psutil)
     with pytest.raises(ConfigError, match=r"tracking.system_metrics = true needs psutil: pip install 'aepipe\[gpu\]'"):
-        train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=1", "tracking.system_metrics=true"]), aepipe_pm)
+        train(
+            resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=1", "tracking.system_metrics=true"]),
+            aepipe_pm,
+        )
 
 
 def test_system_metrics_are_sampled_at_the_set_interval(aepipe_pm, aepipe_store, monkeypatch):
@@ -114,7 +125,8 @@ def test_system_metrics_are_sampled_at_the_set_interval(aepipe_pm, aepipe_store,
 
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "30")  # the setting overrides it (restored after)
     result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml",
-                           [*QUIET, "train.epochs=100", "tracking.system_metrics=true", "tracking.system_metrics_interval=0.1"]),
+                           [*QUIET, "train.epochs=100", "tracking.system_metrics=true",
+                            "tracking.system_metrics_interval=0.1"]),
                    aepipe_pm)
     assert result.seconds > 0.5, "the run must outlast several sampling intervals"
     client = MlflowClient()
@@ -127,8 +139,9 @@ def test_system_metrics_are_sampled_at_the_set_interval(aepipe_pm, aepipe_store,
 def test_compiled_model_trains_and_its_logged_model_loads(aepipe_pm, aepipe_store):
     import mlflow.pytorch
 
-    pipeline = resolve(aepipe_pm, PIPELINES / "vanilla.toml", ["train.epochs=1", "train.compile=true", "tracking.pytorch_flavor=true",
-                                                                "tracking.log_images=false", "tracking.log_dataset=false"])
+    sets = ["train.epochs=1", "train.compile=true", "tracking.pytorch_flavor=true", "tracking.log_images=false",
+            "tracking.log_dataset=false"]
+    pipeline = resolve(aepipe_pm, PIPELINES / "vanilla.toml", sets)
     result = train(pipeline, aepipe_pm)
     assert result.status == "FINISHED" and torch.isfinite(torch.tensor(result.metrics["test_loss"]))
     model = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model")

@@ -35,7 +35,9 @@ def test_the_suite_catches_a_broken_component(aepipe_pm, aepipe_plugin):
 
     plugin.aepipe_register_decoders = aepipe_register_decoders
     aepipe_plugin(plugin, name="wrongshape")
-    with pytest.raises(AssertionError, match=r"decoder 'short' \(plugin 'wrongshape'\): output shape \(16, 63\), expected \(16, 64\)"):
+    with pytest.raises(
+        AssertionError, match=r"decoder 'short' \(plugin 'wrongshape'\): output shape \(16, 63\), expected \(16, 64\)"
+    ):
         check_component("decoder", "short", aepipe_pm)
 
 
@@ -62,7 +64,10 @@ def test_the_suite_catches_a_component_that_cannot_learn(aepipe_pm, aepipe_plugi
 
     plugin.aepipe_register_decoders = aepipe_register_decoders
     aepipe_plugin(plugin, name="stuck")
-    with pytest.raises(AssertionError, match=r"decoder 'stuck' \(plugin 'stuck'\): 30 training steps on one batch did not lower the loss"):
+    with pytest.raises(
+        AssertionError,
+        match=r"decoder 'stuck' \(plugin 'stuck'\): 30 training steps on one batch did not lower the loss",
+    ):
         check_component("decoder", "stuck", aepipe_pm)
 
 
@@ -92,8 +97,13 @@ def test_every_variant_is_checked_by_training_one_batch(aepipe_pm, aepipe_plugin
     plugin.aepipe_register_variants = hookimpl(lambda register: [register(Variant("frozen", defaults=frozen)),
                                                                  register(Variant("invalid", defaults=invalid))])
     aepipe_plugin(plugin, name="badvariants")
-    with pytest.raises(AssertionError, match=r"variant 'frozen' \(plugin 'badvariants'\): one batch of training changed no parameter"):
+    with pytest.raises(
+        AssertionError, match=r"variant 'frozen' \(plugin 'badvariants'\): one batch of training changed no parameter"
+    ):
         check_component("variant", "frozen", aepipe_pm)
-    with pytest.raises(AssertionError, match=r"variant 'invalid' \(plugin 'badvariants'\): its defaults do not make a valid pipeline: "
-                                             r"variant 'invalid' of plugin 'badvariants': 'model.encoder.hidden' = 'wide'"):
+    with pytest.raises(
+        AssertionError,
+        match=r"variant 'invalid' \(plugin 'badvariants'\): its defaults do not make a valid pipeline: "
+        r"variant 'invalid' of plugin 'badvariants': 'model.encoder.hidden' = 'wide'",
+    ):
         check_component("variant", "invalid", aepipe_pm)

@@ -19,8 +19,10 @@ from aepipe_plugins.datasets.images import ImageDataWarning, to_chw
 
 
 def _load(pm, **data):
-    return load_data(resolve(pm, tree={"variant": "conv", "data": {"test_fraction": 0.25, "val_fraction": 0.25, **data}}),
-                     torch.device("cpu"))
+    return load_data(
+        resolve(pm, tree={"variant": "conv", "data": {"test_fraction": 0.25, "val_fraction": 0.25, **data}}),
+        torch.device("cpu"),
+    )
 
 
 def _folder(tmp_path: Path, arrays: list[np.ndarray], suffix: str) -> Path:
@@ -85,7 +87,9 @@ def test_a_float_image_with_nan_and_a_mode_that_cannot_be_converted_are_refused_
 
     bad = np.ones((3, 3), dtype=np.float32)
     bad[1, 1] = np.nan
-    with pytest.raises(DataError, match=r"^bad\.tiff: a float image \(Pillow mode 'F'\) holding NaN or infinite values$"):
+    with pytest.raises(
+        DataError, match=r"^bad\.tiff: a float image \(Pillow mode 'F'\) holding NaN or infinite values$"
+    ):
         to_chw(Image.fromarray(bad), 1, None, "bad.tiff")
 
     class Odd(Image.Image):  # a mode Pillow reads but cannot convert (as Pillow says it)
@@ -96,12 +100,15 @@ def test_a_float_image_with_nan_and_a_mode_that_cannot_be_converted_are_refused_
         def convert(self, mode=None, *args, **kwargs):
             raise ValueError(f"conversion from XYZ to {mode} not supported")
 
-    with pytest.raises(DataError, match=r"^odd\.png: an image of Pillow mode 'XYZ', which aepipe does not convert to L"):
+    with pytest.raises(
+        DataError, match=r"^odd\.png: an image of Pillow mode 'XYZ', which aepipe does not convert to L"
+    ):
         to_chw(Odd(), 1, None, "odd.png")
     for mode, colour in (("LAB", (255, 128, 128)), ("La", (100, 128)), ("HSV", (0, 255, 255)), ("CMYK", (0, 0, 0, 0))):
         grey = to_chw(Image.new(mode, (2, 2), colour), 1, None, mode)  # converted through RGB or LA where Pillow must
         assert grey.shape == (1, 2, 2) and grey.dtype == np.uint8
-    assert to_chw(Image.new("La", (1, 1), (100, 128)), 1, None, "x")[0, 0, 0] == 199  # un-premultiplied: 100 / (128/255)
+    # un-premultiplied: 100 / (128/255)
+    assert to_chw(Image.new("La", (1, 1), (100, 128)), 1, None, "x")[0, 0, 0] == 199
     assert to_chw(Image.new("LAB", (1, 1), (255, 128, 128)), 3, None, "x")[:, 0, 0].min() >= 250  # white stays white
 
 
@@ -117,8 +124,11 @@ def test_an_empty_class_folder_keeps_every_label_and_is_named(aepipe_pm, tmp_pat
     (root / "b").mkdir()
     (root / "b" / "notes.txt").write_text("no images here")
     (root / ".cache").mkdir()  # hidden: not a class
-    with pytest.warns(ImageDataWarning, match=r"^dataset 'imagefolder': class folder 'b' \(label 1\) in .*classes holds no images; "
-                                             r"kept as a class, so that every class keeps its label"):
+    with pytest.warns(
+        ImageDataWarning,
+        match=r"^dataset 'imagefolder': class folder 'b' \(label 1\) in .*classes holds no images; "
+        r"kept as a class, so that every class keeps its label",
+    ):
         data = _load(aepipe_pm, name="imagefolder", path=str(root), channels=1)
     assert data.n_classes == 3
     x = torch.cat([data.x_train, data.x_val, data.x_test])
@@ -137,7 +147,9 @@ def test_the_warning_is_one_line_on_the_command_line(monkeypatch, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn("dataset 'imagefolder': class folder 'b' (label 1) in x holds no images", ImageDataWarning)
-    assert capsys.readouterr().err == "Warning: dataset 'imagefolder': class folder 'b' (label 1) in x holds no images\n"
+    assert (
+        capsys.readouterr().err == "Warning: dataset 'imagefolder': class folder 'b' (label 1) in x holds no images\n"
+    )
 
 
 SECRETS = "DATABASE_PASSWORD=hunter2hunter2\nAPI_TOKEN=tok-9f8e7d6c5b4a\nAWS_SECRET=AKIAxyzxyzxyz\n"
@@ -160,11 +172,15 @@ def test_a_file_of_secrets_given_as_data_is_not_echoed(aepipe_pm, tmp_path, suff
     else:
         assert "not a .npy file (it starts with b'DATABA', not numpy's header)" in message, message
         (tmp_path / "pw.npy").write_text("PW=hunter2\n")
-        with pytest.raises(DataError, match=r"not a \.npy file \(it starts with b'PW=\*\*\*', not numpy's header\)") as exc:
+        with pytest.raises(
+            DataError, match=r"not a \.npy file \(it starts with b'PW=\*\*\*', not numpy's header\)"
+        ) as exc:
             _load(aepipe_pm, name="file", path=str(tmp_path / "pw.npy"))
         assert "hun" not in str(exc.value)
     (tmp_path / "cell.csv").write_text("1,2\n3,API_KEY=tok-9f8e7d6c5b4a\n")
-    with pytest.raises(DataError, match=r"could not convert text 'API_KEY=\*\*\*' to float64 at row 1, column 2") as exc:
+    with pytest.raises(
+        DataError, match=r"could not convert text 'API_KEY=\*\*\*' to float64 at row 1, column 2"
+    ) as exc:
         _load(aepipe_pm, name="file", path=str(tmp_path / "cell.csv"))
     assert "9f8e" not in str(exc.value)
 
@@ -175,4 +191,6 @@ def test_an_excerpt_is_short_and_masked():
     assert excerpt("see postgresql://bob:hunter22@db/x") == "'see postgresql:*'..."
     assert excerpt("postgresql://bob:hunter22@db/x", width=40) == "'postgresql:***'"
     assert excerpt("pixel_0_0") == "'pixel_0_0'" and excerpt("x" * 100) == "'" + "x" * 16 + "'..."
-    assert excerpt(b"KEY=se") == "b'KEY=***'" and excerpt(b"1,2,3\n") == "b'1,2,3\\n'" and excerpt("a\x00b") == "'a\\x00b'"
+    assert (
+        excerpt(b"KEY=se") == "b'KEY=***'" and excerpt(b"1,2,3\n") == "b'1,2,3\\n'" and excerpt("a\x00b") == "'a\\x00b'"
+    )

@@ -91,7 +91,9 @@ def test_idx_errors(tmp_path, aepipe_pm):
         load(aepipe_pm, name="mnist", path=str(tmp_path))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError, match=r"dataset 'mnist': .*empty/train-images-idx3-ubyte\[\.gz\] not found \(set data\.path"):
+    with pytest.raises(
+        DataError, match=r"dataset 'mnist': .*empty/train-images-idx3-ubyte\[\.gz\] not found \(set data\.path"
+    ):
         load(aepipe_pm, name="mnist", path=str(empty))
 
 

@@ -23,7 +23,9 @@ def _factors(n: int = 3000, sizes=(3, 6, 8, 10), seed: int = 0) -> np.ndarray:
 def _perfect(factors: np.ndarray, extra: int = 3, seed: int = 1) -> np.ndarray:
     """Each factor copied into one code (shuffled order, own scale), plus collapsed codes."""
     rng = np.random.default_rng(seed)
-    codes = np.column_stack([factors * rng.uniform(0.5, 3.0, factors.shape[1]), 1e-3 * rng.normal(size=(len(factors), extra))])
+    codes = np.column_stack(
+        [factors * rng.uniform(0.5, 3.0, factors.shape[1]), 1e-3 * rng.normal(size=(len(factors), extra))]
+    )
     return codes[:, rng.permutation(codes.shape[1])]
 
 
@@ -130,7 +132,9 @@ def test_sap_is_the_mean_gap_between_the_two_most_predictive_codes():
 
     f = _factors(n=1500, sizes=(2, 3))
     rng = np.random.default_rng(5)
-    codes = np.column_stack([f[:, 0] + 0.3 * rng.normal(size=len(f)), f[:, 1] + 0.6 * rng.normal(size=len(f)), rng.normal(size=len(f))])
+    codes = np.column_stack(
+        [f[:, 0] + 0.3 * rng.normal(size=len(f)), f[:, 1] + 0.6 * rng.normal(size=len(f)), rng.normal(size=len(f))]
+    )
     (x, y), (xt, yt) = _halves(codes, f)
 
     def accuracy(i: int, j: int) -> float:
@@ -165,7 +169,9 @@ def test_factorvae_score_normalises_and_prunes_code_dimensions():
     uneven = np.column_stack([0.1 * (two[:, 0] + 0.3 * noise[:, 0]), 10.0 * two[:, 1] + noise[:, 1]])
     assert factorvae_score(uneven, two) > 0.95
     # every dimension collapsed (std below 0.05): no active dimension, score 0
-    assert factorvae_score(np.full((len(f), 3), 0.5) + 1e-4 * np.random.default_rng(7).normal(size=(len(f), 3)), f) == 0.0
+    assert (
+        factorvae_score(np.full((len(f), 3), 0.5) + 1e-4 * np.random.default_rng(7).normal(size=(len(f), 3)), f) == 0.0
+    )
     # two factors entangled into two codes: the majority vote fails on some of their votes
     assert factorvae_score(np.column_stack([f[:, 0] + f[:, 1], f[:, 0] - f[:, 1], f[:, 2:]]).astype(float), f) < 0.9
 
@@ -192,7 +198,8 @@ def trained_on_shapes(shared_store):
     pm = get_plugin_manager()
     quiet = ["tracking.log_model=false", "tracking.log_images=false", "tracking.log_dataset=false"]
     with store_at(shared_store):
-        pipeline = resolve(pm, PIPELINES / "vae-shapes.toml", [*quiet, "data.examples=1000", "train.epochs=1", "evaluate.metrics=[]",
+        pipeline = resolve(pm, PIPELINES / "vae-shapes.toml",
+                           [*quiet, "data.examples=1000", "train.epochs=1", "evaluate.metrics=[]",
                                                               "model.regularizers.kl.iw_samples=2"])
         return train(pipeline, pm)
 

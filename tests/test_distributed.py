@@ -1,6 +1,7 @@
 """One model on several processes (issue 14, item 4): `aepipe train --nproc 2` on gloo (CPU) is
 one MLflow run, FINISHED, tagged with the world size, whose test loss matches one process with
-the same global batch, seed and epochs, and which resumes on 2 processes; Ctrl-C leaves it KILLED, a killed process FAILED, never
+the same global batch, seed and epochs, and which resumes on 2 processes; Ctrl-C leaves it KILLED, a killed
+process FAILED, never
 RUNNING."""
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def test_two_processes_train_one_run_that_matches_one_process(tmp_path, monkeypa
     assert abs(loss2 - loss1) <= 0.05 * loss1, (loss1, loss2)
     assert [m.step for m in _client(home).get_metric_history(runs[0].info.run_id, "val_loss")] == list(range(1, 11))
     # the run goes on for 2 more epochs on 2 processes: every one reads the checkpoint, rank 0 tracks
-    more = subprocess.run([*CLI, "train", "--resume", summary["run_id"], "--set", "train.epochs=12", "--nproc", "2", "--json", "-q"],
+    more = subprocess.run([*CLI, "train", "--resume", summary["run_id"], "--set", "train.epochs=12", "--nproc", "2",
+                           "--json", "-q"],
                           capture_output=True, text=True, env=_env(home), timeout=300)
     assert more.returncode == 0, more.stderr[-3000:]
     assert json.loads(more.stdout)["epochs"] == 12 and len(_runs(home, "ddp")) == 1
@@ -86,9 +88,11 @@ def test_two_processes_train_one_run_that_matches_one_process(tmp_path, monkeypa
 
 
 def _start(home, experiment: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, "train", str(PIPELINES / "vanilla.toml"), "--nproc", "2", "-q", "--set", "train.epochs=100000",
+    return subprocess.Popen([*CLI, "train", str(PIPELINES / "vanilla.toml"), "--nproc", "2", "-q", "--set",
+                             "train.epochs=100000",
                              "--set", "train.patience=0", "--set", f"tracking.experiment='{experiment}'", *QUIET],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(home), start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(home),
+                            start_new_session=True)
 
 
 def _training_ranks(proc: subprocess.Popen, home, experiment: str, timeout: float = 120) -> list[int]:
@@ -132,7 +136,10 @@ def test_a_stopped_or_killed_process_never_leaves_the_run_running(tmp_path, how)
     else:
         assert proc.returncode == 1, err[-3000:]
         assert run.info.status == "FAILED"
-        assert f"the training process of rank 1 (pid {max(ranks)}) exited with -9 (SIGKILL); the others were stopped" in err, err[-3000:]
+        assert (
+            f"the training process of rank 1 (pid {max(ranks)}) exited with -9 (SIGKILL); the others were stopped"
+            in err
+        ), err[-3000:]
         assert "Traceback" not in err, err[-3000:]
     for pid in ranks:  # every process is gone with the command
         with pytest.raises(ProcessLookupError):
@@ -159,10 +166,12 @@ from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import train
 pm = get_plugin_manager()
 pipeline = resolve(pm, sys.argv[1], ["train.epochs=2", "train.patience=0", "tracking.log_images=false",
-                                     "tracking.log_model=false", "tracking.log_dataset=false", "data.in_memory=" + sys.argv[3]])
+                                     "tracking.log_model=false", "tracking.log_dataset=false",
+                                     "data.in_memory=" + sys.argv[3]])
 rank = os.environ["RANK"]
 result = train(pipeline, pm, tracker=MemoryTracker(os.path.join(sys.argv[2], rank)))
-weights = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in result.model.state_dict().values())).hexdigest()
+weights = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes()
+                                  for t in result.model.state_dict().values())).hexdigest()
 with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as f:
     json.dump({"weights": weights, "test_loss": result.metrics["test_loss"]}, f)
 """
@@ -179,7 +188,9 @@ norm = "batch"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pipeline,in_memory", [("aae.toml", "true"), ("contractive.toml", "false"), ("resnet-batch-norm", "true")])
+@pytest.mark.parametrize(
+    "pipeline,in_memory", [("aae.toml", "true"), ("contractive.toml", "false"), ("resnet-batch-norm", "true")]
+)
 def test_every_process_ends_with_the_same_model(tmp_path, pipeline, in_memory):
     """Through DistributedDataParallel the gradients are averaged, so the two processes' models
     stay identical, bit for bit: with a regularizer that takes its own optimizer steps (the
@@ -193,9 +204,10 @@ def test_every_process_ends_with_the_same_model(tmp_path, pipeline, in_memory):
     if pipeline == "resnet-batch-norm":
         path = tmp_path / "resnet.toml"
         path.write_text(BATCH_NORM_RESNET)
-    proc = subprocess.run([sys.executable, "-m", "aepipe.training.launch", "--standalone", "--nproc-per-node=2", str(script),
-                           str(path), str(tmp_path), in_memory],
-                          capture_output=True, text=True, env={**_env(tmp_path / "mlruns"), "OMP_NUM_THREADS": "1"}, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "aepipe.training.launch", "--standalone", "--nproc-per-node=2",
+                           str(script), str(path), str(tmp_path), in_memory],
+                          capture_output=True, text=True, env={**_env(tmp_path / "mlruns"), "OMP_NUM_THREADS": "1"},
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["weights"] == ranks[1]["weights"]

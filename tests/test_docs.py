@@ -18,13 +18,17 @@ def test_every_hook_is_documented_with_its_exact_arguments(aepipe_pm):
     documented = dict(re.findall(r"^#### `(aepipe_\w+)\(([^)]*)\)`", GUIDE, flags=re.M))
     for name, args in _specs(aepipe_pm).items():
         assert name in documented, f"{name} is missing from docs/plugins.md"
-        assert [a.strip() for a in documented[name].split(",") if a.strip()] == list(args), f"{name}: documented as ({documented[name]}), the spec takes {args}"
+        assert [a.strip() for a in documented[name].split(",") if a.strip()] == list(args), (
+            f"{name}: documented as ({documented[name]}), the spec takes {args}"
+        )
     assert set(documented) <= set(_specs(aepipe_pm)), "the guide documents a hook that does not exist"
 
 
 def test_every_hook_is_exercised_by_the_hook_test(aepipe_pm):
     implemented = {name for name in dir(Recorder) if name.startswith("aepipe_")}
-    assert implemented == set(_specs(aepipe_pm)), "tests/test_hooks.py's Recorder must implement (and so exercise) every hook"
+    assert implemented == set(_specs(aepipe_pm)), (
+        "tests/test_hooks.py's Recorder must implement (and so exercise) every hook"
+    )
 
 
 def test_every_hookspec_has_a_docstring(aepipe_pm):
@@ -39,7 +43,9 @@ def test_the_settings_tables_are_generated_from_the_code(aepipe_pm):
     `python -m aepipe.guide` rewrites them; this fails when the guide is out of date."""
     from aepipe.guide import render_guide, settings_tables
 
-    assert render_guide(GUIDE, settings_tables(aepipe_pm)) == GUIDE, "docs/plugins.md is out of date: run python -m aepipe.guide"
+    assert render_guide(GUIDE, settings_tables(aepipe_pm)) == GUIDE, (
+        "docs/plugins.md is out of date: run python -m aepipe.guide"
+    )
     for row in ("| `train.epochs` | `int` | `30` | >= 1 |", "| `model.regularizers.KEY.lam` | `float` |",
                 "| `model.encoder.hidden` | `list[int > 0]` |", "| `tune.n_trials` | `int` | `20` | >= 1 |"):
         assert row in GUIDE, row
@@ -52,10 +58,15 @@ def test_the_testing_fixtures_and_functions_are_documented_with_their_signatures
 
     public = [name for name, obj in vars(testing).items()
               if not name.startswith("_") and callable(obj) and getattr(obj, "__module__", "") == testing.__name__]
-    assert {"aepipe_pm", "aepipe_plugin", "aepipe_store", "registered_components", "check_component", "check_variant"} <= set(public)
+    assert {"aepipe_pm", "aepipe_plugin", "aepipe_store", "registered_components", "check_component",
+            "check_variant"} <= set(public)
     for name in public:
         obj = getattr(testing, name)
-        function = getattr(obj, "__wrapped__", None) or getattr(getattr(obj, "_fixture_function", None), "__call__", None) or obj
+        function = (
+            getattr(obj, "__wrapped__", None)
+            or getattr(getattr(obj, "_fixture_function", None), "__call__", None)
+            or obj
+        )
         function = getattr(obj, "_get_wrapped_function", lambda: function)()
         params = ", ".join(p if d is inspect.Parameter.empty else f"{p}={d!r}"
                            for p, d in ((p.name, p.default) for p in inspect.signature(function).parameters.values()))

@@ -21,22 +21,32 @@ PLATEAU = ["train.min_delta=1000"]
 def test_training_stops_before_the_cap_on_a_plateau_and_logs_the_epochs_used(aepipe_pm, aepipe_store):
     from mlflow import MlflowClient
 
-    result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, *PLATEAU, "train.epochs=200", "train.patience=3"]),
-                   aepipe_pm)
+    result = train(
+        resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, *PLATEAU, "train.epochs=200", "train.patience=3"]),
+        aepipe_pm,
+    )
     assert result.stopped_early and result.epochs == 4  # the first epoch, then three without improvement
     logged = MlflowClient().get_run(result.run_id).data.metrics
     assert logged["epochs_trained"] == 4 and logged["stopped_early"] == 1.0 and logged["best_epoch"] == 1
     assert len(MlflowClient().get_metric_history(result.run_id, "val_loss")) == 4
     # patience 0 never stops: the cap is the budget
-    full = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, *PLATEAU, "train.epochs=5", "train.patience=0"]), aepipe_pm)
+    full = train(
+        resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, *PLATEAU, "train.epochs=5", "train.patience=0"]),
+        aepipe_pm,
+    )
     assert not full.stopped_early and full.epochs == 5
     assert MlflowClient().get_run(full.run_id).data.metrics["stopped_early"] == 0.0
 
 
 def test_a_run_that_stopped_early_is_not_trained_further_on_resume(aepipe_pm, aepipe_store):
-    result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, *PLATEAU, "train.epochs=50", "train.patience=1"]), aepipe_pm)
+    result = train(
+        resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, *PLATEAU, "train.epochs=50", "train.patience=1"]),
+        aepipe_pm,
+    )
     assert result.stopped_early and result.epochs == 2
-    with pytest.raises(ConfigError, match=r"already finished \(2 epochs, stopped early: its val_loss stopped improving\)"):
+    with pytest.raises(
+        ConfigError, match=r"already finished \(2 epochs, stopped early: its val_loss stopped improving\)"
+    ):
         train(None, aepipe_pm, resume=result.run_id)
 
 

@@ -97,16 +97,22 @@ def test_bad_arrays_are_one_line_errors_before_the_model_runs(cvae_run, store, t
     files = _files(tmp_path)
     for inp, labels, parts in ARRAY_CASES:
         out = tmp_path / "out.npy"
-        result = CliRunner().invoke(cli, [command, cvae_run, str(files[inp]), "--labels", str(files[labels]), "-o", str(out)])
+        result = CliRunner().invoke(
+            cli, [command, cvae_run, str(files[inp]), "--labels", str(files[labels]), "-o", str(out)]
+        )
         _one_line_error(result, *parts)
         assert not out.exists()
     # the output's folder is checked before anything is read
     result = CliRunner().invoke(cli, [command, cvae_run, str(files["ok"]), "--labels", str(files["labels"]),
                                       "-o", str(tmp_path / "nowhere" / "out.npy")])
     _one_line_error(result, f"-o {tmp_path / 'nowhere' / 'out.npy'}: the folder {tmp_path / 'nowhere'} does not exist")
-    result = CliRunner().invoke(cli, [command, cvae_run, str(files["ok"]), "--labels", str(files["labels"]), "-o", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli, [command, cvae_run, str(files["ok"]), "--labels", str(files["labels"]), "-o", str(tmp_path)]
+    )
     _one_line_error(result, "'-o' / '--output'", "is a directory")
-    good = CliRunner().invoke(cli, [command, cvae_run, str(files["ok"]), "--labels", str(files["labels"]), "-o", str(tmp_path / "good.npy")])
+    good = CliRunner().invoke(
+        cli, [command, cvae_run, str(files["ok"]), "--labels", str(files["labels"]), "-o", str(tmp_path / "good.npy")]
+    )
     assert good.exit_code == 0, good.output
     assert np.isfinite(np.load(tmp_path / "good.npy")).all()
 
@@ -114,8 +120,11 @@ def test_bad_arrays_are_one_line_errors_before_the_model_runs(cvae_run, store, t
 def test_sample_checks_its_paths_and_count_before_drawing(cvae_run, store, tmp_path):
     run = CliRunner()
     _one_line_error(run.invoke(cli, ["sample", cvae_run, "-o", str(tmp_path / "no" / "s.npy")]), "-o", "does not exist")
-    _one_line_error(run.invoke(cli, ["sample", cvae_run, "-o", str(tmp_path / "s.npy"), "--grid", str(tmp_path / "no" / "g.png")]),
-                    "--grid", "does not exist")
+    _one_line_error(
+        run.invoke(cli, ["sample", cvae_run, "-o", str(tmp_path / "s.npy"), "--grid", str(tmp_path / "no" / "g.png")]),
+        "--grid",
+        "does not exist",
+    )
     _one_line_error(run.invoke(cli, ["sample", cvae_run, "-n", str(10**12), "-o", str(tmp_path / "s.npy")]),
                     f"-n {10**12}: 1,000,000,000,000 samples needs about", "is free on cpu")
     _one_line_error(run.invoke(cli, ["sample", cvae_run, "-n", str(10**30), "-o", str(tmp_path / "s.npy")]), "-n")
@@ -143,7 +152,11 @@ def test_cli_counts_and_ports_are_checked_in_one_line(argv, parts, tmp_path, mon
 
 
 def _idx(path: Path, array: np.ndarray, truncate: int = 0) -> None:
-    data = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape) + array.astype(np.uint8).tobytes()
+    data = (
+        struct.pack(">BBBB", 0, 0, 8, array.ndim)
+        + struct.pack(f">{array.ndim}i", *array.shape)
+        + array.astype(np.uint8).tobytes()
+    )
     path.write_bytes(data[: len(data) - truncate] if truncate else data)
 
 
@@ -152,7 +165,9 @@ def _dataset_cases(folder: Path) -> list[tuple[list[str], list[str]]]:
     cases = []
     csv = folder / "words.csv"
     csv.write_text("1,2,3\n4,five,6\n")
-    cases.append(([f"data.path='{csv}'"], [f"{csv}: cannot read: could not convert text 'five' to float64 at row 1, column 2"]))
+    cases.append(
+        ([f"data.path='{csv}'"], [f"{csv}: cannot read: could not convert text 'five' to float64 at row 1, column 2"])
+    )
     npz = folder / "other.npz"
     np.savez(npz, images=np.zeros((4, 3)))
     cases.append(([f"data.path='{npz}'"], [f"{npz}: no array 'x' (has: images); set data.x_key"]))
@@ -164,7 +179,9 @@ def _dataset_cases(folder: Path) -> list[tuple[list[str], list[str]]]:
     cases.append(([f"data.path='{nan_csv}'"], [f"{nan_csv}: row 1, column 1 is nan"]))
     column = folder / "col.csv"
     column.write_text("1,2,3\n4,5,6\n")
-    cases.append(([f"data.path='{column}'", "data.label_column=7"], ["data.label_column = 7, but the rows have 3 columns"]))
+    cases.append(
+        ([f"data.path='{column}'", "data.label_column=7"], ["data.label_column = 7, but the rows have 3 columns"])
+    )
     text_npy = folder / "text.npy"
     text_npy.write_text("not numpy\n")
     cases.append(([f"data.path='{text_npy}'"], [f"{text_npy}: not a .npy file"]))
@@ -178,7 +195,8 @@ def _idx_cases(folder: Path) -> list[tuple[list[str], list[str]]]:
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 255, (20, 4, 4)), rng.integers(0, 10, 20)
     cases = []
-    for name, damage in (("truncated", "images"), ("counts", "labels"), ("magic", "magic"), ("gzip", "gzip"), ("header", "header")):
+    for name, damage in (("truncated", "images"), ("counts", "labels"), ("magic", "magic"), ("gzip", "gzip"), ("header",
+        "header")):
         d = folder / name
         d.mkdir()
         _idx(d / "train-images-idx3-ubyte", images, truncate=5 if damage == "images" else 0)
@@ -194,7 +212,8 @@ def _idx_cases(folder: Path) -> list[tuple[list[str], list[str]]]:
         if damage == "header":
             (d / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03\x00\x00")
         cases.append(([f"data.path='{d}'"], {
-            "truncated": [f"{d / 'train-images-idx3-ubyte'}: header says (20, 4, 4) (320 values) but the file holds 315"],
+            "truncated": [f"{d / 'train-images-idx3-ubyte'}: header says (20, 4, 4) (320 values) but the file holds "
+                          "315"],
             "counts": [f"dataset 'mnist' in {d}: 20 images but 19 labels"],
             "magic": [f"{d / 't10k-images-idx3-ubyte'}: not an unsigned-byte IDX file (magic 00000d03)"],
             "gzip": [f"{d / 't10k-images-idx3-ubyte.gz'}: cannot read:"],
@@ -232,9 +251,11 @@ def test_a_model_too_large_for_memory_is_refused_before_it_is_built(tmp_path, mo
     monkeypatch.setenv("AEPIPE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     runner = CliRunner()
-    for sets, parts in ((["model.code_dim=100000000000000"], ["the model (12,900,000,000,000,064 parameters, most in model.encoder) needs about",
-                                                                "lower the sizes of [model.encoder] or model.code_dim"]),
-                        (["variant='vae'", "model.encoder.hidden=[100000000, 100000]"], ["most in model.encoder", "is free on cpu"])):
+    for sets, parts in ((["model.code_dim=100000000000000"],
+                         ["the model (12,900,000,000,000,064 parameters, most in model.encoder) needs about",
+                          "lower the sizes of [model.encoder] or model.code_dim"]),
+                        (["variant='vae'", "model.encoder.hidden=[100000000, 100000]"],
+                         ["most in model.encoder", "is free on cpu"])):
         argv = ["train", str(PIPELINES / "vanilla.toml"), "-q"]
         for s in sets:
             argv += ["--set", s]

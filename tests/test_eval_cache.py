@@ -75,10 +75,15 @@ def test_evaluate_samples_are_checked_against_the_budget_before_any_is_drawn(run
     use_store(monkeypatch, run["home"])
     drawn = []
     monkeypatch.setattr(AutoEncoder, "sample", lambda self, *a, **k: drawn.append(a))
-    monkeypatch.setattr(limits, "memory_budget", lambda device="cpu", cgroup_root=None: limits.Budget(10_000_000, "a test"))
+    monkeypatch.setattr(
+        limits, "memory_budget", lambda device="cpu", cgroup_root=None: limits.Budget(10_000_000, "a test")
+    )
     # (2 samplers + a clamped copy) x 20,000 images x 64 values x 4 bytes, and the test split
-    with pytest.raises(ConfigError, match=r"^--samples 20000: 20,000 generated images through each of 2 samplers needs about 0\.0155 GB; "
-                                          r"0\.01 GB is free on cpu \(a test\): ask for fewer"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--samples 20000: 20,000 generated images through each of 2 samplers needs about 0\.0155 GB; "
+        r"0\.01 GB is free on cpu \(a test\): ask for fewer",
+    ):
         evaluate([run["run_id"]], settings(metrics=["fid"], samplers=["gmm"], samples=20_000, seed=7))
     assert not drawn
 
@@ -103,7 +108,8 @@ def test_a_feature_spaces_version_keys_only_the_evaluations_that_use_it(run, mon
         raise AssertionError("computed again")
 
     monkeypatch.setattr(module, "compute", boom)
-    monkeypatch.setattr(InceptionFeatures, "version", InceptionFeatures.version + 1)  # a space this evaluation does not use
+    # a space this evaluation does not use
+    monkeypatch.setattr(InceptionFeatures, "version", InceptionFeatures.version + 1)
     assert all(r.cached for s in (fid, mse) for r in evaluate([run_id], s))
     monkeypatch.setattr(DomainFeatures, "version", DomainFeatures.version + 1)  # the space it uses
     assert evaluate([run_id], mse)[0].cached  # no feature space in it

@@ -29,7 +29,10 @@ def store(tmp_path_factory):
     with store_at(home):
         vae = train(resolve(pm, tree={"variant": "vae"}, overrides=[*QUIET, "train.epochs=8", "tracking.experiment=ev",
                                                                      f"model.regularizers.kl.iw_samples={K}"]), pm)
-        ae = train(resolve(pm, tree={"variant": "vanilla"}, overrides=[*QUIET, "train.epochs=3", "tracking.experiment=ev-ae"]), pm)
+        ae = train(
+            resolve(pm, tree={"variant": "vanilla"}, overrides=[*QUIET, "train.epochs=3", "tracking.experiment=ev-ae"]),
+            pm,
+        )
     return {"home": home, "vae": vae, "ae": ae, "pm": pm}
 
 
@@ -151,7 +154,9 @@ def test_cli_json_and_one_line_errors(at_store):
     out = runner.invoke(cli, ["evaluate", ae, "--metrics", "mse,bce", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
-    assert set(data[ae]) == {"eval_mse", "eval_bce"} and data[ae]["eval_mse"] == pytest.approx(at_store["ae"].metrics["test_mse"], rel=1e-5)
+    assert set(data[ae]) == {"eval_mse", "eval_bce"} and data[ae]["eval_mse"] == pytest.approx(
+        at_store["ae"].metrics["test_mse"], rel=1e-5
+    )
     bad = runner.invoke(cli, ["evaluate", ae, "--metrics", "fidd"])
     assert bad.exit_code == 2 and "unknown metric 'fidd'" in bad.output and "Traceback" not in bad.output
     missing = runner.invoke(cli, ["evaluate", "no-such-thing"])
@@ -169,14 +174,17 @@ def test_evaluate_section_runs_at_the_end_of_training(tmp_path, monkeypatch):
 
     use_store(monkeypatch, tmp_path / "mlruns")
     pm = get_plugin_manager()
-    result = train(resolve(pm, tree={"variant": "vanilla", "evaluate": {"metrics": ["reconstruction", "likelihood", "probe_accuracy"]}},
+    result = train(resolve(pm,
+                           tree={"variant": "vanilla",
+                                 "evaluate": {"metrics": ["reconstruction", "likelihood", "probe_accuracy"]}},
                            overrides=[*QUIET, "train.epochs=2"]), pm)
     logged = MlflowClient().get_run(result.run_id).data.metrics
     assert logged["eval_mse"] == pytest.approx(logged["test_mse"], rel=1e-5)
     assert "eval_probe_accuracy" in logged and "eval_kmeans_nmi" not in logged  # only what was named
     assert "eval_iw_nll" not in logged  # a deterministic code: the likelihood group does not apply
     plain = train(resolve(pm, tree={"variant": "vanilla"}, overrides=[*QUIET, "train.epochs=1"]), pm)
-    assert not [k for k in MlflowClient().get_run(plain.run_id).data.metrics if k.startswith("eval_")]  # none by default
+    # none by default
+    assert not [k for k in MlflowClient().get_run(plain.run_id).data.metrics if k.startswith("eval_")]
     with pytest.raises(ConfigError, match="evaluate.metrics.*unknown metric 'fid2'"):
         resolve(pm, tree={"variant": "vanilla", "evaluate": {"metrics": ["fid2"]}})
 

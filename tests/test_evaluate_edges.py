@@ -25,10 +25,15 @@ def store(tmp_path_factory):
     rows = np.random.default_rng(0).random((300, 12)).astype(np.float32)
     np.save(root / "flat.npy", rows)
     with store_at(root / "mlruns"):
-        tiny = train(resolve(pm, tree={"variant": "vanilla"}, overrides=[*QUIET, "train.epochs=1", "data.test_fraction=0.002"]), pm)
+        tiny = train(
+            resolve(pm, tree={"variant": "vanilla"}, overrides=[*QUIET, "train.epochs=1", "data.test_fraction=0.002"]),
+            pm,
+        )
         flat = train(resolve(pm, tree={"variant": "vae"}, overrides=[
             *QUIET, "train.epochs=1", 'data.name="file"', f'data.path="{root / "flat.npy"}"']), pm)
-        streamed = train(resolve(pm, tree={"variant": "vanilla"}, overrides=[*QUIET, "train.epochs=1", "data.in_memory=false"]), pm)
+        streamed = train(
+            resolve(pm, tree={"variant": "vanilla"}, overrides=[*QUIET, "train.epochs=1", "data.in_memory=false"]), pm
+        )
     return {"home": root / "mlruns", "tiny": tiny, "flat": flat, "streamed": streamed, "pm": pm}
 
 
@@ -99,7 +104,9 @@ def test_evaluate_section_names_are_checked_before_training(at_store):
         resolve(pm, tree={"variant": "vanilla", "evaluate": {"metrics": ["fid"], "features": ["nope"]}})
     with pytest.raises(ConfigError, match="evaluate.samplers: unknown sampler 'nope'"):
         resolve(pm, tree={"variant": "vanilla", "evaluate": {"metrics": ["fid"], "samplers": ["nope"]}})
-    resolve(pm, tree={"variant": "vanilla", "evaluate": {"metrics": ["fid"], "features": ["domain"], "samplers": ["gmm"]}})
+    resolve(
+        pm, tree={"variant": "vanilla", "evaluate": {"metrics": ["fid"], "features": ["domain"], "samplers": ["gmm"]}}
+    )
 
 
 def test_a_cache_hit_shows_on_the_run_again(at_store):
@@ -140,7 +147,9 @@ def test_a_bad_device_names_the_option(at_store):
     from aepipe.cli import cli
 
     out = CliRunner().invoke(cli, ["evaluate", at_store["flat"].run_id, "--metrics", "mse", "--device", "gpu9", "-q"])
-    assert out.exit_code == 2 and out.output.strip().splitlines() == ["Error: --device: 'gpu9' is not a device (use auto, cpu, cuda, cuda:N or mps)"]
+    assert out.exit_code == 2 and out.output.strip().splitlines() == [
+        "Error: --device: 'gpu9' is not a device (use auto, cpu, cuda, cuda:N or mps)"
+    ]
 
 
 def test_zoo_checks_evaluation_names_before_training(at_store, monkeypatch):
@@ -153,9 +162,13 @@ def test_zoo_checks_evaluation_names_before_training(at_store, monkeypatch):
 
     monkeypatch.setattr(training, "train", boom)
     with pytest.raises(ConfigError, match="unknown feature 'nope'"):
-        run_zoo("digits", 1, "zoo-edges", variants=["vanilla"], evaluate=_settings(features=["nope"]), pm=at_store["pm"])
+        run_zoo(
+            "digits", 1, "zoo-edges", variants=["vanilla"], evaluate=_settings(features=["nope"]), pm=at_store["pm"]
+        )
     with pytest.raises(ConfigError, match="unknown sampler 'nope'"):
-        run_zoo("digits", 1, "zoo-edges", variants=["vanilla"], evaluate=_settings(samplers=["nope"]), pm=at_store["pm"])
+        run_zoo(
+            "digits", 1, "zoo-edges", variants=["vanilla"], evaluate=_settings(samplers=["nope"]), pm=at_store["pm"]
+        )
 
 
 def test_zoo_where_every_variant_is_skipped_shows_no_other_runs(at_store, tmp_path):
@@ -167,6 +180,8 @@ def test_zoo_where_every_variant_is_skipped_shows_no_other_runs(at_store, tmp_pa
 
     flat = tmp_path / "flat.npy"
     np.save(flat, np.random.default_rng(1).random((60, 12)).astype(np.float32))
-    out = CliRunner().invoke(cli, ["zoo", "--only", "cvae", "--epochs", "1", "--data", "file", "--set", f'data.path="{flat}"'])
+    out = CliRunner().invoke(
+        cli, ["zoo", "--only", "cvae", "--epochs", "1", "--data", "file", "--set", f'data.path="{flat}"']
+    )
     assert out.exit_code == 2, out.output
     assert "no variant trained on dataset 'file'" in out.output and not out.stdout.strip()

@@ -79,8 +79,10 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(WriteError) as exc:
         files.save_tensors(target, {"w": torch.zeros(3)})
-    assert str(exc.value) == (f"could not write {target}: no space left on the device (12.3 kB free in {target.parent}; "
-                              "2 kB of it had been written); free some space and run the command again")
+    assert str(exc.value) == (
+        f"could not write {target}: no space left on the device (12.3 kB free in {target.parent}; "
+        "2 kB of it had been written); free some space and run the command again"
+    )
     assert target.read_bytes() == b"old" and os.listdir(target.parent) == ["weights.pt"]
 
 
@@ -118,14 +120,18 @@ def test_a_checkpoint_that_fails_half_way_ends_the_run_failed_and_leaves_nothing
 
     real_save = torch.save
     calls = _checkpoint_fails(monkeypatch, at=2)
-    args = ["train", str(PIPELINES / "vanilla.toml"), "-q", *SETS, "--set", "train.epochs=4", "--set", "train.checkpoint_every=2",
+    args = ["train", str(PIPELINES / "vanilla.toml"), "-q", *SETS, "--set", "train.epochs=4", "--set",
+            "train.checkpoint_every=2",
             "--set", "train.checkpoint_seconds=0", "--set", 'tracking.experiment="faults-enospc"']
     out = _cli(*args)
     assert out.exit_code == 2 and calls == [2, 4], out.output
     line = _one_line(out.stderr)
-    found = re.fullmatch(r"Error: could not write (/\S+/checkpoints/([0-9a-f]{32})/checkpoint\.pt): no space left on the device "
-                         r"\(\S+ (bytes|kB|MB|GB|TB) free in /\S+; \S+ (bytes|kB|MB) of it had been written\); "
-                         r"free some space and run the command again", line)
+    found = re.fullmatch(
+        r"Error: could not write (/\S+/checkpoints/([0-9a-f]{32})/checkpoint\.pt): no space left on the device "
+        r"\(\S+ (bytes|kB|MB|GB|TB) free in /\S+; \S+ (bytes|kB|MB) of it had been written\); "
+        r"free some space and run the command again",
+        line,
+    )
     assert found, line
     run_id = found.group(2)
     client = MlflowClient()
@@ -151,8 +157,11 @@ def test_a_checkpoint_that_fails_half_way_ends_the_run_failed_and_leaves_nothing
         stored.write_bytes(damaged)
         out = _cli("train", "--resume", run_id, "-q", "--set", "train.epochs=6")
         assert out.exit_code == 2, out.output
-        assert re.fullmatch(rf"Error: --resume {run_id}: its logged artifact checkpoint/checkpoint\.pt is damaged \({said}.*\); "
-                            r"it cannot be read", _one_line(out.stderr)), out.stderr
+        assert re.fullmatch(
+            rf"Error: --resume {run_id}: its logged artifact checkpoint/checkpoint\.pt is damaged \({said}.*\); "
+            r"it cannot be read",
+            _one_line(out.stderr),
+        ), out.stderr
 
 
 @pytest.fixture
@@ -160,7 +169,9 @@ def small_disk(aepipe_store):
     """The tracking store (its database, artifacts and checkpoints) on a 3 MB tmpfs."""
     aepipe_store.mkdir(parents=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(aepipe_store)], capture_output=True, timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(aepipe_store)], capture_output=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"cannot mount a tmpfs here: {exc}")
     if done.returncode != 0:
@@ -194,8 +205,11 @@ def test_a_full_disk_under_the_store_is_one_line_and_the_run_is_ended(small_disk
     out = _cli("train", str(PIPELINES / "vanilla.toml"), "-q", *sum((["--set", s] for s in sets), []))
     assert out.exit_code == 2, out.output
     line = _one_line(out.stderr)
-    found = re.fullmatch(r"Error: could not write (\S+/checkpoints/([0-9a-f]{32})/checkpoint\.pt): no space left on the device "
-                         r"\((\S+) kB free in \S+; \S+ kB of it had been written\); free some space and run the command again", line)
+    found = re.fullmatch(
+        r"Error: could not write (\S+/checkpoints/([0-9a-f]{32})/checkpoint\.pt): no space left on the device "
+        r"\((\S+) kB free in \S+; \S+ kB of it had been written\); free some space and run the command again",
+        line,
+    )
     assert found and found.group(1).startswith(str(small_disk)), line
     assert float(found.group(3)) * 1e3 < size, "the free space said is what is left"
     run_id = found.group(2)
@@ -227,8 +241,11 @@ def test_a_damaged_model_file_is_one_line_naming_it(aepipe_pm, store, tmp_path):
     from aepipe.tracking import default_tracker
 
     memory = MemoryTracker(tmp_path / "memory")
-    result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "tracking.log_model=true", "train.epochs=1"]),
-                   aepipe_pm, tracker=memory)
+    result = train(
+        resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "tracking.log_model=true", "train.epochs=1"]),
+        aepipe_pm,
+        tracker=memory,
+    )
     folder = memory.root / result.run_id / "artifacts" / DIR
     weights = folder / "weights.pt"
     whole = weights.read_bytes()
@@ -239,11 +256,17 @@ def test_a_damaged_model_file_is_one_line_naming_it(aepipe_pm, store, tmp_path):
     import numpy as np
 
     np.save(inputs, np.zeros((2, 64)))
-    for damaged, said in ((b"", r"empty: 0 bytes"), (whole[: len(whole) // 2], r"\S+ kB: \w+"), (whole[:2], r"2 bytes: \w+")):
+    for damaged, said in (
+        (b"", r"empty: 0 bytes"),
+        (whole[: len(whole) // 2], r"\S+ kB: \w+"),
+        (whole[:2], r"2 bytes: \w+"),
+    ):
         weights.write_bytes(damaged)
         with pytest.raises(ConfigError) as exc:
             load_run_model(result.run_id, tracker=memory, pm=aepipe_pm)
-        assert re.fullmatch(rf"run {result.run_id}: {DIR}/weights\.pt is damaged \({said}.*\); it cannot be read", str(exc.value))
+        assert re.fullmatch(
+            rf"run {result.run_id}: {DIR}/weights\.pt is damaged \({said}.*\); it cannot be read", str(exc.value)
+        )
         MlflowClient().log_artifacts(run.run_id, str(folder), DIR)
         out = _cli("encode", run.run_id, str(inputs), "-o", str(tmp_path / "codes.npy"), "--device", "cpu")
         assert out.exit_code == 2, out.output
@@ -289,13 +312,18 @@ def test_the_sweep_ends_only_runs_whose_process_died(tmp_path):
 
     ended = sweep(tracker)
     assert sorted(r.run_id for r in ended) == sorted([dead, dead_elsewhere])
-    assert {k: tracker.runs[k].status for k in (dead, dead_elsewhere, mine, parent, live_elsewhere, no_lease, trial, ended_already)} == {
+    assert {k: tracker.runs[k].status for k in (dead, dead_elsewhere, mine, parent, live_elsewhere, no_lease, trial,
+                                                ended_already)} == {
         dead: "KILLED", dead_elsewhere: "KILLED", mine: "RUNNING", parent: "RUNNING", live_elsewhere: "RUNNING",
         no_lease: "RUNNING", trial: "RUNNING", ended_already: "FAILED"}
-    assert re.fullmatch(rf"its process \(process \d+ on {re.escape(here)}\) died while the run was RUNNING; ended by the next aepipe "
-                        rf"command \(pid {os.getpid()}\); continue it from its last checkpoint with: aepipe train --resume {dead}",
-                        tracker.runs[dead].tags["aepipe.error"])
-    assert "if it wrote a checkpoint, continue it on elsewhere with" in tracker.runs[dead_elsewhere].tags["aepipe.error"]
+    assert re.fullmatch(
+        rf"its process \(process \d+ on {re.escape(here)}\) died while the run was RUNNING; ended by the next aepipe "
+        rf"command \(pid {os.getpid()}\); continue it from its last checkpoint with: aepipe train --resume {dead}",
+        tracker.runs[dead].tags["aepipe.error"],
+    )
+    assert (
+        "if it wrote a checkpoint, continue it on elsewhere with" in tracker.runs[dead_elsewhere].tags["aepipe.error"]
+    )
     assert os.listdir(folder) == ["checkpoint.pt"], "the checkpoint stays; the half-written file goes"
     assert sweep(tracker) == [], "a second sweep finds nothing to do"
 
@@ -342,8 +370,11 @@ def test_a_run_whose_process_died_is_ended_by_the_next_command(store):
     run.close()
     assert MlflowClient().get_run(run.run_id).info.status == "RUNNING"
     sweep._swept.clear()  # as in a new command
-    with pytest.warns(sweep.RunEndedWarning, match=rf"run {run.run_id} was left RUNNING by process {pid} on \S+, which died; "
-                                                  r"marked KILLED \(it had written no checkpoint; train it again\)"):
+    with pytest.warns(
+        sweep.RunEndedWarning,
+        match=rf"run {run.run_id} was left RUNNING by process {pid} on \S+, which died; "
+        r"marked KILLED \(it had written no checkpoint; train it again\)",
+    ):
         _cli("compare", "-e", "faults-sweep")
     record = MlflowClient().get_run(run.run_id)
     assert record.info.status == "KILLED" and f"process {pid}" in record.data.tags["aepipe.error"]
@@ -373,7 +404,8 @@ def test_every_checkpoint_claims_only_epochs_whose_metrics_are_stored(store, mon
 
     monkeypatch.setattr(state_module, "save_tensors", save)
     started = time.time()
-    out = _cli("train", str(PIPELINES / "vanilla.toml"), "-q", *SETS, "--set", "train.epochs=5", "--set", "train.checkpoint_every=2",
+    out = _cli("train", str(PIPELINES / "vanilla.toml"), "-q", *SETS, "--set", "train.epochs=5", "--set",
+               "train.checkpoint_every=2",
                "--set", "train.checkpoint_seconds=0", "--set", 'tracking.experiment="faults-flush"')
     assert out.exit_code == 0, out.output
     assert time.time() - started < 50, "no checkpoint waited for the writer's interval"
@@ -401,8 +433,11 @@ def test_a_store_that_refuses_to_end_a_run_does_not_hide_why_it_stopped(tmp_path
 
     monkeypatch.setattr(MemoryRun, "finish", refuse)
     tracker = MemoryTracker(tmp_path)
-    with pytest.warns(RunNotEndedWarning, match=r"run \w+ could not be marked KILLED \(database is locked\); the next aepipe command "
-                                                r"that opens the store ends it"):
+    with pytest.warns(
+        RunNotEndedWarning,
+        match=r"run \w+ could not be marked KILLED \(database is locked\); the next aepipe command "
+        r"that opens the store ends it",
+    ):
         with pytest.raises(Interrupted, match=r"stopped by SIGINT at epoch 3, batch 0 of \d+; run \w+ marked KILLED"):
             train(resolve(pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=4"]), pm, tracker=tracker)
     (run,) = tracker.runs.values()
@@ -415,8 +450,12 @@ def test_a_run_killed_after_its_last_checkpoint_finishes_on_resume(aepipe_pm, tm
     checkpoint that says it is done: --resume trains no epoch and finishes it. A FINISHED run
     still asks for more epochs."""
     tracker = MemoryTracker(tmp_path)
-    result = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=3"]), aepipe_pm, tracker=tracker)
-    with pytest.raises(ConfigError, match=rf"--resume {result.run_id}: the run already finished \(3 epochs\); raise train.epochs"):
+    result = train(
+        resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=3"]), aepipe_pm, tracker=tracker
+    )
+    with pytest.raises(
+        ConfigError, match=rf"--resume {result.run_id}: the run already finished \(3 epochs\); raise train.epochs"
+    ):
         train(None, aepipe_pm, resume=result.run_id, tracker=tracker)
     run = tracker.runs[result.run_id]
     run.status = "KILLED"  # as the sweep ends it
@@ -495,13 +534,16 @@ def test_sigkill_at_any_moment_leaves_no_run_running_and_loses_no_metric(aepipe_
     procs, logs, watchers = [], [], []
     for i, plan in enumerate(plans):
         sets = [*QUIET, f"train.epochs={EPOCHS}", "train.checkpoint_every=2", "train.checkpoint_seconds=0",
-                f'tracking.experiment="kill-{i}"', *(["tracking.log_images=true", "tracking.log_model=true"] if plan[0] == "end" else [])]
+                f'tracking.experiment="kill-{i}"',
+                *(["tracking.log_images=true", "tracking.log_model=true"] if plan[0] == "end" else [])]
         proc = subprocess.Popen([sys.executable, "-m", "aepipe.cli", "train", str(PIPELINES / "vanilla.toml"),
-                                 *sum((["--set", s] for s in sets), [])], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                 *sum((["--set", s] for s in sets), [])], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
         procs.append(proc)
         logs.append([])
-        watchers.append(threading.Thread(target=_kill_when, args=(proc, plan, client, f"kill-{i}", logs[-1]), daemon=True))
+        watchers.append(
+            threading.Thread(target=_kill_when, args=(proc, plan, client, f"kill-{i}", logs[-1]), daemon=True)
+        )
         watchers[-1].start()
     began = time.time()
     try:
@@ -526,22 +568,30 @@ def test_sigkill_at_any_moment_leaves_no_run_running_and_loses_no_metric(aepipe_
     assert left, "the runs killed last are left RUNNING for the next command to end"
 
     # the next command, whatever it is, ends them
-    out = subprocess.run([sys.executable, "-m", "aepipe.cli", "compare", "-e", "kill-0"], env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-m", "aepipe.cli", "compare", "-e", "kill-0"], env=env, capture_output=True,
+                         text=True, timeout=300)
     for i in left:
-        assert re.search(rf"^Warning: run {runs[i]} was left RUNNING by process {procs[i].pid} on \S+, which died; marked KILLED",
-                         out.stderr, re.M), out.stderr
+        assert re.search(
+            rf"^Warning: run {runs[i]} was left RUNNING by process {procs[i].pid} on \S+, which died; marked KILLED",
+            out.stderr,
+            re.M,
+        ), out.stderr
     print(f"swept after {time.time() - began:.1f}s")
     every = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert not [r.info.run_id for r in every if r.info.status == "RUNNING"]
     for i, run_id in runs.items():
         run = client.get_run(run_id)
-        assert run.info.status == "KILLED" and f"its process (process {procs[i].pid} on " in run.data.tags["aepipe.error"]
+        assert (
+            run.info.status == "KILLED" and f"its process (process {procs[i].pid} on " in run.data.tags["aepipe.error"]
+        )
         assert not _partial_files(aepipe_store / "checkpoints")
 
         resumed = _cli("train", "--resume", run_id, "-q")
         if "it had written no checkpoint" in run.data.tags["aepipe.error"]:
-            assert resumed.exit_code == 2 and "no checkpoint for this run" in _one_line(resumed.stderr), (plans[i], resumed.output)
+            assert resumed.exit_code == 2 and "no checkpoint for this run" in _one_line(resumed.stderr), (
+                plans[i],
+                resumed.output,
+            )
             assert plans[i][0] == "start" or plans[i][1] < 2, plans[i]
             continue
         assert resumed.exit_code == 0, (plans[i], resumed.output)

@@ -94,7 +94,11 @@ def test_the_shared_cache_serves_every_store_and_a_damaged_or_foreign_file_is_tr
     with store_at(tmp_path / "one" / "mlruns"):
         first = feature_space("domain", digits, "cpu")
     assert first.trained and first.path.parent == shared / "features"
-    monkeypatch.setattr(domain_module.DomainFeatures, "_train", lambda self, data, rows: (_ for _ in ()).throw(AssertionError("trained again")))
+    monkeypatch.setattr(
+        domain_module.DomainFeatures,
+        "_train",
+        lambda self, data, rows: (_ for _ in ()).throw(AssertionError("trained again")),
+    )
     with store_at(tmp_path / "two" / "mlruns"):  # another store: read from the shared cache
         second = feature_space("domain", digits, "cpu")
     assert not second.trained and torch.equal(second.features(digits.x_test), trained.features(digits.x_test))
@@ -139,7 +143,9 @@ def test_the_domain_space_uses_a_conv_net_for_larger_images(tmp_path):
     y = rng.integers(0, 2, 200)
     x = rng.random((200, 1, 16, 16)).astype(np.float32) * 0.3
     x[y == 1, :, 4:12, 4:12] += 0.7  # class 1: a bright square
-    data = prepare(RawData(x=x, y=y, value_range=(0.0, 1.0), image_shape=(1, 16, 16)), "squares", 0.2, 0.2, 0, torch.device("cpu"))
+    data = prepare(
+        RawData(x=x, y=y, value_range=(0.0, 1.0), image_shape=(1, 16, 16)), "squares", 0.2, 0.2, 0, torch.device("cpu")
+    )
     space = domain_module.DomainFeatures(domain_module.DomainConfig(steps=60, width=16), feature_space_spec(data))
     space.prepare(data, "cpu", tmp_path)
     assert any(isinstance(m, torch.nn.Conv2d) for m in space.net.modules())
@@ -250,7 +256,9 @@ def test_the_conformance_suite_checks_feature_spaces(aepipe_pm, aepipe_plugin):
     for cls in (_Pixels, Centred, Short, Broken):
         aepipe_plugin(_plugin(cls), name=f"plugin-{cls.name}")
     check_component("feature", "pixels", aepipe_pm)
-    with pytest.raises(AssertionError, match=r"feature 'centred' .*: a row's features change with the rest of its batch"):
+    with pytest.raises(
+        AssertionError, match=r"feature 'centred' .*: a row's features change with the rest of its batch"
+    ):
         check_component("feature", "centred", aepipe_pm)
     with pytest.raises(AssertionError, match=r"feature 'short' .*: features of shape \(4, 63\), expected \(4, 64\)"):
         check_component("feature", "short", aepipe_pm)

@@ -166,8 +166,11 @@ def test_any_encoder_composes_with_a_flow_resnet_and_planar_on_images(aepipe_pm,
 
 # --- the flow sampler -------------------------------------------------------------------------
 
-SMALL = {"data": {"name": "digits"}, "train": {"epochs": 20, "batch_size": 64, "patience": 0},
-         "model": {"code_dim": 4, "encoder": {"name": "mlp", "hidden": [64]}, "decoder": {"name": "mlp", "hidden": [64]}}}
+SMALL = {
+    "data": {"name": "digits"},
+    "train": {"epochs": 20, "batch_size": 64, "patience": 0},
+    "model": {"code_dim": 4, "encoder": {"name": "mlp", "hidden": [64]}, "decoder": {"name": "mlp", "hidden": [64]}},
+}
 
 
 def _tree(**model) -> dict:
@@ -206,7 +209,9 @@ def test_the_flow_sampler_is_saved_with_the_weights_and_reloaded(flow_run, monke
     assert torch.allclose(model.sampler.sample(6), expected, atol=1e-6)  # the same draws under a seed
     r = CliRunner().invoke(cli, ["sample", result.run_id, "-n", "6", "--seed", "7", "-o", str(tmp_path / "s.npy")])
     assert r.exit_code == 0, r.output
-    assert np.allclose(np.load(tmp_path / "s.npy").reshape(6, -1), model.decode(expected).detach().numpy() * 16.0, atol=1e-4)
+    assert np.allclose(
+        np.load(tmp_path / "s.npy").reshape(6, -1), model.decode(expected).detach().numpy() * 16.0, atol=1e-4
+    )
 
 
 def test_the_flow_fits_held_out_codes_better_than_a_gaussian(flow_run):
@@ -231,11 +236,15 @@ def test_the_flow_sampler_refuses_what_it_cannot_model(aepipe_pm):
 
     cvae = resolve(aepipe_pm, tree={"variant": "cvae", **_tree()})
     model = build_model(cvae, load_data(cvae, torch.device("cpu")))
-    with pytest.raises(ConfigError, match="sampler 'flow': sampler 'flow' fits codes without their labels; a conditional model"):
+    with pytest.raises(
+        ConfigError, match="sampler 'flow': sampler 'flow' fits codes without their labels; a conditional model"
+    ):
         build_sampler(model, "flow", pm=aepipe_pm)
     cat = resolve(aepipe_pm, tree={"variant": "categorical-vae", **_tree(code_dim=20)})
     model = build_model(cat, load_data(cat, torch.device("cpu")))
-    with pytest.raises(ConfigError, match="sampler 'flow' models continuous codes; bottleneck 'categorical' gives discrete ones"):
+    with pytest.raises(
+        ConfigError, match="sampler 'flow' models continuous codes; bottleneck 'categorical' gives discrete ones"
+    ):
         build_sampler(model, "flow", pm=aepipe_pm)
 
 

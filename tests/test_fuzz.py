@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 #: the digits pipelines (embedded data: no download), one file per family
-FILES = ["vanilla", "weight-l1", "sparse", "denoising", "contractive", "vae", "cvae", "aae", "linear", "wae-mmd", "rae-gp",
-         "beta-tcvae", "svae", "msssim-vae", "miwae"]
+FILES = ["vanilla", "weight-l1", "sparse", "denoising", "contractive", "vae", "cvae", "aae", "linear", "wae-mmd",
+         "rae-gp", "beta-tcvae", "svae", "msssim-vae", "miwae"]
 #: every run trains one quiet epoch: the fuzz is about the input, not the training
 LAST = ["train.epochs=1", "train.compile=false", "tracking.log_model=false", "tracking.log_images=false",
         "tracking.log_dataset=false", "tracking.system_metrics=false", "data.name='digits'"]
@@ -64,8 +64,9 @@ mutations = st.lists(st.one_of(
     st.tuples(st.just("unknown"), st.sampled_from(KEYS), st.text(min_size=1, max_size=8), values),
 ), min_size=1, max_size=3)
 garbles = st.one_of(st.none(), st.tuples(st.integers(0, 10**6), st.integers(0, 4), st.text(max_size=3)))
-stray_sets = st.lists(st.one_of(st.text(max_size=25), st.builds(lambda k, v: f"{'.'.join(k)}={v}", st.sampled_from(KEYS),
-                                                                st.sampled_from(["3", "-1", "x", "[1]", "{a=1}", "nan", "1e400", ""]))),
+stray_sets = st.lists(st.one_of(st.text(max_size=25),
+                                st.builds(lambda k, v: f"{'.'.join(k)}={v}", st.sampled_from(KEYS),
+                                          st.sampled_from(["3", "-1", "x", "[1]", "{a=1}", "nan", "1e400", ""]))),
                       max_size=2)
 
 
@@ -110,7 +111,9 @@ def fuzz_home(tmp_path_factory):
 @settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(name=st.sampled_from(FILES), changes=mutations, garble=garbles, extra=stray_sets)
-def test_mutated_pipelines_and_arguments_exit_0_or_2_in_one_line(name, changes, garble, extra, fuzz_home, tmp_path, monkeypatch):
+def test_mutated_pipelines_and_arguments_exit_0_or_2_in_one_line(
+    name, changes, garble, extra, fuzz_home, tmp_path, monkeypatch
+):
     import tomli_w
     from click.testing import CliRunner
 

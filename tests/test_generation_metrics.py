@@ -58,7 +58,9 @@ def test_frechet_distance_equals_a_direct_scipy_computation():
         b = rng.normal(size=(400, width)) * 1.3 + shift
         ours = frechet_distance(*gaussian_stats(torch.from_numpy(a)), *gaussian_stats(torch.from_numpy(b)))
         assert ours == pytest.approx(_direct_fid(a, b), rel=1e-6)
-        assert frechet_distance(a.mean(0), np.cov(a.T), b.mean(0), np.cov(b.T)) == pytest.approx(_direct_fid(a, b), rel=1e-6)
+        assert frechet_distance(a.mean(0), np.cov(a.T), b.mean(0), np.cov(b.T)) == pytest.approx(
+            _direct_fid(a, b), rel=1e-6
+        )
     # fewer rows than features: singular covariances (where sqrtm warns) are handled exactly
     few = rng.normal(size=(20, 50))
     assert frechet_distance(*gaussian_stats(few), *gaussian_stats(few + 0.5)) == pytest.approx(50 * 0.25, rel=1e-6)
@@ -77,7 +79,9 @@ def test_kid_is_the_unbiased_polynomial_mmd_of_torchmetrics():
     theirs = float(poly_mmd(torch.from_numpy(a), torch.from_numpy(b)))
     assert ours == pytest.approx(theirs, rel=1e-9)
     # unbiased: near 0 for two samples of one distribution, far from it for shifted ones
-    same = kernel_inception_distance(rng.normal(size=(600, 16)), rng.normal(size=(600, 16)), subsets=20, subset_size=300)
+    same = kernel_inception_distance(
+        rng.normal(size=(600, 16)), rng.normal(size=(600, 16)), subsets=20, subset_size=300
+    )
     assert abs(same) < 0.2 * kernel_inception_distance(a, b, subsets=20, subset_size=300)
 
 
@@ -248,7 +252,8 @@ def test_fid_command_takes_the_dataset_of_a_pipeline_file(arrays, tmp_path):
     out = _fid(str(a), str(b), "--features", "domain", "--pipeline", str(pipeline), "--json")
     assert out.exit_code == 0, out.output
     by_name = json.loads(_fid(str(a), str(b), "--features", "domain", "--dataset", "digits", "--json").stdout)
-    assert json.loads(out.stdout)["fid"] == pytest.approx(by_name["fid"], rel=1e-9)  # the same split: the same classifier
+    # the same split: the same classifier
+    assert json.loads(out.stdout)["fid"] == pytest.approx(by_name["fid"], rel=1e-9)
     pipeline.write_text('[data]\nname = "digits"\nsplit_seed = "x"\n')
     out = _fid(str(a), str(b), "--features", "domain", "--pipeline", str(pipeline))
     assert out.exit_code == 2 and "data.split_seed" in out.stderr

@@ -82,7 +82,8 @@ class Recorder:
         from aepipe import Variant
 
         register(Variant("recorded", "vanilla on small-digits", {"data": {"name": "small-digits"},
-                                                                 "model": {"encoder": {"name": "one-layer"}, "decoder": {"name": "one-layer"}}}))
+                                                                 "model": {"encoder": {"name": "one-layer"},
+                                                                           "decoder": {"name": "one-layer"}}}))
         self._seen("aepipe_register_variants")
 
     @hookimpl
@@ -110,7 +111,9 @@ class Recorder:
 
     @hookimpl
     def aepipe_trial_end(self, study, number, state, values, params, run_id):
-        self._seen("aepipe_trial_end", study=study, number=number, state=state, values=values, params=params, run_id=run_id)
+        self._seen(
+            "aepipe_trial_end", study=study, number=number, state=state, values=values, params=params, run_id=run_id
+        )
 
     @hookimpl
     def aepipe_cli_commands(self, cli):
@@ -145,8 +148,9 @@ def test_every_hook_is_called(aepipe_pm, aepipe_plugin, store, tmp_path, monkeyp
     from aepipe import tune
 
     path = tmp_path / "t.toml"
-    path.write_text('variant = "recorded"\n[train]\nepochs = 2\n[tracking]\nlog_model = false\nlog_images = false\nlog_dataset = false\n'
-                    '[tune]\nn_trials = 2\npruner = "none"\n[tune.space]\n"train.lr" = { type = "float", low = 0.001, high = 0.01 }\n')
+    path.write_text('variant = "recorded"\n[train]\nepochs = 2\n[tracking]\nlog_model = false\nlog_images = '
+                    'false\nlog_dataset = false\n[tune]\nn_trials = 2\npruner = "none"\n[tune.space]\n"train.lr" = { '
+                    'type = "float", low = 0.001, high = 0.01 }\n')
     st = tune.prepare_study(aepipe_pm, path)
     tune.open_study(st, epochs=2)
     tune.ensure_parent_run(st)
@@ -192,6 +196,8 @@ def test_a_hook_that_raises_fails_the_run_naming_the_plugin(aepipe_pm, aepipe_pl
     from mlflow import MlflowClient
 
     c = MlflowClient()
-    run = c.search_runs([c.get_experiment_by_name("vanilla").experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    run = c.search_runs(
+        [c.get_experiment_by_name("vanilla").experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
     assert run.info.status == "FAILED"
     assert "plugin 'explodes' raised in" in run.data.tags["aepipe.error"]

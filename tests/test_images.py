@@ -76,8 +76,12 @@ def test_a_hugging_face_dataset_saved_to_disk_or_in_a_folder(aepipe_pm, folder, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rng = np.random.default_rng(0)
     images = [_image(rng, size=(8, 8), colour=(220, 30, 20) if i % 3 else (20, 30, 220)) for i in range(12)]
-    features = datasets.Features({"picture": datasets.Image(), "kind": datasets.ClassLabel(names=["blue", "red", "green"])})
-    table = datasets.Dataset.from_dict({"picture": images, "kind": [int(i % 3 != 0) for i in range(12)]}, features=features)
+    features = datasets.Features(
+        {"picture": datasets.Image(), "kind": datasets.ClassLabel(names=["blue", "red", "green"])}
+    )
+    table = datasets.Dataset.from_dict(
+        {"picture": images, "kind": [int(i % 3 != 0) for i in range(12)]}, features=features
+    )
     datasets.DatasetDict({"train": table, "test": table.select(range(3))}).save_to_disk(str(tmp_path / "saved"))
     data = _load(aepipe_pm, {"name": "huggingface", "path": str(tmp_path / "saved"), "image_column": "picture",
                              "label_column": "kind", "val_fraction": 0.25, "test_fraction": 0.25})
@@ -87,7 +91,10 @@ def test_a_hugging_face_dataset_saved_to_disk_or_in_a_folder(aepipe_pm, folder, 
                                    "label_column": "", "channels": 1})
     assert unlabelled.n_classes == 0 and unlabelled.image_shape == (1, 8, 8)
     with pytest.raises(DataError, match=r"no split 'validation' \(has: train, test\); set data.split"):
-        _load(aepipe_pm, {"name": "huggingface", "path": str(tmp_path / "saved"), "split": "validation", "image_column": "picture"})
+        _load(
+            aepipe_pm,
+            {"name": "huggingface", "path": str(tmp_path / "saved"), "split": "validation", "image_column": "picture"},
+        )
     with pytest.raises(DataError, match=r"no column 'image' \(has: picture, kind\); set data.image_column"):
         _load(aepipe_pm, {"name": "huggingface", "path": str(tmp_path / "saved")})
     # a local folder of images, read by the library's own imagefolder builder (labels from subfolders)
@@ -113,7 +120,9 @@ def colour32(tmp_path_factory) -> dict:
     return {"name": "file", "path": str(path), "image_shape": [3, 32, 32], "value_range": [0, 255]}
 
 
-@pytest.mark.parametrize("kind,name", [("encoder", "resnet"), ("decoder", "resnet"), ("variant", "resnet"), ("variant", "resnet-vae")])
+@pytest.mark.parametrize(
+    "kind,name", [("encoder", "resnet"), ("decoder", "resnet"), ("variant", "resnet"), ("variant", "resnet-vae")]
+)
 def test_resnet_passes_the_conformance_suite_on_32x32_colour_images(aepipe_pm, colour32, kind, name):
     check_component(kind, name, aepipe_pm, data=colour32)
 
@@ -137,10 +146,12 @@ def test_resnet_composes_with_every_family_that_takes_an_encoder_and_decoder(aep
     families = {
         "ae": {},
         "dae": {"corruption": {"name": "gaussian", "sigma": 0.2}},
-        "vae": {"encoder": {"distribution": "gaussian"}, "prior": {"name": "standard-normal"}, "regularizers": {"kl": {}}},
-        "vae-bottleneck": {"bottleneck": {"name": "gaussian"}, "prior": {"name": "standard-normal"}, "regularizers": {"kl": {}}},
-        "cvae": {"encoder": {"distribution": "gaussian"}, "prior": {"name": "standard-normal"}, "regularizers": {"kl": {}},
-                 "conditional": True},
+        "vae": {"encoder": {"distribution": "gaussian"}, "prior": {"name": "standard-normal"},
+                "regularizers": {"kl": {}}},
+        "vae-bottleneck": {"bottleneck": {"name": "gaussian"}, "prior": {"name": "standard-normal"},
+                           "regularizers": {"kl": {}}},
+        "cvae": {"encoder": {"distribution": "gaussian"}, "prior": {"name": "standard-normal"},
+                 "regularizers": {"kl": {}}, "conditional": True},
         "aae": {"prior": {"name": "standard-normal"}, "regularizers": {"adversarial": {"hidden": [16]}}},
     }
     for family, model in families.items():
@@ -161,8 +172,9 @@ def test_aepipe_train_on_an_image_folder_logs_colour_figures(folder, tmp_path, m
     monkeypatch.setenv("AEPIPE_HOME", str(tmp_path / "mlruns"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tracking.store.forget()
-    argv = ["train", str(PIPELINES / "resnet-dae-images.toml"), "-q", "--set", f"data.path='{folder}'", "--set", "train.epochs=1",
-            "--set", "model.encoder.widths=[8, 16]", "--set", "model.decoder.widths=[8, 16]", "--set", "tracking.log_model=false"]
+    argv = ["train", str(PIPELINES / "resnet-dae-images.toml"), "-q", "--set", f"data.path='{folder}'", "--set",
+            "train.epochs=1", "--set", "model.encoder.widths=[8, 16]", "--set", "model.decoder.widths=[8, 16]", "--set",
+            "tracking.log_model=false"]
     out = CliRunner().invoke(cli, argv)
     assert out.exit_code == 0, out.output
     run_id = out.stdout.strip().splitlines()[-1]

@@ -52,7 +52,9 @@ def test_a_hostile_file_is_one_line_before_it_is_parsed(tmp_path, name):
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")
-@pytest.mark.parametrize("name", ["a 100,000-part dotted key", "arrays 1,000 deep", "a table header 1,000 parts deep", "too large"])
+@pytest.mark.parametrize(
+    "name", ["a 100,000-part dotted key", "arrays 1,000 deep", "a table header 1,000 parts deep", "too large"]
+)
 def test_aepipe_train_refuses_a_hostile_file_under_a_memory_limit(tmp_path, name):
     """The installed command, in a process limited to 1.5 GB of address space: exit 2, one line
     on stderr, in seconds (before the bounds: 23.7 GB and the OOM killer, or a RecursionError)."""
@@ -76,7 +78,9 @@ def test_a_file_over_the_size_bound_is_refused_unread(tmp_path):
     path = tmp_path / "big.toml"
     with open(path, "wb") as fh:
         fh.truncate(MAX_FILE_BYTES + 1)  # sparse: reading it would be the only cost
-    with pytest.raises(ConfigError, match=rf"big\.toml: {MAX_FILE_BYTES + 1} bytes; a pipeline file may hold at most {MAX_FILE_BYTES}"):
+    with pytest.raises(
+        ConfigError, match=rf"big\.toml: {MAX_FILE_BYTES + 1} bytes; a pipeline file may hold at most {MAX_FILE_BYTES}"
+    ):
         read_pipeline_file(path)
     path.write_text("x = 1\n" + "#" * (MAX_FILE_BYTES - 7) + "\n")  # exactly at the bound: read
     assert os.path.getsize(path) == MAX_FILE_BYTES and read_pipeline_file(path) == {"x": 1}
@@ -121,13 +125,14 @@ hidden = [
 [tracking]
 experiment = "x[1].y{2}.z#3"
 run_name = \'\'\'literal [[[ {{{ a.b.c "" \'\' #\'\'\'
-'''
+'''  # noqa: E501 - the description's long line of brackets and braces is the test's data
 
 
 def test_a_legitimate_pipeline_with_brackets_dots_and_quotes_in_strings_is_accepted(aepipe_pm, tmp_path):
     import tomllib
 
-    text = LEGITIMATE.replace('model.likelihood = "bernoulli"   # dotted keys under a table (model.model.likelihood is not a setting: removed below)\n', "")
+    text = LEGITIMATE.replace('model.likelihood = "bernoulli"   # dotted keys under a table (model.model.likelihood is '
+                              'not a setting: removed below)\n', "")
     path = tmp_path / "p.toml"
     path.write_text(text)
     pipeline = resolve(aepipe_pm, path)
@@ -150,8 +155,11 @@ def test_the_scan_agrees_with_tomllib_on_every_tree_tomli_w_writes():
 
     text = st.text(alphabet="ab.[]{}\"'#=,\\ \n\t", max_size=6)
     scalars = st.one_of(st.integers(-5, 5), st.booleans(), text, st.floats(allow_nan=False))
-    trees = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(text, inner, max_size=3)),
-                         max_leaves=12)
+    trees = st.recursive(
+        scalars,
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(text, inner, max_size=3)),
+        max_leaves=12,
+    )
 
     @settings(max_examples=150, derandomize=True, deadline=None)
     @given(st.dictionaries(text, trees, max_size=4))
@@ -167,7 +175,10 @@ def test_set_with_a_huge_dotted_key_or_a_deep_value_is_one_line(tmp_path):
     from aepipe.cli import cli
 
     huge = "a" + ".a" * 99_999 + "=1"
-    with pytest.raises(ConfigError, match=rf"--set 'a\.a\.a.*\.\.\. \(200001 characters\): a key of 100000 parts; aepipe reads at most {MAX_DEPTH}"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"--set 'a\.a\.a.*\.\.\. \(200001 characters\): a key of 100000 parts; aepipe reads at most {MAX_DEPTH}",
+    ):
         parse_override(huge)
     for value in ("[" * DEEP + "]" * DEEP, "{a=" * DEEP + "1" + "}" * DEEP):
         with pytest.raises(ConfigError, match=rf"--set 'x\.y=.*: line 1: {TOO_DEEP}"):
@@ -181,7 +192,9 @@ def test_set_with_a_huge_dotted_key_or_a_deep_value_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["train", str(tmp_path / "p.toml"), "--set", huge])
     assert result.exit_code == 2 and time.monotonic() - start < 5
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: --set 'a.a.a") and "a key of 100000 parts" in lines[0], result.output[-500:]
+    assert len(lines) == 1 and lines[0].startswith("Error: --set 'a.a.a") and "a key of 100000 parts" in lines[0], (
+        result.output[-500:]
+    )
 
 
 def flatten_to(depth: int, leaf):
@@ -192,10 +205,16 @@ def flatten_to(depth: int, leaf):
 
 
 def test_a_tree_or_tuning_values_beyond_the_bound_are_refused(aepipe_pm):
-    with pytest.raises(ConfigError, match=rf"<pipeline>: nested {DEEP + 1} levels deep; aepipe reads at most {MAX_DEPTH}"):
+    with pytest.raises(
+        ConfigError, match=rf"<pipeline>: nested {DEEP + 1} levels deep; aepipe reads at most {MAX_DEPTH}"
+    ):
         resolve(aepipe_pm, tree={"variant": "vanilla", "tune": flatten_to(DEEP, 1)})
-    with pytest.raises(ConfigError, match=rf"\[tune\.space\] 'a\.a\.a.*: a key of {DEEP} parts; aepipe reads at most {MAX_DEPTH}"):
-        resolve(aepipe_pm, tree={"variant": "vanilla"}, values={".".join(["a"] * DEEP): 1}, values_origin="[tune.space]")
+    with pytest.raises(
+        ConfigError, match=rf"\[tune\.space\] 'a\.a\.a.*: a key of {DEEP} parts; aepipe reads at most {MAX_DEPTH}"
+    ):
+        resolve(
+            aepipe_pm, tree={"variant": "vanilla"}, values={".".join(["a"] * DEEP): 1}, values_origin="[tune.space]"
+        )
 
 
 def test_the_helpers_that_walk_a_tree_are_iterative():

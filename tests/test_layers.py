@@ -23,10 +23,12 @@ PLUGIN_TREES = [PACKAGE.parent / "plugins", PACKAGE.parent / "examples"]
 #: bottom to top: (layer, what it holds, light: no torch/MLflow/Optuna at module level, modules)
 LAYERS: list[tuple[str, str, bool, list[str]]] = [
     ("base", "types, errors and helpers every layer may use", True, [
-        "aepipe.version", "aepipe.lazy", "aepipe.errors", "aepipe.strict", "aepipe.kinds", "aepipe.variant", "aepipe.files",
+        "aepipe.version", "aepipe.lazy", "aepipe.errors", "aepipe.strict", "aepipe.kinds", "aepipe.variant",
+        "aepipe.files",
         "aepipe.secrets", "aepipe.arrays", "aepipe.figures", "aepipe.limits", "aepipe.seeds",
     ]),
-    ("contract: components", "the component base classes (torch modules), the data types they exchange and the protocols "
+    ("contract: components",
+     "the component base classes (torch modules), the data types they exchange and the protocols "
      "naming what they receive of the layers above", False, [
         "aepipe.components", "aepipe.datatypes", "aepipe.protocols",
     ]),
@@ -37,11 +39,14 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.plugins", "aepipe.defaults", "aepipe.registry", "aepipe.plugin_isolation", "aepipe.metric_names",
     ]),
     ("configuration", "the pipeline file as typed settings; the metric vocabulary", True, [
-        "aepipe.config", "aepipe.config.schema", "aepipe.config.tree", "aepipe.config.pipeline", "aepipe.config.prescan",
-        "aepipe.config.reading", "aepipe.config.validation", "aepipe.config.resolve", "aepipe.config.stored", "aepipe.evaluation",
+        "aepipe.config", "aepipe.config.schema", "aepipe.config.tree", "aepipe.config.pipeline",
+        "aepipe.config.prescan",
+        "aepipe.config.reading", "aepipe.config.validation", "aepipe.config.resolve", "aepipe.config.stored",
+        "aepipe.evaluation",
     ]),
     ("assembly", "models, data, devices, optimizers, samplers and the measurements of a model in memory", False, [
         "aepipe.likelihoods", "aepipe.networks", "aepipe.model", "aepipe.data", "aepipe.stats", "aepipe.sampling",
+        "aepipe.factors",
         "aepipe.training.device", "aepipe.training.setup", "aepipe.training.metrics", "aepipe.training.state",
         "aepipe.training.distributed", "aepipe.training.schedules", "aepipe.training.resume", "aepipe.training.step",
         "aepipe.training.assemble",
@@ -53,11 +58,13 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.artifacts", "aepipe.serving", "aepipe.tracking", "aepipe.tracking.base", "aepipe.tracking.store",
         "aepipe.tracking.template", "aepipe.tracking.health", "aepipe.tracking.lookup", "aepipe.tracking.error_line",
         "aepipe.tracking.git",
-        "aepipe.tracking.sweep", "aepipe.tracking.memory", "aepipe.tracking.mlflow_tracker", "aepipe.tracking.mlflow_run", "aepipe.runs",
+        "aepipe.tracking.sweep", "aepipe.tracking.memory", "aepipe.tracking.mlflow_tracker",
+        "aepipe.tracking.mlflow_run", "aepipe.runs",
     ]),
     ("lifecycle", "a training run from start to end; a study's workers and records", False, [
         "aepipe.training", "aepipe.training.epoch", "aepipe.training.loop", "aepipe.training.run_log",
-        "aepipe.training.launch", "aepipe.tune", "aepipe.tune.study", "aepipe.tune.optuna_adapter", "aepipe.tune.record",
+        "aepipe.training.launch", "aepipe.tune", "aepipe.tune.study", "aepipe.tune.optuna_adapter",
+        "aepipe.tune.record",
         "aepipe.tune.worker", "aepipe.tune.supervise",
     ]),
     ("use cases", "what a user asks for, as plain functions: the API the CLI and notebooks call", False, [
@@ -69,8 +76,10 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.ui", "aepipe.template", "aepipe.testing", "aepipe.plugin", "aepipe.guide",
     ]),
     ("cli", "parses options, calls one use case, prints, maps errors to exit codes", True, [
-        "aepipe.console", "aepipe.cli", "aepipe.cli.group", "aepipe.cli.runs", "aepipe.cli.arrays", "aepipe.cli.judging",
-        "aepipe.cli.comparing", "aepipe.cli.plugins", "aepipe.cli.ui", "aepipe.cli.exit", "aepipe.cli.main", "aepipe.cli.__main__",
+        "aepipe.console", "aepipe.cli", "aepipe.cli.group", "aepipe.cli.runs", "aepipe.cli.arrays",
+        "aepipe.cli.judging",
+        "aepipe.cli.comparing", "aepipe.cli.plugins", "aepipe.cli.ui", "aepipe.cli.exit", "aepipe.cli.main",
+        "aepipe.cli.__main__",
     ]),
     ("api", "the package root: the plugin marker and version; every other name is a lazy facade", True, [
         "aepipe",
@@ -83,7 +92,8 @@ TYPE_ONLY_UP: set[tuple[str, str]] = set()
 
 HEAVY = ("torch", "mlflow", "optuna")
 #: the CLI's imports: use cases, and what it needs to print and map errors
-CLI_MAY_IMPORT = {"aepipe.errors", "aepipe.secrets", "aepipe.version", "aepipe.tracking.store", "aepipe.tracking.health",
+CLI_MAY_IMPORT = {"aepipe.errors", "aepipe.secrets", "aepipe.version", "aepipe.tracking.store",
+                  "aepipe.tracking.health",
                   "aepipe.tracking.error_line", "aepipe.plugins", "aepipe.plugin_isolation", "aepipe.console"}
 CLI_MAX_LINES = 200  # each module of the cli package
 
@@ -229,8 +239,12 @@ def test_a_package_init_pulls_in_nothing_above_its_lowest_module():
         if path.name != "__init__.py" or package == "aepipe":
             continue
         lowest = min(LAYER_OF[m] for m in mods if m.startswith(package + "."))
-        wrong += [f"{package}:{i.line} imports {i.dst} ({NAME[LAYER_OF[i.dst]]}) at module level; its lowest module is "
-                  f"{NAME[lowest]}" for i in imports() if i.src == package and i.kind == "top" and LAYER_OF[i.dst] > lowest]
+        wrong += [
+            f"{package}:{i.line} imports {i.dst} ({NAME[LAYER_OF[i.dst]]}) at module level; its lowest module is "
+            f"{NAME[lowest]}"
+            for i in imports()
+            if i.src == package and i.kind == "top" and LAYER_OF[i.dst] > lowest
+        ]
     assert wrong == []
 
 
@@ -262,7 +276,9 @@ def test_the_cli_is_thin():
         lines = len(modules()[module].read_text().splitlines())
         assert lines <= CLI_MAX_LINES, f"{module} has {lines} lines"
     allowed = CLI_MAY_IMPORT | set(cli) | {m for m in LAYER_OF if LAYER_OF[m] == NAME.index("use cases")}
-    reached = sorted({f"{i.src} imports {i.dst} (line {i.line})" for i in imports() if i.src in cli and i.dst not in allowed})
+    reached = sorted(
+        {f"{i.src} imports {i.dst} (line {i.line})" for i in imports() if i.src in cli and i.dst not in allowed}
+    )
     assert reached == [], "the CLI calls use cases only"
     external = {i.dst for i in imports(external=True) if i.src in cli and not i.dst.startswith("aepipe")}
     assert not external & {"torch", "numpy", "mlflow", "optuna"}, "array and model work belongs to the use cases"
@@ -307,7 +323,10 @@ def test_the_documented_table_is_this_table():
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 3 and cells[0] and not cells[0].startswith(("layer", "---")):
-            rows[cells[0].replace(" (light)", "")] = (cells[0].endswith("(light)"), set(re.findall(r"`([\w.]+)`", cells[2])))
+            rows[cells[0].replace(" (light)", "")] = (
+                cells[0].endswith("(light)"),
+                set(re.findall(r"`([\w.]+)`", cells[2])),
+            )
     assert list(rows) == NAME
     for name, _, light, mods in LAYERS:
         shown = {m if m == "aepipe" else m.removeprefix("aepipe.") for m in mods}
@@ -325,7 +344,9 @@ def test_below_the_lifecycle_heavy_libraries_only_where_their_classes_are_subcla
     wrong = []
     for i in imports(external=True):
         if i.src in below and i.kind == "top" and i.dst in HEAVY:
-            allowed = HEAVY_BELOW_LIFECYCLE.get(NAME[LAYER_OF[i.src]], set()) | HEAVY_MODULES_BELOW_LIFECYCLE.get(i.src, set())
+            allowed = HEAVY_BELOW_LIFECYCLE.get(NAME[LAYER_OF[i.src]], set()) | HEAVY_MODULES_BELOW_LIFECYCLE.get(
+                i.src, set()
+            )
             if i.dst not in allowed:
                 wrong.append(f"{i.src}:{i.line} imports {i.dst} at module level")
     assert wrong == []
@@ -392,7 +413,11 @@ def test_a_non_editable_install_holds_every_package_and_resource():
                     if p.is_dir() and (p / "__init__.py").exists()}
         assert sorted(packages - found) == []
     data = setup.get("package-data", {})
-    resources = [p for p in PACKAGE.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    resources = [
+        p
+        for p in PACKAGE.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
     missing = [str(p.relative_to(PACKAGE.parent)) for p in resources
                if not any(p.match(g) for g in data.get(".".join(p.parent.relative_to(PACKAGE.parent).parts), []))]
     assert missing == []
@@ -417,7 +442,8 @@ def test_no_module_is_over_the_line_limit():
 SHARED_FUNCTION_NAMES = {
     "main": "a program's entry point (console script, python -m): the name Python's tools look for",
     "aepipe_train_epoch": "a hook: pluggy matches the implementation (defaults) to its spec (hookspecs) by name",
-    "__dir__": "a module's own attribute listing (PEP 562): each lazy facade (the root, the plugin API) lists its names",
+    "__dir__": "a module's own attribute listing (PEP 562): each lazy facade (the root, the plugin API) lists its "
+               "names",
 }
 
 
@@ -445,7 +471,9 @@ def _defined(path: Path) -> frozenset[str]:
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             found.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
-            if any(isinstance(t, ast.Name) and t.id in ("_LAZY", "_NAMES") for t in targets) and isinstance(node.value, ast.Dict):
+            if any(isinstance(t, ast.Name) and t.id in ("_LAZY", "_NAMES") for t in targets) and isinstance(
+                node.value, ast.Dict
+            ):
                 found.update(k.value for k in node.value.keys if isinstance(k, ast.Constant))
     return frozenset(found)
 

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _model(pm, variant: str, *values: str, seed: int = 0):
     """A model of ``variant`` built on the digits (small, for unit checks), and its data."""
-    pipeline = resolve(pm, overrides=["model.code_dim=3", *values], tree={"variant": variant, "data": {"name": "digits"}})
+    pipeline = resolve(
+        pm, overrides=["model.code_dim=3", *values], tree={"variant": variant, "data": {"name": "digits"}}
+    )
     data = load_data(pipeline, torch.device("cpu"))
     torch.manual_seed(seed)
     return build_model(pipeline, data), data
@@ -61,7 +63,8 @@ def test_the_pseudo_inputs_train_with_the_model(aepipe_pm):
     model, data = _model(aepipe_pm, "vamp", "model.prior.components=5")
     logits = model.prior.logits
     assert any(p is logits for p in model.model_parameters())  # the main optimizer trains them
-    assert not any(name.startswith("prior.") and "encoder" in name for name, _ in model.named_parameters())  # no submodule copy
+    # no submodule copy
+    assert not any(name.startswith("prior.") and "encoder" in name for name, _ in model.named_parameters())
     x, y = data.train.head(32)
     loss, terms, _ = model.step(x, y)
     loss.backward()
@@ -107,8 +110,10 @@ def test_a_stored_vamp_model_loads_with_its_pseudo_inputs(aepipe_pm):
 
 
 @pytest.mark.parametrize("values,pattern", [
-    (["model.conditional=true"], r"model\.prior \(prior 'vamp'\): the vamp prior encodes its pseudo-inputs without labels"),
-    (["model.bottleneck.name=deterministic"], r"the vamp prior needs a posterior q\(z \| x\) with a density: bottleneck 'deterministic'"),
+    (["model.conditional=true"],
+     r"model\.prior \(prior 'vamp'\): the vamp prior encodes its pseudo-inputs without labels"),
+    (["model.bottleneck.name=deterministic"],
+     r"the vamp prior needs a posterior q\(z \| x\) with a density: bottleneck 'deterministic'"),
 ])
 def test_vamp_refuses_models_it_cannot_serve(aepipe_pm, values, pattern):
     with pytest.raises(ConfigError, match=pattern) as exc:
@@ -154,7 +159,9 @@ def test_a_learned_mixture_trains_its_means_and_scales(aepipe_pm):
     assert float((prior.log_scales.detach() - log_scales).abs().max()) > 1e-3
     with torch.no_grad():  # the density is the mixture of its current components
         scales = prior.log_scales.exp()
-        direct = torch.logsumexp(torch.stack([Independent(Normal(prior.means[k], scales[k]), 1).log_prob(z) for k in range(4)]), 0) - math.log(4)
+        direct = torch.logsumexp(
+            torch.stack([Independent(Normal(prior.means[k], scales[k]), 1).log_prob(z) for k in range(4)]), 0
+        ) - math.log(4)
         assert torch.allclose(prior.log_prob(z), direct, atol=1e-5)
         torch.manual_seed(0)
         draws = prior.sample(20000)
@@ -230,7 +237,8 @@ def test_with_one_sample_the_iwae_loss_is_the_vaes_elbo_estimate(aepipe_pm):
 
 
 @pytest.mark.parametrize("values,pattern", [
-    (["model.prior.name=swiss-roll"], r"regularizer 'iw-bound' needs the prior's log density; prior 'swiss-roll' has none"),
+    (["model.prior.name=swiss-roll"],
+     r"regularizer 'iw-bound' needs the prior's log density; prior 'swiss-roll' has none"),
     (["model.bottleneck.name=deterministic"], r"regularizer 'iw-bound' needs a stochastic code"),
 ])
 def test_iw_bound_bad_settings(aepipe_pm, values, pattern):
@@ -253,7 +261,8 @@ def runs(tmp_path_factory, digits_vae):
     from aepipe.plugins import get_plugin_manager
     from aepipe.tracking.memory import MemoryTracker
 
-    assert EPOCHS in DIGITS_VAE and f"model.regularizers.kl.iw_samples={IW_K}" in DIGITS_VAE  # the baseline's budget is ours
+    # the baseline's budget is ours
+    assert EPOCHS in DIGITS_VAE and f"model.regularizers.kl.iw_samples={IW_K}" in DIGITS_VAE
     pm = get_plugin_manager()
     tracker = MemoryTracker(tmp_path_factory.mktemp("learned"))
     out = {"vae": digits_vae}

@@ -49,8 +49,11 @@ def test_a_crafted_run_id_never_reaches_the_file_system(store, tmp_path):
     planted.parent.mkdir(parents=True, exist_ok=True)
     planted.write_bytes(_evil_pickle(marker))
     runner = CliRunner()
-    for args in (["train", "--resume", "../../somewhere"], ["train", str(PIPELINES / "vanilla.toml"), "--resume", "../somewhere"],
-                 ["encode", "../../somewhere", str(planted), "-o", str(tmp_path / "x.npy")]):
+    for args in (
+        ["train", "--resume", "../../somewhere"],
+        ["train", str(PIPELINES / "vanilla.toml"), "--resume", "../somewhere"],
+        ["encode", "../../somewhere", str(planted), "-o", str(tmp_path / "x.npy")],
+    ):
         out = runner.invoke(cli, args)
         assert out.exit_code == 2, out.output
         assert "not a run id (32 hexadecimal digits" in out.stderr and len(out.stderr.strip().splitlines()) == 1
@@ -93,7 +96,8 @@ def test_a_live_run_cannot_be_resumed_and_is_not_damaged(aepipe_pm, store):
 
     env = {**os.environ, "AEPIPE_HOME": str(store), "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    args = ["--set", "train.epochs=2000", "--set", "train.patience=0", "--set", "tracking.experiment=\"leased\"", *sum((["--set", q] for q in QUIET), [])]
+    args = ["--set", "train.epochs=2000", "--set", "train.patience=0", "--set", "tracking.experiment=\"leased\"",
+            *sum((["--set", q] for q in QUIET), [])]
     proc = subprocess.Popen([sys.executable, "-m", "aepipe.cli", "train", str(PIPELINES / "vanilla.toml"), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -102,7 +106,9 @@ def test_a_live_run_cannot_be_resumed_and_is_not_damaged(aepipe_pm, store):
         deadline = time.time() + 120
         run_id = None
         while run_id is None:
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timed out"
+            assert proc.poll() is None and time.time() < deadline, (
+                proc.stderr.read() if proc.poll() is not None else "timed out"
+            )
             exp = client.get_experiment_by_name("leased")
             runs = client.search_runs([exp.experiment_id]) if exp else []
             if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
@@ -110,7 +116,10 @@ def test_a_live_run_cannot_be_resumed_and_is_not_damaged(aepipe_pm, store):
             time.sleep(0.2)
         out = CliRunner().invoke(cli, ["train", str(PIPELINES / "vanilla.toml"), *args, "--resume", run_id])
         assert out.exit_code == 2, out.output
-        assert re.search(rf"--resume: run {run_id} is still being trained by process {proc.pid} on \S+ \(heartbeat \d+s ago\)", out.stderr)
+        assert re.search(
+            rf"--resume: run {run_id} is still being trained by process {proc.pid} on \S+ \(heartbeat \d+s ago\)",
+            out.stderr,
+        )
         assert proc.poll() is None, "the attempt must not disturb the live run"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
@@ -153,10 +162,14 @@ def test_resume_continues_to_the_epochs_the_run_was_started_with(tmp_path):
     pm.register_plugin(sigint_at_epoch_end(2), name="sigint")
     tracker = MemoryTracker(tmp_path)
     with pytest.raises(Interrupted, match="continue with: aepipe train --resume") as exc:
-        train(resolve(pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=6", "train.patience=0"]), pm, tracker=tracker)
+        train(
+            resolve(pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=6", "train.patience=0"]), pm, tracker=tracker
+        )
     run_id = str(exc.value).rsplit(" ", 1)[1]
     plain = get_plugin_manager()
-    result = train(resolve(plain, PIPELINES / "vanilla.toml", [*QUIET, "train.patience=0"]), plain, resume=run_id, tracker=tracker)
+    result = train(
+        resolve(plain, PIPELINES / "vanilla.toml", [*QUIET, "train.patience=0"]), plain, resume=run_id, tracker=tracker
+    )
     assert result.epochs == 6 and [s for s, _ in tracker.runs[run_id].metrics["loss"]] == [1, 2, 3, 4, 5, 6]
     assert tracker.runs[run_id].params["train.epochs"] == "6"
 
@@ -240,13 +253,15 @@ from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import train
 pm = get_plugin_manager()
 tracker = MemoryTracker({str(tmp_path)!r})
-result = train(resolve(pm, {str(PIPELINES / 'vae.toml')!r}, ["train.epochs=3"]), pm, tracker=tracker)
+result = train(resolve(pm, {str(PIPELINES / "vae.toml")!r}, ["train.epochs=3"]), pm, tracker=tracker)
 run = tracker.runs[result.run_id]
 assert run.status == "FINISHED", run.status
 assert [s for s, _ in run.metrics["val_loss"]] == [1, 2, 3]
 assert run.params["variant"] == "vae" and "test_iw_nll" in run.latest()
-files = sorted(p.relative_to(tracker.root / result.run_id / "artifacts").as_posix() for p in (tracker.root / result.run_id).rglob("*") if p.is_file())
-assert {{"pipeline.toml", "images/reconstructions.png", "aepipe-model/weights.pt", "checkpoint/checkpoint.pt"}} <= set(files), files
+files = sorted(p.relative_to(tracker.root / result.run_id / "artifacts").as_posix()
+               for p in (tracker.root / result.run_id).rglob("*") if p.is_file())
+stored = {{"pipeline.toml", "images/reconstructions.png", "aepipe-model/weights.pt", "checkpoint/checkpoint.pt"}}
+assert stored <= set(files), files
 from aepipe.runs import load_model as load_run_model
 model = load_run_model(result.run_id, tracker=tracker, pm=pm)
 import torch
@@ -272,8 +287,10 @@ def _histories(pm, tree, overrides, tmp_path):
 def test_lr_and_kl_weight_follow_their_schedules(aepipe_pm, tmp_path):
     """Cosine with a 2-epoch linear warm-up; KL annealed over 3 epochs (0, 1/3, 2/3, then beta)."""
     lr = 2e-3
-    h = _histories(aepipe_pm, {"variant": "vae"}, ["train.epochs=6", f"train.lr={lr}", "train.lr_schedule.name=\"cosine\"",
-                                                    "train.lr_schedule.warmup_epochs=2", "model.regularizers.kl.warmup_epochs=3",
+    h = _histories(aepipe_pm, {"variant": "vae"}, ["train.epochs=6", f"train.lr={lr}",
+                                                   "train.lr_schedule.name=\"cosine\"",
+                                                    "train.lr_schedule.warmup_epochs=2",
+                                                    "model.regularizers.kl.warmup_epochs=3",
                                                     "model.regularizers.kl.beta=0.5", "model.encoder.hidden=[32]",
                                                     "model.decoder.hidden=[32]"], tmp_path)
     cosine = [lr * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
@@ -288,7 +305,8 @@ def test_lr_and_kl_weight_follow_their_schedules(aepipe_pm, tmp_path):
     (["train.lr_schedule.name=\"step\"", "train.lr_schedule.step_size=2", "train.lr_schedule.gamma=0.5"],
      [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]),
     (["train.lr_schedule.name=\"exponential\"", "train.lr_schedule.gamma=0.9"], [1e-3 * 0.9 ** k for k in range(5)]),
-    (["train.lr_schedule.name=\"exponential\"", "train.lr_schedule.warmup_epochs=1"], [5e-4, 1e-3, 9.5e-4, 9.025e-4, 8.57375e-4]),
+    (["train.lr_schedule.name=\"exponential\"", "train.lr_schedule.warmup_epochs=1"],
+     [5e-4, 1e-3, 9.5e-4, 9.025e-4, 8.57375e-4]),
 ])
 def test_epoch_schedules(aepipe_pm, tmp_path, schedule, expected):
     h = _histories(aepipe_pm, {"variant": "vanilla"}, ["train.epochs=5", "train.lr=1e-3", *schedule], tmp_path)
@@ -296,12 +314,18 @@ def test_epoch_schedules(aepipe_pm, tmp_path, schedule, expected):
 
 
 def test_onecycle_steps_per_batch_and_plateau_watches_val_loss(aepipe_pm, tmp_path):
-    h = _histories(aepipe_pm, {"variant": "vanilla"}, ["train.epochs=6", "train.lr=1e-3", "train.lr_schedule.name=\"onecycle\"",
-                                                        "train.lr_schedule.max_lr=0.01"], tmp_path)
+    h = _histories(
+        aepipe_pm,
+        {"variant": "vanilla"},
+        ["train.epochs=6", "train.lr=1e-3", 'train.lr_schedule.name="onecycle"', "train.lr_schedule.max_lr=0.01"],
+        tmp_path,
+    )
     peak = h["lr"].index(max(h["lr"]))
     assert 0 < peak < 5 and max(h["lr"]) > 5e-3 and h["lr"][-1] < h["lr"][peak] / 5  # rises, then anneals
-    h = _histories(aepipe_pm, {"variant": "vanilla"}, ["train.epochs=10", "train.lr=0.5", "train.lr_schedule.name=\"plateau\"",
-                                                        "train.lr_schedule.patience=0", "train.lr_schedule.factor=0.5"], tmp_path)
+    h = _histories(aepipe_pm, {"variant": "vanilla"}, ["train.epochs=10", "train.lr=0.5",
+                                                       "train.lr_schedule.name=\"plateau\"",
+                                                        "train.lr_schedule.patience=0", "train.lr_schedule.factor=0.5"],
+                                                        tmp_path)
     lr, val = h["lr"], h["val_loss"]
     halved = [i for i in range(len(lr) - 1) if lr[i + 1] == pytest.approx(lr[i] / 2)]
     assert halved, "a plateau in val_loss halves the learning rate"
@@ -310,7 +334,11 @@ def test_onecycle_steps_per_batch_and_plateau_watches_val_loss(aepipe_pm, tmp_pa
         if i in halved:  # only after an epoch that did not improve on the best val_loss
             assert i > 0 and val[i] >= min(val[:i]) * (1 - 1e-4)
     with pytest.raises(ConfigError, match="onecycle has its own warm-up"):
-        resolve(aepipe_pm, tree={"variant": "vanilla"}, overrides=["train.lr_schedule.name=\"onecycle\"", "train.lr_schedule.warmup_epochs=2"])
+        resolve(
+            aepipe_pm,
+            tree={"variant": "vanilla"},
+            overrides=['train.lr_schedule.name="onecycle"', "train.lr_schedule.warmup_epochs=2"],
+        )
     with pytest.raises(ConfigError, match=r"'model.regularizers.kl.warmup_epochs' = -1: expected a whole number"):
         resolve(aepipe_pm, tree={"variant": "vae"}, overrides=["model.regularizers.kl.warmup_epochs=-1"])
 
@@ -353,7 +381,8 @@ def test_an_old_run_still_encodes_after_its_component_class_moved(tmp_path):
     before.register_plugin(_plugin_with_encoder_in("thirdparty_v1.encoders"), name="thirdparty")
     tracker = MemoryTracker(tmp_path)
     result = train(resolve(before, PIPELINES / "vanilla.toml", [*QUIET, "tracking.log_model=true", "train.epochs=2",
-                                                                "model.encoder.name=\"wide\"", "model.encoder.hidden=[16]"]),
+                                                                "model.encoder.name=\"wide\"",
+                                                                "model.encoder.hidden=[16]"]),
                    before, tracker=tracker)
     x = result.data.x_test[:5]
     expected = result.model.encode(x).code.detach()
@@ -364,8 +393,11 @@ def test_an_old_run_still_encodes_after_its_component_class_moved(tmp_path):
     assert type(model.encoder).__module__ == "thirdparty_v2.models.enc"
     assert torch.allclose(model.encode(x).code, expected)
     # a plugin that no longer registers it: named, with the plugin it came from
-    with pytest.raises(ConfigError, match=r"its encoder 'wide' \(model.encoder\) came from plugin 'thirdparty', which no longer "
-                                          r"registers it; install that plugin"):
+    with pytest.raises(
+        ConfigError,
+        match=r"its encoder 'wide' \(model.encoder\) came from plugin 'thirdparty', which no longer "
+        r"registers it; install that plugin",
+    ):
         load_run_model(result.run_id, tracker=tracker, pm=get_plugin_manager())
 
 

@@ -52,7 +52,9 @@ def test_the_guide_lists_the_api_as_generated():
     from aepipe.guide import API_END, API_START, GUIDE, api_table, render_guide
 
     text = GUIDE.read_text()
-    assert render_guide(text, api_table(), API_START, API_END) == text, "docs/plugins.md is out of date: run python -m aepipe.guide"
+    assert render_guide(text, api_table(), API_START, API_END) == text, (
+        "docs/plugins.md is out of date: run python -m aepipe.guide"
+    )
     section = text.partition(API_START)[2].partition(API_END)[0]
     assert sorted(line.split("`")[1] for line in section.splitlines() if line.startswith("| `")) == sorted(api.NAMES)
     assert "These\nnames are the stable surface" in text.partition(API_START)[0]
@@ -65,8 +67,9 @@ def test_the_guide_lists_every_variant_with_its_components_and_file(aepipe_pm):
     text = GUIDE.read_text()
     assert render_guide(text, variants_table(aepipe_pm), VARIANTS_START, VARIANTS_END) == text, \
         "docs/plugins.md is out of date: run python -m aepipe.guide"
-    assert ("| `factor-vae` | encoder `mlp`, bottleneck `gaussian`, decoder `mlp`, prior `standard-normal`, regularizer `kl`, "
-            "regularizer `tc-discriminator` | `plugins/aepipe_plugins/families/disentangle.py` |") in text
+    assert ("| `factor-vae` | encoder `mlp`, bottleneck `gaussian`, decoder `mlp`, prior `standard-normal`, "
+            "regularizer `kl`, regularizer `tc-discriminator` | "
+            "`plugins/aepipe_plugins/families/disentangle.py` |") in text
     assert "| regularizer | `tc-discriminator` | `plugins/aepipe_plugins/regularizers/disentangle.py` |" in text
 
 

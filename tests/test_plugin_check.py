@@ -48,8 +48,8 @@ def aepipe_register_corruptions(register):
 
 
 def _check_without_pytest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", NO_PYTEST, "plugins", "--check", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run([sys.executable, "-c", NO_PYTEST, "plugins", "--check", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=300)
 
 
 def test_the_check_runs_without_pytest_and_lists_what_it_skipped():

@@ -32,7 +32,9 @@ def aepipe_epoch_end(run, epoch, metrics):
 
 
 def _install(tmp_path, monkeypatch, name: str, source: str, *, only: bool = False):
-    site = make_distribution(tmp_path / "site", f"{name}-dist", "0.3", {name: f"{name}_plugin"}, {f"{name}_plugin": source})
+    site = make_distribution(
+        tmp_path / "site", f"{name}-dist", "0.3", {name: f"{name}_plugin"}, {f"{name}_plugin": source}
+    )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.delitem(sys.modules, f"{name}_plugin", raising=False)  # another test's module of that name
     if only:  # nothing else to load: fast
@@ -71,8 +73,11 @@ def test_a_plugin_that_exits_on_import_is_skipped_and_named_never_exit_0(tmp_pat
     from aepipe.plugins import get_plugin_manager
 
     _install(tmp_path, monkeypatch, "quitter", EXIT_ON_IMPORT, only=True)
-    with pytest.warns(PluginWarning, match=r"plugin 'quitter' \(quitter-dist 0.3\), entry point 'quitter = quitter_plugin' "
-                                           r"failed to load: SystemExit\(0\) \(a plugin may not end the command\)"):
+    with pytest.warns(
+        PluginWarning,
+        match=r"plugin 'quitter' \(quitter-dist 0.3\), entry point 'quitter = quitter_plugin' "
+        r"failed to load: SystemExit\(0\) \(a plugin may not end the command\)",
+    ):
         pm = get_plugin_manager()
     assert "quitter" in pm.failures and "quitter" not in pm.infos
     out = _cli("plugins", "--check")
@@ -96,7 +101,9 @@ def test_the_aepipe_command_is_not_ended_by_a_plugin_import(tmp_path):
     out = subprocess.run([*command, "plugins", "--check"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2, out
     assert "hello from quitter" not in out.stdout and "hello from quitter" in out.stderr
-    assert any(line.startswith("problem: plugin 'quitter'") and "SystemExit(0)" in line for line in out.stderr.splitlines()), out.stderr
+    assert any(
+        line.startswith("problem: plugin 'quitter'") and "SystemExit(0)" in line for line in out.stderr.splitlines()
+    ), out.stderr
     assert out.stderr.splitlines()[-1].startswith("Error: 1 problem(s)"), out.stderr
     out = subprocess.run([*command, "--help"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and "Commands:" in out.stdout, out
@@ -138,8 +145,11 @@ def test_a_slow_plugin_import_is_named(tmp_path, monkeypatch):
 
     _install(tmp_path, monkeypatch, "sloth", "import time\ntime.sleep(0.3)\n", only=True)
     monkeypatch.setenv("AEPIPE_SLOW_PLUGIN_SECONDS", "0.2")
-    with pytest.warns(SlowPluginWarning, match=r"plugin 'sloth' \(sloth-dist 0.3\), entry point 'sloth = sloth_plugin', took "
-                                               r"0\.\d s to import .*AEPIPE_BLOCK_PLUGINS=sloth"):
+    with pytest.warns(
+        SlowPluginWarning,
+        match=r"plugin 'sloth' \(sloth-dist 0.3\), entry point 'sloth = sloth_plugin', took "
+        r"0\.\d s to import .*AEPIPE_BLOCK_PLUGINS=sloth",
+    ):
         pm = get_plugin_manager()
     assert "sloth" in pm.infos  # slow, but loaded
     monkeypatch.setenv("AEPIPE_SLOW_PLUGIN_SECONDS", "30")
@@ -194,8 +204,11 @@ def test_a_components_metric_name_a_store_refuses_names_the_component():
         def components(self):
             return {"regularizers.ranker": Ranker()}
 
-    with pytest.raises(PluginError, match=r"the regularizers.ranker 'ranker' \(from test_plugin_isolation\) returned the metric "
-                                          r"'rank<3' from epoch_metrics, a name a tracking store refuses"):
+    with pytest.raises(
+        PluginError,
+        match=r"the regularizers.ranker 'ranker' \(from test_plugin_isolation\) returned the metric "
+        r"'rank<3' from epoch_metrics, a name a tracking store refuses",
+    ):
         component_metrics(Model(), "epoch", None)
 
 

@@ -51,7 +51,9 @@ def test_third_party_distribution_is_discovered_through_its_entry_point(thirdpar
 
 def test_aepipe_plugins_command_lists_a_third_party_distribution(thirdparty):
     env = {**os.environ, "PYTHONPATH": str(thirdparty)}
-    out = subprocess.run([sys.executable, "-m", "aepipe.cli", "plugins", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "aepipe.cli", "plugins", "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     rows = {row["name"]: row for row in json.loads(out.stdout)}
     assert rows["flip"]["distribution"] == "aepipe-flip" and rows["flip"]["version"] == "1.2.3"
@@ -80,13 +82,20 @@ def aepipe_register_encoders(register):
 '''
     site = make_distribution(tmp_path / "site", "dup-dist", "0.1", {"dup": "dup_plugin"}, {"dup_plugin": dup})
     monkeypatch.syspath_prepend(str(site))  # found first on sys.path: aepipe's own still wins
-    with pytest.warns(PluginWarning, match=r"plugin 'dup' \(dup-dist 0.1\), entry point 'dup = dup_plugin' failed to register"):
+    with pytest.warns(
+        PluginWarning, match=r"plugin 'dup' \(dup-dist 0.1\), entry point 'dup = dup_plugin' failed to register"
+    ):
         pm = get_plugin_manager()
         registry = pm.registry
     assert registry.source("encoder", "mlp").name == "vanilla"
-    assert "duplicate encoder name 'mlp': registered by plugin 'vanilla' (aepipe 0.1.0) and by plugin 'dup' (dup-dist 0.1)" in _skipped(pm, "dup")
+    assert (
+        "duplicate encoder name 'mlp': registered by plugin 'vanilla' (aepipe 0.1.0) and by plugin 'dup' (dup-dist 0.1)"
+        in _skipped(pm, "dup")
+    )
     monkeypatch.setenv("AEPIPE_STRICT_PLUGINS", "1")
-    with pytest.raises(PluginError, match=r"duplicate encoder name 'mlp': registered by plugin 'vanilla' \(aepipe 0.1.0\) and by plugin 'dup' \(dup-dist 0.1\)"):
+    with pytest.raises(PluginError,
+                       match=r"duplicate encoder name 'mlp': registered by plugin 'vanilla' \(aepipe 0.1.0\) and by "
+                             r"plugin 'dup' \(dup-dist 0.1\)"):
         get_plugin_manager().registry
 
 
@@ -105,13 +114,17 @@ def test_a_plugin_that_fails_to_import_is_skipped_with_one_warning(tmp_path, mon
     assert "AEPIPE_BLOCK_PLUGINS=broken" in msg and "\n" not in msg
     assert "vanilla" in pm.infos and "mlp" in pm.registry.names("encoder")  # everything else works
     # a component nobody registered names the plugins that failed and might have provided it
-    with pytest.raises(ConfigError, match=r"unknown encoder 'wide'; available: .*; plugins that failed and might provide it: plugin 'broken' \(broken-dist 9.9\): ModuleNotFoundError"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown encoder 'wide'; available: .*; plugins that failed and might provide it: plugin "
+                             r"'broken' \(broken-dist 9.9\): ModuleNotFoundError"):
         pm.registry.get("encoder", "wide")
     # a plugin author's CI: any failure is fatal
     monkeypatch.setenv("AEPIPE_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError) as exc:
         get_plugin_manager()
-    assert "plugin 'broken' failed to load" in str(exc.value) and "entry point 'broken = broken_plugin'" in str(exc.value)
+    assert "plugin 'broken' failed to load" in str(exc.value) and "entry point 'broken = broken_plugin'" in str(
+        exc.value
+    )
     assert "broken-dist 9.9" in str(exc.value)
     # blocking it by environment variable: no failure at all
     monkeypatch.setenv("AEPIPE_BLOCK_PLUGINS", "broken")
@@ -131,7 +144,8 @@ def test_unknown_hook_skips_the_plugin_suggesting_the_real_hook(aepipe_pm):
     with pytest.warns(PluginWarning):
         aepipe_pm.validate()
     assert _skipped(aepipe_pm, "typo").endswith(
-        "failed to validate: implements an unknown hook 'aepipe_register_encoderz'; did you mean 'aepipe_register_encoders'?")
+        "failed to validate: implements an unknown hook 'aepipe_register_encoderz'; did you mean "
+        "'aepipe_register_encoders'?")
     aepipe_pm.validate()  # nothing left to complain about
 
 
@@ -140,7 +154,10 @@ def test_unknown_hook_is_an_error_in_strict_mode(aepipe_pm, monkeypatch):
     bad = types.ModuleType("typo_plugin")
     bad.aepipe_epoch_ned = hookimpl(lambda run, epoch, metrics: None)
     aepipe_pm.register_plugin(bad, name="typo")
-    with pytest.raises(PluginError, match="plugin 'typo' implements an unknown hook 'aepipe_epoch_ned'; did you mean 'aepipe_epoch_end'"):
+    with pytest.raises(
+        PluginError,
+        match="plugin 'typo' implements an unknown hook 'aepipe_epoch_ned'; did you mean 'aepipe_epoch_end'",
+    ):
         aepipe_pm.validate()
 
 
@@ -168,7 +185,10 @@ def test_registering_a_non_component_skips_the_plugin(aepipe_pm, aepipe_plugin):
     with pytest.warns(PluginWarning):
         registry = aepipe_pm.registry
     assert "mlp" in registry.names("encoder")
-    assert re.search(r"registered .*dict.* as a encoder; expected a subclass of aepipe.components.Encoder", _skipped(aepipe_pm, "notcomp"))
+    assert re.search(
+        r"registered .*dict.* as a encoder; expected a subclass of aepipe.components.Encoder",
+        _skipped(aepipe_pm, "notcomp"),
+    )
 
 
 def test_a_registration_hook_that_raises_skips_the_plugin_and_what_it_registered(aepipe_pm, aepipe_plugin, monkeypatch):
@@ -188,12 +208,17 @@ def test_a_registration_hook_that_raises_skips_the_plugin_and_what_it_registered
     aepipe_plugin(bad, name="raiser")
     with pytest.warns(PluginWarning):
         registry = aepipe_pm.registry
-    assert "failed to register: plugin 'raiser' failed in aepipe_register_priors: ValueError: no priors today" in _skipped(aepipe_pm, "raiser")
+    assert (
+        "failed to register: plugin 'raiser' failed in aepipe_register_priors: ValueError: no priors today"
+        in _skipped(aepipe_pm, "raiser")
+    )
     assert "half" not in registry.names("encoder") and "mlp" in registry.names("encoder")
     monkeypatch.setenv("AEPIPE_STRICT_PLUGINS", "1")
     aepipe_pm.failures.clear()
     aepipe_plugin(bad, name="raiser2")
-    with pytest.raises(PluginError, match="plugin 'raiser2' failed in aepipe_register_priors: ValueError: no priors today"):
+    with pytest.raises(
+        PluginError, match="plugin 'raiser2' failed in aepipe_register_priors: ValueError: no priors today"
+    ):
         aepipe_pm.registry
 
 
@@ -256,8 +281,13 @@ def test_plugins_check_lists_a_failed_plugin_and_exits_2(tmp_path, monkeypatch):
     with pytest.warns(PluginWarning):
         result = CliRunner().invoke(cli, ["plugins", "--check"])
     assert result.exit_code == 2
-    assert "problem: plugin 'broken' (broken-dist 9.9), entry point 'broken = broken_plugin' failed to load: RuntimeError: boom at import" in result.stderr
+    assert ("problem: plugin 'broken' (broken-dist 9.9), entry point 'broken = broken_plugin' failed to load: "
+            "RuntimeError: boom at import") in result.stderr
     assert "1 problem(s) in installed plugins" in result.stderr
     with pytest.warns(PluginWarning):
         listed = CliRunner().invoke(cli, ["plugins"])
-    assert listed.exit_code == 0 and "broken  (broken-dist 9.9)  broken_plugin\n    FAILED to load: RuntimeError: boom at import" in listed.stdout
+    assert (
+        listed.exit_code == 0
+        and "broken  (broken-dist 9.9)  broken_plugin\n    FAILED to load: RuntimeError: boom at import"
+        in listed.stdout
+    )

@@ -40,7 +40,9 @@ def test_ring_mixture_moments_and_density():
     expected_cov = 0.25 * np.eye(2) + np.cov(means.T, bias=True)
     assert np.allclose(torch.cov(z.T).numpy(), expected_cov, atol=0.05)
     pts = torch.randn(6, 2) * 3
-    ref = logsumexp([multivariate_normal(m, 0.25 * np.eye(2)).logpdf(pts.numpy()) for m in means], axis=0) - math.log(10)
+    ref = logsumexp([multivariate_normal(m, 0.25 * np.eye(2)).logpdf(pts.numpy()) for m in means], axis=0) - math.log(
+        10
+    )
     assert np.allclose(prior.log_prob(pts).numpy(), ref, atol=1e-4)
 
 
@@ -88,7 +90,10 @@ def test_analytic_kl_matches_its_monte_carlo_estimate():
     torch.manual_seed(0)
     mu, std = torch.randn(4, 3), torch.rand(4, 3) + 0.3
     q = Independent(Normal(mu, std), 1)
-    for p in (Independent(Normal(torch.zeros(3), torch.ones(3)), 1), Independent(Normal(torch.randn(3), torch.rand(3) + 0.5), 1)):
+    for p in (
+        Independent(Normal(torch.zeros(3), torch.ones(3)), 1),
+        Independent(Normal(torch.randn(3), torch.rand(3) + 0.5), 1),
+    ):
         exact = kl_analytic(q, p)
         z = q.sample((200_000,))
         estimate = kl_monte_carlo(q.log_prob(z), p.log_prob(z))
@@ -96,7 +101,9 @@ def test_analytic_kl_matches_its_monte_carlo_estimate():
         assert (estimate - exact).abs().le(4 * stderr).all(), (estimate, exact, stderr)
     # the textbook formula for a standard normal prior
     logvar = 2 * std.log()
-    assert torch.allclose(kl_standard_normal(mu, logvar), kl_analytic(q, Independent(Normal(torch.zeros(3), torch.ones(3)), 1)), atol=1e-5)
+    assert torch.allclose(
+        kl_standard_normal(mu, logvar), kl_analytic(q, Independent(Normal(torch.zeros(3), torch.ones(3)), 1)), atol=1e-5
+    )
 
 
 def test_importance_weighted_bound_tightens_with_k():
@@ -110,7 +117,9 @@ def test_importance_weighted_bound_tightens_with_k():
         vals = []
         for _ in range(200):
             z = q.sample((k,))
-            vals.append(importance_weighted_bound(Normal(z, 1.0).log_prob(x), Normal(0.0, 1.0).log_prob(z), q.log_prob(z)))
+            vals.append(
+                importance_weighted_bound(Normal(z, 1.0).log_prob(x), Normal(0.0, 1.0).log_prob(z), q.log_prob(z))
+            )
         bounds.append(float(torch.stack(vals).mean()))
     assert bounds[0] < bounds[1] < bounds[2] <= truth + 1e-3
     assert abs(bounds[2] - truth) < 0.01

@@ -32,7 +32,11 @@ def _direct(space_name: str = "domain") -> dict[str, float]:
     data = load_dataset({"name": "digits"}, "cpu")
     space = feature_space(space_name, data, "cpu")
     other = torch.cat([data.train.x, data.val.x])
-    return {**generation_metrics(space.features(data.test.x), space.features(other)), "rows": len(other), "real": len(data.test)}
+    return {
+        **generation_metrics(space.features(data.test.x), space.features(other)),
+        "rows": len(other),
+        "real": len(data.test),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +66,8 @@ def made(tmp_path_factory):
         after = client.get_run(run).data
         artifacts = [a.path for a in client.list_artifacts(run)]
         direct = _direct()
-    return SimpleNamespace(home=home, run=run, rows=rows, text=output.read_text(encoding="utf-8"), before=before, after=after,
-                           artifacts=artifacts, direct=direct)
+    return SimpleNamespace(home=home, run=run, rows=rows, text=output.read_text(encoding="utf-8"), before=before,
+                           after=after, artifacts=artifacts, direct=direct)
 
 
 def test_compare_shows_the_reference_row_with_the_figures_of_a_direct_computation(made):
@@ -98,7 +102,9 @@ def test_the_reference_follows_the_sample_count_of_the_runs_evaluation_record(ma
         assert ref["eval_fid"] == reference_metrics({"name": "digits"}, "domain", 100)["metrics"]["fid"]
         assert ref["eval_fid"] != pytest.approx(made.direct["fid"])  # another sample count, another figure
     finally:
-        client.log_text(made.run, json.dumps({**record, "metrics": {"eval_fid": -1.0}}), "evaluation/0123456789abcdef.json")
+        client.log_text(
+            made.run, json.dumps({**record, "metrics": {"eval_fid": -1.0}}), "evaluation/0123456789abcdef.json"
+        )
 
 
 def test_the_reference_is_cached_in_the_store_and_logged_to_no_run(made, monkeypatch):

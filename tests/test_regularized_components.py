@@ -100,7 +100,9 @@ def test_random_projection_estimate_is_unbiased():
 
 def test_contractive_penalty_trains_with_every_method(aepipe_pm):
     for method in ("closed-form", "autograd", "projection"):
-        model, data = _model(aepipe_pm, "contractive", f"model.regularizers.contractive.method={method}", "model.code_dim=8")
+        model, data = _model(
+            aepipe_pm, "contractive", f"model.regularizers.contractive.method={method}", "model.code_dim=8"
+        )
         loss, terms, _ = model.step(data.x_train[:16])
         loss.backward()
         assert float(terms["penalty.contractive"].detach()) > 0
@@ -124,12 +126,16 @@ def test_top_k_keeps_exactly_k_units():
 
 
 BAD = [
-    (["model.regularizers.kl-sparsity.rho=1.0"], "sparse", r"'model\.regularizers\.kl-sparsity\.rho' = 1\.0: expected float: Input should be less than 1"),
-    (["model.regularizers.kl-sparsity.rho=0"], "sparse", r"'model\.regularizers\.kl-sparsity\.rho' = 0: .*greater than 0"),
+    (["model.regularizers.kl-sparsity.rho=1.0"], "sparse",
+     r"'model\.regularizers\.kl-sparsity\.rho' = 1\.0: expected float: Input should be less than 1"),
+    (["model.regularizers.kl-sparsity.rho=0"], "sparse",
+     r"'model\.regularizers\.kl-sparsity\.rho' = 0: .*greater than 0"),
     (["model.regularizers.kl-sparsity.beta=-1"], "sparse", r"kl-sparsity\.beta' = -1: .*greater than or equal to 0"),
-    (["model.corruption.name=gaussian", "model.corruption.sigma=-0.1"], "denoising", r"'model\.corruption\.sigma' = -0\.1: .*greater than or equal to 0"),
+    (["model.corruption.name=gaussian", "model.corruption.sigma=-0.1"], "denoising",
+     r"'model\.corruption\.sigma' = -0\.1: .*greater than or equal to 0"),
     (["model.corruption.nu=1.5"], "denoising", r"'model\.corruption\.nu' = 1\.5: .*less than or equal to 1"),
-    (["model.regularizers.contractive.lam=-2"], "contractive", r"'model\.regularizers\.contractive\.lam' = -2: .*greater than or equal to 0"),
+    (["model.regularizers.contractive.lam=-2"], "contractive",
+     r"'model\.regularizers\.contractive\.lam' = -2: .*greater than or equal to 0"),
 ]
 
 
@@ -141,7 +147,10 @@ def test_bad_settings_are_one_line_errors_naming_the_setting(aepipe_pm, override
 
 
 def test_kl_sparsity_refuses_a_non_sigmoid_code(aepipe_pm):
-    with pytest.raises(ConfigError, match=r"model\.regularizers\.kl-sparsity \(regularizer 'kl-sparsity'\): regularizer 'kl-sparsity' needs a sigmoid code in \(0, 1\); encoder 'one-layer' gives codes in \(0\.0, inf\)"):
+    with pytest.raises(ConfigError,
+                       match=r"model\.regularizers\.kl-sparsity \(regularizer 'kl-sparsity'\): regularizer "
+                             r"'kl-sparsity' needs a sigmoid code in \(0, 1\); encoder 'one-layer' gives codes in "
+                             r"\(0\.0, inf\)"):
         _model(aepipe_pm, "sparse", "model.encoder.activation=relu")
 
 

@@ -26,8 +26,8 @@ from conftest import PIPELINES, store_at, use_store
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FAST = ["tracking.log_dataset=false", "train.epochs=2", "train.batch_size=256"]
 #: the columns where a larger value is better (the issue's list), written out here independently of aepipe
-HIGHER = {"eval_precision", "eval_recall", "eval_density", "eval_coverage", "eval_ssim", "eval_psnr", "eval_probe_accuracy",
-          "eval_kmeans_nmi", "eval_mig", "eval_sap", "eval_factorvae_score", "eval_active_units"}
+HIGHER = {"eval_precision", "eval_recall", "eval_density", "eval_coverage", "eval_ssim", "eval_psnr",
+          "eval_probe_accuracy", "eval_kmeans_nmi", "eval_mig", "eval_sap", "eval_factorvae_score", "eval_active_units"}
 
 
 def _higher(column: str) -> bool:
@@ -102,8 +102,12 @@ def made(tmp_path_factory):
                                                      "aepipe.trial": str(i)}).run_id)
         parent.set_tags({"best.run_id": trials[0]})
         parent.finish("FINISHED")
-        cvae = train(resolve(pm, PIPELINES / "cvae.toml", [*FAST, "tracking.log_images=false", 'tracking.experiment="report-runs"']),
-                     pm).run_id
+        cvae = train(
+            resolve(
+                pm, PIPELINES / "cvae.toml", [*FAST, "tracking.log_images=false", 'tracking.experiment="report-runs"']
+            ),
+            pm,
+        ).run_id
         fit_run_sampler(trials[0], "gmm", ("components=3",), pm=pm)
         client = MlflowClient()
         # values with every digit significant: the page must give them back exactly
@@ -115,8 +119,8 @@ def made(tmp_path_factory):
         build_report(["rstudy", cvae], output, echo=notes.append, pm=pm)
         logged = {r: client.get_run(r).data.metrics for r in [*trials, cvae]}
     text = output.read_text(encoding="utf-8")
-    return SimpleNamespace(home=home, folder=folder, parent=parent.run_id, trials=trials, cvae=cvae, output=output, text=text,
-                           page=_Page(text), logged=logged, notes=notes)
+    return SimpleNamespace(home=home, folder=folder, parent=parent.run_id, trials=trials, cvae=cvae, output=output,
+                           text=text, page=_Page(text), logged=logged, notes=notes)
 
 
 def test_every_run_and_every_logged_value_is_in_the_table_exactly(made):
@@ -210,9 +214,11 @@ def test_interpolation_pairs_keep_the_class_of_a_conditional_model():
 
 
 def test_best_marks_and_the_front_follow_each_metric_direction_ties_and_gaps():
-    pages = [RunPage("a" * 32, "v", "d", "FINISHED", {"eval_fid": 1.0, "eval_precision": 0.5, "eval_dci_disentanglement": 0.2}),
+    pages = [RunPage("a" * 32, "v", "d", "FINISHED",
+                     {"eval_fid": 1.0, "eval_precision": 0.5, "eval_dci_disentanglement": 0.2}),
              RunPage("b" * 32, "v", "d", "FINISHED", {"eval_fid": 1.0, "eval_precision": 0.9, "test_mse": math.nan}),
-             RunPage("c" * 32, "v", "d", "FINISHED", {"eval_fid": 3.0, "eval_precision": 0.1, "eval_dci_disentanglement": 0.7})]
+             RunPage("c" * 32, "v", "d", "FINISHED",
+                     {"eval_fid": 3.0, "eval_precision": 0.1, "eval_dci_disentanglement": 0.7})]
     assert best_runs(pages, "eval_fid") == {"a" * 32, "b" * 32}  # a tie: both marked
     assert best_runs(pages, "eval_precision") == {"b" * 32}
     assert best_runs(pages, "eval_dci_disentanglement") == {"c" * 32}  # higher is better; b lacks it
@@ -228,7 +234,8 @@ def test_best_marks_and_the_front_follow_each_metric_direction_ties_and_gaps():
 
 def _chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={profile}",
                            "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--window-size=1400,1800",
                            *extra, url], capture_output=True, text=True, timeout=120)
 
@@ -272,14 +279,18 @@ def test_the_page_is_kept_in_mlflow_with_the_study_and_in_a_report_run(made, mon
     assert reports[0].data.tags["aepipe.report.runs"] == made.cvae  # the runs not reached through the study
     other = Path(client.download_artifacts(reports[0].info.run_id, "report/report.html", str(tmp_path / "r")))
     assert other.read_text(encoding="utf-8") == made.text
-    assert any(reports[0].info.run_id in line for line in made.notes) and any(made.parent in line for line in made.notes)
+    assert any(reports[0].info.run_id in line for line in made.notes) and any(
+        made.parent in line for line in made.notes
+    )
 
 
 def test_the_cli_reports_an_experiment_and_refuses_bad_targets_and_outputs(made, monkeypatch, tmp_path):
     use_store(monkeypatch, made.home)
     runner = CliRunner()
     out = tmp_path / "exp.html"
-    res = runner.invoke(cli, ["report", "report-runs", "-o", str(out), "--no-log", "-q", "--pareto", "test_kl,test_recon"])
+    res = runner.invoke(
+        cli, ["report", "report-runs", "-o", str(out), "--no-log", "-q", "--pareto", "test_kl,test_recon"]
+    )
     assert res.exit_code == 0, res.output
     assert res.stdout.strip() == str(out)
     page = _Page(out.read_text(encoding="utf-8"))

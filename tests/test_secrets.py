@@ -10,7 +10,8 @@ from aepipe.secrets import mask, secrets_of
 @pytest.mark.parametrize("url, expected", [
     ("postgresql+psycopg://aepipe:s3cret@127.0.0.1:5432/db", "postgresql+psycopg://aepipe:***@127.0.0.1:5432/db"),
     ("postgresql+psycopg://aepipe:p@ss@w0rd@dbhost/db", "postgresql+psycopg://aepipe:***@dbhost/db"),  # raw @
-    ("postgresql+psycopg://aepipe:p%40ss%3Aw@dbhost/db", "postgresql+psycopg://aepipe:***@dbhost/db"),  # percent-encoded
+    # percent-encoded
+    ("postgresql+psycopg://aepipe:p%40ss%3Aw@dbhost/db", "postgresql+psycopg://aepipe:***@dbhost/db"),
     ("postgresql+psycopg://aepipe@dbhost/db?password=hunter22&sslmode=require",
      "postgresql+psycopg://aepipe@dbhost/db?password=***&sslmode=require"),
     ("https://host/api?token=abc&x=1&API_KEY=zz#frag", "https://host/api?token=***&x=1&API_KEY=***#frag"),
@@ -43,14 +44,18 @@ def test_a_tracking_store_that_fails_is_one_line_with_its_password_masked(tmp_pa
     import subprocess
     import sys
 
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://alice:Sup3rSecret@127.0.0.1:9/", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "AEPIPE_HOME": str(tmp_path / "mlruns")}
-    out = subprocess.run([sys.executable, "-m", "aepipe.cli", "compare", "-e", "x"], capture_output=True, text=True, env=env,
-                         timeout=120)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://alice:Sup3rSecret@127.0.0.1:9/",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+           "AEPIPE_HOME": str(tmp_path / "mlruns")}
+    out = subprocess.run(
+        [sys.executable, "-m", "aepipe.cli", "compare", "-e", "x"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 2, out.stderr
     assert "Sup3rSecret" not in out.stderr + out.stdout and "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: the tracking store http://alice:***@127.0.0.1:9/ failed: "), lines
+    assert len(lines) == 1 and lines[0].startswith(
+        "Error: the tracking store http://alice:***@127.0.0.1:9/ failed: "
+    ), lines
 
 
 def test_remembered_secrets_are_masked_in_every_log_record_and_traceback(tmp_path):
@@ -65,8 +70,8 @@ def test_remembered_secrets_are_masked_in_every_log_record_and_traceback(tmp_pat
         "from aepipe import secrets\n"
         "secrets.remember_environment(); secrets.install()\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
-        "logging.getLogger('sqlalchemy.engine').warning('connecting to %s as %s', 'postgresql://bob:hunter22@db/x', 'bob')\n"
-        "logging.getLogger('psycopg').error('password authentication failed: hunter22 rejected')\n"
+        "logging.getLogger('sqlalchemy.engine').warning('connecting to %s as %s', 'postgresql://bob:hunter22@db/x', "
+        "'bob')\nlogging.getLogger('psycopg').error('password authentication failed: hunter22 rejected')\n"
         "raise RuntimeError('cannot reach MLflow at http://bob:tok3n@h/ with token tok3n')\n"
     )
     env = {**os.environ, "AEPIPE_STORAGE": "postgresql+psycopg://bob:hunter22@db/x", "MLFLOW_TRACKING_TOKEN": "tok3n"}
@@ -90,7 +95,8 @@ def test_a_url_secret_in_a_runs_settings_never_reaches_the_store(tmp_path, monke
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tracking.store.forget()
     pm = get_plugin_manager()
-    pipeline = resolve(pm, tree={"variant": "vanilla", "description": "data from postgresql://bob:hunter22@db/x?token=abc",
+    pipeline = resolve(pm, tree={"variant": "vanilla",
+                                 "description": "data from postgresql://bob:hunter22@db/x?token=abc",
                                  "train": {"epochs": 1, "optimizer": "adam"},
                                  "tracking": {"log_model": False, "log_images": False, "log_dataset": False}})
     result = train(pipeline, pm)
@@ -144,7 +150,10 @@ def test_a_url_that_parsers_read_differently_is_refused_without_a_fragment(url):
         check_url(url, "--storage")
     message = str(exc.value)
     scheme = url.partition("://")[0]
-    assert message.startswith(f"--storage: the user name or password of this {scheme}:// URL holds a character") and "\n" not in message
+    assert (
+        message.startswith(f"--storage: the user name or password of this {scheme}:// URL holds a character")
+        and "\n" not in message
+    )
     assert "percent-encode it" in message and "the URL is not shown" in message
     with pytest.raises(ConfigError) as other:  # the same words for any URL of the scheme: no part of it is shown
         check_url(f"{scheme}://someone:a@b@elsewhere/x", "--storage")
@@ -183,7 +192,9 @@ def test_every_command_refuses_an_ambiguous_store_url_in_one_line(tmp_path, wher
 
     from aepipe.cli import cli
 
-    (tmp_path / "p.toml").write_text('variant = "vanilla"\n[tune.space]\n"train.lr" = {low = 1e-4, high = 1e-2, log = true}\n')
+    (tmp_path / "p.toml").write_text(
+        'variant = "vanilla"\n[tune.space]\n"train.lr" = {low = 1e-4, high = 1e-2, log = true}\n'
+    )
     env = {"AEPIPE_HOME": str(tmp_path / "mlruns"), "MLFLOW_TRACKING_URI": None, "AEPIPE_STORAGE": None}
     args = ["tune", str(tmp_path / "p.toml")]
     if where == "--storage":

@@ -62,7 +62,9 @@ def test_train_over_seeds_tags_each_run_and_compare_shows_one_row_with_mean_and_
     assert float(grouped["test_mse_ci95_hi"]) == pytest.approx(mean + half, rel=1e-6)
     text = runner.invoke(cli, ["compare", *ids, "--format", "markdown"]).stdout
     assert f"{mean:.4g} ± {half:.2g}" in text and "| seeds |" in text
-    apart = list(csv.DictReader(io.StringIO(runner.invoke(cli, ["compare", *ids, "--format", "csv", "--per-run"]).stdout)))
+    apart = list(
+        csv.DictReader(io.StringIO(runner.invoke(cli, ["compare", *ids, "--format", "csv", "--per-run"]).stdout))
+    )
     assert [r["run_id"] for r in apart] == ids
 
 
@@ -70,7 +72,11 @@ def test_the_interval_over_seeds_is_students_t():
     from aepipe.seeds import interval
 
     mean, lo, hi = interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and lo == pytest.approx(2.0 - T975[2] / math.sqrt(3), rel=1e-4) and hi == pytest.approx(2.0 + T975[2] / math.sqrt(3), rel=1e-4)
+    assert (
+        mean == 2.0
+        and lo == pytest.approx(2.0 - T975[2] / math.sqrt(3), rel=1e-4)
+        and hi == pytest.approx(2.0 + T975[2] / math.sqrt(3), rel=1e-4)
+    )
     assert interval([5.0])[0] == 5.0 and math.isnan(interval([5.0])[1])  # one seed: no interval
     assert interval([4.0, 4.0]) == (4.0, 4.0, 4.0)
     assert interval([1.0, float("nan"), 3.0])[0] == 2.0  # a NaN is left out
@@ -89,9 +95,12 @@ def test_the_report_marks_differences_within_noise():
     from aepipe.evaluation.report.page import render_html
     from aepipe.evaluation.report.table import RunPage, TableRow, best_rows
 
-    rows = [TableRow("a (3 seeds)", "d", ["a" * 32, "a" * 31 + "b"], {"eval_fid": 10.0}, {"eval_fid": (8.0, 12.0, "seeds")}, ["0", "1"]),
-            TableRow("b (3 seeds)", "d", ["b" * 32, "b" * 31 + "c"], {"eval_fid": 11.5}, {"eval_fid": (11.0, 12.5, "seeds")}, ["0", "1"]),
-            TableRow("c (3 seeds)", "d", ["c" * 32, "c" * 31 + "d"], {"eval_fid": 20.0}, {"eval_fid": (19.0, 21.0, "seeds")}, ["0", "1"]),
+    rows = [TableRow("a (3 seeds)", "d", ["a" * 32, "a" * 31 + "b"], {"eval_fid": 10.0},
+                     {"eval_fid": (8.0, 12.0, "seeds")}, ["0", "1"]),
+            TableRow("b (3 seeds)", "d", ["b" * 32, "b" * 31 + "c"], {"eval_fid": 11.5},
+                     {"eval_fid": (11.0, 12.5, "seeds")}, ["0", "1"]),
+            TableRow("c (3 seeds)", "d", ["c" * 32, "c" * 31 + "d"], {"eval_fid": 20.0},
+                     {"eval_fid": (19.0, 21.0, "seeds")}, ["0", "1"]),
             TableRow("d", "d", ["d" * 32], {"eval_fid": 12.2}),  # one run, no interval: inside a's
             TableRow("reference", "d", [], {"eval_fid": 1.0}, reference=True)]
     best, near = best_rows(rows, "eval_fid")
@@ -110,8 +119,10 @@ def test_the_report_marks_differences_within_noise():
 def test_compare_markdown_escapes_pipes_html_and_newlines():
     from aepipe.compare import render
 
-    rows = [{"variant": "a|b <script>alert(1)</script>\nsecond line", "dataset": "x & y", "run_id": "r1", "test_mse": 0.5},
-            {"variant": "plain", "dataset": "d\\|", "run_id": "r2", "test_mse": 0.25}]
+    rows = [
+        {"variant": "a|b <script>alert(1)</script>\nsecond line", "dataset": "x & y", "run_id": "r1", "test_mse": 0.5},
+        {"variant": "plain", "dataset": "d\\|", "run_id": "r2", "test_mse": 0.25},
+    ]
     text = render(rows, "markdown")
     lines = text.strip().splitlines()
     assert len(lines) == 4  # header, rule, two rows: no line broken by a newline in a name

@@ -52,7 +52,9 @@ def test_pyfunc_modes_with_a_plain_mlflow_client(trained):
 
     bad = raw.copy()
     bad[2, 5] = np.nan
-    with pytest.raises(MlflowException, match=r"^inputs: row 2, column 5 is nan \(NaN and infinite values are not accepted\)$"):
+    with pytest.raises(
+        MlflowException, match=r"^inputs: row 2, column 5 is nan \(NaN and infinite values are not accepted\)$"
+    ):
         model.predict(bad)
     with pytest.raises(MlflowException, match=r"^inputs: rows of 63 values; this model expects 64$"):
         model.predict(raw[:, :63])
@@ -66,7 +68,8 @@ def test_mlflow_models_serve_returns_the_codes_of_aepipe_encode(trained, store):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.default_tracking_uri()}
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/pyfunc",
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/ping", proc)
 
@@ -85,7 +88,9 @@ def test_mlflow_models_serve_returns_the_codes_of_aepipe_encode(trained, store):
             ask({"inputs": [[float("nan")] * 64], "params": {"mode": "reconstruct"}})
         body = refused.value.read().decode()
         assert refused.value.code == 400 and "\n" not in body and "Traceback" not in body, body
-        assert json.loads(body)["message"] == "inputs: row 0, column 0 is nan (NaN and infinite values are not accepted)"
+        assert (
+            json.loads(body)["message"] == "inputs: row 0, column 0 is nan (NaN and infinite values are not accepted)"
+        )
     finally:
         import signal
 

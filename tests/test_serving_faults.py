@@ -53,7 +53,9 @@ def served(shared_store):
         run_id = out.stdout.strip().splitlines()[-1]
         model = mlflow.pyfunc.load_model(f"runs:/{run_id}/pyfunc")
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(scoring_server.init(model), host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(scoring_server.init(model), host="127.0.0.1", port=port, log_level="warning")
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.time() + 30
@@ -93,11 +95,14 @@ BAD = {
     "NaN": ('{"inputs": [[NaN' + ", 1.0" * 63 + "]]}", "row 0, column 0 is nan"),
     "Infinity": ('{"inputs": [[1.0, Infinity' + ", 1.0" * 62 + "]]}", "row 0, column 1 is inf"),
     "overflowing literal": ('{"inputs": [[1.0, 1.0, -1e999' + ", 1.0" * 61 + "]]}", "row 0, column 2 is -inf"),
-    "bad mode": (json.dumps({"inputs": [ROW], "params": {"mode": "decode"}}), "params.mode: 'decode' is not one of encode, reconstruct, sample"),
+    "bad mode": (json.dumps({"inputs": [ROW], "params": {"mode": "decode"}}),
+                 "params.mode: 'decode' is not one of encode, reconstruct, sample"),
     "oversized n": (json.dumps({"inputs": [ROW], "params": {"mode": "sample", "n": 400_000_000}}),
-                    f"params.n: 400000000 is out of range; this server draws 1 .. {LIMIT} samples a request (AEPIPE_SERVE_MAX_ROWS)"),
+                    f"params.n: 400000000 is out of range; this server draws 1 .. {LIMIT} samples a request "
+                    "(AEPIPE_SERVE_MAX_ROWS)"),
     "n of 0": (json.dumps({"inputs": [ROW], "params": {"mode": "sample", "n": 0}}), "params.n: 0 is out of range"),
-    "too many rows": (json.dumps({"inputs": [ROW] * (LIMIT + 1)}), f"inputs: {LIMIT + 1} rows; this server takes at most {LIMIT}"),
+    "too many rows": (json.dumps({"inputs": [ROW] * (LIMIT + 1)}),
+                      f"inputs: {LIMIT + 1} rows; this server takes at most {LIMIT}"),
     "rows too short": (json.dumps({"inputs": [[1.0, 2.0, 3.0]]}), "inputs: rows of 3 values; this model expects 64"),
     "text": (json.dumps({"inputs": [["a"] * 64]}), "inputs: holds text, not numbers"),
     "named inputs": (json.dumps({"inputs": {"x": ROW}}), "inputs: named inputs (x); give one array of rows"),
@@ -105,7 +110,8 @@ BAD = {
                              "params.mode: 'xxxxxxxx"),
     "what it does not offer": (json.dumps({"inputs": [ROW], "params": {"what": "indices"}}),
                                "params.what: 'indices' is not one of code"),
-    "negative seed": (json.dumps({"inputs": [ROW], "params": {"mode": "sample", "n": 2, "seed": -1}}), "params.seed: -1 is out of range"),
+    "negative seed": (json.dumps({"inputs": [ROW], "params": {"mode": "sample", "n": 2, "seed": -1}}),
+                      "params.seed: -1 is out of range"),
 }
 
 
@@ -140,9 +146,12 @@ def test_an_output_that_is_not_finite_is_refused_not_sent_as_bare_nan(served):
     assert "output holds NaN or infinite values" in _assert_one_safe_line(body)["message"]
 
 
-@pytest.mark.parametrize("failure, status", [(RuntimeError("CUDA error in /srv/secret/aepipe_plugins/x.py line 3"), 500),
+@pytest.mark.parametrize("failure, status",
+                         [(RuntimeError("CUDA error in /srv/secret/aepipe_plugins/x.py line 3"), 500),
                                              (ConfigError("this model is conditional: it needs labels"), 400)])
-def test_a_failing_model_answers_in_one_line_and_the_server_log_keeps_the_traceback(served, monkeypatch, caplog, failure, status):
+def test_a_failing_model_answers_in_one_line_and_the_server_log_keeps_the_traceback(
+    served, monkeypatch, caplog, failure, status
+):
     inner = served.model._model_impl.python_model.model
 
     def broken(*args, **kwargs):

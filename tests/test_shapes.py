@@ -55,7 +55,9 @@ def test_what_load_returns():
     assert all(set(np.unique(raw.factors[:, j])) == set(range(k)) for j, k in enumerate(sizes))  # every value drawn
     assert raw.x.max() == 255 and raw.x.min() == 0 and ((raw.x > 0) & (raw.x < 255)).any()  # anti-aliased edges
     assert np.array_equal(raw.x, _shapes(examples=400).render(raw.factors))
-    big = _shapes(examples=20, size=64, colour=True, colours=3, scales=3, rotations=5, positions=4, shapes=["heart", "square"]).load()
+    big = _shapes(
+        examples=20, size=64, colour=True, colours=3, scales=3, rotations=5, positions=4, shapes=["heart", "square"]
+    ).load()
     assert big.x.shape == (20, 3, 64, 64) and big.image_shape == (3, 64, 64) and big.n_classes == 2
     assert big.factor_names[-1] == "colour" and big.factors.max(axis=0).tolist() <= [1, 2, 4, 3, 3, 2]
 
@@ -136,7 +138,9 @@ def test_every_split_carries_its_rows_factors(in_memory):
         assert torch.allclose(x, torch.as_tensor(ds.render(f).reshape(len(f), -1) / 255.0, dtype=torch.float32))
         positions = torch.tensor([len(split) - 1, 0, 3])
         xb, _ = split.take(positions)
-        assert torch.allclose(xb, torch.as_tensor(ds.render(f[positions.numpy()]).reshape(3, -1) / 255.0, dtype=torch.float32))
+        assert torch.allclose(
+            xb, torch.as_tensor(ds.render(f[positions.numpy()]).reshape(3, -1) / 255.0, dtype=torch.float32)
+        )
         seen.append(f)
     assert sum(len(f) for f in seen) == 500
 

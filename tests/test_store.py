@@ -19,8 +19,11 @@ def test_processes_started_at_once_on_a_new_store_all_succeed(aepipe_store):
     without the store's lock, two of three crashed in MLflow's schema migration."""
     assert not aepipe_store.exists()
     env = {**os.environ, "AEPIPE_HOME": str(aepipe_store)}
-    args = [sys.executable, "-m", "aepipe.cli", "train", str(PIPELINES / "vanilla.toml"), "-q", *sum((["--set", q] for q in QUIET), [])]
-    procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    args = [sys.executable, "-m", "aepipe.cli", "train", str(PIPELINES / "vanilla.toml"), "-q",
+            *sum((["--set", q] for q in QUIET), [])]
+    procs = [
+        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outs]
     run_ids = {out.strip() for out, _ in outs}

@@ -100,7 +100,9 @@ def _place(kind: str, cache: Path, name: str, used_db: Path, good: Path) -> Path
     elif kind == "good template with a registered model":
         shutil.copyfile(good, template)
         with sqlite3.connect(template) as con:
-            con.execute("INSERT INTO registered_models (name, creation_time, last_updated_time) VALUES ('planted', 0, 0)")
+            con.execute(
+                "INSERT INTO registered_models (name, creation_time, last_updated_time) VALUES ('planted', 0, 0)"
+            )
     else:
         raise AssertionError(kind)
     return template
@@ -238,19 +240,27 @@ def test_another_runs_checkpoint_is_refused_and_the_run_is_left_as_it_was(runs):
     pm, tracker, a, b, ckpt, _ = runs
     before = copy.deepcopy(tracker.runs[b])
     shutil.copyfile(ckpt[a], ckpt[b])
-    with pytest.raises(ConfigError, match=rf"^--resume {b}: its checkpoint is run {a}'s, not run {b}'s \(copied from another "
-                                          rf"run\?\); refusing to continue run {b} from it$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^--resume {b}: its checkpoint is run {a}'s, not run {b}'s \(copied from another "
+        rf"run\?\); refusing to continue run {b} from it$",
+    ):
         train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
     # relabelled as B's, its pipeline (A's) still gives it away, named by the key that differs
     _edit(ckpt[b], run_id=b)
-    with pytest.raises(ConfigError, match=rf"^--resume {b}: its checkpoint was written for another pipeline than run {b}'s "
-                                          r"logged pipeline.toml \(first at model.code_dim: run has 8, checkpoint 32\); "
-                                          "refusing to continue the run from it$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^--resume {b}: its checkpoint was written for another pipeline than run {b}'s "
+        r"logged pipeline.toml \(first at model.code_dim: run has 8, checkpoint 32\); "
+        "refusing to continue the run from it$",
+    ):
         train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
     # so is an old checkpoint of A (no run id, no digest): judged by the pipeline inside it
     shutil.copyfile(ckpt[a], ckpt[b])
     _edit(ckpt[b], run_id=None, pipeline_digest=None)
-    with pytest.raises(ConfigError, match=r"written for another pipeline .* \(first at model.code_dim: run has 8, checkpoint 32\)"):
+    with pytest.raises(
+        ConfigError, match=r"written for another pipeline .* \(first at model.code_dim: run has 8, checkpoint 32\)"
+    ):
         train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
     assert tracker.runs[b] == before, "nothing was written to run B"
 
@@ -259,16 +269,22 @@ def test_a_checkpoint_whose_digest_is_not_the_logged_pipelines_is_refused(runs):
     pm, tracker, a, b, ckpt, _ = runs
     other = torch.load(ckpt[a], weights_only=True)["state"]["pipeline_digest"]
     _edit(ckpt[b], pipeline_digest=other)
-    with pytest.raises(ConfigError, match=rf"^--resume {b}: its checkpoint was written for another pipeline than run {b}'s "
-                                          rf"logged pipeline.toml \(digest {other[:12]}, the run's [0-9a-f]{{12}}\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^--resume {b}: its checkpoint was written for another pipeline than run {b}'s "
+        rf"logged pipeline.toml \(digest {other[:12]}, the run's [0-9a-f]{{12}}\)",
+    ):
         train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
     # without the logged pipeline there is nothing to check a checkpoint against: refused too
     logged = tracker.root / b / "artifacts" / "pipeline.toml"
     text = logged.read_text()
     logged.unlink()
     try:
-        with pytest.raises(ConfigError, match=rf"^--resume {b}: run {b} has no logged pipeline.toml \(the pipeline it was started "
-                                              r"with\), so its checkpoint cannot be checked against it; start the run again$"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^--resume {b}: run {b} has no logged pipeline.toml \(the pipeline it was started "
+            r"with\), so its checkpoint cannot be checked against it; start the run again$",
+        ):
             train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
     finally:
         logged.write_text(text)
@@ -305,11 +321,16 @@ def test_a_runs_oversized_or_over_nested_logged_pipeline_is_refused_in_one_line(
     before = copy.deepcopy(tracker.runs[b])
     try:
         logged.write_text(text + DEEP)
-        with pytest.raises(ConfigError, match=rf"^--resume {b}: run {b}'s logged pipeline.toml: line \d+: {TOO_DEEP}[^\n]*$"):
+        with pytest.raises(
+            ConfigError, match=rf"^--resume {b}: run {b}'s logged pipeline.toml: line \d+: {TOO_DEEP}[^\n]*$"
+        ):
             train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
         logged.write_text(text + "#" * (1 << 20))
-        with pytest.raises(ConfigError, match=rf"^--resume {b}: run {b}'s logged pipeline.toml: {len(text) + (1 << 20)} bytes; "
-                                              r"a pipeline file may hold at most 1048576 \(1 MiB\)$"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^--resume {b}: run {b}'s logged pipeline.toml: {len(text) + (1 << 20)} bytes; "
+            r"a pipeline file may hold at most 1048576 \(1 MiB\)$",
+        ):
             train(None, pm, resume=b, tracker=tracker, overrides=("train.epochs=2",))
     finally:
         logged.write_text(text)
@@ -363,4 +384,6 @@ def test_a_foreign_checkpoint_is_one_line_and_exit_2_on_the_command_line(store):
     out = CliRunner().invoke(cli, ["train", "--resume", a, "--set", "train.epochs=2"])
     assert out.exit_code == 2, out.output
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and re.fullmatch(rf"Error: --resume {a}: run {a}'s logged pipeline.toml: line \d+: {TOO_DEEP}.*", lines[0])
+    assert len(lines) == 1 and re.fullmatch(
+        rf"Error: --resume {a}: run {a}'s logged pipeline.toml: line \d+: {TOO_DEEP}.*", lines[0]
+    )

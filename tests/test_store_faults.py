@@ -54,7 +54,11 @@ def trained(tmp_path_factory) -> tuple[Path, str]:
 
 def _files(root: Path) -> dict[str, str]:
     """Every file under ``root`` and a digest of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _mount_read_only(src: Path, dst: Path) -> None:
@@ -112,7 +116,10 @@ def read_only_store(home: Path, tmp_path: Path):
 
 def _one_line_error(result) -> str:
     lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), (result.exit_code, result.stderr)
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), (
+        result.exit_code,
+        result.stderr,
+    )
     return lines[0]
 
 
@@ -224,7 +231,9 @@ def _damage(db: Path, table: str, where: str) -> None:
 
 
 @pytest.mark.parametrize("table, where", [("runs", "status"), ("tags", "header")])
-def test_train_refuses_a_damaged_store_before_writing_with_a_recovery_hint(trained, tmp_path, monkeypatch, table, where):
+def test_train_refuses_a_damaged_store_before_writing_with_a_recovery_hint(
+    trained, tmp_path, monkeypatch, table, where
+):
     """Bytes overwritten in mlflow.db: a damaged row of `runs` passes every MLflow write (and
     `train` exited 0 writing into it); `PRAGMA quick_check` finds it, and `train` refuses in one
     line naming the file, what the check found and how to recover. The file is left as it was;
@@ -294,7 +303,10 @@ def test_store_error_line_is_the_root_cause_not_sqlalchemys_framing(tmp_path):
     try:  # a wrapper that says something else: the root cause is added
         raise Wrapped("the store refused") from info.value
     except Wrapped as exc:
-        assert error_line(exc) == "the store refused (cause: sqlite3.OperationalError: attempt to write a readonly database)"
+        assert (
+            error_line(exc)
+            == "the store refused (cause: sqlite3.OperationalError: attempt to write a readonly database)"
+        )
 
 
 def test_a_write_refused_by_a_read_only_store_shows_the_root_cause(trained, tmp_path, monkeypatch):
@@ -311,7 +323,9 @@ def test_a_write_refused_by_a_read_only_store_shows_the_root_cause(trained, tmp_
         with pytest.raises(RunNotFoundError) as info:
             run.close()
     message = str(info.value)
-    assert "the tracking store refused a write: " in message and "attempt to write a readonly database" in message, message
+    assert "the tracking store refused a write: " in message and "attempt to write a readonly database" in message, (
+        message
+    )
     assert "autoflush" not in message and "\n" not in message
 
 
@@ -340,7 +354,9 @@ def test_missing_artifacts_are_named_not_taken_for_a_model_never_logged(trained,
     np.save(tmp_path / "x.npy", np.zeros((2, 64)))
 
     def encode(run: str) -> str:
-        return _one_line_error(CliRunner().invoke(cli, ["encode", run, str(tmp_path / "x.npy"), "-o", str(tmp_path / "c.npy")]))
+        return _one_line_error(
+            CliRunner().invoke(cli, ["encode", run, str(tmp_path / "x.npy"), "-o", str(tmp_path / "c.npy")])
+        )
 
     _use(monkeypatch, other)
     assert "logged no model (tracking.log_model = false)" in encode(unlogged)

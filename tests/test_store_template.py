@@ -38,7 +38,9 @@ def test_the_first_store_becomes_the_template_and_the_next_is_a_copy(cache, tmp_
     assert template.parent == cache and template.is_file()
     copies = []
     real = template_module.from_template
-    monkeypatch.setattr(template_module, "from_template", lambda m, db, a: copies.append((db, real(m, db, a))) or copies[-1][1])
+    monkeypatch.setattr(
+        template_module, "from_template", lambda m, db, a: copies.append((db, real(m, db, a))) or copies[-1][1]
+    )
     assert _default_location(tmp_path / "a" / "mlflow.db") == (tmp_path / "a" / "artifacts").as_uri()
     monkeypatch.chdir(tmp_path / "a")  # MLflow would point Default at the creating process's ./mlruns/0
     _open(monkeypatch, tmp_path / "b")

@@ -38,8 +38,11 @@ def test_a_dumped_pipeline_reads_back_equal(pm):
         back = read_stored(pm, text, "the dump")
         assert back.as_dict() == pipeline.as_dict(), path.name
         assert back.settings == pipeline.settings, path.name
-        for ours, theirs in zip([back.dataset, *back.components.values(), *back.regularizers.values()],
-                                [pipeline.dataset, *pipeline.components.values(), *pipeline.regularizers.values()], strict=True):
+        for ours, theirs in zip(
+            [back.dataset, *back.components.values(), *back.regularizers.values()],
+            [pipeline.dataset, *pipeline.components.values(), *pipeline.regularizers.values()],
+            strict=True,
+        ):
             assert (ours.kind, ours.name, ours.cls, ours.config, ours.path, ours.warmup_epochs) == \
                 (theirs.kind, theirs.name, theirs.cls, theirs.config, theirs.path, theirs.warmup_epochs), path.name
         assert dump(back) == text and back.source == "the dump"
@@ -48,7 +51,9 @@ def test_a_dumped_pipeline_reads_back_equal(pm):
 def test_a_stored_pipeline_is_bounded_like_a_pipeline_file():
     with pytest.raises(ConfigError, match=rf"^run 0123: the pipeline: line 1: {TOO_DEEP}"):
         StoredPipeline.loads(DEEP, "run 0123: the pipeline")
-    with pytest.raises(ConfigError, match=rf"^run 0123: the pipeline: {MAX_FILE_BYTES + 1} characters; a pipeline may hold at most"):
+    with pytest.raises(
+        ConfigError, match=rf"^run 0123: the pipeline: {MAX_FILE_BYTES + 1} characters; a pipeline may hold at most"
+    ):
         StoredPipeline.loads("#" * (MAX_FILE_BYTES + 1), "run 0123: the pipeline")
 
 

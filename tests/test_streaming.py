@@ -37,7 +37,11 @@ def folder(tmp_path_factory) -> Path:
 
 
 def _pipeline(pm, data: dict, *overrides: str, variant: str = "vae"):
-    model = {"code_dim": 4, "encoder": {"hidden": [16]}, "decoder": {"hidden": [16]}} if variant == "vae" else {"code_dim": 4}
+    model = (
+        {"code_dim": 4, "encoder": {"hidden": [16]}, "decoder": {"hidden": [16]}}
+        if variant == "vae"
+        else {"code_dim": 4}
+    )
     tree = {"variant": variant, "data": {"val_fraction": 0.25, "test_fraction": 0.25, **data}, "model": model,
             "train": {"batch_size": 8, "epochs": 3, "patience": 0}}
     return resolve(pm, tree=tree, overrides=[*QUIET, *overrides])
@@ -47,7 +51,9 @@ def _held_and_streamed(pm, data: dict, tmp_path, variant: str = "vae"):
     runs = {}
     for path in ("true", "false"):
         tracker = MemoryTracker(tmp_path / path)
-        result = train(_pipeline(pm, data, f"data.in_memory={path}", "data.workers=1", variant=variant), pm, tracker=tracker)
+        result = train(
+            _pipeline(pm, data, f"data.in_memory={path}", "data.workers=1", variant=variant), pm, tracker=tracker
+        )
         runs[path] = (result, tracker.runs[result.run_id])
     return runs["true"], runs["false"]
 
@@ -55,7 +61,9 @@ def _held_and_streamed(pm, data: dict, tmp_path, variant: str = "vae"):
 def test_held_and_streamed_images_give_the_same_split_batches_and_losses(aepipe_pm, folder, tmp_path):
     """uint8 images: held as uint8 and scaled per batch, or decoded by a worker per batch; the
     same rows in every split, and the same losses to the last bit."""
-    (held, held_run), (streamed, streamed_run) = _held_and_streamed(aepipe_pm, {"name": "imagefolder", "path": str(folder)}, tmp_path)
+    (held, held_run), (streamed, streamed_run) = _held_and_streamed(
+        aepipe_pm, {"name": "imagefolder", "path": str(folder)}, tmp_path
+    )
     assert not held.data.streamed and streamed.data.streamed
     assert held.data.train.rows.dtype == torch.uint8  # a quarter of float32's memory
     for split in ("train", "val", "test"):
@@ -91,19 +99,29 @@ def test_auto_streams_what_does_not_fit_and_says_why(aepipe_pm, folder, tmp_path
 
     auto = load_data(_pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder)}), torch.device("cpu"))
     assert not auto.streamed and auto.reason.startswith("auto: ") and " fits in 0.5 of the " in auto.reason
-    monkeypatch.setattr(limits, "memory_budget", lambda device, cgroup_root=None: limits.Budget(10_000, "a test"))  # 48 images of 192 bytes: 9,216 bytes
+    # 48 images of 192 bytes: 9,216 bytes
+    monkeypatch.setattr(limits, "memory_budget", lambda device, cgroup_root=None: limits.Budget(10_000, "a test"))
     tight = load_data(_pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder)}), torch.device("cpu"))
     assert tight.streamed and tight.reason == "auto: 9.22e-06 GB is more than 0.5 of the 1e-05 GB free on cpu"
-    roomy = load_data(_pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder), "memory_fraction": 1.0}), torch.device("cpu"))
+    roomy = load_data(
+        _pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder), "memory_fraction": 1.0}), torch.device("cpu")
+    )
     assert not roomy.streamed
     monkeypatch.setattr(limits, "memory_budget", lambda device, cgroup_root=None: limits.Budget(5_000, "a test"))
-    with pytest.raises(ConfigError, match=r"^data.in_memory = true: the data \(9.22e-06 GB\) needs about .* set data.in_memory = false"):
-        load_data(_pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder)}, "data.in_memory=true"), torch.device("cpu"))
+    with pytest.raises(
+        ConfigError, match=r"^data.in_memory = true: the data \(9.22e-06 GB\) needs about .* set data.in_memory = false"
+    ):
+        load_data(
+            _pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder)}, "data.in_memory=true"),
+            torch.device("cpu"),
+        )
 
 
 def test_a_streamed_split_has_no_whole_tensor_but_batches_heads_and_takes(aepipe_pm, folder):
-    data = load_data(_pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder)}, "data.in_memory=false", "data.workers=0"),
-                     torch.device("cpu"))
+    data = load_data(
+        _pipeline(aepipe_pm, {"name": "imagefolder", "path": str(folder)}, "data.in_memory=false", "data.workers=0"),
+        torch.device("cpu"),
+    )
     with pytest.raises(DataError, match="is streamed .* split.batches"):
         data.x_train
     x, y = data.test.head(5)
@@ -124,8 +142,12 @@ def test_an_unreadable_image_met_while_streaming_is_one_line_naming_it(aepipe_pm
     data = victim.read_bytes()
     start = data.index(b"IDAT") + 4
     victim.write_bytes(data[:start] + bytes(len(data) - start))  # the header (size) is intact, the pixels are zeros
-    pipeline = _pipeline(aepipe_pm, {"name": "imagefolder", "path": str(broken), "val_fraction": 0.0, "test_fraction": 0.0},
-                         "data.in_memory=false", "data.workers=1")
+    pipeline = _pipeline(
+        aepipe_pm,
+        {"name": "imagefolder", "path": str(broken), "val_fraction": 0.0, "test_fraction": 0.0},
+        "data.in_memory=false",
+        "data.workers=1",
+    )
     tracker = MemoryTracker(tmp_path / "runs")
     with pytest.raises(DataError) as exc:
         train(pipeline, aepipe_pm, tracker=tracker)
@@ -137,8 +159,13 @@ def test_an_unreadable_image_met_while_streaming_is_one_line_naming_it(aepipe_pm
 
 def test_a_memory_mapped_file_of_python_objects_is_refused_as_such(aepipe_pm, tmp_path):
     np.save(tmp_path / "objects.npy", np.array([{"x": 1}, None], dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match=r"objects.npy: holds Python objects \(dtype object\), which aepipe does not unpickle"):
-        load_data(_pipeline(aepipe_pm, {"name": "file", "path": str(tmp_path / "objects.npy")}, variant="vanilla"), torch.device("cpu"))
+    with pytest.raises(
+        DataError, match=r"objects.npy: holds Python objects \(dtype object\), which aepipe does not unpickle"
+    ):
+        load_data(
+            _pipeline(aepipe_pm, {"name": "file", "path": str(tmp_path / "objects.npy")}, variant="vanilla"),
+            torch.device("cpu"),
+        )
 
 
 def test_a_nan_deep_in_a_memory_mapped_file_is_named_by_row(aepipe_pm, tmp_path, monkeypatch):
@@ -149,7 +176,10 @@ def test_a_nan_deep_in_a_memory_mapped_file_is_named_by_row(aepipe_pm, tmp_path,
     x[77, 2] = np.nan
     np.save(tmp_path / "x.npy", x)
     with pytest.raises(DataError, match=r"x.npy: row 77, column 2 is nan"):
-        load_data(_pipeline(aepipe_pm, {"name": "file", "path": str(tmp_path / "x.npy")}, variant="vanilla"), torch.device("cpu"))
+        load_data(
+            _pipeline(aepipe_pm, {"name": "file", "path": str(tmp_path / "x.npy")}, variant="vanilla"),
+            torch.device("cpu"),
+        )
 
 
 def test_image_datasets_are_read_on_demand(aepipe_pm, folder, tmp_path):
@@ -166,8 +196,10 @@ def test_image_datasets_are_read_on_demand(aepipe_pm, folder, tmp_path):
     pipeline = _pipeline(aepipe_pm, {"name": "huggingface", "path": str(saved)})
     raw = pipeline.dataset.cls(pipeline.dataset.config).load()
     assert isinstance(raw.x, Rows) and raw.x.shape == (48, 3, 8, 8) and sorted(set(raw.y.tolist())) == [0, 1]
-    data = load_data(_pipeline(aepipe_pm, {"name": "huggingface", "path": str(saved)}, "data.in_memory=false", "data.workers=1"),
-                     torch.device("cpu"))
+    data = load_data(
+        _pipeline(aepipe_pm, {"name": "huggingface", "path": str(saved)}, "data.in_memory=false", "data.workers=1"),
+        torch.device("cpu"),
+    )
     seen = sum(xb.shape[0] for xb, _ in data.train.batches(10))
     assert data.streamed and seen == len(data.train) == 24
 

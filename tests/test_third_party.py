@@ -21,7 +21,9 @@ def pip_install(source: Path, target: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
 
 
-def run(args: list[str], site: Path, home: Path, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], site: Path, home: Path, cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(site), "AEPIPE_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
@@ -59,7 +61,8 @@ def test_example_wae_plugin_installs_trains_tunes_and_passes_its_tests(tmp_path,
     pip_install(example, site)
     make_distribution(site, "aepipe-broken", "0.3", {"broken": "aepipe_broken"},
                       {"aepipe_broken": "from aepipe import hookimpl\nraise ImportError('needs libfoo 2')\n"})
-    assert not any(p.name.startswith("aepipe_wae") for p in Path(sys.prefix).rglob("aepipe_wae*"))  # not in the test env itself
+    # not in the test env itself
+    assert not any(p.name.startswith("aepipe_wae") for p in Path(sys.prefix).rglob("aepipe_wae*"))
     out = run_here(["plugins", "--json"], site, home, monkeypatch)
     assert out.returncode == 0, out.stderr
     warning = ("Warning: plugin 'broken' (aepipe-broken 0.3), entry point 'broken = aepipe_broken' failed to load: "
@@ -71,11 +74,16 @@ def test_example_wae_plugin_installs_trains_tunes_and_passes_its_tests(tmp_path,
     assert rows["wae"]["components"] == {"regularizer": ["mmd"], "variant": ["wae"]}
     out = run_here(["plugins", "--check", "--plugin", "broken"], site, home, monkeypatch)
     assert out.returncode == 2 and out.stderr.splitlines()[-1] == (
-        "Error: --plugin broken: plugin 'broken' (aepipe-broken 0.3), entry point 'broken = aepipe_broken' failed to load: "
-        "ImportError: needs libfoo 2"), out.stderr
+        "Error: --plugin broken: plugin 'broken' (aepipe-broken 0.3), entry point 'broken = aepipe_broken' failed to "
+        "load: ImportError: needs libfoo 2"
+    ), out.stderr
     pipeline = str(example / "aepipe_wae" / "wae.toml")
-    out = run_here(["train", pipeline, "--set", "train.epochs=3", "--set", "tracking.log_images=false", "--json"], site, home,
-                   monkeypatch)
+    out = run_here(
+        ["train", pipeline, "--set", "train.epochs=3", "--set", "tracking.log_images=false", "--json"],
+        site,
+        home,
+        monkeypatch,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stderr.count("Warning: plugin 'broken'") == 1
     summary = json.loads(out.stdout)
@@ -84,7 +92,8 @@ def test_example_wae_plugin_installs_trains_tunes_and_passes_its_tests(tmp_path,
                     "--set", "tracking.log_images=false", "--json"], site, home, monkeypatch)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout)["states"] == {"COMPLETE": 2}
-    out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")], site, home, cwd=tmp_path)
+    out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")], site, home,
+              cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:]
     assert " passed" in out.stdout
 
@@ -106,7 +115,9 @@ def test_new_plugin_template_works_without_edits(tmp_path, monkeypatch):
     for name, why in (("aepipe", "clashes with the installed distribution 'aepipe'"),
                       ("Aepipe_Plugins", "its package 'aepipe_plugins' would shadow a module that already exists here"),
                       ("click", "clashes with the installed distribution 'click'"),
-                      ("aepipe-vanilla", "its plugin name 'vanilla' is taken by aepipe's entry point 'vanilla = aepipe_plugins.families.vanilla'"),
+                      ("aepipe-vanilla",
+                       "its plugin name 'vanilla' is taken by aepipe's entry point 'vanilla = "
+                       "aepipe_plugins.families.vanilla'"),
                       ("numpy-tools", None)):
         clash = CliRunner().invoke(cli, ["new-plugin", name, "--dir", str(tmp_path)])
         if why is None:
@@ -119,11 +130,15 @@ def test_new_plugin_template_works_without_edits(tmp_path, monkeypatch):
     rows = {r["name"]: r for r in json.loads(run_here(["plugins", "--json"], site, home, monkeypatch).stdout)}
     assert rows["demo"]["distribution"] == "aepipe-demo"
     assert rows["demo"]["components"] == {"regularizer": ["demo-code-l2"], "variant": ["demo"]}
-    out = run_here(["train", str(root / "aepipe_demo" / "pipeline.toml"), "--set", "train.epochs=2", "-q"], site, home, monkeypatch)
+    out = run_here(
+        ["train", str(root / "aepipe_demo" / "pipeline.toml"), "--set", "train.epochs=2", "-q"], site, home, monkeypatch
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     out = run_here(["plugins", "--check", "--plugin", "demo"], site, home, monkeypatch)
     assert out.returncode == 0 and "every component passes" in out.stderr, out.stderr[-2000:]
-    out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")], site, home, cwd=root)
+    out = run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")], site, home, cwd=root
+    )
     assert out.returncode == 0, out.stdout[-3000:]
     assert "3 passed" in out.stdout or "4 passed" in out.stdout
 
@@ -150,4 +165,7 @@ def aepipe_register_encoders(register):
     site = make_distribution(tmp_path / "site", "wide-dist", "2.0", {"wide": "wide_plugin"}, {"wide_plugin": bad})
     out = run_here(["plugins", "--check", "--plugin", "wide"], site, tmp_path / "mlruns", monkeypatch)
     assert out.returncode == 2
-    assert "problem: wide-dist 2.0: encoder 'wide':" in out.stderr and "code shape (16, 16), expected (16, 8)" in out.stderr
+    assert (
+        "problem: wide-dist 2.0: encoder 'wide':" in out.stderr
+        and "code shape (16, 16), expected (16, 8)" in out.stderr
+    )

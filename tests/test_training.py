@@ -70,7 +70,8 @@ def test_cli_train_records_everything_in_mlflow(store, tmp_path):
         assert sorted(m.step for m in history) == list(range(1, 16)), key
     assert run.data.metrics["test_mse"] == pytest.approx(summary["metrics"]["test_mse"])
     files = artifact_paths(c, run_id)
-    for expected in ("pipeline.toml", "images/reconstructions.png", "images/loss_curves.png", "checkpoint/checkpoint.pt",
+    for expected in ("pipeline.toml", "images/reconstructions.png", "images/loss_curves.png",
+                     "checkpoint/checkpoint.pt",
                      "aepipe-model/weights.pt", "aepipe-model/pipeline.toml", "aepipe-model/meta.json"):
         assert expected in files, files
     assert not (store / "checkpoints" / run_id).exists(), "once logged, the checkpoint is not kept twice"
@@ -149,8 +150,11 @@ def test_ctrl_c_marks_run_killed_and_resume_continues_exactly(aepipe_pm, store):
     pm = get_plugin_manager()
     pm.register_plugin(sigint_at_epoch_end(2), name="sigint")
     pipeline = resolve(pm, PIPELINES / "vanilla.toml", overrides)
-    with pytest.raises(Interrupted, match=r"stopped by SIGINT at epoch 3, batch 0 of 20; run (\w+) marked KILLED with a checkpoint "
-                                          r"of where it stood; continue with: aepipe train --resume \1$") as exc:
+    with pytest.raises(
+        Interrupted,
+        match=r"stopped by SIGINT at epoch 3, batch 0 of 20; run (\w+) marked KILLED with a checkpoint "
+        r"of where it stood; continue with: aepipe train --resume \1$",
+    ) as exc:
         train(pipeline, pm)
     run_id = str(exc.value).split("run ")[1].split()[0]
     c = client()
@@ -177,7 +181,8 @@ def test_ctrl_c_marks_run_killed_and_resume_continues_exactly(aepipe_pm, store):
         train(None, aepipe_pm, resume=run_id, overrides=("train.epochs=3",))
     # a changed pipeline is refused, naming the key
     with pytest.raises(ConfigError, match=r"differs from the run's pipeline at model\.code_dim"):
-        train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=9", "train.patience=0", "model.code_dim=8"]), aepipe_pm, resume=run_id)
+        train(resolve(aepipe_pm, PIPELINES / "vanilla.toml",
+                      [*QUIET, "train.epochs=9", "train.patience=0", "model.code_dim=8"]), aepipe_pm, resume=run_id)
 
 
 def test_sparser_checkpoints_resume_exactly_without_logging_twice(aepipe_pm, store):
@@ -193,31 +198,44 @@ def test_sparser_checkpoints_resume_exactly_without_logging_twice(aepipe_pm, sto
     run_id = str(exc.value).split("run ")[1].split()[0]
     c = client()
     assert [m.step for m in c.get_metric_history(run_id, "loss")] == [1, 2, 3, 4]
-    resumed = train(resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*sparse, "train.checkpoint_every=2"]), aepipe_pm, resume=run_id)
+    resumed = train(
+        resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*sparse, "train.checkpoint_every=2"]), aepipe_pm, resume=run_id
+    )
     history = c.get_metric_history(run_id, "loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]  # epoch 4 redone, logged once
-    assert [h["loss"] for h in resumed.history] == pytest.approx([m.value for m in sorted(history, key=lambda m: m.step)])
+    assert [h["loss"] for h in resumed.history] == pytest.approx(
+        [m.value for m in sorted(history, key=lambda m: m.step)]
+    )
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
     # interrupted before the first checkpoint: said plainly
-    with pytest.raises(Interrupted, match=r"marked KILLED before its first checkpoint \(train.checkpoint_every = 9, checkpoint_seconds = 0\); "
-                                          r"start it again"):
+    with pytest.raises(
+        Interrupted,
+        match=r"marked KILLED before its first checkpoint \(train.checkpoint_every = 9, checkpoint_seconds = 0\); "
+        r"start it again",
+    ):
         train(resolve(pm, PIPELINES / "vanilla.toml", [*sparse, "train.checkpoint_every=9"]), pm)
 
 
 def test_diverging_loss_fails_the_run_naming_the_epoch(aepipe_pm, store):
-    pipeline = resolve(aepipe_pm, PIPELINES / "linear.toml", [*QUIET, "train.optimizer=sgd", "train.lr=10.0", "train.epochs=5"])
+    pipeline = resolve(
+        aepipe_pm, PIPELINES / "linear.toml", [*QUIET, "train.optimizer=sgd", "train.lr=10.0", "train.epochs=5"]
+    )
     with pytest.raises(TrainingError, match=r"linear\.toml: training diverged at epoch 1: loss = (nan|inf)") as exc:
         train(pipeline, aepipe_pm)
     assert "\n" not in str(exc.value)
     c = client()
-    runs = c.search_runs([c.get_experiment_by_name("linear").experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    runs = c.search_runs(
+        [c.get_experiment_by_name("linear").experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )
     assert runs[0].info.status == "FAILED"
     assert "diverged at epoch 1" in runs[0].data.tags["aepipe.error"]
 
 
 def test_early_stopping_stops_and_keeps_the_best_weights(aepipe_pm, store):
-    pipeline = resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=200", "train.patience=2", "train.min_delta=5.0"])
+    pipeline = resolve(
+        aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "train.epochs=200", "train.patience=2", "train.min_delta=5.0"]
+    )
     result = train(pipeline, aepipe_pm)
     assert result.stopped_early and result.epochs < 20
 
@@ -248,7 +266,9 @@ def test_a_component_failing_the_first_step_is_named(aepipe_pm, aepipe_plugin, s
     plugin.aepipe_register_encoders = aepipe_register_encoders
     aepipe_plugin(plugin, name="badenc")
     pipeline = resolve(aepipe_pm, PIPELINES / "vanilla.toml", [*QUIET, "model.encoder.name=broken"])
-    with pytest.raises(ConfigError, match=r"a first training step failed in encoder 'broken': RuntimeError: shapes do not match"):
+    with pytest.raises(
+        ConfigError, match=r"a first training step failed in encoder 'broken': RuntimeError: shapes do not match"
+    ):
         train(pipeline, aepipe_pm)
 
 

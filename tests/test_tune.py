@@ -40,7 +40,9 @@ def postgres_url():
         pw = pwd.getpwnam("postgres")
         os.chown(root, pw.pw_uid, pw.pw_gid)
         # runuser lives in /usr/sbin, which a minimal PATH (env -i ... PATH=/usr/local/bin:/usr/bin:/bin) lacks
-        runuser = shutil.which("runuser") or next((p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)), None)
+        runuser = shutil.which("runuser") or next(
+            (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)), None
+        )
         if runuser is None:
             pytest.skip("runuser is not installed: PostgreSQL cannot be started as the postgres user")
         run_as = [runuser, "-u", "postgres", "--"]
@@ -48,13 +50,15 @@ def postgres_url():
     if run_as:
         os.chown(root / "pw", pwd.getpwnam("postgres").pw_uid, -1)
     port = free_port()
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(root / "data"), "-U", "aepipe", "--pwfile", str(root / "pw"),
-                    "--auth", "scram-sha-256"], check=True, capture_output=True)
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(root / "data"), "-U", "aepipe", "--pwfile",
+                    str(root / "pw"), "--auth", "scram-sha-256"], check=True, capture_output=True)
     subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-o",
                     f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"],
                    check=True, capture_output=True)
     yield f"postgresql+psycopg://aepipe:{PASSWORD}@127.0.0.1:{port}/postgres"
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"], capture_output=True)
+    subprocess.run(
+        [*run_as, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"], capture_output=True
+    )
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -116,7 +120,8 @@ def _tune_here(*args: str):
 def test_two_workers_share_a_postgres_study_exactly(postgres_url, home):
     # trials long enough (about 3 s each) that the second worker, starting later, gets some
     out = _tune(home, str(PIPELINES / "vanilla.toml"), "--study", "pg-two", "--storage", postgres_url,
-                "--n-trials", "6", "--n-workers", "2", *FAST, "--set", "train.epochs=120", "--set", "tune.pruner=\"none\"")
+                "--n-trials", "6", "--n-workers", "2", *FAST, "--set", "train.epochs=120", "--set",
+                "tune.pruner=\"none\"")
     assert out.returncode == 0, out.stderr[-3000:]
     assert PASSWORD not in out.stdout + out.stderr
     assert "aepipe:***@127.0.0.1" in out.stderr  # the masked URL may be shown
@@ -154,8 +159,9 @@ def test_two_workers_share_a_postgres_study_exactly(postgres_url, home):
 def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, home):
     from optuna.trial import TrialState
 
-    proc = subprocess.Popen([*CLI, "tune", str(PIPELINES / "vanilla.toml"), "--study", "pg-kill", "--storage", postgres_url,
-                             "--n-trials", "3", "--n-workers", "2", "--set", "train.epochs=150", "--set", "tune.pruner=none",
+    proc = subprocess.Popen([*CLI, "tune", str(PIPELINES / "vanilla.toml"), "--study", "pg-kill", "--storage",
+                             postgres_url, "--n-trials", "3", "--n-workers", "2", "--set", "train.epochs=150", "--set",
+                             "tune.pruner=none",
                              "--set", "train.checkpoint_seconds=0",  # a checkpoint every epoch: leftovers to clean
                              "--set", "tracking.log_model=false", "--set", "tracking.log_images=false"],
                             env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -169,7 +175,9 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
         except Exception:  # noqa: BLE001 - not created yet
             continue
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-        seen_password_in_ps |= any(PASSWORD in line for line in ps.splitlines() if "aepipe.cli" in line and "--worker" in line)
+        seen_password_in_ps |= any(
+            PASSWORD in line for line in ps.splitlines() if "aepipe.cli" in line and "--worker" in line
+        )
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]
         running = [t for t in study.trials if t.state == TrialState.RUNNING and "aepipe.worker" in t.user_attrs
                    and "aepipe.mlflow_run_id" in t.user_attrs  # its run has started
@@ -197,7 +205,9 @@ def test_a_killed_worker_loses_nothing_and_the_study_completes(postgres_url, hom
     dead_run = killed.user_attrs["aepipe.mlflow_run_id"]
     assert dead_run != retried[0].user_attrs["aepipe.mlflow_run_id"]
     run = _client(home).get_run(dead_run)
-    assert run.info.status == "FAILED" and re.search(r"worker \S+:\d+ (died|stopped its heartbeat)", run.data.tags["aepipe.error"])
+    assert run.info.status == "FAILED" and re.search(
+        r"worker \S+:\d+ (died|stopped its heartbeat)", run.data.tags["aepipe.error"]
+    )
     assert _client(home).get_metric_history(dead_run, "loss"), "it had logged epochs when it was killed"
     assert not (home / "checkpoints" / dead_run).exists(), "the dead trial's checkpoint is removed"
     client = _client(home)
@@ -287,10 +297,13 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(home, tmp_path):
 
 
 BAD_SPACES = [
-    ('"model.encoder.hiden" = { type = "int", low = 1, high = 4 }', r"\[tune.space\] 'model.encoder.hiden' = 1 is not valid here: .*unknown key 'model.encoder.hiden'"),
-    ('"model.code_dim" = { type = "int", low = 9, high = 4 }', r"\[tune.space\] 'model.code_dim': empty range: low 9.0 > high 4.0"),
+    ('"model.encoder.hiden" = { type = "int", low = 1, high = 4 }',
+     r"\[tune.space\] 'model.encoder.hiden' = 1 is not valid here: .*unknown key 'model.encoder.hiden'"),
+    ('"model.code_dim" = { type = "int", low = 9, high = 4 }',
+     r"\[tune.space\] 'model.code_dim': empty range: low 9.0 > high 4.0"),
     ('"train.lr" = { type = "float", low = 0.0, high = 1.0, log = true }', r"\[tune.space\] 'train.lr': "),
-    ('"model.encoder.name" = { type = "categorical", choices = ["mlp", "transformer"] }', r"'model.encoder.name' = 'transformer' is not valid here: .*unknown encoder 'transformer'"),
+    ('"model.encoder.name" = { type = "categorical", choices = ["mlp", "transformer"] }',
+     r"'model.encoder.name' = 'transformer' is not valid here: .*unknown encoder 'transformer'"),
     ('"model.code_dim" = { type = "categorical", choices = [] }', r"categorical needs a non-empty 'choices' list"),
 ]
 
@@ -311,7 +324,9 @@ def test_bad_tune_settings(aepipe_pm, tmp_path):
     from aepipe.errors import ConfigError
     from aepipe.tune import prepare_study
 
-    path = _write(tmp_path, 'variant = "vanilla"\n[tune]\nmetrics = ["val_loss"]\ndirections = ["minimize", "maximize"]\n[tune.space]\n"train.lr" = { type = "float", low = 0.001, high = 0.01 }\n')
+    path = _write(tmp_path,
+                  'variant = "vanilla"\n[tune]\nmetrics = ["val_loss"]\ndirections = ["minimize", '
+                  '"maximize"]\n[tune.space]\n"train.lr" = { type = "float", low = 0.001, high = 0.01 }\n')
     with pytest.raises(ConfigError, match="metrics and directions must be lists of the same length"):
         prepare_study(aepipe_pm, path)
     path = _write(tmp_path, 'variant = "vanilla"\n[tune]\nsampler = "grid"\n')
@@ -338,7 +353,10 @@ def test_unknown_objective_metric_stops_the_study(home, tmp_path):
     """)
     out = _tune_here(str(path))
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1].startswith("Error: ") and "metric 'val_accuracy' is not a per-epoch metric" in out.stderr
+    assert (
+        out.stderr.strip().splitlines()[-1].startswith("Error: ")
+        and "metric 'val_accuracy' is not a per-epoch metric" in out.stderr
+    )
     # the first trial is recorded as failed with the reason, and no further trial is started
     trials = _load("aepipe-t", f"journal:///{home / 'optuna.journal'}").trials
     assert [t.state.name for t in trials] == ["FAIL"]
@@ -346,7 +364,9 @@ def test_unknown_objective_metric_stops_the_study(home, tmp_path):
 
 
 def test_multi_objective_study_logs_a_pareto_front(home):
-    out = _tune_here(str(PIPELINES / "vae.toml"), "--n-trials", "3", *FAST, "--set", "tracking.log_model=false", "--json")
+    out = _tune_here(
+        str(PIPELINES / "vae.toml"), "--n-trials", "3", *FAST, "--set", "tracking.log_model=false", "--json"
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
     assert summary["best"] and {"val_recon", "val_kl"} <= set(summary["best"][0])
@@ -358,7 +378,10 @@ def test_multi_objective_study_logs_a_pareto_front(home):
     front = {row["run_id"] for row in summary["best"]}
     for run in client.search_runs([client.get_run(summary["parent_run_id"]).info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'"):
-        assert (run.data.tags.get("aepipe.artifacts") == "logged") == (run.info.run_id in front), (run.info.run_id, front)
+        assert (run.data.tags.get("aepipe.artifacts") == "logged") == (run.info.run_id in front), (
+            run.info.run_id,
+            front,
+        )
 
 
 def test_postgres_url_without_driver_and_bad_credentials(aepipe_pm, postgres_url):
@@ -399,7 +422,9 @@ def test_a_worker_whose_command_died_before_it_watched_stops_at_once():
     command killed while the worker was still starting (it is re-parented already) is noticed."""
     from aepipe.tune.study import COMMAND_ENV
 
-    code = "from aepipe.tune import stop_with_parent; import time; stop_with_parent(0.05); time.sleep(1.5); print('alive')"
+    code = (
+        "from aepipe.tune import stop_with_parent; import time; stop_with_parent(0.05); time.sleep(1.5); print('alive')"
+    )
     env = {**os.environ, COMMAND_ENV: f"{socket.gethostname()}:{os.getpid() + 10**6}"}  # a pid that is not its parent
     out = subprocess.run([sys.executable, "-c", code], env=env, timeout=30, capture_output=True, text=True)
     assert out.returncode == -signal.SIGTERM and "alive" not in out.stdout
@@ -433,8 +458,8 @@ def test_workers_on_two_machines_share_an_mlflow_server(postgres_url, tmp_path):
             folder.mkdir()
             env = {**_env(folder / "mlruns"), "MLFLOW_TRACKING_URI": uri, "AEPIPE_STORAGE": postgres_url}
             procs.append(subprocess.Popen([*CLI, "tune", str(PIPELINES / "vanilla.toml"), "--study", "two-machines",
-                                           "--n-trials", "4", "--set", "tune.pruner=none", *FAST], cwd=folder, env=env, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+                                           "--n-trials", "4", "--set", "tune.pruner=none", *FAST], cwd=folder, env=env,
+                                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         outs = [p.communicate(timeout=300) for p in procs]
         for p, (_, err) in zip(procs, outs):
             assert p.returncode == 0, err[-3000:]
@@ -453,9 +478,13 @@ def test_workers_on_two_machines_share_an_mlflow_server(postgres_url, tmp_path):
         assert sorted(int(r.data.tags["aepipe.trial"]) for r in children) == list(range(4))
         assert all(r.info.status == "FINISHED" for r in children)
         parent_run = client.get_run(parent)
-        assert parent_run.info.status == "FINISHED" and parent_run.data.tags["best.trial"] == str(study.best_trial.number)
+        assert parent_run.info.status == "FINISHED" and parent_run.data.tags["best.trial"] == str(
+            study.best_trial.number
+        )
         assert len({t.user_attrs["aepipe.worker"] for t in study.trials}) == 2  # both machines ran trials
-        assert "checkpoint/checkpoint.pt" in {a.path for a in client.list_artifacts(children[0].info.run_id, "checkpoint")}
+        assert "checkpoint/checkpoint.pt" in {
+            a.path for a in client.list_artifacts(children[0].info.run_id, "checkpoint")
+        }
         best = study.best_trial.user_attrs["aepipe.mlflow_run_id"]
         assert [v.run_id for v in client.search_model_versions("name = 'two-machines'")] == [best]
         # a third machine uses the registered model with nothing but the server's URL
@@ -636,7 +665,9 @@ def test_ctrl_c_stops_a_study_and_the_same_command_completes_it(home, tmp_path, 
     assert again.returncode == 0, again.stderr[-3000:]
     study = _load("t", storage)
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 2
-    assert study.user_attrs["aepipe.mlflow_parent_run_id"] == parent and client.get_run(parent).info.status == "FINISHED"
+    assert (
+        study.user_attrs["aepipe.mlflow_parent_run_id"] == parent and client.get_run(parent).info.status == "FINISHED"
+    )
     assert all(r.info.status != "RUNNING" for r in client.search_runs([exp]))
 
 
@@ -706,7 +737,9 @@ def test_a_stop_while_a_trial_finishes_stops_the_worker_before_the_next(aepipe_p
     st = tune.prepare_study(aepipe_pm, path)
     tune.open_study(st, epochs=2)
     tune.ensure_parent_run(st)
-    with pytest.raises(Interrupted, match=r"stopped by SIGINT between trials; run the same `aepipe tune` command again"):
+    with pytest.raises(
+        Interrupted, match=r"stopped by SIGINT between trials; run the same `aepipe tune` command again"
+    ):
         tune.run_worker(aepipe_pm, st, echo=lambda line: None)
     assert [t.state.name for t in st.study.trials] == ["COMPLETE"]
 
@@ -752,7 +785,9 @@ def test_a_command_that_fails_after_starting_its_workers_stops_them(aepipe_pm, h
 
     stopped = []
     real = supervise.stop_children
-    monkeypatch.setattr(supervise, "stop_children", lambda procs, grace=30.0: stopped.extend(procs) or real(procs, grace))
+    monkeypatch.setattr(
+        supervise, "stop_children", lambda procs, grace=30.0: stopped.extend(procs) or real(procs, grace)
+    )
     monkeypatch.setattr(tune, "ensure_parent_run", lambda st: (_ for _ in ()).throw(AepipeError("no parent run")))
     with pytest.raises(AepipeError, match="no parent run"):
         aepipe.run_study(PIPELINES / "vanilla.toml", n_trials=2, n_workers=2, echo=lambda line: None, pm=aepipe_pm)

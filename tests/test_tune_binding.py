@@ -18,7 +18,8 @@ from conftest import store_at, use_store
 RUN_ID_LIKE = "0123456789abcdef0123456789abcdef"
 
 
-def _pipeline(folder: Path, variant: str, experiment: str, space: str = '"train.lr" = { type = "float", low = 1e-3, high = 1e-2, log = true }',
+def _pipeline(folder: Path, variant: str, experiment: str,
+              space: str = '"train.lr" = { type = "float", low = 1e-3, high = 1e-2, log = true }',
               extra: str = "") -> Path:
     """``folder/pipeline.toml``: a one-trial, one-epoch study of ``variant`` on the digits."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,7 +59,9 @@ def _one_line(out: subprocess.CompletedProcess, progress: bool = False) -> str:
     after the study's progress lines)."""
     assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
     lines = out.stderr.strip().splitlines()
-    assert (progress or len(lines) == 1) and "Traceback" not in out.stderr and lines[-1].startswith("Error: "), out.stderr
+    assert (progress or len(lines) == 1) and "Traceback" not in out.stderr and lines[-1].startswith("Error: "), (
+        out.stderr
+    )
     return lines[-1]
 
 
@@ -110,9 +113,11 @@ def test_two_pipeline_files_named_alike_stay_apart_and_each_model_holds_one_vari
     # another folder's pipeline.toml in the same experiment: the same default name, another pipeline
     b = _pipeline(tmp_path / "b", "vae", "bind")
     line = _one_line(_tune_here(str(b)))
-    assert "study 'bind-pipeline'" in line and "tunes another pipeline" in line and "variant \"vanilla\" -> \"vae\"" in line
+    assert "study 'bind-pipeline'" in line and "tunes another pipeline" in line and 'variant "vanilla" -> "vae"' in line
     assert "--study NEW_NAME" in line
-    assert {r.info.run_id for r in _runs(home)} == before and _studies(home)["bind-pipeline"] == 1, "refused before any run"
+    assert {r.info.run_id for r in _runs(home)} == before and _studies(home)["bind-pipeline"] == 1, (
+        "refused before any run"
+    )
     # in its own experiment, it is a study of its own
     b2 = _pipeline(tmp_path / "b2", "vae", "bind-vae")
     out = _tune_here(str(b2), "--json")
@@ -126,7 +131,9 @@ def test_two_pipeline_files_named_alike_stay_apart_and_each_model_holds_one_vari
         assert {v.tags.get("aepipe.study_run_id") for v in versions} <= {summary["parent_run_id"], None}
         parent = client.get_run(summary["parent_run_id"])
         assert parent.data.tags["aepipe.fingerprint"] and parent.info.status == "FINISHED"
-        assert [a.path for a in client.list_artifacts(parent.info.run_id, "study") if a.path.endswith("fingerprint.json")]
+        assert [
+            a.path for a in client.list_artifacts(parent.info.run_id, "study") if a.path.endswith("fingerprint.json")
+        ]
     assert second["best"][0]["run_id"] not in before
 
 
@@ -138,8 +145,11 @@ def test_a_changed_objective_never_joins(bound, monkeypatch, change):
     for extra in ((), ("--allow-new-space",)):
         line = _one_line(_tune_here(str(a), "--set", change, *extra))
         assert "study 'bind-pipeline'" in line and "never joins" in line and "--study NEW_NAME" in line, line
-        assert ("optimises val_loss (minimize); this pipeline asks for val_recon (minimize)" in line if "metric" in change
-                else "['minimize']; this pipeline asks for ['maximize']" in line), line
+        assert (
+            "optimises val_loss (minimize); this pipeline asks for val_recon (minimize)" in line
+            if "metric" in change
+            else "['minimize']; this pipeline asks for ['maximize']" in line
+        ), line
     assert len(_runs(home)) == before and _studies(home)["bind-pipeline"] == 1
 
 
@@ -149,7 +159,7 @@ def test_a_changed_setting_is_refused_naming_it(bound, monkeypatch):
     line = _one_line(_tune_here(str(a), "--set", "model.code_dim=6"))
     assert "tunes another pipeline: model.code_dim 4 -> 6" in line
     # how much to run, where and what to log do not make another study
-    out = _tune_here(str(a), "--set", "tracking.log_images=true", "--set", "tune.sampler=\"tpe\"", "--summary", "--json")
+    out = _tune_here(str(a), "--set", "tracking.log_images=true", "--set", 'tune.sampler="tpe"', "--summary", "--json")
     assert out.returncode == 0, out.stderr
 
 
@@ -218,7 +228,9 @@ def test_a_failure_while_registering_leaves_nothing_running(bound, monkeypatch):
     assert "registry down" in line
     runs = _runs(home)
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
-    parent = next(r for r in runs if r.data.tags.get("aepipe.study") == "regfail" and r.data.tags.get("aepipe.role") == "study")
+    parent = next(
+        r for r in runs if r.data.tags.get("aepipe.study") == "regfail" and r.data.tags.get("aepipe.role") == "study"
+    )
     assert parent.info.status == "FAILED" and "registry down" in parent.data.tags["aepipe.error"]
     assert not [v for v in MlflowClient().search_model_versions(max_results=1000) if v.name == "regfail"]
 
@@ -234,8 +246,11 @@ def test_a_study_from_before_fingerprints_takes_one_with_a_note(bound, monkeypat
     use_store(monkeypatch, home)
     storage = make_storage(f"journal:///{home / 'optuna.journal'}")
     old = optuna.create_study(study_name="older", storage=storage)
-    old.add_trial(optuna.trial.create_trial(params={"train.lr": 3e-3}, distributions={"train.lr": FloatDistribution(1e-3, 1e-2, log=True)},
-                                            value=40.0))
+    old.add_trial(
+        optuna.trial.create_trial(
+            params={"train.lr": 3e-3}, distributions={"train.lr": FloatDistribution(1e-3, 1e-2, log=True)}, value=40.0
+        )
+    )
     st = open_pipeline_study(a, study_name="older")
     assert [what for what, _ in st.binding_notes] == ["recorded on reopen"]
     assert optuna.load_study(study_name="older", storage=storage).user_attrs[FINGERPRINT_ATTR] == st.fingerprint
@@ -260,7 +275,9 @@ def test_a_changed_space_goes_on_only_when_allowed_and_is_recorded(bound, monkey
     out = _tune_here(str(wider), "--allow-new-space", "--json")
     assert out.returncode == 0, out.stderr[-3000:]
     parent = MlflowClient().get_run(first["parent_run_id"])
-    assert parent.data.tags["aepipe.binding"] == "space changed" and "train.lr" in parent.data.tags["aepipe.binding.note"]
+    assert (
+        parent.data.tags["aepipe.binding"] == "space changed" and "train.lr" in parent.data.tags["aepipe.binding.note"]
+    )
     assert parent.info.status == "FINISHED"
     again = _tune_here(str(wider), "--summary", "--json")  # the new space is the study's now
     assert again.returncode == 0, again.stderr

@@ -16,8 +16,9 @@ def _artifacts(client, run_id: str) -> set[str]:
     import mlflow
 
     run = client.get_run(run_id)
-    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'",
-                                         output_format="list")
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list"
+    )
     return ({a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "images")}
             | {m.name for m in models})
 
@@ -59,11 +60,14 @@ def test_only_the_best_trial_logs_figures_model_and_dataset_when_the_study_ends(
         assert {"loss", "val_loss", "test_loss", "train_seconds"} <= set(run.data.metrics)  # and its metrics
         assert "checkpoint" in files and run.info.status == "FINISHED"
         if t.number == best:
-            assert {"aepipe-model", "pyfunc", "images/reconstructions.png", "images/loss_curves.png", "images/latent.png",
-                    "images/samples.png"} <= files, (t.number, files)
+            assert {"aepipe-model", "pyfunc", "images/reconstructions.png", "images/loss_curves.png",
+                    "images/latent.png", "images/samples.png"} <= files, (t.number, files)
             assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["digits"]
         else:
-            assert not {"aepipe-model", "pyfunc"} & files and "images/reconstructions.png" not in files, (t.number, files)
+            assert not {"aepipe-model", "pyfunc"} & files and "images/reconstructions.png" not in files, (
+                t.number,
+                files,
+            )
             assert run.inputs.dataset_inputs == []
     best_run = st.study.best_trial.user_attrs["aepipe.mlflow_run_id"]
     # the model logged at the end is the one the trial evaluated: its test loss again
@@ -74,8 +78,9 @@ def test_only_the_best_trial_logs_figures_model_and_dataset_when_the_study_ends(
     assert client.get_registered_model(st.name).latest_versions[0].run_id == best_run
     # the results recorded again (the same command run on a finished study): logged once
     finish(st, echo=lambda line: None)
-    models = mlflow.search_logged_models(experiment_ids=[st.experiment_id], filter_string=f"source_run_id = '{best_run}'",
-                                         output_format="list")
+    models = mlflow.search_logged_models(
+        experiment_ids=[st.experiment_id], filter_string=f"source_run_id = '{best_run}'", output_format="list"
+    )
     assert len(models) == 1
     # a best trial whose files cannot be rebuilt (say its checkpoint is gone): told in one line and
     # tagged on the study's run, whose results are recorded all the same; nothing is registered
@@ -83,7 +88,9 @@ def test_only_the_best_trial_logs_figures_model_and_dataset_when_the_study_ends(
     from aepipe.training import loop
 
     client.delete_tag(best_run, "aepipe.artifacts")
-    monkeypatch.setattr(loop.Trainer, "log_artifacts", lambda self, run_id: (_ for _ in ()).throw(ConfigError("no checkpoint")))
+    monkeypatch.setattr(
+        loop.Trainer, "log_artifacts", lambda self, run_id: (_ for _ in ()).throw(ConfigError("no checkpoint"))
+    )
     told = []
     finish(st, echo=told.append)
     assert told == [f"warning: trial {best} (run {best_run}): its figures and model could not be logged: no checkpoint"]
@@ -91,10 +98,13 @@ def test_only_the_best_trial_logs_figures_model_and_dataset_when_the_study_ends(
     assert parent.data.tags["aepipe.artifacts_error"].endswith("no checkpoint") and parent.info.status == "FINISHED"
     assert len(client.search_model_versions(f"name = '{st.name}'")) == 1
     # nor does an error aepipe did not foresee (a third-party component's weights that do not load)
-    monkeypatch.setattr(loop.Trainer, "log_artifacts", lambda self, run_id: (_ for _ in ()).throw(RuntimeError("size\nmismatch")))
+    monkeypatch.setattr(
+        loop.Trainer, "log_artifacts", lambda self, run_id: (_ for _ in ()).throw(RuntimeError("size\nmismatch"))
+    )
     told.clear()
     finish(st, echo=told.append)
-    assert told == [f"warning: trial {best} (run {best_run}): its figures and model could not be logged: RuntimeError: size mismatch"]
+    assert told == [f"warning: trial {best} (run {best_run}): its figures and model could not be logged: RuntimeError: "
+                    "size mismatch"]
 
 
 def test_an_ended_run_written_to_keeps_its_status_and_end_time(tmp_path, monkeypatch):

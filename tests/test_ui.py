@@ -18,13 +18,16 @@ from conftest import PIPELINES
 from helpers import free_port, wait_for_http
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium; .ci/run does)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium; .ci/run does)"
+)
 
 
 
 def _chromium(url: str, profile, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={profile}",
                            "--virtual-time-budget=20000", "--window-size=1400,1000", *extra, url],
                           capture_output=True, text=True, timeout=120)
 
@@ -62,7 +65,9 @@ def test_mlflow_ui_shows_runs_metrics_and_images(store, tmp_path):
         page = f"{base}/#/experiments/{exp_id}/runs/{run_id}/artifacts/images/reconstructions.png"
         dom = _chromium(page, tmp_path / "p3", "--dump-dom").stdout
         assert "<img" in dom and "reconstructions.png" in dom
-        with urllib.request.urlopen(f"{base}/get-artifact?path=images%2Freconstructions.png&run_uuid={run_id}", timeout=10) as r:
+        with urllib.request.urlopen(
+            f"{base}/get-artifact?path=images%2Freconstructions.png&run_uuid={run_id}", timeout=10
+        ) as r:
             assert r.read(8) == b"\x89PNG\r\n\x1a\n"
         shot = tmp_path / "mlflow-ui-run.png"
         _chromium(page, tmp_path / "p4", f"--screenshot={shot}")

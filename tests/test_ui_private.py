@@ -51,9 +51,11 @@ def test_a_host_beyond_loopback_is_refused_without_expose(store, no_server, host
 
 
 @pytest.mark.parametrize("argv, parts", [
-    (["--host", "0.0.0.0", "--expose"], ["--host 0.0.0.0 --expose: name the address(es) clients will use", "--allowed-host"]),
+    (["--host", "0.0.0.0", "--expose"], ["--host 0.0.0.0 --expose: name the address(es) clients will use",
+                                         "--allowed-host"]),
     (["--allowed-host", "10.0.0.7"], ["--allowed-host: only with --expose"]),
-    (["--host", "0.0.0.0", "--expose", "--allowed-host", "*"], ["--allowed-host '*': expected a host name or IP address"]),
+    (["--host", "0.0.0.0", "--expose", "--allowed-host", "*"],
+     ["--allowed-host '*': expected a host name or IP address"]),
     (["--host", "0.0.0.0", "--expose", "--allowed-host", "10.0.0.7,evil.com"], ["--allowed-host '10.0.0.7,evil.com'"]),
     (["--host", "0.0.0.0", "--expose", "--allowed-host", "http://10.0.0.7"], ["--allowed-host 'http://10.0.0.7'"]),
     (["--host", "0.0.0.0", "--expose", "--allowed-host", "10.0.0.7"],
@@ -74,18 +76,20 @@ def test_the_plans_allow_only_the_given_addresses(store, monkeypatch):
 
     local = ui.plan("127.0.0.1", 5005)
     assert "--app-name" not in local.args  # loopback: MLflow's UI as it is, without MLflow's private-network defaults
-    assert _option(local.args, "--allowed-hosts").split(",") == ["localhost", "localhost:5005", "127.0.0.1", "127.0.0.1:5005",
-                                                                 "[::1]", "[::1]:5005"]
+    assert _option(local.args, "--allowed-hosts").split(",") == ["localhost", "localhost:5005", "127.0.0.1",
+                                                                 "127.0.0.1:5005", "[::1]", "[::1]:5005"]
     assert local.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "correct horse battery staple")
     exposed = ui.plan("0.0.0.0", 5005, expose=True, allowed_hosts=["10.0.0.7", "ml.lab.example", "fd00::7"], workers=3)
     assert _option(exposed.args, "--app-name") == "basic-auth"
-    assert _option(exposed.args, "--allowed-hosts").split(",") == ["10.0.0.7", "10.0.0.7:5005", "ml.lab.example", "ml.lab.example:5005",
-                                                                   "[fd00::7]", "[fd00::7]:5005"]
+    assert _option(exposed.args, "--allowed-hosts").split(",") == ["10.0.0.7", "10.0.0.7:5005", "ml.lab.example",
+                                                                   "ml.lab.example:5005", "[fd00::7]", "[fd00::7]:5005"]
     assert _option(exposed.args, "--cors-allowed-origins").split(",") == ["http://10.0.0.7:5005", "http://ml.lab.example:5005",
                                                                           "http://[fd00::7]:5005"]
     assert _option(exposed.args, "--workers") == "3"
-    assert exposed.notice.startswith("EXPOSED: ") and "read and write" in exposed.notice and "basic-auth" in exposed.notice
+    assert (
+        exposed.notice.startswith("EXPOSED: ") and "read and write" in exposed.notice and "basic-auth" in exposed.notice
+    )
     assert "correct horse" not in " ".join(exposed.args) + exposed.notice  # the password stays in the environment
     lan = ui.plan("192.168.1.5", 5005, expose=True)
     assert _option(lan.args, "--allowed-hosts") == "192.168.1.5,192.168.1.5:5005"
@@ -112,7 +116,8 @@ def test_a_server_that_ignores_sigterm_is_killed_with_its_children_after_the_gra
     stubborn = textwrap.dedent("""
         import os, signal, subprocess, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+        ignore_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+        child = subprocess.Popen([sys.executable, "-c", ignore_term])
         print(child.pid, flush=True)
         print(os.getpid(), flush=True)
         time.sleep(600)
@@ -158,8 +163,8 @@ def test_an_exposed_ui_needs_a_login_allows_only_the_given_host_and_stops_on_sig
     env.pop("MLFLOW_TRACKING_URI", None)
     log = tmp_path / "ui.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "aepipe.cli", "ui", "--host", "0.0.0.0", "--port", str(port), "--expose",
-                                 "--allowed-host", "127.0.0.1", "--workers", "1"],
+        proc = subprocess.Popen([sys.executable, "-m", "aepipe.cli", "ui", "--host", "0.0.0.0", "--port", str(port),
+                                 "--expose", "--allowed-host", "127.0.0.1", "--workers", "1"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     family: list[int] = []

@@ -121,7 +121,8 @@ def test_a_codeword_never_chosen_restarts_at_a_recent_encoder_output(aepipe_pm, 
 
 
 def test_bad_settings_are_one_line(aepipe_pm):
-    cases = [({"groups": 3}, r"model\.bottleneck \(bottleneck 'quantized'\): model\.code_dim = 8 is not divisible by groups = 3"),
+    cases = [({"groups": 3},
+              r"model\.bottleneck \(bottleneck 'quantized'\): model\.code_dim = 8 is not divisible by groups = 3"),
              ({"ema": True, "codebook_lr": 0.01}, r"codebook_lr has no effect with ema = true"),
              ({"codebook_size": 1}, r"codebook_size")]
     for settings, pattern in cases:
@@ -152,7 +153,9 @@ def test_conv_encoder_and_quantized_bottleneck_compose_on_colour_images(aepipe_p
 
 
 def test_with_one_group_the_sampler_is_the_empirical_distribution_of_codewords(aepipe_pm):
-    model, data = _model(aepipe_pm, {"codebook_size": 8, "groups": 1}, sampler={"name": "index-ar", "hidden": 16, "steps": 20})
+    model, data = _model(
+        aepipe_pm, {"codebook_size": 8, "groups": 1}, sampler={"name": "index-ar", "hidden": 16, "steps": 20}
+    )
     from aepipe.training.metrics import code_tensor, fit_on_codes
 
     fit_on_codes(model, model.sampler, data.train)
@@ -186,10 +189,16 @@ def test_each_position_sees_only_the_positions_before_it(aepipe_pm):
 
 
 def test_the_index_sampler_refuses_a_continuous_code(aepipe_pm):
-    with pytest.raises(ConfigError, match=r"model\.sampler \(sampler 'index-ar'\): needs a discrete code .*bottleneck 'gaussian' "
-                                          r"gives continuous codes") as exc:
-        build_model(resolve(aepipe_pm, tree={"variant": "vae", "data": {"name": "digits"}, "model": {"sampler": {"name": "index-ar"}}}),
-                    load_data(resolve(aepipe_pm, tree={"variant": "vae", "data": {"name": "digits"}}), torch.device("cpu")))
+    with pytest.raises(
+        ConfigError,
+        match=r"model\.sampler \(sampler 'index-ar'\): needs a discrete code .*bottleneck 'gaussian' "
+        r"gives continuous codes",
+    ) as exc:
+        build_model(resolve(aepipe_pm,
+                            tree={"variant": "vae", "data": {"name": "digits"},
+                                  "model": {"sampler": {"name": "index-ar"}}}),
+                    load_data(resolve(aepipe_pm, tree={"variant": "vae", "data": {"name": "digits"}}),
+                              torch.device("cpu")))
     assert "\n" not in str(exc.value)
 
 
@@ -201,7 +210,8 @@ def test_ema_state_survives_a_resume(tmp_path):
     sampler as the run that was never stopped (a state outside the buffers would differ)."""
     from aepipe.plugins import get_plugin_manager
 
-    overrides = [*QUIET, "train.epochs=3", "train.patience=0", "model.bottleneck.dead_after=3", "model.sampler.steps=30",
+    overrides = [*QUIET, "train.epochs=3", "train.patience=0", "model.bottleneck.dead_after=3",
+                 "model.sampler.steps=30",
                  "model.encoder.channels=[8]", "model.decoder.channels=[8]", "train.checkpoint_seconds=0"]
     tree = {"variant": "vq-vae", "data": {"name": "digits"}}
     plain = get_plugin_manager()
@@ -227,12 +237,16 @@ def test_encode_indices_and_sample_through_the_cli(store, tmp_path):
     from aepipe.cli import cli
 
     runner = CliRunner()
-    out = runner.invoke(cli, ["train", str(PIPELINES / "vq-vae.toml"), "-q", "--set", "train.epochs=2", "--set", "tracking.log_images=false",
+    out = runner.invoke(cli,
+                        ["train", str(PIPELINES / "vq-vae.toml"), "-q", "--set", "train.epochs=2", "--set",
+                         "tracking.log_images=false",
                               "--set", "model.sampler.steps=30", "--set", "tracking.log_dataset=false"])
     assert out.exit_code == 0, out.output
     run_id = out.stdout.strip().splitlines()[-1]
     np.save(tmp_path / "x.npy", load_digits().data[:30])  # raw units, 0..16
-    res = runner.invoke(cli, ["encode", run_id, str(tmp_path / "x.npy"), "--what", "indices", "-o", str(tmp_path / "i.npy")])
+    res = runner.invoke(
+        cli, ["encode", run_id, str(tmp_path / "x.npy"), "--what", "indices", "-o", str(tmp_path / "i.npy")]
+    )
     assert res.exit_code == 0, res.output
     indices = np.load(tmp_path / "i.npy")
     assert indices.dtype.kind == "i" and indices.shape == (30, 4) and indices.min() >= 0 and indices.max() < 32
@@ -302,11 +316,13 @@ def test_two_processes_keep_one_codebook(tmp_path, ema):
 
     script, path = tmp_path / "rank.py", tmp_path / "vq.toml"
     script.write_text(RANK_SCRIPT)
-    path.write_text(f'variant = "vq-vae"\n[data]\nname = "digits"\n[model.encoder]\nchannels = [8]\n[model.decoder]\nchannels = [8]\n'
-                    f'[model.bottleneck]\nema = {ema}\ndead_after = 2\n[model.sampler]\nsteps = 5\n')
-    proc = subprocess.run([sys.executable, "-m", "aepipe.training.launch", "--standalone", "--nproc-per-node=2", str(script),
-                           str(path), str(tmp_path), "true"],
-                          capture_output=True, text=True, env={**_env(tmp_path / "mlruns"), "OMP_NUM_THREADS": "1"}, timeout=300)
+    path.write_text('variant = "vq-vae"\n[data]\nname = "digits"\n[model.encoder]\nchannels = '
+                    f'[8]\n[model.decoder]\nchannels = [8]\n[model.bottleneck]\nema = {ema}\ndead_after = '
+                    '2\n[model.sampler]\nsteps = 5\n')
+    proc = subprocess.run([sys.executable, "-m", "aepipe.training.launch", "--standalone", "--nproc-per-node=2",
+                           str(script), str(path), str(tmp_path), "true"],
+                          capture_output=True, text=True, env={**_env(tmp_path / "mlruns"), "OMP_NUM_THREADS": "1"},
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["weights"] == ranks[1]["weights"]

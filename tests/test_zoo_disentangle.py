@@ -117,7 +117,9 @@ def test_dip_covariances_against_monte_carlo():
     g = torch.Generator().manual_seed(0)
     mean = torch.randn(200, 3, generator=g) @ torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.3]])
     std = torch.rand(200, 3, generator=g) + 0.2
-    np.testing.assert_allclose(est.dip_covariance(mean, std, "i").numpy(), np.cov(mean.numpy().T, bias=True), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        est.dip_covariance(mean, std, "i").numpy(), np.cov(mean.numpy().T, bias=True), rtol=1e-4, atol=1e-5
+    )
     draws = (mean + std * torch.randn(2000, 200, 3, generator=g)).reshape(-1, 3)
     np.testing.assert_allclose(est.dip_covariance(mean, std, "ii").numpy(), np.cov(draws.numpy().T), atol=0.03)
     cov = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
@@ -134,7 +136,9 @@ def test_the_capacity_schedule():
 
 
 def _model(pm, variant: str, *values: str):
-    pipeline = resolve(pm, tree={"variant": variant, "data": {"name": "digits"}, "model": {"code_dim": 4}}, overrides=list(values))
+    pipeline = resolve(
+        pm, tree={"variant": variant, "data": {"name": "digits"}, "model": {"code_dim": 4}}, overrides=list(values)
+    )
     torch.manual_seed(0)
     data = load_data(pipeline, torch.device("cpu"))
     return pipeline, build_model(pipeline, data), data
@@ -150,7 +154,9 @@ def _train_steps(model, data, steps: int, batch: int = 50):
 
 
 def test_capacity_counts_steps_or_epochs_and_resumes(aepipe_pm):
-    _, model, data = _model(aepipe_pm, "beta-vae-capacity", "model.regularizers.capacity.anneal=10", "model.regularizers.capacity.c_max=5.0")
+    _, model, data = _model(
+        aepipe_pm, "beta-vae-capacity", "model.regularizers.capacity.anneal=10", "model.regularizers.capacity.c_max=5.0"
+    )
     reg = model.regularizers["capacity"]
     assert float(reg.capacity()) == 0.0
     _train_steps(model, data, 4)
@@ -176,7 +182,9 @@ def test_beta_tcvae_takes_n_from_the_training_split_and_keeps_it(aepipe_pm):
     reg = model.regularizers["tc-decomposition"]
     assert int(reg.dataset_size) == len(data.train) > 1000
     # rebuilt without its data (as a saved run is loaded), N comes back with the weights
-    info = SimpleNamespace(input_dim=data.input_dim, n_classes=data.n_classes, value_range=data.value_range, image_shape=None)
+    info = SimpleNamespace(
+        input_dim=data.input_dim, n_classes=data.n_classes, value_range=data.value_range, image_shape=None
+    )
     bare = build_model(pipeline, info)
     with pytest.raises(ConfigError, match="regularizer 'tc-decomposition' needs the training split's size"):
         bare.step(*data.train.head(8))
@@ -190,7 +198,9 @@ def test_beta_tcvae_takes_n_from_the_training_split_and_keeps_it(aepipe_pm):
 def test_beta_tcvae_with_unit_weights_is_the_vae(aepipe_pm):
     """alpha = beta = gamma = 1: the three terms add up to the KL (on average over draws, the
     closed form); beta weighs the TC alone."""
-    _, model, data = _model(aepipe_pm, "beta-tcvae", "model.regularizers.tc-decomposition.beta=1.0", "model.samples=200")
+    _, model, data = _model(
+        aepipe_pm, "beta-tcvae", "model.regularizers.tc-decomposition.beta=1.0", "model.samples=200"
+    )
     with torch.no_grad():  # spread the untrained encoder's means: a KL of a few nats, not ~0
         for p in model.encoder.parameters():
             p.mul_(3.0)
@@ -199,7 +209,9 @@ def test_beta_tcvae_with_unit_weights_is_the_vae(aepipe_pm):
         _, terms, step = model.step(x, y, training=False)
         metrics = model.regularizers["tc-decomposition"].evaluate(step)
     assert float(terms["penalty.tc-decomposition"]) == pytest.approx(float(metrics["kl"]), rel=0.02)
-    assert float(metrics["mi"] + metrics["tc"] + metrics["dimension_kl"]) == pytest.approx(float(metrics["kl"]), rel=0.02)
+    assert float(metrics["mi"] + metrics["tc"] + metrics["dimension_kl"]) == pytest.approx(
+        float(metrics["kl"]), rel=0.02
+    )
     reg = model.regularizers["tc-decomposition"]
     reg.config = reg.Config(beta=4.0)
     with torch.no_grad():
@@ -227,7 +239,10 @@ def test_the_factor_discriminator_learns_the_total_correlation_with_its_own_opti
             z = _posteriors(correlated, m=128, seed=i)[0][0]
             d.update(SimpleNamespace(z=z))
         with torch.no_grad():
-            return {k: float(v) for k, v in d.evaluate(SimpleNamespace(z=_posteriors(correlated, m=512, seed=999)[0][0])).items()}
+            return {
+                k: float(v)
+                for k, v in d.evaluate(SimpleNamespace(z=_posteriors(correlated, m=512, seed=999)[0][0])).items()
+            }
 
     correlated, independent = trained(True), trained(False)  # we see TC 3.5, accuracy 0.97; 0.0, 0.49
     assert correlated["tc"] > 1.0 and correlated["discriminator_accuracy"] > 0.75, correlated
@@ -235,8 +250,11 @@ def test_the_factor_discriminator_learns_the_total_correlation_with_its_own_opti
 
 
 def test_settings_and_misuse_are_one_line_errors(aepipe_pm):
-    with pytest.raises(ConfigError, match=r"regularizer 'tc-decomposition' needs a diagonal Gaussian posterior: set \[model.bottleneck\] "
-                                          r"name = \"gaussian\" \(bottleneck 'deterministic' gives a deterministic code\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"regularizer 'tc-decomposition' needs a diagonal Gaussian posterior: set \[model.bottleneck\] "
+        r"name = \"gaussian\" \(bottleneck 'deterministic' gives a deterministic code\)",
+    ):
         _model(aepipe_pm, "beta-tcvae", "model.bottleneck.name=deterministic")
     with pytest.raises(ConfigError, match="regularizer 'dip' type 'ii' needs a diagonal Gaussian posterior"):
         _model(aepipe_pm, "dip-vae", "model.bottleneck.name=deterministic", "model.regularizers.kl.enabled=false",

@@ -79,14 +79,17 @@ def test_mmd_is_the_unbiased_statistic_near_zero_for_one_distribution_and_positi
 def test_sliced_wasserstein_is_zero_for_equal_sets_and_the_projected_shift_for_shifted_ones():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(300, 5, generator=g, dtype=torch.float64)
-    assert float(sliced_wasserstein(a, a[torch.randperm(300, generator=g)], projections=20)) == 0.0  # the order does not matter
+    # the order does not matter
+    assert float(sliced_wasserstein(a, a[torch.randperm(300, generator=g)], projections=20)) == 0.0
     theta = torch.randn(5, 7, generator=g, dtype=torch.float64)
     theta = theta / theta.norm(dim=0)
     shift = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0], dtype=torch.float64)
     # a shift moves every sorted projection on direction t by t . shift: SW_2^2 = mean_t (t . shift)^2
     expected = float(((shift @ theta) ** 2).mean())
     assert float(sliced_wasserstein(a, a + shift, directions=theta)) == pytest.approx(expected)
-    assert float(sliced_wasserstein(a, a + shift, p=1.0, directions=theta)) == pytest.approx(float((shift @ theta).abs().mean()))
+    assert float(sliced_wasserstein(a, a + shift, p=1.0, directions=theta)) == pytest.approx(
+        float((shift @ theta).abs().mean())
+    )
     torch.manual_seed(0)
     near = float(sliced_wasserstein(a, torch.randn(300, 5, dtype=torch.float64), projections=50))
     far = float(sliced_wasserstein(a, 3 * torch.randn(300, 5, dtype=torch.float64), projections=50))
@@ -128,7 +131,9 @@ def test_gradient_penalty_equals_the_hand_computation_on_a_one_layer_decoder(aep
     assert torch.autograd.grad(in_step.mean(), model.encoder.head.weight)[0].abs().sum() > 0
     with pytest.raises(ValueError, match="unknown norm 'spectral'"):
         decoder_gradient_sq(model, z, norm="spectral")
-    assert float(model.step(x, y, training=False)[1]["penalty.decoder-gradient"].detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(model.step(x, y, training=False)[1]["penalty.decoder-gradient"].detach()) == pytest.approx(
+        float(expected), rel=1e-5
+    )
 
 
 def test_rae_l2_penalises_the_code_and_the_decoder_weights_only(aepipe_pm):
@@ -154,8 +159,11 @@ def test_info_vae_weights_the_kl_and_the_mmd_as_zhao_et_al(aepipe_pm):
     from aepipe_plugins.families.divergences import INFO_ALPHA, INFO_LAMBDA
 
     assert (INFO_ALPHA, INFO_LAMBDA) == (0.0, 10.0)
-    for pipeline in (resolve(aepipe_pm, tree={"variant": "info-vae", "data": {"name": "digits"}}),
-                     resolve(aepipe_pm, PIPELINES / "info-vae.toml"), resolve(aepipe_pm, PIPELINES / "info-vae-mnist5k.toml")):
+    for pipeline in (
+        resolve(aepipe_pm, tree={"variant": "info-vae", "data": {"name": "digits"}}),
+        resolve(aepipe_pm, PIPELINES / "info-vae.toml"),
+        resolve(aepipe_pm, PIPELINES / "info-vae-mnist5k.toml"),
+    ):
         regs = pipeline.regularizers
         assert regs["kl"].config.beta == 1 - INFO_ALPHA
         assert regs["prior-mmd"].config.lam == INFO_ALPHA + INFO_LAMBDA - 1 and regs["prior-mmd"].config.kernel == "imq"
@@ -165,7 +173,8 @@ def test_info_vae_weights_the_kl_and_the_mmd_as_zhao_et_al(aepipe_pm):
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
 def test_the_mmd_regularizer_logs_its_own_mmd_against_fixed_prior_draws(aepipe_pm, kernel):
     model, data = _model(aepipe_pm, {"bottleneck": {"name": "deterministic"}, "prior": {"name": "standard-normal"},
-                                     "regularizers": {"prior-mmd": {"lam": 3.0, "kernel": kernel, "scales": [0.5, 2.0]}}})
+                                     "regularizers": {"prior-mmd": {"lam": 3.0, "kernel": kernel,
+                                                                    "scales": [0.5, 2.0]}}})
     metrics = split_metrics(model, data.val)  # one batch: the whole validation split
     with torch.no_grad():
         codes = model.encode(data.val.x).code
@@ -193,7 +202,9 @@ def test_swae_logs_the_sliced_wasserstein_distance(aepipe_pm):
 
 @pytest.mark.parametrize("regularizer", ["prior-mmd", "sliced-wasserstein"])
 def test_matching_the_prior_needs_a_prior(aepipe_pm, regularizer):
-    with pytest.raises(ConfigError, match=rf"regularizer '{regularizer}' matches the codes to a prior: set \[model\.prior\] name") as exc:
+    with pytest.raises(
+        ConfigError, match=rf"regularizer '{regularizer}' matches the codes to a prior: set \[model\.prior\] name"
+    ) as exc:
         _model(aepipe_pm, {"bottleneck": {"name": "deterministic"}, "regularizers": {regularizer: {}}})
     assert "\n" not in str(exc.value)
 

@@ -33,10 +33,13 @@ def test_the_miwae_bound_is_the_mean_of_the_groups_iwae_bounds():
     log_w = log_px + log_pz - log_q
     expected = torch.stack([torch.logsumexp(log_w[g * 2:(g + 1) * 2], 0) - math.log(2) for g in range(3)]).mean(0)
     assert torch.allclose(miwae_bound(log_px, log_pz, log_q, 3), expected)
-    assert torch.allclose(miwae_bound(log_px, log_pz, log_q, 1), importance_weighted_bound(log_px, log_pz, log_q))  # M = 1: IWAE
+    # M = 1: IWAE
+    assert torch.allclose(miwae_bound(log_px, log_pz, log_q, 1), importance_weighted_bound(log_px, log_pz, log_q))
     assert torch.allclose(miwae_bound(log_px, log_pz, log_q, 6), log_w.mean(0))  # M = S: the ELBO's estimate
     # ELBO <= MIWAE(3, 2) <= IWAE(6) on every example (Jensen)
-    assert (log_w.mean(0) <= expected + 1e-12).all() and (expected <= importance_weighted_bound(log_px, log_pz, log_q) + 1e-12).all()
+    assert (log_w.mean(0) <= expected + 1e-12).all() and (
+        expected <= importance_weighted_bound(log_px, log_pz, log_q) + 1e-12
+    ).all()
 
 
 def _model(pm, variant: str, samples: int = 6, **reg):
@@ -110,7 +113,9 @@ def test_piwae_trains_the_decoder_on_the_iwae_bound_and_the_encoder_on_the_miwae
 
 @pytest.mark.parametrize("variant", ["miwae", "piwae"])
 def test_groups_must_divide_the_draws(aepipe_pm, variant):
-    with pytest.raises(ConfigError, match=rf"model.regularizers.{variant}-bound \(regularizer '{variant}-bound'\): model.samples 10 is not a multiple of groups 4") as err:
+    with pytest.raises(ConfigError,
+                       match=rf"model.regularizers.{variant}-bound \(regularizer '{variant}-bound'\): model.samples 10 "
+                             r"is not a multiple of groups 4") as err:
         _model(aepipe_pm, variant, samples=10, groups=4)
     assert "\n" not in str(err.value)
 

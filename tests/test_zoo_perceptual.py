@@ -67,7 +67,8 @@ def test_logcosh_vae_loss_is_the_summed_log_cosh_plus_the_kl(aepipe_pm):
     with torch.no_grad():
         value = model.regularizers["logcosh"].evaluate(step)["logcosh"]
         assert float(value) == pytest.approx(float(log_cosh(recon - x, 10.0).sum(-1).mean()), rel=1e-5)
-    model, _ = _model(aepipe_pm, "logcosh-vae", "model.regularizers.logcosh.replace_likelihood=false", "model.regularizers.logcosh.weight=1")
+    model, _ = _model(aepipe_pm, "logcosh-vae", "model.regularizers.logcosh.replace_likelihood=false",
+                      "model.regularizers.logcosh.weight=1")
     torch.manual_seed(0)
     loss, terms, step = model.step(x, y)
     recon = torch.sigmoid(step.output)
@@ -83,8 +84,12 @@ def test_msssim_window_fits_small_images():
     assert (k, scales) == (3, 2) and sigma == pytest.approx(1.5 * 3 / 11)
     assert msssim_window(28)[::2] == (7, 3)  # MNIST
     assert msssim_window(64)[::2] == (11, 3)
-    assert sum(msssim_betas(2)) == pytest.approx(1.0) and msssim_betas(2)[0] == pytest.approx(0.0448 / (0.0448 + 0.2856))
-    with pytest.raises(ConfigError, match=r"msssim: 3 scales with a 3-wide window \(sigma 0\.409\) do not fit 8-pixel images"):
+    assert sum(msssim_betas(2)) == pytest.approx(1.0) and msssim_betas(2)[0] == pytest.approx(
+        0.0448 / (0.0448 + 0.2856)
+    )
+    with pytest.raises(
+        ConfigError, match=r"msssim: 3 scales with a 3-wide window \(sigma 0\.409\) do not fit 8-pixel images"
+    ):
         msssim_window(8, scales=3)
     for side in (8, 16, 28, 64):  # torchmetrics takes every default choice
         k, sigma, scales = msssim_window(side)
@@ -120,9 +125,12 @@ def test_msssim_vae_loss_is_pixels_times_one_minus_msssim_plus_the_kl(aepipe_pm)
 
 
 BAD = [
-    ("msssim-vae", ["model.regularizers.msssim.scales=3"], r"model\.regularizers\.msssim \(regularizer 'msssim'\): msssim: 3 scales .* do not fit 8-pixel images"),
-    ("msssim-vae", ["model.regularizers.msssim.kernel_size=4"], r"'model\.regularizers\.msssim\.kernel_size' = 4: .*must be odd"),
-    ("vae-gan", ["model.regularizers.learned-similarity.feature_layer=3"], r"feature_layer = 3: expected -1 or 1\.\.2 \(hidden has 2 layers\)"),
+    ("msssim-vae", ["model.regularizers.msssim.scales=3"],
+     r"model\.regularizers\.msssim \(regularizer 'msssim'\): msssim: 3 scales .* do not fit 8-pixel images"),
+    ("msssim-vae", ["model.regularizers.msssim.kernel_size=4"],
+     r"'model\.regularizers\.msssim\.kernel_size' = 4: .*must be odd"),
+    ("vae-gan", ["model.regularizers.learned-similarity.feature_layer=3"],
+     r"feature_layer = 3: expected -1 or 1\.\.2 \(hidden has 2 layers\)"),
 ]
 
 
@@ -160,7 +168,9 @@ def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
 
 @pytest.mark.parametrize("adversarial_weight", [0.0, 1.0])
 def test_the_discriminator_update_touches_only_its_own_parameters(aepipe_pm, adversarial_weight):
-    model, data = _model(aepipe_pm, "vae-gan", f"model.regularizers.learned-similarity.adversarial_weight={adversarial_weight}")
+    model, data = _model(
+        aepipe_pm, "vae-gan", f"model.regularizers.learned-similarity.adversarial_weight={adversarial_weight}"
+    )
     reg = model.regularizers["learned-similarity"]
     own = {id(p) for p in reg.discriminator.parameters()}
     assert own.isdisjoint(id(p) for p in model.model_parameters())  # the run's optimizer never sees them
@@ -251,7 +261,8 @@ def runs(tmp_path_factory, digits_vae):
     assert EPOCHS in DIGITS_VAE  # the baseline's budget is this module's
     pm = get_plugin_manager()
     tracker = MemoryTracker(tmp_path_factory.mktemp("perceptual"))
-    return {"vae": digits_vae, **{name: train(resolve(pm, PIPELINES / f"{name}.toml", [*QUIET, EPOCHS]), pm, tracker=tracker)
+    return {"vae": digits_vae,
+            **{name: train(resolve(pm, PIPELINES / f"{name}.toml", [*QUIET, EPOCHS]), pm, tracker=tracker)
                                   for name in ("msssim-vae", "vae-gan", "logcosh-vae")}}
 
 
@@ -266,7 +277,10 @@ def test_msssim_vae_reconstructions_score_a_higher_ssim(runs):
 @pytest.mark.slow
 def test_vae_gan_reconstructions_have_more_high_frequency_energy(runs):
     x = runs["vae"].data.x_test
-    ours, theirs = high_frequency_share(_recon(runs["vae-gan"].model, x)), high_frequency_share(_recon(runs["vae"].model, x))
+    ours, theirs = (
+        high_frequency_share(_recon(runs["vae-gan"].model, x)),
+        high_frequency_share(_recon(runs["vae"].model, x)),
+    )
     assert ours > 1.15 * theirs, (ours, theirs)  # we see 0.274 against 0.205 (the test digits: 0.332)
     assert _ssim(runs["vae-gan"].model, x) > 0.7  # sharper, and still the digits (we see 0.828; the VAE 0.759)
 

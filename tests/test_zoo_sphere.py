@@ -16,8 +16,8 @@ from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.model import build_model
 from aepipe.training import load_data, train
-from aepipe_plugins.bottlenecks.vmf import (HypersphericalUniform, VMFBottleneck, VMFConfig, VonMisesFisher, bessel_ratio,
-                                       log_bessel, log_sphere_area)
+from aepipe_plugins.bottlenecks.vmf import (HypersphericalUniform, VMFBottleneck, VMFConfig, VonMisesFisher,
+                                            bessel_ratio, log_bessel, log_sphere_area)
 
 from conftest import PIPELINES, QUIET
 
@@ -49,12 +49,15 @@ def test_every_code_and_every_draw_has_norm_one(dtype):
         b.train(training)
         code = b(Encoding(features), None, 4)
         assert code.z.shape == (200, 6) and code.code.shape == (50, 6) and code.samples == 4
-        for name, t in (("code", code.code), ("z", code.z), ("mean", code.outputs["mean"]), ("sample", code.outputs["sample"])):
+        for name, t in (("code", code.code), ("z", code.z), ("mean", code.outputs["mean"]),
+                        ("sample", code.outputs["sample"])):
             assert torch.isfinite(t).all(), name
             assert (t.norm(dim=-1) - 1).abs().max() < 1e-5, name
         kappa = code.outputs["kappa"]
         assert kappa.shape == (50, 1) and kappa.min() >= 1.0 and kappa.max() <= 1e5
-        assert torch.allclose(kappa[:5], torch.full((5, 1), 1e5, dtype=dtype)) and torch.allclose(kappa[5:10], torch.ones(5, 1, dtype=dtype))
+        assert torch.allclose(kappa[:5], torch.full((5, 1), 1e5, dtype=dtype)) and torch.allclose(
+            kappa[5:10], torch.ones(5, 1, dtype=dtype)
+        )
     # a very concentrated posterior draws next to its mean direction
     near = (code.z.reshape(4, 50, 6)[:, :5] * code.code[:5]).sum(-1)
     assert near.min() > 0.99
@@ -91,7 +94,9 @@ def test_the_w_marginal_matches_the_vmf_density(m, kappa):
         norm = integrate.quad(lambda t: np.exp(log_density(t)), -1, 1)[0]
 
         def cdf(x):
-            return np.array([integrate.quad(lambda t: np.exp(log_density(t)), -1, v)[0] for v in np.atleast_1d(x)]) / norm
+            return (
+                np.array([integrate.quad(lambda t: np.exp(log_density(t)), -1, v)[0] for v in np.atleast_1d(x)]) / norm
+            )
 
         sample = w[:2000].numpy()
         assert stats.kstest(sample, cdf).pvalue > 0.01
@@ -113,7 +118,9 @@ def test_bessel_functions_values_gradients_and_extremes():
     k = torch.tensor([0.3, 2.0, 40.0, 600.0], dtype=torch.float64)
     for v in (0.5, 2.5, 7.0):
         assert torch.allclose(log_bessel(k, v), torch.from_numpy(np.log(special.iv(v, k.numpy()))), rtol=1e-10)
-        assert torch.allclose(bessel_ratio(k, v), torch.from_numpy(special.iv(v + 1, k.numpy()) / special.iv(v, k.numpy())), rtol=1e-10)
+        assert torch.allclose(
+            bessel_ratio(k, v), torch.from_numpy(special.iv(v + 1, k.numpy()) / special.iv(v, k.numpy())), rtol=1e-10
+        )
         kk = k.clone().requires_grad_(True)
         assert torch.autograd.gradcheck(lambda t: log_bessel(t, v), (kk,))
         assert torch.autograd.gradcheck(lambda t: bessel_ratio(t, v), (kk,))
@@ -128,7 +135,11 @@ def test_bessel_functions_values_gradients_and_extremes():
     kappa = torch.tensor([3.0, 30.0], dtype=torch.float64, requires_grad=True)
     loc = torch.nn.functional.normalize(torch.ones(2, 6, dtype=torch.float64), dim=-1)
     assert torch.autograd.gradcheck(
-        lambda t: torch.distributions.kl_divergence(VonMisesFisher(loc, t), HypersphericalUniform(6, dtype=torch.float64)), (kappa,))
+        lambda t: torch.distributions.kl_divergence(
+            VonMisesFisher(loc, t), HypersphericalUniform(6, dtype=torch.float64)
+        ),
+        (kappa,),
+    )
 
 
 def test_the_uniform_prior_on_the_sphere():
@@ -144,7 +155,8 @@ def test_the_uniform_prior_on_the_sphere():
 
 def _pipeline(pm, **model):
     tree = {"variant": "svae", "data": {"name": "digits"},
-            "model": {"code_dim": 4, "encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]}, **model}}
+            "model": {"code_dim": 4, "encoder": {"name": "mlp", "hidden": [32]},
+                      "decoder": {"name": "mlp", "hidden": [32]}, **model}}
     return resolve(pm, tree=tree)
 
 
@@ -167,12 +179,16 @@ def test_the_svae_composition_uses_the_closed_form_kl(aepipe_pm):
 
 def test_bad_settings_are_one_line_errors(aepipe_pm):
     data = load_data(_pipeline(aepipe_pm), torch.device("cpu"))
-    with pytest.raises(ConfigError, match=r"model.bottleneck \(bottleneck 'vmf'\): the vMF lives on the sphere .* code_dim must be at least 2, got 1") as err:
+    with pytest.raises(ConfigError,
+                       match=r"model.bottleneck \(bottleneck 'vmf'\): the vMF lives on the sphere .* code_dim must be "
+                             r"at least 2, got 1") as err:
         build_model(_pipeline(aepipe_pm, code_dim=1), data)
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="min_kappa 5.0 must be below max_kappa 2.0"):
         build_model(_pipeline(aepipe_pm, bottleneck={"name": "vmf", "min_kappa": 5.0, "max_kappa": 2.0}), data)
-    with pytest.raises(ConfigError, match="prior 'spherical-uniform' has a density on the unit sphere only; bottleneck 'gaussian' draws codes off it"):
+    with pytest.raises(ConfigError,
+                       match="prior 'spherical-uniform' has a density on the unit sphere only; bottleneck 'gaussian' "
+                             "draws codes off it"):
         build_model(_pipeline(aepipe_pm, bottleneck={"name": "gaussian"}), data)
     with pytest.raises(ConfigError, match="the vmf bottleneck takes a direction and a concentration"):
         build_model(_pipeline(aepipe_pm, encoder={"name": "mlp", "hidden": [32], "distribution": "gaussian"}), data)

@@ -27,7 +27,8 @@ def main() -> None:
     try:
         cli(prog_name="aepipe")
     except SystemExit as exc:
-        if "torch" not in sys.modules and not ending_quickly():  # a light command (--help, plugins): the usual exit is quick
+        # a light command (--help, plugins): the usual exit is quick
+        if "torch" not in sys.modules and not ending_quickly():
             raise
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):

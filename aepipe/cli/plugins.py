@@ -13,7 +13,9 @@ from aepipe.cli.group import CONTEXT, cli
 
 @cli.command("plugins", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--check", is_flag=True, help="Validate every plugin: hooks known, components pass the conformance suite.")
+@click.option(
+    "--check", is_flag=True, help="Validate every plugin: hooks known, components pass the conformance suite."
+)
 @click.option("--plugin", "only", default=None, help="With --check: only this plugin (entry-point name).")
 def plugins_command(as_json: bool, check: bool, only: str | None) -> None:
     """List installed plugins: distribution, version, hooks and components."""
@@ -28,7 +30,9 @@ def plugins_command(as_json: bool, check: bool, only: str | None) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['name']}  ({row['distribution'] or 'no distribution'} {row['version'] or ''})  {row['module']}")
+        click.echo(
+            f"{row['name']}  ({row['distribution'] or 'no distribution'} {row['version'] or ''})  {row['module']}"
+        )
         if row["failed"]:
             click.echo(f"    FAILED to {row['failed']}")
             continue
@@ -39,7 +43,9 @@ def plugins_command(as_json: bool, check: bool, only: str | None) -> None:
 
 @cli.command(name="new-plugin", context_settings=CONTEXT)
 @click.argument("name")
-@click.option("--dir", "parent", default=".", type=click.Path(file_okay=False, path_type=Path), help="Where to create it.")
+@click.option(
+    "--dir", "parent", default=".", type=click.Path(file_okay=False, path_type=Path), help="Where to create it."
+)
 def new_plugin_command(name: str, parent: Path) -> None:
     """Write a ready plugin distribution NAME (pyproject with the entry point, a component, a
     variant, a pipeline file and tests using aepipe.testing)."""

@@ -16,19 +16,22 @@ from aepipe.console import Reporter, notes
 
 @cli.command("train", context_settings=CONTEXT)
 @click.argument("pipeline", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. train.epochs=5 (repeatable).")
+@click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. train.epochs=5 (repeatable).")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: train.device).")
 @click.option("--resume", default=None, metavar="RUN_ID",
-              help="Continue a stopped run from its checkpoint, with its own pipeline (PIPELINE and --set may only raise train.epochs).")
+              help="Continue a stopped run from its checkpoint, with its own pipeline (PIPELINE and --set may only "
+                   "raise train.epochs).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--nproc", type=click.IntRange(1, 1024), default=1, show_default=True,
-              help="Processes that train this one model together (torch.distributed: gloo on CPU, NCCL with one GPU each).")
+              help="Processes that train this one model together (torch.distributed: gloo on CPU, NCCL with one GPU "
+                   "each).")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="Train the pipeline this many times, train.seed = its seed, seed + 1, ... (one run each, tagged "
                    "aepipe.seed and aepipe.group; compare and report show them as one row).")
-def train_command(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None, as_json: bool, quiet: bool,
-          nproc: int, seeds: int) -> None:
+def train_command(pipeline: Path | None, overrides: tuple[str, ...], device: str | None, resume: str | None,
+                  as_json: bool, quiet: bool, nproc: int, seeds: int) -> None:
     """Train PIPELINE (a TOML file) as one MLflow run; prints the run id. Ctrl-C or SIGTERM stops
     it between two batches with a checkpoint, and prints the command that continues it."""
     from aepipe.usecases.train import is_leader, seed_overrides, train_on_processes, train_pipeline
@@ -37,7 +40,11 @@ def train_command(pipeline: Path | None, overrides: tuple[str, ...], device: str
         train_on_processes(nproc, pipeline, overrides, device, resume, as_json, quiet)
         return
     leader, summaries = is_leader(), []  # under a launcher, one process reports
-    for extra in seed_overrides(pipeline, overrides, seeds, resume, nproc, cli_group.plugin_manager()) if seeds > 1 else [overrides]:
+    for extra in (
+        seed_overrides(pipeline, overrides, seeds, resume, nproc, cli_group.plugin_manager())
+        if seeds > 1
+        else [overrides]
+    ):
         # with --json, stdout holds the JSON alone: whatever a plugin or library prints goes to stderr
         with Reporter(not quiet and leader) as reporter, notes(not quiet and leader), \
                 contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
@@ -57,24 +64,38 @@ def train_command(pipeline: Path | None, overrides: tuple[str, ...], device: str
 
 @cli.command("tune", context_settings=CONTEXT)
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting for every trial.")
-@click.option("--study", "study_name", default=None,
-              help="Study name, also its best model's in the Model Registry (default: [tune] study, else the experiment and "
-                   "the file's name, e.g. 'myexp-pipeline', or the file's name alone where the experiment is named like it).")
-@click.option("--allow-new-space", is_flag=True, help="Go on with an existing study whose [tune.space] changed (recorded on its "
-                                                      "parent run); a changed objective or pipeline never joins a study.")
+@click.option(
+    "--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting for every trial."
+)
+@click.option(
+    "--study",
+    "study_name",
+    default=None,
+    help="Study name, also its best model's in the Model Registry (default: [tune] study, else the experiment and "
+    "the file's name, e.g. 'myexp-pipeline', or the file's name alone where the experiment is named like it).",
+)
+@click.option(
+    "--allow-new-space",
+    is_flag=True,
+    help="Go on with an existing study whose [tune.space] changed (recorded on its "
+    "parent run); a changed objective or pipeline never joins a study.",
+)
 @click.option("--storage", default=None, metavar="URL", envvar="AEPIPE_STORAGE", show_envvar=True,
-              help="Optuna storage: journal:///path (default: ./mlruns/optuna.journal) or postgresql+psycopg://user:password@host/db "
-                   "(prefer the environment variable, or PGPASSWORD, to keep a password out of the process list).")
-@click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Finished trials the study should hold (default: [tune] n_trials).")
+              help="Optuna storage: journal:///path (default: ./mlruns/optuna.journal) or "
+                   "postgresql+psycopg://user:password@host/db (prefer the environment variable, or PGPASSWORD, to "
+                   "keep a password out of the process list).")
+@click.option("--n-trials", type=click.IntRange(min=1), default=None,
+              help="Finished trials the study should hold (default: [tune] n_trials).")
 @click.option("--n-workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Worker processes on this machine (one per GPU where there are GPUs).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds after which no new trial starts.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds after which no new trial starts.")
 @click.option("--device", default=None, help="Device for every trial (default: train.device).")
 @click.option("--summary", is_flag=True, help="Print the best trials of the study and exit; runs nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--worker", is_flag=True, hidden=True, help="Run as one of --n-workers' processes.")
-def tune_command(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, allow_new_space: bool, storage: str | None,
+def tune_command(pipeline: Path, overrides: tuple[str, ...], study_name: str | None, allow_new_space: bool,
+                 storage: str | None,
          n_trials: int | None, n_workers: int, timeout: float | None, device: str | None, summary: bool, as_json: bool,
          worker: bool) -> None:
     """Tune PIPELINE's [tune] search space with Optuna; every trial is an MLflow run nested
@@ -100,10 +121,16 @@ def _print_study(summary: dict, as_json: bool) -> None:
     from rich.table import Table
 
     rows = summary["best"]
-    table = Table(title=f"study '{summary['study']}': " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary["states"].items())))
-    # trials of a space with choices hold different parameters: a column for each key of any row, blank where a row lacks it
+    table = Table(
+        title=f"study '{summary['study']}': "
+        + ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary["states"].items()))
+    )
+    # trials of a space with choices hold different parameters: a column for each key of any row, blank where a row
+    # lacks it
     columns = list(dict.fromkeys(key for row in rows for key in row)) or ["trial"]
-    columns = [c for c in columns if c not in ("seconds", "run_id")] + [c for c in ("seconds", "run_id") if c in columns]
+    columns = [c for c in columns if c not in ("seconds", "run_id")] + [
+        c for c in ("seconds", "run_id") if c in columns
+    ]
     for col in columns:
         table.add_column(col, justify="right" if col not in ("run_id",) else "left")
     for row in rows:

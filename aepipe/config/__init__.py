@@ -46,7 +46,8 @@ from aepipe.config.stored import StoredPipeline, dump, read_stored, read_stored_
 from aepipe.config.tree import flatten, tree_depth, unflatten
 
 __all__ = [
-    "MAX_DEPTH", "MAX_FILE_BYTES", "MODEL_COMPONENTS", "REGULARIZERS_SECTION", "REGULARIZER_CORE_KEYS", "STUDY_NAME_MAX",
+    "MAX_DEPTH", "MAX_FILE_BYTES", "MODEL_COMPONENTS", "REGULARIZERS_SECTION", "REGULARIZER_CORE_KEYS",
+    "STUDY_NAME_MAX",
     "ComponentChoice", "DataSettings", "EvaluateSettings", "LRScheduleSettings", "ModelSettings", "ParamSpec",
     "Pipeline", "PipelineSettings", "StoredPipeline", "TrackingSettings", "TrainSettings", "TuneSettings",
     "check_nesting", "dump", "flatten", "loads_pipeline", "name_problem", "parse_override", "read_pipeline_file",

@@ -94,8 +94,10 @@ def _string_end(text: str, pos: int) -> int:
 
 
 def _too_deep(where: str, line: int) -> ConfigError:
-    return ConfigError(f"{where}: line {line}: nested more than {MAX_DEPTH} levels deep (table names, dotted keys, arrays "
-                       f"and inline tables counted together); aepipe reads at most {MAX_DEPTH}")
+    return ConfigError(
+        f"{where}: line {line}: nested more than {MAX_DEPTH} levels deep (table names, dotted keys, arrays "
+        f"and inline tables counted together); aepipe reads at most {MAX_DEPTH}"
+    )
 
 
 def check_nesting(text: str, where: str, base: int = 0) -> int:

@@ -40,7 +40,9 @@ def read_text(path: str | Path, where: str) -> str:
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
     if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
-        raise ConfigError(f"{where}: {max(size, len(data))} bytes; a pipeline file may hold at most {MAX_FILE_BYTES} (1 MiB)")
+        raise ConfigError(
+            f"{where}: {max(size, len(data))} bytes; a pipeline file may hold at most {MAX_FILE_BYTES} (1 MiB)"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from aepipe.config.pipeline import ComponentChoice, Pipeline
 from aepipe.config.prescan import MAX_DEPTH
 from aepipe.config.reading import parse_override, read_pipeline_file, short
-from aepipe.config.schema import MODEL_COMPONENTS, REGULARIZER_CORE_KEYS, REGULARIZERS_SECTION, DataSettings, PipelineSettings
+from aepipe.config.schema import (MODEL_COMPONENTS, REGULARIZER_CORE_KEYS, REGULARIZERS_SECTION, DataSettings,
+                                  PipelineSettings)
 from aepipe.config.tree import merge, origins_of, tree_depth, unflatten
 from aepipe.config.validation import origin_for, validate
 from aepipe.errors import ConfigError

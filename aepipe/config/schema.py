@@ -22,18 +22,29 @@ class _Section(StrictModel):
 class DataSettings(_Section):
     """``[data]``: the dataset (``name``) and the split; other keys are the dataset's settings."""
 
-    name: str = Field("digits", description="the dataset (`aepipe plugins` lists them); its own settings sit beside this key")
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of the examples held out for validation (early stopping, tuning)")
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share held out for the final test metrics (a dataset with its own test split keeps it)")
+    name: str = Field(
+        "digits", description="the dataset (`aepipe plugins` lists them); its own settings sit beside this key"
+    )
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="share of the examples held out for validation (early stopping, tuning)"
+    )
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0,
+                                 description="share held out for the final test metrics (a dataset with its own test "
+                                             "split keeps it)")
     split_seed: int = Field(0, description="seed of the random split")
     in_memory: Union[Literal["auto"], bool] = Field(
-        "auto", description='"auto": hold the data on the training device when it fits memory_fraction of its free memory, '
+        "auto",
+        description='"auto": hold the data on the training device when it fits memory_fraction of its free memory, '
         "else stream it; true: hold it (uint8 images stay uint8, scaled batch by batch); false: stream it through "
-        "DataLoader workers")
-    memory_fraction: float = Field(0.5, gt=0.0, le=1.0, description='"auto": the share of the device\'s free memory the data may take')
-    workers: Optional[int] = Field(None, ge=0, le=64, description="DataLoader worker processes that read and decode streamed "
-                                   "batches (none: on a GPU one per CPU core beyond the first, at most 8; on the CPU one per 4 "
-                                   "cores, at most 4, none on 2 cores; 0: read in the training process)")
+        "DataLoader workers",
+    )
+    memory_fraction: float = Field(
+        0.5, gt=0.0, le=1.0, description='"auto": the share of the device\'s free memory the data may take'
+    )
+    workers: Optional[int] = Field(None, ge=0, le=64,
+                                   description="DataLoader worker processes that read and decode streamed "
+                                   "batches (none: on a GPU one per CPU core beyond the first, at most 8; on the CPU "
+                                   "one per 4 cores, at most 4, none on 2 cores; 0: read in the training process)")
     prefetch: int = Field(2, ge=1, le=64, description="batches each worker reads ahead")
 
     @field_validator("in_memory", mode="before")
@@ -52,18 +63,24 @@ class ModelSettings(_Section):
         "bernoulli", description="reconstruction loss: Bernoulli cross-entropy or Gaussian negative log-likelihood")
     sigma: float = Field(1.0, gt=0.0, description="standard deviation of the Gaussian likelihood")
     samples: int = Field(1, ge=1, le=1000, description="Monte Carlo samples of z per input (L)")
-    conditional: bool = Field(False, description="encoder and decoder also see the one-hot label (needs a labelled dataset)")
+    conditional: bool = Field(
+        False, description="encoder and decoder also see the one-hot label (needs a labelled dataset)"
+    )
 
 
 class LRScheduleSettings(_Section):
     """``[train.lr_schedule]``: torch's learning-rate schedulers, stepped per epoch (``onecycle``:
     per batch), with an optional linear warm-up over the first ``warmup_epochs``."""
 
-    name: Literal["none", "cosine", "step", "exponential", "onecycle", "plateau"] = Field("none", description="the learning-rate schedule")
+    name: Literal["none", "cosine", "step", "exponential", "onecycle", "plateau"] = Field(
+        "none", description="the learning-rate schedule"
+    )
     warmup_epochs: int = Field(0, ge=0, description="epochs of linear warm-up from lr / (warmup_epochs + 1) to lr")
     min_lr: float = Field(0.0, ge=0.0, description="cosine: the final learning rate; plateau: the floor")
     step_size: int = Field(10, ge=1, description="step: epochs between reductions")
-    gamma: Optional[float] = Field(None, gt=0.0, le=1.0, description="step: factor per reduction (0.1); exponential: per epoch (0.95)")
+    gamma: Optional[float] = Field(
+        None, gt=0.0, le=1.0, description="step: factor per reduction (0.1); exponential: per epoch (0.95)"
+    )
     max_lr: Optional[float] = Field(None, gt=0.0, description="onecycle: the peak (default 10 x train.lr)")
     pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="onecycle: share of the steps spent rising")
     factor: float = Field(0.1, gt=0.0, lt=1.0, description="plateau: factor per reduction")
@@ -82,22 +99,33 @@ class TrainSettings(_Section):
     epochs: int = Field(30, ge=1, description="passes over the training data (fewer with early stopping)")
     batch_size: int = Field(128, ge=1, description="examples per optimisation step")
     lr: float = Field(1e-3, gt=0.0, description="learning rate (the peak, with a schedule)")
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="torch optimizer of the model's parameters")
-    weight_decay: float = Field(0.0, ge=0.0, description="the optimizer's own weight decay (the L2 regularizer is weight-l2)")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field(
+        "adam", description="torch optimizer of the model's parameters"
+    )
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="the optimizer's own weight decay (the L2 regularizer is weight-l2)"
+    )
     max_grad_norm: Optional[float] = Field(None, gt=0.0, description="clip the gradients' norm to this")
     seed: int = Field(0, description="seed of initialisation, shuffling and noise")
     device: str = Field("auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     patience: int = Field(10, ge=0, description="epochs without improvement before stopping; 0 never stops")
     min_delta: float = Field(0.0, ge=0.0, description="smallest fall of val_loss that counts as an improvement")
-    amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast of the forward pass on CUDA (losses stay float32)")
+    amp: Literal["off", "bf16"] = Field(
+        "off", description="bf16 autocast of the forward pass on CUDA (losses stay float32)"
+    )
     compile: bool = Field(False, description="torch.compile the encoder and decoder")
     fused: bool = Field(False, description="torch's fused optimizer kernel (adam, adamw, sgd): faster steps, the same "
                                            "updates up to floating-point rounding")
     checkpoint_every: int = Field(
-        1, ge=1, description="epochs between checkpoints; after a killed process, --resume redoes at most this many (and checkpoint_seconds)")
+        1, ge=1,
+        description="epochs between checkpoints; after a killed process, --resume redoes at most this many (and "
+                    "checkpoint_seconds)")
     checkpoint_seconds: float = Field(
-        30.0, ge=0.0, description="at least this many seconds between two periodic checkpoints (0: every checkpoint_every epochs); "
-                                  "Ctrl-C, SIGTERM, early stopping and the end of a run always write one")
+        30.0,
+        ge=0.0,
+        description="at least this many seconds between two periodic checkpoints (0: every checkpoint_every epochs); "
+        "Ctrl-C, SIGTERM, early stopping and the end of a run always write one",
+    )
     lr_schedule: LRScheduleSettings = LRScheduleSettings()
 
 
@@ -105,16 +133,22 @@ class TrackingSettings(_Section):
     """``[tracking]``: the MLflow experiment and what each run logs."""
 
     experiment: str = Field("aepipe", min_length=1, max_length=256, description="MLflow experiment (1-256 characters)")
-    run_name: Optional[str] = Field(None, min_length=1, max_length=250, description="MLflow run name (1-250 characters)")
+    run_name: Optional[str] = Field(
+        None, min_length=1, max_length=250, description="MLflow run name (1-250 characters)"
+    )
     log_model: bool = Field(True, description="log the model (aepipe-model/ and a pyfunc model)")
     log_images: bool = Field(True, description="log figures: reconstructions, samples, the code space, loss curves")
     log_dataset: bool = Field(True, description="log the training data as an MLflow dataset input")
     pytorch_flavor: bool = Field(
         False, description="also log MLflow's PyTorch flavour (a pickled model, for mlflow.pytorch.load_model); "
                            "aepipe itself loads weights and the logged pipeline")
-    system_metrics: bool = Field(False, description="MLflow system metrics (CPU, memory; GPU with nvidia-ml-py); needs psutil")
+    system_metrics: bool = Field(
+        False, description="MLflow system metrics (CPU, memory; GPU with nvidia-ml-py); needs psutil"
+    )
     system_metrics_interval: Optional[float] = Field(
-        None, gt=0, description="seconds between system metric samples (default: MLflow's, 10 s or MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL)")
+        None, gt=0,
+        description="seconds between system metric samples (default: MLflow's, 10 s or "
+                    "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL)")
 
     @field_validator("experiment", "run_name")
     @classmethod
@@ -126,7 +160,9 @@ class TrackingSettings(_Section):
             if not value.isprintable():
                 raise ValueError("has a control character (a newline, a tab)")
             if _RUN_ID_LIKE.fullmatch(value):
-                raise ValueError("looks like a run id (32 hexadecimal digits): compare and report would take it for one")
+                raise ValueError(
+                    "looks like a run id (32 hexadecimal digits): compare and report would take it for one"
+                )
         return value
 
 
@@ -189,7 +225,11 @@ class TuneSettings(_StrictTune):
     pruner: Literal["median", "hyperband", "none"] = "median"
     warmup_epochs: int = Field(3, ge=0, description="epochs before the median pruner may prune")
     seed: Optional[int] = 0
-    max_failures: Optional[int] = Field(None, ge=1, description="stop a worker after this many of its trials failed (default: the larger of 3 and n_trials)")
+    max_failures: Optional[int] = Field(
+        None,
+        ge=1,
+        description="stop a worker after this many of its trials failed (default: the larger of 3 and n_trials)",
+    )
     log_models: Literal["best", "all"] = Field(
         "best", description="which trials log their figures, model and dataset: 'best' (the study's best trial, or its "
         "Pareto front, when the study ends, rebuilt from their checkpoints) or 'all' (every trial as it ends)")
@@ -237,13 +277,16 @@ class EvaluateSettings(_Section):
     metrics: list[str] = Field([], description="groups (reconstruction, likelihood, representation, generation, "
                                "disentanglement) or single metrics (fid, mig, ...) computed when training ends; "
                                "aepipe evaluate computes every group that applies unless --metrics says otherwise")
-    samples: int = Field(2000, ge=10, le=1_000_000, description="generated images compared with the test split (generation)")
+    samples: int = Field(
+        2000, ge=10, le=1_000_000, description="generated images compared with the test split (generation)"
+    )
     features: list[str] = Field(["domain"], min_length=1, description="feature spaces of the generation metrics "
                                 "(`aepipe plugins` lists them: domain, inception with the fid extra)")
     samplers: list[str] = Field([], description="samplers evaluated besides the model's own (prior, gmm, ...; "
                                 "a sampler the run does not hold is fitted on its training codes first)")
     iw_samples: int = Field(1000, ge=1, le=100_000, description="importance samples K per example for eval_iw_nll")
-    bootstrap: int = Field(100, ge=0, le=10_000, description="resamples of the 95% bootstrap interval of each generation "
+    bootstrap: int = Field(100, ge=0, le=10_000,
+                           description="resamples of the 95% bootstrap interval of each generation "
                            "metric over samples (eval_<metric>_lo and eval_<metric>_hi); 0: no intervals")
     seed: int = Field(0, ge=0, description="seed of every random draw of the evaluation")
 

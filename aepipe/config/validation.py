@@ -29,7 +29,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _format_error(
-    exc: ValidationError, model: type[BaseModel], section: str, origins: dict[str, str], label: str, extra_keys: tuple[str, ...] = ()
+    exc: ValidationError, model: type[BaseModel], section: str, origins: dict[str, str], label: str,
+    extra_keys: tuple[str, ...] = ()
 ) -> ConfigError:
     err = exc.errors()[0]
     loc = [str(part) for part in err["loc"]]
@@ -51,7 +52,8 @@ def _format_error(
         return ConfigError(f"{where}: missing required key '{key}' for {label}")
     field_info = owner.model_fields.get(loc[-1]) if loc else None
     message = err["msg"].removeprefix("Value error, ")  # a validator's own words, as written
-    if field_info is not None and _model_of(field_info.annotation) is not None and err["type"] == "value_error":  # a table's own check
+    # a table's own check
+    if field_info is not None and _model_of(field_info.annotation) is not None and err["type"] == "value_error":
         return ConfigError(f"{where}: [{key}]: {message}")
     expected = f"expected {_type_name(field_info.annotation)}: " if field_info is not None else ""
     shown = repr(err.get("input"))
@@ -70,7 +72,8 @@ def origin_for(key: str, origins: dict[str, str]) -> str:
 
 
 def validate(
-    model: type[BaseModel], data: Any, section: str, origins: dict[str, str], label: str, extra_keys: tuple[str, ...] = ()
+    model: type[BaseModel], data: Any, section: str, origins: dict[str, str], label: str,
+    extra_keys: tuple[str, ...] = ()
 ) -> Any:
     if not isinstance(data, dict):
         where = origin_for(section, origins)

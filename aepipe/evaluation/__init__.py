@@ -24,7 +24,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "likelihood": ("iw_nll", "neg_elbo", "kl", "active_units"),
     "representation": ("probe_accuracy", "kmeans_nmi"),
     "generation": ("fid", "kid", "precision", "recall", "density", "coverage", "authenticity", "data_copying"),
-    "disentanglement": ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score"),
+    "disentanglement": ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap",
+                        "factorvae_score"),
 }
 #: the groups cheap enough for the end of every training run on small data
 CHEAP = ("reconstruction", "representation")
@@ -80,7 +81,11 @@ def bound_of(key: str) -> tuple[str, str | None]:
     ``eval_fid_inception_lo.gmm`` -> (``eval_fid_inception.gmm``, ``lo``)."""
     base, dot, sampler = key.partition(".")
     for bound in BOUNDS:
-        if base.endswith("_" + bound) and metric_of(base) in GROUPS["generation"] and metric_of(base) != base[len(PREFIX):]:
+        if (
+            base.endswith("_" + bound)
+            and metric_of(base) in GROUPS["generation"]
+            and metric_of(base) != base[len(PREFIX) :]
+        ):
             return base[: -len(bound) - 1] + dot + sampler, bound
     return key, None
 

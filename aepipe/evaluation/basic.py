@@ -40,7 +40,9 @@ def _device(model: AutoEncoder) -> torch.device:
 
 
 @torch.no_grad()
-def reconstruction(model: AutoEncoder, split: Any, image_shape: tuple[int, ...] | None, batch: int = 1024) -> dict[str, float]:
+def reconstruction(
+    model: AutoEncoder, split: Any, image_shape: tuple[int, ...] | None, batch: int = 1024
+) -> dict[str, float]:
     """``mse``, ``bce`` and, for images, ``psnr`` and ``ssim`` of the reconstructions of ``split``."""
     totals = torch.zeros(4, dtype=torch.float64, device=_device(model))
     n = 0
@@ -60,7 +62,9 @@ def reconstruction(model: AutoEncoder, split: Any, image_shape: tuple[int, ...] 
     return out
 
 
-def _image_terms(recon: torch.Tensor, x: torch.Tensor, image_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _image_terms(
+    recon: torch.Tensor, x: torch.Tensor, image_shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums over the batch of each image's PSNR and SSIM."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -148,7 +152,9 @@ def _codes(model: AutoEncoder, split: Any, batch: int = 4096) -> np.ndarray:
     return code_tensor(model, split, batch=batch).float().cpu().numpy()
 
 
-def representation(model: AutoEncoder, train: Any, test: Any, n_classes: int, seed: int = 0, max_train: int = 20_000) -> dict[str, float]:
+def representation(
+    model: AutoEncoder, train: Any, test: Any, n_classes: int, seed: int = 0, max_train: int = 20_000
+) -> dict[str, float]:
     """``probe_accuracy`` and ``kmeans_nmi`` of the model's codes (labelled data only)."""
     from sklearn.cluster import KMeans
     from sklearn.linear_model import LogisticRegression
@@ -165,6 +171,8 @@ def representation(model: AutoEncoder, train: Any, test: Any, n_classes: int, se
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     probe.fit(z_train, y_train)
     accuracy = float(probe.score(z_test, y_test))
-    clusters = KMeans(n_clusters=max(2, n_classes), n_init=4, random_state=seed).fit_predict(StandardScaler().fit_transform(z_test))
+    clusters = KMeans(n_clusters=max(2, n_classes), n_init=4, random_state=seed).fit_predict(
+        StandardScaler().fit_transform(z_test)
+    )
     nmi = float(normalized_mutual_info_score(y_test, clusters))
     return {"probe_accuracy": accuracy, "kmeans_nmi": nmi if math.isfinite(nmi) else 0.0}

@@ -169,7 +169,9 @@ def dci(codes: np.ndarray, factors: np.ndarray, test: Pair | None = None, seed: 
     return {"disentanglement": d, "completeness": c, "informativeness": float(np.mean(accuracy))}
 
 
-def sap(codes: np.ndarray, factors: np.ndarray, test: Pair | None = None, seed: int = 0, classifier: str = "linear") -> float:
+def sap(
+    codes: np.ndarray, factors: np.ndarray, test: Pair | None = None, seed: int = 0, classifier: str = "linear"
+) -> float:
     """The SAP score (see the module's docstring): fit on ``codes``/``factors``, scored on
     ``test`` when given, else on a seeded third of the points; ``classifier`` ``linear``
     (disentanglement_lib's) or ``threshold``."""
@@ -200,7 +202,9 @@ def sap(codes: np.ndarray, factors: np.ndarray, test: Pair | None = None, seed: 
     return float(np.mean(top[-1] - top[-2]))
 
 
-def _votes(codes: np.ndarray, factors: np.ndarray, scale: np.ndarray, n: int, batch: int, rng: np.random.Generator) -> np.ndarray:
+def _votes(
+    codes: np.ndarray, factors: np.ndarray, scale: np.ndarray, n: int, batch: int, rng: np.random.Generator
+) -> np.ndarray:
     """``n`` FactorVAE votes from the points given: ``(K, Z)`` counts of (fixed factor, argmin dimension)."""
     k = factors.shape[1]
     votes = np.zeros((k, codes.shape[1]), dtype=np.int64)

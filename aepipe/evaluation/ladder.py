@@ -140,7 +140,9 @@ def build_ladder(data: DataBundle, n: int = 500, seed: int = 0) -> Ladder:
         raise ConfigError(f"the ladder needs labels (its one-class rung); '{data.name}' has none")
     n = min(int(n), len(pool) // 2, len(x_train))
     if n <= REPEATED:
-        raise ConfigError(f"dataset '{data.name}' holds {len(pool)} held-out images; the ladder needs more than {2 * REPEATED}")
+        raise ConfigError(
+            f"dataset '{data.name}' holds {len(pool)} held-out images; the ladder needs more than {2 * REPEATED}"
+        )
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(pool), generator=g)
     reference, real = pool[order[:n]], pool[order[n: 2 * n]]
@@ -156,7 +158,11 @@ def build_ladder(data: DataBundle, n: int = 500, seed: int = 0) -> Ladder:
     rungs["mean"] = (mean + MEAN_NOISE * torch.randn((n, real.shape[1]), generator=g)).clamp(0, 1)
     mode, _ = one_mode(y_train.numpy(), data.train.factors)
     of_class = x_train[torch.from_numpy(mode)]
-    pick = torch.randperm(len(of_class), generator=g)[:n] if len(of_class) >= n else torch.randint(len(of_class), (n,), generator=g)
+    pick = (
+        torch.randperm(len(of_class), generator=g)[:n]
+        if len(of_class) >= n
+        else torch.randint(len(of_class), (n,), generator=g)
+    )
     rungs["one-class"] = of_class[pick]
     few = real[torch.randperm(n, generator=g)[:REPEATED]]
     rungs["repeated"] = few.repeat(math.ceil(n / REPEATED), 1)[:n]
@@ -190,4 +196,6 @@ def ladder_table(scores: dict[str, dict[str, float]], fmt: str = "text") -> str:
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    return "\n".join("  ".join(c.rjust(wd) if i else c.ljust(wd) for i, (c, wd) in enumerate(zip(r, widths))) for r in [head, *rows])
+    return "\n".join(
+        "  ".join(c.rjust(wd) if i else c.ljust(wd) for i, (c, wd) in enumerate(zip(r, widths))) for r in [head, *rows]
+    )

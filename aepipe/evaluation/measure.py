@@ -121,8 +121,12 @@ def _generation(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, names
         torch.manual_seed(s.seed)
         y = torch.arange(s.samples, device=device) % data.n_classes if model.spec.conditional else None
         with torch.no_grad():
-            draws[name] = torch.cat([model.sample(len(part), None if y is None else y[i: i + len(part)], sampler=sampler)
-                                     for i, part in _chunks(s.samples, 4096)])
+            draws[name] = torch.cat(
+                [
+                    model.sample(len(part), None if y is None else y[i : i + len(part)], sampler=sampler)
+                    for i, part in _chunks(s.samples, 4096)
+                ]
+            )
     out: dict[str, float] = {}
     for features in s.features:
         try:
@@ -151,8 +155,12 @@ def check_sample_count(samples: int, draws: int, data: DataBundle, device: Any) 
 
     values = data.input_dim * 4
     need = (draws + 1) * samples * values + len(data.test) * values
-    check_fits(need, f"--samples {samples}: {samples:,} generated images through each of {draws} sampler{'s' if draws > 1 else ''}",
-               device, "ask for fewer (--samples, or [evaluate] samples)")
+    check_fits(
+        need,
+        f"--samples {samples}: {samples:,} generated images through each of {draws} sampler{'s' if draws > 1 else ''}",
+        device,
+        "ask for fewer (--samples, or [evaluate] samples)",
+    )
 
 
 def _rows(n: int, most: int, seed: int):

@@ -25,7 +25,9 @@ def knn_radii(f: np.ndarray, k: int) -> np.ndarray:
     row repeated more than ``k`` times has a radius of 0 (and :func:`prdc_rows` takes a ball's
     edge as inside it)."""
     if len(f) <= k:
-        raise ConfigError(f"generation metrics with k = {k} neighbours need more than {k} rows in each set, got {len(f)}")
+        raise ConfigError(
+            f"generation metrics with k = {k} neighbours need more than {k} rows in each set, got {len(f)}"
+        )
     radii = np.empty(len(f))
     for lo in range(0, len(f), BLOCK):
         block = distances(f[lo: lo + BLOCK], f)

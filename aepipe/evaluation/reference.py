@@ -83,7 +83,8 @@ def reference_metrics(table: dict[str, Any], space: str, n: int, device: Any = "
     cls = pm.registry.get("feature", space)
     module = sys.modules.get(cls.__module__)
     identity = {"version": VERSION, "data": canonical(table, pm), "space": space, "n": int(n), "seed": int(seed),
-                "space_class": f"{cls.__module__}.{cls.__qualname__}", "space_version": getattr(module, "VERSION", None)}
+                "space_class": f"{cls.__module__}.{cls.__qualname__}",
+                "space_version": getattr(module, "VERSION", None)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = (folder or _default_folder()) / f"{digest}.json"
     if path.is_file():
@@ -100,7 +101,10 @@ def reference_metrics(table: dict[str, Any], space: str, n: int, device: Any = "
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(pool, min(int(n), pool), replace=False))
     rows = []
-    for split, positions in ((data.train, chosen[chosen < len(data.train)]), (data.val, chosen[chosen >= len(data.train)] - len(data.train))):
+    for split, positions in (
+        (data.train, chosen[chosen < len(data.train)]),
+        (data.val, chosen[chosen >= len(data.train)] - len(data.train)),
+    ):
         for i in range(0, len(positions), 4096):
             rows.append(split.take(torch.as_tensor(positions[i: i + 4096], dtype=torch.long))[0])
     other = torch.cat(rows)
@@ -175,7 +179,9 @@ def _run_spec(run: Any, client: Any) -> tuple[dict[str, Any], int] | None:
             records = []
         for item in records:
             try:
-                record = json.loads(Path(client.download_artifacts(run.info.run_id, item, tmp)).read_text(encoding="utf-8"))
+                record = json.loads(
+                    Path(client.download_artifacts(run.info.run_id, item, tmp)).read_text(encoding="utf-8")
+                )
                 metrics, asked = record.get("metrics", {}), int(record["settings"]["samples"])
             except Exception:  # noqa: BLE001 - a damaged record says nothing
                 continue
@@ -219,7 +225,9 @@ def reference_rows(runs: list[Any], device: Any = "cpu", pm: Any = None,
                 echo(f"no reference row for feature space '{space}' on {entry['table'].get('name', '?')}: {exc}")
                 continue
             if row is None:
-                row = ReferenceRow(found.get("dataset", entry["table"].get("name", "")), found["n"], found["asked"], found["real"])
+                row = ReferenceRow(
+                    found.get("dataset", entry["table"].get("name", "")), found["n"], found["asked"], found["real"]
+                )
             row.spaces.append(space)
             for metric, sampler in columns:
                 value = found["metrics"].get(metric)

@@ -131,7 +131,9 @@ def _load(run_id: str, device: Any, tracker: Any, pm: Any) -> tuple[AutoEncoder,
         local = tracker.download(run_id, DIR, Path(tmp))
         if local is None:
             location = tracker.artifact_location(run_id) if hasattr(tracker, "artifact_location") else None
-            raise RunNotFoundError(missing_artifact(record, DIR, location) + " (trained with tracking.log_model = false?)")
+            raise RunNotFoundError(
+                missing_artifact(record, DIR, location) + " (trained with tracking.log_model = false?)"
+            )
         model = load_model_dir(local, pm, str(device), where=f"run {run_id}")
         pipeline = read_stored_file(pm, local / "pipeline.toml", f"run {run_id}: {DIR}/pipeline.toml")
     return model, load_data(pipeline, device)
@@ -180,7 +182,9 @@ def evaluate_run(run_id: str, s: EvaluateSettings, groups: dict[str, tuple[str, 
                 run.log_metrics(hit["metrics"], 0)
             finally:
                 run.close()
-        return Evaluation(run_id, hit["metrics"], hit.get("skipped", {}), cached=True, seconds=time.perf_counter() - started)
+        return Evaluation(
+            run_id, hit["metrics"], hit.get("skipped", {}), cached=True, seconds=time.perf_counter() - started
+        )
     dev = select_device(device) if isinstance(device, str) else device
     model, data = _load(run_id, dev, tracker, pm)
     samplers = {name: load_sampler(run_id, model, name, tracker, pm, fit_on=data.train) for name in s.samplers} \
@@ -190,15 +194,16 @@ def evaluate_run(run_id: str, s: EvaluateSettings, groups: dict[str, tuple[str, 
     try:
         if metrics:
             run.log_metrics(metrics, 0)
-        record = {"settings": s.model_dump(), "groups": groups, "metrics": metrics, "skipped": skipped, "version": VERSION}
+        record = {"settings": s.model_dump(), "groups": groups, "metrics": metrics, "skipped": skipped,
+                  "version": VERSION}
         run.log_text(json.dumps(record, indent=2, sort_keys=True), f"{FOLDER}/{digest}.json")
     finally:
         run.close()
     return Evaluation(run_id, metrics, skipped, cached=False, seconds=time.perf_counter() - started)
 
 
-def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any = "auto", tracker: Any = None, pm: Any = None,
-             progress: bool = False) -> list[Evaluation]:
+def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any = "auto", tracker: Any = None,
+             pm: Any = None, progress: bool = False) -> list[Evaluation]:
     """Evaluate every finished run that ``targets`` name (run ids, studies, experiments) with
     settings ``s`` (default: every group that applies, ``[evaluate]``'s defaults otherwise)."""
     from aepipe import tracking
@@ -224,7 +229,8 @@ def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     results = []
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task("evaluating", total=len(ids) * len(groups))
         for run_id in ids:
@@ -239,5 +245,5 @@ def evaluate(targets: list[str], s: EvaluateSettings | None = None, device: Any 
     return results
 
 
-__all__ = ["Evaluation", "compute", "evaluate", "evaluate_run", "settings", "run_ids", "cache_key", "chosen_groups", "state_digests",
-           "space_versions"]
+__all__ = ["Evaluation", "compute", "evaluate", "evaluate_run", "settings", "run_ids", "cache_key", "chosen_groups",
+           "state_digests", "space_versions"]

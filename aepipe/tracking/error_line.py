@@ -7,7 +7,9 @@ _NOISE = ("(raised as a result of", "[SQL:", "[parameters:", "(Background on thi
 
 
 def _lines(exc: BaseException) -> list[str]:
-    return [" ".join(line.split()) for line in str(exc).splitlines() if line.strip() and not line.strip().startswith(_NOISE)]
+    return [
+        " ".join(line.split()) for line in str(exc).splitlines() if line.strip() and not line.strip().startswith(_NOISE)
+    ]
 
 
 def error_line(exc: BaseException) -> str:

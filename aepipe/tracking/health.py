@@ -73,8 +73,10 @@ def check_writable(what: str = "this command", open_store: bool = True) -> None:
     for path in paths:
         if path.exists() and (reason := _cannot_write(path)):
             where = "AEPIPE_HOME" if local else "MLFLOW_TRACKING_URI"
-            raise StoreError(f"{what} writes runs into the tracking store {local_root() if local else db}, which {reason}: "
-                             f"work on a writable copy (set {where} to it), or make it writable")
+            raise StoreError(
+                f"{what} writes runs into the tracking store {local_root() if local else db}, which {reason}: "
+                f"work on a writable copy (set {where} to it), or make it writable"
+            )
     if db.exists() and (problem := damage(db)):
         raise StoreError(f"{what}: the tracking store {db} is damaged (PRAGMA quick_check: {problem}); nothing was "
                          f"written. {recovery_hint(db)}")

@@ -120,7 +120,9 @@ class MlflowRun:
         self._hurry.clear()
         if self._error is not None:
             error, self._error = self._error, None
-            raise RunNotFoundError(f"run {self.run_id}: the tracking store refused a write: {error_line(error)}") from error
+            raise RunNotFoundError(
+                f"run {self.run_id}: the tracking store refused a write: {error_line(error)}"
+            ) from error
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -139,7 +141,9 @@ class MlflowRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, mask(str(v))[:5000]) for k, v in tags.items()], synchronous=True)
+        self.client.log_batch(
+            self.run_id, tags=[RunTag(k, mask(str(v))[:5000]) for k, v in tags.items()], synchronous=True
+        )
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, mask(text, remembered=False), artifact_file)
@@ -196,8 +200,12 @@ class MlflowRun:
 
             t = torch_model
             mlflow.pytorch.log_model(
-                t["model"], name="model", pip_requirements=t["requirements"], serialization_format="pickle",
-                signature=infer_signature(t["example"], t["output"]), input_example=None if t["conditional"] else t["example"],
+                t["model"],
+                name="model",
+                pip_requirements=t["requirements"],
+                serialization_format="pickle",
+                signature=infer_signature(t["example"], t["output"]),
+                input_example=None if t["conditional"] else t["example"],
             )
 
     def logged_steps(self, key: str) -> list[int]:

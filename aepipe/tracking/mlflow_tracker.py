@@ -99,7 +99,9 @@ class MlflowTracker:
         try:
             run = self.client.get_run(run_id)
         except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing run
-            raise RunNotFoundError(f"run '{run_id}' not found in {mask(store.tracking_uri())}: {error_line(exc)}") from None
+            raise RunNotFoundError(
+                f"run '{run_id}' not found in {mask(store.tracking_uri())}: {error_line(exc)}"
+            ) from None
         return RunRecord(run_id, run.info.status, run.info.experiment_id, dict(run.data.tags), dict(run.data.params),
                          dict(run.data.metrics))
 
@@ -111,11 +113,14 @@ class MlflowTracker:
         found: list[RunRecord] = []
         token = None
         while True:
-            page = self.client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1000,
-                                           page_token=token)
+            page = self.client.search_runs(
+                [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1000, page_token=token
+            )
             for run in page:
                 if all(run.data.tags.get(k) == v for k, v in tags.items()):
-                    found.append(RunRecord(run.info.run_id, run.info.status, run.info.experiment_id, dict(run.data.tags)))
+                    found.append(
+                        RunRecord(run.info.run_id, run.info.status, run.info.experiment_id, dict(run.data.tags))
+                    )
             token = page.token
             if not token:
                 return found
@@ -136,8 +141,12 @@ class MlflowTracker:
         for i in range(0, len(ids), 100):  # a search names at most 100 experiments
             token = None
             while True:
-                page = self.client.search_runs(ids[i : i + 100], "attributes.status = 'RUNNING'", max_results=1000, page_token=token)
-                found += [RunRecord(r.info.run_id, r.info.status, r.info.experiment_id, dict(r.data.tags)) for r in page]
+                page = self.client.search_runs(
+                    ids[i : i + 100], "attributes.status = 'RUNNING'", max_results=1000, page_token=token
+                )
+                found += [
+                    RunRecord(r.info.run_id, r.info.status, r.info.experiment_id, dict(r.data.tags)) for r in page
+                ]
                 token = page.token
                 if not token:
                     break

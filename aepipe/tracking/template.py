@@ -46,7 +46,9 @@ def _copy_regular_file(src: Path, dst: Path) -> None:
     larger than :data:`TEMPLATE_BYTES`. Checked on the open file: nothing is followed."""
     import stat
 
-    fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+    fd = os.open(
+        src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    )
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -10,8 +10,10 @@ from aepipe.lazy import facade
 
 _NAMES = {
     "train": "aepipe.training.loop", "Trainer": "aepipe.training.loop", "RunResult": "aepipe.training.loop",
-    "Interrupted": "aepipe.training.loop", "TrainState": "aepipe.training.state", "split_metrics": "aepipe.training.metrics",
-    "load_data": "aepipe.training.setup", "make_optimizer": "aepipe.training.setup", "sanity_check": "aepipe.training.setup",
+    "Interrupted": "aepipe.training.loop", "TrainState": "aepipe.training.state",
+    "split_metrics": "aepipe.training.metrics",
+    "load_data": "aepipe.training.setup", "make_optimizer": "aepipe.training.setup",
+    "sanity_check": "aepipe.training.setup",
     "select_device": "aepipe.training.device", "autocast": "aepipe.training.device",
     "prepare_for_device": "aepipe.training.device", "seed_everything": "aepipe.training.device",
     "optimizer_step": "aepipe.training.step",

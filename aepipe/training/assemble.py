@@ -67,12 +67,17 @@ def assemble(pipeline: Pipeline, device: str | None = None, world: distributed.W
     data = load(pipeline, where)
     check_model_fits(pipeline, data, where)  # on the meta device: refused before any real allocation
     model = build_model(pipeline, data).to(where)  # the one build: every component's setup() runs once
-    optimizer = make_optimizer(model.parameter_groups(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
-    schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(len(data.train), s.train.batch_size))
+    optimizer = make_optimizer(
+        model.parameter_groups(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused
+    )
+    schedule = LRSchedule(
+        optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(len(data.train), s.train.batch_size)
+    )
     unused = first_step_check(model, optimizer, data, s.train.batch_size, pipeline.source)
     model = prepare_for_device(model, where, s.train.compile)
     if world.enabled:  # the same weights on every process, then each its own noise
         torch.manual_seed(s.train.seed + 7919 * world.rank + 104_729 * resumed_epoch)
-    train_step = distributed.training_step(world, model, where, bool(unused))  # DistributedDataParallel joins every process here
+    # DistributedDataParallel joins every process here
+    train_step = distributed.training_step(world, model, where, bool(unused))
     return RunParts(pipeline, pipeline.to_toml(), world, where, data, model, optimizer, schedule, train_step,
                     autocast(where, s.train.amp), unused)

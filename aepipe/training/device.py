@@ -45,7 +45,9 @@ def autocast(device: torch.device, amp: str):
 def prepare_for_device(model: AutoEncoder, device: torch.device, compile_model: bool) -> AutoEncoder:
     """cuDNN autotuning for convolutional models on CUDA, and optional torch.compile of the
     encoder and decoder (in place, so the model pickles as itself)."""
-    if device.type == "cuda" and any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in model.modules()):
+    if device.type == "cuda" and any(
+        isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in model.modules()
+    ):
         torch.backends.cudnn.benchmark = True
     if compile_model:
         model.encoder.compile()

@@ -58,7 +58,9 @@ def from_environment() -> World:
     try:
         return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
     except (KeyError, ValueError):
-        raise ConfigError("WORLD_SIZE is set but RANK is not: start several processes with aepipe train --nproc N or torchrun") from None
+        raise ConfigError(
+            "WORLD_SIZE is set but RANK is not: start several processes with aepipe train --nproc N or torchrun"
+        ) from None
 
 
 def start(world: World, device: torch.device) -> torch.device:

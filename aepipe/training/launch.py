@@ -20,7 +20,8 @@ def _describe(code: int) -> str:
 def main() -> None:
     import logging
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its story of a stop or a failure: told below
+    # its story of a stop or a failure: told below
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as run

@@ -25,7 +25,8 @@ from aepipe.training.assemble import assemble
 from aepipe.training.device import select_device
 from aepipe.training.epoch import StopRequest, Stopped, train_epoch
 from aepipe.training.setup import load_data
-from aepipe.training.metrics import check_finite, component_metrics, evaluate_tensors, fit_on_codes as fit_sampler, read_back
+from aepipe.training.metrics import (check_finite, component_metrics, evaluate_tensors, fit_on_codes as fit_sampler,
+                                     read_back)
 from aepipe.training.resume import CHECKPOINT, bind, pipeline_for_resume, read_checkpoint
 from aepipe.training.schedules import LRSchedule, regularizer_weights
 from aepipe.training.state import TrainState, save_checkpoint
@@ -63,7 +64,8 @@ class RunResult:
         return min(self.history, key=lambda h: h["val_loss"])
 
     def summary(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "experiment_id": self.experiment_id, "status": self.status, "epochs": self.epochs,
+        return {"run_id": self.run_id, "experiment_id": self.experiment_id, "status": self.status,
+                "epochs": self.epochs,
                 "stopped_early": self.stopped_early, "seconds": round(self.seconds, 3), "metrics": self.metrics}
 
 
@@ -85,7 +87,8 @@ class CheckpointPolicy:
 class Trainer:
     """Trains one pipeline as one tracked run."""
 
-    def __init__(self, pipeline: Pipeline | None, pm: AepipePluginManager, device: str | None = None, reporter: Reporter | None = None,
+    def __init__(self, pipeline: Pipeline | None, pm: AepipePluginManager, device: str | None = None,
+                 reporter: Reporter | None = None,
                  tracker: Any = None, on_start: Callable[[str], None] | None = None, overrides: tuple[str, ...] = (),
                  artifacts: bool = True, data_cache: dict[Any, DataBundle] | None = None):
         self.pipeline, self.pm, self.reporter, self.on_start = pipeline, pm, reporter, on_start
@@ -134,10 +137,12 @@ class Trainer:
         assert p is not None, "a pipeline, or a run to resume"
         s = p.settings
         parts = assemble(p, self.device_name, world, self._load_data, state.epoch if state else 0)
-        model, data, device, optimizer, schedule = parts.model, parts.data, parts.device, parts.optimizer, parts.schedule
+        model, data, device = parts.model, parts.data, parts.device
+        optimizer, schedule = parts.optimizer, parts.schedule
         if state is None:
             state = TrainState(pipeline=parts.toml)
-            tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name, {**report.tags(p, self.pm, device, data), **(tags or {})},
+            tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name,
+                                         {**report.tags(p, self.pm, device, data), **(tags or {})},
                                          system_metrics=report.system_metrics(s.tracking))
             bind(state, tracked.run_id, parts.toml)  # the text report.log_start logs as the run's pipeline.toml
         elif not world.leader:  # a resumed run's other processes: rank 0's state, their own noise, nothing tracked
@@ -147,7 +152,8 @@ class Trainer:
             _load_parts(saved, model, optimizer, schedule)
             state.restore_rng()
             tracked = self.tracker.resume(resume)
-            tracked.set_tags({k: v for k, v in report.tags(p, self.pm, device, data).items() if k.startswith("aepipe.data.")})
+            tracked.set_tags({k: v for k, v in report.tags(p, self.pm, device, data).items()
+                              if k.startswith("aepipe.data.")})
             state.pipeline = parts.toml  # with train.epochs raised, where it was
         logged = max(tracked.logged_steps("loss"), default=0) if resume else 0  # epochs a killed process had logged
         run = RunContext(p, model, data, device, tracked, state, optimizer, schedule, StopRequest(), parts.amp,
@@ -173,7 +179,8 @@ class Trainer:
                     check_finite(metrics, epoch, p.source)
                     metrics.update(weights, lr=lr, epoch_seconds=time.perf_counter() - epoch_started)
                     metrics.update(read_back(component_metrics(model, "epoch", data.val), prefixes=("val_",)))
-                    for extra in self.pm.call_plugin_hook("aepipe_epoch_end", run=run, epoch=epoch, metrics=dict(metrics)):
+                    for extra in self.pm.call_plugin_hook("aepipe_epoch_end", run=run, epoch=epoch,
+                                                          metrics=dict(metrics)):
                         metrics.update({f"val_{k}": float(v) for k, v in (extra or {}).items()})
                     if epoch > logged:
                         tracked.log_metrics(metrics, epoch)  # written off this thread, batched
@@ -194,21 +201,24 @@ class Trainer:
                 try:
                     self._checkpoint(checkpoint, run, policy)
                 except BaseException as exc:  # its checkpoint failed (a full disk, a second Ctrl-C): the run still ends
-                    self._end(run, checkpoint, "KILLED", f"stopped by {stop.signal_name} at {where}; its checkpoint of there "
+                    self._end(run, checkpoint, "KILLED",
+                              f"stopped by {stop.signal_name} at {where}; its checkpoint of there "
                                                          f"could not be written: {_first_line(exc)}")
                     raise
                 self._end(run, checkpoint, "KILLED", f"stopped by {stop.signal_name} at {where}")
-                raise Interrupted(f"stopped by {stop.signal_name} at {where}; run {tracked.run_id} marked KILLED with a checkpoint "
-                                  f"of where it stood; continue with: aepipe train --resume {tracked.run_id}") from None
+                raise Interrupted(f"stopped by {stop.signal_name} at {where}; run {tracked.run_id} marked KILLED with "
+                                  "a checkpoint of where it stood; continue with: aepipe train --resume "
+                                  f"{tracked.run_id}") from None
             except KeyboardInterrupt:
                 at = state.epoch + 1
                 self._end(run, checkpoint, "KILLED", f"interrupted by the user at epoch {at}")
                 if not policy.saved_epoch:
-                    raise Interrupted(f"interrupted at epoch {at}; run {tracked.run_id} marked KILLED before its first checkpoint "
-                                      f"(train.checkpoint_every = {s.train.checkpoint_every}, checkpoint_seconds = "
-                                      f"{s.train.checkpoint_seconds:g}); start it again") from None
+                    raise Interrupted(f"interrupted at epoch {at}; run {tracked.run_id} marked KILLED before its first "
+                                      f"checkpoint (train.checkpoint_every = {s.train.checkpoint_every}, "
+                                      f"checkpoint_seconds = {s.train.checkpoint_seconds:g}); start it again") from None
                 raise Interrupted(f"interrupted at epoch {at}; run {tracked.run_id} marked KILLED, checkpoint of epoch "
-                                  f"{policy.saved_epoch} saved; continue with: aepipe train --resume {tracked.run_id}") from None
+                                  f"{policy.saved_epoch} saved; continue with: aepipe train --resume "
+                                  f"{tracked.run_id}") from None
             except AepipeError as exc:
                 self._end(run, checkpoint, "FAILED", str(exc))
                 raise
@@ -308,8 +318,8 @@ class Trainer:
             model.load_state_dict(state.best_weights)  # evaluate the best epoch's weights
         test = read_back(evaluate_tensors(model, data.test), prefixes=("test_",))
         # the epochs used, the epoch whose weights are kept, and whether early stopping ended training
-        test.update(train_seconds=state.train_seconds, epochs_trained=float(state.epoch), best_epoch=float(state.best_epoch),
-                    stopped_early=float(state.stopped_early))
+        test.update(train_seconds=state.train_seconds, epochs_trained=float(state.epoch),
+                    best_epoch=float(state.best_epoch), stopped_early=float(state.stopped_early))
         test.update(read_back(component_metrics(model, "final", data), prefixes=("test_",)))
         if model.sampler is not None:  # the second stage: fitted on the training codes
             fit = fit_sampler(model, model.sampler, data.train)
@@ -361,14 +371,15 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 - whatever failed, the run is ended below
             note = f"its checkpoint stays at {checkpoint}: storing it with the run failed ({_first_line(exc)})"
             failure = exc if status == "FINISHED" else None
-            status, reason = ("FAILED", note) if status == "FINISHED" else (status, f"{reason}; {note}" if reason else note)
+            status, reason = (("FAILED", note) if status == "FINISHED"
+                              else (status, f"{reason}; {note}" if reason else note))
         try:
             run.tracked.finish(status, reason)
         except Exception as exc:  # noqa: BLE001 - the error that ended the run matters more
             if failure is not None or reason is None:
                 raise
-            warnings.warn(f"run {run.run_id} could not be marked {status} ({_first_line(exc)}); the next aepipe command "
-                          "that opens the store ends it", RunNotEndedWarning, stacklevel=2)
+            warnings.warn(f"run {run.run_id} could not be marked {status} ({_first_line(exc)}); the next aepipe "
+                          "command that opens the store ends it", RunNotEndedWarning, stacklevel=2)
         if failure is not None:
             raise failure
 
@@ -384,12 +395,14 @@ def _first_line(exc: BaseException) -> str:
 
 def _parts(run: RunContext) -> dict[str, Any]:
     model = run.model
-    own = {k: {name: opt.state_dict() for name, opt in r.optimizers.items()} for k, r in model.regularizers.items() if r.optimizers}
+    own = {k: {name: opt.state_dict() for name, opt in r.optimizers.items()}
+           for k, r in model.regularizers.items() if r.optimizers}
     return {"model": model.state_dict(), "optimizer": run.optimizer.state_dict(), "regularizer_optimizers": own,
             "schedule": run.schedule.state_dict()}
 
 
-def _load_parts(parts: dict[str, Any], model: AutoEncoder, optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> None:
+def _load_parts(parts: dict[str, Any], model: AutoEncoder, optimizer: torch.optim.Optimizer,
+                schedule: LRSchedule) -> None:
     model.load_state_dict(parts["model"])
     optimizer.load_state_dict(parts["optimizer"])
     for key, states in parts.get("regularizer_optimizers", {}).items():
@@ -414,6 +427,6 @@ def train(
     """Train ``pipeline`` as one tracked run (MLflow unless ``tracker`` says otherwise), or
     continue run ``resume`` (``pipeline`` may then be None: the run's own is used, with
     ``overrides`` over it). ``artifacts`` and ``data_cache``: see :class:`Trainer`."""
-    trainer = Trainer(pipeline, pm, device=device, reporter=reporter, tracker=tracker, on_start=on_start, overrides=overrides,
-                      artifacts=artifacts, data_cache=data_cache)
+    trainer = Trainer(pipeline, pm, device=device, reporter=reporter, tracker=tracker, on_start=on_start,
+                      overrides=overrides, artifacts=artifacts, data_cache=data_cache)
     return trainer.run(resume=resume, tags=tags)

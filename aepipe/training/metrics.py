@@ -74,8 +74,11 @@ def _check_names(metrics: dict[str, Any], prefix: str, place: str, part: Any, me
         why = bad_metric_name(prefix + name if isinstance(name, str) else name)
         if why is not None:
             module = type(part).__module__
-            raise PluginError(f"the {place} '{getattr(part, 'name', '?')}' (from {module}) returned the metric {name!r} "
-                              f"from {method}, a name a tracking store refuses: {why}", plugin=module)
+            raise PluginError(
+                f"the {place} '{getattr(part, 'name', '?')}' (from {module}) returned the metric {name!r} "
+                f"from {method}, a name a tracking store refuses: {why}",
+                plugin=module,
+            )
 
 
 def fit_on_codes(model: AutoEncoder, sampler: Any, split: Any) -> dict[str, float]:
@@ -90,7 +93,9 @@ def fit_on_codes(model: AutoEncoder, sampler: Any, split: Any) -> dict[str, floa
     return {k: float(v) for k, v in metrics.items()}
 
 
-def split_metrics(model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1024) -> dict[str, float]:
+def split_metrics(
+    model: AutoEncoder, x: Split | torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1024
+) -> dict[str, float]:
     """:func:`evaluate_tensors`, read back as floats."""
     return read_back(evaluate_tensors(model, x, y, batch_size))
 

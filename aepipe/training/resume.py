@@ -47,7 +47,9 @@ def _identity(tree: dict[str, Any]) -> dict[str, Any]:
 def pipeline_digest(text: str, where: str = "the pipeline") -> str:
     """SHA-256 of the resolved pipeline in TOML ``text``: every dotted key and value but those
     a resumed run may change (:data:`CHANGEABLE`), in a canonical order."""
-    canonical = json.dumps(_identity(StoredPipeline.loads(text, where).tree), sort_keys=True, default=str, ensure_ascii=False)
+    canonical = json.dumps(
+        _identity(StoredPipeline.loads(text, where).tree), sort_keys=True, default=str, ensure_ascii=False
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -73,15 +75,18 @@ def check_binding(state: TrainState, run_id: str, logged: str, where: str) -> No
     checkpoint (no run id) is judged by the digest of the pipeline inside it; once accepted,
     ``state`` is bound to the run, so the checkpoints it writes from now on record it."""
     if state.run_id and state.run_id != run_id:
-        raise ConfigError(f"{where}: its checkpoint is run {state.run_id}'s, not run {run_id}'s (copied from another run?); "
-                          f"refusing to continue run {run_id} from it")
+        raise ConfigError(
+            f"{where}: its checkpoint is run {state.run_id}'s, not run {run_id}'s (copied from another run?); "
+            f"refusing to continue run {run_id} from it"
+        )
     expected = pipeline_digest(logged, _logged(where, run_id))
     found = state.pipeline_digest or pipeline_digest(state.pipeline, _inside(where))
     if found != expected:
         ours = _identity(StoredPipeline.loads(logged, _logged(where, run_id)).tree)
         theirs = _identity(StoredPipeline.loads(state.pipeline, _inside(where)).tree)
         differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-        at = (f" (first at {differ[0]}: run has {_value(ours.get(differ[0]))}, checkpoint {_value(theirs.get(differ[0]))})"
+        at = (f" (first at {differ[0]}: run has {_value(ours.get(differ[0]))}, checkpoint "
+              f"{_value(theirs.get(differ[0]))})"
               if differ else f" (digest {found[:12]}, the run's {expected[:12]})")
         raise ConfigError(f"{where}: its checkpoint was written for another pipeline than run {run_id}'s logged "
                           f"{LOGGED}{at}; refusing to continue the run from it")
@@ -138,7 +143,9 @@ def pipeline_for_resume(pm: Any, run_id: str, state: TrainState, logged: str, as
     if asked is None:
         return own
     before, now = flatten(own_tree), asked.flat()
-    differ = sorted(k for k in set(before) | set(now) if k != "train.epochs" and k not in FREE and before.get(k) != now.get(k))
+    differ = sorted(
+        k for k in set(before) | set(now) if k != "train.epochs" and k not in FREE and before.get(k) != now.get(k)
+    )
     if differ:
         k = differ[0]
         raise ConfigError(
@@ -149,8 +156,10 @@ def pipeline_for_resume(pm: Any, run_id: str, state: TrainState, logged: str, as
     origin = asked.origins.get("train.epochs", "")
     if origin.startswith("--set"):  # only an explicit --set changes the run's epochs; a file's are the file's
         if asked_epochs < own_epochs:
-            raise ConfigError(f"--resume {run_id}: {origin} is fewer than the {own_epochs} epochs the run was started with; "
-                              "a resumed run can only train longer")
+            raise ConfigError(
+                f"--resume {run_id}: {origin} is fewer than the {own_epochs} epochs the run was started with; "
+                "a resumed run can only train longer"
+            )
         own.settings.train.epochs = asked_epochs
     for key in FREE:
         section, name = key.split(".")

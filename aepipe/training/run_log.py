@@ -65,14 +65,16 @@ def system_metrics(s: TrackingSettings) -> float | bool:
 
 
 def log_start(run: RunContext, dataset: bool = True) -> None:
-    """The run's parameters (dotted keys), its seed and group tags, its resolved pipeline and (``dataset``) its training data."""
+    """The run's parameters (dotted keys), its seed and group tags, its resolved pipeline and (``dataset``) its
+    training data."""
     from aepipe.seeds import seed_tags
 
     p = run.config
     flat = p.flat()
     run.tracked.log_params(flat)
     run.tracked.set_tags(seed_tags(flat))  # runs of this pipeline over seeds: one group (aepipe.seeds)
-    run.tracked.log_text(run.state.pipeline, "pipeline.toml")  # the TOML the run was assembled with (and its checkpoint holds)
+    # the TOML the run was assembled with (and its checkpoint holds)
+    run.tracked.log_text(run.state.pipeline, "pipeline.toml")
     if dataset:
         _dataset(run)
 
@@ -107,15 +109,20 @@ def _figures(run: RunContext) -> None:
     x, y = data.test.head(20)
     recon = model(x, y).cpu().numpy()
     title = f"{name} on {data.name}: test inputs (rows 1, 3) and reconstructions (rows 2, 4)"
-    run.log_figure(figures.reconstruction_grid(x.cpu().numpy(), recon, data.image_shape, title), "images/reconstructions.png")
+    run.log_figure(
+        figures.reconstruction_grid(x.cpu().numpy(), recon, data.image_shape, title), "images/reconstructions.png"
+    )
     if run.history:
         run.log_figure(figures.loss_curves(run.history, f"{name} on {data.name}"), "images/loss_curves.png")
     x, y = data.test.head(SCATTER_POINTS)
     labels = None if y is None else y.cpu().numpy()
-    run.log_figure(figures.latent_scatter(codes(model, x, y), labels, f"{name} on {data.name}: test codes"), "images/latent.png")
+    run.log_figure(
+        figures.latent_scatter(codes(model, x, y), labels, f"{name} on {data.name}: test codes"), "images/latent.png"
+    )
     if model.prior is not None or model.sampler is not None or not model.spec.conditional:
         images, rows = prior_samples(model)
-        source = f"sampler '{model.sampler.name}'" if model.sampler is not None else "the prior" if model.prior is not None else "N(0, I)"
+        source = (f"sampler '{model.sampler.name}'" if model.sampler is not None
+                  else "the prior" if model.prior is not None else "N(0, I)")
         title = f"{name}: samples through {source}" + (", one row per class" if rows else "")
         run.log_figure(figures.sample_grid(images, data.image_shape, title, rows), "images/samples.png")
 

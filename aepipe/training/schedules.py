@@ -20,7 +20,9 @@ class LRSchedule:
     """The learning-rate schedule of ``[train.lr_schedule]``: stepped once per epoch (after
     validation; ``plateau`` watches ``val_loss``), or once per batch for ``onecycle``."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, s: LRScheduleSettings, lr: float, epochs: int, steps_per_epoch: int):
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, s: LRScheduleSettings, lr: float, epochs: int, steps_per_epoch: int
+    ):
         self.optimizer = optimizer
         self.per_batch = s.name == "onecycle"
         self.plateau: lr_scheduler.ReduceLROnPlateau | None = None
@@ -37,8 +39,14 @@ class LRSchedule:
             main = lr_scheduler.OneCycleLR(optimizer, max_lr=s.max_lr or 10 * lr, total_steps=epochs * steps_per_epoch,
                                            pct_start=s.pct_start)
         elif s.name == "plateau":
-            self.plateau = lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience, min_lr=s.min_lr)
-        warm = lr_scheduler.LinearLR(optimizer, start_factor=1 / (s.warmup_epochs + 1), total_iters=s.warmup_epochs) if s.warmup_epochs else None
+            self.plateau = lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=s.factor, patience=s.patience, min_lr=s.min_lr
+            )
+        warm = (
+            lr_scheduler.LinearLR(optimizer, start_factor=1 / (s.warmup_epochs + 1), total_iters=s.warmup_epochs)
+            if s.warmup_epochs
+            else None
+        )
         if warm is not None and main is not None:
             self.scheduler: Any = lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[s.warmup_epochs])
         else:

@@ -53,8 +53,9 @@ def sanity_check(model: AutoEncoder, data: DataBundle, batch_size: int, source: 
     except Exception as exc:  # noqa: BLE001
         who = _culprit(exc) or "the model"
         raise ConfigError(
-            f"{source}: a first training step failed in {who}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            " (check code_dim, the components' settings and that encoder and decoder fit the data)"
+            f"{source}: a first training step failed in {who}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''} (check code_dim, the components' settings and that "
+            "encoder and decoder fit the data)"
         ) from exc
     finally:
         model.zero_grad(set_to_none=True)

@@ -4,7 +4,8 @@
 weights: the epochs done, the best validation value and its weights, epochs without improvement,
 the metric history, the random generators and, when a run was stopped between two batches, the
 position inside the epoch; and what binds it to its run: the run's id and the digest of the
-pipeline the run logged (:mod:`aepipe.training.resume` checks both before a run continues). :func:`save_checkpoint` writes it with the model's, optimizers' and
+pipeline the run logged (:mod:`aepipe.training.resume` checks both before a run continues).
+:func:`save_checkpoint` writes it with the model's, optimizers' and
 schedule's state; :func:`load_checkpoint` reads it back with ``torch.load(weights_only=True)``,
 so a checkpoint can never run code.
 """
@@ -56,7 +57,9 @@ class TrainState:
     position: Position | None = None
     rng: dict[str, Any] = field(default_factory=dict)
 
-    def record(self, epoch: int, metrics: dict[str, float], min_delta: float, patience: int, weights: dict[str, torch.Tensor]) -> bool:
+    def record(
+        self, epoch: int, metrics: dict[str, float], min_delta: float, patience: int, weights: dict[str, torch.Tensor]
+    ) -> bool:
         """Add an epoch's metrics; keep a copy of ``weights`` when it is the best so far.
         Returns whether training should stop early."""
         self.epoch = epoch
@@ -97,9 +100,12 @@ class TrainState:
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "position"}
-        out["best_weights"] = None if self.best_weights is None else {k: v.detach().cpu() for k, v in self.best_weights.items()}
-        out["position"] = None if self.position is None else {**asdict(self.position), "perm": self.position.perm.cpu(),
-                                                                 "sums": None if self.position.sums is None else self.position.sums.cpu()}
+        out["best_weights"] = (
+            None if self.best_weights is None else {k: v.detach().cpu() for k, v in self.best_weights.items()}
+        )
+        out["position"] = None if self.position is None else {
+            **asdict(self.position), "perm": self.position.perm.cpu(),
+            "sums": None if self.position.sums is None else self.position.sums.cpu()}
         return out
 
     @classmethod

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 
-def optimizer_step(model: Any, optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: Any, max_grad_norm: float = 0.0,
+def optimizer_step(model: Any, optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: Any,
+                   max_grad_norm: float = 0.0,
                    params: list[torch.nn.Parameter] | None = None, after: list[Any] | None = None,
                    owned: list[Any] | None = None) -> dict[str, torch.Tensor]:
     """Train ``model`` on ``loss`` (the first result of ``model.step``, whose :class:`Step` is

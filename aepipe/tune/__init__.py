@@ -45,9 +45,11 @@ from aepipe.tune.study import (
 from aepipe.tune.supervise import Placement, Workers, start_workers, stop_with_parent, worker_placement
 from aepipe.tune.worker import ObjectiveError, recover_dead_trials, run_worker
 
-__all__ = ["prepare_study", "open_study", "ensure_parent_run", "run_worker", "start_workers", "Workers", "finish", "records_results", "heal",
+__all__ = ["prepare_study", "open_study", "ensure_parent_run", "run_worker", "start_workers", "Workers", "finish",
+           "records_results", "heal",
            "stop_with_parent", "summary_rows", "best_trials", "worker_placement", "Placement", "Study", "TuneSettings",
            "ParamSpec", "make_storage", "default_storage_url", "mask_url", "command_id", "recover_dead_trials",
-           "end_trial_run", "finished_count", "ObjectiveError", "COMMAND_ATTR", "COMMAND_ENV", "FAIL_ATTR", "PARENT_ATTR", "RUN_ATTR",
-           "WORKER_ATTR", "retrying", "FINGERPRINT_ATTR", "hold_to_fingerprint", "fingerprint", "default_name", "check_registry",
-           "model_name"]
+           "end_trial_run", "finished_count", "ObjectiveError", "COMMAND_ATTR", "COMMAND_ENV", "FAIL_ATTR",
+           "PARENT_ATTR", "RUN_ATTR",
+           "WORKER_ATTR", "retrying", "FINGERPRINT_ATTR", "hold_to_fingerprint", "fingerprint", "default_name",
+           "check_registry", "model_name"]

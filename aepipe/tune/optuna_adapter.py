@@ -198,7 +198,9 @@ def make_storage(url: str):
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockLock(f"{path}.lock.flock")))
     if url.startswith("postgresql://"):
-        raise ConfigError(f"--storage {mask_url(url)}: use postgresql+psycopg://... (SQLAlchemy maps postgresql:// to psycopg2)")
+        raise ConfigError(
+            f"--storage {mask_url(url)}: use postgresql+psycopg://... (SQLAlchemy maps postgresql:// to psycopg2)"
+        )
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     try:
@@ -262,9 +264,11 @@ def open_study(st: Study, epochs: int, shared: bool | None = None) -> Any:
         raise ConfigError(f"study '{st.name}' in {mask_url(st.storage_url)}: {exc}") from None
     existing = [d.name.lower() for d in st.study.directions]
     if existing != directions:
-        raise ConfigError(f"study '{st.name}' in {mask_url(st.storage_url)} optimises in the directions {existing}; this "
-                          f"pipeline asks for {directions}: a changed objective never joins a study; run it as a new study "
-                          "with --study NEW_NAME (or [tune] study)")
+        raise ConfigError(
+            f"study '{st.name}' in {mask_url(st.storage_url)} optimises in the directions {existing}; this "
+            f"pipeline asks for {directions}: a changed objective never joins a study; run it as a new study "
+            "with --study NEW_NAME (or [tune] study)"
+        )
     return st.study
 
 

@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from aepipe.errors import AepipeError, ConfigError
-from aepipe.tune.study import (COMMAND_ATTR, FINGERPRINT_TAG, PARENT_ATTR, RUN_ATTR, Study, command_id, digest, finished_count,
-                               mask_url, retrying)
+from aepipe.tune.study import (COMMAND_ATTR, FINGERPRINT_TAG, PARENT_ATTR, RUN_ATTR, Study, command_id, digest,
+                               finished_count, mask_url, retrying)
 
 
 def ensure_parent_run(st: Study) -> str:
@@ -93,9 +93,11 @@ def check_registry(st: Study) -> None:
         except (RunNotFoundError, ConfigError):
             tags = {}
         if not parent or tags.get("aepipe.study") != st.name or tags.get("mlflow.parentRunId") != parent:
-            raise ConfigError(f"registered model '{name}' holds a version of run {run_id}, which is not a trial of study "
-                              f"'{st.name}'{f' (parent run {parent})' if parent else ''}: a registered model holds one "
-                              "study's models; tune under another --study name, or delete that registered model")
+            raise ConfigError(
+                f"registered model '{name}' holds a version of run {run_id}, which is not a trial of study "
+                f"'{st.name}'{f' (parent run {parent})' if parent else ''}: a registered model holds one "
+                "study's models; tune under another --study name, or delete that registered model"
+            )
 
 
 def heal(st: Study) -> int:
@@ -108,8 +110,11 @@ def heal(st: Study) -> int:
     from aepipe.tracking.sweep import end_dead_runs
 
     tracker = default_tracker()
-    ended = end_dead_runs(tracker, tracker.find_runs(st.experiment_id, {"aepipe.study": st.name}),
-                          lambda record: f"its process ({record.tags[LEASE_OWNER]}) died; ended when the study ran again")
+    ended = end_dead_runs(
+        tracker,
+        tracker.find_runs(st.experiment_id, {"aepipe.study": st.name}),
+        lambda record: f"its process ({record.tags[LEASE_OWNER]}) died; ended when the study ran again",
+    )
     for record in ended:
         remove_leftovers(tracker, record.run_id)
     return len(ended)
@@ -161,7 +166,9 @@ def finish(st: Study, pm: Any = None, device: str | None = None, register: bool 
         why = str(exc) if isinstance(exc, AepipeError) else f"{type(exc).__name__}: {exc}"
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         try:
-            tracker.end_run(st.parent_run_id, status, f"recording the study's results failed: {' '.join(why.split())[:2000]}")
+            tracker.end_run(
+                st.parent_run_id, status, f"recording the study's results failed: {' '.join(why.split())[:2000]}"
+            )
         except Exception:  # noqa: BLE001 - the store itself may be what failed: the first error is the one to tell
             pass
         raise
@@ -201,7 +208,8 @@ def _record(st: Study, tracker, parent, pm, device, register, echo) -> None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(complete) >= 2 and len(st.distributions) >= 1:
             target = None if len(study.directions) == 1 else (lambda t: t.values[0])
-            figures.append((ovm.plot_param_importances(study, target=target, target_name=metrics[0]).figure, "study/param_importances.png"))
+            figures.append((ovm.plot_param_importances(study, target=target, target_name=metrics[0]).figure,
+                            "study/param_importances.png"))
         if len(study.directions) == 1:
             figures.append((ovm.plot_intermediate_values(study).figure, "study/intermediate_values.png"))
     except Exception as exc:  # noqa: BLE001 - a plot that cannot be drawn must not lose the study
@@ -239,7 +247,8 @@ def log_best_artifacts(st: Study, best: list, pm: Any, device: str | None, echo=
         except Exception as exc:  # noqa: BLE001 - one trial's files that cannot be rebuilt must not lose the study's results
             missing.add(run_id)
             why = str(exc) if isinstance(exc, AepipeError) else f"{type(exc).__name__}: {exc}"
-            note = f"trial {trial.number} (run {run_id}): its figures and model could not be logged: {' '.join(why.split())[:500]}"
+            note = (f"trial {trial.number} (run {run_id}): its figures and model could not be logged: "
+                    f"{' '.join(why.split())[:500]}")
             tracker.open(st.parent_run_id).set_tags({"aepipe.artifacts_error": note[:5000]})
             echo(f"warning: {note}")
     return missing

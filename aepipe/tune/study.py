@@ -35,7 +35,8 @@ FINGERPRINT_TAG = "aepipe.fingerprint"  # its digest, on the parent run
 #: settings that say how much of a study to run (its budgets: trials, time, epochs), where, how
 #: fast and what to log, not what its trials are: they may change between two commands of one
 #: study (prefixes of dotted keys), but for :data:`BOUND_SETTINGS`
-FREE_SETTINGS = ("tune.", "description", "train.device", "train.epochs", "train.checkpoint_", "train.compile", "tracking.")
+FREE_SETTINGS = ("tune.", "description", "train.device", "train.epochs", "train.checkpoint_", "train.compile",
+                 "tracking.")
 #: where the trials' runs go: never changed under a study
 BOUND_SETTINGS = ("tracking.experiment",)
 
@@ -95,8 +96,8 @@ class Study:
     hints: list = field(default_factory=list)
 
 
-def prepare_study(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...] = (), study_name: str | None = None,
-            storage_url: str | None = None, n_trials: int | None = None) -> Study:
+def prepare_study(pm: AepipePluginManager, path: str | Path, overrides: tuple[str, ...] = (),
+                  study_name: str | None = None, storage_url: str | None = None, n_trials: int | None = None) -> Study:
     """Validate the ``[tune]`` section and every search-space entry against the pipeline, before
     any trial runs."""
     from aepipe.config import resolve
@@ -176,7 +177,10 @@ def _differences(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> st
     unset = object()
     order = sorted(set(old) | set(new), key=lambda k: (k.count("."), not k.endswith(".name"), k))
     keys = [k for k in order if old.get(k, unset) != new.get(k, unset)]
-    shown = [f"{k} {_shown_setting(old.get(k, unset), unset)} -> {_shown_setting(new.get(k, unset), unset)}" for k in keys[:limit]]
+    shown = [
+        f"{k} {_shown_setting(old.get(k, unset), unset)} -> {_shown_setting(new.get(k, unset), unset)}"
+        for k in keys[:limit]
+    ]
     return ", ".join(shown) + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
 
 
@@ -201,14 +205,18 @@ def hold_to_fingerprint(st: Study, allow_new_space: bool = False) -> None:
     new_name = "run it as a new study with --study NEW_NAME (or [tune] study)"
     if not old:
         if st.study.trials:
-            st.binding_notes.append(("recorded on reopen", f"{where} was made before aepipe recorded what a study tunes; "
-                                     "its trials are taken to tune this pipeline, whose fingerprint it holds from now on"))
+            st.binding_notes.append(("recorded on reopen",
+                                     f"{where} was made before aepipe recorded what a study tunes; "
+                                     "its trials are taken to tune this pipeline, whose fingerprint it holds from now "
+                                     "on"))
         st.study.set_user_attr(FINGERPRINT_ATTR, new)
         return
     if old.get("objective") != new["objective"]:
-        raise ConfigError(f"{where} optimises {_objective(old['objective'])}; this pipeline asks for "
-                          f"{_objective(new['objective'])}: trials of another objective are not comparable, so a changed "
-                          f"objective never joins a study; {new_name}")
+        raise ConfigError(
+            f"{where} optimises {_objective(old['objective'])}; this pipeline asks for "
+            f"{_objective(new['objective'])}: trials of another objective are not comparable, so a changed "
+            f"objective never joins a study; {new_name}"
+        )
     if old.get("pipeline") != new["pipeline"]:
         raise ConfigError(f"{where} tunes another pipeline: {_differences(old.get('pipeline', {}), new['pipeline'])}; "
                           f"its trials are not comparable with this pipeline's; {new_name}")

@@ -30,7 +30,9 @@ def worker_placement(n_workers: int, device: str, gpus: int, cpu_count: int, vis
     threads = str(max(1, cpu_count // n_workers))
     spread = gpus > 0 and device in ("auto", "cuda")
     if not spread:
-        return [Placement({"AEPIPE_NUM_THREADS": threads}, None, f"{threads} CPU thread(s) each") for _ in range(n_workers)]
+        return [
+            Placement({"AEPIPE_NUM_THREADS": threads}, None, f"{threads} CPU thread(s) each") for _ in range(n_workers)
+        ]
     ids = [v.strip() for v in visible.split(",")][:gpus] if visible else [str(g) for g in range(gpus)]
     return [Placement({"AEPIPE_NUM_THREADS": threads, "CUDA_VISIBLE_DEVICES": ids[i % gpus]}, 0 if i == 0 else None,
                       f"one GPU each, round robin over {gpus}") for i in range(n_workers)]
@@ -66,7 +68,9 @@ def start_workers(st, pipeline, overrides, n_workers, timeout, device, placed_on
     from aepipe.tune.study import command_id
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    placement = worker_placement(n_workers, placed_on, gpus, os.cpu_count() or 1, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    placement = worker_placement(
+        n_workers, placed_on, gpus, os.cpu_count() or 1, os.environ.get("CUDA_VISIBLE_DEVICES")
+    )
     # the storage URL travels in the environment: a password never shows in the process list
     args = [sys.executable, "-m", "aepipe.cli", "tune", str(pipeline), "--worker", "--study", st.name,
             "--n-trials", str(st.settings.n_trials)]
@@ -119,7 +123,8 @@ class Workers:
                         continue
                     del procs[i]
                     stopped = rc in (130, -2, -15, 143)  # Ctrl-C or SIGTERM: stopped on purpose, not died
-                    if (rc != 0 and not stopped and not done.is_set() and finished_count(st.study) < st.settings.n_trials
+                    if (rc != 0 and not stopped and not done.is_set()
+                            and finished_count(st.study) < st.settings.n_trials
                             and restarts < 2 * n_workers):
                         restarts += 1
                         echo(f"worker {i} (pid {proc.pid}) exited with {rc}; starting a new one")

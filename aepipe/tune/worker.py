@@ -51,7 +51,9 @@ def recover_dead_trials(study) -> int:
     return recovered
 
 
-def run_worker(pm: AepipePluginManager, st: Study, device: str | None = None, poll: float = 2.0, echo=print) -> dict[str, int]:
+def run_worker(
+    pm: AepipePluginManager, st: Study, device: str | None = None, poll: float = 2.0, echo=print
+) -> dict[str, int]:
     """Run trials until the study holds ``n_trials`` finished trials (or the timeout passes).
     Ctrl-C or SIGTERM stops it: the trial in training between two batches (its run KILLED), or
     between trials, never in the middle of a write to the study."""
@@ -127,7 +129,9 @@ def _run_worker(pm: AepipePluginManager, st: Study, device: str | None, poll: fl
             study.tell(trial, state=TrialState.FAIL)
             counts["failed"] += 1
             if counts["failed"] >= max_failures:
-                raise AepipeError(f"study '{st.name}': {counts['failed']} trials failed in this worker (last: {reason}); stopping")
+                raise AepipeError(
+                    f"study '{st.name}': {counts['failed']} trials failed in this worker (last: {reason}); stopping"
+                )
         pm.call_plugin_hook("aepipe_trial_end", study=st.name, number=trial.number, state=state.name, values=values,
                             params=dict(trial.params), run_id=trial.user_attrs.get(RUN_ATTR))
         shown = "" if values is None else " ".join(f"{m}={v:.5g}" for m, v in zip(metrics, values))
@@ -155,7 +159,8 @@ def _run_trial(pm, st: Study, trial, device, metrics, single, train, resolve):
         missing = [m for m in metrics if m not in epoch_metrics]
         if missing:
             available = ", ".join(sorted(k for k in epoch_metrics if k.startswith("val_")))
-            raise ObjectiveError(f"{st.pipeline_path}: [tune] metric '{missing[0]}' is not a per-epoch metric of this pipeline; available: {available}")
+            raise ObjectiveError(f"{st.pipeline_path}: [tune] metric '{missing[0]}' is not a per-epoch metric of this "
+                                 f"pipeline; available: {available}")
         if single:
             trial.report(epoch_metrics[metrics[0]], epoch)
             if trial.should_prune():

@@ -95,8 +95,8 @@ def reconstruct(run_id: str, input_path: str | Path, output: str | Path, device:
     return Written(output, len(out), "reconstructions", tuple(raw.shape))
 
 
-def sample(run_id: str, count: int, output: str | Path, label: int | None = None, grid: str | Path | None = None, seed: int = 0,
-           device: str = "auto", scaled: bool = False, sampler: str | None = None) -> Written:
+def sample(run_id: str, count: int, output: str | Path, label: int | None = None, grid: str | Path | None = None,
+           seed: int = 0, device: str = "auto", scaled: bool = False, sampler: str | None = None) -> Written:
     """Draw ``count`` codes through ``run_id``'s sampler (its own, ``prior``, or one ``fit-sampler``
     logged; default: the run's own, else its prior, else N(0, I)), decode them and write them to
     ``output`` (and a PNG ``grid``)."""

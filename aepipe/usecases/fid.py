@@ -15,8 +15,8 @@ from aepipe.evaluation.ladder import DESCRIPTIONS, ladder_table
 __all__ = ["DEFAULT_FEATURES", "DESCRIPTIONS", "METRICS", "calibrate", "compare_image_sets", "fid", "ladder_table"]
 
 
-def fid(a: str | Path, b: str | Path, features: str = DEFAULT_FEATURES, dataset: str | None = None, pipeline: Path | None = None,
-        device: str = "auto", pm: Any = None) -> dict[str, Any]:
+def fid(a: str | Path, b: str | Path, features: str = DEFAULT_FEATURES, dataset: str | None = None,
+        pipeline: Path | None = None, device: str = "auto", pm: Any = None) -> dict[str, Any]:
     """:func:`compare_image_sets` with the dataset of a learned space named by ``dataset`` (its
     default settings and split) or by ``pipeline``'s ``[data]`` table."""
     if dataset is not None and pipeline is not None:
@@ -31,7 +31,8 @@ def fid(a: str | Path, b: str | Path, features: str = DEFAULT_FEATURES, dataset:
     return compare_image_sets(a, b, features=features, dataset=table, device=device, pm=pm)
 
 
-def compare_image_sets(a: str | Path, b: str | Path, features: str = DEFAULT_FEATURES, dataset: dict[str, Any] | None = None,
+def compare_image_sets(a: str | Path, b: str | Path, features: str = DEFAULT_FEATURES,
+                       dataset: dict[str, Any] | None = None,
                        device: str = "auto", pm: Any = None, k: int = 5) -> dict[str, Any]:
     """``fid, kid, precision, recall, density, coverage`` between
     the images of ``a`` (the real ones) and ``b`` (``.npy`` arrays or folders; see
@@ -51,7 +52,9 @@ def compare_image_sets(a: str | Path, b: str | Path, features: str = DEFAULT_FEA
     cls = pm.registry.get("feature", features)  # an unknown space fails before any file is read
     x_a, x_b = read_images(a, f"A ({a})"), read_images(b, f"B ({b})")
     if x_a.shape[1:] != x_b.shape[1:]:
-        raise DataError(f"A holds images of shape {x_a.shape[1:]}, B of shape {x_b.shape[1:]}; compare images of one shape")
+        raise DataError(
+            f"A holds images of shape {x_a.shape[1:]}, B of shape {x_b.shape[1:]}; compare images of one shape"
+        )
     try:
         dev = select_device(device)
     except ConfigError as exc:  # its message names the pipeline setting; here it is the option

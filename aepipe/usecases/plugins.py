@@ -48,4 +48,6 @@ def check(pm: Any, only: str | None = None, echo: Callable[[str], None] = print)
         echo(f"problem: {line}")
     if problems:
         raise PluginError(f"{len(problems)} problem(s) in installed plugins (listed above)")
-    return f"{'plugin ' + only if only else f'all {len(pm.infos)} plugins'}: every component passes the conformance suite"
+    return (
+        f"{'plugin ' + only if only else f'all {len(pm.infos)} plugins'}: every component passes the conformance suite"
+    )

@@ -16,7 +16,8 @@ def is_leader() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def train_pipeline(pipeline: str | Path | Any | None, pm: Any = None, overrides: tuple[str, ...] | list[str] = (), device: str | None = None,
+def train_pipeline(pipeline: str | Path | Any | None, pm: Any = None, overrides: tuple[str, ...] | list[str] = (),
+                   device: str | None = None,
                    resume: str | None = None, reporter: Callable[[int, int, dict[str, float]], None] | None = None,
                    **options: Any) -> Any:
     """Train ``pipeline`` (a TOML file with ``--set`` ``overrides``, or a pipeline
@@ -38,8 +39,8 @@ def train_pipeline(pipeline: str | Path | Any | None, pm: Any = None, overrides:
                         overrides=tuple(overrides) if pipeline is None else (), **options)
 
 
-def seed_overrides(pipeline: str | Path | None, overrides: tuple[str, ...] | list[str], seeds: int, resume: str | None = None,
-                   nproc: int = 1, pm: Any = None) -> list[list[str]]:
+def seed_overrides(pipeline: str | Path | None, overrides: tuple[str, ...] | list[str], seeds: int,
+                   resume: str | None = None, nproc: int = 1, pm: Any = None) -> list[list[str]]:
     """The ``--set`` overrides of each of ``seeds`` runs of ``pipeline``: ``overrides`` and
     ``train.seed`` = the resolved pipeline's seed, that seed + 1, ... (the runs then share a group
     key, :mod:`aepipe.seeds`). New runs on this process only: no ``resume``, no ``nproc``."""
@@ -78,7 +79,8 @@ def train_on_processes(nproc: int, pipeline: Path | None, overrides: tuple[str, 
     _prepare(pipeline, overrides, resume, None)
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         raise ConfigError("--nproc: this process was already started by a launcher (WORLD_SIZE is set); drop --nproc")
-    args = [sys.executable, "-m", "aepipe.training.launch", "--standalone", f"--nproc-per-node={nproc}", "-m", "aepipe.cli", "train"]
+    args = [sys.executable, "-m", "aepipe.training.launch", "--standalone", f"--nproc-per-node={nproc}", "-m",
+            "aepipe.cli", "train"]
     args += [str(pipeline)] if pipeline is not None else []
     for text in overrides:
         args += ["--set", text]
@@ -86,8 +88,11 @@ def train_on_processes(nproc: int, pipeline: Path | None, overrides: tuple[str, 
         if value is not None:
             args += [flag, value]
     args += ["--json"] * as_json + ["--quiet"] * quiet
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))),
-           "LOGLEVEL": os.environ.get("LOGLEVEL", "ERROR")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))),
+        "LOGLEVEL": os.environ.get("LOGLEVEL", "ERROR"),
+    }
     proc = subprocess.Popen(args, env=env)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.SIG_IGN)

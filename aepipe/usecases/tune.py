@@ -10,9 +10,10 @@ from typing import Any, Callable
 from aepipe.errors import ConfigError
 
 
-def open_pipeline_study(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None = None, storage: str | None = None,
-                        n_trials: int | None = None, timeout: float | None = None, shared: bool | None = None, pm: Any = None,
-                        allow_new_space: bool = False):
+def open_pipeline_study(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None = None,
+                        storage: str | None = None,
+                        n_trials: int | None = None, timeout: float | None = None, shared: bool | None = None,
+                        pm: Any = None, allow_new_space: bool = False):
     """The study of ``pipeline``, its settings and name checked, its Optuna study opened (created
     if new) and held to what it tunes (:func:`aepipe.tune.study.hold_to_fingerprint`)."""
     from aepipe import secrets
@@ -30,8 +31,10 @@ def open_pipeline_study(pipeline: Path, overrides: tuple[str, ...] = (), study_n
     stem = Path(pipeline).stem
     if (study_name is None and st.settings.study is None and st.name != stem and not st.study.trials
             and optuna_adapter.has_study(st.study, stem)):
-        st.hints.append(f"the study of {pipeline} is now named '{st.name}' (its experiment and its file's name); the "
-                        f"study '{stem}' in the same storage may be its study from before: --study {stem} goes on with it")
+        st.hints.append(
+            f"the study of {pipeline} is now named '{st.name}' (its experiment and its file's name); the "
+            f"study '{stem}' in the same storage may be its study from before: --study {stem} goes on with it"
+        )
     return st
 
 
@@ -59,13 +62,16 @@ def tune(pipeline: Path, overrides: tuple[str, ...] = (), study_name: str | None
     # a command with workers opens the store (importing MLflow) once they started: their start-up overlaps its own
     check_writable("tune", open_store=not spawn)
     pm = pm or get_plugin_manager()
-    st = open_pipeline_study(pipeline, overrides, study_name, storage, n_trials, timeout, True if (worker or spawn) else None, pm,
-                    allow_new_space)
+    st = open_pipeline_study(pipeline, overrides, study_name, storage, n_trials, timeout,
+                             True if (worker or spawn) else None, pm, allow_new_space)
     if not worker:
         for note in [note for _, note in st.binding_notes] + st.hints:
             echo(f"note: {note}")
-    placed_on = device or st.base.settings.train.device  # where the trials train, and the best trials' files are rebuilt
-    workers = tuning.start_workers(st, pipeline, overrides, n_workers, timeout, device, placed_on, echo) if spawn else None
+    # where the trials train, and the best trials' files are rebuilt
+    placed_on = device or st.base.settings.train.device
+    workers = (
+        tuning.start_workers(st, pipeline, overrides, n_workers, timeout, device, placed_on, echo) if spawn else None
+    )
     try:
         if spawn:
             check_writable("tune")

@@ -47,7 +47,8 @@ def build_report(targets: Sequence[str], output: Path, experiments: Sequence[str
     names: the latest finished run of each variant; none: the latest of each variant in
     ``experiments``) to ``output`` and, with ``log``, keep it in MLflow (see the module's
     docstring). ``pareto``: ``"X,Y"``, two metrics to plot against each other (default: the
-    first of :data:`~aepipe.evaluation.report.pareto.PARETO_PAIRS` that two runs have). ``group``: runs that differ only in their
+    first of :data:`~aepipe.evaluation.report.pareto.PARETO_PAIRS` that two runs have). ``group``: runs that differ
+    only in their
     seed are one row of the table (mean and 95% interval over seeds); ``references``: a reference
     row (real against real data, :mod:`aepipe.evaluation.reference`) under generation metrics.
     Returns ``output``."""
@@ -76,8 +77,10 @@ def build_report(targets: Sequence[str], output: Path, experiments: Sequence[str
         raise RunNotFoundError("no finished aepipe runs to report")
     from aepipe.seeds import run_group
 
-    pages = [RunPage(p.run.info.run_id, p.run.data.tags.get("aepipe.variant", ""), p.run.data.tags.get("aepipe.dataset", ""),
-                     p.run.info.status, dict(p.run.data.metrics), p.study, group=run_group(p.run)[0], seed=run_group(p.run)[1])
+    pages = [RunPage(p.run.info.run_id, p.run.data.tags.get("aepipe.variant", ""),
+                     p.run.data.tags.get("aepipe.dataset", ""),
+                     p.run.info.status, dict(p.run.data.metrics), p.study, group=run_group(p.run)[0],
+                     seed=run_group(p.run)[1])
              for p in chosen]
     columns = metric_columns(pages)
     pair = choose_pareto(pages, wanted)

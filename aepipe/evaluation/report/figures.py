@@ -67,7 +67,9 @@ def _data(run_id: str, tracker: Any, pm: Any, device: Any, cache: dict[str, Any]
         if found is None:
             raise RunNotFoundError(f"run {run_id}: its model's pipeline.toml is missing")
         pipeline = read_stored_file(pm, found, f"run {run_id}: aepipe-model/pipeline.toml")
-    key = "\n".join([pipeline.dataset.name, pipeline.dataset.config.model_dump_json(), pipeline.settings.data.model_dump_json()])
+    key = "\n".join(
+        [pipeline.dataset.name, pipeline.dataset.config.model_dump_json(), pipeline.settings.data.model_dump_json()]
+    )
     if key not in cache:
         cache[key] = load_data(pipeline, device)
     return cache[key]
@@ -96,8 +98,12 @@ def _model_figures(page: RunPage, model: Any, data: Any, tracker: Any, pm: Any) 
                                           f"samples; fit one with: aepipe fit-sampler {page.run_id} --sampler NAME"))
     for sampler_name in samplers:
         label = "the model's default sampler" if sampler_name is None else f"sampler '{sampler_name}'"
-        out.append(_attempt(f"Samples through {label}", lambda s=sampler_name, label=label: _samples(page.run_id, model, s, label,
-                                                                                                       name, shape, tracker, pm)))
+        out.append(
+            _attempt(
+                f"Samples through {label}",
+                lambda s=sampler_name, label=label: _samples(page.run_id, model, s, label, name, shape, tracker, pm),
+            )
+        )
     out.append(_attempt("Interpolations between test codes", lambda: _interpolations(model, data, name, shape)))
 
     def latent():
@@ -119,7 +125,9 @@ def _samplers(run_id: str, model: Any) -> list[str | None]:
     return default + sorted(n for n in logged if n != own)
 
 
-def _samples(run_id: str, model: Any, sampler_name: str | None, label: str, name: str, shape: Any, tracker: Any, pm: Any):
+def _samples(
+    run_id: str, model: Any, sampler_name: str | None, label: str, name: str, shape: Any, tracker: Any, pm: Any
+):
     import torch
 
     from aepipe import figures
@@ -137,7 +145,9 @@ def _samples(run_id: str, model: Any, sampler_name: str | None, label: str, name
             rows = [f"class {c}" for c in range(classes)]
         else:
             images = model.sample(40, None, sampler).cpu().numpy()
-    return figures.sample_grid(images, shape, f"{name}: samples through {label}" + (", one row per class" if rows else ""), rows)
+    return figures.sample_grid(
+        images, shape, f"{name}: samples through {label}" + (", one row per class" if rows else ""), rows
+    )
 
 
 def interpolation_pairs(labels: Any, n: int, conditional: bool, pairs: int = 4) -> list[tuple[int, int]]:
@@ -196,7 +206,11 @@ def _logged_images(run_id: str) -> list[Figure]:
                 continue
             local = Path(client.download_artifacts(run_id, item.path, tmp))
             title = item.path.rsplit("/", 1)[-1][:-4].replace("_", " ")
-            found.append(Figure(f"{title.capitalize()} (logged by the run)", base64.b64encode(local.read_bytes()).decode("ascii")))
+            found.append(
+                Figure(
+                    f"{title.capitalize()} (logged by the run)", base64.b64encode(local.read_bytes()).decode("ascii")
+                )
+            )
     if not found:
         found.append(Figure("Images", note="the run logged no images (tracking.log_images = false)"))
     return found
@@ -223,4 +237,6 @@ def _curves(page: RunPage) -> Figure:
     rows = history(page.run_id, page.metrics)
     if not rows:
         return Figure("Training curves", note="the run logged no per-epoch metrics")
-    return _attempt("Training curves", lambda: figures.loss_curves(rows, f"{page.variant} ({page.run_id[:8]}) on {page.dataset}"))
+    return _attempt(
+        "Training curves", lambda: figures.loss_curves(rows, f"{page.variant} ({page.run_id[:8]}) on {page.dataset}")
+    )

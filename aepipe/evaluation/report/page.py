@@ -38,17 +38,17 @@ def _rounded(value: float) -> str:
 #: how to read the table's reference rows and its marks (one paragraph of the page)
 READING = ("<b>Reading the table.</b> A <i>reference</i> row (grey, italic) holds what real data scores against real "
            "data: the test split, which every run's samples are compared with, against as many other real rows of the "
-           "same dataset (from its training and validation splits) as the runs drew samples, in the same feature space. "
-           "It is the floor a perfect generator would score: FID and KID near it, precision, recall, density and "
-           "coverage near its values; a run far from it is far from the data, whatever the other rows score. A row of "
-           "several seeds shows the mean over them and &plusmn; the half-width of its 95% t-interval over seeds; "
+           "same dataset (from its training and validation splits) as the runs drew samples, in the same feature "
+           "space. It is the floor a perfect generator would score: FID and KID near it, precision, recall, density "
+           "and coverage near its values; a run far from it is far from the data, whatever the other rows score. A row "
+           "of several seeds shows the mean over them and &plusmn; the half-width of its 95% t-interval over seeds; "
            "[lo, hi] after a value is its 95% bootstrap interval over samples. The best value of each column is in "
            "bold green; a value whose interval overlaps the best one's is within noise of it (pale green, marked "
            "&asymp;): the table does not tell them apart.")
 
 
-def render_html(title: str, pages: Sequence[RunPage], columns: list[str], pair: tuple[str, str] | None, front: list[str],
-                pareto_figure: Figure | None, rows: Sequence[TableRow] | None = None) -> str:
+def render_html(title: str, pages: Sequence[RunPage], columns: list[str], pair: tuple[str, str] | None,
+                front: list[str], pareto_figure: Figure | None, rows: Sequence[TableRow] | None = None) -> str:
     """The page: every value of the table exactly as logged in ``data-value`` (``repr``: it reads
     back as the same float; a group's mean, its interval in ``data-lo``, ``data-hi``) and rounded
     in the cell; ``sort=COLUMN`` (or ``-COLUMN``) in the URL's fragment sorts the table on load, as
@@ -66,7 +66,8 @@ def render_html(title: str, pages: Sequence[RunPage], columns: list[str], pair: 
         if r.reference:
             run_cell = '<td class="text" data-col="run_id" data-value="">reference</td>'
         elif len(r.run_ids) == 1:
-            run_cell = f'<td class="text" data-col="run_id" data-value="{r.run_ids[0]}"><a href="#run-{r.run_ids[0]}">{r.run_ids[0]}</a></td>'
+            run_cell = (f'<td class="text" data-col="run_id" data-value="{r.run_ids[0]}"><a '
+                        f'href="#run-{r.run_ids[0]}">{r.run_ids[0]}</a></td>')
         else:
             links = " ".join(f'<a href="#run-{i}" title="seed {_e(s)}">{i[:8]}</a>' for i, s in zip(r.run_ids, r.seeds))
             run_cell = f'<td class="text" data-col="run_id" data-value="{r.run_ids[0]}">{links}</td>'
@@ -92,9 +93,11 @@ def render_html(title: str, pages: Sequence[RunPage], columns: list[str], pair: 
                                              if len(r.run_ids) > 1 else "")
         body.append(f'<tr{attrs}>{"".join(cells)}</tr>')
     parts = [f"<h1>{_e(title)}</h1>",
-             f'<p class="muted">{len(pages)} run(s); written {time.strftime("%Y-%m-%d %H:%M:%S %Z")} by aepipe {_e(__version__)}. '
+             f'<p class="muted">{len(pages)} run(s); written {time.strftime("%Y-%m-%d %H:%M:%S %Z")} by aepipe '
+             f'{_e(__version__)}. '
              "Best value of each column in bold green; click a header to sort.</p>",
-             '<h2 id="table">Metrics</h2><div class="scroll"><table id="metrics"><thead><tr>' + head + "</tr></thead><tbody>"
+             '<h2 id="table">Metrics</h2><div class="scroll"><table id="metrics"><thead><tr>' + head
+             + "</tr></thead><tbody>"
              + "".join(body) + "</tbody></table></div>",
              f'<p id="reading">{READING}</p>']
     parts.append('<h2 id="pareto">Pareto plot</h2>')

@@ -71,5 +71,7 @@ def pareto_figure(pages: Sequence[RunPage], pair: tuple[str, str], front: list[s
     ax.set_ylabel(f"{y_key} ({arrow[higher_better(y_key)]})")
     ax.set_title(f"{len(front)} of {len(shown)} runs on the Pareto front (red stars)", fontsize=10)
     ax.grid(alpha=0.3)
-    note = None if len(shown) == len(pages) else f"{len(pages) - len(shown)} run(s) lack one of the two metrics: not shown"
+    note = (
+        None if len(shown) == len(pages) else f"{len(pages) - len(shown)} run(s) lack one of the two metrics: not shown"
+    )
     return Figure(f"Pareto plot: {y_key} against {x_key}", png(fig), note)

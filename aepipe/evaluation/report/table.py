@@ -73,12 +73,16 @@ def table_rows(pages: Sequence[RunPage], group: bool = True) -> list[TableRow]:
                 lo, hi = (first.metrics.get(b) for b in bound_names(k))
                 if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
                     intervals[k] = (lo, hi, "samples")
-            rows.append(TableRow(label, first.dataset, [first.run_id], metrics, intervals, [first.seed] if first.seed else []))
+            rows.append(
+                TableRow(label, first.dataset, [first.run_id], metrics, intervals, [first.seed] if first.seed else [])
+            )
             continue
-        summary = summarize(key_, [(p.run_id, p.seed, {k: v for k, v in p.metrics.items() if not is_bound(k)}) for p in members])
+        summary = summarize(
+            key_, [(p.run_id, p.seed, {k: v for k, v in p.metrics.items() if not is_bound(k)}) for p in members]
+        )
         intervals = {k: (lo, hi, "seeds") for k, (lo, hi) in summary.intervals.items() if math.isfinite(lo)}
-        rows.append(TableRow(f"{label} ({len(members)} seeds)", first.dataset, summary.run_ids, summary.metrics, intervals,
-                             summary.seeds))
+        rows.append(TableRow(f"{label} ({len(members)} seeds)", first.dataset, summary.run_ids, summary.metrics,
+                             intervals, summary.seeds))
     return rows
 
 

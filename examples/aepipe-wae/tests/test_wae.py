@@ -22,7 +22,10 @@ def test_mmd_pulls_codes_to_the_prior(aepipe_pm, aepipe_store):
 
     quiet = {"tracking.log_model": False, "tracking.log_images": False, "train.epochs": 8}
     wae = train(resolve(aepipe_pm, tree={"variant": "wae"}, values=quiet), aepipe_pm)
-    plain = train(resolve(aepipe_pm, tree={"variant": "wae"}, values={**quiet, "model.regularizers.mmd.enabled": False}), aepipe_pm)
+    plain = train(
+        resolve(aepipe_pm, tree={"variant": "wae"}, values={**quiet, "model.regularizers.mmd.enabled": False}),
+        aepipe_pm,
+    )
 
     def distance(result):
         torch.manual_seed(0)

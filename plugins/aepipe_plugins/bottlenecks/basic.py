@@ -15,8 +15,10 @@ class Deterministic(Bottleneck):
 
     def setup(self, model) -> None:
         if model.probe(features=True).dist is not None:
-            raise ConfigError(f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
-                              "use the gaussian bottleneck with a deterministic encoder instead")
+            raise ConfigError(
+                f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
+                "use the gaussian bottleneck with a deterministic encoder instead"
+            )
 
     def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1) -> Code:
         return Code(encoding.code, encoding.code)
@@ -27,7 +29,9 @@ class GaussianConfig(ComponentConfig):
     log-variance the encoder gives is clamped to it before the exponential (for stability)."""
 
     min_std: float = Field(1e-4, gt=0.0, description="added to the posterior's standard deviation")
-    logvar_range: tuple[float, float] = Field((-30.0, 20.0), description="the encoder's log-variance is clamped to it before the exponential")
+    logvar_range: tuple[float, float] = Field(
+        (-30.0, 20.0), description="the encoder's log-variance is clamped to it before the exponential"
+    )
 
 
 class Gaussian(Bottleneck):
@@ -49,8 +53,10 @@ class Gaussian(Bottleneck):
         if not lo < hi:
             raise ConfigError(f"logvar_range must be increasing, got {list(self.config.logvar_range)}")
         if model.probe(features=True).dist is not None:
-            raise ConfigError(f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
-                              "with the gaussian bottleneck set the encoder's distribution = \"none\"")
+            raise ConfigError(
+                f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
+                'with the gaussian bottleneck set the encoder\'s distribution = "none"'
+            )
 
     def posterior(self, encoding: Encoding) -> DiagNormal:
         mu, logvar = encoding.code.chunk(2, dim=-1)

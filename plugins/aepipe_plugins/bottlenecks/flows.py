@@ -51,10 +51,14 @@ class PlanarConfig(GaussianConfig):
     the encoder (amortized), so the encoder gives ``2 * code_dim + flows * (2 * code_dim + 1)``
     features. ``min_std`` and ``logvar_range`` as for the gaussian bottleneck."""
 
-    flows: int = Field(4, ge=1, le=64, description="K, the planar steps (amortized: their parameters come from the encoder)")
+    flows: int = Field(
+        4, ge=1, le=64, description="K, the planar steps (amortized: their parameters come from the encoder)"
+    )
 
 
-def planar_step(z: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def planar_step(
+    z: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """f(z) = z + u_hat tanh(w.z + b) (Rezende & Mohamed 2015) and log |det df/dz|, for z of
     shape (S, n, d) and per-input u, w (n, d), b (n,). u_hat = u + (m(w.u) - w.u) w / |w|^2 with
     m(a) = -1 + softplus(a) makes w.u_hat > -1, so that f is invertible."""
@@ -99,8 +103,12 @@ class IAFConfig(GaussianConfig):
     MADE sees (0: none)."""
 
     flows: int = Field(2, ge=1, le=64, description="K, the inverse autoregressive steps")
-    hidden: list[PositiveInt] = Field([64], min_length=1, max_length=8, description="hidden units of each step's masked MLP (MADE)")
-    context: int = Field(16, ge=0, le=100_000, description="width of the context h the encoder gives every step (0: none)")
+    hidden: list[PositiveInt] = Field(
+        [64], min_length=1, max_length=8, description="hidden units of each step's masked MLP (MADE)"
+    )
+    context: int = Field(
+        16, ge=0, le=100_000, description="width of the context h the encoder gives every step (0: none)"
+    )
 
 
 class IAFStep(nn.Module):

@@ -27,7 +27,9 @@ class CategoricalConfig(ComponentConfig):
     anneal_rate: float = Field(1e-4, ge=0.0, description="r of temperature * exp(-r * step), per optimizer step")
     hard: bool = Field(False, description="straight-through: one-hot draws forward, the relaxed gradient backward")
     beta: float = Field(1.0, ge=0.0, description="weight of the KL to the uniform prior (1: the ELBO)")
-    warmup_steps: int = Field(0, ge=0, description="optimizer steps over which the KL weight rises from 0 to beta in training")
+    warmup_steps: int = Field(
+        0, ge=0, description="optimizer steps over which the KL weight rises from 0 to beta in training"
+    )
 
 
 class CategoricalBottleneck(Bottleneck):
@@ -58,8 +60,10 @@ class CategoricalBottleneck(Bottleneck):
 
     def setup(self, model) -> None:
         if model.probe(features=True).dist is not None:
-            raise ConfigError(f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
-                              "the categorical bottleneck takes logits: set the encoder's distribution = \"none\"")
+            raise ConfigError(
+                f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
+                'the categorical bottleneck takes logits: set the encoder\'s distribution = "none"'
+            )
 
     def temperature(self) -> torch.Tensor:
         """The Gumbel-softmax temperature at the current step, a 0-d tensor on the module's

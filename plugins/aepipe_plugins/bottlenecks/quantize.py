@@ -55,21 +55,34 @@ class QuantizedConfig(ComponentConfig):
     into this many vectors of width D = code_dim / groups, each quantized on its own to a
     codeword of the one shared K x D codebook; ``beta``: weight of the commitment loss;
     ``init``: ``data`` (the codebook starts as encoder outputs of the first training batch) or
-    ``uniform`` (U(-1/K, 1/K), the paper's); ``ema``: update the codebook by exponential moving averages with ``decay`` after
+    ``uniform`` (U(-1/K, 1/K), the paper's); ``ema``: update the codebook by exponential moving averages with
+    ``decay`` after
     every optimizer step, instead of by its loss; ``codebook_lr``: the codebook's own learning
     rate (default: the run's; not with ``ema``); ``dead_after``: a codeword that no input chose
     for this many training steps restarts at an encoder output of the latest batch (0: never)."""
 
     codebook_size: int = Field(64, ge=2, le=65_536, description="K, the codewords")
-    groups: int = Field(1, ge=1, le=4096, description="indices per input: the code is cut into this many slices of width code_dim / groups")
+    groups: int = Field(1, ge=1, le=4096,
+                        description="indices per input: the code is cut into this many slices of width code_dim / "
+                                    "groups")
     beta: float = Field(0.25, ge=0.0, description="weight of the commitment loss")
-    init: Literal["data", "uniform"] = Field("data", description="the codebook's start: encoder outputs of the first training batch, "
-                                                                  "or U(-1/K, 1/K) (the paper's)")
-    ema: bool = Field(False, description="update the codebook by moving averages after each optimizer step (no codebook loss)")
+    init: Literal["data", "uniform"] = Field(
+        "data",
+        description="the codebook's start: encoder outputs of the first training batch, or U(-1/K, 1/K) (the paper's)",
+    )
+    ema: bool = Field(
+        False, description="update the codebook by moving averages after each optimizer step (no codebook loss)"
+    )
     decay: float = Field(0.99, gt=0.0, lt=1.0, description="decay of the moving averages (ema)")
-    codebook_lr: float | None = Field(None, gt=0.0, description="the codebook's own learning rate (default: train.lr; not with ema)")
-    dead_after: int = Field(0, ge=0, description="training steps without a use after which a codeword restarts at a recent encoder "
-                                                 "output (0: never)")
+    codebook_lr: float | None = Field(
+        None, gt=0.0, description="the codebook's own learning rate (default: train.lr; not with ema)"
+    )
+    dead_after: int = Field(
+        0,
+        ge=0,
+        description="training steps without a use after which a codeword restarts at a recent encoder "
+        "output (0: never)",
+    )
 
 
 class Quantized(Bottleneck):
@@ -87,7 +100,8 @@ class Quantized(Bottleneck):
     #: the conformance suite checks the moving-average codebook, the vq-vae variant's default: a
     #: codebook trained by its loss under the suite's plain Adam steps raises the loss (figures:
     #: docs/variants.md, "The quantized bottleneck under the conformance suite")
-    conformance = {"model": {"encoder": {"name": "conv", "channels": [16, 32]}, "decoder": {"name": "conv", "channels": [32, 16]},
+    conformance = {"model": {"encoder": {"name": "conv", "channels": [16, 32]},
+                             "decoder": {"name": "conv", "channels": [32, 16]},
                              "bottleneck": {"name": "quantized", "codebook_size": 16, "groups": 4, "ema": True}}}
 
     def __init__(self, config: QuantizedConfig, spec: ModelSpec):
@@ -113,8 +127,10 @@ class Quantized(Bottleneck):
         encoder = model.encoder
         stochastic = model.probe(features=True).dist is not None
         if stochastic:
-            raise ConfigError(f"encoder '{encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
-                              "the quantized bottleneck takes a deterministic encoding: set the encoder's distribution = \"none\"")
+            raise ConfigError(
+                f"encoder '{encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
+                'the quantized bottleneck takes a deterministic encoding: set the encoder\'s distribution = "none"'
+            )
 
     # --- the code --------------------------------------------------------------------------
 
@@ -145,7 +161,9 @@ class Quantized(Bottleneck):
         """The codewords of ``indices`` ``(n, groups)``, side by side: ``(n, code_dim)``."""
         indices = indices.long()
         if indices.dim() != 2 or indices.shape[1] != self.config.groups:
-            raise ConfigError(f"indices of shape {tuple(indices.shape)}; bottleneck 'quantized' takes (n, {self.config.groups})")
+            raise ConfigError(
+                f"indices of shape {tuple(indices.shape)}; bottleneck 'quantized' takes (n, {self.config.groups})"
+            )
         return self.codebook[indices.to(self.codebook.device)].reshape(indices.shape[0], -1)
 
     def index_shape(self) -> tuple[int, int]:

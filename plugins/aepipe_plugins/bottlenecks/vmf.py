@@ -253,8 +253,14 @@ class VMFBottleneck(Bottleneck):
 
     def __init__(self, config: VMFConfig, spec: ModelSpec):
         super().__init__(config, spec)
-        require(spec.code_dim >= 2, f"the vMF lives on the sphere S^(code_dim - 1): code_dim must be at least 2, got {spec.code_dim}")
-        require(config.min_kappa < config.max_kappa, f"min_kappa {config.min_kappa} must be below max_kappa {config.max_kappa}")
+        require(
+            spec.code_dim >= 2,
+            f"the vMF lives on the sphere S^(code_dim - 1): code_dim must be at least 2, got {spec.code_dim}",
+        )
+        require(
+            config.min_kappa < config.max_kappa,
+            f"min_kappa {config.min_kappa} must be below max_kappa {config.max_kappa}",
+        )
 
     @classmethod
     def features(cls, config: VMFConfig, spec: ModelSpec) -> int:
@@ -262,8 +268,10 @@ class VMFBottleneck(Bottleneck):
 
     def setup(self, model) -> None:
         if model.probe(features=True).dist is not None:
-            raise ConfigError(f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
-                              "the vmf bottleneck takes a direction and a concentration: set the encoder's distribution = \"none\"")
+            raise ConfigError(
+                f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
+                'the vmf bottleneck takes a direction and a concentration: set the encoder\'s distribution = "none"'
+            )
 
     def posterior(self, encoding: Encoding) -> VonMisesFisher:
         direction, raw = encoding.code[:, :-1], encoding.code[:, -1]

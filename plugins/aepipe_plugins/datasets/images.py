@@ -85,8 +85,10 @@ def to_chw(image: Any, channels: int, size: tuple[int, int] | None, where: str) 
         try:
             image = image.convert(_VIA[image.mode]).convert(mode) if image.mode in _VIA else image.convert(mode)
         except ValueError:
-            raise DataError(f"{where}: an image of Pillow mode '{image.mode}', which aepipe does not convert to {mode}; "
-                            "save it as 8-bit or 16-bit greyscale, RGB or RGBA") from None
+            raise DataError(
+                f"{where}: an image of Pillow mode '{image.mode}', which aepipe does not convert to {mode}; "
+                "save it as 8-bit or 16-bit greyscale, RGB or RGBA"
+            ) from None
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
@@ -98,8 +100,10 @@ def stack(images: list[np.ndarray], names: list[str], shape: tuple[int, ...], wh
     (without data.image_size, every image must have the first one's size)."""
     for image, name in zip(images, names):
         if image.shape != shape:
-            raise DataError(f"{where}: {name} is {image.shape[1]}x{image.shape[2]}, the first image {shape[1]}x{shape[2]}; "
-                            "set data.image_size = [H, W] to resize them all")
+            raise DataError(
+                f"{where}: {name} is {image.shape[1]}x{image.shape[2]}, the first image {shape[1]}x{shape[2]}; "
+                "set data.image_size = [H, W] to resize them all"
+            )
     return np.stack(images) if images else np.empty((0, *shape), dtype=np.uint8)
 
 
@@ -129,13 +133,17 @@ def header(path: Path) -> tuple[int, int, str]:
             with Image.open(path) as image:
                 width, height, mode = *image.size, image.mode
     except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: {_bomb(exc)}; aepipe does not decode it (Pillow's decompression-bomb limit: "
-                        f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels, refused beyond twice that)") from None
+        raise DataError(
+            f"{path}: {_bomb(exc)}; aepipe does not decode it (Pillow's decompression-bomb limit: "
+            f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels, refused beyond twice that)"
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: not a readable image: {exc}") from None
     if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
-        warnings.warn(f"{path}: a {width}x{height} image ({width * height:,} pixels), more than Pillow's decompression-bomb limit "
-                      f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,}; read as it is", ImageDataWarning, stacklevel=2)
+        warnings.warn(f"{path}: a {width}x{height} image ({width * height:,} pixels), more than Pillow's "
+                      f"decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,}; read as it "
+                      "is", ImageDataWarning,
+                      stacklevel=2)
     return width, height, mode
 
 
@@ -180,8 +188,9 @@ class ImageFiles(Rows):
         budget = memory_budget("cpu")
         if budget.bytes is not None and costs[largest] > budget.bytes:
             pw, ph, mode = heads[largest]
-            raise DataError(f"{self.files[largest]}: a {pw}x{ph} image (Pillow mode '{mode}') takes {size_text(costs[largest])} to decode, "
-                            f"more than the {size_text(budget.bytes)} this process may allocate ({budget.limit})")
+            raise DataError(f"{self.files[largest]}: a {pw}x{ph} image (Pillow mode '{mode}') takes "
+                            f"{size_text(costs[largest])} to decode, more than the {size_text(budget.bytes)} this "
+                            f"process may allocate ({budget.limit})")
 
     def _check_batch(self, n: int) -> None:
         """Refuse reading ``n`` rows at once (a streamed batch) that would not fit: their decoded
@@ -193,9 +202,11 @@ class ImageFiles(Rows):
         budget = memory_budget("cpu")
         if budget.bytes is not None and need > budget.bytes:
             c, h, w = self.shape[1:]
-            raise DataError(f"{self.where}: reading {n:,} images of {c}x{h}x{w} at once takes {size_text(need)}, more than the "
-                            f"{size_text(budget.bytes)} this process may allocate ({budget.limit}); lower train.batch_size, "
-                            "or set data.image_size = [H, W] to make them smaller")
+            raise DataError(
+                f"{self.where}: reading {n:,} images of {c}x{h}x{w} at once takes {size_text(need)}, more than the "
+                f"{size_text(budget.bytes)} this process may allocate ({budget.limit}); lower train.batch_size, "
+                "or set data.image_size = [H, W] to make them smaller"
+            )
 
     def _one(self, i: int) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -246,9 +257,13 @@ class ImageFolder(Dataset):
             files = [(f, label) for label, name in enumerate(classes) for f in found[name]]
             empty = [f"'{name}' (label {label})" for label, name in enumerate(classes) if not found[name]]
             if empty:
-                warnings.warn(f"dataset 'imagefolder': class folder{'s' if len(empty) > 1 else ''} {', '.join(empty)} in {root} "
-                              f"hold{'' if len(empty) > 1 else 's'} no images; kept as a class, so that every class keeps "
-                              "its label (the subfolders in name order)", ImageDataWarning, stacklevel=2)
+                warnings.warn(
+                    f"dataset 'imagefolder': class folder{'s' if len(empty) > 1 else ''} {', '.join(empty)} in {root} "
+                    f"hold{'' if len(empty) > 1 else 's'} no images; kept as a class, so that every class keeps "
+                    "its label (the subfolders in name order)",
+                    ImageDataWarning,
+                    stacklevel=2,
+                )
         else:
             files = [(f, None) for f in _images(root)]
         if not files:
@@ -288,10 +303,13 @@ class HuggingFace(Dataset):
         columns = table.column_names
         label = c.label_column or None  # "" in a TOML file: no labels
         if c.image_column not in columns:
-            raise DataError(f"dataset 'huggingface' {c.path}: no column '{c.image_column}' (has: {', '.join(columns)}); set data.image_column")
+            raise DataError(f"dataset 'huggingface' {c.path}: no column '{c.image_column}' (has: "
+                            f"{', '.join(columns)}); set data.image_column")
         if label is not None and label not in columns:
-            raise DataError(f"dataset 'huggingface' {c.path}: no column '{c.label_column}' (has: {', '.join(columns)}); "
-                            "set data.label_column, or none with data.label_column = \"\"")
+            raise DataError(
+                f"dataset 'huggingface' {c.path}: no column '{c.label_column}' (has: {', '.join(columns)}); "
+                'set data.label_column, or none with data.label_column = ""'
+            )
         n = len(table) if not c.limit else min(len(table), c.limit)
         if n == 0:
             raise DataError(f"dataset 'huggingface' {c.path}: split '{c.split}' holds no rows")
@@ -309,7 +327,8 @@ class TableImages(Rows):
     Arrow files, each ``(channels, H, W)`` uint8."""
 
     def __init__(self, table: Any, column: str, n: int, channels: int, size: tuple[int, int] | None, where: str):
-        self.table, self.column, self.channels, self.size, self.where = table.select_columns([column]), column, channels, size, where
+        self.table = table.select_columns([column])
+        self.column, self.channels, self.size, self.where = column, channels, size, where
         first = to_chw(self._rows([0])[0], channels, size, f"{where} row 0")
         self.shape, self.dtype = (n, *first.shape), np.dtype(np.uint8)
 
@@ -321,14 +340,20 @@ class TableImages(Rows):
         try:
             return self.table[rows][self.column] if rows else []
         except Image.DecompressionBombError as exc:
-            raise DataError(f"{self.where} rows {rows[0]}..{rows[-1]}: {_bomb(exc)}, beyond Pillow's decompression-bomb limit "
-                            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels, refused beyond twice that)") from None
+            raise DataError(
+                f"{self.where} rows {rows[0]}..{rows[-1]}: {_bomb(exc)}, beyond Pillow's decompression-bomb limit "
+                f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels, refused beyond twice that)"
+            ) from None
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         rows = [int(i) for i in indices]
         images = self._rows(rows)
-        return stack([to_chw(image, self.channels, self.size, f"{self.where} row {i}") for i, image in zip(rows, images)],
-                     [f"row {i}" for i in rows], self.shape[1:], self.where)
+        return stack(
+            [to_chw(image, self.channels, self.size, f"{self.where} row {i}") for i, image in zip(rows, images)],
+            [f"row {i}" for i in rows],
+            self.shape[1:],
+            self.where,
+        )
 
 
 def open_hf(path: str, split: str) -> Any:
@@ -350,6 +375,8 @@ def open_hf(path: str, split: str) -> Any:
         raise DataError(f"dataset 'huggingface' {path}: cannot open: {' '.join(str(exc).split())[:300]}") from None
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise DataError(f"dataset 'huggingface' {path}: no split '{split}' (has: {', '.join(loaded)}); set data.split")
+            raise DataError(
+                f"dataset 'huggingface' {path}: no split '{split}' (has: {', '.join(loaded)}); set data.split"
+            )
         loaded = loaded[split]
     return loaded

@@ -29,7 +29,8 @@ from aepipe.plugin import ComponentConfig, Dataset, RawData
 
 SHAPES = ("square", "ellipse", "heart", "triangle")
 #: the colours of the ``colour`` factor, in order (RGB 0-255)
-PALETTE = ((255, 255, 255), (255, 64, 64), (64, 255, 64), (64, 96, 255), (255, 230, 64), (64, 230, 255), (255, 64, 255), (255, 160, 32))
+PALETTE = ((255, 255, 255), (255, 64, 64), (64, 255, 64), (64, 96, 255), (255, 230, 64), (64, 230, 255), (255, 64, 255),
+           (255, 160, 32))
 SUPERSAMPLE = 4
 #: the largest shape's radius (farthest point from its centroid) as a share of the image size
 RADIUS = 0.2
@@ -66,7 +67,9 @@ def _outline(shape: str) -> np.ndarray:
     elif shape == "ellipse":
         p = np.column_stack([np.cos(t), 0.5 * np.sin(t)])
     else:  # heart: the classic parametric curve, its point downwards on screen
-        p = np.column_stack([16 * np.sin(t) ** 3, -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))])
+        p = np.column_stack(
+            [16 * np.sin(t) ** 3, -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))]
+        )
     p = p - _centroid(p)
     return p / np.sqrt((p ** 2).sum(1)).max()
 
@@ -94,7 +97,9 @@ class Shapes(Dataset):
         """What each factor's indices stand for: shape names, scales, degrees, pixel centres, RGB."""
         c = self.config
         r_max = RADIUS * c.size
-        centres = np.linspace(r_max + 0.5, c.size - r_max - 0.5, c.positions) if c.positions > 1 else np.array([c.size / 2.0])
+        centres = (
+            np.linspace(r_max + 0.5, c.size - r_max - 0.5, c.positions) if c.positions > 1 else np.array([c.size / 2.0])
+        )
         values = {
             "shape": np.array(c.shapes),
             "scale": np.linspace(0.5, 1.0, c.scales) if c.scales > 1 else np.array([1.0]),
@@ -142,5 +147,6 @@ class Shapes(Dataset):
         factors = self.sample_factors(c.examples, np.random.default_rng(c.seed))
         x = self.render(factors)
         return RawData(x, factors[:, 0].copy(), (0.0, 255.0), tuple(x.shape[1:]), len(c.shapes),
-                       source=f"generated: shapes seed={c.seed} size={c.size} examples={c.examples}{' colour' if c.colour else ''}",
+                       source=f"generated: shapes seed={c.seed} size={c.size} "
+                              f"examples={c.examples}{' colour' if c.colour else ''}",
                        factors=factors, factor_names=self.factor_names)

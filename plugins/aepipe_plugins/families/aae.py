@@ -16,6 +16,9 @@ def aepipe_register_regularizers(register):
 def aepipe_register_variants(register):
     register(Variant("aae", "Deterministic encoder whose aggregated codes are matched to the prior by a discriminator.",
                      autoencoder(prior={"name": "standard-normal"}, regularizers={"adversarial": {}})))
-    register(Variant("aae-supervised", "AAE whose discriminator sees the label; class c is tied to mixture component c.",
-                     autoencoder(code_dim=2, prior={"name": "mixture", "components": 10, "preset": "ring", "class_conditional": True},
+    register(Variant("aae-supervised",
+                     "AAE whose discriminator sees the label; class c is tied to mixture component c.",
+                     autoencoder(code_dim=2,
+                                 prior={"name": "mixture", "components": 10, "preset": "ring",
+                                        "class_conditional": True},
                                  regularizers={"adversarial": {"supervised": True}})))

@@ -24,6 +24,8 @@ def aepipe_register_priors(register):
 def aepipe_register_variants(register):
     register(Variant(
         "categorical-vae",
-        "Gumbel-softmax VAE: code_dim / categories categorical latents, uniform prior, KL in the loss, annealed temperature.",
-        autoencoder(bottleneck={"name": "categorical", "categories": 10}, prior={"name": "categorical-uniform"}, code_dim=200),
+        "Gumbel-softmax VAE: code_dim / categories categorical latents, uniform prior, KL in the loss, annealed "
+        "temperature.",
+        autoencoder(bottleneck={"name": "categorical", "categories": 10}, prior={"name": "categorical-uniform"},
+                    code_dim=200),
     ))

@@ -24,34 +24,45 @@ def aepipe_register_regularizers(register):
 
 def _model(bottleneck: str, regularizers: dict, prior: bool = True, **extra) -> dict:
     """The standard VAE with another bottleneck and regularizers (no prior: ``prior=False``)."""
-    return standard_vae(bottleneck={"name": bottleneck}, regularizers=regularizers, **({} if prior else {"prior": None}), **extra)
+    return standard_vae(
+        bottleneck={"name": bottleneck}, regularizers=regularizers, **({} if prior else {"prior": None}), **extra
+    )
 
 
 @hookimpl
 def aepipe_register_variants(register):
     register(Variant(
         "info-vae",
-        "InfoVAE (MMD-VAE): the ELBO with the KL weighted 1 - alpha plus (alpha + lambda - 1) * MMD between the codes and prior samples.",
-        _model("gaussian", {"kl": {"beta": 1.0 - INFO_ALPHA}, "prior-mmd": {"lam": INFO_ALPHA + INFO_LAMBDA - 1.0, "kernel": "imq"}}),
+        "InfoVAE (MMD-VAE): the ELBO with the KL weighted 1 - alpha plus (alpha + lambda - 1) * MMD between the codes "
+        "and prior samples.",
+        _model("gaussian",
+               {"kl": {"beta": 1.0 - INFO_ALPHA},
+                "prior-mmd": {"lam": INFO_ALPHA + INFO_LAMBDA - 1.0, "kernel": "imq"}}),
     ))
     register(Variant(
         "wae-mmd",
-        "Wasserstein autoencoder: deterministic codes matched to the prior by an MMD penalty (inverse multiquadric or RBF kernel).",
+        "Wasserstein autoencoder: deterministic codes matched to the prior by an MMD penalty (inverse multiquadric or "
+        "RBF kernel).",
         _model("deterministic", {"prior-mmd": {"lam": 10.0, "kernel": "imq"}}),
     ))
     register(Variant(
         "swae",
-        "Sliced-Wasserstein autoencoder: codes matched to the prior by the sliced Wasserstein distance over random projections.",
+        "Sliced-Wasserstein autoencoder: codes matched to the prior by the sliced Wasserstein distance over random "
+        "projections.",
         _model("deterministic", {"sliced-wasserstein": {"lam": 10.0, "projections": 50}}),
     ))
     gmm = {"name": "gmm", "components": 10}
     register(Variant(
         "rae-l2",
-        "Regularized autoencoder: deterministic code with beta * |z|^2 / 2 and L2 decoder weights; samples from a GMM fitted on the codes.",
-        _model("deterministic", {"code-l2": {"beta": 1e-4}, "weight-l2": {"lam": 1e-7, "targets": "decoder"}}, prior=False, sampler=gmm),
+        "Regularized autoencoder: deterministic code with beta * |z|^2 / 2 and L2 decoder weights; samples from a GMM "
+        "fitted on the codes.",
+        _model("deterministic", {"code-l2": {"beta": 1e-4}, "weight-l2": {"lam": 1e-7, "targets": "decoder"}},
+               prior=False, sampler=gmm),
     ))
     register(Variant(
         "rae-gp",
-        "Regularized autoencoder with a gradient penalty: beta * |z|^2 / 2 and lambda * |grad_z D(z)|^2; samples from a GMM fitted on the codes.",
-        _model("deterministic", {"code-l2": {"beta": 1e-4}, "decoder-gradient": {"lam": 1e-7}}, prior=False, sampler=gmm),
+        "Regularized autoencoder with a gradient penalty: beta * |z|^2 / 2 and lambda * |grad_z D(z)|^2; samples from "
+        "a GMM fitted on the codes.",
+        _model("deterministic", {"code-l2": {"beta": 1e-4}, "decoder-gradient": {"lam": 1e-7}}, prior=False,
+               sampler=gmm),
     ))

@@ -28,7 +28,10 @@ def _vae_with(bottleneck: dict) -> dict:
 
 @hookimpl
 def aepipe_register_variants(register):
-    register(Variant("vae-planar", "VAE whose Gaussian posterior is followed by K amortized planar flows (Rezende & Mohamed 2015).",
+    register(Variant("vae-planar",
+                     "VAE whose Gaussian posterior is followed by K amortized planar flows (Rezende & Mohamed 2015).",
                      _vae_with({"name": "planar", "flows": 4})))
-    register(Variant("vae-iaf", "VAE whose Gaussian posterior is followed by K inverse autoregressive flow steps (Kingma et al. 2016).",
+    register(Variant("vae-iaf",
+                     "VAE whose Gaussian posterior is followed by K inverse autoregressive flow steps (Kingma et al. "
+                     "2016).",
                      _vae_with({"name": "iaf", "flows": 2})))

@@ -33,9 +33,13 @@ def _vae(loss: str) -> dict:
 
 @hookimpl
 def aepipe_register_variants(register):
-    register(Variant("vae-gan", "VAE whose reconstruction loss is a discriminator's feature distance (learned similarity); "
-                                "the discriminator tells inputs from reconstructions and prior samples.", _vae("learned-similarity")))
-    register(Variant("msssim-vae", "VAE trained on 1 - MS-SSIM of its reconstructions (images) instead of a pixel likelihood.",
+    register(Variant("vae-gan",
+                     "VAE whose reconstruction loss is a discriminator's feature distance (learned similarity); "
+                                "the discriminator tells inputs from reconstructions and prior samples.",
+                                _vae("learned-similarity")))
+    register(Variant("msssim-vae",
+                     "VAE trained on 1 - MS-SSIM of its reconstructions (images) instead of a pixel likelihood.",
                      _vae("msssim")))
-    register(Variant("logcosh-vae", "VAE trained on the log-cosh reconstruction loss (quadratic for small errors, linear for large).",
+    register(Variant("logcosh-vae",
+                     "VAE trained on the log-cosh reconstruction loss (quadratic for small errors, linear for large).",
                      _vae("logcosh")))

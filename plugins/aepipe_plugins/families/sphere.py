@@ -25,6 +25,7 @@ def aepipe_register_priors(register):
 def aepipe_register_variants(register):
     register(Variant(
         "svae",
-        "Hyperspherical VAE: a von Mises-Fisher posterior on the unit sphere of R^code_dim, uniform prior there, closed-form KL.",
+        "Hyperspherical VAE: a von Mises-Fisher posterior on the unit sphere of R^code_dim, uniform prior there, "
+        "closed-form KL.",
         standard_vae(bottleneck={"name": "vmf"}, prior={"name": "spherical-uniform"}),
     ))

@@ -27,17 +27,32 @@ def _vae(conditional: bool) -> dict:
 
 @hookimpl
 def aepipe_register_variants(register):
-    register(Variant("vae", "Gaussian encoder q(z|x), Bernoulli decoder, N(0, I) prior, -ELBO loss (beta-VAE with beta).", _vae(False)))
-    register(Variant("cvae", "Conditional VAE: encoder q(z|x, y) and decoder p(x|z, y) see the one-hot label.", _vae(True)))
-    register(Variant("iwae", "Importance-weighted autoencoder: the VAE trained on the K-sample importance-weighted bound (K = model.samples).",
+    register(Variant("vae",
+                     "Gaussian encoder q(z|x), Bernoulli decoder, N(0, I) prior, -ELBO loss (beta-VAE with beta).",
+                     _vae(False)))
+    register(
+        Variant("cvae", "Conditional VAE: encoder q(z|x, y) and decoder p(x|z, y) see the one-hot label.", _vae(True))
+    )
+    register(Variant("iwae",
+                     "Importance-weighted autoencoder: the VAE trained on the K-sample importance-weighted bound (K = "
+                     "model.samples).",
                      _iwae()))
-    register(Variant("miwae", "MIWAE (Rainforth et al. 2018): the VAE trained on the mean of M importance-weighted bounds of K draws each "
+    register(Variant("miwae",
+                     "MIWAE (Rainforth et al. 2018): the VAE trained on the mean of M importance-weighted bounds of K "
+                     "draws each "
                              "(model.samples = M K).", _iwae("miwae-bound", {"groups": 4}, 16)))
-    register(Variant("ciwae", "CIWAE (Rainforth et al. 2018): the VAE trained on beta ELBO + (1 - beta) IWAE bound over model.samples draws.",
+    register(Variant("ciwae",
+                     "CIWAE (Rainforth et al. 2018): the VAE trained on beta ELBO + (1 - beta) IWAE bound over "
+                     "model.samples draws.",
                      _iwae("ciwae-bound", {"beta": 0.5}, 16)))
-    register(Variant("piwae", "PIWAE (Rainforth et al. 2018): the decoder trained on the IWAE bound of model.samples = M K draws, "
-                              "the encoder on the MIWAE(M, K) bound of the same draws.", _iwae("piwae-bound", {"groups": 4}, 16)))
-    register(Variant("vamp", "VAE with the VampPrior: p(z) a mixture of the posteriors at K learned pseudo-inputs (Monte Carlo KL).",
+    register(Variant("piwae",
+                     "PIWAE (Rainforth et al. 2018): the decoder trained on the IWAE bound of model.samples = M K "
+                     "draws, "
+                              "the encoder on the MIWAE(M, K) bound of the same draws.",
+                              _iwae("piwae-bound", {"groups": 4}, 16)))
+    register(Variant("vamp",
+                     "VAE with the VampPrior: p(z) a mixture of the posteriors at K learned pseudo-inputs (Monte Carlo "
+                     "KL).",
                      _vamp()))
 
 

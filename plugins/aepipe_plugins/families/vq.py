@@ -22,9 +22,11 @@ def aepipe_register_samplers(register):
     register(IndexAutoregressive)
 
 
-VQ_VAE = autoencoder({"encoder": {"name": "conv", "channels": [32, 64]}, "decoder": {"name": "conv", "channels": [64, 32]}},
-                     bottleneck={"name": "quantized", "codebook_size": 32, "groups": 4, "beta": 0.25, "ema": True, "dead_after": 50},
-                     sampler={"name": "index-ar"})
+VQ_VAE = autoencoder(
+    {"encoder": {"name": "conv", "channels": [32, 64]}, "decoder": {"name": "conv", "channels": [64, 32]}},
+    bottleneck={"name": "quantized", "codebook_size": 32, "groups": 4, "beta": 0.25, "ema": True, "dead_after": 50},
+    sampler={"name": "index-ar"},
+)
 
 
 @hookimpl

@@ -31,15 +31,21 @@ class DomainConfig(ComponentConfig):
     """Settings of the ``domain`` feature space (they are part of the cache key)."""
 
     width: int = Field(64, gt=0, le=4096, description="width of the features: the classifier's penultimate layer")
-    steps: int = Field(300, ge=1, le=100000, description="Adam steps of 128 training examples each (about 95% validation accuracy "
-                       "on digits and mnist5k)")
+    steps: int = Field(
+        300,
+        ge=1,
+        le=100000,
+        description="Adam steps of 128 training examples each (about 95% validation accuracy on digits and mnist5k)",
+    )
     max_train: int = Field(20000, ge=10, description="train on at most this many training examples (the first ones)")
     lr: float = Field(3e-3, gt=0.0, description="Adam's learning rate")
     batch_size: int = Field(512, ge=1, le=65536, description="rows per batch when computing features")
     seed: int = Field(0, description="seed of the classifier's initialisation and batch order")
     probe: list[int] = Field([32, 64, 128], max_length=8, description="channels of the random probe's 3x3 convolutions "
                              "(images only; [] for the classifier alone)")
-    probe_seed: int = Field(0, ge=0, description="seed of the probe's weights (numpy's PCG64: the same on every machine)")
+    probe_seed: int = Field(
+        0, ge=0, description="seed of the probe's weights (numpy's PCG64: the same on every machine)"
+    )
     semantic_weight: float = Field(1.3, ge=0.0, description="weight of the classifier's block against each probe "
                                    "layer's (every block is scaled to unit spread on the training rows first)")
 
@@ -91,7 +97,9 @@ class _Probe(nn.Module):
             conv = nn.Conv2d(cin, cout, 3, stride=1 if (small and i == 0) else 2, padding=1)
             bound = 1.0 / np.sqrt(cin * 9)
             with torch.no_grad():
-                conv.weight.copy_(torch.from_numpy(rng.uniform(-bound, bound, tuple(conv.weight.shape)).astype(np.float32)))
+                conv.weight.copy_(
+                    torch.from_numpy(rng.uniform(-bound, bound, tuple(conv.weight.shape)).astype(np.float32))
+                )
                 conv.bias.copy_(torch.from_numpy(rng.uniform(-bound, bound, cout).astype(np.float32)))
             conv.requires_grad_(False)
             self.convs.append(conv)
@@ -175,7 +183,8 @@ class DomainFeatures(FeatureSpace):
         shape = spec.image_shape
         self.probe: _Probe | None = None
         if config.probe and shape is not None and len(shape) == 3:
-            with torch.random.fork_rng(devices=[]):  # its layers' default initialisation, overwritten, draws from torch's generator
+            # its layers' default initialisation, overwritten, draws from torch's generator
+            with torch.random.fork_rng(devices=[]):
                 self.probe = _Probe(tuple(shape), list(config.probe), config.probe_seed)
         self.scales: list[float] | None = None  # one per block, from the training rows
 
@@ -192,7 +201,9 @@ class DomainFeatures(FeatureSpace):
     def prepare(self, data, device, cache=None) -> None:
         super().prepare(data, device)
         if data is None:
-            raise ConfigError("feature space 'domain' needs a dataset: its classifier trains on the dataset's training split")
+            raise ConfigError(
+                "feature space 'domain' needs a dataset: its classifier trains on the dataset's training split"
+            )
         if data.y_train is None or data.n_classes < 2:
             raise ConfigError(f"feature space 'domain': dataset '{data.name}' has no labels to train its classifier on "
                               "(use --features inception)")
@@ -201,7 +212,9 @@ class DomainFeatures(FeatureSpace):
                               f"the space was built for {self.spec.input_dim}")
         digest, rows = _digest(data, self.config.max_train)
         folder = Path(cache) if cache is not None else default_cache()
-        self.path = folder / f"domain-{re.sub(r'[^A-Za-z0-9_.-]', '_', data.name)[:40]}-{self._key(data, digest, rows)}.pt"
+        self.path = (
+            folder / f"domain-{re.sub(r'[^A-Za-z0-9_.-]', '_', data.name)[:40]}-{self._key(data, digest, rows)}.pt"
+        )
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # seeded, without touching the caller's generators
             torch.manual_seed(self.config.seed)
@@ -286,7 +299,8 @@ class DomainFeatures(FeatureSpace):
                 correct += int((net(x.to(self.device)).argmax(1) == y.to(self.device)).sum())
                 total += len(y)
         self.accuracy = correct / max(total, 1)
-        log.info("feature space 'domain': trained on %d examples of '%s'; validation accuracy %.3f", rows, data.name, self.accuracy)
+        log.info("feature space 'domain': trained on %d examples of '%s'; validation accuracy %.3f", rows, data.name,
+                 self.accuracy)
 
     def _save(self) -> None:
         """Write the classifier (tensors and plain data only) atomically: a concurrent reader
@@ -308,7 +322,9 @@ class DomainFeatures(FeatureSpace):
         if self.net is None:
             raise ConfigError("feature space 'domain': call prepare(data, device) before features(x)")
         if x.ndim != 2 or x.shape[1] != self.spec.input_dim:
-            raise ConfigError(f"feature space 'domain': inputs of shape {tuple(x.shape)}, expected (n, {self.spec.input_dim})")
+            raise ConfigError(
+                f"feature space 'domain': inputs of shape {tuple(x.shape)}, expected (n, {self.spec.input_dim})"
+            )
         out = []
         with torch.inference_mode(), one_cpu_thread(self.device):
             for i in range(0, x.shape[0], self.config.batch_size):

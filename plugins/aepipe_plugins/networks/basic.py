@@ -179,7 +179,9 @@ class ConvDecoder(Decoder):
         n = len(config.channels)
         hs, ws = conv_sizes(h, n), conv_sizes(w, n)
         self.start = (config.channels[0], hs[-1], ws[-1])
-        self.fc = nn.Sequential(nn.Linear(self.in_features, config.channels[0] * hs[-1] * ws[-1]), activation(config.activation))
+        self.fc = nn.Sequential(
+            nn.Linear(self.in_features, config.channels[0] * hs[-1] * ws[-1]), activation(config.activation)
+        )
         layers: list[nn.Module] = []
         outs = [*config.channels[1:], c]
         for i, (cin, cout) in enumerate(zip(config.channels, outs)):

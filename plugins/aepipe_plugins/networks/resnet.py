@@ -128,7 +128,10 @@ class ResNetDecoder(Decoder):
         for i in range(n, -1, -1):  # the deepest stage first
             layers += [ResidualBlock(widths[i], config.norm, config.activation) for _ in range(config.blocks)]
             if i > 0:
-                layers += [nn.Upsample(size=(hs[i - 1], ws[i - 1]), mode="nearest"), nn.Conv2d(widths[i], widths[i - 1], 3, padding=1)]
+                layers += [
+                    nn.Upsample(size=(hs[i - 1], ws[i - 1]), mode="nearest"),
+                    nn.Conv2d(widths[i], widths[i - 1], 3, padding=1),
+                ]
         layers += [_norm(config.norm, widths[0]), activation(config.activation), nn.Conv2d(widths[0], c, 3, padding=1)]
         self.body = nn.Sequential(*layers)
 

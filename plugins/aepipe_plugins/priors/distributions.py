@@ -53,7 +53,9 @@ class MixtureConfig(ComponentConfig):
     means: Optional[list[list[float]]] = None
     seed: int = 0
     class_conditional: bool = False
-    learn: bool = Field(False, description="learn the means and each component's diagonal scales (parameters `means`, `log_scales`)")
+    learn: bool = Field(
+        False, description="learn the means and each component's diagonal scales (parameters `means`, `log_scales`)"
+    )
 
 
 class GaussianMixture(Prior):
@@ -85,7 +87,10 @@ class GaussianMixture(Prior):
         self.register_buffer("weights", torch.full((k,), 1.0 / k))
         self.class_conditional = config.class_conditional
         if config.class_conditional:
-            require(spec.n_classes == k, f"class_conditional needs one component per class: {spec.n_classes} classes, {k} components")
+            require(
+                spec.n_classes == k,
+                f"class_conditional needs one component per class: {spec.n_classes} classes, {k} components",
+            )
 
     def scales(self) -> torch.Tensor:
         """Each component's standard deviations, shape ``(k, code_dim)``."""

@@ -17,7 +17,9 @@ class VampConfig(ComponentConfig):
     as sigmoid(N(0, init_std^2)) per input value (grey noise around 0.5)."""
 
     components: int = Field(50, ge=1, le=10000, description="K, the number of learned pseudo-inputs u_k")
-    init_std: float = Field(1.0, gt=0.0, description="the pseudo-inputs start as sigmoid(N(0, init_std^2)) per input value")
+    init_std: float = Field(
+        1.0, gt=0.0, description="the pseudo-inputs start as sigmoid(N(0, init_std^2)) per input value"
+    )
 
 
 class VampPrior(Prior):
@@ -47,8 +49,10 @@ class VampPrior(Prior):
 
     def setup(self, model) -> None:
         if model.spec.conditional:
-            raise ConfigError("the vamp prior encodes its pseudo-inputs without labels; use it with an unconditional model "
-                              "(model.conditional = false)")
+            raise ConfigError(
+                "the vamp prior encodes its pseudo-inputs without labels; use it with an unconditional model "
+                "(model.conditional = false)"
+            )
         self._model = [model]
         with torch.no_grad():
             was = model.training

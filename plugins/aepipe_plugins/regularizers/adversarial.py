@@ -52,7 +52,9 @@ class Adversarial(Regularizer):
         betas = (0.5, 0.999)
         self.optimizers = {
             "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=betas),
-            "generator": torch.optim.Adam([*model.encoder.parameters(), *model.bottleneck.parameters()], lr=self.config.lr, betas=betas),
+            "generator": torch.optim.Adam(
+                [*model.encoder.parameters(), *model.bottleneck.parameters()], lr=self.config.lr, betas=betas
+            ),
         }
 
     def _d(self, z: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
@@ -76,7 +78,9 @@ class Adversarial(Regularizer):
         d_opt, g_opt = self.optimizers["discriminator"], self.optimizers["generator"]
         d_opt.zero_grad(set_to_none=True)
         d_real, d_fake = self._d(real, label), self._d(fake.detach(), label)
-        d_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        d_loss = F.binary_cross_entropy_with_logits(
+            d_real, torch.ones_like(d_real)
+        ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
         d_loss.backward()
         d_opt.step()
         # regularization phase 2: the encoder as generator

@@ -67,7 +67,8 @@ class Contractive(Regularizer):
         from aepipe.plugin import ConfigError
 
         if self.config.method == "closed-form" and getattr(model.encoder, "jacobian_frobenius_sq", None) is None:
-            raise ConfigError(f"contractive: method 'closed-form' needs an encoder with one; '{model.encoder.name}' has none (use autograd or projection)")
+            raise ConfigError(f"contractive: method 'closed-form' needs an encoder with one; '{model.encoder.name}' "
+                              "has none (use autograd or projection)")
 
     def _norm(self, encoder, x, y_onehot, method=None) -> torch.Tensor:
         return jacobian_frobenius_sq(encoder, x, y_onehot, method or self.config.method, self.config.projections)

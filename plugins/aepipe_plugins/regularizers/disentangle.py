@@ -28,15 +28,18 @@ def _require_gaussian(model, who: str) -> None:
     probe = model.probe()
     q = probe.dist
     if q is None or probe.log_q is not None or not (hasattr(q, "mean") and hasattr(q, "stddev")):
-        raise ConfigError(f"regularizer '{who}' needs a diagonal Gaussian posterior: set [model.bottleneck] name = \"gaussian\" "
-                          f"(bottleneck '{model.bottleneck.name or 'none'}' gives "
-                          f"{'a deterministic code' if q is None and probe.log_q is None else 'another posterior'})")
+        raise ConfigError(
+            f"regularizer '{who}' needs a diagonal Gaussian posterior: set [model.bottleneck] name = \"gaussian\" "
+            f"(bottleneck '{model.bottleneck.name or 'none'}' gives "
+            f"{'a deterministic code' if q is None and probe.log_q is None else 'another posterior'})"
+        )
 
 
 def _require_prior(model, who: str) -> None:
     if model.prior is None or not model.prior.has_log_prob:
         what = "none" if model.prior is None else f"prior '{model.prior.name}' has no log density"
-        raise ConfigError(f"regularizer '{who}' needs a prior with a log density (e.g. [model.prior] name = \"standard-normal\"); {what}")
+        raise ConfigError(f"regularizer '{who}' needs a prior with a log density (e.g. [model.prior] name = "
+                          f"\"standard-normal\"); {what}")
 
 
 def kl_per_example(step) -> torch.Tensor:
@@ -72,8 +75,10 @@ class _KnowsDatasetSize(Regularizer):
     def size(self) -> int:
         n = int(self.dataset_size)
         if n <= 0:
-            raise ConfigError(f"regularizer '{self.name}' needs the training split's size: build the model with its data "
-                              "(aepipe does when it trains) or set dataset_size")
+            raise ConfigError(
+                f"regularizer '{self.name}' needs the training split's size: build the model with its data "
+                "(aepipe does when it trains) or set dataset_size"
+            )
         return n
 
 
@@ -88,11 +93,22 @@ class TCDecompositionConfig(ComponentConfig):
     N of either (default: the training split's size)."""
 
     alpha: float = Field(1.0, ge=0.0, description="weight of the index-code mutual information I(x; z) (paper: 1)")
-    beta: float = Field(6.0, ge=0.0, description="weight of the total correlation TC(z) (paper: 1 to 10; 6 a common choice on 2D shapes)")
-    gamma: float = Field(1.0, ge=0.0, description="weight of the dimension-wise KL sum_d KL(q(z_d) || p(z_d)) (paper: 1)")
-    estimator: Literal["mws", "mss"] = Field("mws", description="mws: minibatch-weighted sampling (the paper's; its values "
-                                             "run about D log N - log M above the TC, its gradients do not); mss: minibatch stratified sampling")
-    dataset_size: Optional[PositiveInt] = Field(None, description="N of the estimator; unset: the training split's size")
+    beta: float = Field(
+        6.0,
+        ge=0.0,
+        description="weight of the total correlation TC(z) (paper: 1 to 10; 6 a common choice on 2D shapes)",
+    )
+    gamma: float = Field(
+        1.0, ge=0.0, description="weight of the dimension-wise KL sum_d KL(q(z_d) || p(z_d)) (paper: 1)"
+    )
+    estimator: Literal["mws", "mss"] = Field(
+        "mws",
+        description="mws: minibatch-weighted sampling (the paper's; its values "
+        "run about D log N - log M above the TC, its gradients do not); mss: minibatch stratified sampling",
+    )
+    dataset_size: Optional[PositiveInt] = Field(
+        None, description="N of the estimator; unset: the training split's size"
+    )
 
 
 class TCDecomposition(_KnowsDatasetSize):
@@ -130,7 +146,8 @@ class TCDecomposition(_KnowsDatasetSize):
     def evaluate(self, step) -> dict[str, torch.Tensor]:
         mi, tc, dkl = self.terms(step)
         kl = kl_per_example(step)
-        return {"mi": mi.mean(), "tc": tc.mean(), "dimension_kl": dkl.mean(), "kl": kl.mean(), "neg_elbo": _neg_elbo(step, kl)}
+        return {"mi": mi.mean(), "tc": tc.mean(), "dimension_kl": dkl.mean(), "kl": kl.mean(),
+                "neg_elbo": _neg_elbo(step, kl)}
 
 
 # --- FactorVAE ------------------------------------------------------------------------------
@@ -142,11 +159,17 @@ class TCDiscriminatorConfig(ComponentConfig):
     leaky ReLU 0.2) tells codes from dimension-wise permuted codes, trained with its own Adam
     (``lr``, ``betas``)."""
 
-    gamma: float = Field(35.0, ge=0.0, description="weight of the TC estimate (the paper sweeps 10 to 100 on 2D Shapes; 35 there)")
+    gamma: float = Field(
+        35.0, ge=0.0, description="weight of the TC estimate (the paper sweeps 10 to 100 on 2D Shapes; 35 there)"
+    )
     hidden: list[PositiveInt] = Field([1000] * 5, min_length=1, description="the discriminator's hidden widths "
                                       "(the paper: 6 layers of 1000 units, the output layer included)")
-    lr: float = Field(1e-4, gt=0.0, description="the discriminator's learning rate (paper: 1e-4, as the model's train.lr; "
-                      "a model 20 times faster than its discriminator, train.lr = 2e-3, came out no more disentangled than the VAE)")
+    lr: float = Field(
+        1e-4,
+        gt=0.0,
+        description="the discriminator's learning rate (paper: 1e-4, as the model's train.lr; "
+        "a model 20 times faster than its discriminator, train.lr = 2e-3, came out no more disentangled than the VAE)",
+    )
     betas: tuple[float, float] = Field((0.5, 0.9), description="the discriminator's Adam betas (paper: 0.5, 0.9)")
 
 
@@ -180,7 +203,11 @@ class TCDiscriminator(Regularizer):
         lo, hi = self.config.betas
         if not (0.0 <= lo < 1.0 and 0.0 <= hi < 1.0):
             raise ConfigError(f"betas must lie in [0, 1), got {list(self.config.betas)}")
-        self.optimizers = {"discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=self.config.betas)}
+        self.optimizers = {
+            "discriminator": torch.optim.Adam(
+                self.discriminator.parameters(), lr=self.config.lr, betas=self.config.betas
+            )
+        }
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.discriminator(z).squeeze(-1)
@@ -277,7 +304,9 @@ class CapacityConfig(ComponentConfig):
     "steps"``) or training epochs (``unit = "epochs"``), then stays there."""
 
     gamma: float = Field(1000.0, ge=0.0, description="weight of |KL - C| (paper: 1000 on dSprites)")
-    c_max: float = Field(25.0, ge=0.0, description="the capacity C reached at the end of the schedule, nats (paper: 25)")
+    c_max: float = Field(
+        25.0, ge=0.0, description="the capacity C reached at the end of the schedule, nats (paper: 25)"
+    )
     anneal: float = Field(100_000.0, gt=0.0, description="steps or epochs (unit) over which C rises from 0 to c_max "
                           "(paper: 100,000 steps)")
     unit: Literal["steps", "epochs"] = Field("steps", description="what anneal counts: optimizer steps, or epochs "
@@ -303,7 +332,9 @@ class Capacity(_KnowsDatasetSize):
     def setup(self, model) -> None:
         _require_prior(model, self.name)
         if not model.probe().stochastic:
-            raise ConfigError(f"regularizer '{self.name}' needs a stochastic code: set [model.bottleneck] name = \"gaussian\"")
+            raise ConfigError(
+                f"regularizer '{self.name}' needs a stochastic code: set [model.bottleneck] name = \"gaussian\""
+            )
 
     def progress(self) -> torch.Tensor:
         """Steps, or epochs, trained so far (a 0-d tensor)."""
@@ -323,7 +354,11 @@ class Capacity(_KnowsDatasetSize):
         return self.config.gamma * (kl - self.capacity().to(kl.device, kl.dtype)).abs()
 
     def after_step(self) -> None:
-        world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+        world = (
+            torch.distributed.get_world_size()
+            if torch.distributed.is_available() and torch.distributed.is_initialized()
+            else 1
+        )
         self.steps += 1
         self.examples += self._batch * world  # each process trains on its shard of the batch
 

@@ -35,7 +35,9 @@ def prior_draws(step, rows: torch.Tensor, seed: int | None = None) -> torch.Tens
 
 def _needs_prior(name: str, model) -> None:
     if model.prior is None:
-        raise ConfigError(f"regularizer '{name}' matches the codes to a prior: set [model.prior] name = ... (e.g. standard-normal)")
+        raise ConfigError(
+            f"regularizer '{name}' matches the codes to a prior: set [model.prior] name = ... (e.g. standard-normal)"
+        )
 
 
 class PriorMMDConfig(ComponentConfig):
@@ -47,7 +49,9 @@ class PriorMMDConfig(ComponentConfig):
     lam: float = Field(10.0, ge=0.0, description="weight of the MMD penalty")
     kernel: Literal["imq", "rbf"] = Field("imq", description="imq: C / (C + |x - y|^2); rbf: exp(-|x - y|^2 / C)")
     prior_variance: PositiveFloat = Field(1.0, description="sigma^2 in the kernel scale C = 2 * code_dim * sigma^2")
-    scales: list[PositiveFloat] = Field([1.0], min_length=1, description="multipliers of C; the kernel is summed over them")
+    scales: list[PositiveFloat] = Field(
+        [1.0], min_length=1, description="multipliers of C; the kernel is summed over them"
+    )
 
 
 class PriorMMD(Regularizer):
@@ -168,7 +172,9 @@ class DecoderGradientConfig(ComponentConfig):
     ``frobenius`` (the decoder's whole Jacobian)."""
 
     lam: float = Field(1e-7, ge=0.0, description="weight of the decoder's squared gradient norm")
-    norm: Literal["summed", "frobenius"] = Field("summed", description="summed: |grad_z sum D(z)|^2; frobenius: |dD/dz|_F^2")
+    norm: Literal["summed", "frobenius"] = Field(
+        "summed", description="summed: |grad_z sum D(z)|^2; frobenius: |dD/dz|_F^2"
+    )
 
 
 class DecoderGradient(Regularizer):
@@ -190,4 +196,8 @@ class DecoderGradient(Regularizer):
         return self.config.lam * decoder_gradient_sq(step.model, step.z, self._y(step), self.config.norm, output).mean()
 
     def evaluate(self, step) -> dict[str, torch.Tensor]:
-        return {"decoder_gradient_sq": decoder_gradient_sq(step.model, step.z, self._y(step), self.config.norm).mean().detach()}
+        return {
+            "decoder_gradient_sq": decoder_gradient_sq(step.model, step.z, self._y(step), self.config.norm)
+            .mean()
+            .detach()
+        }

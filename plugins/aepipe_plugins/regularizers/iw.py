@@ -24,7 +24,9 @@ class IWBoundConfig(ComponentConfig):
     """``iw_samples``: K of the importance-weighted bound reported on test data
     (``test_iw_nll``); the bound trained on uses K = ``model.samples`` draws."""
 
-    iw_samples: int = Field(100, ge=1, le=10000, description="K of the importance-weighted bound reported on test data (test_iw_nll)")
+    iw_samples: int = Field(
+        100, ge=1, le=10000, description="K of the importance-weighted bound reported on test data (test_iw_nll)"
+    )
 
 
 class IWBound(Regularizer):
@@ -47,12 +49,17 @@ class IWBound(Regularizer):
 
     def setup(self, model) -> None:
         if model.prior is None:
-            raise ConfigError(f"regularizer '{self.name}' needs a prior: set [model.prior] name = ... (e.g. standard-normal)")
+            raise ConfigError(
+                f"regularizer '{self.name}' needs a prior: set [model.prior] name = ... (e.g. standard-normal)"
+            )
         if not model.prior.has_log_prob:
-            raise ConfigError(f"regularizer '{self.name}' needs the prior's log density; prior '{model.prior.name}' has none")
+            raise ConfigError(
+                f"regularizer '{self.name}' needs the prior's log density; prior '{model.prior.name}' has none"
+            )
         if not model.probe().stochastic:
-            raise ConfigError(f"regularizer '{self.name}' needs a stochastic code: set [model.bottleneck] name = \"gaussian\" "
-                              f"(encoder '{model.encoder.name}' with bottleneck '{model.bottleneck.name or 'none'}' gives a deterministic code)")
+            raise ConfigError(f"regularizer '{self.name}' needs a stochastic code: set [model.bottleneck] name = "
+                              f"\"gaussian\" (encoder '{model.encoder.name}' with bottleneck "
+                              f"'{model.bottleneck.name or 'none'}' gives a deterministic code)")
 
     def terms(self, step) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log p(x | z), log p(z), log q(z | x))`` of the step's K draws, each ``(K, n)``."""
@@ -113,7 +120,8 @@ class _Grouped(IWBound):
         super().setup(model)
         m, s = self.config.groups, model.samples
         if s % m:
-            raise ConfigError(f"model.samples {s} is not a multiple of groups {m} (S = M x K draws: e.g. model.samples = {m * max(1, round(s / m))})")
+            raise ConfigError(f"model.samples {s} is not a multiple of groups {m} (S = M x K draws: e.g. model.samples "
+                              f"= {m * max(1, round(s / m))})")
 
 
 class MIWAEBound(_Grouped):
@@ -195,7 +203,9 @@ class PIWAEBound(_Grouped):
         log_q_f = log_q.detach()
         groups = self.config.groups
         encoder_bound = miwae_bound(log_px, log_pz, log_q, groups)
-        decoder_only = importance_weighted_bound(log_px_f, log_pz_f, log_q_f) - miwae_bound(log_px_f, log_pz_f, log_q_f, groups)
+        decoder_only = importance_weighted_bound(log_px_f, log_pz_f, log_q_f) - miwae_bound(
+            log_px_f, log_pz_f, log_q_f, groups
+        )
         return log_px.mean() - (encoder_bound + decoder_only).mean()
 
     def evaluate(self, step) -> dict[str, torch.Tensor]:

@@ -70,7 +70,8 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 50, 
     dimension pairs the sorted projections; the mean over samples and directions of
     |sorted a - sorted b|^p. ``directions`` ``(d, L)`` replaces the random ones."""
     if a.shape != b.shape:
-        raise ValueError(f"the sliced Wasserstein estimate pairs equally many samples; got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"the sliced Wasserstein estimate pairs equally many samples; got shapes {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
     b = b.to(a.dtype)
     theta = random_directions(a.shape[-1], projections, a) if directions is None else directions.to(a)
     pa = torch.sort(a @ theta, dim=0).values

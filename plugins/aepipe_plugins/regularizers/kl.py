@@ -35,12 +35,14 @@ class KLDivergence(Regularizer):
         probe = model.probe()
         if not probe.stochastic:
             raise ConfigError("regularizer 'kl' needs a stochastic code: set [model.bottleneck] name = \"gaussian\" "
-                              f"(encoder '{model.encoder.name}' with bottleneck '{model.bottleneck.name or 'none'}' gives a deterministic code)")
+                              f"(encoder '{model.encoder.name}' with bottleneck '{model.bottleneck.name or 'none'}' "
+                              "gives a deterministic code)")
         if self.config.method != "analytic" and not model.prior.has_log_prob and model.prior.distribution() is None:
             raise ConfigError(f"regularizer 'kl' needs the prior's log density; prior '{model.prior.name}' has none "
                               "(use the adversarial regularizer to match it)")
         if self.config.method == "analytic" and _closed_form(probe, model.prior, None) is None:
-            raise ConfigError(f"kl: method 'analytic' has no closed form for prior '{model.prior.name}' with this posterior; use monte-carlo")
+            raise ConfigError(f"kl: method 'analytic' has no closed form for prior '{model.prior.name}' with this "
+                              "posterior; use monte-carlo")
 
     def kl(self, step) -> torch.Tensor:
         """KL(q || p) per example, shape (n,) (beta not applied): in closed form where one

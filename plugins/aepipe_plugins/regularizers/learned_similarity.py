@@ -36,7 +36,9 @@ class LearnedSimilarityConfig(ReconstructionLossConfig):
         if depth == 0:
             raise ValueError("hidden needs at least one layer (its features measure the similarity)")
         if not (1 <= self.feature_layer <= depth or self.feature_layer == -1):
-            raise ValueError(f"feature_layer = {self.feature_layer}: expected -1 or 1..{depth} (hidden has {depth} layers)")
+            raise ValueError(
+                f"feature_layer = {self.feature_layer}: expected -1 or 1..{depth} (hidden has {depth} layers)"
+            )
         return self
 
 
@@ -90,7 +92,9 @@ class LearnedSimilarity(ReconstructionLoss):
 
     def setup(self, model) -> None:
         if model.prior is None:
-            raise ConfigError("regularizer 'learned-similarity' needs a prior to decode samples of: set [model.prior] name = ...")
+            raise ConfigError(
+                "regularizer 'learned-similarity' needs a prior to decode samples of: set [model.prior] name = ..."
+            )
         betas = (0.5, 0.999)
         self.optimizers = {
             "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=betas),

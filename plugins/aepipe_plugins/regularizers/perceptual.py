@@ -150,11 +150,13 @@ def msssim_window(side: int, kernel_size: int | None = None, sigma: float | None
     if scales is None:
         scales = next((s for s in range(len(MSSSIM_BETAS), 0, -1) if fits(s)), 0)
         if not scales:
-            raise ConfigError(f"msssim: a {kernel_size}-wide window (sigma {sigma:.3g}) does not fit {side}-pixel images; "
-                              "set a smaller kernel_size or sigma")
+            raise ConfigError(
+                f"msssim: a {kernel_size}-wide window (sigma {sigma:.3g}) does not fit {side}-pixel images; "
+                "set a smaller kernel_size or sigma"
+            )
     elif not fits(scales):
-        raise ConfigError(f"msssim: {scales} scales with a {kernel_size}-wide window (sigma {sigma:.3g}) do not fit {side}-pixel images; "
-                          "set fewer scales or a smaller kernel_size")
+        raise ConfigError(f"msssim: {scales} scales with a {kernel_size}-wide window (sigma {sigma:.3g}) do not fit "
+                          f"{side}-pixel images; set fewer scales or a smaller kernel_size")
     return kernel_size, sigma, scales
 
 

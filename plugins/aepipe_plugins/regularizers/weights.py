@@ -31,7 +31,9 @@ class _WeightPenalty(Regularizer):
     weight_setting = "lam"
 
     def setup(self, model) -> None:
-        parts = [model.encoder, model.decoder] if self.config.targets == "all" else [getattr(model, self.config.targets)]
+        parts = (
+            [model.encoder, model.decoder] if self.config.targets == "all" else [getattr(model, self.config.targets)]
+        )
         self._params = [p for part in parts for p in part.parameters() if self.config.include_biases or p.dim() >= 2]
 
     def _norm(self) -> torch.Tensor:  # pragma: no cover - abstract

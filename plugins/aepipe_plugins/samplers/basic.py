@@ -40,7 +40,9 @@ class GMMConfig(ComponentConfig):
     training codes are fitted on (a random subset, drawn with ``seed``)."""
 
     components: int = Field(10, ge=1, le=1000, description="k, the Gaussians of the mixture")
-    covariance: Literal["full", "diag"] = Field("full", description="each component's covariance (scikit-learn's covariance_type)")
+    covariance: Literal["full", "diag"] = Field(
+        "full", description="each component's covariance (scikit-learn's covariance_type)"
+    )
     max_iter: int = Field(200, ge=1, le=100_000, description="EM iterations at most")
     seed: int = Field(0, ge=0, description="seed of the initialisation and of the subset of codes")
     max_codes: int = Field(50_000, ge=2, description="at most this many training codes are fitted on")
@@ -67,7 +69,9 @@ class GMMSampler(Sampler):
 
     def setup(self, model) -> None:
         if model.spec.conditional:
-            raise ConfigError("sampler 'gmm' fits codes without their labels; a conditional model samples through 'prior'")
+            raise ConfigError(
+                "sampler 'gmm' fits codes without their labels; a conditional model samples through 'prior'"
+            )
 
     def fit(self, model, split) -> dict[str, float]:
         from sklearn.mixture import GaussianMixture
@@ -78,7 +82,9 @@ class GMMSampler(Sampler):
             codes = codes[np.random.default_rng(c.seed).choice(len(codes), c.max_codes, replace=False)]
         if len(codes) < c.components:
             raise ConfigError(f"sampler 'gmm': {len(codes)} training codes cannot fit {c.components} components")
-        gmm = GaussianMixture(c.components, covariance_type=c.covariance, max_iter=c.max_iter, random_state=c.seed, reg_covar=1e-6)
+        gmm = GaussianMixture(
+            c.components, covariance_type=c.covariance, max_iter=c.max_iter, random_state=c.seed, reg_covar=1e-6
+        )
         gmm.fit(codes)
         cov = gmm.covariances_ if c.covariance == "full" else np.stack([np.diag(v) for v in gmm.covariances_])
         like = self.means

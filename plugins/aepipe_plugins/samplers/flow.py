@@ -16,7 +16,9 @@ class FlowSamplerConfig(ComponentConfig):
     random subset drawn with ``seed``, which also orders the batches)."""
 
     transforms: int = Field(3, ge=1, le=32, description="autoregressive transforms of the MAF")
-    hidden: list[PositiveInt] = Field([64, 64], min_length=1, max_length=8, description="hidden units of each transform's masked MLP")
+    hidden: list[PositiveInt] = Field(
+        [64, 64], min_length=1, max_length=8, description="hidden units of each transform's masked MLP"
+    )
     epochs: int = Field(100, ge=1, le=10_000, description="passes of Adam over the training codes")
     batch_size: int = Field(256, ge=1, description="codes per Adam step")
     lr: float = Field(1e-3, gt=0.0, description="Adam's learning rate")
@@ -46,9 +48,13 @@ class FlowSampler(Sampler):
 
     def setup(self, model) -> None:
         if model.spec.conditional:
-            raise ConfigError("sampler 'flow' fits codes without their labels; a conditional model samples through 'prior'")
+            raise ConfigError(
+                "sampler 'flow' fits codes without their labels; a conditional model samples through 'prior'"
+            )
         if getattr(model.bottleneck, "discrete", False):
-            raise ConfigError(f"sampler 'flow' models continuous codes; bottleneck '{model.bottleneck.name}' gives discrete ones")
+            raise ConfigError(
+                f"sampler 'flow' models continuous codes; bottleneck '{model.bottleneck.name}' gives discrete ones"
+            )
 
     def fit(self, model, split) -> dict[str, float]:
         c = self.config

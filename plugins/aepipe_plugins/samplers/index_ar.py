@@ -65,7 +65,9 @@ class IndexAutoregressive(Sampler):
             raise ConfigError(f"needs a discrete code (codeword indices); {which} gives continuous codes: "
                               "use [model.bottleneck] name = \"quantized\"")
         if model.spec.conditional:
-            raise ConfigError("models the indices without their labels; it takes an unconditional model (model.conditional = false)")
+            raise ConfigError(
+                "models the indices without their labels; it takes an unconditional model (model.conditional = false)"
+            )
         self._model = [model]  # a plain reference: not a submodule of the sampler
         g, k = bottleneck.index_shape()
         if (g, k) == (self.positions, self.choices):
@@ -92,7 +94,11 @@ class IndexAutoregressive(Sampler):
     def nll(self, indices: torch.Tensor) -> torch.Tensor:
         """-log p of each row of ``indices``, nats (summed over positions)."""
         logits = self.logits(indices)
-        return F.cross_entropy(logits.reshape(-1, self.choices), indices.reshape(-1), reduction="none").reshape(indices.shape).sum(1)
+        return (
+            F.cross_entropy(logits.reshape(-1, self.choices), indices.reshape(-1), reduction="none")
+            .reshape(indices.shape)
+            .sum(1)
+        )
 
     def fit(self, model, split) -> dict[str, float]:
         from aepipe.plugin import code_tensor
@@ -120,7 +126,11 @@ class IndexAutoregressive(Sampler):
         with torch.no_grad():
             self.outer.bias[: self.choices].copy_(frequency[0].log())  # position 1: exactly the codewords' frequencies
             fitted = torch.cat([self.nll(part) for part in indices.split(4096)]).mean()
-        return {"index_nll": float(fitted), "independent_nll": float(independent), "uniform_nll": self.positions * math.log(self.choices)}
+        return {
+            "index_nll": float(fitted),
+            "independent_nll": float(independent),
+            "uniform_nll": self.positions * math.log(self.choices),
+        }
 
     @torch.no_grad()
     def draw_indices(self, n: int) -> torch.Tensor:
