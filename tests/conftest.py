@@ -45,12 +45,15 @@ def shared_store(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def store(shared_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from aepipe import tracking
+    return use_store(monkeypatch, shared_store)
 
-    monkeypatch.setenv("AEPIPE_HOME", str(shared_store))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    tracking.store.forget()
-    return shared_store
+
+@pytest.fixture
+def at_store(store, monkeypatch: pytest.MonkeyPatch):
+    """For a module whose ``store`` fixture trains into a store of its own (a dict with its ``home``):
+    that store, pointed at for the test."""
+    use_store(monkeypatch, store["home"])
+    return store
 
 
 def use_store(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Helpers that build throwaway plugin distributions (a real dist-info with entry points)."""
+"""Helpers the tests share: models built on the CPU and pipelines trained quietly, throwaway plugin
+distributions (a real dist-info with entry points), servers and signals."""
 
 from __future__ import annotations
 
@@ -102,3 +103,40 @@ def sigint_at_epoch_end(at_epoch: int):
 
     plugin.aepipe_epoch_end = aepipe_epoch_end
     return plugin
+
+
+def built(pm, path: str | Path | None = None, overrides=(), tree: dict | None = None, seed: int | None = None,
+          seed_before_data: bool = False):
+    """``(pipeline, model, data)``: a pipeline resolved from a file and/or a tree, its data loaded on the CPU and
+    its model built. ``seed``: torch's seed, set after the data is loaded or, with ``seed_before_data``, before it
+    (each test file keeps the order its figures were measured with)."""
+    import torch
+
+    from aepipe.config import resolve
+    from aepipe.model import build_model
+    from aepipe.training import load_data
+
+    pipeline = resolve(pm, path, list(overrides), tree=tree)
+    if seed is not None and seed_before_data:
+        torch.manual_seed(seed)
+    data = load_data(pipeline, torch.device("cpu"))
+    if seed is not None and not seed_before_data:
+        torch.manual_seed(seed)
+    return pipeline, build_model(pipeline, data), data
+
+
+def train_file(pm, name: str, *overrides: str, **kwargs):
+    """Train ``pipelines/<name>.toml`` with the tracking kept quiet (``QUIET``) and ``overrides``."""
+    from aepipe.config import resolve
+    from aepipe.training import train
+
+    from conftest import PIPELINES, QUIET
+
+    return train(resolve(pm, PIPELINES / f"{name}.toml", [*QUIET, *overrides]), pm, **kwargs)
+
+
+def eval_settings(**kw):
+    """The settings of ``aepipe evaluate`` (:func:`aepipe.evaluation.run.settings`), its defaults but ``kw``."""
+    from aepipe.evaluation.run import settings
+
+    return settings(**kw)

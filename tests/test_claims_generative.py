@@ -7,21 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.stats import kl_monte_carlo, mmd_rbf
-from aepipe.training import train
 from aepipe_plugins.regularizers.kl import importance_weighted_nll
 
-from conftest import PIPELINES, QUIET
+from helpers import train_file as _train
+from conftest import PIPELINES
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-
-def _train(pm, name, *overrides):
-    return train(resolve(pm, PIPELINES / f"{name}.toml", [*QUIET, *overrides]), pm)
 
 
 @pytest.mark.slow

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from aepipe.config import resolve
-from aepipe.training import train
 from aepipe_plugins.regularizers.contractive import jacobian_frobenius_sq
 from aepipe_plugins.corruptions.noise import denoising_mse
 from aepipe_plugins.regularizers.sparsity import code_statistics
 
-from conftest import PIPELINES, QUIET
+from helpers import train_file
 
 BUDGET = "train.epochs=40"
 
 
 def _train(pm, name, *overrides):
-    return train(resolve(pm, PIPELINES / f"{name}.toml", [*QUIET, BUDGET, *overrides]), pm)
+    return train_file(pm, name, BUDGET, *overrides)
 
 
 @pytest.fixture(scope="module")

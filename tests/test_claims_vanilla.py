@@ -7,16 +7,7 @@ import pytest
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA
 
-from aepipe.config import resolve
-from aepipe.training import train
-
-from conftest import PIPELINES, QUIET
-
-
-
-def _train(pm, name, *overrides):
-    pipeline = resolve(pm, PIPELINES / f"{name}.toml", [*QUIET, *overrides])
-    return train(pipeline, pm)
+from helpers import train_file as _train
 
 
 @pytest.mark.slow

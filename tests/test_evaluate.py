@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import store_at, use_store, QUIET_KEEP_MODEL
+from helpers import eval_settings as _settings
 
 QUIET = QUIET_KEEP_MODEL
 K = 50  # the KL regularizer's importance samples for test_iw_nll, and eval's
@@ -34,18 +35,6 @@ def store(tmp_path_factory):
             pm,
         )
     return {"home": home, "vae": vae, "ae": ae, "pm": pm}
-
-
-@pytest.fixture
-def at_store(store, monkeypatch):
-    use_store(monkeypatch, store["home"])
-    return store
-
-
-def _settings(**kw):
-    from aepipe.evaluation.run import settings
-
-    return settings(**kw)
 
 
 def test_vocabulary_names_and_selection():

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import store_at, use_store, QUIET_KEEP_MODEL
+from conftest import store_at, QUIET_KEEP_MODEL
+from helpers import eval_settings as _settings
 
 QUIET = QUIET_KEEP_MODEL
 
@@ -35,18 +36,6 @@ def store(tmp_path_factory):
             resolve(pm, tree={"variant": "vanilla"}, overrides=[*QUIET, "train.epochs=1", "data.in_memory=false"]), pm
         )
     return {"home": root / "mlruns", "tiny": tiny, "flat": flat, "streamed": streamed, "pm": pm}
-
-
-@pytest.fixture
-def at_store(store, monkeypatch):
-    use_store(monkeypatch, store["home"])
-    return store
-
-
-def _settings(**kw):
-    from aepipe.evaluation.run import settings
-
-    return settings(**kw)
 
 
 def test_a_tiny_test_split_skips_what_it_cannot_judge(at_store):

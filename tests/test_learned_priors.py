@@ -12,10 +12,10 @@ from torch.distributions import Independent, Normal
 
 from aepipe.config import resolve
 from aepipe.errors import ConfigError
-from aepipe.model import build_model
-from aepipe.training import load_data, train
+from aepipe.training import train
 from aepipe.training.step import optimizer_step
 
+from helpers import built
 from conftest import PIPELINES, QUIET
 from zoo_shared import DIGITS_VAE
 
@@ -26,12 +26,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _model(pm, variant: str, *values: str, seed: int = 0):
     """A model of ``variant`` built on the digits (small, for unit checks), and its data."""
-    pipeline = resolve(
-        pm, overrides=["model.code_dim=3", *values], tree={"variant": variant, "data": {"name": "digits"}}
-    )
-    data = load_data(pipeline, torch.device("cpu"))
-    torch.manual_seed(seed)
-    return build_model(pipeline, data), data
+    _, model, data = built(pm, overrides=["model.code_dim=3", *values],
+                           tree={"variant": variant, "data": {"name": "digits"}}, seed=seed)
+    return model, data
 
 
 def _normal(q, rows=slice(None)) -> Independent:

@@ -8,20 +8,18 @@ import torch
 from aepipe.components import ModelSpec
 from aepipe.config import resolve
 from aepipe.errors import ConfigError
-from aepipe.model import build_model
-from aepipe.training import load_data
 from aepipe_plugins.regularizers.contractive import jacobian_frobenius_sq
 from aepipe_plugins.corruptions.noise import GaussianNoise, Masking, SaltAndPepper
 from aepipe_plugins.regularizers.sparsity import bernoulli_kl
 from aepipe_plugins.networks import basic as nets
 
+from helpers import built
 from conftest import PIPELINES
 
 
 def _model(pm, name, *overrides):
-    pipeline = resolve(pm, PIPELINES / f"{name}.toml", list(overrides))
-    data = load_data(pipeline, torch.device("cpu"))
-    return build_model(pipeline, data), data
+    _, model, data = built(pm, PIPELINES / f"{name}.toml", overrides)
+    return model, data
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import Interrupted, load_data, make_optimizer, train
 from aepipe_plugins.bottlenecks.quantize import EPS, Quantized
 
+from helpers import built
 from conftest import PIPELINES, QUIET
 from helpers import sigint_at_epoch_end
 
@@ -29,10 +30,8 @@ def _model(pm, bottleneck: dict, code_dim: int = 8, **model):
     tree = {"data": {"name": "digits"}, "model": {
         "code_dim": code_dim, "encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]},
         "bottleneck": {"name": "quantized", **bottleneck}, **model}}
-    pipeline = resolve(pm, tree=tree)
-    torch.manual_seed(0)
-    data = load_data(pipeline, torch.device("cpu"))
-    return build_model(pipeline, data), data
+    _, model, data = built(pm, tree=tree, seed=0, seed_before_data=True)
+    return model, data
 
 
 def _train_step(model, optimizer, x, y):

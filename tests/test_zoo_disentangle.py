@@ -15,10 +15,10 @@ from aepipe.components import ModelSpec
 from aepipe.config import resolve
 from aepipe.errors import ConfigError
 from aepipe.model import build_model
-from aepipe.training import load_data
 from aepipe.training.step import optimizer_step
 from aepipe_plugins.regularizers import tc_estimators as est
 from aepipe_plugins.regularizers.disentangle import Capacity, TCDiscriminator
+from helpers import built
 from conftest import QUIET
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
@@ -136,12 +136,8 @@ def test_the_capacity_schedule():
 
 
 def _model(pm, variant: str, *values: str):
-    pipeline = resolve(
-        pm, tree={"variant": variant, "data": {"name": "digits"}, "model": {"code_dim": 4}}, overrides=list(values)
-    )
-    torch.manual_seed(0)
-    data = load_data(pipeline, torch.device("cpu"))
-    return pipeline, build_model(pipeline, data), data
+    return built(pm, tree={"variant": variant, "data": {"name": "digits"}, "model": {"code_dim": 4}},
+                 overrides=values, seed=0, seed_before_data=True)
 
 
 def _train_steps(model, data, steps: int, batch: int = 50):

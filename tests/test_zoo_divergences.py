@@ -20,6 +20,7 @@ from aepipe.training.metrics import split_metrics
 from aepipe_plugins.regularizers.kernels import kernel_matrix, kernel_scale, mmd, sliced_wasserstein
 from aepipe_plugins.regularizers.divergences import EVAL_SEED, decoder_gradient_sq
 
+from helpers import built
 from conftest import PIPELINES, QUIET
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
@@ -30,10 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _model(pm, model: dict, code_dim: int = 3):
     tree = {"data": {"name": "digits"}, "model": {"code_dim": code_dim, "encoder": {"name": "mlp", "hidden": [16]},
                                                   "decoder": {"name": "mlp", "hidden": [16]}, **model}}
-    pipeline = resolve(pm, tree=tree)
-    torch.manual_seed(0)
-    data = load_data(pipeline, torch.device("cpu"))
-    return build_model(pipeline, data), data
+    _, model, data = built(pm, tree=tree, seed=0, seed_before_data=True)
+    return model, data
 
 
 # --- kernels, MMD, sliced Wasserstein --------------------------------------------------------------

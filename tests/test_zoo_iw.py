@@ -16,6 +16,7 @@ from aepipe.stats import importance_weighted_bound
 from aepipe.training import load_data, train
 from aepipe_plugins.regularizers.iw import miwae_bound
 
+from helpers import built
 from conftest import PIPELINES, QUIET
 
 #: the models here train on one CPU thread (zoo_shared.one_torch_thread)
@@ -47,10 +48,8 @@ def _model(pm, variant: str, samples: int = 6, **reg):
     tree = {"variant": variant, "data": {"name": "digits"},
             "model": {"code_dim": 4, "samples": samples, "encoder": {"name": "mlp", "hidden": [16]},
                       "decoder": {"name": "mlp", "hidden": [16]}, "regularizers": {bound: reg}}}
-    p = resolve(pm, tree=tree)
-    data = load_data(p, torch.device("cpu"))
-    torch.manual_seed(0)
-    return build_model(p, data).double(), data, bound
+    _, model, data = built(pm, tree=tree, seed=0)
+    return model.double(), data, bound
 
 
 @pytest.mark.parametrize("variant,settings,bound", [

@@ -16,6 +16,7 @@ from aepipe.tracking.memory import MemoryTracker
 from aepipe.training import load_data, train
 from aepipe_plugins.regularizers.perceptual import log_cosh, ms_ssim, msssim_betas, msssim_window
 
+from helpers import built
 from conftest import PIPELINES, QUIET
 from zoo_shared import DIGITS_VAE
 
@@ -25,10 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(pm, name: str, *overrides: str):
-    pipeline = resolve(pm, PIPELINES / f"{name}.toml", [*QUIET, *overrides])
-    data = load_data(pipeline, torch.device("cpu"))
-    torch.manual_seed(0)
-    return build_model(pipeline, data), data
+    _, model, data = built(pm, PIPELINES / f"{name}.toml", [*QUIET, *overrides], seed=0)
+    return model, data
 
 
 # --- log-cosh -----------------------------------------------------------------------------
