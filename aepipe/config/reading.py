@@ -1,5 +1,6 @@
 """Reading a pipeline: a file, TOML text or a ``--set`` argument, each bounded in size and
-nesting (:mod:`aepipe.config.prescan`) before ``tomllib`` parses it."""
+nesting (:mod:`aepipe.config.prescan`) before ``tomllib`` parses it. A file may start from another
+(``extends = "vae.toml"``, a path relative to its folder) and hold only what differs from it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aepipe.config.prescan import MAX_DEPTH, MAX_FILE_BYTES, check_nesting
-from aepipe.config.tree import unflatten
+from aepipe.config.tree import merge, unflatten
 from aepipe.errors import ConfigError
 
 
@@ -49,13 +50,51 @@ def read_text(path: str | Path, where: str) -> str:
         raise ConfigError(f"{where}: not a text file: {exc}") from None
 
 
-def read_pipeline_file(path: str | Path) -> dict[str, Any]:
-    """The pipeline file at ``path``; one larger than :data:`MAX_FILE_BYTES` is refused
-    unread, one nested deeper than :data:`MAX_DEPTH` before it is parsed."""
-    path = Path(path)
+#: how many files a chain of ``extends`` may hold, the file itself included
+MAX_EXTENDS = 4
+
+
+def _read_one(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: pipeline file not found")
     return loads_pipeline(read_text(path, str(path)), str(path))
+
+
+def read_pipeline_layers(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """The pipeline file at ``path`` and the files it extends, the first base first: each its name
+    and its tree (``extends`` taken out), each read within the bounds of a pipeline file. A file
+    extends at most one other (``extends = "base.toml"``, relative to its own folder); a chain
+    holds at most :data:`MAX_EXTENDS` files and no cycle."""
+    path = Path(path)
+    layers = [(str(path), _read_one(path))]
+    chain = [path.resolve()]
+    while "extends" in layers[-1][1]:
+        where, tree = layers[-1]
+        base = tree.pop("extends")
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{where}: 'extends' must name a pipeline file (a string), got {base!r}")
+        following = Path(where).parent / base
+        if following.resolve() in chain:
+            cycle = " -> ".join([*(p.name for p in chain), following.name])
+            raise ConfigError(f"{where}: extends '{base}', a file of its own chain (a cycle: {cycle})")
+        if len(chain) == MAX_EXTENDS:
+            raise ConfigError(f"{where}: extends '{base}': a chain of more than {MAX_EXTENDS} pipeline files")
+        try:
+            layers.append((str(following), _read_one(following)))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: extends '{base}': {exc}") from None
+        chain.append(following.resolve())
+    return layers[::-1]
+
+
+def read_pipeline_file(path: str | Path) -> dict[str, Any]:
+    """The pipeline file at ``path``, merged over the files it extends; one larger than
+    :data:`MAX_FILE_BYTES` is refused unread, one nested deeper than :data:`MAX_DEPTH` before it
+    is parsed."""
+    tree: dict[str, Any] = {}
+    for _, layer in read_pipeline_layers(path):
+        tree = merge(tree, layer)
+    return tree
 
 
 def parse_override(text: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aepipe.config.pipeline import ComponentChoice, Pipeline
 from aepipe.config.prescan import MAX_DEPTH
-from aepipe.config.reading import parse_override, read_pipeline_file, short
+from aepipe.config.reading import parse_override, read_pipeline_layers, short
 from aepipe.config.schema import (MODEL_COMPONENTS, REGULARIZER_CORE_KEYS, REGULARIZERS_SECTION, DataSettings,
                                   PipelineSettings)
 from aepipe.config.tree import merge, origins_of, tree_depth, unflatten
@@ -41,9 +41,9 @@ def resolve(
 
     ``source`` names ``tree`` in errors (a file names itself)."""
     source = str(path) if path is not None else source or "<pipeline>"
-    file_tree, upper = _read_layers(path, tree, overrides, values, values_origin, source)
+    files, upper = _read_layers(path, tree, overrides, values, values_origin, source)
     registry = pm.registry  # after the bounded reading: building it imports the plugins (and torch)
-    merged, origins = _merge_layers(registry, file_tree, upper, source, stored)
+    merged, origins = _merge_layers(registry, files, upper, source, stored)
     data_section, model_section = _section(merged, "data", origins), _section(merged, "model", origins)
     settings = _core_settings(merged, data_section, model_section, origins)
     dataset_settings = {k: v for k, v in data_section.items() if k not in DataSettings.model_fields}
@@ -57,28 +57,29 @@ def resolve(
 
 def _read_layers(path: str | Path | None, tree: dict[str, Any] | None, overrides: list[str] | tuple[str, ...],
                  values: dict[str, Any] | None, values_origin: str, source: str
-                 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
-    """The file's tree (read within the bounds of a pipeline file, or ``tree`` checked for depth)
-    and the layers above it, each with where it came from: ``--set`` overrides, then ``values``."""
+                 ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
+    """The file's layers (it and the files it extends, read within the bounds of a pipeline file;
+    or ``tree`` checked for depth) and the layers above them, each with where it came from:
+    ``--set`` overrides, then ``values``."""
     if path is None and tree and tree_depth(tree) > MAX_DEPTH:
         raise ConfigError(f"{source}: nested {tree_depth(tree)} levels deep; aepipe reads at most {MAX_DEPTH}")
     for key in values or {}:
         if key.count(".") >= MAX_DEPTH:
             raise ConfigError(f"{values_origin} {short(key)}: a key of {key.count('.') + 1} parts; "
                               f"aepipe reads at most {MAX_DEPTH} levels")
-    file_tree = read_pipeline_file(path) if path is not None else copy.deepcopy(tree or {})
+    files = read_pipeline_layers(path) if path is not None else [(source, copy.deepcopy(tree or {}))]
     upper = [(f"--set {text}", parse_override(text)) for text in overrides]
     upper += [(f"{values_origin} {key}", unflatten({key: value})) for key, value in (values or {}).items()]
-    return file_tree, upper
+    return files, upper
 
 
-def _merge_layers(registry: Any, file_tree: dict[str, Any], upper: list[tuple[str, dict[str, Any]]], source: str,
-                  stored: bool) -> tuple[dict[str, Any], dict[str, str]]:
+def _merge_layers(registry: Any, files: list[tuple[str, dict[str, Any]]], upper: list[tuple[str, dict[str, Any]]],
+                  source: str, stored: bool) -> tuple[dict[str, Any], dict[str, str]]:
     """The layers merged over the variant's defaults (none for a ``stored`` pipeline), and where
     each dotted key was set."""
     origins: dict[str, str] = {"": source}
-    variant_name = file_tree.get("variant")
-    for _, st in upper:
+    variant_name = None
+    for _, st in [*files, *upper]:
         variant_name = st.get("variant", variant_name)
     merged: dict[str, Any] = {}
     if variant_name is not None and not stored:
@@ -86,11 +87,9 @@ def _merge_layers(registry: Any, file_tree: dict[str, Any], upper: list[tuple[st
         # a bad default is the registering plugin's, not the one that owns the component
         plugin = registry.source("variant", variant_name).describe()
         origins.update(origins_of(merged, f"variant '{variant_name}' of {plugin}"))
-    origins.update(origins_of(file_tree, source))
-    for label, st in upper:
+    for label, st in [*files, *upper]:
         origins.update(origins_of(st, label))
-    for layer in [file_tree, *(st for _, st in upper)]:
-        merged = merge(merged, layer)
+        merged = merge(merged, st)
     return merged, origins
 
 
