@@ -70,6 +70,7 @@ API: dict[str, dict[str, str]] = {
         "code_tensor": "aepipe.training.metrics",
         "code_statistics": "aepipe.stats",
         "importance_terms": "aepipe.evaluation.basic",
+        "seeded_batches": "aepipe.evaluation.basic",
     },
     "distributions and divergences": {
         "DiagNormal": "aepipe.stats",

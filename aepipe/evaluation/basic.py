@@ -18,7 +18,7 @@ and returns plain floats under the names of the vocabulary (without the ``eval_`
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -37,6 +37,23 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 
 def _device(model: AutoEncoder) -> torch.device:
     return next(model.parameters()).device
+
+
+def seeded_batches(model: Any, x: Any, y: torch.Tensor | None = None, batch: int = 1024,
+                   seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The batches of a split (or of tensors ``x`` and ``y``), drawn from torch's generators seeded
+    with ``seed`` in a fork of them: the same random draws every call (a corruption, importance
+    samples), the caller's random stream (training's) untouched. The model is in evaluation mode
+    meanwhile, and back in its own mode after."""
+    was = model.training
+    model.eval()
+    device = _device(model)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield from batches(x, y, batch)
+    finally:
+        model.train(was)
 
 
 @torch.no_grad()
@@ -108,13 +125,11 @@ def likelihood(model: AutoEncoder, split: Any, k: int = 1000, seed: int = 0, bat
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     n = 0
     means = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for xb, yb in batches(split, batch_size=batch):
-            iw, elbo, kl = importance_terms(model, xb, yb, k)
-            sums += torch.stack([-iw.sum(), -elbo.sum(), kl.sum()]).double()
-            n += xb.shape[0]
-            means.append(model.encode(xb, yb).code.float())
+    for xb, yb in seeded_batches(model, split, batch=batch, seed=seed):
+        iw, elbo, kl = importance_terms(model, xb, yb, k)
+        sums += torch.stack([-iw.sum(), -elbo.sum(), kl.sum()]).double()
+        n += xb.shape[0]
+        means.append(model.encode(xb, yb).code.float())
     iw_nll, neg_elbo, kl = (sums / n).tolist()
     codes = torch.cat(means)
     active = int((codes.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum()) if len(codes) > 1 else 0

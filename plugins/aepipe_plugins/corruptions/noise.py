@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from aepipe.plugin import ComponentConfig, Corruption, batches
+from aepipe.plugin import ComponentConfig, Corruption, seeded_batches
 
 
 class GaussianConfig(ComponentConfig):
@@ -63,21 +63,14 @@ class SaltAndPepper(Corruption):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def denoising_mse(model, corruption, x, y: torch.Tensor | None = None, seed: int = 0, batch: int = 4096) -> float:
     """Mean squared error between clean inputs and the reconstruction of their corruption, over
     a split (or tensors ``x`` and ``y``).
 
     The corruption is drawn from its own seeded generator (the same corrupted inputs every
     call), without disturbing the training random stream."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = torch.zeros((), device=device), 0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for xb, yb in batches(x, y, batch):
-            total += (model(corruption(xb), yb) - xb).pow(2).sum()
-            count += xb.numel()
-    model.train(was)
+    total, count = torch.zeros((), device=next(model.parameters()).device), 0
+    for xb, yb in seeded_batches(model, x, y, batch, seed):
+        total += (model(corruption(xb), yb) - xb).pow(2).sum()
+        count += xb.numel()
     return float(total) / count

@@ -7,7 +7,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from aepipe.plugin import ComponentConfig, ConfigError, DiagNormal, Regularizer, batches, kl_analytic, kl_monte_carlo
+from aepipe.plugin import (ComponentConfig, ConfigError, DiagNormal, Regularizer, kl_analytic, kl_monte_carlo,
+                           seeded_batches)
 
 
 class KLConfig(ComponentConfig):
@@ -98,16 +99,10 @@ def _closed_form(code, prior, y) -> torch.Tensor | None:
 def importance_weighted_nll(model, x, y: torch.Tensor | None, k: int, batch: int = 256, seed: int = 0) -> float:
     """-log p(x) estimated with K importance samples, nats per example, averaged over a split
     (or tensors ``x`` and ``y``)."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, n = torch.zeros((), device=device), 0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for xb, yb in batches(x, y, batch):
-            total += -iw_log_likelihood(model, xb, yb, k).sum()
-            n += xb.shape[0]
-    model.train(was)
+    total, n = torch.zeros((), device=next(model.parameters()).device), 0
+    for xb, yb in seeded_batches(model, x, y, batch, seed):
+        total += -iw_log_likelihood(model, xb, yb, k).sum()
+        n += xb.shape[0]
     return float(total) / n
 
 
