@@ -57,6 +57,14 @@ def load_model_dir(
     """Rebuild the model in folder ``path`` through the plugin registry and load its weights. A
     damaged ``weights.pt`` (empty, truncated), or a ``pipeline.toml`` beyond the bounds of a pipeline
     file, is one ConfigError naming it."""
+    return load_model_and_pipeline(path, pm, device, where)[0]
+
+
+def load_model_and_pipeline(
+    path: Path, pm: AepipePluginManager | None = None, device: str = "cpu", where: str = ""
+) -> tuple[AutoEncoder, Pipeline]:
+    """:func:`load_model_dir`'s model and the stored pipeline it was built from, read and resolved
+    once (its source is ``where``)."""
     from aepipe.config.stored import StoredPipeline
     from aepipe.files import load_tensors
     from aepipe.model import build_model
@@ -97,7 +105,7 @@ def load_model_dir(
     except RuntimeError as exc:
         raise ConfigError(f"{where}: its weights no longer fit the model its components build: "
                           f"{str(exc).splitlines()[0]}") from None
-    return model.to(device).eval()
+    return model.to(device).eval(), pipeline
 
 
 def predict(model: AutoEncoder, model_input: np.ndarray | None, params: dict[str, Any] | None = None) -> np.ndarray:

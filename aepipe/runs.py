@@ -6,7 +6,6 @@ never pickled code). What every verb that starts from a run id (``encode``, ``sa
 from __future__ import annotations
 
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +93,7 @@ def load_sampler(
     sampler the run does not hold is fitted on split ``fit_on`` when one is given (not logged)."""
     import torch
 
+    from aepipe.config.reading import loads_pipeline, read_text
     from aepipe.sampling import build_sampler
     from aepipe.tracking import default_tracker
 
@@ -122,8 +122,10 @@ def load_sampler(
                 return sampler
             raise ConfigError(f"run {run_id} has no fitted sampler '{name}'; fit one with: aepipe fit-sampler {run_id} "
                               f"--sampler {name}")
+        # its settings read within the bounds of a pipeline file: a damaged or hostile copy is one line naming it
+        where = f"run {run_id}: {FOLDER}/{name}/sampler.toml"
+        settings = loads_pipeline(read_text(folder / "sampler.toml", where), where)
         try:
-            settings = tomllib.loads((folder / "sampler.toml").read_text(encoding="utf-8"))
             state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a damaged file of any kind
             raise ConfigError(

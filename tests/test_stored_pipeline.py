@@ -78,3 +78,53 @@ def test_a_model_folders_oversized_or_over_nested_pipeline_is_refused_in_one_lin
     with pytest.raises(ConfigError, match=rf"^{named}: aepipe-model/pipeline.toml: {len(text) + MAX_FILE_BYTES} bytes; "
                                           rf"a pipeline file may hold at most {MAX_FILE_BYTES} \(1 MiB\)$"):
         load_model_dir(model_folder, pm, where=where)
+
+
+class _FolderTracker:
+    """A tracker whose runs are FINISHED and whose artifacts are the folders of ``artifacts``."""
+
+    def __init__(self, artifacts):
+        self.artifacts = artifacts
+
+    def get_run(self, run_id):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(status="FINISHED")
+
+    def download(self, run_id, path, dst):
+        import shutil
+
+        found = self.artifacts.get(path)
+        return None if found is None else shutil.copytree(found, dst / path)
+
+
+def test_an_evaluated_run_reads_its_stored_pipeline_once(pm, model_folder, monkeypatch):
+    import aepipe.config.stored as stored
+    from aepipe.evaluation.run import _load
+
+    calls = []
+    real = stored.resolve
+    monkeypatch.setattr(stored, "resolve", lambda *a, **kw: calls.append(kw["source"]) or real(*a, **kw))
+    model, data = _load("0123", torch.device("cpu"), _FolderTracker({"aepipe-model": model_folder}), pm)
+    assert calls == ["run 0123: aepipe-model/pipeline.toml"]
+    assert model.spec.code_dim > 0 and len(data.test) > 0 and data.name == "digits"
+
+
+@pytest.mark.parametrize("text, message", [
+    (DEEP, rf"line 1: {TOO_DEEP}"),
+    ("#" * (MAX_FILE_BYTES + 1), rf"{MAX_FILE_BYTES + 1} bytes; a pipeline file may hold at most {MAX_FILE_BYTES}"),
+    ("components = ", r"not valid TOML"),
+])
+def test_a_fitted_samplers_settings_are_read_within_the_bounds_of_a_pipeline_file(pm, model_folder, tmp_path, text,
+                                                                                 message):
+    from aepipe.runs import load_sampler
+    from aepipe.sampling import FOLDER
+
+    folder = tmp_path / "gmm"
+    folder.mkdir()
+    (folder / "sampler.toml").write_text(text)
+    torch.save({}, folder / "weights.pt")
+    model = load_model_dir(model_folder, pm)
+    tracker = _FolderTracker({f"{FOLDER}/gmm": folder})
+    with pytest.raises(ConfigError, match=rf"^run 0123: {FOLDER}/gmm/sampler\.toml: {message}[^\n]*$"):
+        load_sampler("0123", model, "gmm", tracker=tracker, pm=pm)

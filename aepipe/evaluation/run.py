@@ -119,8 +119,7 @@ def run_ids(targets: list[str]) -> list[str]:
 
 def _load(run_id: str, device: Any, tracker: Any, pm: Any) -> tuple[AutoEncoder, DataBundle]:
     """Run ``run_id``'s model and its data, split as it was."""
-    from aepipe.artifacts import DIR, load_model_dir
-    from aepipe.config.stored import read_stored_file
+    from aepipe.artifacts import DIR, load_model_and_pipeline
     from aepipe.tracking.lookup import missing_artifact
     from aepipe.training.setup import load_data
 
@@ -134,8 +133,7 @@ def _load(run_id: str, device: Any, tracker: Any, pm: Any) -> tuple[AutoEncoder,
             raise RunNotFoundError(
                 missing_artifact(record, DIR, location) + " (trained with tracking.log_model = false?)"
             )
-        model = load_model_dir(local, pm, str(device), where=f"run {run_id}")
-        pipeline = read_stored_file(pm, local / "pipeline.toml", f"run {run_id}: {DIR}/pipeline.toml")
+        model, pipeline = load_model_and_pipeline(local, pm, str(device), where=f"run {run_id}")
     return model, load_data(pipeline, device)
 
 
