@@ -140,3 +140,15 @@ def eval_settings(**kw):
     from aepipe.evaluation.run import settings
 
     return settings(**kw)
+
+
+def one_line_error(result, *parts: str) -> str:
+    """The one line of a CLI result (click's ``CliRunner``) that exited 2 for a user error: it starts
+    ``Error: `` and holds each of ``parts``; no traceback anywhere."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for part in parts:
+        assert part in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    return lines[0]

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from aepipe.cli import cli
 
 from conftest import PIPELINES
+from helpers import one_line_error as _one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +28,6 @@ def cvae_run(shared_store) -> str:
                                        "--set", "tracking.log_images=false", "--set", "tracking.log_dataset=false"])
     assert out.exit_code == 0, out.output
     return out.stdout.strip().splitlines()[-1]
-
-
-def _one_line_error(result, *parts: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
-    return lines[0]
 
 
 def _files(folder: Path) -> dict[str, Path]:

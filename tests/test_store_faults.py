@@ -22,6 +22,7 @@ from aepipe.tracking import health, store
 from aepipe.tracking.error_line import error_line
 
 from conftest import PIPELINES, QUIET_KEEP_MODEL
+from helpers import one_line_error as _one_line_error
 
 QUIET = [*QUIET_KEEP_MODEL, "train.epochs=1"]
 TRAIN = ["train", str(PIPELINES / "vanilla.toml"), "-q", *sum((["--set", q] for q in QUIET), [])]
@@ -112,15 +113,6 @@ def read_only_store(home: Path, tmp_path: Path):
             yield view
         finally:
             subprocess.run(["umount", "-l", str(view)], check=True)
-
-
-def _one_line_error(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), (
-        result.exit_code,
-        result.stderr,
-    )
-    return lines[0]
 
 
 def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:

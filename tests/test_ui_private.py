@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from aepipe.cli import cli
 
-from helpers import free_port, wait_for_http
+from helpers import free_port, one_line_error as _one_line_exit_2, wait_for_http
 
 
 @pytest.fixture
@@ -31,16 +31,6 @@ def no_server(monkeypatch):
         raise AssertionError("a server was started")
 
     monkeypatch.setattr(ui, "run", started)
-
-
-def _one_line_exit_2(result, *parts: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "fileserver.lan"])
