@@ -57,6 +57,10 @@ class Component:
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    #: settings (each a dict of this component's own settings, as in its pipeline section) under
+    #: which the conformance suite checks it too, after its defaults: a code path behind a setting
+    #: is checked only where it is listed here (see :func:`aepipe.testing.check_component`)
+    conformance_settings: ClassVar[tuple[dict[str, Any], ...]] = ()
 
     @classmethod
     def summary(cls) -> str:
@@ -83,8 +87,10 @@ class ModelComponent(Component, nn.Module):
         self.config = config
         self.spec = spec
 
-    #: a partial pipeline (``{"model": {...}}``) that the conformance suite builds around this
-    #: component instead of its default composition (see :func:`aepipe.testing.check_component`)
+    #: the pipeline the conformance suite builds around this component instead of its default
+    #: composition: a partial pipeline (``{"model": {...}}``, over aepipe's defaults) or a whole
+    #: model (``{"variant": NAME}``, optionally with ``"model"`` overrides of that variant's
+    #: defaults); the component goes into its section (see :func:`aepipe.testing.check_component`)
     conformance: ClassVar[dict[str, Any] | None] = None
 
     def setup(self, model: Model) -> None:

@@ -105,6 +105,20 @@ def registered_components(pm=None, plugin: str | None = None, kinds: tuple[str, 
     return out
 
 
+def _with_settings(tree: dict[str, Any], kind: str, name: str, settings: dict[str, Any] | None) -> dict[str, Any]:
+    """``tree`` with the component's ``settings`` merged into its own table (its section, or its
+    key under ``[model.regularizers]``)."""
+    from aepipe.kinds import BY_NAME
+
+    if settings:
+        section = BY_NAME[kind].model_section
+        model = tree.setdefault("model", {})
+        table = model.setdefault("regularizers", {}).setdefault(name, {}) if kind == "regularizer" else \
+            model.setdefault(section, {"name": name})
+        table.update(copy.deepcopy(settings))
+    return tree
+
+
 def _variant_for(pm, kind: str, name: str) -> dict[str, Any]:
     """A pipeline tree using the component: its own ``conformance`` pipeline (which may name a
     variant and override its settings, e.g. to check a big network at small widths), else a
@@ -146,19 +160,20 @@ def _variant_for(pm, kind: str, name: str) -> dict[str, Any]:
     return tree
 
 
-def _build_component_model(pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None = None, data: dict[str, Any] | None = None):
+def _build_component_model(pm, kind: str, name: str, seed: int = 0, extra: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+                           settings: dict[str, Any] | None = None):
     import torch
 
     from aepipe.config import resolve
     from aepipe.model import build_model
     from aepipe.training import load_data
 
-    tree = _variant_for(pm, kind, name)
+    tree = _with_settings(_variant_for(pm, kind, name), kind, name, settings)
     if data is not None:
         tree["data"] = dict(data)
     tree.setdefault("data", dict(_CHECK_DATA))
-    if not tree.get("variant"):  # a variant keeps its own code size (e.g. a 2-D ring prior)
-        tree["model"]["code_dim"] = 8
+    if not tree.get("variant"):  # a variant keeps its own code size (e.g. a 2-D ring prior), a declared pipeline its own
+        tree["model"].setdefault("code_dim", 8)
     pipeline = resolve(pm, tree=tree, values=extra)
     torch.manual_seed(seed)
     data = load_data(pipeline, torch.device("cpu"))
@@ -252,31 +267,43 @@ def _check_feature_space(cls, config, who: str, table: dict[str, Any] | None) ->
                 f"{who}: rebuilt from its cache, it gives other features"
 
 
-def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None = None) -> None:
+def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> None:
     """Run every conformance check on one registered component (for a variant,
-    :func:`check_variant`); raises AssertionError (or the component's own error) naming the
-    check that failed. Model components are checked on scikit-learn's digits, or on ``data``
-    (a ``[data]`` table, e.g. ``{"name": "file", "path": "images.npz", "image_shape": [3, 32, 32]}``)."""
-    import torch
-    from pydantic import ValidationError
-
+    :func:`check_variant`) under its defaults, then under each of the settings it declares
+    (``conformance_settings``), or only under ``settings`` where given; raises AssertionError
+    (or the component's own error) naming the check that failed and the settings it ran under.
+    Model components are checked on scikit-learn's digits, or on ``data`` (a ``[data]`` table,
+    e.g. ``{"name": "file", "path": "images.npz", "image_shape": [3, 32, 32]}``)."""
     from aepipe.plugins import get_plugin_manager
-    from aepipe.training.step import optimizer_step, owned_regularizers
 
     pm = pm or get_plugin_manager()
     if kind == "variant":
         check_variant(name, pm, data)
         return
+    declared = getattr(pm.registry.get(kind, name), "conformance_settings", ())
+    for each in [settings] if settings is not None else [{}, *declared]:
+        _check_under(pm, kind, name, data, dict(each))
+
+
+def _check_under(pm, kind: str, name: str, data: dict[str, Any] | None, settings: dict[str, Any]) -> None:
+    """Every conformance check on one component built with ``settings`` (its own, over its defaults)."""
+    import torch
+    from pydantic import ValidationError
+
+    from aepipe.training.step import optimizer_step, owned_regularizers
+
     cls = pm.registry.get(kind, name)
-    who = f"{kind} '{name}' ({pm.registry.source(kind, name).describe()})"
+    who = f"{kind} '{name}' ({pm.registry.source(kind, name).describe()})" + (f" under settings {settings}" if settings else "")
 
     # config round trip, and bad settings are clear errors
     try:
-        config = cls.Config()
+        config = cls.Config.model_validate(settings)
     except ValidationError as exc:
         missing = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "missing"]
         if kind == "dataset" and missing:
             raise CheckSkipped(f"{who} needs settings to load: {', '.join(missing)}") from None
+        if settings:
+            raise AssertionError(f"{who}: its Config refuses the settings it declares ({exc.errors()[0]['msg']})") from None
         raise AssertionError(f"{who}: Config() must work with defaults alone ({exc.errors()[0]['msg']}: {missing})") from None
     assert cls.Config.model_validate(config.model_dump()) == config, f"{who}: Config does not round-trip"
     try:
@@ -302,7 +329,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
 
     # shape contracts
     table = data
-    pipeline, model, data = _build_component_model(pm, kind, name, data=table)
+    pipeline, model, data = _build_component_model(pm, kind, name, data=table, settings=settings)
     part = _component(model, kind, name)
     x, y = data.train.head(16)
     y1 = model.one_hot(y)
@@ -363,7 +390,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
     assert loss.dim() == 0 and torch.isfinite(loss), f"{who}: loss {loss}"
 
     # determinism under a seed
-    _, again, _ = _build_component_model(pm, kind, name, data=table)
+    _, again, _ = _build_component_model(pm, kind, name, data=table, settings=settings)
     torch.manual_seed(1)
     a = model.step(x, y)[0].detach()
     torch.manual_seed(1)
@@ -383,7 +410,7 @@ def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None =
     # seeded evaluation each time, drawn aside from the training's random stream); most
     # components get there in the first 5, so the rest is not run
     torch.manual_seed(0)
-    _, model, _ = _build_component_model(pm, kind, name, data=table)
+    _, model, _ = _build_component_model(pm, kind, name, data=table, settings=settings)
     opt = torch.optim.Adam(model.parameter_groups(), lr=1e-3)  # the component's own groups keep their options
     owned, after = owned_regularizers(model), model.after_step_parts()
     batch = data.train.head(64)

@@ -44,6 +44,8 @@ class CategoricalBottleneck(Bottleneck):
     what = ("indices", "probs")
     discrete = True
     loss_names = ("kl",)
+    #: the straight-through draws and the KL's warm-up are code paths of their own
+    conformance_settings = ({"hard": True, "warmup_steps": 10},)
 
     def __init__(self, config: CategoricalConfig, spec: ModelSpec):
         super().__init__(config, spec)
