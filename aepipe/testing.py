@@ -331,6 +331,11 @@ def _check_under(pm, kind: str, name: str, data: dict[str, Any] | None, settings
     table = data
     pipeline, model, data = _build_component_model(pm, kind, name, data=table, settings=settings)
     part = _component(model, kind, name)
+    declared = getattr(part, {"bottleneck": "support", "prior": "draws", "sampler": "draws"}.get(kind, ""), None)
+    if declared is not None:
+        from aepipe.sampling import SUPPORTS
+
+        assert declared in SUPPORTS, f"{who}: declares '{declared}', which is none of aepipe.sampling.SUPPORTS ({', '.join(SUPPORTS)})"
     x, y = data.train.head(16)
     y1 = model.one_hot(y)
     n, d, k = x.shape[0], model.spec.input_dim, model.spec.code_dim

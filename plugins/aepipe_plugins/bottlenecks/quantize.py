@@ -83,6 +83,7 @@ class Quantized(Bottleneck):
     Config = QuantizedConfig
     what = ("indices",)
     discrete = True
+    support = "codewords"
     loss_names = ("codebook", "commitment")
     #: the conformance suite checks the moving-average codebook, the vq-vae variant's default: a
     #: codebook trained by its loss under the suite's plain Adam steps raises the loss (figures:
