@@ -193,7 +193,7 @@ class ResidualVQBottleneck(Bottleneck):
 
     def from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """The sum of the Q stages' codewords of ``indices`` ``(n, Q)``: ``(n, code_dim)``."""
-        return self.stage_codes(indices).sum(0).to(torch.get_default_dtype())
+        return self.stage_codes(indices).sum(0)
 
     def index_shape(self) -> tuple[int, int]:
         return (self.config.stages, self.config.codebook_size)
