@@ -38,6 +38,13 @@ def test_normal_draws_into_a_one_hot_code_are_refused_and_its_own_prior_is_not(a
     normal = _model(aepipe_pm, code_dim=20, bottleneck=categorical, prior={"name": "standard-normal"})
     with pytest.raises(ConfigError, match=r"^prior 'standard-normal' draws real vectors"):
         check_support(normal)
+    from aepipe.artifacts import predict  # the served model's sample mode refuses them alike
+
+    bare.meta = {"value_range": [0.0, 16.0]}
+    with pytest.raises(ConfigError, match=r"^N\(0, I\) \(the model has no prior\) draws real vectors"):
+        predict(bare, None, {"mode": "sample", "n": 2})
+    uniform.meta = {"value_range": [0.0, 16.0]}
+    assert predict(uniform, None, {"mode": "sample", "n": 2}).shape == (2, 64)
 
 
 def test_samplers_of_real_vectors_fit_real_codes_and_not_codewords(aepipe_pm):
