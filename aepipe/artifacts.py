@@ -121,6 +121,9 @@ def predict(model: AutoEncoder, model_input: np.ndarray | None, params: dict[str
     device = next(model.parameters()).device
     with torch.no_grad():
         if p["mode"] == "sample":
+            from aepipe.sampling import check_support
+
+            check_support(model)  # draws that are not codes of the model's kind: refused, one line
             torch.manual_seed(int(p["seed"]))
             n = int(p["n"])
             if label >= 0:

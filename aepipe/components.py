@@ -57,6 +57,10 @@ class Component:
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    #: settings (each a dict of this component's own settings, as in its pipeline section) under
+    #: which the conformance suite checks it too, after its defaults: a code path behind a setting
+    #: is checked only where it is listed here (see :func:`aepipe.testing.check_component`)
+    conformance_settings: ClassVar[tuple[dict[str, Any], ...]] = ()
 
     @classmethod
     def summary(cls) -> str:
@@ -83,12 +87,25 @@ class ModelComponent(Component, nn.Module):
         self.config = config
         self.spec = spec
 
-    #: a partial pipeline (``{"model": {...}}``) that the conformance suite builds around this
-    #: component instead of its default composition (see :func:`aepipe.testing.check_component`)
+    #: the pipeline the conformance suite builds around this component instead of its default
+    #: composition: a partial pipeline (``{"model": {...}}``, over aepipe's defaults) or a whole
+    #: model (``{"variant": NAME}``, optionally with ``"model"`` overrides of that variant's
+    #: defaults); the component goes into its section (see :func:`aepipe.testing.check_component`)
     conformance: ClassVar[dict[str, Any] | None] = None
 
     def setup(self, model: Model) -> None:
         """Check the assembled model and prepare (override; raise ConfigError on misuse)."""
+
+    @property
+    def device(self) -> torch.device:
+        """The device of this component's first parameter or buffer (where it draws new tensors).
+        A component with neither (a prior without parameters) registers one that is not saved:
+        ``self.register_buffer("anchor", torch.zeros(()), persistent=False)``; it moves with the
+        model and stays out of the weights."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        raise PluginError(f"{self.kind} '{self.name}' has no parameter or buffer to know its device by: register one that is "
+                          f"not saved, self.register_buffer(\"anchor\", torch.zeros(()), persistent=False)")
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups of this component's own, each a dict with ``params`` and
@@ -173,6 +190,9 @@ class Prior(ModelComponent):
 
     kind = "prior"
     has_log_prob: ClassVar[bool] = True
+    #: what ``sample`` draws, one of :data:`aepipe.sampling.SUPPORTS` (``"code"``: the
+    #: bottleneck's own codes); ``aepipe sample`` refuses draws that do not fit the code
+    draws: ClassVar[str] = "real"
     class_conditional: ClassVar[bool] = False
 
     def distribution(self, y: torch.Tensor | None = None) -> torch.distributions.Distribution | None:
@@ -208,6 +228,9 @@ class Bottleneck(ModelComponent):
     what: ClassVar[tuple[str, ...]] = ()
     #: whether codes are discrete (``indices`` of ``from_indices``): samplers of indices need it
     discrete: ClassVar[bool] = False
+    #: what the decoder's inputs are, one of :data:`aepipe.sampling.SUPPORTS` (``"real"``: any
+    #: real vector); ``aepipe sample`` refuses a prior or sampler whose draws do not fit it
+    support: ClassVar[str] = "real"
 
     @classmethod
     def features(cls, config: ComponentConfig, spec: ModelSpec) -> int:
@@ -238,6 +261,9 @@ class Sampler(ModelComponent):
     """
 
     kind = "sampler"
+    #: what ``sample`` draws, one of :data:`aepipe.sampling.SUPPORTS` (a property where it
+    #: depends on the model); ``aepipe sample`` refuses draws that do not fit the code
+    draws: ClassVar[str] = "real"
 
     def __init__(self, config: ComponentConfig, spec: ModelSpec):
         super().__init__(config, spec)

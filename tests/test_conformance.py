@@ -71,6 +71,53 @@ def test_the_suite_catches_a_component_that_cannot_learn(aepipe_pm, aepipe_plugi
         check_component("decoder", "stuck", aepipe_pm)
 
 
+def _register_trimming_decoder(aepipe_plugin, declared: tuple) -> None:
+    """A decoder whose output loses a column only under the non-default setting ``trim = true``."""
+    import types
+
+    from aepipe import hookimpl
+    from aepipe.plugin import ComponentConfig
+
+    plugin = types.ModuleType("trimming")
+
+    @hookimpl
+    def aepipe_register_decoders(register):
+        from aepipe_plugins.networks.basic import OneLayerDecoder
+
+        class TrimConfig(ComponentConfig):
+            trim: bool = False
+
+        class Trimming(OneLayerDecoder):
+            name = "trimming"
+            Config = TrimConfig
+            conformance_settings = declared
+
+            def forward(self, z, y_onehot=None):
+                out = super().forward(z, y_onehot)
+                return out[:, :-1] if self.config.trim else out
+
+        register(Trimming)
+
+    plugin.aepipe_register_decoders = aepipe_register_decoders
+    aepipe_plugin(plugin, name="trimming")
+
+
+def test_the_suite_checks_each_declared_setting(aepipe_pm, aepipe_plugin):
+    """A bug behind a non-default setting passes the defaults' checks and is caught under the
+    settings the component declares, which the failure names; ``settings=`` checks one."""
+    _register_trimming_decoder(aepipe_plugin, ({"trim": True},))
+    check_component("decoder", "trimming", aepipe_pm, settings={})  # the defaults alone pass
+    with pytest.raises(AssertionError, match=r"decoder 'trimming' \(plugin 'trimming'\) under settings \{'trim': True\}: "
+                                             r"output shape \(16, 63\), expected \(16, 64\)"):
+        check_component("decoder", "trimming", aepipe_pm)
+
+
+def test_declared_settings_the_config_refuses_are_a_finding(aepipe_pm, aepipe_plugin):
+    _register_trimming_decoder(aepipe_plugin, ({"trim": "yes please"},))
+    with pytest.raises(AssertionError, match=r"under settings \{'trim': 'yes please'\}: its Config refuses the settings it declares"):
+        check_component("decoder", "trimming", aepipe_pm)
+
+
 def test_plugins_check_command(aepipe_pm, monkeypatch):
     from click.testing import CliRunner
 

@@ -73,7 +73,7 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.evaluation.report.table", "aepipe.evaluation.report.pareto", "aepipe.evaluation.report.figures",
         "aepipe.evaluation.report.page", "aepipe.evaluation.report.publish",
         "aepipe.evaluation.reference", "aepipe.zoo", "aepipe.compare",
-        "aepipe.ui", "aepipe.template", "aepipe.testing", "aepipe.plugin", "aepipe.guide",
+        "aepipe.ui", "aepipe.template", "aepipe.testing", "aepipe.conformance", "aepipe.plugin", "aepipe.guide",
     ]),
     ("cli", "parses options, calls one use case, prints, maps errors to exit codes", True, [
         "aepipe.console", "aepipe.cli", "aepipe.cli.group", "aepipe.cli.runs", "aepipe.cli.arrays",

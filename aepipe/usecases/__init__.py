@@ -16,7 +16,8 @@ layer: :mod:`aepipe.evaluation.run` (``evaluate``), :mod:`aepipe.evaluation.repo
 :mod:`aepipe.evaluation.reference` (the reference rows), :mod:`aepipe.compare` (``compare``),
 :mod:`aepipe.zoo` (``zoo``), :mod:`aepipe.ui` (``ui``), :mod:`aepipe.template` (``new-plugin``),
 :mod:`aepipe.guide` (the plugin guide's tables), :mod:`aepipe.testing` (the plugin authors' test
-helpers) and :mod:`aepipe.plugin` (the plugin API, whose names load on first use). Every use case
+helpers), :mod:`aepipe.conformance` (the conformance suite they run) and :mod:`aepipe.plugin`
+(the plugin API, whose names load on first use). Every use case
 the package root offers (``aepipe.train``, ``aepipe.evaluate``...) is named
 in its ``_LAZY`` table.
 """

@@ -106,6 +106,7 @@ def sample(run_id: str, count: int, output: str | Path, label: int | None = None
     from aepipe.data import unscale
     from aepipe.limits import check_output
     from aepipe.runs import load_model, load_sampler
+    from aepipe.sampling import check_support
     from aepipe.tracking.store import check_run_id
     from aepipe.training.device import select_device
 
@@ -117,6 +118,7 @@ def sample(run_id: str, count: int, output: str | Path, label: int | None = None
     model = load_model(run_id, device=str(dev))
     check_draw_count(count, model.spec.code_dim, model.meta["input_dim"], dev)
     drawn_by = load_sampler(run_id, model, sampler)
+    check_support(model, drawn_by)
     classes = model.spec.n_classes
     y = None
     if label is not None:

@@ -45,7 +45,10 @@ class CategoricalBottleneck(Bottleneck):
     Config = CategoricalConfig
     what = ("indices", "probs")
     discrete = True
+    support = "one-hot"
     loss_names = ("kl",)
+    #: the straight-through draws and the KL's warm-up are code paths of their own
+    conformance_settings = ({"hard": True, "warmup_steps": 10},)
 
     def __init__(self, config: CategoricalConfig, spec: ModelSpec):
         super().__init__(config, spec)
@@ -120,6 +123,7 @@ class UniformCategorical(Prior):
 
     name = "categorical-uniform"
     has_log_prob = False
+    draws = "code"  # the bottleneck's own codes, from uniform indices
 
     def setup(self, model) -> None:
         bottleneck = model.bottleneck

@@ -96,6 +96,7 @@ class Quantized(Bottleneck):
     Config = QuantizedConfig
     what = ("indices",)
     discrete = True
+    support = "codewords"
     loss_names = ("codebook", "commitment")
     #: the conformance suite checks the moving-average codebook, the vq-vae variant's default: a
     #: codebook trained by its loss under the suite's plain Adam steps raises the loss (figures:
@@ -228,16 +229,23 @@ class Quantized(Bottleneck):
     def usage(self, model, split) -> dict[str, torch.Tensor]:
         """``codebook_perplexity`` and ``codebook_used`` of the codes of ``split`` (see the
         module's docstring)."""
-        from aepipe.plugin import code_tensor
-
-        index = code_tensor(model, split, what="indices").reshape(-1)
-        counts = torch.bincount(index, minlength=self.config.codebook_size).double()
-        p = counts / counts.sum()
-        entropy = -(p[p > 0] * p[p > 0].log()).sum()
-        return {"codebook_perplexity": entropy.exp(), "codebook_used": (counts > 0).sum().double()}
+        return codebook_usage(model, split, self.config.codebook_size)
 
     def epoch_metrics(self, model, split) -> dict[str, torch.Tensor]:
         return self.usage(model, split)
 
     def final_metrics(self, model, data) -> dict[str, torch.Tensor]:
         return self.usage(model, data.test)
+
+
+def codebook_usage(model, split, size: int) -> dict[str, torch.Tensor]:
+    """``codebook_perplexity`` (exp of the entropy of the average use of the ``size`` codewords,
+    every position's index counted) and ``codebook_used`` (codewords chosen at least once) of the
+    codes of ``split``."""
+    from aepipe.plugin import code_tensor
+
+    index = code_tensor(model, split, what="indices").reshape(-1).long()
+    counts = torch.bincount(index, minlength=size).double()
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"codebook_perplexity": entropy.exp(), "codebook_used": (counts > 0).sum().double()}

@@ -248,6 +248,7 @@ class VMFBottleneck(Bottleneck):
     here: against the ``spherical-uniform`` prior in closed form, Monte Carlo otherwise."""
 
     name = "vmf"
+    support = "sphere"
     Config = VMFConfig
     what = ("mean", "sample", "kappa")
 
@@ -291,6 +292,7 @@ class SphericalUniform(Prior):
     ``kl`` regularizer's KL is in closed form (Davidson et al. 2018)."""
 
     name = "spherical-uniform"
+    draws = "sphere"
 
     def __init__(self, config: ComponentConfig, spec: ModelSpec):
         super().__init__(config, spec)

@@ -20,6 +20,12 @@ class PriorSampler(Sampler):
         super().__init__(config, spec)
         self.fitted.fill_(True)  # nothing to fit
 
+    @property
+    def draws(self) -> str:
+        """What the model's prior draws (N(0, I): real vectors, without one)."""
+        model = getattr(self, "_model", [None])[0]
+        return model.prior.draws if model is not None and model.prior is not None else "real"
+
     def setup(self, model) -> None:
         self._model = [model]  # a plain reference: not a submodule of the sampler
 

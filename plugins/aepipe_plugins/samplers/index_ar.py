@@ -48,6 +48,7 @@ class IndexAutoregressive(Sampler):
     ``bottleneck.from_indices``. With one group, the empirical distribution of codewords."""
 
     name = "index-ar"
+    draws = "code"  # the bottleneck's codes of drawn indices
     Config = IndexARConfig
     #: the conformance suite's model around it: a discrete code
     conformance = {"model": {"encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]},
