@@ -172,7 +172,8 @@ def train_epoch(run: Any, epoch: int) -> dict[str, torch.Tensor]:
         at = EpochPass(position.perm.to(where), position.batch, batches, position.keys or None, total, started)
     run.model.train()
     with _unchecked_distributions():
-        return _batches(run, at)
+        graphed = getattr(run.train_step, "run_epoch", None)  # train.cuda_graphs: replays (training/graphs.py)
+        return graphed(run, at) if graphed is not None else _batches(run, at)
 
 
 @contextlib.contextmanager
