@@ -18,6 +18,7 @@ eager one does (within seed noise).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -59,10 +60,10 @@ def hand(module, x: torch.Tensor, vae: bool, epochs: int, batch: int) -> tuple[f
     return time.perf_counter() - t0, steps
 
 
-def tree(module, variant: str, epochs: int, device: str, graphs: bool) -> dict:
+def tree(module, variant: str, epochs: int, device: str, graphs: bool, system_metrics: bool = True) -> dict:
     t = module.settings(variant, epochs)
     t["train"].update(device=device, cuda_graphs=graphs)
-    t["tracking"].update(system_metrics=True, experiment="benchmark-cuda-graphs")
+    t["tracking"].update(system_metrics=system_metrics, experiment="benchmark-cuda-graphs")
     return t
 
 
@@ -80,6 +81,12 @@ def main() -> None:
     from aepipe.training import load_data, train
 
     pm = get_plugin_manager()
+    tracker = None  # MLflow, with its system metrics; where MLflow cannot be imported, in memory (no system metrics)
+    if importlib.util.find_spec("mlflow") is None:
+        from aepipe.tracking.memory import MemoryTracker
+
+        tracker = MemoryTracker(Path(os.environ["AEPIPE_HOME"]) / "memory")
+        print("MLflow is not installed here: runs recorded in memory, without system metrics")
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"torch {torch.__version__}; device {name}; load {os.getloadavg()[0]:.2f}")
@@ -87,7 +94,8 @@ def main() -> None:
         module, batch = WORKLOADS[workload]
         for variant in args.variants.split(","):
             vae = variant == "vae"
-            eager, graphed = (resolve(pm, tree=tree(module, variant, args.epochs, args.device, g)) for g in (False, True))
+            eager, graphed = (resolve(pm, tree=tree(module, variant, args.epochs, args.device, g, tracker is None))
+                              for g in (False, True))
             x = load_data(eager, device).x_train
             n = x.shape[0]
             rows: dict[str, list[float]] = {"hand": [], "eager": [], "graphs": []}
@@ -98,12 +106,12 @@ def main() -> None:
                 print("graphs: train.cuda_graphs is refused off CUDA; measuring the hand loop and aepipe eager only")
                 runs, rows["graphs"], losses["graphs"] = runs[:1], [float("nan")], [float("nan")]
             for label, p, _ in runs:
-                train(resolve(pm, tree=tree(module, variant, 1, args.device, label == "graphs")), pm)
+                train(resolve(pm, tree=tree(module, variant, 1, args.device, label == "graphs", tracker is None)), pm, tracker=tracker)
             for _ in range(args.rounds):
                 seconds, steps = hand(module, x, vae, args.epochs, batch)
                 rows["hand"].append(steps / seconds)
                 for label, p, per_epoch in runs:
-                    result = train(p, pm)
+                    result = train(p, pm, tracker=tracker)
                     rows[label].append(per_epoch * result.epochs / result.metrics["train_seconds"])
                     losses[label].append(result.history[-1]["val_loss"])
             med = {k: statistics.median(v) for k, v in rows.items()}
