@@ -24,7 +24,11 @@ Two figures per variant:
   evaluation) are taken out by counting a run of ``E`` epochs and one of ``2E`` and dividing the
   difference by the steps of ``E`` epochs.
 
-    OMP_NUM_THREADS=1 python benchmarks/step_overhead.py [--rounds 3] [--epochs 5] [--json out.json]
+With ``--cpu-time``, also the process's CPU microseconds per step (its threads included: the
+tracker's writer too), E and 2E epochs alternated per round: on a machine whose other work
+takes the cores, wall time also counts the waits for a core, CPU time only the loop's work.
+
+    OMP_NUM_THREADS=1 python benchmarks/step_overhead.py [--rounds 3] [--epochs 5] [--cpu-time] [--json out.json]
 """
 
 from __future__ import annotations
@@ -132,12 +136,26 @@ def per_step_ops(run, epochs: int, steps: int) -> tuple[float, Counter]:
     return sum(diff.values()) / steps, diff
 
 
+def cpu_per_step(run, epochs: int, steps: int) -> float:
+    """CPU microseconds per step of ``run(epochs)`` (this process's CPU time, its threads'
+    included), with the fixed costs taken out as for the operations: on a machine whose other
+    work takes the cores, CPU time counts only what the loop itself did."""
+    c0 = time.process_time()
+    run(epochs)
+    c1 = time.process_time()
+    run(2 * epochs)
+    c2 = time.process_time()
+    return 1e6 * ((c2 - c1) - (c1 - c0)) / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--variants", default="ae,vae")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="also CPU time per step (E and 2E epochs, alternated): steadier than wall time on a busy machine")
     parser.add_argument("--show-ops", action="store_true", help="list the operations aepipe dispatches beyond the hand loop's")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -168,6 +186,10 @@ def main() -> None:
             assert hand_steps == steps
             rows["hand"].append(1e6 * seconds / steps)
             rows["aepipe"].append(1e6 * aepipe_run(args.epochs) / steps)
+        cpu: dict[str, list[float]] = {"hand": [], "aepipe": []}
+        for _ in range(args.rounds if args.cpu_time else 0):
+            cpu["hand"].append(cpu_per_step(lambda e: hand_loop(x, x_val, vae, e), args.epochs, steps))
+            cpu["aepipe"].append(cpu_per_step(aepipe_run, args.epochs, steps))
         ratios = [a / h for a, h in zip(rows["aepipe"], rows["hand"])]
         hand_ops, hand_by = per_step_ops(lambda e: hand_loop(x, x_val, vae, e), args.epochs, steps)
         ours_ops, ours_by = per_step_ops(aepipe_run, args.epochs, steps)
@@ -179,6 +201,13 @@ def main() -> None:
               f"aepipe / hand median {statistics.median(ratios):.3f} (rounds {', '.join(f'{r:.3f}' for r in ratios)})")
         print(f"    operations per step: hand {hand_ops:.1f}, aepipe {ours_ops:.1f} ({ours_ops / hand_ops:.3f}x); "
               f"load {os.getloadavg()[0]:.2f}")
+        if args.cpu_time:
+            cpu_ratios = [a / h for a, h in zip(cpu["aepipe"], cpu["hand"])]
+            figures[variant]["cpu_us_per_step"] = {k: statistics.median(v) for k, v in cpu.items()}
+            figures[variant]["cpu_ratio_median"] = statistics.median(cpu_ratios)
+            print(f"    CPU microseconds per step, median of {args.rounds}: hand {statistics.median(cpu['hand']):.0f}, aepipe "
+                  f"{statistics.median(cpu['aepipe']):.0f}; aepipe / hand median {statistics.median(cpu_ratios):.3f} "
+                  f"(rounds {', '.join(f'{r:.3f}' for r in cpu_ratios)}); load {os.getloadavg()[0]:.2f}")
         if args.show_ops:
             extra = Counter(ours_by)
             extra.subtract(hand_by)
