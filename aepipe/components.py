@@ -198,10 +198,11 @@ class Prior(ModelComponent):
     def distribution(self, y: torch.Tensor | None = None) -> torch.distributions.Distribution | None:
         return None
 
-    def diagonal_normal(self, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(loc, scale)`` where p(z) is a diagonal Gaussian (broadcastable to ``(n, code_dim)``),
-        so that a Gaussian posterior's KL is computed in closed form without building
-        distribution objects per batch; None otherwise."""
+    def diagonal_normal(self, y: torch.Tensor | None = None) -> tuple[torch.Tensor | float, torch.Tensor | float] | None:
+        """``(loc, scale)`` where p(z) is a diagonal Gaussian (broadcastable to ``(n, code_dim)``:
+        tensors, or numbers such as ``(0.0, 1.0)`` for N(0, I), which save the closed form its
+        shift and division), so that a Gaussian posterior's KL is computed in closed form without
+        building distribution objects per batch; None otherwise."""
         return None
 
     def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover

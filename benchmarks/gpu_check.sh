@@ -8,6 +8,8 @@
 #    .fidw/), then prints nvidia-smi, torch's CUDA build and the plugins that failed to load;
 # 1. bench: benchmarks/device_path.py (epoch time, bf16, torch.compile, peak GPU memory);
 #    without MLflow it records runs in memory and skips --system-metrics, saying so;
+#    cuda-graphs: benchmarks/cuda_graphs.py (the hand loop, aepipe eager and aepipe with
+#    train.cuda_graphs on the small-model and the anchors' workloads, system metrics on);
 # 2. cuda-tests: the tests whose CUDA branches run only where CUDA is (conformance's CUDA step
 #    for every component, autocast, cuDNN autotuning); none of them needs MLflow;
 # 3. fid: benchmarks/fid.py, when that file exists.
@@ -20,7 +22,7 @@
 # the script here); GPU_CHECK_QUICK=1 (one model, few epochs, a few tests); GPU_CHECK_INSTALL
 # (what setup installs, among wheels,aepipe,fid; default all three, empty for none);
 # GPU_CHECK_SITE (install target, /tmp/site); PYTHON (python3); GPU_CHECK_<STEP>_S (each
-# step's own limit: BENCH 240, TESTS 120, FID 90); GPU_CHECK_FID_ARGS (benchmarks/fid.py's
+# step's own limit: BENCH 240, GRAPHS 150, TESTS 120, FID 90); GPU_CHECK_FID_ARGS (benchmarks/fid.py's
 # options besides --device; default --n 10000 --inception-n 10000).
 set -u
 cd "$(dirname "$0")/.."
@@ -113,6 +115,16 @@ else
     BENCH_ARGS=(--epochs 8)
 fi
 step bench "${GPU_CHECK_BENCH_S:-240}" "$PY" benchmarks/device_path.py --device "$DEVICE" "${BENCH_ARGS[@]}" --system-metrics
+
+# --- 1b. CUDA graphs (issue 35): the hand loop, aepipe eager and aepipe with train.cuda_graphs, on the
+#     small-model workload (64-32-8, digits, batch 16) and the anchors' (784-512-256-16, mnist5k, batch
+#     128), each run with MLflow's system metrics ---------------------------------------------------
+if [[ $QUICK == 1 ]]; then
+    GRAPH_ARGS=(--rounds 1 --epochs 1 --variants vae)
+else
+    GRAPH_ARGS=(--rounds 3 --epochs 5)
+fi
+step cuda-graphs "${GPU_CHECK_GRAPHS_S:-150}" "$PY" benchmarks/cuda_graphs.py --device "$DEVICE" "${GRAPH_ARGS[@]}"
 
 # --- 2. the tests with CUDA branches ------------------------------------------------------------
 if [[ $QUICK == 1 ]]; then

@@ -88,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--variants", default="ae,vae", help="which of ae,vae to measure")
+    parser.add_argument("--no-fused", action="store_true", help="skip the fused-Adam pair")
     args = parser.parse_args()
 
     from aepipe.config import resolve
@@ -96,7 +98,7 @@ def main() -> None:
 
     pm = get_plugin_manager()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; store {os.environ['AEPIPE_HOME']}")
-    for variant in ("ae", "vae"):
+    for variant in args.variants.split(","):
         pipeline = resolve(pm, tree=settings(variant, args.epochs))
         fused = resolve(pm, tree=settings(variant, args.epochs, fused=True))
         x = load_data(pipeline, torch.device("cpu")).x_train
@@ -108,9 +110,17 @@ def main() -> None:
             rows["hand"].append(hand_written(x, variant == "vae", args.epochs))
             result = train(pipeline, pm)
             rows["aepipe"].append(x.shape[0] * result.epochs / result.metrics["train_seconds"])
+            if args.no_fused:
+                continue
             rows["hand_fused"].append(hand_written(x, variant == "vae", args.epochs, fused=True))
             result = train(fused, pm)
             rows["aepipe_fused"].append(x.shape[0] * result.epochs / result.metrics["train_seconds"])
+        if args.no_fused:
+            ratio = [a / h for a, h in zip(rows["aepipe"], rows["hand"])]
+            print(f"{variant}: samples/s, median of {args.rounds}: hand-written {statistics.median(rows['hand']):,.0f}, aepipe "
+                  f"{statistics.median(rows['aepipe']):,.0f}; aepipe / hand-written median {statistics.median(ratio):.3f} "
+                  f"(rounds {', '.join(f'{r:.3f}' for r in ratio)}); load {os.getloadavg()[0]:.2f}")
+            continue
         med = {k: statistics.median(v) for k, v in rows.items()}
         print(f"{variant}: samples/s, median of {args.rounds}: hand-written {med['hand']:,.0f}, aepipe "
               f"{med['aepipe']:,.0f}; with fused Adam: hand-written {med['hand_fused']:,.0f}, aepipe "

@@ -62,7 +62,8 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.tracking.mlflow_run", "aepipe.runs",
     ]),
     ("lifecycle", "a training run from start to end; a study's workers and records", False, [
-        "aepipe.training", "aepipe.training.epoch", "aepipe.training.loop", "aepipe.training.run_log",
+        "aepipe.training", "aepipe.training.epoch", "aepipe.training.graphs", "aepipe.training.loop",
+        "aepipe.training.run_log",
         "aepipe.training.launch", "aepipe.tune", "aepipe.tune.study", "aepipe.tune.optuna_adapter",
         "aepipe.tune.record",
         "aepipe.tune.worker", "aepipe.tune.supervise",

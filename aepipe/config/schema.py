@@ -116,6 +116,9 @@ class TrainSettings(_Section):
     compile: bool = Field(False, description="torch.compile the encoder and decoder")
     fused: bool = Field(False, description="torch's fused optimizer kernel (adam, adamw, sgd): faster steps, the same "
                                            "updates up to floating-point rounding")
+    cuda_graphs: bool = Field(False, description="on CUDA, capture the whole training step (forward, backward, the optimizer's "
+                                                 "step) in a CUDA graph replayed every batch; the last short batch of each epoch is "
+                                                 "dropped; adam or adamw; refused on other devices")
     checkpoint_every: int = Field(
         1, ge=1,
         description="epochs between checkpoints; after a killed process, --resume redoes at most this many (and "

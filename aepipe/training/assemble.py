@@ -32,7 +32,7 @@ from aepipe.config import Pipeline
 from aepipe.data import DataBundle
 from aepipe.model import AutoEncoder, build_model, check_model_fits
 from aepipe.training import distributed
-from aepipe.training.device import autocast, prepare_for_device, seed_everything, select_device
+from aepipe.training.device import autocast, check_cuda_graphs, prepare_for_device, seed_everything, select_device
 from aepipe.training.schedules import LRSchedule, steps_per_epoch
 from aepipe.training.setup import first_step_check, load_data, make_optimizer
 
@@ -63,6 +63,7 @@ def assemble(pipeline: Pipeline, device: str | None = None, world: distributed.W
     checkpoint's state into the parts afterwards."""
     s = pipeline.settings
     where = distributed.start(world, select_device(device or s.train.device))
+    check_cuda_graphs(pipeline, where, world.enabled)  # refused before any data is read
     seed_everything(s.train.seed)
     data = load(pipeline, where)
     check_model_fits(pipeline, data, where)  # on the meta device: refused before any real allocation

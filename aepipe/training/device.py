@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,27 @@ def autocast(device: torch.device, amp: str):
     if amp == "bf16" and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+#: the optimizers whose step CUDA graphs can capture (``capturable=True``, a tensor learning rate)
+CAPTURABLE = ("adam", "adamw")
+
+
+def check_cuda_graphs(pipeline: Any, device: torch.device, several: bool) -> None:
+    """Refuse ``train.cuda_graphs = true`` in one line where it cannot run: off CUDA, on several
+    processes, with an optimizer whose step cannot be captured, or with torch.compile."""
+    s = pipeline.settings.train
+    if not s.cuda_graphs:
+        return
+    where = f"{pipeline.source}: train.cuda_graphs = true"
+    if device.type != "cuda":
+        raise ConfigError(f"{where} needs a CUDA device; this run is on {device} (set train.cuda_graphs = false)")
+    if several:
+        raise ConfigError(f"{where} trains on one process; this run has several")
+    if s.optimizer not in CAPTURABLE:
+        raise ConfigError(f"{where} captures the step of {' or '.join(CAPTURABLE)}; train.optimizer is '{s.optimizer}'")
+    if s.compile:
+        raise ConfigError(f"{where} and train.compile = true: choose one")
 
 
 def prepare_for_device(model: AutoEncoder, device: torch.device, compile_model: bool) -> AutoEncoder:

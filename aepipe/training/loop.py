@@ -139,6 +139,10 @@ class Trainer:
         parts = assemble(p, self.device_name, world, self._load_data, state.epoch if state else 0)
         model, data, device = parts.model, parts.data, parts.device
         optimizer, schedule = parts.optimizer, parts.schedule
+        if s.train.cuda_graphs:  # on CUDA only (refused elsewhere by assemble): the step captured at the first epoch
+            from aepipe.training.graphs import graphed_step
+
+            parts.train_step = graphed_step(p, model, optimizer, data, device, parts.amp)
         if state is None:
             state = TrainState(pipeline=parts.toml)
             tracked = self.tracker.start(s.tracking.experiment, s.tracking.run_name,

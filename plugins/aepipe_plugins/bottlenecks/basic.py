@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from aepipe.plugin import Bottleneck, Code, ComponentConfig, ConfigError, DiagNormal, Encoding, ModelSpec
@@ -61,10 +62,15 @@ class Gaussian(Bottleneck):
     def posterior(self, encoding: Encoding) -> DiagNormal:
         mu, logvar = encoding.code.chunk(2, dim=-1)
         lo, hi = self.config.logvar_range
-        return DiagNormal(mu, torch.exp(0.5 * logvar.clamp(lo, hi)) + self.config.min_std)
+        # hardtanh is clamp with a one-operation gradient (clamp's takes five); the two differ only
+        # in the gradient at exactly lo or hi (hardtanh's is 0 there, clamp's 1)
+        return DiagNormal(mu, torch.exp(0.5 * F.hardtanh(logvar, lo, hi)) + self.config.min_std)
 
     def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1) -> Code:
         q = self.posterior(encoding)
+        if samples == 1:  # the same draw as below, without the reshape, the slice and a broadcast gradient
+            z = q.rsample()
+            return Code(q.mean, z, 1, dist=q, outputs={"mean": q.mean, "sample": z})
         n = q.mean.shape[0]
         z = q.rsample((samples,)).reshape(samples * n, -1)
         return Code(q.mean, z, samples, dist=q, outputs={"mean": q.mean, "sample": z[:n]})

@@ -63,7 +63,8 @@ class KLDivergence(Regularizer):
         return kl_monte_carlo(code.log_q_of_z(), log_p)
 
     def penalty(self, step) -> torch.Tensor:
-        return self.config.beta * self.kl(step).mean()
+        kl = self.kl(step).mean()
+        return kl if self.config.beta == 1.0 else self.config.beta * kl  # the ELBO: no product by 1
 
     def evaluate(self, step) -> dict[str, torch.Tensor]:
         model = step.model
