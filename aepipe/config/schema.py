@@ -53,6 +53,9 @@ class ModelSettings(_Section):
     sigma: float = Field(1.0, gt=0.0, description="standard deviation of the Gaussian likelihood")
     samples: int = Field(1, ge=1, le=1000, description="Monte Carlo samples of z per input (L)")
     conditional: bool = Field(False, description="encoder and decoder also see the one-hot label (needs a labelled dataset)")
+    shared: Optional[dict[str, Union[bool, int, float, str, list[int], list[float]]]] = Field(
+        None, description="settings declared once for the whole model: each component whose settings have the key and "
+                          "whose own table leaves it out takes this value (a hierarchy's widths); a key no component has is an error")
 
 
 class LRScheduleSettings(_Section):
