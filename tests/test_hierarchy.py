@@ -252,3 +252,82 @@ def test_model_shared_settings_reach_every_component_that_has_them_and_a_stray_k
         resolve(aepipe_pm, tree=TINY_LADDER, overrides=["model.shared.nonsense=3"])
     with pytest.raises(ConfigError, match=r"dims \[2, 1\] add up to 3, not model.code_dim = 5"):
         _built(aepipe_pm, {**TINY_LADDER, "model": {**TINY_LADDER["model"], "code_dim": 5}})
+
+
+def test_the_guides_two_level_hierarchical_vae_is_short_conforms_and_trains(tmp_path):
+    """The third party's two-level hierarchical VAE in docs/plugins.md, taken from the page as it
+    is: under 100 lines, the model passes the conformance suite, and it trains with the
+    joint bound and each group's KL logged; its decoder's bias is set once from the data."""
+    from conftest import ROOT, store_at
+
+    from aepipe.plugins import get_plugin_manager
+    from aepipe.testing import check_component
+
+    page = (ROOT / "docs" / "plugins.md").read_text()
+    start = page.index("# two-level: a hierarchical VAE")
+    source = page[start:page.index("```", start)]
+    assert len(source.strip().splitlines()) < 100
+    ns: dict = {}
+    exec(compile(source, "docs/plugins.md", "exec"), ns)
+
+    class Plugin:
+        @hookimpl
+        def aepipe_register_bottlenecks(self, register):
+            register(ns["TwoLevel"])
+
+        @hookimpl
+        def aepipe_register_decoders(self, register):
+            register(ns["TwoLevelDecoder"])
+
+        @hookimpl
+        def aepipe_register_priors(self, register):
+            register(ns["TwoLevelPrior"])
+
+    pm = get_plugin_manager()
+    pm.register_plugin(Plugin(), name="two-level")
+    pm.validate()
+    check_component("bottleneck", "two-level", pm)  # the whole model of TWO_LEVEL: its decoder and prior too
+    tree = {**ns["TWO_LEVEL"], "data": {"name": "digits"}, "train": {"epochs": 2, "patience": 0},
+            "tracking": {"log_model": False, "log_images": False, "log_dataset": False}}
+    tree["model"] = {**tree["model"], "regularizers": {"kl": {"warmup_epochs": 1, "iw_samples": 5}}}
+    with store_at(tmp_path / "mlruns"):
+        run = train(resolve(pm, tree=tree), pm)
+    assert math.isfinite(run.metrics["test_iw_nll"])
+    assert run.metrics["test_kl"] == pytest.approx(run.metrics["test_kl.z1"] + run.metrics["test_kl.z2"], rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def digits_hierarchies(tmp_path_factory):
+    """ladder-vae, hvae and the flat VAE on the digits, each at its pipeline's budget (figures in
+    docs/variants.md, 'The hierarchical VAEs')."""
+    from conftest import store_at
+
+    from aepipe.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    with store_at(tmp_path_factory.mktemp("hierarchies") / "mlruns"):
+        return {name: train(resolve(pm, PIPELINES / f"{name}.toml", QUIET), pm) for name in ("ladder-vae", "hvae", "vae")}
+
+
+def _parameters(run) -> int:
+    return sum(p.numel() for p in run.model.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ladder-vae", "hvae"])
+def test_a_hierarchy_uses_at_least_two_groups(digits_hierarchies, name):
+    """At least two latent groups carry information: test KL above 0.1 nats each."""
+    metrics = digits_hierarchies[name].metrics
+    kls = {k: v for k, v in metrics.items() if k.startswith("test_kl.")}
+    assert len(kls) == 3
+    assert sum(v > 0.1 for v in kls.values()) >= 2, kls
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ladder-vae", "hvae"])
+def test_a_hierarchy_is_no_worse_than_a_flat_vae_of_its_size(digits_hierarchies, name):
+    """test_iw_nll (held-out digits, K = 200) no worse than the flat VAE's, whose parameter count
+    is within 10% of the hierarchy's."""
+    run, flat = digits_hierarchies[name], digits_hierarchies["vae"]
+    assert abs(_parameters(run) / _parameters(flat) - 1) < 0.1
+    assert run.metrics["test_iw_nll"] <= flat.metrics["test_iw_nll"], (run.metrics["test_iw_nll"], flat.metrics["test_iw_nll"])
