@@ -118,6 +118,12 @@ def test_each_groups_kl_is_logged_and_encode_offers_each_group(hvae_run):
     assert {f"diag.kl.{g}" for g in ("z1", "z2", "z3")} <= set(run.history[0])  # unweighted, in training
     assert math.isfinite(run.metrics["test_iw_nll"])
     model, x = run.model, run.data.x_test[:5]
+    from aepipe.evaluation.basic import has_density, likelihood
+
+    assert has_density(model)  # eval_iw_nll, eval_kl and active units apply, on the joint latent
+    measured = likelihood(model, run.data.test, k=5)
+    assert measured["iw_nll"] <= measured["neg_elbo"] and 0 <= measured["active_units"] <= 6
+    assert measured["kl"] == pytest.approx(run.metrics["test_kl"], abs=0.5)
     assert model.offers() == ("code", "sample", "z3", "z2", "z1")
     with torch.no_grad():
         assert model.represent(x, None, "z2").shape == (5, 2)
@@ -248,6 +254,8 @@ def test_model_shared_settings_reach_every_component_that_has_them_and_a_stray_k
     assert [list(p.components[s].config.dims) for s in ("encoder", "bottleneck", "decoder")] == [[2, 1]] * 3
     own = resolve(aepipe_pm, tree=TINY_LADDER, overrides=['model.decoder.activation="tanh"'])
     assert own.components["decoder"].config.activation == "tanh" and own.components["encoder"].config.activation == "elu"
+    tuned = resolve(aepipe_pm, PIPELINES / "hvae.toml", values={"model.shared.width": 32})  # one key of a study
+    assert [c.config.width for c in tuned.components.values() if hasattr(c.config, "width")] == [32, 32, 32]
     with pytest.raises(ConfigError, match=r"model\.shared\.nonsense: no component of this model has a setting of that name"):
         resolve(aepipe_pm, tree=TINY_LADDER, overrides=["model.shared.nonsense=3"])
     with pytest.raises(ConfigError, match=r"dims \[2, 1\] add up to 3, not model.code_dim = 5"):
