@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from aepipe.datatypes import Code, Encoding, ModelSpec, RawData, Rows
+from aepipe.datatypes import Code, Encoding, Group, ModelSpec, RawData, Rows
 from aepipe.errors import ConfigError, PluginError
 from aepipe.strict import StrictModel
 from aepipe.variant import Variant
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 #: the data types defined in :mod:`aepipe.datatypes` are part of this module's names too
 __all__ = ["ACTIVATIONS", "Bottleneck", "Code", "Component", "ComponentConfig", "Corruption", "Dataset", "Decoder",
-           "Encoder", "Encoding", "FeatureSpace", "ModelComponent", "ModelSpec", "Prior", "RawData", "Regularizer",
+           "Encoder", "Encoding", "FeatureSpace", "Group", "ModelComponent", "ModelSpec", "Prior", "RawData", "Regularizer",
            "Rows", "Sampler", "Step", "Variant", "activation", "check_component_class", "require"]
 
 
@@ -94,7 +94,35 @@ class ModelComponent(Component, nn.Module):
     conformance: ClassVar[dict[str, Any] | None] = None
 
     def setup(self, model: Model) -> None:
-        """Check the assembled model and prepare (override; raise ConfigError on misuse)."""
+        """Check the assembled model and prepare (override; raise ConfigError on misuse).
+
+        Runs once per built model, every component's in the pipeline's order, after every
+        component is constructed and before any weights are loaded (a rebuilt or resumed run
+        loads its weights afterwards) and before :meth:`initialize`. Reach another component
+        here with :meth:`use`, never by holding it as an attribute."""
+
+    def use(self, model: Model, place: str) -> nn.Module:
+        """The model's component at ``place`` (``decoder``, ``bottleneck``, ``regularizers.kl``...)
+        to call or read from this one, held without registering it: its modules and parameters
+        stay registered once, under their owner (saved, loaded and trained there, as the owner's).
+        Call it in :meth:`setup`; the component is then :meth:`shared` ``(place)``."""
+        parts = model.components()
+        if place not in parts:
+            raise ConfigError(f"{self.kind} '{self.name}' uses the model's {place}, which this model has none of "
+                              f"(it has {', '.join(parts)})")
+        shared = self.__dict__.setdefault("_shared", {})  # a plain dict: nothing registered twice
+        shared[place] = parts[place]
+        return parts[place]
+
+    def shared(self, place: str) -> nn.Module:
+        """The component :meth:`use` reached at ``place``."""
+        return self.__dict__["_shared"][place]
+
+    def initialize(self, model: Model, x: torch.Tensor) -> None:
+        """Data-dependent initialisation of a new run (override): ``x`` is a sample of the
+        training rows ``(m, input_dim)`` scaled as the model sees them, on the model's device.
+        Runs once, after every :meth:`setup`, on a new run only: never on a resumed run nor a
+        model rebuilt from its weights (they hold what it set). Called under ``torch.no_grad()``."""
 
     @property
     def device(self) -> torch.device:
@@ -167,8 +195,19 @@ class Decoder(ModelComponent):
             return torch.cat([z, y_onehot], dim=-1)
         return z
 
-    def forward(self, z: torch.Tensor, y_onehot: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    #: whether it takes the code's latent groups by name (a top-down hierarchy that adds each
+    #: group at its own depth): it then implements :meth:`forward_groups`, not ``forward``
+    takes_groups: ClassVar[bool] = False
+
+    def forward(self, z: torch.Tensor, y_onehot: torch.Tensor | None = None) -> torch.Tensor:
+        if self.takes_groups:
+            return self.forward_groups(self.spec.split(z), y_onehot)
+        raise NotImplementedError  # pragma: no cover
+
+    def forward_groups(self, latents: dict[str, torch.Tensor], y_onehot: torch.Tensor | None = None) -> torch.Tensor:
+        """The likelihood's parameters from the latent groups by name (``spec.groups``'s order,
+        the top first), each ``(m, width)``: what a decoder with ``takes_groups`` implements."""
+        raise NotImplementedError  # pragma: no cover
 
 
 class Corruption(ModelComponent):
@@ -233,14 +272,24 @@ class Bottleneck(ModelComponent):
     #: real vector); ``aepipe sample`` refuses a prior or sampler whose draws do not fit it
     support: ClassVar[str] = "real"
 
+    #: the ``Config`` field that scales its loss terms (logged as ``weight.<name>`` each epoch,
+    #: times the warm-up share); a bottleneck's table also takes ``warmup_epochs`` (read by
+    #: aepipe): in training its ``losses`` rise linearly from 0 over that many epochs
+    weight_setting: ClassVar[str | None] = None
+
     @classmethod
     def features(cls, config: ComponentConfig, spec: ModelSpec) -> int:
         """The width of the encoder's output this bottleneck takes (default ``spec.code_dim``)."""
         return spec.code_dim
 
-    def forward(
-        self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1
-    ) -> Code:  # pragma: no cover
+    @classmethod
+    def groups(cls, config: ComponentConfig, spec: ModelSpec) -> tuple[tuple[str, int], ...]:
+        """The code's latent groups ``(name, width)``, the top of a hierarchy first, widths
+        summing to ``spec.code_dim`` (default: none, a code of one group). Every component of
+        the model sees them as ``spec.groups``; ``encode --what NAME`` gives each group's code."""
+        return ()
+
+    def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1) -> Code:  # pragma: no cover
         raise NotImplementedError
 
     def from_indices(self, indices: torch.Tensor) -> torch.Tensor:
@@ -345,11 +394,8 @@ def check_component_class(cls: type, source: PluginSource) -> None:
     """Reject a component class whose ``Config`` is not a :class:`ComponentConfig`."""
     config = getattr(cls, "Config", None)
     if not (isinstance(config, type) and issubclass(config, ComponentConfig)):
-        raise PluginError(
-            f"{source.describe()}: {cls.kind} '{cls.name}' has Config={config!r}; expected a "
-            f"subclass of aepipe.components.ComponentConfig",
-            plugin=source.name,
-        )
+        raise PluginError(f"{source.describe()}: {cls.kind} '{cls.name}' has Config={config!r}; expected a "
+                          f"subclass of aepipe.components.ComponentConfig", plugin=source.name)
 
 
 def require(condition: bool, message: str) -> None:

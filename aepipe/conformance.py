@@ -299,8 +299,8 @@ def _check_under(pm, kind: str, name: str, data: dict[str, Any] | None, settings
     n, d, k = x.shape[0], model.spec.input_dim, model.spec.code_dim
     with torch.no_grad():
         if kind == "encoder":
-            enc = part(x, y1)
-            assert enc.code.shape == (n, k), f"{who}: code shape {tuple(enc.code.shape)}, expected {(n, k)}"
+            enc, width = part(x, y1), part.spec.code_dim  # as wide as the bottleneck's features
+            assert enc.code.shape == (n, width), f"{who}: code shape {tuple(enc.code.shape)}, expected {(n, width)}"
         elif kind == "decoder":
             out = part(torch.randn(n, k), y1)
             assert out.shape == (n, d), f"{who}: output shape {tuple(out.shape)}, expected {(n, d)}"

@@ -24,6 +24,18 @@ class ModelSpec:
     #: examples in the training split (0 where the model is built without its data, e.g. to load
     #: saved weights): estimators that need the dataset size N read it here
     train_size: int = 0
+    #: the code's latent groups, ``(name, width)`` in the order they are generated (the top of a
+    #: hierarchy first), declared by the bottleneck (:meth:`Bottleneck.groups`); their widths sum
+    #: to ``code_dim``. Empty for a code of one group (every model but hierarchical ones)
+    groups: tuple[tuple[str, int], ...] = ()
+
+    def split(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The named latents of joint codes ``z`` ``(m, code_dim)``: a view of each group's
+        columns by name, in the order of :attr:`groups` (``{"z": z}`` for a code of one group)."""
+        if not self.groups:
+            return {"z": z}
+        names = [name for name, _ in self.groups]
+        return dict(zip(names, torch.split(z, [width for _, width in self.groups], dim=-1)))
 
     @property
     def cond_dim(self) -> int:
@@ -46,10 +58,44 @@ class Encoding:
 
     code: torch.Tensor
     dist: torch.distributions.Distribution | None = None
+    #: intermediate features an encoder exposes to the bottleneck by name (a ladder's or a
+    #: hierarchy's bottom-up features at each depth, ``(n, width)`` each); None where it exposes none
+    features: dict[str, torch.Tensor] | None = None
 
     @property
     def stochastic(self) -> bool:
         return self.dist is not None
+
+
+@dataclass
+class Group:
+    """One named latent group of a :class:`Code` (a level of a hierarchy).
+
+    - ``z``: its draws, ``(samples * n, width)``, sample-major as :attr:`Code.z`;
+    - ``code``: its deterministic code ``(n, width)`` (the posterior's mean);
+    - ``log_q``: log q(z_g | x, parents) of each draw, ``(samples, n)``;
+    - ``log_p``: its prior term log p(z_g | parents) of each draw, ``(samples, n)``: a prior may
+      condition one group on others (``given`` names them);
+    - ``kl``: KL(q(z_g | x, parents) || p(z_g | parents)) in closed form given the parents'
+      draws, ``(samples, n)``, where both are known in closed form; else the Monte Carlo
+      estimate ``log_q - log_p`` stands for it.
+    """
+
+    z: torch.Tensor
+    code: torch.Tensor
+    log_q: torch.Tensor | None = None
+    log_p: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+    given: tuple[str, ...] = ()
+
+    def kl_per_example(self) -> torch.Tensor:
+        """This group's KL per example, ``(n,)``: the mean over the draws of the closed form,
+        else of log q - log p."""
+        if self.kl is not None:
+            return self.kl.reshape(-1, self.code.shape[0]).mean(0)
+        if self.log_q is None or self.log_p is None:
+            raise ValueError("a group needs its kl, or its log_q and log_p")
+        return (self.log_q - self.log_p).mean(0)
 
 
 @dataclass
@@ -70,6 +116,16 @@ class Code:
       them to the loss and logs each as ``penalty.<name>`` (``val_penalty.<name>``...).
     - ``outputs``: what ``aepipe encode --what`` may ask for besides ``code``: ``mean``,
       ``sample``, ``indices``..., each ``(n, ...)``.
+    - ``groups``: a code of several latent groups (a hierarchy) gives each by name, in the
+      order of ``spec.groups`` (:class:`Group`: its draws, posterior, prior term and KL); ``z``
+      and ``code`` are then the groups' joint vectors (concatenated in that order), ``log_q``
+      the joint log q(z | x) (the sum of the groups') and ``log_p`` the joint log p(z) (the sum
+      of their prior terms). None for a code of one group.
+    - ``log_p``: log p(z) of each row of ``z``, ``(samples, n)``, where the bottleneck computes
+      the prior terms itself (a hierarchy's conditional priors); None: the model's prior gives it.
+    - ``diagnostics``: unweighted statistics of the batch by name (0-d tensors, not part of the
+      loss), averaged over each epoch and logged as ``diag.<name>`` (``val_diag.<name>`` on
+      validation data); None where there are none.
     """
 
     code: torch.Tensor
@@ -79,15 +135,25 @@ class Code:
     log_q: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    groups: dict[str, Group] | None = None
+    log_p: torch.Tensor | None = None
+    diagnostics: dict[str, torch.Tensor] | None = None
 
     @property
     def stochastic(self) -> bool:
-        return self.dist is not None or self.log_q is not None
+        return self.dist is not None or self.log_q is not None or self.groups is not None
+
+    def group_kls(self) -> dict[str, torch.Tensor]:
+        """Each group's KL per example ``(n,)`` by name (empty for a code of one group); their
+        sum is the joint KL(q(z | x) || p(z)) of a hierarchy (the chain rule of the KL)."""
+        return {name: group.kl_per_example() for name, group in (self.groups or {}).items()}
 
     def log_q_of_z(self) -> torch.Tensor:
         """log q(z | x) of every draw in ``z``, shape ``(samples, n)``."""
         if self.log_q is not None:
             return self.log_q
+        if self.groups:
+            return torch.stack([group.log_q for group in self.groups.values()]).sum(0)
         if self.dist is None:
             raise ValueError("a deterministic code has no density")
         n = self.code.shape[0]

@@ -86,6 +86,8 @@ class AutoEncoder(nn.Module):
         self.meta = dict(meta or {})
         #: each regularizer's share of its weight in training steps (warm-up); 1 in evaluation
         self.penalty_scale: dict[str, float] = {key: 1.0 for key in self.regularizers}
+        #: the bottleneck's share of the weight of its loss terms in training steps (warm-up)
+        self.loss_scale = 1.0
 
     # --- pieces -----------------------------------------------------------------------------
 
@@ -120,7 +122,7 @@ class AutoEncoder(nn.Module):
         """What ``encode --what`` can give for this model."""
         if isinstance(self.bottleneck, PassThrough):  # what the encoder gives: a code, or a posterior too
             return (CODE, *self.probe().outputs)
-        return (CODE, *self.bottleneck.what)
+        return (CODE, *self.bottleneck.what, *(name for name, _ in self.spec.groups))
 
     def represent(self, x: torch.Tensor, y: torch.Tensor | None = None, what: str = CODE) -> torch.Tensor:
         """``encode --what``: the code (default), or an output the bottleneck offers (``mean``,
@@ -128,7 +130,9 @@ class AutoEncoder(nn.Module):
         if what not in self.offers():
             raise ConfigError(f"--what {what}: this model's bottleneck offers {', '.join(self.offers())}")
         code = self.encode(x, y)
-        return code.code if what == CODE else code.outputs[what]
+        if what == CODE:
+            return code.code
+        return code.outputs[what] if what in code.outputs else self.spec.split(code.code)[what]
 
     def components(self) -> dict[str, nn.Module]:
         """Every component of the model by its place (``encoder``, ``regularizers.kl``...)."""
@@ -209,14 +213,18 @@ class AutoEncoder(nn.Module):
         recon = self.likelihood.nll(output, target).mean()
         step = Step(self, x, x_tilde, y, y1, code, z, output, training, features)
         terms = {"recon": recon}
+        scale = self.loss_scale if training else 1.0
         for name, value in code.losses.items():
-            terms[f"penalty.{name}"] = value
+            terms[f"penalty.{name}"] = value if scale == 1.0 else value * scale
         for key, reg in self.regularizers.items():
             value = reg.penalty(step)
             if value is not None:  # None: the regularizer acts only in its own update()
                 scale = self.penalty_scale.get(key, 1.0) if training else 1.0
                 terms[f"penalty.{key}"] = value if scale == 1.0 else value * scale
-        return _sum_terms(terms), terms, step
+        loss = _sum_terms(terms)
+        if code.diagnostics:  # unweighted statistics, logged beside the loss's terms, not in it
+            terms.update({f"diag.{name}": value.detach() for name, value in code.diagnostics.items()})
+        return loss, terms, step
 
 
 def _sum_terms(terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -257,6 +265,12 @@ def construct_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
     )
     choices = dict(pipeline.components)
     bottleneck = choices.get("bottleneck")
+    if bottleneck is not None:  # the latent groups it declares, which every component sees
+        groups = tuple(_in_context(bottleneck, pipeline, bottleneck.cls.groups, bottleneck.config, spec))
+        if groups and sum(width for _, width in groups) != spec.code_dim:
+            raise ConfigError(f"{pipeline.source}: {bottleneck.path} ({bottleneck.kind} '{bottleneck.name}'): its groups "
+                              f"{dict(groups)} do not add up to model.code_dim = {spec.code_dim}")
+        spec = dataclasses.replace(spec, groups=groups)
     built = {}
     for section, choice in choices.items():
         part_spec = spec
@@ -303,6 +317,25 @@ def setup_model(pipeline: Pipeline, model: AutoEncoder) -> None:
              *((choice, model.regularizers[key]) for key, choice in pipeline.regularizers.items())]
     for choice, part in every:
         _in_context(choice, pipeline, part.setup, model)
+
+
+@torch.no_grad()
+def initialize_model(model: AutoEncoder, data: DataBundle, rows: int = 1024, seed: int = 0) -> None:
+    """The fresh-initialisation hook of a new run: each component's ``initialize(model, x)``,
+    in the order of :meth:`AutoEncoder.components`, with ``x`` the same ``rows`` training rows
+    drawn with ``seed``. Only where a component overrides it (nothing is drawn otherwise)."""
+    from aepipe.components import ModelComponent
+
+    parts = [part for part in model.components().values()
+             if isinstance(part, ModelComponent) and type(part).initialize is not ModelComponent.initialize]
+    if not parts:
+        return
+    n = len(data.train)
+    generator = torch.Generator().manual_seed(seed)
+    positions = torch.randperm(n, generator=generator)[:rows].sort().values
+    x = data.train.take(positions)[0]
+    for part in parts:
+        part.initialize(model, x)
 
 
 def _in_context(choice: Any, pipeline: Pipeline, fn: Any, *args: Any) -> Any:

@@ -43,6 +43,7 @@ API: dict[str, dict[str, str]] = {
         "ModelSpec": "aepipe.datatypes",
         "Encoding": "aepipe.datatypes",
         "Code": "aepipe.datatypes",
+        "Group": "aepipe.datatypes",
         "Step": "aepipe.components",
         "RawData": "aepipe.datatypes",
         "Rows": "aepipe.datatypes",

@@ -21,7 +21,7 @@ class ComponentChoice:
     cls: type
     config: ComponentConfig
     path: str  # dotted section, e.g. "model.encoder"
-    warmup_epochs: int = 0  # regularizers: epochs over which the weight ramps up from 0
+    warmup_epochs: int = 0  # regularizers and bottlenecks: epochs over which the weight ramps up from 0
 
 
 @dataclass
@@ -41,6 +41,8 @@ class Pipeline:
         out["data"].update(self.dataset.config.model_dump(exclude_none=True))
         for section, choice in self.components.items():
             out["model"][section] = {"name": choice.name, **choice.config.model_dump(exclude_none=True)}
+            if choice.warmup_epochs:  # a bottleneck's losses' warm-up, written only where set
+                out["model"][section]["warmup_epochs"] = choice.warmup_epochs
         out["model"][REGULARIZERS_SECTION] = {
             key: ({"name": choice.name} if choice.name != key else {})
             | {"warmup_epochs": choice.warmup_epochs}

@@ -48,8 +48,10 @@ def resolve(
     settings = _core_settings(merged, data_section, model_section, origins)
     dataset_settings = {k: v for k, v in data_section.items() if k not in DataSettings.model_fields}
     dataset = _choose(registry, "dataset", settings.data.name, dataset_settings, "data", origins)
-    components = _model_components(registry, model_section, source, origins)
-    regularizers = _regularizers(registry, model_section, origins)
+    shared = dict(settings.model.shared or {})
+    components = _model_components(registry, model_section, source, origins, shared)
+    regularizers = _regularizers(registry, model_section, origins, shared)
+    _check_shared(shared, [*components.values(), *regularizers.values()], origins)
     if not stored:  # [evaluate] runs when training ends: an unknown name fails now, not after the training
         _check_evaluate_names(registry, settings, origins)
     return Pipeline(settings, dataset, components, regularizers, source=source, origins=origins)
@@ -120,8 +122,8 @@ def _core_settings(merged: dict[str, Any], data_section: dict[str, Any], model_s
     return validate(PipelineSettings, core, "", origins, "the pipeline")
 
 
-def _model_components(registry: Any, model_section: dict[str, Any], source: str, origins: dict[str, str]
-                      ) -> dict[str, ComponentChoice]:
+def _model_components(registry: Any, model_section: dict[str, Any], source: str, origins: dict[str, str],
+                      shared: dict[str, Any] | None = None) -> dict[str, ComponentChoice]:
     """The component of each ``[model.<section>]``; a required kind left out is an error listing
     what is registered."""
     components: dict[str, ComponentChoice] = {}
@@ -137,12 +139,24 @@ def _model_components(registry: Any, model_section: dict[str, Any], source: str,
         path_ = f"model.{section}"
         if not isinstance(sub, dict) or "name" not in sub:
             raise ConfigError(f"{origin_for(path_, origins)}: [{path_}] needs a 'name'")
-        settings = {k: v for k, v in sub.items() if k != "name"}
-        components[section] = _choose(registry, kind, sub["name"], settings, path_, origins)
+        warmup = _warmup(sub, path_, origins) if kind == "bottleneck" else 0  # its losses warm up as a regularizer does
+        settings = {k: v for k, v in sub.items() if k != "name" and not (warmup and k == "warmup_epochs")}
+        components[section] = _choose(registry, kind, sub["name"], settings, path_, origins, shared)
+        components[section].warmup_epochs = warmup
     return components
 
 
-def _regularizers(registry: Any, model_section: dict[str, Any], origins: dict[str, str]) -> dict[str, ComponentChoice]:
+def _warmup(sub: dict[str, Any], path_: str, origins: dict[str, str]) -> int:
+    """A section's ``warmup_epochs``: a whole number of epochs >= 0 (0 where it is not set)."""
+    warmup = sub.get("warmup_epochs", 0)
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        raise ConfigError(f"{origin_for(path_ + '.warmup_epochs', origins)}: '{path_}.warmup_epochs' = {warmup!r}: "
+                          "expected a whole number of epochs >= 0")
+    return warmup
+
+
+def _regularizers(registry: Any, model_section: dict[str, Any], origins: dict[str, str],
+                  shared: dict[str, Any] | None = None) -> dict[str, ComponentChoice]:
     """The enabled ``[model.regularizers.<key>]`` tables, each with its warm-up."""
     regularizers: dict[str, ComponentChoice] = {}
     regs = model_section.get(REGULARIZERS_SECTION, {})
@@ -158,13 +172,10 @@ def _regularizers(registry: Any, model_section: dict[str, Any], origins: dict[st
             raise ConfigError(f"{origin_for(path_ + '.enabled', origins)}: '{path_}.enabled' must be true or false")
         if not enabled:
             continue
-        warmup = sub.get("warmup_epochs", 0)
-        if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
-            raise ConfigError(f"{origin_for(path_ + '.warmup_epochs', origins)}: '{path_}.warmup_epochs' = {warmup!r}: "
-                              "expected a whole number of epochs >= 0")
+        warmup = _warmup(sub, path_, origins)
         name = sub.get("name", key)
         settings_ = {k: v for k, v in sub.items() if k not in REGULARIZER_CORE_KEYS}
-        regularizers[key] = _choose(registry, "regularizer", name, settings_, path_, origins)
+        regularizers[key] = _choose(registry, "regularizer", name, settings_, path_, origins, shared)
         regularizers[key].warmup_epochs = warmup
     return regularizers
 
@@ -179,8 +190,16 @@ def _check_evaluate_names(registry: Any, settings: PipelineSettings, origins: di
                 raise ConfigError(f"{origin_for(f'evaluate.{field_}', origins)}: evaluate.{field_}: {exc}") from None
 
 
-def _choose(registry: Any, kind: str, name: Any, settings: dict[str, Any], path: str, origins: dict[str, str]
-            ) -> ComponentChoice:
+def _check_shared(shared: dict[str, Any], choices: list[ComponentChoice], origins: dict[str, str]) -> None:
+    """Every ``model.shared`` key is a setting of some component of the model."""
+    for key in shared:
+        if not any(key in type(choice.config).model_fields for choice in choices):
+            raise ConfigError(f"{origin_for(f'model.shared.{key}', origins)}: model.shared.{key}: no component of this "
+                              "model has a setting of that name")
+
+
+def _choose(registry: Any, kind: str, name: Any, settings: dict[str, Any], path: str, origins: dict[str, str],
+            shared: dict[str, Any] | None = None) -> ComponentChoice:
     name_key = f"{path}.name"
     if not isinstance(name, str):
         raise ConfigError(f"{origin_for(name_key, origins)}: '{name_key}' must be a string, got {name!r}")
@@ -192,5 +211,7 @@ def _choose(registry: Any, kind: str, name: Any, settings: dict[str, Any], path:
         core_keys = tuple(DataSettings.model_fields)
     else:
         core_keys = ("name",) if kind != "regularizer" else tuple(REGULARIZER_CORE_KEYS)
+    if shared:  # the model's shared settings, under the component's own
+        settings = {**{k: v for k, v in shared.items() if k in cls.Config.model_fields}, **settings}
     config = validate(cls.Config, settings, path, origins, f"{kind} '{name}'", core_keys)
     return ComponentChoice(kind, name, cls, config, path)

@@ -66,6 +66,9 @@ class ModelSettings(_Section):
     conditional: bool = Field(
         False, description="encoder and decoder also see the one-hot label (needs a labelled dataset)"
     )
+    shared: Optional[dict[str, Union[bool, int, float, str, list[int], list[float]]]] = Field(
+        None, description="settings declared once for the whole model: each component whose settings have the key and "
+                          "whose own table leaves it out takes this value (a hierarchy's widths); a key no component has is an error")
 
 
 class LRScheduleSettings(_Section):

@@ -151,7 +151,10 @@ def importance_terms(model: AutoEncoder, x: torch.Tensor, y: torch.Tensor | None
         y_rep = None if y is None else y.repeat(m)
         y1_rep = None if y1 is None else y1.repeat(m, 1)
         log_px = -model.likelihood.nll(model.decoder(z, y1_rep), x.repeat(m, 1)).reshape(m, n)
-        log_pz = model.prior.log_prob(z, y_rep if model.prior.class_conditional else None).reshape(m, n)
+        if code.log_p is not None:  # the bottleneck's own prior terms (a hierarchy's conditional priors)
+            log_pz = code.log_p.reshape(m, n)
+        else:
+            log_pz = model.prior.log_prob(z, y_rep if model.prior.class_conditional else None).reshape(m, n)
         log_q = code.log_q_of_z().reshape(m, n)
         log_w.append(log_px + log_pz - log_q)
         rec += log_px.sum(0)

@@ -30,7 +30,7 @@ import torch
 
 from aepipe.config import Pipeline
 from aepipe.data import DataBundle
-from aepipe.model import AutoEncoder, build_model, check_model_fits
+from aepipe.model import AutoEncoder, build_model, check_model_fits, initialize_model
 from aepipe.training import distributed
 from aepipe.training.device import autocast, check_cuda_graphs, prepare_for_device, seed_everything, select_device
 from aepipe.training.schedules import LRSchedule, steps_per_epoch
@@ -56,11 +56,13 @@ class RunParts:
 
 
 def assemble(pipeline: Pipeline, device: str | None = None, world: distributed.World = distributed.SINGLE,
-             load: Callable[[Pipeline, torch.device], DataBundle] = load_data, resumed_epoch: int = 0) -> RunParts:
+             load: Callable[[Pipeline, torch.device], DataBundle] = load_data, resumed_epoch: int = 0,
+             fresh: bool = True) -> RunParts:
     """The parts of a run of ``pipeline`` on ``device`` (None: ``train.device``), on this
     process of ``world``, with its data from ``load``; ``resumed_epoch``: the epochs a resumed
     run has done (on several processes each one's noise depends on it). A resumed run loads its
-    checkpoint's state into the parts afterwards."""
+    checkpoint's state into the parts afterwards; only a ``fresh`` (new) run's components
+    :meth:`initialize` themselves on its training data."""
     s = pipeline.settings
     where = distributed.start(world, select_device(device or s.train.device))
     check_cuda_graphs(pipeline, where, world.enabled)  # refused before any data is read
@@ -68,12 +70,10 @@ def assemble(pipeline: Pipeline, device: str | None = None, world: distributed.W
     data = load(pipeline, where)
     check_model_fits(pipeline, data, where)  # on the meta device: refused before any real allocation
     model = build_model(pipeline, data).to(where)  # the one build: every component's setup() runs once
-    optimizer = make_optimizer(
-        model.parameter_groups(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused
-    )
-    schedule = LRSchedule(
-        optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(len(data.train), s.train.batch_size)
-    )
+    if fresh:  # data-dependent initialisation: never on a resumed run, whose weights are loaded
+        initialize_model(model, data, seed=s.train.seed)
+    optimizer = make_optimizer(model.parameter_groups(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
+    schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(len(data.train), s.train.batch_size))
     unused = first_step_check(model, optimizer, data, s.train.batch_size, pipeline.source)
     model = prepare_for_device(model, where, s.train.compile)
     if world.enabled:  # the same weights on every process, then each its own noise

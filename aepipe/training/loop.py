@@ -28,7 +28,7 @@ from aepipe.training.setup import load_data
 from aepipe.training.metrics import (check_finite, component_metrics, evaluate_tensors, fit_on_codes as fit_sampler,
                                      read_back)
 from aepipe.training.resume import CHECKPOINT, bind, pipeline_for_resume, read_checkpoint
-from aepipe.training.schedules import LRSchedule, regularizer_weights
+from aepipe.training.schedules import LRSchedule, bottleneck_weights, regularizer_weights
 from aepipe.training.state import TrainState, save_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -136,7 +136,7 @@ class Trainer:
         p = self.pipeline
         assert p is not None, "a pipeline, or a run to resume"
         s = p.settings
-        parts = assemble(p, self.device_name, world, self._load_data, state.epoch if state else 0)
+        parts = assemble(p, self.device_name, world, self._load_data, state.epoch if state else 0, fresh=state is None)
         model, data, device = parts.model, parts.data, parts.device
         optimizer, schedule = parts.optimizer, parts.schedule
         if s.train.cuda_graphs:  # on CUDA only (refused elsewhere by assemble): the step captured at the first epoch
@@ -167,6 +167,8 @@ class Trainer:
         checkpoint = self.tracker.checkpoint_dir(tracked.run_id) / CHECKPOINT
         policy = CheckpointPolicy(s.train.checkpoint_every, s.train.checkpoint_seconds, state.epoch)
         warmups = {key: choice.warmup_epochs for key, choice in p.regularizers.items()}
+        held = p.components.get("bottleneck")
+        held_warmup = held.warmup_epochs if held is not None else 0
         started = time.perf_counter()
         with run.stop:
             try:
@@ -178,6 +180,7 @@ class Trainer:
                 for epoch in range(state.epoch + 1, last + 1):
                     epoch_started = time.perf_counter() - (state.position.seconds if state.position else 0.0)
                     weights, lr = regularizer_weights(model, warmups, epoch), schedule.lr
+                    weights.update(bottleneck_weights(model, held_warmup, epoch))
                     trained = self.pm.call_plugin_hook("aepipe_train_epoch", run=run, epoch=epoch)
                     metrics = read_back(trained, evaluate_tensors(model, data.val), prefixes=("", "val_"))
                     check_finite(metrics, epoch, p.source)

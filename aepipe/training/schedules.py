@@ -99,5 +99,19 @@ def regularizer_weights(model: Any, warmups: dict[str, int], epoch: int) -> dict
     return logged
 
 
+def bottleneck_weights(model: Any, warmup: int, epoch: int) -> dict[str, float]:
+    """Set the share of its weight the bottleneck's own loss terms get in training for
+    ``epoch`` (its ``warmup_epochs``); returns ``weight.<loss name>`` for each of its
+    ``loss_names`` (the share times its ``weight_setting``), where it has a warm-up or a weight."""
+    bottleneck = model.bottleneck
+    setting = getattr(bottleneck, "weight_setting", None)
+    if not warmup and not setting:
+        return {}
+    factor = warmup_factor(epoch, warmup)
+    model.loss_scale = factor
+    own = float(getattr(bottleneck.config, setting)) if setting else 1.0
+    return {f"weight.{name}": factor * own for name in getattr(bottleneck, "loss_names", ())}
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, math.ceil(n / batch_size))

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 
 from aepipe.plugin import ComponentConfig, ConfigError, Regularizer, importance_weighted_bound, log_mean_exp
-from aepipe_plugins.regularizers.kl import _closed_form, importance_weighted_nll
+from aepipe_plugins.regularizers.kl import _closed_form, group_metrics, importance_weighted_nll
 
 
 class IWBoundConfig(ComponentConfig):
@@ -68,6 +68,8 @@ class IWBound(Regularizer):
         target = step.x.repeat(k, 1) if k > 1 else step.x
         log_px = -model.likelihood.nll(step.output, target).reshape(k, n)
         y = step.y if model.prior.class_conditional else None
+        if code.log_p is not None:  # the bottleneck's own prior terms (a hierarchy's conditional priors)
+            return log_px, code.log_p, code.log_q_of_z()
         log_pz = model.prior.log_prob(step.z, None if y is None else y.repeat(k)).reshape(k, n)
         return log_px, log_pz, code.log_q_of_z()
 
@@ -87,11 +89,12 @@ class IWBound(Regularizer):
     def evaluate(self, step) -> dict[str, torch.Tensor]:
         log_px, log_pz, log_q = self.terms(step)
         y = step.y if step.model.prior.class_conditional else None
-        kl = _closed_form(step.encoding, step.model.prior, y)
+        code = step.encoding
+        kl = torch.stack(list(code.group_kls().values())).sum(0) if code.groups else _closed_form(code, step.model.prior, y)
         if kl is None:
             kl = (log_q - log_pz).mean(0)
         return {"kl": kl.mean(), "neg_elbo": (kl - log_px.mean(0)).mean(),
-                "iw_bound": importance_weighted_bound(log_px, log_pz, log_q).mean()}
+                "iw_bound": importance_weighted_bound(log_px, log_pz, log_q).mean(), **group_metrics(code)}
 
     def final_metrics(self, model, data) -> dict[str, float]:
         """``iw_nll``: -log p(x) of the test split by the importance-weighted bound with

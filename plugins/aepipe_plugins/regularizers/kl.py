@@ -41,15 +41,16 @@ class KLDivergence(Regularizer):
         if self.config.method != "analytic" and not model.prior.has_log_prob and model.prior.distribution() is None:
             raise ConfigError(f"regularizer 'kl' needs the prior's log density; prior '{model.prior.name}' has none "
                               "(use the adversarial regularizer to match it)")
-        if self.config.method == "analytic" and _closed_form(probe, model.prior, None) is None:
-            raise ConfigError(f"kl: method 'analytic' has no closed form for prior '{model.prior.name}' with this "
-                              "posterior; use monte-carlo")
+        if self.config.method == "analytic" and not probe.groups and _closed_form(probe, model.prior, None) is None:
+            raise ConfigError(f"kl: method 'analytic' has no closed form for prior '{model.prior.name}' with this posterior; use monte-carlo")
 
     def kl(self, step) -> torch.Tensor:
         """KL(q || p) per example, shape (n,) (beta not applied): in closed form where one
         exists (method auto or analytic), else mean_l [log q(z_l|x) - log p(z_l)] over the
         step's L draws, with the bottleneck's own log q (a flow's log-determinants included)."""
         code = step.encoding
+        if code.groups:  # latent groups: the sum of each group's KL given its parents (the chain rule)
+            return torch.stack(list(code.group_kls().values())).sum(0)
         prior = step.model.prior
         y = step.y if prior.class_conditional else None
         if self.config.method != "monte-carlo":
@@ -59,7 +60,7 @@ class KLDivergence(Regularizer):
         n = step.x.shape[0]
         samples = code.samples
         y_rep = None if y is None else y.repeat(samples)
-        log_p = prior.log_prob(step.z, y_rep).reshape(samples, n)
+        log_p = code.log_p if code.log_p is not None else prior.log_prob(step.z, y_rep).reshape(samples, n)
         return kl_monte_carlo(code.log_q_of_z(), log_p)
 
     def penalty(self, step) -> torch.Tensor:
@@ -72,7 +73,7 @@ class KLDivergence(Regularizer):
         target = step.x.repeat(samples, 1) if samples > 1 else step.x
         recon = model.likelihood.nll(step.output, target).reshape(samples, -1).mean(0)
         kl = self.kl(step)
-        return {"kl": kl.mean(), "neg_elbo": (recon + kl).mean()}
+        return {"kl": kl.mean(), "neg_elbo": (recon + kl).mean(), **group_metrics(step.encoding)}
 
     def final_metrics(self, model, data) -> dict[str, float]:
         """``iw_nll``: -log p(x) of the test split by the importance-weighted bound with
@@ -80,6 +81,11 @@ class KLDivergence(Regularizer):
         if not model.prior.has_log_prob:
             return {}
         return {"iw_nll": importance_weighted_nll(model, data.test, None, self.config.iw_samples)}
+
+
+def group_metrics(code) -> dict[str, torch.Tensor]:
+    """``kl.<group>``: each latent group's KL, averaged over the batch (none for one group)."""
+    return {f"kl.{name}": value.mean() for name, value in code.group_kls().items()} if code.groups else {}
 
 
 def _closed_form(code, prior, y) -> torch.Tensor | None:
