@@ -76,7 +76,7 @@ MALFORMED = [
     ("unknown dataset", 'variant = "vanilla"\n[data]\nname = "imagenet"\n', r"unknown dataset 'imagenet'; available: digits, "),
     ("unknown core key", 'variant = "vanilla"\n[train]\nepochz = 3\n',
      r"p\.toml: unknown key 'train\.epochz' for the pipeline; valid keys: amp, batch_size, checkpoint_every, "
-     r"checkpoint_seconds, compile, device, epochs, fused, lr, lr_schedule, "),
+     r"checkpoint_seconds, compile, cuda_graphs, device, epochs, fused, lr, lr_schedule, "),
     ("unknown section", 'variant = "vanilla"\n[trian]\nepochs = 3\n',
      r"unknown key 'trian' for the pipeline; valid keys: data, description, evaluate, model, "),
     ("unknown component key", 'variant = "vanilla"\n[model.encoder]\nactivaton = "relu"\n',
