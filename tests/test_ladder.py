@@ -173,5 +173,18 @@ def test_calibrate_prints_the_ladder_table(home, monkeypatch):
     assert text.exit_code == 0 and "| rung | fid | kid |" in text.output and "| blur-2 |" in text.output
     assert ladder_table(result["rungs"]).splitlines()[0].split() == ["rung", "fid", "kid", "precision", "recall", "density",
                                                                      "coverage"]
+    # over seeds: each figure the mean of the ladders drawn at seeds 0, 1, 2, with its 95% t-interval
+    import statistics
+
+    over = json.loads(runner.invoke(cli_module.cli, ["calibrate", "digits", "--n", "60", "--seeds", "3", "--json"]).output)
+    alone = [result] + [json.loads(runner.invoke(cli_module.cli, ["calibrate", "digits", "--n", "60", "--seed", str(s),
+                                                                  "--json"]).output) for s in (1, 2)]
+    assert over["seeds"] == [0, 1, 2]
+    fids = [a["rungs"]["noise-2"]["fid"] for a in alone]
+    assert len(set(fids)) == 3 and over["rungs"]["noise-2"]["fid"] == pytest.approx(statistics.fmean(fids), rel=1e-9)
+    lo, hi = over["intervals"]["noise-2"]["fid"]
+    assert hi - lo == pytest.approx(2 * 4.3027 * statistics.stdev(fids) / 3 ** 0.5, rel=1e-4)  # t(0.975, 2) from tables
+    table = ladder_table(over["rungs"], "markdown", over["intervals"])
+    assert f"| noise-2 | {statistics.fmean(fids):.4g} ± {(hi - lo) / 2:.2g} |" in table
     bad = runner.invoke(cli_module.cli, ["calibrate", "digits", "--space", "nope"])
     assert bad.exit_code == 2 and "unknown feature 'nope'" in bad.output and "Traceback" not in bad.output
