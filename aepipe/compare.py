@@ -246,8 +246,8 @@ def marks(rows: list[dict[str, Any]], names: list[str]) -> dict[tuple[int, str],
     for name in names:
         if not name.startswith("eval_") or not has_direction(name):
             continue
-        values = {i: float(r[name]) for i, r in enumerate(rows) if not r.get("_reference") and isinstance(r.get(name), (int, float))
-                  and not isinstance(r.get(name), bool)}
+        values = {i: float(r[name]) for i, r in enumerate(rows) if not r.get("_reference")
+                  and isinstance(r.get(name), (int, float)) and not isinstance(r.get(name), bool)}
         if len(values) < 2:  # one contender: nothing to mark
             continue
         spans = {i: found[1:] for i in values if (found := spread(rows[i], name)) is not None}
@@ -355,7 +355,8 @@ def render(rows: list[dict[str, Any]], fmt: str, chosen: list[str] | None = None
     return console.file.getvalue() + "".join(n + "\n" for n in notes)
 
 
-def _notes(rows: list[dict[str, Any]], marked: dict[tuple[int, str], str] | None = None, fmt: str = "text") -> list[str]:
+def _notes(rows: list[dict[str, Any]], marked: dict[tuple[int, str], str] | None = None,
+           fmt: str = "text") -> list[str]:
     """What the table's marks mean, for the marks it has."""
     out = []
     if any(r.get("_n", 1) > 1 for r in rows):
@@ -368,6 +369,6 @@ def _notes(rows: list[dict[str, Any]], marked: dict[tuple[int, str], str] | None
     if marked:
         best = "**bold**" if fmt == "markdown" else "a *"
         out.append(f"{best}: the best value of the column (eval_ columns with a better direction, not eval_kl; the "
-                   "reference row is no contender); ≈: its 95% interval (over seeds, or over samples for a single run) "
-                   "overlaps the best one's: within noise of it (the rule of aepipe report's marks).")
+                   "reference row is no contender); ≈: its 95% interval (over seeds, or over samples for a single "
+                   "run) overlaps the best one's: within noise of it (the rule of aepipe report's marks).")
     return out

@@ -8,8 +8,8 @@ apart, cold (a fresh cache) and warm (read back from the cache). Then the ladder
 degradations (:mod:`aepipe.evaluation.ladder`) for each dataset of ``--ladder``, as markdown
 tables (what docs/judge.md holds).
 
-    python benchmarks/judge.py [--space domain] [--set KEY=VALUE]... [--ladder digits,mnist5k,shapes,shapes-colour] [--n N]
-        [--skip-timing] [--oracle]
+    python benchmarks/judge.py [--space domain] [--set KEY=VALUE]... [--n N] [--skip-timing] [--oracle]
+        [--ladder digits,mnist5k,shapes,shapes-colour]
 
 ``--set``: a setting of the space (its ``Config``'s fields, e.g. ``probes=4``), for candidates.
 ``--oracle``: the one-mode rung of ``shapes`` scored in the ground-truth factors themselves.
@@ -99,8 +99,9 @@ def oracle() -> None:
         for label, embed in (("one-hot", one_hot), ("ordinal", ordinal)):
             r, m = feats(ref, embed), feats(real, embed)
             floor, mode_scores = generation_metrics(r, m), generation_metrics(r, feats(mode, embed))
-            print(f"oracle {name} {label}: real P {floor['precision']:.2f} R {floor['recall']:.2f} C {floor['coverage']:.2f}; "
-                  f"one-mode P {mode_scores['precision']:.2f} R {mode_scores['recall']:.2f} C {mode_scores['coverage']:.2f}")
+            line = "; ".join(f"{what} P {m['precision']:.2f} R {m['recall']:.2f} C {m['coverage']:.2f}"
+                             for what, m in (("real", floor), ("one-mode", mode_scores)))
+            print(f"oracle {name} {label}: {line}")
 
 
 def main() -> None:
@@ -111,7 +112,8 @@ def main() -> None:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of the space (JSON value: probes=4, probe=[32,64])")
     p.add_argument("--skip-timing", action="store_true")
-    p.add_argument("--oracle", action="store_true", help="score the one-mode rung of shapes in its ground-truth factors")
+    p.add_argument("--oracle", action="store_true",
+                   help="score the one-mode rung of shapes in its ground-truth factors")
     args = p.parse_args()
     settings = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.settings)}
     if args.oracle:
@@ -119,7 +121,8 @@ def main() -> None:
     from aepipe.evaluation import DEFAULT_FEATURES
 
     space = args.space or DEFAULT_FEATURES
-    print(f"space: {space} {settings or ''}; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f}")
+    print(f"space: {space} {settings or ''}; torch threads {torch.get_num_threads()}; "
+          f"load average {os.getloadavg()[0]:.1f}")
     if not args.skip_timing:
         with tempfile.TemporaryDirectory() as cache:
             for label, table, n_fake, n_real in (("2,000 28x28 (mnist5k)", TABLES["mnist5k"], 2000, None),

@@ -176,7 +176,8 @@ def test_calibrate_prints_the_ladder_table(home, monkeypatch):
     # over seeds: each figure the mean of the ladders drawn at seeds 0, 1, 2, with its 95% t-interval
     import statistics
 
-    over = json.loads(runner.invoke(cli_module.cli, ["calibrate", "digits", "--n", "60", "--seeds", "3", "--json"]).output)
+    over = runner.invoke(cli_module.cli, ["calibrate", "digits", "--n", "60", "--seeds", "3", "--json"])
+    over = json.loads(over.output)
     alone = [result] + [json.loads(runner.invoke(cli_module.cli, ["calibrate", "digits", "--n", "60", "--seed", str(s),
                                                                   "--json"]).output) for s in (1, 2)]
     assert over["seeds"] == [0, 1, 2]

@@ -55,11 +55,13 @@ def fid_command(a: Path, b: Path, features: str | None, dataset: str | None, pip
               help="Images per rung and in the reference (at most half the held-out images).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seed of the draws and degradations.")
 @click.option("--seeds", type=click.IntRange(1, 100), default=1, show_default=True,
-              help="Draw the ladder at this many seeds (--seed, --seed + 1, ...): mean ± the half-width of the 95% interval over them.")
+              help="Draw the ladder at this many seeds (--seed, --seed + 1, ...): mean ± the half-width of the 95% "
+                   "interval over them.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def calibrate_command(dataset: str, features: str | None, n: int, seed: int, seeds: int, device: str, fmt: str, as_json: bool) -> None:
+def calibrate_command(dataset: str, features: str | None, n: int, seed: int, seeds: int, device: str, fmt: str,
+                      as_json: bool) -> None:
     """The judge's ladder: DATASET's held-out images, degraded in known ways, scored like samples.
 
     Each rung (other real images, blur, noise, the mean image, one class only, a few images
@@ -75,7 +77,8 @@ def calibrate_command(dataset: str, features: str | None, n: int, seed: int, see
                f"features: {result['features']}; blur sigma s = {result['blur_sigma']:.3g} pixels")
     click.echo(ladder_table(result["rungs"], fmt, result.get("intervals")))
     if "seeds" in result:
-        click.echo(f"\na ± b: the mean over the ladder drawn at seeds {result['seeds'][0]}-{result['seeds'][-1]} and the "
+        first, last = result["seeds"][0], result["seeds"][-1]
+        click.echo(f"\na ± b: the mean over the ladder drawn at seeds {first}-{last} and the "
                    "half-width of its 95% t-interval over them (the same feature space)")
     if fmt == "text":
         click.echo("\n" + "\n".join(f"  {name:<13} {text}" for name, text in DESCRIPTIONS.items()))

@@ -110,11 +110,13 @@ def calibrate(dataset: str | dict[str, Any], features: str | None = None, n: int
     for s in draws:
         ladder = build_ladder(data, n, seed=s)
         scored.append(score_ladder(ladder, space))
-    out = {"dataset": data.name, "features": features, "n": ladder.n, "blur_sigma": ladder.blur_sigma, "rungs": scored[0]}
+    out = {"dataset": data.name, "features": features, "n": ladder.n, "blur_sigma": ladder.blur_sigma,
+           "rungs": scored[0]}
     if len(draws) > 1:
         from aepipe.seeds import interval
 
         spans = {rung: {m: interval([sc[rung][m] for sc in scored]) for m in scored[0][rung]} for rung in scored[0]}
         out.update(rungs={rung: {m: v[0] for m, v in ms.items()} for rung, ms in spans.items()},
-                   intervals={rung: {m: [v[1], v[2]] for m, v in ms.items()} for rung, ms in spans.items()}, seeds=draws)
+                   intervals={rung: {m: [v[1], v[2]] for m, v in ms.items()} for rung, ms in spans.items()},
+                   seeds=draws)
     return out
