@@ -105,6 +105,8 @@ def test_the_report_marks_differences_within_noise():
               TableRow("b", "d", ["b"], {"eval_precision": 0.8}, {"eval_precision": (0.7, 0.86, "samples")}),
               TableRow("c", "d", ["c"], {"eval_precision": 0.5}, {"eval_precision": (0.4, 0.6, "samples")})]
     assert best_rows(higher, "eval_precision") == ({"a"}, {"b"})  # higher is better; bootstrap intervals count too
+    kl = [TableRow(r.label, "d", r.run_ids, {"eval_kl": v}) for r, v in zip(higher, (1.0, 5.0, 9.0))]
+    assert best_rows(kl, "eval_kl") == (set(), set())  # a KL has no better direction: never marked
 
 
 def test_compare_markdown_escapes_pipes_html_and_newlines():
