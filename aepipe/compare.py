@@ -243,6 +243,39 @@ def _cell(row: dict[str, Any], name: str) -> str:
     return f"{text} [{lo:.3g}, {hi:.3g}]"
 
 
+def marks(rows: list[dict[str, Any]], names: list[str]) -> dict[tuple[int, str], str]:
+    """``{(row index, column): "best" or "near"}`` for the ``eval_*`` columns of ``names`` with a
+    better direction (not ``eval_kl``): the best value of the column among the rows that are not
+    reference rows, and the values within noise of it (their interval, over seeds or over samples,
+    overlaps the best one's: :func:`aepipe.seeds.best_and_near`, the rule of ``aepipe report``)."""
+    from aepipe.evaluation import has_direction, higher_is_better
+    from aepipe.seeds import best_and_near
+
+    out: dict[tuple[int, str], str] = {}
+    for name in names:
+        if not name.startswith("eval_") or not has_direction(name):
+            continue
+        values = {i: float(r[name]) for i, r in enumerate(rows) if not r.get("_reference")
+                  and isinstance(r.get(name), (int, float)) and not isinstance(r.get(name), bool)}
+        if len(values) < 2:  # one contender: nothing to mark
+            continue
+        spans = {i: found[1:] for i in values if (found := spread(rows[i], name)) is not None}
+        best, near = best_and_near(values, spans, higher_is_better(name))
+        out.update({(i, name): "best" for i in best})
+        out.update({(i, name): "near" for i in near})
+    return out
+
+
+#: how each format shows a mark: (best, within noise of the best)
+MARKS = {"markdown": ("**{}**", "≈ {}"), "text": ("{} *", "≈ {}")}
+
+
+def _marked(text: str, mark: str | None, fmt: str) -> str:
+    if not mark or not text:
+        return text
+    return MARKS[fmt][0 if mark == "best" else 1].format(text)
+
+
 def columns(rows: list[dict[str, Any]]) -> list[str]:
     """The table's columns: the fixed ones, with every ``eval_*`` metric any row has (in the
     vocabulary's order; not the bounds of intervals, shown in the metric's cell) before
@@ -311,10 +344,12 @@ def render(rows: list[dict[str, Any]], fmt: str, chosen: list[str] | None = None
             writer.writerow(out)
         return buf.getvalue()
     arrows = {n: n + (" ↑" if n.startswith("eval_") and higher_is_better(n) else "") for n in names}
+    marked = marks(rows, names)
     if fmt == "markdown":
         lines = ["| " + " | ".join(md(arrows[n]) for n in names) + " |", "|" + "---|" * len(names)]
-        lines += ["| " + " | ".join(md(_cell(r, n)) for n in names) + " |" for r in rows]
-        notes = _notes(rows)
+        lines += ["| " + " | ".join(_marked(md(_cell(r, n)), marked.get((i, n)), fmt) for n in names) + " |"
+                  for i, r in enumerate(rows)]
+        notes = _notes(rows, marked, fmt)
         return "\n".join(lines) + "\n" + ("\n" + "\n".join(md(n) for n in notes) + "\n" if notes else "")
     from rich.console import Console
     from rich.markup import escape
@@ -322,18 +357,17 @@ def render(rows: list[dict[str, Any]], fmt: str, chosen: list[str] | None = None
 
     table = Table(title="aepipe runs (lower is better; ↑: higher is better)")
     for n in names:
-        table.add_column(
-            escape(arrows[n]), justify="left" if n in ("variant", "dataset", "run_id", "seeds") else "right"
-        )
-    for r in rows:
-        table.add_row(*(escape(_cell(r, n)) for n in names))
+        table.add_column(escape(arrows[n]), justify="left" if n in ("variant", "dataset", "run_id", "seeds") else "right")
+    for i, r in enumerate(rows):
+        table.add_row(*(escape(_marked(_cell(r, n), marked.get((i, n)), fmt)) for n in names))
     console = Console(width=220, file=io.StringIO(), force_terminal=False)
     console.print(table)
-    notes = _notes(rows)
+    notes = _notes(rows, marked, fmt)
     return console.file.getvalue() + "".join(n + "\n" for n in notes)
 
 
-def _notes(rows: list[dict[str, Any]]) -> list[str]:
+def _notes(rows: list[dict[str, Any]], marked: dict[tuple[int, str], str] | None = None,
+           fmt: str = "text") -> list[str]:
     """What the table's marks mean, for the marks it has."""
     out = []
     if any(r.get("_n", 1) > 1 for r in rows):
@@ -341,8 +375,11 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
     if any(spread(r, n) and spread(r, n)[0] == "samples" for r in rows for n in r if isinstance(r.get(n), float)):
         out.append("a [lo, hi]: a run's value and its 95% bootstrap interval over samples.")
     if any(r.get("_reference") for r in rows):
-        out.append(
-            "reference: the real test split against as many other real rows as the runs drew samples, in the same "
-            "feature space: the floor a perfect generator would score."
-        )
+        out.append("reference: the real test split against as many other real rows as the runs drew samples, in the same "
+                   "feature space: the floor a perfect generator would score.")
+    if marked:
+        best = "**bold**" if fmt == "markdown" else "a *"
+        out.append(f"{best}: the best value of the column (eval_ columns with a better direction, not eval_kl; the "
+                   "reference row is no contender); ≈: its 95% interval (over seeds, or over samples for a single "
+                   "run) overlaps the best one's: within noise of it (the rule of aepipe report's marks).")
     return out

@@ -101,3 +101,24 @@ def overlaps(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bo
     if a is None or b is None or not all(math.isfinite(v) for v in (*a, *b)):
         return False
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+def best_and_near(values: dict[Any, float], spans: dict[Any, tuple[float, float]], higher: bool) -> tuple[set, set]:
+    """The keys of ``values`` holding the best finite value (``higher``: the largest), and those
+    within noise of it: whose interval (``spans``: over seeds, or over samples) overlaps a best
+    one's interval, or holds the best value where the best has no interval; a key without an
+    interval is within noise only where a best one has an interval that holds its value. The rule
+    of the marks of ``aepipe report`` and ``aepipe compare``."""
+    finite = {k: v for k, v in values.items() if math.isfinite(v)}
+    if not finite:
+        return set(), set()
+    best_value = max(finite.values()) if higher else min(finite.values())
+    best = {k for k, v in finite.items() if v == best_value}
+    near = set()
+    for k, v in finite.items():
+        if k in best or k not in spans and not any(b in spans for b in best):
+            continue
+        mine = spans.get(k, (v, v))
+        if any(overlaps(mine, spans.get(b, (best_value, best_value))) for b in best):
+            near.add(k)
+    return best, near

@@ -36,8 +36,8 @@ N = {"digits": 300, "mnist5k": 500, "shapes": 500, "shapes-colour": 500}  # digi
 #: the issue's bound of 0.3 where the default space misses it: {(dataset, rung, metric): the bound the
 #: measured figure keeps (measured value in the comment)}
 MISSED: dict[tuple[str, str, str], float] = {
-    ("digits", "noise-2", "precision"): 0.4,  # 0.38 (probe seeds 1, 2: 0.26, 0.23; docs/judge.md)
-    ("shapes", "one-class", "coverage"): 0.47,  # 0.44 (recall 0.16 meets it)
+    ("digits", "noise-2", "precision"): 0.4,  # 0.38; 0.34 +- 0.06 over 5 draws; probes = 4: 0.25 (docs/judge.md)
+    ("shapes", "one-class", "coverage"): 0.47,  # 0.44 (recall 0.16 meets it); the true factors one-hot: 0.38
     ("shapes-colour", "one-class", "recall"): 0.46,  # 0.43
     ("shapes-colour", "one-class", "coverage"): 0.52,  # 0.49
 }
@@ -177,7 +177,21 @@ def test_calibrate_prints_the_ladder_table(home, monkeypatch):
         "fid", "kid", "precision", "recall", "density", "coverage"}
     text = runner.invoke(cli_module.cli, ["calibrate", "digits", "--n", "60", "--format", "markdown"])
     assert text.exit_code == 0 and "| rung | fid | kid |" in text.output and "| blur-2 |" in text.output
-    assert ladder_table(result["rungs"]).splitlines()[0].split() == ["rung", "fid", "kid", "precision", "recall",
-                                                                     "density", "coverage"]
+    assert ladder_table(result["rungs"]).splitlines()[0].split() == ["rung", "fid", "kid", "precision", "recall", "density",
+                                                                     "coverage"]
+    # over seeds: each figure the mean of the ladders drawn at seeds 0, 1, 2, with its 95% t-interval
+    import statistics
+
+    over = runner.invoke(cli_module.cli, ["calibrate", "digits", "--n", "60", "--seeds", "3", "--json"])
+    over = json.loads(over.output)
+    alone = [result] + [json.loads(runner.invoke(cli_module.cli, ["calibrate", "digits", "--n", "60", "--seed", str(s),
+                                                                  "--json"]).output) for s in (1, 2)]
+    assert over["seeds"] == [0, 1, 2]
+    fids = [a["rungs"]["noise-2"]["fid"] for a in alone]
+    assert len(set(fids)) == 3 and over["rungs"]["noise-2"]["fid"] == pytest.approx(statistics.fmean(fids), rel=1e-9)
+    lo, hi = over["intervals"]["noise-2"]["fid"]
+    assert hi - lo == pytest.approx(2 * 4.3027 * statistics.stdev(fids) / 3 ** 0.5, rel=1e-4)  # t(0.975, 2) from tables
+    table = ladder_table(over["rungs"], "markdown", over["intervals"])
+    assert f"| noise-2 | {statistics.fmean(fids):.4g} ± {(hi - lo) / 2:.2g} |" in table
     bad = runner.invoke(cli_module.cli, ["calibrate", "digits", "--space", "nope"])
     assert bad.exit_code == 2 and "unknown feature 'nope'" in bad.output and "Traceback" not in bad.output

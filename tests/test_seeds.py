@@ -114,6 +114,8 @@ def test_the_report_marks_differences_within_noise():
               TableRow("b", "d", ["b"], {"eval_precision": 0.8}, {"eval_precision": (0.7, 0.86, "samples")}),
               TableRow("c", "d", ["c"], {"eval_precision": 0.5}, {"eval_precision": (0.4, 0.6, "samples")})]
     assert best_rows(higher, "eval_precision") == ({"a"}, {"b"})  # higher is better; bootstrap intervals count too
+    kl = [TableRow(r.label, "d", r.run_ids, {"eval_kl": v}) for r, v in zip(higher, (1.0, 5.0, 9.0))]
+    assert best_rows(kl, "eval_kl") == (set(), set())  # a KL has no better direction: never marked
 
 
 def test_compare_markdown_escapes_pipes_html_and_newlines():
@@ -132,3 +134,33 @@ def test_compare_markdown_escapes_pipes_html_and_newlines():
     assert "<script>" not in text and "&lt;script&gt;" in text and "x &amp; y" in text
     assert "a\\|b" in lines[2]
     assert "d\\\\\\|" in lines[3]  # a backslash before a pipe cannot unescape it
+
+
+def test_compare_marks_the_best_value_and_those_within_noise_with_a_legend():
+    from aepipe.compare import marks, render
+
+    rows = [{"variant": "a", "dataset": "d", "run_id": "a +2", "seeds": "0,1,2", "_n": 3, "eval_fid": 10.0,
+             "eval_kl": 3.0, "eval_recall": 0.5,
+             "_ci": {"eval_fid": (8.0, 12.0), "eval_kl": (2.0, 4.0), "eval_recall": (0.45, 0.55)}},
+            {"variant": "b", "dataset": "d", "run_id": "b +2", "seeds": "0,1,2", "_n": 3, "eval_fid": 11.5,
+             "eval_kl": 9.0, "eval_recall": 0.7,
+             "_ci": {"eval_fid": (11.0, 12.5), "eval_kl": (8.0, 10.0), "eval_recall": (0.6, 0.8)}},
+            {"variant": "c", "dataset": "d", "run_id": "c", "eval_fid": 20.0, "eval_fid_lo": 19.0, "eval_fid_hi": 21.0,
+             "eval_recall": 0.62},  # one run: its interval over samples
+            {"variant": "reference", "dataset": "d", "run_id": "", "eval_fid": 1.0, "eval_recall": 0.99,
+             "_reference": True}]
+    names = ["variant", "eval_fid", "eval_kl", "eval_recall"]
+    assert marks(rows, names) == {(0, "eval_fid"): "best", (1, "eval_fid"): "near",  # c's interval: outside a's
+                                  (1, "eval_recall"): "best", (2, "eval_recall"): "near"}  # c's value: inside b's
+    text = render(rows, "markdown", names)
+    lines = text.splitlines()
+    assert lines[2] == "| a | **10 ± 2** | 3 ± 1 | 0.5 ± 0.05 |"  # no KL marked: it has no better direction
+    assert lines[3] == "| b | ≈ 11.5 ± 0.75 | 9 ± 1 | **0.7 ± 0.1** |"
+    assert lines[4] == "| c | 20 [19, 21] |  | ≈ 0.62 |"
+    assert lines[5] == "| reference | 1 |  | 0.99 |"  # the reference row is no contender
+    assert any(line.startswith("**bold**: the best value of the column") and "≈" in line for line in lines)
+    plain = render(rows, "text", names)
+    assert "10 ± 2 *" in plain and "≈ 11.5 ± 0.75" in plain and "0.7 ± 0.1 *" in plain
+    assert "a *: the best value" in plain
+    one = render(rows[2:], "markdown", ["variant", "eval_fid", "eval_recall"])
+    assert "**" not in one and "≈" not in one  # one contender: no mark, no legend

@@ -58,14 +58,15 @@ def fid_command(
               help="Feature space to check (default: the one evaluate and fid use).")
 @click.option("--n", "n", type=click.IntRange(20, 100_000), default=500, show_default=True,
               help="Images per rung and in the reference (at most half the held-out images).")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
-              help="Seed of the draws and degradations.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seed of the draws and degradations.")
+@click.option("--seeds", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Draw the ladder at this many seeds (--seed, --seed + 1, ...): mean ± the half-width of the 95% "
+                   "interval over them.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def calibrate_command(
-    dataset: str, features: str | None, n: int, seed: int, device: str, fmt: str, as_json: bool
-) -> None:
+def calibrate_command(dataset: str, features: str | None, n: int, seed: int, seeds: int, device: str, fmt: str,
+                      as_json: bool) -> None:
     """The judge's ladder: DATASET's held-out images, degraded in known ways, scored like samples.
 
     Each rung (other real images, blur, noise, the mean image, one class only, a few images
@@ -73,13 +74,17 @@ def calibrate_command(
     feature space; the real-against-real row is the floor any model's figure should be read against."""
     from aepipe.usecases.fid import DESCRIPTIONS, calibrate as run_calibrate, ladder_table
 
-    result = run_calibrate(dataset, features, n, device, seed, pm=cli_group.plugin_manager())
+    result = run_calibrate(dataset, features, n, device, seed, pm=cli_group.plugin_manager(), seeds=seeds)
     if as_json:
         click.echo(json.dumps(result))
         return
     click.echo(f"{result['n']} images per rung against {result['n']} held-out images of '{result['dataset']}'; "
                f"features: {result['features']}; blur sigma s = {result['blur_sigma']:.3g} pixels")
-    click.echo(ladder_table(result["rungs"], fmt))
+    click.echo(ladder_table(result["rungs"], fmt, result.get("intervals")))
+    if "seeds" in result:
+        first, last = result["seeds"][0], result["seeds"][-1]
+        click.echo(f"\na ± b: the mean over the ladder drawn at seeds {first}-{last} and the "
+                   "half-width of its 95% t-interval over them (the same feature space)")
     if fmt == "text":
         click.echo("\n" + "\n".join(f"  {name:<13} {text}" for name, text in DESCRIPTIONS.items()))
 

@@ -35,6 +35,8 @@ HIGHER_IS_BETTER = frozenset({
     "authenticity", "data_copying",
     "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score",
 })
+#: metrics with no better direction (a KL to the prior: near 0 is a collapsed posterior): never marked best
+NO_DIRECTION = frozenset({"kl"})
 #: the feature space whose metrics carry no suffix
 DEFAULT_FEATURES = "domain"
 PREFIX = "eval_"
@@ -55,6 +57,11 @@ def higher_is_better(key: str) -> bool:
     (``data_copying``: negative means copying, positive samples off the data; higher is
     counted better, as copying is what it is there to show)."""
     return metric_of(key) in HIGHER_IS_BETTER
+
+
+def has_direction(key: str) -> bool:
+    """Whether logged metric ``key`` has a better direction (tables mark its best value)."""
+    return metric_of(key) not in NO_DIRECTION
 
 
 #: the suffixes of a bootstrap interval's bounds

@@ -184,12 +184,21 @@ def score_ladder(ladder: Ladder, space: Any, k: int = 5) -> dict[str, dict[str, 
     return {name: generation_metrics(real, space.features(x), k=k) for name, x in ladder.rungs.items()}
 
 
-def ladder_table(scores: dict[str, dict[str, float]], fmt: str = "text") -> str:
-    """The scores of :func:`score_ladder` as a text or markdown table, one row per rung."""
+def ladder_table(scores: dict[str, dict[str, float]], fmt: str = "text",
+                 intervals: dict[str, dict[str, list[float]]] | None = None) -> str:
+    """The scores of :func:`score_ladder` as a text or markdown table, one row per rung; with
+    ``intervals`` (``{rung: {metric: [lo, hi]}}``, over seeds), each value ``mean ± half-width``."""
     from aepipe.evaluation.generation import METRICS
 
-    rows = [[name, *(f"{scores[name][m]:.4g}" if m in ("fid", "kid") else f"{scores[name][m]:.2f}" for m in METRICS)]
-            for name in scores]
+    def cell(name: str, m: str) -> str:
+        value = scores[name][m]
+        text = f"{value:.4g}" if m in ("fid", "kid") else f"{value:.2f}"
+        lo, hi = (intervals or {}).get(name, {}).get(m, (math.nan, math.nan))
+        if math.isfinite(lo) and math.isfinite(hi):
+            text += f" ± {(hi - lo) / 2:.2g}" if m in ("fid", "kid") else f" ± {(hi - lo) / 2:.2f}"
+        return text
+
+    rows = [[name, *(cell(name, m) for m in METRICS)] for name in scores]
     head = ["rung", *METRICS]
     if fmt == "markdown":
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

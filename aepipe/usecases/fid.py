@@ -82,11 +82,16 @@ def compare_image_sets(a: str | Path, b: str | Path, features: str = DEFAULT_FEA
 
 
 def calibrate(dataset: str | dict[str, Any], features: str | None = None, n: int = 500, device: str = "auto",
-              seed: int = 0, pm: Any = None) -> dict[str, Any]:
+              seed: int = 0, pm: Any = None, settings: dict[str, Any] | None = None, seeds: int = 1) -> dict[str, Any]:
     """The judge's ladder (:mod:`aepipe.evaluation.ladder`) for ``dataset`` (a name or a
-    ``[data]`` table) in feature space ``features`` (default: :data:`DEFAULT_FEATURES`):
+    ``[data]`` table) in feature space ``features`` (default: :data:`DEFAULT_FEATURES`; with
+    ``settings``, its ``Config``'s fields, default none):
     ``{"dataset", "features", "n", "blur_sigma", "rungs": {rung: {metric: value}}}``, every rung
-    of ``n`` images scored against ``n`` held-out reference images."""
+    of ``n`` images scored against ``n`` held-out reference images. With ``seeds`` > 1, the
+    ladder is drawn at seeds ``seed``, ``seed + 1``, ... (the reference, the rungs' images and
+    their degradations; the space is the same): each figure is the mean over the draws, and
+    ``"intervals"`` ``{rung: {metric: [lo, hi]}}`` its 95% t-interval over them
+    (:func:`aepipe.seeds.interval`), ``"seeds"`` the seeds."""
     from aepipe.evaluation.generation import feature_space
     from aepipe.evaluation.image_sets import load_dataset
     from aepipe.evaluation.ladder import build_ladder, score_ladder
@@ -102,7 +107,19 @@ def calibrate(dataset: str | dict[str, Any], features: str | None = None, n: int
         raise ConfigError(str(exc).replace("train.device:", "--device:")) from None
     table = {"name": dataset} if isinstance(dataset, str) else dict(dataset)
     data = load_dataset(table, dev, pm=pm)
-    ladder = build_ladder(data, n, seed=seed)
-    space = feature_space(features, data, dev, pm=pm)
-    return {"dataset": data.name, "features": features, "n": ladder.n, "blur_sigma": ladder.blur_sigma,
-            "rungs": score_ladder(ladder, space)}
+    space = feature_space(features, data, dev, pm=pm, settings=settings)
+    draws = [seed + i for i in range(max(1, int(seeds)))]
+    scored = []
+    for s in draws:
+        ladder = build_ladder(data, n, seed=s)
+        scored.append(score_ladder(ladder, space))
+    out = {"dataset": data.name, "features": features, "n": ladder.n, "blur_sigma": ladder.blur_sigma,
+           "rungs": scored[0]}
+    if len(draws) > 1:
+        from aepipe.seeds import interval
+
+        spans = {rung: {m: interval([sc[rung][m] for sc in scored]) for m in scored[0][rung]} for rung in scored[0]}
+        out.update(rungs={rung: {m: v[0] for m, v in ms.items()} for rung, ms in spans.items()},
+                   intervals={rung: {m: [v[1], v[2]] for m, v in ms.items()} for rung, ms in spans.items()},
+                   seeds=draws)
+    return out

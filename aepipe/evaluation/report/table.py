@@ -115,21 +115,13 @@ def best_runs(pages: Sequence[RunPage], column: str) -> set[str]:
 def best_rows(rows: Sequence[TableRow], column: str) -> tuple[set[str], set[str]]:
     """The rows (by :attr:`TableRow.row_id`; reference rows never count) holding the best finite
     value of ``column``, and the others within noise of it: their interval (over seeds, or over
-    samples) overlaps a best row's interval (or holds its value, where the best has none)."""
-    from aepipe.seeds import overlaps
+    samples) overlaps a best row's interval (or holds its value, where the best has none)
+    (:func:`aepipe.seeds.best_and_near`). None for a column without a better direction (``eval_kl``)."""
+    from aepipe.evaluation import has_direction
+    from aepipe.seeds import best_and_near
 
-    values = {r.row_id: r.metrics[column] for r in rows
-              if not r.reference and column in r.metrics and math.isfinite(r.metrics[column])}
-    if not values:
+    if not has_direction(column):
         return set(), set()
-    best_value = max(values.values()) if higher_better(column) else min(values.values())
-    best = {row for row, v in values.items() if v == best_value}
+    values = {r.row_id: r.metrics[column] for r in rows if not r.reference and column in r.metrics}
     spans = {r.row_id: r.intervals[column][:2] for r in rows if column in r.intervals}
-    near = set()
-    for row in values:
-        if row in best or row not in spans and not any(b in spans for b in best):
-            continue
-        mine = spans.get(row, (values[row], values[row]))
-        if any(overlaps(mine, spans.get(b, (best_value, best_value))) for b in best):
-            near.add(row)
-    return best, near
+    return best_and_near(values, spans, higher_better(column))

@@ -43,9 +43,10 @@ class DomainConfig(ComponentConfig):
     seed: int = Field(0, description="seed of the classifier's initialisation and batch order")
     probe: list[int] = Field([32, 64, 128], max_length=8, description="channels of the random probe's 3x3 convolutions "
                              "(images only; [] for the classifier alone)")
-    probe_seed: int = Field(
-        0, ge=0, description="seed of the probe's weights (numpy's PCG64: the same on every machine)"
-    )
+    probe_seed: int = Field(0, ge=0, description="seed of the probe's weights (numpy's PCG64: the same on every machine)")
+    probes: int = Field(1, ge=1, le=16, description="random probes drawn (seeds probe_seed, probe_seed + 1, "
+                        "...), each block weighted 1/sqrt(probes): squared distances are the mean over the draws "
+                        "(1: one probe)")
     semantic_weight: float = Field(1.3, ge=0.0, description="weight of the classifier's block against each probe "
                                    "layer's (every block is scaled to unit spread on the training rows first)")
 
@@ -181,16 +182,16 @@ class DomainFeatures(FeatureSpace):
         self.trained = False  # whether the last prepare() trained (False: loaded from the cache)
         self.path: Path | None = None
         shape = spec.image_shape
-        self.probe: _Probe | None = None
+        self.probes: list[_Probe] = []  # one for each seed (none for flat data or probe = [])
         if config.probe and shape is not None and len(shape) == 3:
-            # its layers' default initialisation, overwritten, draws from torch's generator
-            with torch.random.fork_rng(devices=[]):
-                self.probe = _Probe(tuple(shape), list(config.probe), config.probe_seed)
+            with torch.random.fork_rng(devices=[]):  # its layers' default initialisation, overwritten, draws from torch's generator
+                self.probes = [_Probe(tuple(shape), list(config.probe), config.probe_seed + i)
+                               for i in range(config.probes)]
         self.scales: list[float] | None = None  # one per block, from the training rows
 
     @property
     def dim(self) -> int:
-        return self.config.width + (2 * sum(self.config.probe) if self.probe is not None else 0)
+        return self.config.width + 2 * sum(self.config.probe) * len(self.probes)
 
     def _key(self, data, digest: str, rows: int) -> str:
         facts = {"version": self.version, "dataset": data.name, "input_dim": data.input_dim,
@@ -227,8 +228,8 @@ class DomainFeatures(FeatureSpace):
                     self._train(data, rows)
         self.trained = not cached
         self.net.to(self.device).eval()
-        if self.probe is not None:
-            self.probe.to(self.device).eval()
+        for probe in self.probes:
+            probe.to(self.device).eval()
         if not cached:
             self.scales = self._spread(data)
             self._save()
@@ -242,7 +243,7 @@ class DomainFeatures(FeatureSpace):
             if not isinstance(saved, dict) or saved.get("key") != self.path.stem.rsplit("-", 1)[-1]:
                 raise ValueError("not a network of this space and data (its key differs)")
             scales = [float(v) for v in saved["scales"]]
-            if len(scales) != 1 + (len(self.probe.convs) if self.probe is not None else 0):
+            if len(scales) != 1 + sum(len(p.convs) for p in self.probes):
                 raise ValueError(f"{len(scales)} block scales")
             self.net.load_state_dict(saved["state"])
             self.accuracy = float(saved["accuracy"])
@@ -255,8 +256,8 @@ class DomainFeatures(FeatureSpace):
 
     def _blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
         blocks = [self.net.embed(x)]  # type: ignore[union-attr]
-        if self.probe is not None:
-            blocks += self.probe.blocks(x)
+        for probe in self.probes:
+            blocks += probe.blocks(x)
         return blocks
 
     def _spread(self, data) -> list[float]:
@@ -329,6 +330,6 @@ class DomainFeatures(FeatureSpace):
         with torch.inference_mode(), one_cpu_thread(self.device):
             for i in range(0, x.shape[0], self.config.batch_size):
                 blocks = self._blocks(x[i: i + self.config.batch_size].to(self.device, torch.float32))
-                weights = [self.config.semantic_weight] + [1.0] * (len(blocks) - 1)
+                weights = [self.config.semantic_weight] + [1.0 / max(1, len(self.probes)) ** 0.5] * (len(blocks) - 1)
                 out.append(torch.cat([b * s * w for b, s, w in zip(blocks, self.scales, weights)], 1).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.dim)
