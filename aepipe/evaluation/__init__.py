@@ -25,6 +25,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "representation": ("probe_accuracy", "kmeans_nmi"),
     "generation": ("fid", "kid", "precision", "recall", "density", "coverage", "authenticity", "data_copying"),
     "disentanglement": ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score"),
+    "dictionary": ("l0", "fvu", "explained_variance", "cosine", "dead_fraction", "dense_fraction"),
 }
 #: the groups cheap enough for the end of every training run on small data
 CHEAP = ("reconstruction", "representation")
@@ -33,6 +34,7 @@ HIGHER_IS_BETTER = frozenset({
     "psnr", "ssim", "active_units", "probe_accuracy", "kmeans_nmi", "precision", "recall", "density", "coverage",
     "authenticity", "data_copying",
     "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score",
+    "explained_variance", "cosine",
 })
 #: the feature space whose metrics carry no suffix
 DEFAULT_FEATURES = "domain"

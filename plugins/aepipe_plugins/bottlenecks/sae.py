@@ -1,0 +1,194 @@
+"""The activation functions of sparse autoencoders, as bottlenecks over the encoder's
+pre-activations: ReLU, TopK (Gao et al. 2024), BatchTopK (Bussmann et al. 2024) and JumpReLU
+(Rajamanoharan et al. 2024). Each tracks its dead latents over a window of training tokens (a
+latent that has not fired in ``dead_window`` tokens is dead); the AuxK loss reads them."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from pydantic import Field
+
+from aepipe.plugin import Bottleneck, Code, ComponentConfig, ConfigError, Encoding
+
+
+class SparseCodeConfig(ComponentConfig):
+    """``dead_window``: training tokens without firing after which a latent counts as dead."""
+
+    dead_window: int = Field(100_000, ge=1)
+
+
+class SparseCode(Bottleneck):
+    """Shared by the sparse codes: the dead-latent counter and the code from the activations."""
+
+    Config = SparseCodeConfig
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        self.register_buffer("since_fired", torch.zeros(spec.code_dim, dtype=torch.float64))
+
+    def setup(self, model) -> None:
+        if model.probe(features=True).dist is not None:
+            raise ConfigError(f"bottleneck '{self.name}' needs a deterministic encoder; '{model.encoder.name}' gives a posterior")
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1) -> Code:
+        code = self.activate(encoding.code)
+        if self.training:
+            with torch.no_grad():
+                fired = (code != 0).any(0)
+                self.since_fired.add_(code.shape[0]).mul_(~fired)
+        return Code(code, code, losses=self.losses(encoding.code, code))
+
+    def losses(self, pre: torch.Tensor, code: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def dead(self) -> torch.Tensor:
+        """A boolean mask of the latents that have not fired in ``dead_window`` training tokens."""
+        return self.since_fired >= self.config.dead_window
+
+
+class ReluCode(SparseCode):
+    """f = ReLU(pre-activations); sparsity comes from a penalty (``decoder-weighted-l1``)."""
+
+    name = "relu-code"
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        return torch.relu(pre)
+
+
+class TopKConfig(SparseCodeConfig):
+    """``k``: latents kept per token (the k largest pre-activations, then a ReLU)."""
+
+    k: int = Field(32, ge=1)
+
+
+def top_k(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """ReLU of the k largest entries of each row, zeros elsewhere."""
+    values, indices = pre.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
+
+
+class TopKCode(SparseCode):
+    """TopK (Gao et al. 2024): each token keeps its k largest pre-activations (ReLU'd)."""
+
+    name = "topk-code"
+    Config = TopKConfig
+
+    def setup(self, model) -> None:
+        super().setup(model)
+        if self.config.k > self.spec.code_dim:
+            raise ConfigError(f"bottleneck 'topk-code': k = {self.config.k} is more than the {self.spec.code_dim} latents")
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        return top_k(pre, self.config.k)
+
+
+class BatchTopKConfig(TopKConfig):
+    """``threshold_decay``: the inference threshold is a moving average (this decay) of the
+    smallest activation each training batch keeps."""
+
+    threshold_decay: float = Field(0.99, ge=0.0, lt=1.0)
+
+
+class BatchTopKCode(TopKCode):
+    """BatchTopK (Bussmann et al. 2024): a batch of n tokens keeps its n k largest activations
+    in all, so tokens differ in how many latents fire; at inference a latent fires where its
+    activation exceeds one threshold, the running mean of the smallest kept activation."""
+
+    name = "batchtopk-code"
+    Config = BatchTopKConfig
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        self.register_buffer("threshold", torch.zeros(()))
+        self.register_buffer("threshold_seen", torch.zeros((), dtype=torch.bool))
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        acts = torch.relu(pre)
+        if not self.training:
+            return acts * (acts > self.threshold)
+        flat = acts.flatten()
+        values, indices = flat.topk(min(self.config.k * pre.shape[0], flat.numel()), sorted=False)
+        code = torch.zeros_like(flat).scatter_(0, indices, values).reshape(pre.shape)
+        with torch.no_grad():
+            kept = torch.where(values > 0, values, torch.full_like(values, float("inf"))).min()
+            kept = torch.where(torch.isfinite(kept), kept, self.threshold)
+            d = self.config.threshold_decay
+            new = torch.where(self.threshold_seen, d * self.threshold + (1 - d) * kept, kept)
+            self.threshold.copy_(new)
+            self.threshold_seen.fill_(True)
+        return code
+
+
+class JumpReluConfig(SparseCodeConfig):
+    """``threshold``: the thresholds' starting value; ``bandwidth``: the straight-through
+    estimator's kernel width; ``l0``: the penalty's weight; ``target_l0``: where set, the
+    penalty is l0 * (L0 / target_l0 - 1)^2 (pulls the mean L0 to the target) instead of l0 * L0."""
+
+    threshold: float = Field(0.001, gt=0.0)
+    bandwidth: float = Field(0.001, gt=0.0)
+    l0: float = Field(1.0, ge=0.0)
+    target_l0: Optional[float] = Field(None, gt=0.0)
+
+
+def _rectangle(u: torch.Tensor) -> torch.Tensor:
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    """z H(z - theta); d/dtheta by the straight-through estimator -(theta / eps) K((z - theta) / eps)."""
+
+    @staticmethod
+    def forward(ctx, z, theta, eps):
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        return z * (z > theta)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, theta = ctx.saved_tensors
+        eps = ctx.eps
+        dz = grad * (z > theta)
+        dtheta = (grad * -(theta / eps) * _rectangle((z - theta) / eps)).sum(0)
+        return dz, dtheta, None
+
+
+class _Step(torch.autograd.Function):
+    """H(z - theta); d/dtheta by the straight-through estimator -(1 / eps) K((z - theta) / eps)."""
+
+    @staticmethod
+    def forward(ctx, z, theta, eps):
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        return (z > theta).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, theta = ctx.saved_tensors
+        eps = ctx.eps
+        return None, (grad * -(1.0 / eps) * _rectangle((z - theta) / eps)).sum(0), None
+
+
+class JumpReluCode(SparseCode):
+    """JumpReLU (Rajamanoharan et al. 2024): a latent fires where its pre-activation passes its
+    own learned threshold; the thresholds learn through a straight-through estimator, under an
+    L0 penalty (``penalty.l0``)."""
+
+    name = "jumprelu-code"
+    Config = JumpReluConfig
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        self.log_threshold = torch.nn.Parameter(torch.full((spec.code_dim,), float(torch.tensor(config.threshold).log())))
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        return _JumpReLU.apply(pre, self.log_threshold.exp(), self.config.bandwidth)
+
+    def losses(self, pre: torch.Tensor, code: torch.Tensor) -> dict[str, torch.Tensor]:
+        l0 = _Step.apply(pre, self.log_threshold.exp(), self.config.bandwidth).sum(-1).mean()
+        c = self.config
+        return {"l0": c.l0 * (l0 if c.target_l0 is None else (l0 / c.target_l0 - 1.0) ** 2)}
