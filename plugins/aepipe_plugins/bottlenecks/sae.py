@@ -81,7 +81,7 @@ class TopKCode(SparseCode):
     def setup(self, model) -> None:
         super().setup(model)
         if self.config.k > self.spec.code_dim:
-            raise ConfigError(f"bottleneck 'topk-code': k = {self.config.k} is more than the {self.spec.code_dim} latents")
+            raise ConfigError(f"k = {self.config.k} is more than the {self.spec.code_dim} latents (model.code_dim)")
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         return top_k(pre, self.config.k)

@@ -53,7 +53,7 @@ class ActivationsConfig(ComponentConfig):
     model: Optional[str] = None
     layer: int = Field(3, ge=0)
     site: Literal["resid", "mlp_out", "attn_out"] = "resid"
-    text: str = "python:json"
+    text: str
     context: int = Field(64, ge=1, le=8192)
     max_tokens: int = Field(100_000, ge=3, le=2_000_000_000)
     normalize: bool = True

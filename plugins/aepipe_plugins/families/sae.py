@@ -48,11 +48,15 @@ def aepipe_register_regularizers(register):
     register(sae.AuxK)
 
 
+#: the presets' dictionary size: 4 x the width of all-MiniLM-L6-v2's residual stream (384)
+WIDTH = 1536
+
+
 def dictionary(bottleneck: dict, decoder: dict | None = None, regularizers: dict | None = None) -> dict:
     """A sparse autoencoder: the linear encoder, ``bottleneck``, the dictionary decoder and a
     squared-error reconstruction (``sigma`` 1/sqrt(2): the loss is ||x - x^||^2 per token)."""
-    model = {"encoder": {"name": "sae-encoder"}, "bottleneck": bottleneck, "decoder": {"name": "sae-decoder", **(decoder or {})},
-             "likelihood": "gaussian", "sigma": 0.5 ** 0.5}
+    model = {"code_dim": WIDTH, "encoder": {"name": "sae-encoder"}, "bottleneck": bottleneck,
+             "decoder": {"name": "sae-decoder", **(decoder or {})}, "likelihood": "gaussian", "sigma": 0.5 ** 0.5}
     if regularizers:
         model["regularizers"] = regularizers
     return {"model": model}
@@ -62,7 +66,7 @@ def dictionary(bottleneck: dict, decoder: dict | None = None, regularizers: dict
 def aepipe_register_variants(register):
     register(Variant("relu-sae", "ReLU sparse autoencoder: an L1 penalty on the code, weighted by the atoms' norms "
                                  "(free-norm atoms).",
-                     dictionary({"name": "relu-code"}, {"unit_norm": False}, {"decoder-weighted-l1": {"lam": 5.0}})))
+                     dictionary({"name": "relu-code"}, {"unit_norm": False}, {"decoder-weighted-l1": {"lam": 0.1}})))
     register(Variant("topk-sae", "TopK sparse autoencoder (Gao et al. 2024): k latents per token, AuxK for dead latents.",
                      dictionary({"name": "topk-code", "k": 32}, regularizers={"auxk": {"alpha": 1 / 32}})))
     register(Variant("batchtopk-sae", "BatchTopK sparse autoencoder (Bussmann et al. 2024): n k latents per batch of n "
