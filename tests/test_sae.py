@@ -238,3 +238,37 @@ def test_streamed_activations_train_the_same_model(sae_table, tmp_path):
     held = train(pipeline, pm, tracker=MemoryTracker(tmp_path / "h"))
     assert streamed.data.streamed and not held.data.streamed
     assert streamed.metrics["eval_fvu"] == pytest.approx(held.metrics["eval_fvu"], rel=1e-3)
+
+
+class _Exact(torch.nn.Module):
+    """A perfect dictionary: its reconstruction is its input."""
+
+    def __init__(self, factor: float = 1.0):
+        super().__init__()
+        self.factor = torch.nn.Parameter(torch.tensor(factor))
+
+    def forward(self, x, y=None):
+        return x * self.factor
+
+
+def test_downstream_fidelity_is_one_for_a_perfect_reconstruction_and_lower_for_a_bad_one(sae_table):
+    from aepipe_plugins.datasets.fidelity import embedding_fidelity
+
+    dataset = _dataset(sae_table)
+    value_range = dataset.load().value_range
+    perfect = embedding_fidelity(_Exact(), dataset, value_range, windows=4)
+    assert perfect["embedding_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert perfect["embedding_cosine_recovered"] == pytest.approx(1.0, abs=1e-4)
+    assert perfect["embedding_cosine_zero"] < 0.99
+    halved = embedding_fidelity(_Exact(0.5), dataset, value_range, windows=4)
+    assert halved["embedding_cosine_zero"] == pytest.approx(perfect["embedding_cosine_zero"])
+    assert 0.0 < halved["embedding_cosine_recovered"] < 0.999
+
+
+def test_a_run_on_activations_logs_its_density_histogram_and_downstream_fidelity(sae_table, tmp_path):
+    pipeline, pm = _pipeline({**sae_table, "fidelity_windows": 4}, "topk-sae", **{"train.epochs": 2})
+    tracker = MemoryTracker(tmp_path)
+    result = train(pipeline, pm, tracker=tracker)
+    m = result.metrics
+    assert -1.0 < m["test_embedding_cosine_recovered"] <= 1.0 and m["test_embedding_cosine"] > m["test_embedding_cosine_zero"]
+    assert any(p.name == "latent_density.png" for p in tmp_path.rglob("*.png"))

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 from pydantic import Field
 
-from aepipe.plugin import Bottleneck, Code, ComponentConfig, ConfigError, Encoding
+from aepipe.plugin import Bottleneck, Code, ComponentConfig, ConfigError, Encoding, batches
 
 
 class SparseCodeConfig(ComponentConfig):
@@ -192,3 +193,32 @@ class JumpReluCode(SparseCode):
         l0 = _Step.apply(pre, self.log_threshold.exp(), self.config.bandwidth).sum(-1).mean()
         c = self.config
         return {"l0": c.l0 * (l0 if c.target_l0 is None else (l0 / c.target_l0 - 1.0) ** 2)}
+
+
+@torch.no_grad()
+def firing_rates(model, split, batch: int = 4096) -> torch.Tensor:
+    """Each latent's share of the rows of ``split`` on which it is non-zero."""
+    counts, n = None, 0
+    for xb, yb in batches(split, batch_size=batch):
+        fired = (model.encode(xb, yb).code != 0).sum(0, dtype=torch.float64)
+        counts, n = fired if counts is None else counts + fired, n + xb.shape[0]
+    return counts / max(n, 1)
+
+
+def density_figure(rates: torch.Tensor, title: str = ""):
+    """The latent-density histogram: log10 of each latent's firing rate (dead latents counted apart)."""
+    from matplotlib.figure import Figure
+
+    rates = rates.cpu().numpy()
+    alive = rates[rates > 0]
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.add_subplot()
+    if len(alive):
+        ax.hist(np.log10(alive), bins=50, color="tab:blue")
+    ax.axvline(-1.0, color="tab:red", lw=1, ls="--", label="dense (> 10% of tokens)")
+    ax.set_xlabel("log10 firing rate")
+    ax.set_ylabel("latents")
+    ax.set_title(f"{title}{' ' if title else ''}{int((rates == 0).sum())} dead of {len(rates)}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -48,7 +48,9 @@ class ActivationsConfig(ComponentConfig):
     folder of them, or ``python:PACKAGE`` (the docstrings of an installed package's modules);
     ``context``: tokens per window; ``max_tokens``: at most this many rows; ``normalize``: unit
     mean squared norm; ``batch_size``: windows per forward pass; ``device``: where the model runs
-    (``auto``: CUDA where there is one); ``cache``: the cache folder (default: see the module)."""
+    (``auto``: CUDA where there is one); ``cache``: the cache folder (default: see the module);
+    ``fidelity_windows``: windows over which a dictionary's downstream fidelity is measured at the
+    end of a run (0: none; :mod:`aepipe_plugins.datasets.fidelity`)."""
 
     model: Optional[str] = None
     layer: int = Field(3, ge=0)
@@ -60,6 +62,7 @@ class ActivationsConfig(ComponentConfig):
     batch_size: int = Field(32, ge=1, le=4096)
     device: str = "auto"
     cache: Optional[str] = None
+    fidelity_windows: int = Field(32, ge=0, le=4096)
 
 
 def cache_folder(setting: Optional[str]) -> Path:

@@ -87,3 +87,22 @@ def aepipe_run_start(run):
         initialise = getattr(part, "initialise_from_data", None)
         if initialise is not None:
             initialise(run.model, run.data.train)
+
+
+@hookimpl
+def aepipe_run_end(run, metrics):
+    """A dictionary's latent-density histogram (``latent_density.png``) and, on the
+    ``activations`` dataset, its downstream fidelity (``test_embedding_cosine_recovered``...)."""
+    if not hasattr(run.model.bottleneck, "dead"):
+        return None
+    from aepipe_plugins.bottlenecks.sae import density_figure, firing_rates
+
+    run.log_figure(density_figure(firing_rates(run.model, run.data.test), f"{getattr(run.config, 'variant', '')}:"),
+                   "latent_density.png")
+    dataset = run.config.dataset
+    if dataset.name != "activations" or not dataset.config.fidelity_windows:
+        return None
+    from aepipe_plugins.datasets.activations import Activations
+    from aepipe_plugins.datasets.fidelity import embedding_fidelity
+
+    return embedding_fidelity(run.model, Activations(dataset.config), run.data.value_range, dataset.config.fidelity_windows)
