@@ -116,7 +116,7 @@ def _pipeline(table, variant, **extra):
     overrides = [*QUIET, "train.epochs=3", "train.batch_size=128", "train.lr=3e-3", "train.patience=0", "model.code_dim=256",
                  *(f"{k}={json.dumps(v)}" for k, v in extra.items())]
     pm = get_plugin_manager()
-    tree = {"variant": variant, "data": dict(table), "evaluate": {"metrics": ["dictionary"]}}
+    tree = {"variant": variant, "data": {"fidelity_windows": 0, **table}, "evaluate": {"metrics": ["dictionary"]}}
     return resolve(pm, tree=tree, overrides=overrides), pm
 
 
@@ -125,6 +125,8 @@ def _pipeline(table, variant, **extra):
     ("batchtopk-sae", {"model.bottleneck.k": 16}),
     ("relu-sae", {}),
     ("jumprelu-sae", {"model.bottleneck.target_l0": 16.0}),
+    ("gated-sae", {}),
+    ("matryoshka-sae", {"model.bottleneck.k": 16, "model.regularizers.matryoshka.prefixes": [16, 64, 128]}),
 ])
 def test_each_variant_trains_on_the_activations(sae_table, tmp_path, variant, extra):
     pipeline, pm = _pipeline(sae_table, variant, **extra)
@@ -135,6 +137,9 @@ def test_each_variant_trains_on_the_activations(sae_table, tmp_path, variant, ex
     assert m["eval_fvu"] < 1.0 and m["eval_cosine"] > 0.5
     if variant == "topk-sae":
         assert m["eval_l0"] == pytest.approx(16.0)
+    if variant == "matryoshka-sae":  # each prefix reconstructs, the full dictionary best
+        fvus = [m[f"test_fvu_prefix_{p}"] for p in (16, 64, 128, 256)]
+        assert fvus[-1] == pytest.approx(m["eval_fvu"], rel=1e-4) and fvus[0] < 1.0 and fvus[-1] < fvus[0]
     decoder = result.model.decoder
     if decoder.config.unit_norm:
         torch.testing.assert_close(decoder.weight.norm(dim=1), torch.ones(256), rtol=1e-5, atol=1e-5)

@@ -222,3 +222,36 @@ def density_figure(rates: torch.Tensor, title: str = ""):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+class GatedCode(SparseCode):
+    """Gated SAE (Rajamanoharan et al. 2024): the encoder's pre-activations pi (the gate, with
+    the encoder's bias b_gate) decide which latents fire, 1[pi > 0]; their magnitudes share the
+    gate's weights, rescaled: ReLU(exp(r_mag) (pi - b_gate) + b_mag). The gate learns through
+    the ``gated-penalty`` regularizer (its L1 and auxiliary reconstruction)."""
+
+    name = "gated-code"
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        self.r_mag = torch.nn.Parameter(torch.zeros(spec.code_dim))
+        self.b_mag = torch.nn.Parameter(torch.zeros(spec.code_dim))
+        self._encoder: list = []  # the encoder, unregistered: its bias is the gate's
+
+    def setup(self, model) -> None:
+        super().setup(model)
+        if not isinstance(getattr(model.encoder, "bias", None), torch.nn.Parameter) or model.encoder.bias.shape != self.b_mag.shape:
+            raise ConfigError(f"bottleneck 'gated-code' needs the encoder 'sae-encoder' (its bias is the gate's); got '{model.encoder.name}'")
+        self._encoder = [model.encoder]
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        b_gate = self._encoder[0].bias if self._encoder else 0.0
+        magnitude = torch.relu(self.r_mag.exp() * (pre - b_gate) + self.b_mag)
+        return (pre > 0).to(pre.dtype) * magnitude
+
+
+def prefix_sizes(prefixes: list[int], width: int) -> list[int]:
+    """The Matryoshka prefixes, checked: increasing, each smaller than the dictionary."""
+    if sorted(set(prefixes)) != list(prefixes) or not prefixes or prefixes[0] < 1 or prefixes[-1] >= width:
+        raise ConfigError(f"prefixes {list(prefixes)} must increase, from 1 to fewer than the {width} latents (model.code_dim)")
+    return list(prefixes)

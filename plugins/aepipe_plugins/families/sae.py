@@ -1,8 +1,9 @@
 """Sparse autoencoders on a transformer's activations (dictionary learning for
 interpretability): the ``activations`` dataset (needs ``aepipe[activations]``), the linear
 ``sae-encoder`` and unit-norm ``sae-decoder``, the sparse codes (``relu-code``, ``topk-code``,
-``batchtopk-code``, ``jumprelu-code``), the ``decoder-weighted-l1`` and ``auxk`` penalties, and
-the variants ``relu-sae``, ``topk-sae``, ``batchtopk-sae`` and ``jumprelu-sae``.
+``batchtopk-code``, ``jumprelu-code``, ``gated-code``), the ``decoder-weighted-l1``, ``auxk``,
+``gated-penalty`` and ``matryoshka`` penalties, and the variants ``relu-sae``, ``topk-sae``,
+``batchtopk-sae``, ``jumprelu-sae``, ``gated-sae`` and ``matryoshka-sae``.
 
 When a fresh run starts, parts with ``initialise_from_data(model, split)`` (the decoder's
 pre-encoder bias: the geometric median of a training sample) are initialised from the training
@@ -36,7 +37,7 @@ def aepipe_register_decoders(register):
 def aepipe_register_bottlenecks(register):
     from aepipe_plugins.bottlenecks import sae
 
-    for cls in (sae.ReluCode, sae.TopKCode, sae.BatchTopKCode, sae.JumpReluCode):
+    for cls in (sae.ReluCode, sae.TopKCode, sae.BatchTopKCode, sae.JumpReluCode, sae.GatedCode):
         register(cls)
 
 
@@ -44,8 +45,8 @@ def aepipe_register_bottlenecks(register):
 def aepipe_register_regularizers(register):
     from aepipe_plugins.regularizers import sae
 
-    register(sae.DecoderWeightedL1)
-    register(sae.AuxK)
+    for cls in (sae.DecoderWeightedL1, sae.AuxK, sae.GatedPenalty, sae.Matryoshka):
+        register(cls)
 
 
 #: the presets' dictionary size: 4 x the width of all-MiniLM-L6-v2's residual stream (384)
@@ -75,6 +76,14 @@ def aepipe_register_variants(register):
     register(Variant("jumprelu-sae", "JumpReLU sparse autoencoder (Rajamanoharan et al. 2024): learned thresholds "
                                      "(straight-through estimator), an L0 penalty.",
                      dictionary({"name": "jumprelu-code", "l0": 1.0, "target_l0": 32.0})))
+    register(Variant("gated-sae", "Gated sparse autoencoder (Rajamanoharan et al. 2024): a gate decides which latents "
+                                  "fire, rescaled shared weights their magnitudes.",
+                     dictionary({"name": "gated-code"}, regularizers={"gated-penalty": {"lam": 0.1}})))
+    register(Variant("matryoshka-sae", "Matryoshka sparse autoencoder (Bussmann et al. 2025): nested prefixes of the "
+                                       "dictionary each reconstruct the input (BatchTopK code).",
+                     dictionary({"name": "batchtopk-code", "k": 32},
+                                regularizers={"matryoshka": {"prefixes": [WIDTH // 16, WIDTH // 8, WIDTH // 4, WIDTH // 2]},
+                                              "auxk": {"alpha": 1 / 32}})))
 
 
 @hookimpl

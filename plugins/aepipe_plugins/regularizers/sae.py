@@ -73,3 +73,78 @@ class AuxK(Regularizer):
         e_hat = aux @ step.model.decoder.weight
         loss = (e - e_hat).pow(2).sum() / (e - e.mean(0)).pow(2).sum().clamp_min(1e-12)
         return self.config.alpha * loss * dead.any()
+
+
+class GatedPenaltyConfig(ComponentConfig):
+    """``lam``: the weight of the gate's L1, lambda * sum_j ReLU(pi_j) ||d_j||."""
+
+    lam: float = Field(0.1, ge=0.0)
+
+
+class GatedPenalty(Regularizer):
+    """The gated SAE's training terms (Rajamanoharan et al. 2024): lambda * sum_j ReLU(pi_j)
+    ||d_j|| on the gate's pre-activations pi, plus ||x - x^(ReLU(pi))||^2, the reconstruction from
+    the gate alone through a frozen copy of the dictionary (so the gate learns to reconstruct)."""
+
+    name = "gated-penalty"
+    Config = GatedPenaltyConfig
+    weight_setting = "lam"
+
+    def setup(self, model) -> None:
+        _need_dictionary(self, model)
+        if model.bottleneck.name != "gated-code":
+            raise ConfigError(f"regularizer 'gated-penalty' needs the bottleneck 'gated-code'; got '{model.bottleneck.name}'")
+
+    def penalty(self, step) -> torch.Tensor:
+        gate = torch.relu(step.features.code)
+        decoder = step.model.decoder
+        sparsity = (gate * decoder.atom_norms()).sum(-1).mean()
+        frozen = gate @ decoder.weight.detach() + decoder.bias.detach()
+        return self.config.lam * sparsity + (step.x - frozen).pow(2).sum(-1).mean()
+
+
+class MatryoshkaConfig(ComponentConfig):
+    """``prefixes``: the nested dictionaries' sizes, increasing, each below ``model.code_dim``
+    (the whole dictionary is the main reconstruction)."""
+
+    prefixes: list[int] = Field(default_factory=lambda: [96, 192, 384, 768])
+
+
+class Matryoshka(Regularizer):
+    """Matryoshka SAE (Bussmann et al. 2025; Nabeshima 2024): each prefix of the dictionary, its
+    first m latents alone, reconstructs the input too: sum_m ||x - (f_{1:m} D_{1:m} + b)||^2, so
+    early latents learn general features and later ones refine them. Logs each prefix's FVU on
+    the test split (``test_fvu_prefix_<m>``)."""
+
+    name = "matryoshka"
+    Config = MatryoshkaConfig
+
+    def setup(self, model) -> None:
+        from aepipe_plugins.bottlenecks.sae import prefix_sizes
+
+        _need_dictionary(self, model)
+        self.sizes = prefix_sizes(self.config.prefixes, self.spec.code_dim)
+
+    def prefix_reconstructions(self, code: torch.Tensor, decoder) -> list[torch.Tensor]:
+        return [code[:, :m] @ decoder.weight[:m] + decoder.bias for m in self.sizes]
+
+    def penalty(self, step) -> torch.Tensor:
+        recons = self.prefix_reconstructions(step.encoding.code, step.model.decoder)
+        return torch.stack([(step.x - r).pow(2).sum(-1).mean() for r in recons]).sum()
+
+    @torch.no_grad()
+    def final_metrics(self, model, data) -> dict[str, float]:
+        from aepipe.plugin import batches
+
+        err = torch.zeros(len(self.sizes) + 1, dtype=torch.float64)
+        total, sum_x, n = 0.0, None, 0
+        for xb, yb in batches(data.test, batch_size=4096):
+            code = model.encode(xb, yb).code
+            recons = [*self.prefix_reconstructions(code, model.decoder), model.decode(code)]
+            err += torch.stack([(xb - r).double().pow(2).sum() for r in recons]).cpu()
+            total += float(xb.double().pow(2).sum())
+            sum_x = xb.double().sum(0) if sum_x is None else sum_x + xb.double().sum(0)
+            n += xb.shape[0]
+        variance = total - float(sum_x.pow(2).sum()) / n
+        sizes = [*self.sizes, self.spec.code_dim]
+        return {f"fvu_prefix_{m}": float(e) / variance for m, e in zip(sizes, err)}
