@@ -100,6 +100,7 @@ def load_transformer(folder: Path, device: Any) -> tuple[Any, Any]:
     except ImportError:
         raise DataError("dataset 'activations' needs transformers: pip install 'aepipe[activations]'") from None
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     model = transformers.AutoModel.from_pretrained(folder).to(device).eval()
     return tokenizer, model
