@@ -128,10 +128,12 @@ class BatchTopKCode(TopKCode):
 class JumpReluConfig(SparseCodeConfig):
     """``threshold``: the thresholds' starting value; ``bandwidth``: the straight-through
     estimator's kernel width; ``l0``: the penalty's weight; ``target_l0``: where set, the
-    penalty is l0 * (L0 / target_l0 - 1)^2 (pulls the mean L0 to the target) instead of l0 * L0."""
+    penalty is l0 * (L0 / target_l0 - 1)^2 (pulls the mean L0 to the target) instead of l0 * L0.
+    The defaults suit inputs of unit mean squared norm (``normalize``), where pre-activations start
+    near 0.025; Rajamanoharan et al.'s 0.001 did not move in a short run (docs/variants.md)."""
 
-    threshold: float = Field(0.001, gt=0.0)
-    bandwidth: float = Field(0.001, gt=0.0)
+    threshold: float = Field(0.06, gt=0.0)
+    bandwidth: float = Field(0.02, gt=0.0)
     l0: float = Field(1.0, ge=0.0)
     target_l0: Optional[float] = Field(None, gt=0.0)
 
