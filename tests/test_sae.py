@@ -277,3 +277,23 @@ def test_a_run_on_activations_logs_its_density_histogram_and_downstream_fidelity
     m = result.metrics
     assert -1.0 < m["test_embedding_cosine_recovered"] <= 1.0 and m["test_embedding_cosine"] > m["test_embedding_cosine_zero"]
     assert any(p.name == "latent_density.png" for p in tmp_path.rglob("*.png"))
+
+
+def test_reconstruct_takes_and_gives_the_activations_own_units(sae_table, store, tmp_path):
+    """The normalisation is recorded with the model (value_range (0, s), clip off): ``aepipe
+    reconstruct`` of raw activations gives raw activations, not values clipped to [0, 1]."""
+    from aepipe.usecases.arrays import reconstruct
+    from conftest import QUIET_KEEP_MODEL
+
+    overrides = [*QUIET_KEEP_MODEL, "train.epochs=3", "train.lr=3e-3", "model.code_dim=256", "model.bottleneck.k=32"]
+    pm = get_plugin_manager()
+    tree = {"variant": "topk-sae", "data": {"fidelity_windows": 0, **sae_table}}
+    result = train(resolve(pm, tree=tree, overrides=overrides), pm)
+    raw = np.asarray(_dataset(sae_table).load().x[:200], dtype=np.float32)
+    np.save(tmp_path / "acts.npy", raw)
+    reconstruct(result.run_id, tmp_path / "acts.npy", tmp_path / "recon.npy", device="cpu")
+    recon = np.load(tmp_path / "recon.npy")
+    cos = (recon * raw).sum(1) / np.linalg.norm(recon, axis=1) / np.linalg.norm(raw, axis=1)
+    assert raw.min() < 0 and recon.min() < 0  # unclipped
+    assert cos.mean() > 0.6
+    assert np.sqrt((recon ** 2).sum(1).mean()) == pytest.approx(np.sqrt((raw ** 2).sum(1).mean()), rel=0.2)
