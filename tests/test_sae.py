@@ -137,6 +137,8 @@ def test_each_variant_trains_on_the_activations(sae_table, tmp_path, variant, ex
     assert m["eval_fvu"] < 1.0 and m["eval_cosine"] > 0.5
     if variant == "topk-sae":
         assert m["eval_l0"] == pytest.approx(16.0)
+        last = result.history[-1]  # every epoch, for a [tune] over sparsity and fidelity
+        assert last["val_l0"] == pytest.approx(16.0) and 0.0 < last["val_fvu"] < 1.0
     if variant == "matryoshka-sae":  # each prefix reconstructs, the full dictionary best
         fvus = [m[f"test_fvu_prefix_{p}"] for p in (16, 64, 128, 256)]
         assert fvus[-1] == pytest.approx(m["eval_fvu"], rel=1e-4) and fvus[0] < 1.0 and fvus[-1] < fvus[0]
@@ -297,3 +299,15 @@ def test_reconstruct_takes_and_gives_the_activations_own_units(sae_table, store,
     assert raw.min() < 0 and recon.min() < 0  # unclipped
     assert cos.mean() > 0.6
     assert np.sqrt((recon ** 2).sum(1).mean()) == pytest.approx(np.sqrt((raw ** 2).sum(1).mean()), rel=0.2)
+
+
+def test_the_report_draws_l0_against_fvu_with_its_front():
+    from aepipe.evaluation.report.pareto import choose_pareto, pareto_front
+    from aepipe.evaluation.report.table import RunPage
+
+    def page(run, l0, fvu):
+        return RunPage(run, "topk-sae", "activations", "FINISHED", {"eval_l0": l0, "eval_fvu": fvu, "test_mse": 0.1})
+
+    pages = [page("a", 8, 0.30), page("b", 16, 0.20), page("c", 16, 0.25), page("d", 64, 0.10)]
+    assert choose_pareto(pages, None) == ("eval_l0", "eval_fvu")
+    assert sorted(pareto_front(pages, ("eval_l0", "eval_fvu"))) == ["a", "b", "d"]

@@ -51,6 +51,10 @@ class SparseCode(Bottleneck):
         """A boolean mask of the latents that have not fired in ``dead_window`` training tokens."""
         return self.since_fired >= self.config.dead_window
 
+    def epoch_metrics(self, model, split) -> dict[str, torch.Tensor]:
+        """``val_l0`` and ``val_fvu`` every epoch: what a ``[tune]`` over sparsity and fidelity reads."""
+        return l0_and_fvu(model, split)
+
 
 class ReluCode(SparseCode):
     """f = ReLU(pre-activations); sparsity comes from a penalty (``decoder-weighted-l1``)."""
@@ -195,6 +199,22 @@ class JumpReluCode(SparseCode):
         l0 = _Step.apply(pre, self.log_threshold.exp(), self.config.bandwidth).sum(-1).mean()
         c = self.config
         return {"l0": c.l0 * (l0 if c.target_l0 is None else (l0 / c.target_l0 - 1.0) ** 2)}
+
+
+@torch.no_grad()
+def l0_and_fvu(model, split, batch: int = 4096) -> dict[str, torch.Tensor]:
+    """Mean latents active per row, and the fraction of variance unexplained, over ``split``
+    (0-d tensors on the device: read back once with the epoch's other metrics)."""
+    active = err = total = None
+    sum_x, n = None, 0
+    for xb, yb in batches(split, batch_size=batch):
+        code = model.encode(xb, yb).code
+        x, r = xb.double(), model.decode(code, model.one_hot(yb)).double()
+        parts = ((code != 0).sum(dtype=torch.float64), (x - r).pow(2).sum(), x.pow(2).sum())
+        active, err, total = parts if active is None else (active + parts[0], err + parts[1], total + parts[2])
+        sum_x = x.sum(0) if sum_x is None else sum_x + x.sum(0)
+        n += xb.shape[0]
+    return {"l0": active / n, "fvu": err / (total - sum_x.pow(2).sum() / n)}
 
 
 @torch.no_grad()
