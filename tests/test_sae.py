@@ -311,3 +311,11 @@ def test_the_report_draws_l0_against_fvu_with_its_front():
     pages = [page("a", 8, 0.30), page("b", 16, 0.20), page("c", 16, 0.25), page("d", 64, 0.10)]
     assert choose_pareto(pages, None) == ("eval_l0", "eval_fvu")
     assert sorted(pareto_front(pages, ("eval_l0", "eval_fvu"))) == ["a", "b", "d"]
+
+
+def test_without_transformers_the_dataset_refuses_in_one_line(sae_table, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now raises ImportError
+    with pytest.raises(DataError, match=r"^dataset 'activations' needs transformers: pip install 'aepipe\[activations\]'$"):
+        _dataset(sae_table, cache=str(tmp_path / "fresh")).load()
