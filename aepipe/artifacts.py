@@ -90,12 +90,9 @@ def load_model_and_pipeline(
             )
     pipeline = stored.resolve(pm)
     pipeline.source = where
-    info = SimpleNamespace(
-        input_dim=meta["input_dim"],
-        n_classes=meta["n_classes"],
-        value_range=tuple(meta["value_range"]),
-        image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None,
-    )
+    info = SimpleNamespace(input_dim=meta["input_dim"], n_classes=meta["n_classes"], value_range=tuple(meta["value_range"]),
+                           image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None,
+                           clip=meta.get("clip", True))
     model = build_model(pipeline, info)
     state = load_tensors(path / "weights.pt", where, f"{DIR}/weights.pt")
     if not isinstance(state, dict):
@@ -134,7 +131,7 @@ def predict(model: AutoEncoder, model_input: np.ndarray | None, params: dict[str
             return out if p["scaled"] else unscale(out, (lo, hi))
         x = np.asarray(model_input, dtype=np.float64)
         x = x.reshape(len(x), -1)
-        x = x.astype(np.float32) if p["scaled"] else scale(x, (lo, hi))
+        x = x.astype(np.float32) if p["scaled"] else scale(x, (lo, hi), model.meta.get("clip", True))
         xt = torch.as_tensor(x, device=device)
         y = torch.full((len(x),), label, dtype=torch.long, device=device) if label >= 0 else None
         if p["mode"] == "encode":  # the code, or what the bottleneck offers (encode --what)

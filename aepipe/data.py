@@ -69,7 +69,7 @@ class Split:
     array ``(len(split), K)`` on the CPU in the split's row order (row i of ``batches`` and
     ``take(i)`` has factors ``factors[i]``), held or streamed alike; ``None`` otherwise."""
 
-    streamed = False
+    streamed, clip = False, True  # clip: scaled values are clipped to [0, 1] (``RawData.clip``)
     factors: np.ndarray | None = None
 
     def __init__(self, y: torch.Tensor | None, value_range: tuple[float, float], device: torch.device):
@@ -82,8 +82,8 @@ class Split:
 
     def _scale(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw rows (uint8 or float, on the device) as flat float32 in [0, 1]."""
-        x = raw.reshape(raw.shape[0], -1).float()
-        return ((x - self._lo) / self._span).clamp_(0.0, 1.0)
+        x = (raw.reshape(raw.shape[0], -1).float() - self._lo) / self._span
+        return x.clamp_(0.0, 1.0) if self.clip else x
 
     def take(self, positions: torch.Tensor) -> Batch:
         """The rows at ``positions`` (0 ... len - 1) of this split, and their labels."""
@@ -294,11 +294,11 @@ def batches(x: Split | torch.Tensor, y: torch.Tensor | None = None, batch_size: 
         yield x[i: i + batch_size], None if y is None else y[i: i + batch_size]
 
 
-def scale(x: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
-    """Map raw values in ``value_range`` to [0, 1] (clipped), flattened to ``(n, d)`` float32."""
+def scale(x: np.ndarray, value_range: tuple[float, float], clip: bool = True) -> np.ndarray:
+    """Map raw values in ``value_range`` to [0, 1] (clipped where ``clip``), flattened to ``(n, d)`` float32."""
     lo, hi = value_range
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    x = (np.asarray(x, dtype=np.float64).reshape(len(x), -1) - lo) / (hi - lo)
+    return (np.clip(x, 0.0, 1.0) if clip else x).astype(np.float32)
 
 
 def unscale(x: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
@@ -340,15 +340,15 @@ def choose_path(in_memory: str | bool, need: int, device: torch.device, fraction
     return need <= fraction * free, f"auto: {gb(need)} {verdict} {fraction:g} of the {gb(free)} free on {device.type}"
 
 
-def _rows_in_memory(x: np.ndarray | Rows, index: np.ndarray, value_range: tuple[float, float], feed: Feed,
-                    name: str) -> np.ndarray:
+def _rows_in_memory(x: np.ndarray | Rows, index: np.ndarray, value_range: tuple[float, float], feed: Feed, name: str,
+                    clip: bool = True) -> np.ndarray:
     """The rows ``index`` of ``x`` as one array: uint8 kept, anything else scaled to float32.
     An array in memory is indexed at once; a memory-mapped array or :class:`Rows` are read in
     chunks of ascending index (through workers for Rows), never holding more than the result."""
     uint8 = np.dtype(x.dtype) == np.uint8
     if isinstance(x, np.ndarray) and not isinstance(x, np.memmap):
         rows = x[index]
-        return rows.reshape(len(rows), -1) if uint8 else scale(rows, value_range)
+        return rows.reshape(len(rows), -1) if uint8 else scale(rows, value_range, clip)
     d = int(np.prod(x.shape[1:]))
     out = np.empty((len(index), d), dtype=np.uint8 if uint8 else np.float32)
     order = np.argsort(index, kind="stable")
@@ -363,7 +363,7 @@ def _rows_in_memory(x: np.ndarray | Rows, index: np.ndarray, value_range: tuple[
             raise item.error(name)
         positions, raw = item
         raw = raw.numpy().reshape(len(positions), -1)
-        out[positions.numpy()] = raw if uint8 else scale(raw, value_range)
+        out[positions.numpy()] = raw if uint8 else scale(raw, value_range, clip)
     return out
 
 
@@ -396,20 +396,18 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
 
     def labels(a: np.ndarray | None, index: np.ndarray) -> torch.Tensor | None:
         return None if a is None else _to_device(torch.as_tensor(a[index]), device)
-
     splits: list[Split] = []
     for k, (rows, index, ys, fs) in enumerate(parts):
         if len(index) == 0:  # no validation (test) split asked for: use the one before
             splits.append(splits[-1])
             continue
         if held:
-            array = _rows_in_memory(rows, index, value_range, feed, name)
-            splits.append(HeldSplit(_to_device(torch.from_numpy(array), device), labels(ys, index), value_range,
-                                    device))
+            array = _rows_in_memory(rows, index, value_range, feed, name, raw.clip)
+            splits.append(HeldSplit(_to_device(torch.from_numpy(array), device), labels(ys, index), value_range, device))
         else:
-            splits.append(StreamedSplit(rows, np.asarray(index, dtype=np.int64), labels(ys, index), value_range, device,
-                                        feed, name, keep_workers=k == 0))
-        splits[-1].factors = None if fs is None else fs[index]
+            splits.append(StreamedSplit(rows, np.asarray(index, dtype=np.int64), labels(ys, index), value_range, device, feed, name,
+                                        keep_workers=k == 0))
+        splits[-1].factors, splits[-1].clip = None if fs is None else fs[index], raw.clip
     n_classes = raw.n_classes or (int(y.max()) + 1 if y is not None else 0)
     # the streamed path is worth a line on the console (``aepipe train`` shows INFO); held, a debug note
     logging.getLogger("aepipe.data").log(logging.DEBUG if held else logging.INFO, "data '%s': %s (%s)", name,

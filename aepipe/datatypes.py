@@ -202,6 +202,10 @@ class RawData:
     integer indices ``(n, K)``, one column per factor, named by ``factor_names``;
     ``factors_test`` the same for ``x_test``. Each split exposes its rows' factors as
     ``split.factors`` (the disentanglement metrics read them); ``None`` where there are none.
+
+    ``clip``: whether scaled values are clipped to [0, 1] (the default). False for signed,
+    unbounded features (a network's activations), where ``value_range`` only shifts and scales:
+    ``(0, s)`` divides by ``s``; the model's files record it, so ``encode`` does the same.
     """
 
     x: np.ndarray | Rows
@@ -215,3 +219,4 @@ class RawData:
     factors: np.ndarray | None = None
     factor_names: tuple[str, ...] = ()
     factors_test: np.ndarray | None = None
+    clip: bool = True

@@ -283,6 +283,7 @@ def construct_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
         "variant": pipeline.variant,
         "dataset": pipeline.dataset.name,
         "value_range": list(data.value_range),
+        "clip": bool(getattr(data, "clip", getattr(getattr(data, "train", None), "clip", True))),
         "image_shape": list(data.image_shape) if data.image_shape else None,
         "n_classes": data.n_classes,
         "input_dim": data.input_dim,

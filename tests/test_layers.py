@@ -50,7 +50,7 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
         "aepipe.training.device", "aepipe.training.setup", "aepipe.training.metrics", "aepipe.training.state",
         "aepipe.training.distributed", "aepipe.training.schedules", "aepipe.training.resume", "aepipe.training.step",
         "aepipe.training.assemble",
-        "aepipe.evaluation.basic", "aepipe.evaluation.disentanglement", "aepipe.evaluation.generation",
+        "aepipe.evaluation.basic", "aepipe.evaluation.disentanglement", "aepipe.evaluation.generation", "aepipe.evaluation.dictionary",
         "aepipe.evaluation.neighbours", "aepipe.evaluation.memorization", "aepipe.evaluation.image_sets",
         "aepipe.evaluation.ladder", "aepipe.evaluation.measure",
     ]),

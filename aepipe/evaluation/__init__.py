@@ -24,8 +24,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "likelihood": ("iw_nll", "neg_elbo", "kl", "active_units"),
     "representation": ("probe_accuracy", "kmeans_nmi"),
     "generation": ("fid", "kid", "precision", "recall", "density", "coverage", "authenticity", "data_copying"),
-    "disentanglement": ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap",
-                        "factorvae_score"),
+    "disentanglement": ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score"),
+    "dictionary": ("l0", "fvu", "explained_variance", "cosine", "dead_fraction", "dense_fraction"),
 }
 #: the groups cheap enough for the end of every training run on small data
 CHEAP = ("reconstruction", "representation")
@@ -34,6 +34,7 @@ HIGHER_IS_BETTER = frozenset({
     "psnr", "ssim", "active_units", "probe_accuracy", "kmeans_nmi", "precision", "recall", "density", "coverage",
     "authenticity", "data_copying",
     "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score",
+    "explained_variance", "cosine",
 })
 #: metrics with no better direction (a KL to the prior: near 0 is a collapsed posterior): never marked best
 NO_DIRECTION = frozenset({"kl"})

@@ -65,6 +65,10 @@ def compute(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, groups: d
                 from aepipe.evaluation.disentanglement import disentanglement_metrics
 
                 values = disentanglement_metrics(model, data, next(model.parameters()).device, seed=s.seed)
+            elif group == "dictionary":
+                from aepipe.evaluation.dictionary import dictionary_metrics
+
+                values = dictionary_metrics(model, data.test, data.value_range)
             else:  # generation
                 out.update(_generation(model, data, s, names, samplers or {}, pm, skipped))
                 continue
@@ -77,6 +81,8 @@ def compute(model: AutoEncoder, data: DataBundle, s: EvaluateSettings, groups: d
 def _not_applicable(group: str, model: AutoEncoder, data: DataBundle) -> str | None:
     from aepipe.evaluation import basic
 
+    if group == "reconstruction" and not getattr(data.test, "clip", True):
+        return "the data is not scaled to [0, 1] (a dataset of unbounded features)"
     if group == "likelihood" and not basic.has_density(model):
         return "the model's code has no density, or its prior no log-density"
     if group == "representation" and (data.test.y is None or data.train.y is None or data.n_classes < 2):

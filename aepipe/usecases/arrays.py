@@ -51,7 +51,8 @@ def _inputs(run_id: str, input_path: Path, output: Path, device: str, scaled: bo
     dev = select_device(device)
     model = load_model(run_id, device=str(dev))
     check_width(raw, model.meta["input_dim"], str(input_path), f"run {run_id}")
-    x = raw.reshape(len(raw), -1).astype(np.float32) if scaled else scale(raw, tuple(model.meta["value_range"]))
+    x = raw.reshape(len(raw), -1).astype(np.float32) if scaled else scale(raw, tuple(model.meta["value_range"]),
+                                                                                model.meta.get("clip", True))
     y = None
     if model.spec.conditional:
         if y_raw is None:

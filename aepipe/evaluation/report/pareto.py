@@ -10,7 +10,8 @@ from aepipe.evaluation.report.figures import new_figure, png
 from aepipe.evaluation.report.table import Figure, RunPage, higher_better
 
 #: the metric pairs a Pareto plot falls back to, in order: the first that two runs have is drawn
-PARETO_PAIRS = (("eval_fid", "eval_mse"), ("test_neg_elbo", "test_mse"), ("test_kl", "test_recon"),
+PARETO_PAIRS = (("eval_l0", "eval_fvu"), ("eval_fid", "eval_mse"), ("test_neg_elbo", "test_mse"),
+                ("test_kl", "test_recon"),
                 ("test_loss", "test_mse"), ("train_seconds", "test_mse"))
 
 
