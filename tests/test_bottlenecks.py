@@ -286,7 +286,7 @@ def test_the_guides_third_party_bottleneck_conforms_and_is_short(aepipe_pm, aepi
 
     aepipe_plugin(Plugin(), "tiny-vq")
     check_component("bottleneck", "tiny-vq", aepipe_pm)
-    _, model, data = __import__("aepipe.testing", fromlist=["_build_component_model"])._build_component_model(
+    _, model, data = __import__("aepipe.conformance", fromlist=["_build_component_model"])._build_component_model(
         aepipe_pm, "bottleneck", "tiny-vq"
     )
     groups = torch.optim.Adam(model.parameter_groups(), lr=1e-3).param_groups
