@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 #: the data types defined in :mod:`aepipe.datatypes` are part of this module's names too
 __all__ = ["ACTIVATIONS", "Bottleneck", "Code", "Component", "ComponentConfig", "Corruption", "Dataset", "Decoder",
-           "Encoder", "Encoding", "FeatureSpace", "Group", "ModelComponent", "ModelSpec", "Prior", "RawData", "Regularizer",
+           "Encoder", "Encoding", "Group", "ModelComponent", "ModelSpec", "Prior", "RawData", "Regularizer",
            "Rows", "Sampler", "Step", "Variant", "activation", "check_component_class", "require"]
 
 
@@ -140,6 +140,14 @@ class ModelComponent(Component, nn.Module):
         the options that differ from the run's (``lr``, ``weight_decay``...), as torch's
         optimizers take them. Parameters in no group train with the run's settings."""
         return []
+
+    def settled(self) -> bool:
+        """Whether this component's part of the validation loss has stopped changing with training
+        progress (default: always). One with an annealed target (a capacity that grows with the
+        steps) returns False until the target stops moving: until every component has settled,
+        early stopping keeps the latest epoch as the best and counts no epoch as worse, since the
+        loss of earlier epochs measured another objective."""
+        return True
 
     def after_step(self) -> None:
         """Update state after every optimizer step of the model (an exponential moving average,
@@ -402,47 +410,3 @@ def require(condition: bool, message: str) -> None:
     """Raise a :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
-
-
-class FeatureSpace(Component):
-    """Images -> feature vectors, the space in which generation metrics (FID, KID,
-    precision/recall, density/coverage) compare real and generated examples.
-
-    Built as ``cls(config, spec)``, where ``spec`` is a :class:`ModelSpec` of the inputs it will
-    see (``input_dim``, ``image_shape``, ``n_classes``; ``code_dim`` is 0); the constructor
-    refuses inputs it cannot take (raise :class:`aepipe.errors.ConfigError`). Then
-    :meth:`prepare` makes it ready for one dataset on one device (a space that learns, such as
-    a classifier, trains on ``data.train`` here, or reloads what it trained from ``cache``), and
-    :meth:`features` maps a batch of flat inputs in [0, 1] to ``(n, dim)`` features. Features
-    must be deterministic and each row independent of the others in its batch.
-
-    ``needs_data`` says whether :meth:`prepare` needs a dataset (``aepipe fid`` asks for
-    ``--dataset`` where it does). Chosen by ``aepipe evaluate --features NAME`` and
-    ``aepipe fid --features NAME``, not by a pipeline section.
-    """
-
-    kind = "feature"
-    #: whether :meth:`prepare` learns from a dataset (``data`` may be None where it does not)
-    needs_data: ClassVar[bool] = True
-
-    def __init__(self, config: ComponentConfig, spec: ModelSpec):
-        self.config = config
-        self.spec = spec
-        self.device = torch.device("cpu")
-
-    @property
-    def dim(self) -> int:  # pragma: no cover - abstract
-        """The width of the features."""
-        raise NotImplementedError
-
-    def prepare(self, data: Any, device: torch.device | str, cache: Any = None) -> None:
-        """Make the space ready for ``data`` (an :class:`aepipe.data.DataBundle`, or None where
-        ``needs_data`` is False) on ``device``. ``cache`` is a folder (a ``Path``) where it may keep
-        what it learned, keyed by the data; None: the local store's ``features/`` folder."""
-        self.device = torch.device(device)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        """Features ``(n, dim)`` (float32, on the CPU) of inputs ``x``: ``(n, input_dim)`` in [0, 1],
-        flattened as the model sees them (``spec.image_shape`` gives their image shape); any
-        number of rows, batched inside."""
-        raise NotImplementedError

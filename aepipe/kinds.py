@@ -69,7 +69,7 @@ KINDS: tuple[Kind, ...] = (
          summary="Register samplers: a second stage fitted on the training codes after training.",
          returns="built as ``cls(config, spec)``; ``fit(model, split)`` fits it on the codes of the training split, "
                  "``sample(n, y)`` gives ``n`` decoder inputs; its state is buffers and parameters"),
-    Kind("feature", "aepipe_register_feature_spaces", "aepipe.components:FeatureSpace", None,
+    Kind("feature", "aepipe_register_feature_spaces", "aepipe.feature_space:FeatureSpace", None,
          summary="Register feature spaces (images -> feature vectors) that generation metrics (FID...) compare in; "
                  "chosen by ``aepipe evaluate --features`` and ``aepipe fid --features``, not by a pipeline section.",
          returns="built as ``cls(config, spec)``; ``prepare(data, device, cache)`` makes it ready for a dataset "

@@ -37,7 +37,7 @@ API: dict[str, dict[str, str]] = {
         "Prior": "aepipe.components",
         "Regularizer": "aepipe.components",
         "Sampler": "aepipe.components",
-        "FeatureSpace": "aepipe.components",
+        "FeatureSpace": "aepipe.feature_space",
     },
     "data types components exchange": {
         "ModelSpec": "aepipe.datatypes",

@@ -14,7 +14,8 @@ import torch
 from click.testing import CliRunner
 
 from aepipe import hookimpl
-from aepipe.components import FeatureSpace, ModelSpec
+from aepipe.components import ModelSpec
+from aepipe.feature_space import FeatureSpace
 from aepipe.errors import ConfigError
 from aepipe.evaluation.generation import feature_space
 from aepipe.evaluation.image_sets import load_dataset

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, str, bool, list[str]]] = [
     ("contract: components",
      "the component base classes (torch modules), the data types they exchange and the protocols "
      "naming what they receive of the layers above", False, [
-        "aepipe.components", "aepipe.datatypes", "aepipe.protocols",
+        "aepipe.components", "aepipe.feature_space", "aepipe.datatypes", "aepipe.protocols",
     ]),
     ("contract: hooks", "the hooks a plugin implements and the run context they receive", True, [
         "aepipe.hookspecs", "aepipe.context",

@@ -37,7 +37,7 @@
 The feature space decides what the figures mean: ``inception`` (Inception-v3 pool features)
 gives figures comparable with published ones, ``domain`` (a small classifier trained on the
 dataset itself) compares runs on the same dataset with each other. See
-:class:`aepipe.components.FeatureSpace`.
+:class:`aepipe.feature_space.FeatureSpace`.
 """
 
 from __future__ import annotations

@@ -191,7 +191,9 @@ class Trainer:
                         metrics.update({f"val_{k}": float(v) for k, v in (extra or {}).items()})
                     if epoch > logged:
                         tracked.log_metrics(metrics, epoch)  # written off this thread, batched
-                    stop_early = state.record(epoch, metrics, s.train.min_delta, s.train.patience, model.state_dict())
+                    settled = all(part.settled() for part in model.components().values())
+                    stop_early = state.record(epoch, metrics, s.train.min_delta, s.train.patience, model.state_dict(),
+                                              settled)
                     schedule.after_epoch(epoch, metrics["val_loss"])
                     if self.reporter:
                         self.reporter(epoch, s.train.epochs, metrics)

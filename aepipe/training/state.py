@@ -58,19 +58,25 @@ class TrainState:
     rng: dict[str, Any] = field(default_factory=dict)
 
     def record(
-        self, epoch: int, metrics: dict[str, float], min_delta: float, patience: int, weights: dict[str, torch.Tensor]
+        self, epoch: int, metrics: dict[str, float], min_delta: float, patience: int, weights: dict[str, torch.Tensor],
+        settled: bool = True,
     ) -> bool:
         """Add an epoch's metrics; keep a copy of ``weights`` when it is the best so far.
-        Returns whether training should stop early."""
+        Returns whether training should stop early. While the objective is still annealing (not
+        ``settled``), the latest epoch is the best and the next one will be too (``best`` is left at
+        infinity): losses of different objectives do not compare, so the first settled epoch starts
+        the count afresh."""
         self.epoch = epoch
         self.history.append({"epoch": epoch, **metrics})
-        if metrics["val_loss"] < self.best - min_delta:
+        if not settled or metrics["val_loss"] < self.best - min_delta:
             self.best, self.best_epoch, self.bad_epochs = metrics["val_loss"], epoch, 0
             if self.best_weights is None:
                 self.best_weights = {k: v.detach().clone() for k, v in weights.items()}
             else:  # copied into the buffers of the last best: no allocation
                 for k, v in weights.items():
                     self.best_weights[k].copy_(v)
+            if not settled:
+                self.best = math.inf
         else:
             self.bad_epochs += 1
         self.stopped_early = bool(patience) and self.bad_epochs >= patience

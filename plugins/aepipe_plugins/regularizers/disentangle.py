@@ -342,6 +342,10 @@ class Capacity(_KnowsDatasetSize):
             return self.steps.to(torch.get_default_dtype())
         return self.examples.to(torch.get_default_dtype()) / self.size()
 
+    def settled(self) -> bool:
+        """C has reached ``c_max``: until then the loss measures the distance to a moving target."""
+        return bool(self.progress() >= self.config.anneal)
+
     def capacity(self) -> torch.Tensor:
         """C now, nats."""
         c = self.config
