@@ -90,7 +90,8 @@ def load_model_and_pipeline(
             )
     pipeline = stored.resolve(pm)
     pipeline.source = where
-    info = SimpleNamespace(input_dim=meta["input_dim"], n_classes=meta["n_classes"], value_range=tuple(meta["value_range"]),
+    info = SimpleNamespace(input_dim=meta["input_dim"], n_classes=meta["n_classes"],
+                           value_range=tuple(meta["value_range"]),
                            image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None,
                            clip=meta.get("clip", True))
     model = build_model(pipeline, info)

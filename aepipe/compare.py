@@ -357,7 +357,8 @@ def render(rows: list[dict[str, Any]], fmt: str, chosen: list[str] | None = None
 
     table = Table(title="aepipe runs (lower is better; ↑: higher is better)")
     for n in names:
-        table.add_column(escape(arrows[n]), justify="left" if n in ("variant", "dataset", "run_id", "seeds") else "right")
+        table.add_column(escape(arrows[n]),
+                         justify="left" if n in ("variant", "dataset", "run_id", "seeds") else "right")
     for i, r in enumerate(rows):
         table.add_row(*(escape(_marked(_cell(r, n), marked.get((i, n)), fmt)) for n in names))
     console = Console(width=220, file=io.StringIO(), force_terminal=False)
@@ -375,8 +376,8 @@ def _notes(rows: list[dict[str, Any]], marked: dict[tuple[int, str], str] | None
     if any(spread(r, n) and spread(r, n)[0] == "samples" for r in rows for n in r if isinstance(r.get(n), float)):
         out.append("a [lo, hi]: a run's value and its 95% bootstrap interval over samples.")
     if any(r.get("_reference") for r in rows):
-        out.append("reference: the real test split against as many other real rows as the runs drew samples, in the same "
-                   "feature space: the floor a perfect generator would score.")
+        out.append("reference: the real test split against as many other real rows as the runs drew samples, in the "
+                   "same feature space: the floor a perfect generator would score.")
     if marked:
         best = "**bold**" if fmt == "markdown" else "a *"
         out.append(f"{best}: the best value of the column (eval_ columns with a better direction, not eval_kl; the "

@@ -132,8 +132,8 @@ class ModelComponent(Component, nn.Module):
         model and stays out of the weights."""
         for tensor in (*self.parameters(), *self.buffers()):
             return tensor.device
-        raise PluginError(f"{self.kind} '{self.name}' has no parameter or buffer to know its device by: register one that is "
-                          f"not saved, self.register_buffer(\"anchor\", torch.zeros(()), persistent=False)")
+        raise PluginError(f"{self.kind} '{self.name}' has no parameter or buffer to know its device by: register one "
+                          f"that is not saved, self.register_buffer(\"anchor\", torch.zeros(()), persistent=False)")
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups of this component's own, each a dict with ``params`` and
@@ -245,7 +245,9 @@ class Prior(ModelComponent):
     def distribution(self, y: torch.Tensor | None = None) -> torch.distributions.Distribution | None:
         return None
 
-    def diagonal_normal(self, y: torch.Tensor | None = None) -> tuple[torch.Tensor | float, torch.Tensor | float] | None:
+    def diagonal_normal(
+        self, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | float, torch.Tensor | float] | None:
         """``(loc, scale)`` where p(z) is a diagonal Gaussian (broadcastable to ``(n, code_dim)``:
         tensors, or numbers such as ``(0.0, 1.0)`` for N(0, I), which save the closed form its
         shift and division), so that a Gaussian posterior's KL is computed in closed form without
@@ -297,7 +299,8 @@ class Bottleneck(ModelComponent):
         the model sees them as ``spec.groups``; ``encode --what NAME`` gives each group's code."""
         return ()
 
-    def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1) -> Code:  # pragma: no cover
+    def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None,
+                samples: int = 1) -> Code:  # pragma: no cover
         raise NotImplementedError
 
     def from_indices(self, indices: torch.Tensor) -> torch.Tensor:

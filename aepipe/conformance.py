@@ -118,7 +118,8 @@ def _build_component_model(
     if data is not None:
         tree["data"] = dict(data)
     tree.setdefault("data", dict(_CHECK_DATA))
-    if not tree.get("variant"):  # a variant keeps its own code size (e.g. a 2-D ring prior), a declared pipeline its own
+    # a variant keeps its own code size (e.g. a 2-D ring prior), a declared pipeline its own
+    if not tree.get("variant"):
         tree["model"].setdefault("code_dim", 8)
     pipeline = resolve(pm, tree=tree, values=extra)
     torch.manual_seed(seed)
@@ -219,7 +220,8 @@ def _check_feature_space(cls, config, who: str, table: dict[str, Any] | None) ->
                 f"{who}: rebuilt from its cache, it gives other features"
 
 
-def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> None:
+def check_component(kind: str, name: str, pm=None, data: dict[str, Any] | None = None,
+                    settings: dict[str, Any] | None = None) -> None:
     """Run every conformance check on one registered component (for a variant,
     :func:`check_variant`) under its defaults, then under each of the settings it declares
     (``conformance_settings``), or only under ``settings`` where given; raises AssertionError
@@ -245,7 +247,8 @@ def _check_under(pm, kind: str, name: str, data: dict[str, Any] | None, settings
     from aepipe.training.step import optimizer_step, owned_regularizers
 
     cls = pm.registry.get(kind, name)
-    who = f"{kind} '{name}' ({pm.registry.source(kind, name).describe()})" + (f" under settings {settings}" if settings else "")
+    who = f"{kind} '{name}' ({pm.registry.source(kind, name).describe()})" + (f" under settings {settings}"
+                                                                               if settings else "")
 
     # config round trip, and bad settings are clear errors
     try:
@@ -293,7 +296,8 @@ def _check_under(pm, kind: str, name: str, data: dict[str, Any] | None, settings
     if declared is not None:
         from aepipe.sampling import SUPPORTS
 
-        assert declared in SUPPORTS, f"{who}: declares '{declared}', which is none of aepipe.sampling.SUPPORTS ({', '.join(SUPPORTS)})"
+        assert declared in SUPPORTS, (f"{who}: declares '{declared}', which is none of aepipe.sampling.SUPPORTS "
+                                      f"({', '.join(SUPPORTS)})")
     x, y = data.train.head(16)
     y1 = model.one_hot(y)
     n, d, k = x.shape[0], model.spec.input_dim, model.spec.code_dim

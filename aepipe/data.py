@@ -403,9 +403,11 @@ def prepare(raw: RawData, name: str, val_fraction: float, test_fraction: float, 
             continue
         if held:
             array = _rows_in_memory(rows, index, value_range, feed, name, raw.clip)
-            splits.append(HeldSplit(_to_device(torch.from_numpy(array), device), labels(ys, index), value_range, device))
+            splits.append(HeldSplit(_to_device(torch.from_numpy(array), device), labels(ys, index), value_range,
+                                    device))
         else:
-            splits.append(StreamedSplit(rows, np.asarray(index, dtype=np.int64), labels(ys, index), value_range, device, feed, name,
+            splits.append(StreamedSplit(rows, np.asarray(index, dtype=np.int64), labels(ys, index), value_range, device,
+                                        feed, name,
                                         keep_workers=k == 0))
         splits[-1].factors, splits[-1].clip = None if fs is None else fs[index], raw.clip
     n_classes = raw.n_classes or (int(y.max()) + 1 if y is not None else 0)

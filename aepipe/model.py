@@ -268,8 +268,8 @@ def construct_model(pipeline: Pipeline, data: DataBundle) -> AutoEncoder:
     if bottleneck is not None:  # the latent groups it declares, which every component sees
         groups = tuple(_in_context(bottleneck, pipeline, bottleneck.cls.groups, bottleneck.config, spec))
         if groups and sum(width for _, width in groups) != spec.code_dim:
-            raise ConfigError(f"{pipeline.source}: {bottleneck.path} ({bottleneck.kind} '{bottleneck.name}'): its groups "
-                              f"{dict(groups)} do not add up to model.code_dim = {spec.code_dim}")
+            raise ConfigError(f"{pipeline.source}: {bottleneck.path} ({bottleneck.kind} '{bottleneck.name}'): its "
+                              f"groups {dict(groups)} do not add up to model.code_dim = {spec.code_dim}")
         spec = dataclasses.replace(spec, groups=groups)
     built = {}
     for section, choice in choices.items():

@@ -47,7 +47,8 @@ def check_support(model: AutoEncoder, sampler: Any = None) -> None:
         return
     who = f"{drawer.kind} '{drawer.name}'" if drawer is not None else "N(0, I) (the model has no prior)"
     bottleneck = model.bottleneck.name
-    raise ConfigError(f"{who} draws {SUPPORTS.get(drawn, drawn)}, but bottleneck '{bottleneck}' gives {SUPPORTS.get(code, code)}: "
+    raise ConfigError(f"{who} draws {SUPPORTS.get(drawn, drawn)}, but bottleneck '{bottleneck}' gives "
+                      f"{SUPPORTS.get(code, code)}: "
                       f"its draws would not be codes; draw through a prior or sampler of the code's own kind "
                       f"(one that draws '{code}' or 'code', e.g. fitted on its indices)")
 

@@ -1,6 +1,6 @@
 """Test support for aepipe and its plugins: the conformance suite (:func:`check_component`, from
-:mod:`aepipe.conformance`, which runs without pytest: ``aepipe plugins --check`` on a plain install), and a pytest plugin
-(loaded through the ``pytest11`` entry point, where pytest is installed) with fixtures for a
+:mod:`aepipe.conformance`, which runs without pytest: ``aepipe plugins --check`` on a plain install), and a pytest
+plugin (loaded through the ``pytest11`` entry point, where pytest is installed) with fixtures for a
 fresh plugin manager, registering a plugin for one test and an isolated tracking store, and a
 hook that reports a :class:`CheckSkipped` as a skipped test.
 

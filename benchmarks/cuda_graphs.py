@@ -106,7 +106,8 @@ def main() -> None:
                 print("graphs: train.cuda_graphs is refused off CUDA; measuring the hand loop and aepipe eager only")
                 runs, rows["graphs"], losses["graphs"] = runs[:1], [float("nan")], [float("nan")]
             for label, p, _ in runs:
-                train(resolve(pm, tree=tree(module, variant, 1, args.device, label == "graphs", tracker is None)), pm, tracker=tracker)
+                train(resolve(pm, tree=tree(module, variant, 1, args.device, label == "graphs", tracker is None)), pm,
+                      tracker=tracker)
             for _ in range(args.rounds):
                 seconds, steps = hand(module, x, vae, args.epochs, batch)
                 rows["hand"].append(steps / seconds)
@@ -118,7 +119,8 @@ def main() -> None:
             print(f"{workload} {variant}: steps/s, median of {args.rounds}: hand {med['hand']:,.0f}, aepipe eager "
                   f"{med['eager']:,.0f} ({med['eager'] / med['hand']:.2f}x), aepipe graphs {med['graphs']:,.0f} "
                   f"({med['graphs'] / med['hand']:.2f}x the hand loop, {med['graphs'] / med['eager']:.2f}x eager); "
-                  f"last val_loss eager {statistics.median(losses['eager']):.3f}, graphs {statistics.median(losses['graphs']):.3f}")
+                  f"last val_loss eager {statistics.median(losses['eager']):.3f}, graphs "
+                  f"{statistics.median(losses['graphs']):.3f}")
 
 
 if __name__ == "__main__":

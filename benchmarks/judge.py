@@ -130,9 +130,11 @@ def main() -> None:
     if not args.skip_timing:
         with tempfile.TemporaryDirectory() as cache:
             for label, table, n_fake, n_real in (("2,000 28x28 (mnist5k)", TABLES["mnist5k"], 2000, None),
-                                                 ("10,000 32x32 colour (shapes)", {"name": "shapes", "colour": True}, 10000, 10000)):
+                                                 ("10,000 32x32 colour (shapes)", {"name": "shapes", "colour": True},
+                                                  10000, 10000)):
                 r = _time(space, table, n_fake, n_real, cache, settings)
-                print(f"{label}: prepare cold {r['cold'][0]:.1f} s ({r['cold'][1]:.1f} CPU-s), warm {r['warm'][0]:.2f} s; "
+                print(f"{label}: prepare cold {r['cold'][0]:.1f} s ({r['cold'][1]:.1f} CPU-s), "
+                      f"warm {r['warm'][0]:.2f} s; "
                       f"scoring {r['n_fake']} against {r['n_real']}: {r['score'][0]:.1f} s ({r['score'][1]:.1f} CPU-s; "
                       f"features {r['features_s']:.1f} s); cold total {r['cold'][0] + r['score'][0]:.1f} s; "
                       f"load average {os.getloadavg()[0]:.1f}")

@@ -117,8 +117,10 @@ def main() -> None:
             rows["aepipe_fused"].append(x.shape[0] * result.epochs / result.metrics["train_seconds"])
         if args.no_fused:
             ratio = [a / h for a, h in zip(rows["aepipe"], rows["hand"])]
-            print(f"{variant}: samples/s, median of {args.rounds}: hand-written {statistics.median(rows['hand']):,.0f}, aepipe "
-                  f"{statistics.median(rows['aepipe']):,.0f}; aepipe / hand-written median {statistics.median(ratio):.3f} "
+            print(f"{variant}: samples/s, median of {args.rounds}: hand-written "
+                  f"{statistics.median(rows['hand']):,.0f}, aepipe "
+                  f"{statistics.median(rows['aepipe']):,.0f}; aepipe / hand-written median "
+                  f"{statistics.median(ratio):.3f} "
                   f"(rounds {', '.join(f'{r:.3f}' for r in ratio)}); load {os.getloadavg()[0]:.2f}")
             continue
         med = {k: statistics.median(v) for k, v in rows.items()}

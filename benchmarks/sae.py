@@ -43,7 +43,8 @@ def corpus(folder: Path) -> Path:
 
 
 def data_table(text: Path, tokens: int, cache: Path, device: str) -> dict:
-    return {"name": "activations", "text": str(text), "layer": 3, "context": 64, "max_tokens": tokens, "cache": str(cache),
+    return {"name": "activations", "text": str(text), "layer": 3, "context": 64, "max_tokens": tokens,
+            "cache": str(cache),
             "device": device, "fidelity_windows": 0, "in_memory": True}
 
 
@@ -51,7 +52,8 @@ def cache_speed(table: dict) -> dict:
     from aepipe_plugins.datasets.activations import Activations, ActivationsConfig
 
     started = time.perf_counter()
-    rows, _, meta = Activations(ActivationsConfig(**{k: v for k, v in table.items() if k not in ("name", "in_memory")})).cached()
+    rows, _, meta = Activations(ActivationsConfig(**{k: v for k, v in table.items()
+                                                     if k not in ("name", "in_memory")})).cached()
     total = time.perf_counter() - started
     return {"tokens": len(rows), "model_seconds": meta["seconds"], "total_seconds": total,
             "tokens_per_s_model": len(rows) / meta["seconds"], "tokens_per_s_total": len(rows) / total}
@@ -59,8 +61,10 @@ def cache_speed(table: dict) -> dict:
 
 def pipeline_tree(table: dict, width: int, k: int, batch: int, epochs: int, device: str) -> dict:
     return {"data": table,
-            "model": {"code_dim": width, "likelihood": "gaussian", "sigma": 0.5 ** 0.5, "encoder": {"name": "sae-encoder"},
-                      "bottleneck": {"name": "topk-code", "k": k}, "decoder": {"name": "sae-decoder", "bias_init": "mean"}},
+            "model": {"code_dim": width, "likelihood": "gaussian", "sigma": 0.5 ** 0.5,
+                      "encoder": {"name": "sae-encoder"},
+                      "bottleneck": {"name": "topk-code", "k": k},
+                      "decoder": {"name": "sae-decoder", "bias_init": "mean"}},
             "train": {"epochs": epochs, "batch_size": batch, "lr": 1e-3, "patience": 0, "device": device},
             "tracking": {"experiment": "benchmark-sae", "log_model": False, "log_images": False, "log_dataset": False}}
 
@@ -119,7 +123,8 @@ def main() -> None:
     table = data_table(corpus(folder), a.tokens, folder / "cache", a.device)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; torch threads {torch.get_num_threads()}")
     c = cache_speed(table)
-    print(f"caching {c['tokens']} tokens: {c['tokens_per_s_model']:.0f} tokens/s through the model ({c['model_seconds']:.1f} s), "
+    print(f"caching {c['tokens']} tokens: {c['tokens_per_s_model']:.0f} tokens/s through the model "
+          f"({c['model_seconds']:.1f} s), "
           f"{c['tokens_per_s_total']:.0f} tokens/s for the whole first load ({c['total_seconds']:.1f} s)")
     from aepipe.config import resolve
     from aepipe.plugins import get_plugin_manager
@@ -138,7 +143,8 @@ def main() -> None:
         print(f"round {r + 1}: hand {hand:.0f} tokens/s, aepipe {ours:.0f} tokens/s, ratio {ours / hand:.3f} "
               f"(load {os.getloadavg()[0]:.1f})")
     print(f"median ratio aepipe / hand: {statistics.median(ratios):.3f} over {a.rounds} rounds; "
-          f"width {a.width}, k {a.k}, batch {a.batch}, {len(x)} training tokens, {a.epochs} epochs, {np.dtype('float32')}")
+          f"width {a.width}, k {a.k}, batch {a.batch}, {len(x)} training tokens, {a.epochs} epochs, "
+          f"{np.dtype('float32')}")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ def settings(variant: str, epochs: int) -> dict:
     return {"variant": "deep" if variant == "ae" else "vae", "data": {"name": "digits"}, "model": model,
             # periodic checkpoints by wall time (30 s) fire on a loaded machine and not on an idle one,
             # where these runs take a second: kept out, so that the figures do not depend on the load
-            "train": {"epochs": epochs, "batch_size": BATCH, "lr": 1e-3, "patience": 0, "device": "cpu", "checkpoint_seconds": 3600},
+            "train": {"epochs": epochs, "batch_size": BATCH, "lr": 1e-3, "patience": 0, "device": "cpu",
+                      "checkpoint_seconds": 3600},
             "tracking": {"experiment": "benchmark-step", "log_model": False, "log_images": False, "log_dataset": False}}
 
 
@@ -157,8 +158,10 @@ def main() -> None:
     parser.add_argument("--variants", default="ae,vae")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--cpu-time", action="store_true",
-                        help="also CPU time per step (E and 2E epochs, alternated): steadier than wall time on a busy machine")
-    parser.add_argument("--show-ops", action="store_true", help="list the operations aepipe dispatches beyond the hand loop's")
+                        help="also CPU time per step (E and 2E epochs, alternated): steadier than wall time on a busy "
+                             "machine")
+    parser.add_argument("--show-ops", action="store_true",
+                        help="list the operations aepipe dispatches beyond the hand loop's")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -167,7 +170,8 @@ def main() -> None:
     from aepipe.training import load_data, train
 
     pm = get_plugin_manager()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread; load {os.getloadavg()[0]:.2f}; store {os.environ['AEPIPE_HOME']}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread; load {os.getloadavg()[0]:.2f}; store "
+          f"{os.environ['AEPIPE_HOME']}")
     figures: dict[str, dict] = {}
     for variant in args.variants.split(","):
         pipeline = resolve(pm, tree=settings(variant, args.epochs))
@@ -199,7 +203,8 @@ def main() -> None:
         figures[variant] = {"us_per_step": med, "ratio_median": statistics.median(ratios), "ratios": ratios,
                             "ops_per_step": {"hand": hand_ops, "aepipe": ours_ops}, "ops_ratio": ours_ops / hand_ops,
                             "load": os.getloadavg()[0]}
-        print(f"{variant}: microseconds per step, median of {args.rounds}: hand {med['hand']:.0f}, aepipe {med['aepipe']:.0f}; "
+        print(f"{variant}: microseconds per step, median of {args.rounds}: hand {med['hand']:.0f}, aepipe "
+              f"{med['aepipe']:.0f}; "
               f"aepipe / hand median {statistics.median(ratios):.3f} (rounds {', '.join(f'{r:.3f}' for r in ratios)})")
         print(f"    operations per step: hand {hand_ops:.1f}, aepipe {ours_ops:.1f} ({ours_ops / hand_ops:.3f}x); "
               f"load {os.getloadavg()[0]:.2f}")
@@ -207,7 +212,8 @@ def main() -> None:
             cpu_ratios = [a / h for a, h in zip(cpu["aepipe"], cpu["hand"])]
             figures[variant]["cpu_us_per_step"] = {k: statistics.median(v) for k, v in cpu.items()}
             figures[variant]["cpu_ratio_median"] = statistics.median(cpu_ratios)
-            print(f"    CPU microseconds per step, median of {args.rounds}: hand {statistics.median(cpu['hand']):.0f}, aepipe "
+            print(f"    CPU microseconds per step, median of {args.rounds}: hand {statistics.median(cpu['hand']):.0f}, "
+                  "aepipe "
                   f"{statistics.median(cpu['aepipe']):.0f}; aepipe / hand median {statistics.median(cpu_ratios):.3f} "
                   f"(rounds {', '.join(f'{r:.3f}' for r in cpu_ratios)}); load {os.getloadavg()[0]:.2f}")
         if args.show_ops:
@@ -215,7 +221,8 @@ def main() -> None:
             extra.subtract(hand_by)
             for name, count in sorted(extra.items(), key=lambda kv: -abs(kv[1])):
                 if count:
-                    print(f"      {name}: {count / steps:+.2f} per step (aepipe {ours_by[name] / steps:.2f}, hand {hand_by[name] / steps:.2f})")
+                    print(f"      {name}: {count / steps:+.2f} per step (aepipe {ours_by[name] / steps:.2f}, hand "
+                          f"{hand_by[name] / steps:.2f})")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

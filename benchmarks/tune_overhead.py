@@ -153,7 +153,8 @@ def objective(trial):
     return best
 
 
-study = optuna.create_study(study_name="tune-overhead", direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
+study = optuna.create_study(study_name="tune-overhead", direction="minimize",
+                            sampler=optuna.samplers.RandomSampler(seed=0))
 study.optimize(objective, n_trials=n_trials, callbacks=[tracking])
 print(json.dumps({"train_seconds": sum(spent), "best": study.best_value}))
 '''
@@ -301,7 +302,8 @@ def hand_study(n_trials: int, epochs: int, mlflow_callback: bool = False) -> dic
     into a fresh SQLite store."""
     home = Path(tempfile.mkdtemp(prefix="aepipe-tune-overhead-hand-"))
     try:
-        script, extra = (HAND_MLFLOW_STUDY, [f"sqlite:///{home / 'mlflow.db'}"]) if mlflow_callback else (HAND_STUDY, [])
+        script, extra = ((HAND_MLFLOW_STUDY, [f"sqlite:///{home / 'mlflow.db'}"]) if mlflow_callback
+                         else (HAND_STUDY, []))
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", script, str(n_trials), str(epochs), *extra],
                              env=clean_env(), cwd=home, capture_output=True, text=True)

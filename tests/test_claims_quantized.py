@@ -75,7 +75,8 @@ def test_residual_vq_reconstructs_better_with_each_stage(runs):
     assert stages[-1] == pytest.approx(m["test_recon"], rel=1e-4)  # all stages: the model's own reconstruction
 
 
-@pytest.mark.xfail(strict=True, reason="does not hold at this budget (docs/variants.md): every digit falls into one category")
+@pytest.mark.xfail(strict=True,
+                   reason="does not hold at this budget (docs/variants.md): every digit falls into one category")
 def test_jointvae_discrete_code_predicts_the_digit(runs):
     """Each category is read as the digit most of the training codes in it carry; on the test
     split that reading beats chance (0.1) by at least 0.15. At 60 epochs on the digits it does
@@ -92,7 +93,8 @@ def test_jointvae_discrete_code_predicts_the_digit(runs):
     assert accuracy >= 0.25, accuracy
 
 
-@pytest.mark.xfail(strict=True, reason="does not hold at this budget (docs/variants.md): FID 3.70 against the prior's 3.63")
+@pytest.mark.xfail(strict=True,
+                   reason="does not hold at this budget (docs/variants.md): FID 3.70 against the prior's 3.63")
 def test_two_stage_samples_are_closer_to_the_data_than_prior_samples(digits_vae):
     """The digits VAE (shared, 30 epochs): FID of 2,000 decoded draws against the test split in
     the ``domain`` feature space, drawn through its prior and through a two-stage sampler fitted

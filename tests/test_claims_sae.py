@@ -43,7 +43,8 @@ def fit(corpus, tmp_path_factory, name: str, variant: str, **sets) -> dict[str, 
                  f"model.code_dim={WIDTH}", *(f"{k}={json.dumps(v)}" for k, v in sets.items())]
     pm = get_plugin_manager()
     tree = {"variant": variant, "data": dict(corpus), "evaluate": {"metrics": ["dictionary"]}}
-    result = train(resolve(pm, tree=tree, overrides=overrides), pm, tracker=MemoryTracker(tmp_path_factory.mktemp(name)))
+    result = train(resolve(pm, tree=tree, overrides=overrides), pm,
+                   tracker=MemoryTracker(tmp_path_factory.mktemp(name)))
     m = {k: v for k, v in result.metrics.items() if k.startswith(("eval_", "test_embedding", "test_fvu_prefix"))}
     FIGURES[name] = m
     print(f"\n{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(m.items())))

@@ -73,7 +73,8 @@ MALFORMED = [
     ("unknown variant", 'variant = "nope"\n', r"p\.toml: variant: unknown variant 'nope'; available: .*vanilla"),
     ("unknown encoder", 'variant = "vanilla"\n[model.encoder]\nname = "mpl"\n',
      r"p\.toml: model\.encoder\.name: unknown encoder 'mpl'; available: conv, hvae, ladder, mlp, one-layer"),
-    ("unknown dataset", 'variant = "vanilla"\n[data]\nname = "imagenet"\n', r"unknown dataset 'imagenet'; available: activations, digits, "),
+    ("unknown dataset", 'variant = "vanilla"\n[data]\nname = "imagenet"\n',
+     r"unknown dataset 'imagenet'; available: activations, digits, "),
     ("unknown core key", 'variant = "vanilla"\n[train]\nepochz = 3\n',
      r"p\.toml: unknown key 'train\.epochz' for the pipeline; valid keys: amp, batch_size, checkpoint_every, "
      r"checkpoint_seconds, compile, cuda_graphs, device, epochs, fused, lr, lr_schedule, "),
@@ -94,9 +95,13 @@ MALFORMED = [
     ("negative lambda", 'variant = "weight-l1"\n[model.regularizers.weight-l1]\nlam = -1.0\n',
      r"'model\.regularizers\.weight-l1\.lam' = -1\.0: expected float: .*greater than or equal to 0"),
     ("section not a table", 'variant = "vanilla"\ntrain = 3\n', r"'train' = 3: expected a table"),
-    ("no encoder", '[data]\nname = "digits"\n', r"no encoder chosen; set \[model.encoder\] name = \.\.\. \(available: conv, hvae, ladder, mlp, one-layer, resnet, sae-encoder\)"),
-    ("component without name", '[model.encoder]\nhidden = [3]\n[model.decoder]\nname="mlp"\n', r"\[model\.encoder\] needs a 'name'"),
-    ("unknown regularizer", 'variant = "vanilla"\n[model.regularizers.weight-l3]\nlam = 1.0\n', r"model\.regularizers\.weight-l3\.name: unknown regularizer 'weight-l3'; available: .*weight-l1, weight-l2"),
+    ("no encoder", '[data]\nname = "digits"\n',
+     r"no encoder chosen; set \[model.encoder\] name = \.\.\. \(available: conv, hvae, ladder, mlp, one-layer, resnet, "
+     r"sae-encoder\)"),
+    ("component without name", '[model.encoder]\nhidden = [3]\n[model.decoder]\nname="mlp"\n',
+     r"\[model\.encoder\] needs a 'name'"),
+    ("unknown regularizer", 'variant = "vanilla"\n[model.regularizers.weight-l3]\nlam = 1.0\n',
+     r"model\.regularizers\.weight-l3\.name: unknown regularizer 'weight-l3'; available: .*weight-l1, weight-l2"),
     # strict types: a value of the wrong TOML type is an error, never coerced
     ("string for an int", 'variant = "vanilla"\n[model]\ncode_dim = "3"\n',
      r"'model\.code_dim' = '3': expected int: Input should be a valid integer"),
@@ -194,4 +199,5 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     out = subprocess.run(["aepipe", "train", str(bad)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "AEPIPE_HOME": str(tmp_path / "mlruns")})
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip() == f"Error: {bad}: model.encoder.name: unknown encoder 'mpl'; available: conv, hvae, ladder, mlp, one-layer, resnet, sae-encoder"
+    assert out.stderr.strip() == (f"Error: {bad}: model.encoder.name: unknown encoder 'mpl'; available: conv, hvae, "
+                                  "ladder, mlp, one-layer, resnet, sae-encoder")

@@ -107,14 +107,16 @@ def test_the_suite_checks_each_declared_setting(aepipe_pm, aepipe_plugin):
     settings the component declares, which the failure names; ``settings=`` checks one."""
     _register_trimming_decoder(aepipe_plugin, ({"trim": True},))
     check_component("decoder", "trimming", aepipe_pm, settings={})  # the defaults alone pass
-    with pytest.raises(AssertionError, match=r"decoder 'trimming' \(plugin 'trimming'\) under settings \{'trim': True\}: "
-                                             r"output shape \(16, 63\), expected \(16, 64\)"):
+    with pytest.raises(AssertionError,
+                       match=r"decoder 'trimming' \(plugin 'trimming'\) under settings \{'trim': True\}: "
+                             r"output shape \(16, 63\), expected \(16, 64\)"):
         check_component("decoder", "trimming", aepipe_pm)
 
 
 def test_declared_settings_the_config_refuses_are_a_finding(aepipe_pm, aepipe_plugin):
     _register_trimming_decoder(aepipe_plugin, ({"trim": "yes please"},))
-    with pytest.raises(AssertionError, match=r"under settings \{'trim': 'yes please'\}: its Config refuses the settings it declares"):
+    with pytest.raises(AssertionError,
+                       match=r"under settings \{'trim': 'yes please'\}: its Config refuses the settings it declares"):
         check_component("decoder", "trimming", aepipe_pm)
 
 

@@ -16,7 +16,8 @@ def _pipeline(**train):
     from aepipe.plugins import get_plugin_manager
 
     tree = {"variant": "vae", "data": {"name": "digits"},
-            "model": {"code_dim": 4, "encoder": {"name": "mlp", "hidden": [16]}, "decoder": {"name": "mlp", "hidden": [16]}},
+            "model": {"code_dim": 4, "encoder": {"name": "mlp", "hidden": [16]},
+                      "decoder": {"name": "mlp", "hidden": [16]}},
             "train": {"batch_size": 100, "device": "cpu", "epochs": 1, **train}}
     return resolve(get_plugin_manager(), tree=tree)
 

@@ -140,7 +140,8 @@ def test_a_shared_module_is_registered_once_and_survives_reload_and_resume(hvae_
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in model.state_dict().values())
     folder = write_model_dir(model, resolve(pm, PIPELINES / "hvae.toml", TINY_HVAE), pm, tmp_path / "m")
     loaded = load_model_dir(folder, pm)
-    assert loaded.bottleneck.shared("decoder") is loaded.decoder and loaded.prior.shared("bottleneck") is loaded.bottleneck
+    assert (loaded.bottleneck.shared("decoder") is loaded.decoder
+            and loaded.prior.shared("bottleneck") is loaded.bottleneck)
     with torch.no_grad():
         torch.manual_seed(5)
         a = model.eval().sample(4)
@@ -155,7 +156,8 @@ def test_an_old_one_group_run_still_encodes_with_identical_codes(aepipe_pm, tmp_
     """A one-group VAE stored as the code before latent groups stored it (no [model.shared], no
     bottleneck warm-up) loads, offers what it offered and encodes to the encoder's mean, exactly."""
     tree = {"variant": "vae", "data": {"name": "digits"},
-            "model": {"code_dim": 4, "encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]}}}
+            "model": {"code_dim": 4, "encoder": {"name": "mlp", "hidden": [32]},
+                      "decoder": {"name": "mlp", "hidden": [32]}}}
     pipeline, model, data = _built(aepipe_pm, tree)
     text = pipeline.to_toml()
     assert "shared" not in text and "warmup_epochs" not in text.split("[model.bottleneck]")[1].split("[")[0]
@@ -227,7 +229,8 @@ def test_a_bottleneck_loss_warms_up_and_the_fresh_init_hook_runs_once_on_new_run
     pm.register_plugin(_warm_plugin(calls), name="warm")
     tree = {"data": {"name": "digits"}, "train": {"epochs": 3, "batch_size": 256, "patience": 0},
             "tracking": {"log_model": False, "log_images": False, "log_dataset": False},
-            "model": {"code_dim": 4, "encoder": {"name": "mlp", "hidden": [32]}, "decoder": {"name": "mlp", "hidden": [32]},
+            "model": {"code_dim": 4, "encoder": {"name": "mlp", "hidden": [32]},
+                      "decoder": {"name": "mlp", "hidden": [32]},
                       "bottleneck": {"name": "warm-gaussian", "beta": 2.0, "warmup_epochs": 2}}}
     with store_at(tmp_path / "mlruns"):
         pipeline = resolve(pm, tree=tree)
@@ -253,10 +256,12 @@ def test_model_shared_settings_reach_every_component_that_has_them_and_a_stray_k
     p = resolve(aepipe_pm, tree=TINY_LADDER)
     assert [list(p.components[s].config.dims) for s in ("encoder", "bottleneck", "decoder")] == [[2, 1]] * 3
     own = resolve(aepipe_pm, tree=TINY_LADDER, overrides=['model.decoder.activation="tanh"'])
-    assert own.components["decoder"].config.activation == "tanh" and own.components["encoder"].config.activation == "elu"
+    assert (own.components["decoder"].config.activation == "tanh"
+            and own.components["encoder"].config.activation == "elu")
     tuned = resolve(aepipe_pm, PIPELINES / "hvae.toml", values={"model.shared.width": 32})  # one key of a study
     assert [c.config.width for c in tuned.components.values() if hasattr(c.config, "width")] == [32, 32, 32]
-    with pytest.raises(ConfigError, match=r"model\.shared\.nonsense: no component of this model has a setting of that name"):
+    with pytest.raises(ConfigError,
+                       match=r"model\.shared\.nonsense: no component of this model has a setting of that name"):
         resolve(aepipe_pm, tree=TINY_LADDER, overrides=["model.shared.nonsense=3"])
     with pytest.raises(ConfigError, match=r"dims \[2, 1\] add up to 3, not model.code_dim = 5"):
         _built(aepipe_pm, {**TINY_LADDER, "model": {**TINY_LADDER["model"], "code_dim": 5}})
@@ -314,7 +319,8 @@ def digits_hierarchies(tmp_path_factory):
 
     pm = get_plugin_manager()
     with store_at(tmp_path_factory.mktemp("hierarchies") / "mlruns"):
-        return {name: train(resolve(pm, PIPELINES / f"{name}.toml", QUIET), pm) for name in ("ladder-vae", "hvae", "vae")}
+        return {name: train(resolve(pm, PIPELINES / f"{name}.toml", QUIET), pm)
+                for name in ("ladder-vae", "hvae", "vae")}
 
 
 def _parameters(run) -> int:
@@ -338,4 +344,5 @@ def test_a_hierarchy_is_no_worse_than_a_flat_vae_of_its_size(digits_hierarchies,
     is within 10% of the hierarchy's."""
     run, flat = digits_hierarchies[name], digits_hierarchies["vae"]
     assert abs(_parameters(run) / _parameters(flat) - 1) < 0.1
-    assert run.metrics["test_iw_nll"] <= flat.metrics["test_iw_nll"], (run.metrics["test_iw_nll"], flat.metrics["test_iw_nll"])
+    assert run.metrics["test_iw_nll"] <= flat.metrics["test_iw_nll"], (run.metrics["test_iw_nll"],
+                                                                       flat.metrics["test_iw_nll"])

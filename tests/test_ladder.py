@@ -177,7 +177,8 @@ def test_calibrate_prints_the_ladder_table(home, monkeypatch):
         "fid", "kid", "precision", "recall", "density", "coverage"}
     text = runner.invoke(cli_module.cli, ["calibrate", "digits", "--n", "60", "--format", "markdown"])
     assert text.exit_code == 0 and "| rung | fid | kid |" in text.output and "| blur-2 |" in text.output
-    assert ladder_table(result["rungs"]).splitlines()[0].split() == ["rung", "fid", "kid", "precision", "recall", "density",
+    assert ladder_table(result["rungs"]).splitlines()[0].split() == ["rung", "fid", "kid", "precision", "recall",
+                                                                     "density",
                                                                      "coverage"]
     # over seeds: each figure the mean of the ladders drawn at seeds 0, 1, 2, with its 95% t-interval
     import statistics

@@ -65,12 +65,14 @@ def test_activations_are_the_site_without_special_tokens_cached_once(sae_table, 
     raw = data.load()
     assert raw.x.dtype == np.float16 and raw.x.shape == (700, 384) and isinstance(raw.x, np.memmap) and not raw.clip
     rows = np.asarray(raw.x, dtype=np.float64)
-    assert raw.value_range[0] == 0.0 and raw.value_range[1] == pytest.approx(np.sqrt((rows ** 2).sum(1).mean()), rel=1e-3)
+    assert raw.value_range[0] == 0.0 and raw.value_range[1] == pytest.approx(np.sqrt((rows ** 2).sum(1).mean()),
+                                                                             rel=1e-3)
     folder = sites.model_folder(sites.default_model())
     tokenizer, model = sites.load_transformer(folder, "cpu")
     ids = tokenizer(sae_text.read_text(), add_special_tokens=False)["input_ids"][:32]
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([[tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]]), output_hidden_states=True)
+        out = model(input_ids=torch.tensor([[tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]]),
+                    output_hidden_states=True)
     expected = out.hidden_states[3][0, 1:-1].numpy()  # hidden_states[0] is the embeddings
     np.testing.assert_allclose(rows[:32], expected, rtol=2e-3, atol=2e-3)
     _, stored_ids, meta = data.cached()
@@ -108,12 +110,14 @@ def test_a_cache_whose_digest_no_longer_matches_is_refused(sae_table, tmp_path):
     x[0, 0] += 1
     x.flush()
     del x
-    with pytest.raises(DataError, match=r"its digest no longer matches the one recorded .* delete both to compute it again"):
+    with pytest.raises(DataError,
+                       match=r"its digest no longer matches the one recorded .* delete both to compute it again"):
         _dataset(table).load()
 
 
 def _pipeline(table, variant, **extra):
-    overrides = [*QUIET, "train.epochs=3", "train.batch_size=128", "train.lr=3e-3", "train.patience=0", "model.code_dim=256",
+    overrides = [*QUIET, "train.epochs=3", "train.batch_size=128", "train.lr=3e-3", "train.patience=0",
+                 "model.code_dim=256",
                  *(f"{k}={json.dumps(v)}" for k, v in extra.items())]
     pm = get_plugin_manager()
     tree = {"variant": variant, "data": {"fidelity_windows": 0, **table}, "evaluate": {"metrics": ["dictionary"]}}
@@ -154,7 +158,8 @@ def test_pre_encoder_bias_starts_at_the_geometric_median_and_encoder_at_the_tran
     result = train(pipeline, pm, tracker=MemoryTracker(tmp_path))
     x = result.data.train.head(4096)[0]
     torch.testing.assert_close(result.model.decoder.bias.detach(), geometric_median(x), rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(result.model.encoder.weight.detach(), result.model.decoder.weight.detach(), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(result.model.encoder.weight.detach(), result.model.decoder.weight.detach(), rtol=1e-3,
+                               atol=1e-3)
 
 
 def test_geometric_median_against_scipy():
@@ -198,7 +203,8 @@ def test_dictionary_metrics_against_scikit_learn(sae_table, tmp_path):
     with torch.no_grad():
         code = model.encode(x).code
         recon = model.decode(code).numpy()
-    assert m["explained_variance"] == pytest.approx(r2_score(x.numpy(), recon, multioutput="variance_weighted"), rel=1e-5)
+    assert m["explained_variance"] == pytest.approx(r2_score(x.numpy(), recon, multioutput="variance_weighted"),
+                                                    rel=1e-5)
     assert m["l0"] == pytest.approx(8.0)
     rates = (code != 0).double().mean(0)
     assert m["dead_fraction"] == pytest.approx(float((rates == 0).double().mean()))
@@ -277,7 +283,8 @@ def test_a_run_on_activations_logs_its_density_histogram_and_downstream_fidelity
     tracker = MemoryTracker(tmp_path)
     result = train(pipeline, pm, tracker=tracker)
     m = result.metrics
-    assert -1.0 < m["test_embedding_cosine_recovered"] <= 1.0 and m["test_embedding_cosine"] > m["test_embedding_cosine_zero"]
+    assert (-1.0 < m["test_embedding_cosine_recovered"] <= 1.0
+            and m["test_embedding_cosine"] > m["test_embedding_cosine_zero"])
     assert any(p.name == "latent_density.png" for p in tmp_path.rglob("*.png"))
 
 
@@ -317,5 +324,6 @@ def test_without_transformers_the_dataset_refuses_in_one_line(sae_table, tmp_pat
     import sys
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now raises ImportError
-    with pytest.raises(DataError, match=r"^dataset 'activations' needs transformers: pip install 'aepipe\[activations\]'$"):
+    with pytest.raises(DataError,
+                       match=r"^dataset 'activations' needs transformers: pip install 'aepipe\[activations\]'$"):
         _dataset(sae_table, cache=str(tmp_path / "fresh")).load()

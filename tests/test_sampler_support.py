@@ -49,7 +49,8 @@ def test_normal_draws_into_a_one_hot_code_are_refused_and_its_own_prior_is_not(a
 
 def test_samplers_of_real_vectors_fit_real_codes_and_not_codewords(aepipe_pm):
     vq = _model(aepipe_pm, code_dim=8, bottleneck={"name": "quantized", "codebook_size": 8, "groups": 2})
-    with pytest.raises(ConfigError, match=r"^sampler 'gmm' draws real vectors, but bottleneck 'quantized' gives codebook vectors"):
+    with pytest.raises(ConfigError,
+                       match=r"^sampler 'gmm' draws real vectors, but bottleneck 'quantized' gives codebook vectors"):
         check_support(vq, build_sampler(vq, "gmm", pm=aepipe_pm))
     check_support(vq, build_sampler(vq, "index-ar", pm=aepipe_pm))
     plain = _model(aepipe_pm, code_dim=8)
@@ -64,7 +65,8 @@ def test_aepipe_sample_refuses_normal_draws_into_a_one_hot_code_in_one_line(aepi
     out = tmp_path / "s.npy"
     r = CliRunner().invoke(cli, ["sample", result.run_id, "-n", "4", "-o", str(out)])
     assert r.exit_code == 2 and not out.exists(), r.output
-    assert r.stderr.count("\n") == 1 and "N(0, I) (the model has no prior) draws real vectors" in r.stderr and "Traceback" not in r.stderr
+    assert (r.stderr.count("\n") == 1 and "N(0, I) (the model has no prior) draws real vectors" in r.stderr
+            and "Traceback" not in r.stderr)
 
 
 def test_a_prior_knows_its_device_by_a_buffer_and_one_without_is_told_how(aepipe_pm):
@@ -84,7 +86,8 @@ def test_a_prior_knows_its_device_by_a_buffer_and_one_without_is_told_how(aepipe
             super().__init__(config, spec)
             self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
-    with pytest.raises(PluginError, match=r"prior 'bare' has no parameter or buffer to know its device by: register one"):
+    with pytest.raises(PluginError,
+                       match=r"prior 'bare' has no parameter or buffer to know its device by: register one"):
         Bare(Bare.Config(), spec).device
     anchored = Anchored(Anchored.Config(), spec)
     assert anchored.device == torch.device("cpu") and "anchor" not in anchored.state_dict()

@@ -96,7 +96,8 @@ def _hand_steps(variant: str, steps: int = 3) -> list[int]:
 @pytest.mark.parametrize("variant", ["ae", "vae"])
 def test_a_step_dispatches_no_more_operations_than_recorded_nor_than_5_percent_over_a_hand_step(variant):
     ours, hand = _aepipe_steps(variant)[-1], _hand_steps(variant)[-1]  # past Adam's first step (its state)
-    assert ours <= RECORDED[variant], f"{variant}: a step dispatches {ours} operations, {ours - RECORDED[variant]} over the bound"
+    assert ours <= RECORDED[variant], (f"{variant}: a step dispatches {ours} operations, "
+                                       f"{ours - RECORDED[variant]} over the bound")
     assert ours <= 1.05 * hand, f"{variant}: {ours} operations a step against the hand loop's {hand}"
 
 

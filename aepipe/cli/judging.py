@@ -58,7 +58,8 @@ def fid_command(
               help="Feature space to check (default: the one evaluate and fid use).")
 @click.option("--n", "n", type=click.IntRange(20, 100_000), default=500, show_default=True,
               help="Images per rung and in the reference (at most half the held-out images).")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seed of the draws and degradations.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seed of the draws and degradations.")
 @click.option("--seeds", type=click.IntRange(1, 100), default=1, show_default=True,
               help="Draw the ladder at this many seeds (--seed, --seed + 1, ...): mean ± the half-width of the 95% "
                    "interval over them.")

@@ -68,7 +68,8 @@ class ModelSettings(_Section):
     )
     shared: Optional[dict[str, Union[bool, int, float, str, list[int], list[float]]]] = Field(
         None, description="settings declared once for the whole model: each component whose settings have the key and "
-                          "whose own table leaves it out takes this value (a hierarchy's widths); a key no component has is an error")
+                          "whose own table leaves it out takes this value (a hierarchy's widths); a key no component "
+                          "has is an error")
 
 
 class LRScheduleSettings(_Section):
@@ -119,9 +120,10 @@ class TrainSettings(_Section):
     compile: bool = Field(False, description="torch.compile the encoder and decoder")
     fused: bool = Field(False, description="torch's fused optimizer kernel (adam, adamw, sgd): faster steps, the same "
                                            "updates up to floating-point rounding")
-    cuda_graphs: bool = Field(False, description="on CUDA, capture the whole training step (forward, backward, the optimizer's "
-                                                 "step) in a CUDA graph replayed every batch; the last short batch of each epoch is "
-                                                 "dropped; adam or adamw; refused on other devices")
+    cuda_graphs: bool = Field(False, description="on CUDA, capture the whole training step (forward, backward, the "
+                                                 "optimizer's step) in a CUDA graph replayed every batch; the last "
+                                                 "short batch of each epoch is dropped; adam or adamw; refused on "
+                                                 "other devices")
     checkpoint_every: int = Field(
         1, ge=1,
         description="epochs between checkpoints; after a killed process, --resume redoes at most this many (and "

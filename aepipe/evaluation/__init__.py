@@ -24,7 +24,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "likelihood": ("iw_nll", "neg_elbo", "kl", "active_units"),
     "representation": ("probe_accuracy", "kmeans_nmi"),
     "generation": ("fid", "kid", "precision", "recall", "density", "coverage", "authenticity", "data_copying"),
-    "disentanglement": ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factorvae_score"),
+    "disentanglement": ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap",
+                        "factorvae_score"),
     "dictionary": ("l0", "fvu", "explained_variance", "cosine", "dead_fraction", "dense_fraction"),
 }
 #: the groups cheap enough for the end of every training run on small data

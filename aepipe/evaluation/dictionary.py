@@ -58,4 +58,5 @@ def dictionary_metrics(model: Any, split: Any, value_range: tuple[float, float] 
     fvu = err / variance if variance > 0 else float("nan")
     rates = counts / n
     return {"l0": active / n, "fvu": fvu, "explained_variance": 1.0 - fvu, "cosine": cos / n,
-            "dead_fraction": float((rates == 0).double().mean()), "dense_fraction": float((rates > DENSE).double().mean())}
+            "dead_fraction": float((rates == 0).double().mean()),
+            "dense_fraction": float((rates > DENSE).double().mean())}

@@ -72,8 +72,10 @@ def assemble(pipeline: Pipeline, device: str | None = None, world: distributed.W
     model = build_model(pipeline, data).to(where)  # the one build: every component's setup() runs once
     if fresh:  # data-dependent initialisation: never on a resumed run, whose weights are loaded
         initialize_model(model, data, seed=s.train.seed)
-    optimizer = make_optimizer(model.parameter_groups(), s.train.optimizer, s.train.lr, s.train.weight_decay, s.train.fused)
-    schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs, steps_per_epoch(len(data.train), s.train.batch_size))
+    optimizer = make_optimizer(model.parameter_groups(), s.train.optimizer, s.train.lr, s.train.weight_decay,
+                               s.train.fused)
+    schedule = LRSchedule(optimizer, s.train.lr_schedule, s.train.lr, s.train.epochs,
+                          steps_per_epoch(len(data.train), s.train.batch_size))
     unused = first_step_check(model, optimizer, data, s.train.batch_size, pipeline.source)
     model = prepare_for_device(model, where, s.train.compile)
     if world.enabled:  # the same weights on every process, then each its own noise

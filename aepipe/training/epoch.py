@@ -123,7 +123,8 @@ class MetricSums:
             self._steps.append(first.detach())
         else:
             with torch.no_grad():
-                self._steps.append(torch.stack([v if v.dim() == 0 else v.reshape(()) for v in map(values.__getitem__, self.keys)]))
+                self._steps.append(torch.stack([v if v.dim() == 0 else v.reshape(())
+                                                for v in map(values.__getitem__, self.keys)]))
         self._rows.append(rows)
         if len(self._rows) >= self.FLUSH:
             self.flush()
@@ -212,7 +213,8 @@ def _batches(run: Any, at: EpochPass) -> dict[str, torch.Tensor]:
                     time.sleep(0.01)
                 asked = run.stop.requested
             name = (run.stop.signal_name if asked else None) or "a stop on another process"
-            raise Stopped(name, Position(b, perm, sums.keys or [], sums.flush(), time.perf_counter() - at.started), at.batches)
+            raise Stopped(name, Position(b, perm, sums.keys or [], sums.flush(), time.perf_counter() - at.started),
+                          at.batches)
         xb, yb = next(feed)
         with run.amp:
             loss, terms, step = step_of(xb, yb)  # on several processes, DistributedDataParallel's ...

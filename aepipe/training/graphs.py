@@ -89,7 +89,8 @@ class GraphedStep:
         self.keys = list(values)
         if total is not None:
             with torch.no_grad():
-                total.add_(torch.stack([v.detach().float().reshape(()) for v in values.values()]), alpha=self.batch_size)
+                total.add_(torch.stack([v.detach().float().reshape(()) for v in values.values()]),
+                           alpha=self.batch_size)
 
     def _capture(self, perm: torch.Tensor) -> None:
         model, optimizer, device = self.model, self.optimizer, self.device
@@ -101,7 +102,8 @@ class GraphedStep:
             if isinstance(state.get("step"), torch.Tensor) and state["step"].device != device:
                 state["step"] = state["step"].to(device, torch.float32)
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        before = {id(s): {k: v.clone() for k, v in s.items() if isinstance(v, torch.Tensor)} for s in optimizer.state.values()}
+        before = {id(s): {k: v.clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
+                  for s in optimizer.state.values()}
         self.index.copy_(perm[: self.batch_size])
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -117,8 +119,8 @@ class GraphedStep:
                 self._body(self.total)
         except RuntimeError as exc:
             first = " ".join(str(exc).split())[:200]
-            raise ConfigError(f"{self.source}: train.cuda_graphs = true: this model's step cannot be captured in a CUDA graph "
-                              f"({first}); set train.cuda_graphs = false") from None
+            raise ConfigError(f"{self.source}: train.cuda_graphs = true: this model's step cannot be captured in a "
+                              f"CUDA graph ({first}); set train.cuda_graphs = false") from None
         with torch.no_grad():  # back to where training starts, in place: the graph holds these tensors
             for key, value in model.state_dict().items():
                 value.copy_(weights[key])
@@ -147,7 +149,8 @@ class GraphedStep:
         for b in range(at.first, full):
             if stop is not None and stop.requested:
                 raise Stopped(stop.signal_name or "a request",
-                              Position(b, perm, list(self.keys), self.total.clone(), time.perf_counter() - at.started), full)
+                              Position(b, perm, list(self.keys), self.total.clone(), time.perf_counter() - at.started),
+                              full)
             self.index.copy_(perm[b * bs: (b + 1) * bs])
             self.graph.replay()
             run.schedule.after_batch()

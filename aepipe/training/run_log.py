@@ -118,10 +118,12 @@ def _figures(run: RunContext) -> None:
     labels = None if y is None else y.cpu().numpy()
     groups = [group for group, _ in model.spec.groups]  # a hierarchy's map is of the joint code: say so
     which = f"test codes (joint: {', '.join(groups)})" if groups else "test codes"
-    run.log_figure(figures.latent_scatter(codes(model, x, y), labels, f"{name} on {data.name}: {which}"), "images/latent.png")
+    run.log_figure(figures.latent_scatter(codes(model, x, y), labels, f"{name} on {data.name}: {which}"),
+                   "images/latent.png")
     if model.prior is not None or model.sampler is not None or not model.spec.conditional:
         images, rows = prior_samples(model)
-        source = f"sampler '{model.sampler.name}'" if model.sampler is not None else "the prior" if model.prior is not None else "N(0, I)"
+        source = (f"sampler '{model.sampler.name}'" if model.sampler is not None
+                  else "the prior" if model.prior is not None else "N(0, I)")
         title = f"{name}: samples through {source}" + (f" (joint: {', '.join(groups)})" if groups else "") \
             + (", one row per class" if rows else "")
         run.log_figure(figures.sample_grid(images, data.image_shape, title, rows), "images/samples.png")

@@ -102,7 +102,8 @@ class LadderBottleneck(_Hierarchy):
     @classmethod
     def groups(cls, config: LadderBottleneckConfig, spec: ModelSpec) -> tuple[tuple[str, int], ...]:
         if len(config.dims) != len(config.hidden):
-            raise ConfigError(f"dims {list(config.dims)} and hidden {list(config.hidden)} need one entry per group each")
+            raise ConfigError(f"dims {list(config.dims)} and hidden {list(config.hidden)} need one entry per group "
+                              "each")
         return _groups_of(spec, config.dims)
 
     def __init__(self, config: LadderBottleneckConfig, spec: ModelSpec):
@@ -110,15 +111,17 @@ class LadderBottleneck(_Hierarchy):
         dims, hidden = config.dims, config.hidden
         self.up = nn.ModuleList(nn.Linear(hidden[i], 2 * dims[i]) for i in range(len(dims) - 1))
         self.down = nn.ModuleList(
-            nn.Sequential(_mlp([dims[i + 1], hidden[i], hidden[i]], config.activation), nn.Linear(hidden[i], 2 * dims[i]))
+            nn.Sequential(_mlp([dims[i + 1], hidden[i], hidden[i]], config.activation),
+                          nn.Linear(hidden[i], 2 * dims[i]))
             for i in range(len(dims) - 1))
 
     def setup(self, model) -> None:
         got = model.probe(features=True).features or {}
         for i, width in enumerate(self.config.hidden[:-1], 1):
             shape = tuple(got[f"d{i}"].shape) if f"d{i}" in got else None
-            require(shape == (1, width), f"needs the encoder's feature d{i} of width {width} (a ladder encoder with the same "
-                                         f"hidden); encoder '{model.encoder.name}' gives {sorted(got) or 'none'}")
+            require(shape == (1, width), f"needs the encoder's feature d{i} of width {width} (a ladder encoder with "
+                                         f"the same hidden); encoder '{model.encoder.name}' gives "
+                                         f"{sorted(got) or 'none'}")
 
     def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1) -> Code:
         dims, floor = self.config.dims, self.config.min_std
@@ -199,8 +202,8 @@ class TopDownBottleneck(_Hierarchy):
         got = model.probe(features=True).features or {}
         need = [f"e{i}" for i in range(1, len(self.config.dims))]
         require(all(k in got and got[k].shape[-1] == self.config.width for k in need),
-                f"needs the encoder's features {', '.join(need)} of width {self.config.width} (the hvae encoder with the "
-                f"same width and dims); encoder '{model.encoder.name}' gives {sorted(got) or 'none'}")
+                f"needs the encoder's features {', '.join(need)} of width {self.config.width} (the hvae encoder with "
+                f"the same width and dims); encoder '{model.encoder.name}' gives {sorted(got) or 'none'}")
 
     def forward(self, encoding: Encoding, y_onehot: torch.Tensor | None = None, samples: int = 1) -> Code:
         decoder, floor = self.shared("decoder"), self.config.min_std

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from aepipe.plugin import Bottleneck, Code, ComponentConfig, ConfigError, Encoding, ModelSpec, Prior, code_tensor, require
+from aepipe.plugin import (Bottleneck, Code, ComponentConfig, ConfigError, Encoding, ModelSpec, Prior, code_tensor,
+                           require)
 
 
 class JointConfig(ComponentConfig):
@@ -39,8 +40,11 @@ class JointConfig(ComponentConfig):
     discrete: int = Field(1, ge=1, le=1024, description="discrete latents; the rest of code_dim is continuous")
     temperature: float = Field(0.67, gt=0.0, description="temperature of the Gumbel-softmax draws in training")
     gamma: float = Field(30.0, ge=0.0, description="weight of |KL - C| of each part")
-    continuous_capacity: float = Field(5.0, ge=0.0, description="the continuous KL's capacity at the end of its schedule (nats)")
-    discrete_capacity: float = Field(5.0, ge=0.0, description="the discrete KL's capacity at the end (nats; capped at its largest KL)")
+    continuous_capacity: float = Field(5.0, ge=0.0,
+                                       description="the continuous KL's capacity at the end of its schedule (nats)")
+    discrete_capacity: float = Field(5.0, ge=0.0,
+                                     description="the discrete KL's capacity at the end (nats; capped at its largest "
+                                                 "KL)")
     capacity_steps: int = Field(25_000, ge=1, description="optimizer steps over which both capacities rise from 0")
 
 
@@ -61,8 +65,9 @@ class JointBottleneck(Bottleneck):
     def __init__(self, config: JointConfig, spec: ModelSpec):
         super().__init__(config, spec)
         self.continuous = self.continuous_width(config, spec)
-        require(self.continuous >= 1, f"model.code_dim = {spec.code_dim} leaves no continuous latent beside discrete x categories "
-                                      f"= {config.discrete} x {config.categories}: code_dim = continuous + discrete x categories")
+        require(self.continuous >= 1, f"model.code_dim = {spec.code_dim} leaves no continuous latent beside discrete "
+                                      f"x categories = {config.discrete} x {config.categories}: code_dim = continuous "
+                                      "+ discrete x categories")
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     @staticmethod
@@ -75,8 +80,9 @@ class JointBottleneck(Bottleneck):
 
     def setup(self, model) -> None:
         if model.probe(features=True).dist is not None:
-            raise ConfigError(f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
-                              "the jointvae bottleneck takes the means, log-variances and logits: set its distribution = \"none\"")
+            raise ConfigError(f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = "
+                              "\"gaussian\"); the jointvae bottleneck takes the means, log-variances and logits: set "
+                              "its distribution = \"none\"")
 
     def capacities(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
         """(C_c, C_d) now: rising in training, the maxima in evaluation."""

@@ -36,7 +36,8 @@ from aepipe_plugins.bottlenecks.quantize import codebook_usage
 def _deterministic_encoder(model, name: str) -> None:
     if model.probe(features=True).dist is not None:
         raise ConfigError(f"encoder '{model.encoder.name}' gives a posterior of its own (distribution = \"gaussian\"); "
-                          f"the {name} bottleneck takes a deterministic encoding: set the encoder's distribution = \"none\"")
+                          f"the {name} bottleneck takes a deterministic encoding: set the encoder's distribution = "
+                          "\"none\"")
 
 
 class FSQConfig(ComponentConfig):
@@ -46,7 +47,8 @@ class FSQConfig(ComponentConfig):
     its own (model.code_dim = groups x len(levels))."""
 
     levels: list[int] = Field([8, 5, 5, 5], min_length=1, max_length=16,
-                              description="levels of each dimension of a slice (each 3 to 1024); the grid has prod(levels) points")
+                              description="levels of each dimension of a slice (each 3 to 1024); the grid has "
+                                          "prod(levels) points")
     groups: int = Field(1, ge=1, le=4096, description="slices of the code, each of width len(levels), each one index")
 
     @field_validator("levels")
@@ -77,7 +79,8 @@ class FSQBottleneck(Bottleneck):
         super().__init__(config, spec)
         width = len(config.levels)
         require(spec.code_dim == config.groups * width, f"model.code_dim = {spec.code_dim}, but groups x len(levels) = "
-                                                        f"{config.groups} x {width} = {config.groups * width}: set them to agree")
+                                                        f"{config.groups} x {width} = {config.groups * width}: set "
+                                                        "them to agree")
         self.size = math.prod(config.levels)
         require(self.size <= 2 ** 31, f"levels {config.levels} make a grid of {self.size} points; at most 2^31")
         self.fsq = FSQ(list(config.levels))
@@ -94,7 +97,8 @@ class FSQBottleneck(Bottleneck):
     def from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """The grid points of ``indices`` ``(n, groups)``, side by side: ``(n, code_dim)``."""
         if indices.dim() != 2 or indices.shape[1] != self.config.groups:
-            raise ConfigError(f"indices of shape {tuple(indices.shape)}; bottleneck 'fsq' takes (n, {self.config.groups})")
+            raise ConfigError(f"indices of shape {tuple(indices.shape)}; bottleneck 'fsq' takes (n, "
+                              f"{self.config.groups})")
         codes = self.fsq.indices_to_codes(indices.long().to(self.fsq._basis.device))
         return codes.reshape(indices.shape[0], -1).to(torch.get_default_dtype())
 
@@ -122,9 +126,10 @@ class ResidualVQConfig(ComponentConfig):
     beta: float = Field(0.25, ge=0.0, description="weight of the commitment loss")
     decay: float = Field(0.99, gt=0.0, lt=1.0, description="decay of the codebooks' moving averages")
     kmeans_init: bool = Field(True, description="start each codebook at k-means centres of the first training batch")
-    seed: int = Field(0, ge=0, description="seed of the codebooks' k-means start (drawn aside from the run's random stream)")
-    dead_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="share of the mean moving-average use under which a codeword "
-                                                                "restarts (0: never)")
+    seed: int = Field(0, ge=0,
+                      description="seed of the codebooks' k-means start (drawn aside from the run's random stream)")
+    dead_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="share of the mean moving-average use under which a "
+                                                                "codeword restarts (0: never)")
 
 
 class ResidualVQBottleneck(Bottleneck):
@@ -187,7 +192,8 @@ class ResidualVQBottleneck(Bottleneck):
     def stage_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """The codewords of every stage of ``indices`` ``(n, Q)``: ``(Q, n, code_dim)``."""
         if indices.dim() != 2 or indices.shape[1] != self.config.stages:
-            raise ConfigError(f"indices of shape {tuple(indices.shape)}; bottleneck 'residual-vq' takes (n, {self.config.stages})")
+            raise ConfigError(f"indices of shape {tuple(indices.shape)}; bottleneck 'residual-vq' takes (n, "
+                              f"{self.config.stages})")
         codes = self.rvq.get_codes_from_indices(indices.long()[:, None, :].to(self.rvq.codebooks.device))
         return codes[:, :, 0, :]
 

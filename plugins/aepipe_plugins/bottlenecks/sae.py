@@ -31,7 +31,8 @@ class SparseCode(Bottleneck):
 
     def setup(self, model) -> None:
         if model.probe(features=True).dist is not None:
-            raise ConfigError(f"bottleneck '{self.name}' needs a deterministic encoder; '{model.encoder.name}' gives a posterior")
+            raise ConfigError(f"bottleneck '{self.name}' needs a deterministic encoder; '{model.encoder.name}' gives a "
+                              "posterior")
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -190,7 +191,8 @@ class JumpReluCode(SparseCode):
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
-        self.log_threshold = torch.nn.Parameter(torch.full((spec.code_dim,), float(torch.tensor(config.threshold).log())))
+        self.log_threshold = torch.nn.Parameter(torch.full((spec.code_dim,),
+                                                           float(torch.tensor(config.threshold).log())))
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         return _JumpReLU.apply(pre, self.log_threshold.exp(), self.config.bandwidth)
@@ -262,8 +264,10 @@ class GatedCode(SparseCode):
 
     def setup(self, model) -> None:
         super().setup(model)
-        if not isinstance(getattr(model.encoder, "bias", None), torch.nn.Parameter) or model.encoder.bias.shape != self.b_mag.shape:
-            raise ConfigError(f"bottleneck 'gated-code' needs the encoder 'sae-encoder' (its bias is the gate's); got '{model.encoder.name}'")
+        if (not isinstance(getattr(model.encoder, "bias", None), torch.nn.Parameter)
+                or model.encoder.bias.shape != self.b_mag.shape):
+            raise ConfigError("bottleneck 'gated-code' needs the encoder 'sae-encoder' (its bias is the gate's); got "
+                              f"'{model.encoder.name}'")
         self._encoder = [model.encoder]
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
@@ -275,5 +279,6 @@ class GatedCode(SparseCode):
 def prefix_sizes(prefixes: list[int], width: int) -> list[int]:
     """The Matryoshka prefixes, checked: increasing, each smaller than the dictionary."""
     if sorted(set(prefixes)) != list(prefixes) or not prefixes or prefixes[0] < 1 or prefixes[-1] >= width:
-        raise ConfigError(f"prefixes {list(prefixes)} must increase, from 1 to fewer than the {width} latents (model.code_dim)")
+        raise ConfigError(f"prefixes {list(prefixes)} must increase, from 1 to fewer than the {width} latents "
+                          "(model.code_dim)")
     return list(prefixes)

@@ -47,7 +47,8 @@ def write_cache(config, folder: Path, key: dict, rows_path: Path, ids_path: Path
                 ids = torch.full((len(group), max(lengths) + 2), pad, dtype=torch.long)
                 mask = torch.zeros_like(ids)
                 for i, w in enumerate(group):
-                    ids[i, 0], ids[i, 1: len(w) + 1], ids[i, len(w) + 1] = cls, torch.from_numpy(w.astype(np.int64)), sep
+                    ids[i, 0], ids[i, 1: len(w) + 1], ids[i, len(w) + 1] = (cls, torch.from_numpy(w.astype(np.int64)),
+                                                                            sep)
                     mask[i, : len(w) + 2] = 1
                 seen.clear()
                 model(input_ids=ids.to(device), attention_mask=mask.to(device))
@@ -69,7 +70,8 @@ def write_cache(config, folder: Path, key: dict, rows_path: Path, ids_path: Path
     np.save(tmp_ids, stream)
     if peak > float(np.finfo(np.float16).max):
         raise DataError(f"dataset 'activations': activations up to {peak:.3g} do not fit float16")
-    meta = {**key, "model": str(folder), "rows": int(at), "windows": len(windows), "mean_squared_norm": squared / max(at, 1),
+    meta = {**key, "model": str(folder), "rows": int(at), "windows": len(windows),
+            "mean_squared_norm": squared / max(at, 1),
             "max_abs": peak, "seconds": seconds, "device": str(device),
             "sha256": sites.file_digest(tmp), "ids_sha256": sites.file_digest(tmp_ids)}
     os.replace(tmp, rows_path)

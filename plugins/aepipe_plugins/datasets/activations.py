@@ -132,7 +132,8 @@ def docstrings(package: str) -> Iterator[tuple[str, str]]:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
-        nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))]
+        nodes = [tree,
+                 *(n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))]
         for node in nodes:
             doc = ast.get_docstring(node)
             if doc:
@@ -213,19 +214,22 @@ class Activations(Dataset):
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as exc:
-            raise DataError(f"dataset 'activations': the cache record {meta_path} cannot be read ({exc}); delete it") from None
+            raise DataError(f"dataset 'activations': the cache record {meta_path} cannot be read ({exc}); "
+                            "delete it") from None
         for path, field in ((rows_path, "sha256"), (ids_path, "ids_sha256")):
             found = sites.file_digest(path) if path.is_file() else "missing"
             if found != meta.get(field):
-                raise DataError(f"dataset 'activations': cache {path}: its digest no longer matches the one recorded in "
-                                f"{meta_path.name} ({found[:12]} against {str(meta.get(field))[:12]}); delete both to compute it again")
+                raise DataError(f"dataset 'activations': cache {path}: its digest no longer matches the one recorded "
+                                f"in {meta_path.name} ({found[:12]} against {str(meta.get(field))[:12]}); delete both "
+                                "to compute it again")
         return np.load(rows_path, mmap_mode="r"), np.load(ids_path, mmap_mode="r"), meta
 
     def load(self) -> RawData:
         rows, _, meta = self.cached()
         scale = float(np.sqrt(meta["mean_squared_norm"])) if self.config.normalize else 1.0
         if not scale > 0:
-            raise DataError(f"dataset 'activations': the activations at {self.config.site} of layer {self.config.layer} are all zero")
+            raise DataError(f"dataset 'activations': the activations at {self.config.site} of layer "
+                            f"{self.config.layer} are all zero")
         source = f"{meta['model']} layer {self.config.layer} {self.config.site} over {self.config.text}"
         return RawData(rows, None, (0.0, scale), None, 0, source=source, clip=False)
 
@@ -240,4 +244,5 @@ def progress(total: int):
         bar.start()
         return (lambda done: bar.update(task, completed=done)), bar.stop
     marks = {int(total * k / 10) for k in range(1, 11)}
-    return (lambda done: log.info("activations: %d / %d windows", done, total) if done in marks else None), (lambda: None)
+    return ((lambda done: log.info("activations: %d / %d windows", done, total) if done in marks else None),
+            (lambda: None))

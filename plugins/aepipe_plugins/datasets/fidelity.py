@@ -33,7 +33,8 @@ def embedding_fidelity(dictionary, dataset, value_range: tuple[float, float], wi
     mask = torch.zeros_like(batch)
     keep = torch.zeros_like(batch, dtype=torch.bool)
     for i, w in enumerate(group):
-        batch[i, 0], batch[i, 1: len(w) + 1], batch[i, len(w) + 1] = tokenizer.cls_token_id, torch.from_numpy(w), tokenizer.sep_token_id
+        batch[i, 0], batch[i, 1: len(w) + 1], batch[i, len(w) + 1] = (tokenizer.cls_token_id, torch.from_numpy(w),
+                                                                      tokenizer.sep_token_id)
         mask[i, : len(w) + 2] = 1
         keep[i, 1: len(w) + 1] = True
     batch, mask, keep = batch.to(device), mask.to(device), keep.to(device)

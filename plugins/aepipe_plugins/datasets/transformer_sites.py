@@ -53,7 +53,8 @@ def model_config(folder: Path) -> dict[str, Any]:
     try:
         return json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"dataset 'activations': {folder / 'config.json'}: cannot read the model's config ({exc})") from None
+        raise DataError(f"dataset 'activations': {folder / 'config.json'}: cannot read the model's config "
+                        f"({exc})") from None
 
 
 def check_layer(folder: Path, layer: int, context: int) -> int:

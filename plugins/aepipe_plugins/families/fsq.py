@@ -15,8 +15,10 @@ def aepipe_register_bottlenecks(register):
     register(FSQBottleneck)
 
 
-FSQ_VAE = autoencoder({"encoder": {"name": "conv", "channels": [32, 64]}, "decoder": {"name": "conv", "channels": [64, 32]}},
-                      bottleneck={"name": "fsq", "levels": [8, 5, 5, 5], "groups": 4}, code_dim=16, sampler={"name": "index-ar"})
+FSQ_VAE = autoencoder({"encoder": {"name": "conv", "channels": [32, 64]},
+                       "decoder": {"name": "conv", "channels": [64, 32]}},
+                      bottleneck={"name": "fsq", "levels": [8, 5, 5, 5], "groups": 4}, code_dim=16,
+                      sampler={"name": "index-ar"})
 
 
 @hookimpl

@@ -52,9 +52,11 @@ def hierarchy(network: str, bottleneck: str, shared: dict, warmup: int = 10) -> 
 
 @hookimpl
 def aepipe_register_variants(register):
-    register(Variant("ladder-vae", "Ladder VAE (Sønderby et al. 2016): latent groups z1..zL whose posteriors merge bottom-up "
-                                   "estimates with the top-down prior p(z_i | z_(i+1)), precision-weighted; KL warm-up.",
+    register(Variant("ladder-vae", "Ladder VAE (Sønderby et al. 2016): latent groups z1..zL whose posteriors merge "
+                                   "bottom-up estimates with the top-down prior p(z_i | z_(i+1)), precision-weighted; "
+                                   "KL warm-up.",
                      hierarchy("ladder", "ladder", {"hidden": [256, 128, 64], "dims": [16, 8, 4]})))
-    register(Variant("hvae", "Top-down hierarchical VAE (NVAE, VDVAE): residual cells, three latent groups entering the decoder "
-                             "at their own depths, posteriors as residuals of the conditional priors; KL warm-up.",
+    register(Variant("hvae", "Top-down hierarchical VAE (NVAE, VDVAE): residual cells, three latent groups entering "
+                             "the decoder at their own depths, posteriors as residuals of the conditional priors; KL "
+                             "warm-up.",
                      hierarchy("hvae", "top-down", {"width": 128, "dims": [8, 8, 8]})))

@@ -22,10 +22,12 @@ def aepipe_register_priors(register):
     register(JointPrior)
 
 
-JOINTVAE = autoencoder(bottleneck={"name": "jointvae", "categories": 10, "discrete": 1}, prior={"name": "jointvae-prior"}, code_dim=20)
+JOINTVAE = autoencoder(bottleneck={"name": "jointvae", "categories": 10, "discrete": 1},
+                       prior={"name": "jointvae-prior"}, code_dim=20)
 
 
 @hookimpl
 def aepipe_register_variants(register):
-    register(Variant("jointvae", "JointVAE: 10 Gaussian latents beside a 10-way Gumbel-softmax latent, each part's KL held at a "
-                                 "capacity rising over training; N(0, I) beside uniform categories as the prior.", JOINTVAE))
+    register(Variant("jointvae", "JointVAE: 10 Gaussian latents beside a 10-way Gumbel-softmax latent, each part's "
+                                 "KL held at a capacity rising over training; N(0, I) beside uniform categories as "
+                                 "the prior.", JOINTVAE))

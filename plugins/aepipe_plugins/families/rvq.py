@@ -14,11 +14,14 @@ def aepipe_register_bottlenecks(register):
     register(ResidualVQBottleneck)
 
 
-RVQ_VAE = autoencoder({"encoder": {"name": "conv", "channels": [32, 64]}, "decoder": {"name": "conv", "channels": [64, 32]}},
-                      bottleneck={"name": "residual-vq", "stages": 4, "codebook_size": 32}, code_dim=16, sampler={"name": "index-ar"})
+RVQ_VAE = autoencoder({"encoder": {"name": "conv", "channels": [32, 64]},
+                       "decoder": {"name": "conv", "channels": [64, 32]}},
+                      bottleneck={"name": "residual-vq", "stages": 4, "codebook_size": 32}, code_dim=16,
+                      sampler={"name": "index-ar"})
 
 
 @hookimpl
 def aepipe_register_variants(register):
-    register(Variant("rvq-vae", "Residual vector quantization (4 stages of 32 moving-average codewords, the decoder sees their sum), "
-                                "an autoregressive prior over the indices fitted after training.", RVQ_VAE))
+    register(Variant("rvq-vae", "Residual vector quantization (4 stages of 32 moving-average codewords, the decoder "
+                                "sees their sum), an autoregressive prior over the indices fitted after training.",
+                     RVQ_VAE))

@@ -68,7 +68,8 @@ def aepipe_register_variants(register):
     register(Variant("relu-sae", "ReLU sparse autoencoder: an L1 penalty on the code, weighted by the atoms' norms "
                                  "(free-norm atoms).",
                      dictionary({"name": "relu-code"}, {"unit_norm": False}, {"decoder-weighted-l1": {"lam": 0.1}})))
-    register(Variant("topk-sae", "TopK sparse autoencoder (Gao et al. 2024): k latents per token, AuxK for dead latents.",
+    register(Variant("topk-sae",
+                     "TopK sparse autoencoder (Gao et al. 2024): k latents per token, AuxK for dead latents.",
                      dictionary({"name": "topk-code", "k": 32}, regularizers={"auxk": {"alpha": 1 / 32}})))
     register(Variant("batchtopk-sae", "BatchTopK sparse autoencoder (Bussmann et al. 2024): n k latents per batch of n "
                                       "tokens, one threshold at inference.",
@@ -82,7 +83,8 @@ def aepipe_register_variants(register):
     register(Variant("matryoshka-sae", "Matryoshka sparse autoencoder (Bussmann et al. 2025): nested prefixes of the "
                                        "dictionary each reconstruct the input (BatchTopK code).",
                      dictionary({"name": "batchtopk-code", "k": 32},
-                                regularizers={"matryoshka": {"prefixes": [WIDTH // 16, WIDTH // 8, WIDTH // 4, WIDTH // 2]},
+                                regularizers={"matryoshka": {"prefixes": [WIDTH // 16, WIDTH // 8, WIDTH // 4,
+                                                                          WIDTH // 2]},
                                               "auxk": {"alpha": 1 / 32}})))
 
 
@@ -114,4 +116,5 @@ def aepipe_run_end(run, metrics):
     from aepipe_plugins.datasets.activations import Activations
     from aepipe_plugins.datasets.fidelity import embedding_fidelity
 
-    return embedding_fidelity(run.model, Activations(dataset.config), run.data.value_range, dataset.config.fidelity_windows)
+    return embedding_fidelity(run.model, Activations(dataset.config), run.data.value_range,
+                              dataset.config.fidelity_windows)

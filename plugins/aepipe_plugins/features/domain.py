@@ -43,7 +43,8 @@ class DomainConfig(ComponentConfig):
     seed: int = Field(0, description="seed of the classifier's initialisation and batch order")
     probe: list[int] = Field([32, 64, 128], max_length=8, description="channels of the random probe's 3x3 convolutions "
                              "(images only; [] for the classifier alone)")
-    probe_seed: int = Field(0, ge=0, description="seed of the probe's weights (numpy's PCG64: the same on every machine)")
+    probe_seed: int = Field(0, ge=0,
+                            description="seed of the probe's weights (numpy's PCG64: the same on every machine)")
     probes: int = Field(1, ge=1, le=16, description="random probes drawn (seeds probe_seed, probe_seed + 1, "
                         "...), each block weighted 1/sqrt(probes): squared distances are the mean over the draws "
                         "(1: one probe)")
@@ -184,7 +185,8 @@ class DomainFeatures(FeatureSpace):
         shape = spec.image_shape
         self.probes: list[_Probe] = []  # one for each seed (none for flat data or probe = [])
         if config.probe and shape is not None and len(shape) == 3:
-            with torch.random.fork_rng(devices=[]):  # its layers' default initialisation, overwritten, draws from torch's generator
+            # its layers' default initialisation, overwritten, draws from torch's generator
+            with torch.random.fork_rng(devices=[]):
                 self.probes = [_Probe(tuple(shape), list(config.probe), config.probe_seed + i)
                                for i in range(config.probes)]
         self.scales: list[float] | None = None  # one per block, from the training rows

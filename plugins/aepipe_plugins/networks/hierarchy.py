@@ -80,7 +80,8 @@ class LadderDecoder(Decoder):
         _check_unconditional(spec, self.name)
         require(bool(spec.groups), "the ladder decoder needs a code of latent groups (the ladder bottleneck)")
         width = config.hidden[0]
-        self.net = nn.Sequential(_mlp([config.dims[0], width, width], config.activation), nn.Linear(width, spec.input_dim))
+        self.net = nn.Sequential(_mlp([config.dims[0], width, width], config.activation),
+                                 nn.Linear(width, spec.input_dim))
 
     def forward_groups(self, latents: dict[str, torch.Tensor], y_onehot: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(latents["z1"])
@@ -103,7 +104,8 @@ class Residual(nn.Module):
 
     def __init__(self, width: int, act: str, extra: int = 0):
         super().__init__()
-        self.f = nn.Sequential(activation(act), nn.Linear(width + extra, width), activation(act), nn.Linear(width, width))
+        self.f = nn.Sequential(activation(act), nn.Linear(width + extra, width), activation(act),
+                               nn.Linear(width, width))
         with torch.no_grad():
             self.f[-1].weight.mul_(0.1)
             self.f[-1].bias.mul_(0.1)

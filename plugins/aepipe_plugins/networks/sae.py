@@ -104,10 +104,11 @@ class SaeEncoder(Encoder):
     def setup(self, model) -> None:
         decoder = model.decoder
         if not isinstance(decoder, SaeDecoder):
-            raise ConfigError(f"encoder 'sae-encoder' needs the decoder 'sae-decoder' (its pre-encoder bias); got '{decoder.name}'")
+            raise ConfigError("encoder 'sae-encoder' needs the decoder 'sae-decoder' (its pre-encoder bias); got "
+                              f"'{decoder.name}'")
         if decoder.weight.shape != self.weight.shape:
-            raise ConfigError(f"encoder 'sae-encoder' gives {self.weight.shape[0]} features, the decoder's dictionary has "
-                              f"{decoder.weight.shape[0]} atoms (a bottleneck that asks for another width)")
+            raise ConfigError(f"encoder 'sae-encoder' gives {self.weight.shape[0]} features, the decoder's dictionary "
+                              f"has {decoder.weight.shape[0]} atoms (a bottleneck that asks for another width)")
         self._decoder = [decoder]
         with torch.no_grad():
             self.weight.copy_(decoder.weight)

@@ -90,7 +90,8 @@ class IWBound(Regularizer):
         log_px, log_pz, log_q = self.terms(step)
         y = step.y if step.model.prior.class_conditional else None
         code = step.encoding
-        kl = torch.stack(list(code.group_kls().values())).sum(0) if code.groups else _closed_form(code, step.model.prior, y)
+        kl = (torch.stack(list(code.group_kls().values())).sum(0) if code.groups
+              else _closed_form(code, step.model.prior, y))
         if kl is None:
             kl = (log_q - log_pz).mean(0)
         return {"kl": kl.mean(), "neg_elbo": (kl - log_px.mean(0)).mean(),

@@ -42,7 +42,8 @@ class KLDivergence(Regularizer):
             raise ConfigError(f"regularizer 'kl' needs the prior's log density; prior '{model.prior.name}' has none "
                               "(use the adversarial regularizer to match it)")
         if self.config.method == "analytic" and not probe.groups and _closed_form(probe, model.prior, None) is None:
-            raise ConfigError(f"kl: method 'analytic' has no closed form for prior '{model.prior.name}' with this posterior; use monte-carlo")
+            raise ConfigError(f"kl: method 'analytic' has no closed form for prior '{model.prior.name}' with this "
+                              "posterior; use monte-carlo")
 
     def kl(self, step) -> torch.Tensor:
         """KL(q || p) per example, shape (n,) (beta not applied): in closed form where one

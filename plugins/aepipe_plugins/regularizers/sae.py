@@ -59,7 +59,8 @@ class AuxK(Regularizer):
     def setup(self, model) -> None:
         _need_dictionary(self, model)
         if not hasattr(model.bottleneck, "dead"):
-            raise ConfigError(f"regularizer 'auxk' needs a bottleneck that tracks dead latents; got '{model.bottleneck.name}'")
+            raise ConfigError("regularizer 'auxk' needs a bottleneck that tracks dead latents; got "
+                              f"'{model.bottleneck.name}'")
 
     def penalty(self, step) -> torch.Tensor | None:
         if not step.training:
@@ -93,7 +94,8 @@ class GatedPenalty(Regularizer):
     def setup(self, model) -> None:
         _need_dictionary(self, model)
         if model.bottleneck.name != "gated-code":
-            raise ConfigError(f"regularizer 'gated-penalty' needs the bottleneck 'gated-code'; got '{model.bottleneck.name}'")
+            raise ConfigError("regularizer 'gated-penalty' needs the bottleneck 'gated-code'; got "
+                              f"'{model.bottleneck.name}'")
 
     def penalty(self, step) -> torch.Tensor:
         gate = torch.relu(step.features.code)

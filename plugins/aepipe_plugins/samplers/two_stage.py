@@ -32,15 +32,17 @@ class TwoStageConfig(ComponentConfig):
     code. ``code`` is the default: on the digits VAE it draws far closer to the data (figures in
     docs/variants.md)."""
 
-    hidden: list[PositiveInt] = Field([256, 256], min_length=1, max_length=8, description="hidden units of the second VAE's MLPs")
+    hidden: list[PositiveInt] = Field([256, 256], min_length=1, max_length=8,
+                                      description="hidden units of the second VAE's MLPs")
     latent_dim: PositiveInt | None = Field(None, description="width of the second VAE's latent (default: the code's)")
     epochs: int = Field(300, ge=1, le=100_000, description="passes of Adam over the training codes")
     batch_size: int = Field(128, ge=1, description="codes per Adam step")
     lr: float = Field(1e-3, gt=0.0, description="Adam's learning rate")
     seed: int = Field(0, ge=0, description="seed of the subset, the batch order and the fit's draws")
     max_codes: int = Field(50_000, ge=2, description="at most this many training codes (a random subset)")
-    fit_on: Literal["sample", "code"] = Field("code", description="what of each training input the second VAE fits: its code "
-                                                                  "(the posterior mean) or a draw of its posterior (the paper's)")
+    fit_on: Literal["sample", "code"] = Field("code", description="what of each training input the second VAE fits: "
+                                                                  "its code (the posterior mean) or a draw of its "
+                                                                  "posterior (the paper's)")
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -76,9 +78,11 @@ class TwoStageSampler(Sampler):
 
     def setup(self, model) -> None:
         if model.spec.conditional:
-            raise ConfigError("sampler 'two-stage' fits codes without their labels; a conditional model samples through 'prior'")
+            raise ConfigError("sampler 'two-stage' fits codes without their labels; a conditional model samples "
+                              "through 'prior'")
         if getattr(model.bottleneck, "discrete", False):
-            raise ConfigError(f"sampler 'two-stage' models continuous codes; bottleneck '{model.bottleneck.name}' gives discrete ones")
+            raise ConfigError(f"sampler 'two-stage' models continuous codes; bottleneck '{model.bottleneck.name}' "
+                              "gives discrete ones")
 
     def neg_elbo(self, x: torch.Tensor) -> torch.Tensor:
         """The second VAE's negative ELBO of standardized codes ``x``, per code (one draw)."""
@@ -93,7 +97,8 @@ class TwoStageSampler(Sampler):
     def fit(self, model, split) -> dict[str, float]:
         c = self.config
         offers = ("code", *getattr(model.bottleneck, "what", ()))
-        codes = code_tensor(model, split, what="sample" if c.fit_on == "sample" and "sample" in offers else "code").to(self.loc.dtype)
+        codes = code_tensor(model, split,
+                            what="sample" if c.fit_on == "sample" and "sample" in offers else "code").to(self.loc.dtype)
         gen = torch.Generator().manual_seed(c.seed)
         if len(codes) > c.max_codes:
             codes = codes[torch.randperm(len(codes), generator=gen)[: c.max_codes].to(codes.device)]
