@@ -83,8 +83,8 @@ def test_early_stopping_waits_for_an_annealed_objective_to_settle(aepipe_pm, aep
         stop = state.record(epoch, {"val_loss": loss}, 0.0, 1, weights, settled)
         assert not stop and state.best_epoch == epoch and state.best_weights["w"].item() == epoch
     assert state.record(6, {"val_loss": 8.5}, 0.0, 1, weights, True) and state.best_epoch == 5
-    overrides = [*QUIET, "train.min_delta=1e9", "train.epochs=20", "train.patience=2", "model.regularizers.capacity.unit=\"epochs\"",
-                 "model.regularizers.capacity.anneal=4"]
+    overrides = [*QUIET, "train.min_delta=1e9", "train.epochs=20", "train.patience=2",
+                 "model.regularizers.capacity.unit=\"epochs\"", "model.regularizers.capacity.anneal=4"]
     tree = {"variant": "beta-vae-capacity", "data": {"name": "digits"}}
     run = train(resolve(aepipe_pm, tree=tree, overrides=overrides), aepipe_pm)
     # C reaches c_max at the end of epoch 4, the first settled epoch (the new baseline); 5 and 6 are worse
