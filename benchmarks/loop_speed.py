@@ -45,14 +45,24 @@ def settings(variant: str, epochs: int, fused: bool = False) -> dict:
             "tracking": {"experiment": "benchmark-loop", "log_model": False, "log_images": False, "log_dataset": False}}
 
 
+def _mlp(widths: list[int]) -> nn.Sequential:
+    """Linear layers through ``widths`` with a ReLU between two of them."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        layers += [nn.ReLU()] if i else []
+        layers.append(nn.Linear(a, b))
+    return nn.Sequential(*layers)
+
+
 class Net(nn.Module):
-    def __init__(self, vae: bool, d: int = 784, k: int = 16):
+    """The hand-written MLP autoencoder (or VAE) of the benchmarks: d-hidden...-k, mirrored back to d
+    (``benchmarks/step_overhead.py`` uses it at 64-32-8)."""
+
+    def __init__(self, vae: bool, d: int = 784, k: int = 16, hidden: tuple[int, ...] = (512, 256)):
         super().__init__()
         self.vae = vae
-        self.enc = nn.Sequential(
-            nn.Linear(d, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 2 * k if vae else k)
-        )
-        self.dec = nn.Sequential(nn.Linear(k, 256), nn.ReLU(), nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, d))
+        self.enc = _mlp([d, *hidden, 2 * k if vae else k])
+        self.dec = _mlp([k, *reversed(hidden), d])
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         h = self.enc(x)

@@ -43,9 +43,10 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from loop_speed import Net as HandNet  # benchmarks/ is the script's folder, first on sys.path
 
 os.environ.setdefault("AEPIPE_HOME", tempfile.mkdtemp(prefix="aepipe-bench-"))
 os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -69,23 +70,9 @@ def settings(variant: str, epochs: int) -> dict:
             "tracking": {"experiment": "benchmark-step", "log_model": False, "log_images": False, "log_dataset": False}}
 
 
-class Net(nn.Module):
-    """The same network, written by hand."""
-
-    def __init__(self, vae: bool, d: int = 64, h: int = 32, k: int = 8):
-        super().__init__()
-        self.vae = vae
-        self.enc = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, 2 * k if vae else k))
-        self.dec = nn.Sequential(nn.Linear(k, h), nn.ReLU(), nn.Linear(h, d))
-
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.enc(x)
-        if not self.vae:
-            return F.binary_cross_entropy_with_logits(self.dec(h), x, reduction="none").sum(-1).mean()
-        mu, logvar = h.chunk(2, -1)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        rec = F.binary_cross_entropy_with_logits(self.dec(z), x, reduction="none").sum(-1)
-        return (rec - 0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)).mean()
+def Net(vae: bool) -> nn.Module:
+    """The hand loop's model: loop_speed's hand-written autoencoder at 64-32-8."""
+    return HandNet(vae, d=64, k=8, hidden=(32,))
 
 
 def hand_loop(x: torch.Tensor, x_val: torch.Tensor, vae: bool, epochs: int) -> tuple[float, int]:
